@@ -1,0 +1,372 @@
+"""Text -> AST. A Lark LALR parser with positions on; syntax errors become `SyntaxErrorInSpec`
+with the file, line, column and a hint, never a Lark traceback.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Iterator
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.lark import PostLex
+
+from circuitlang.dsl import ast
+from circuitlang.dsl.syntax_hints import hint_for_unexpected
+from circuitlang.errors import CircuitlangError, Span, SyntaxErrorInSpec
+
+SUPPORTED_VERSIONS = (1,)
+
+
+class _DropNewlinesInBrackets(PostLex):
+    """Newlines inside (...) and [...] continue the line, so long lists can span lines."""
+
+    always_accept = ("_NL",)
+    _open = {"LPAR", "LSQB"}
+    _close = {"RPAR", "RSQB"}
+
+    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
+        depth = 0
+        for token in stream:
+            if token.type in self._open:
+                depth += 1
+            elif token.type in self._close:
+                depth = max(0, depth - 1)
+            elif token.type == "_NL" and depth > 0:
+                continue
+            yield token
+
+
+@lru_cache(maxsize=1)
+def _grammar_text() -> str:
+    return resources.files("circuitlang.dsl").joinpath("grammar.lark").read_text(encoding="utf-8")
+
+
+def _make_parser(comments: list[Token]) -> Lark:
+    return Lark(
+        _grammar_text(),
+        parser="lalr",
+        lexer="contextual",
+        propagate_positions=True,
+        maybe_placeholders=True,
+        postlex=_DropNewlinesInBrackets(),
+        lexer_callbacks={"COMMENT": comments.append},
+    )
+
+
+def parse(text: str, path: str = "<string>") -> ast.SpecFile:
+    """Parse `.circ` text into an AST. Raises `SyntaxErrorInSpec` pointing at the first mistake."""
+    comments: list[Token] = []
+    parser = _make_parser(comments)
+    source = text if text.endswith("\n") else text + "\n"
+    try:
+        tree = parser.parse(source)
+        spec = _ToAst(path).transform(tree)
+    except UnexpectedInput as error:
+        raise _syntax_error(error, source, path, parser) from None
+    except VisitError as error:  # an exception raised while building the AST
+        if isinstance(error.orig_exc, CircuitlangError):
+            raise error.orig_exc from None
+        raise
+    header, items = spec
+    found = tuple(ast.Comment(c.value.rstrip(), c.line, c.column) for c in comments)
+    return ast.SpecFile(path=path, header=header, items=tuple(items), comments=found)
+
+
+def _syntax_error(error: UnexpectedInput, source: str, path: str, parser: Lark) -> SyntaxErrorInSpec:
+    line, column = _error_position(error, source)
+    width = len(getattr(error, "token", "") or " ") if isinstance(error, UnexpectedToken) else 1
+    span = Span(path=path, line=line, column=column, end_line=line, end_column=column + max(1, width))
+    message, hint = hint_for_unexpected(error, source, parser)
+    return SyntaxErrorInSpec(message, span, hint)
+
+
+def _error_position(error: UnexpectedInput, source: str) -> tuple[int, int]:
+    if isinstance(error, UnexpectedEOF) or getattr(error, "line", -1) in (-1, None):
+        lines = source.rstrip("\n").split("\n")
+        return len(lines), len(lines[-1]) + 1
+    token = getattr(error, "token", None)
+    if isinstance(error, UnexpectedToken) and token is not None and token.type == "$END":
+        lines = source.rstrip("\n").split("\n")
+        return len(lines), len(lines[-1]) + 1
+    return error.line, error.column
+
+
+def _span(path: str, meta: Any) -> Span:
+    return Span(path=path, line=meta.line, column=meta.column, end_line=meta.end_line, end_column=meta.end_column)
+
+
+def _token_span(path: str, token: Token) -> Span:
+    return Span(path=path, line=token.line, column=token.column,
+                end_line=token.end_line, end_column=token.end_column)
+
+
+def _unquote(token: Token, path: str) -> str:
+    """Decode a string literal. Only \\" \\\\ \\n \\t are escapes; anything else is an error."""
+    body, out, i = token.value[1:-1], [], 0
+    escapes = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
+    while i < len(body):
+        char = body[i]
+        if char == "\\":
+            nxt = body[i + 1]
+            if nxt not in escapes:
+                column = token.column + 1 + i
+                raise SyntaxErrorInSpec(
+                    f"unknown escape '\\{nxt}' in string",
+                    Span(path=path, line=token.line, column=column, end_line=token.line, end_column=column + 2),
+                    'the escapes are \\" \\\\ \\n and \\t; write a literal backslash as \\\\',
+                )
+            out.append(escapes[nxt])
+            i += 2
+        else:
+            out.append(char)
+            i += 1
+    return "".join(out)
+
+
+def _split_head(token: Token) -> tuple[int, int]:
+    layer, head = token.value.split(".")
+    return int(layer), int(head)
+
+
+def _present(children: list[Any]) -> list[Any]:
+    return [child for child in children if child is not None]
+
+
+@v_args(meta=True)
+class _ToAst(Transformer):
+    """Builds AST nodes bottom-up; every node gets the span Lark computed for its rule."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    def _s(self, meta: Any) -> Span:
+        return _span(self.path, meta)
+
+    def _ident(self, token: Token) -> ast.Ident:
+        return ast.Ident(str(token), _token_span(self.path, token))
+
+    def _str(self, token: Token) -> ast.StrLit:
+        return ast.StrLit(_unquote(token, self.path), _token_span(self.path, token))
+
+    # ---- file and header
+    def start(self, meta: Any, children: list[Any]) -> tuple[ast.Header, list[Any]]:
+        return children[0], children[1:]
+
+    def header(self, meta: Any, children: list[Token]) -> ast.Header:
+        return ast.Header(int(children[0]), self._s(meta))
+
+    def circuit_decl(self, meta: Any, children: list[Token]) -> ast.CircuitDecl:
+        return ast.CircuitDecl(self._ident(children[0]), self._str(children[1]), self._s(meta))
+
+    def use_circuit(self, meta: Any, children: list[Token]) -> ast.UseDecl:
+        return ast.UseDecl("circuit", None, self._str(children[0]), self._s(meta))
+
+    def use_prompts(self, meta: Any, children: list[Token]) -> ast.UseDecl:
+        return ast.UseDecl("prompts", self._ident(children[0]), self._str(children[1]), self._s(meta))
+
+    def use_list(self, meta: Any, children: list[Token]) -> ast.UseDecl:
+        return ast.UseDecl("list", self._ident(children[0]), self._str(children[1]), self._s(meta))
+
+    def list_decl(self, meta: Any, children: list[Any]) -> ast.ListDecl:
+        cyclic = len(children) == 3
+        return ast.ListDecl(self._ident(children[0]), cyclic, children[-1], self._s(meta))
+
+    # ---- prompt sets
+    def prompts_decl(self, meta: Any, children: list[Any]) -> ast.PromptsDecl:
+        name = self._ident(children[0]) if children and isinstance(children[0], Token) else None
+        body = tuple(children[1:] if name else children)
+        return ast.PromptsDecl(name, body, self._s(meta))
+
+    def template_stmt(self, meta: Any, children: list[Token]) -> ast.TemplateStmt:
+        return ast.TemplateStmt(self._str(children[0]), self._s(meta))
+
+    def for_stmt(self, meta: Any, children: list[ast.Loop]) -> ast.ForStmt:
+        return ast.ForStmt(tuple(children), self._s(meta))
+
+    def loop(self, meta: Any, children: list[Any]) -> ast.Loop:
+        return ast.Loop(self._ident(children[0]), children[1], self._s(meta))
+
+    def assign_stmt(self, meta: Any, children: list[Any]) -> ast.AssignStmt:
+        targets = tuple(self._ident(token) for token in children[:-1])
+        return ast.AssignStmt(targets, children[-1], self._s(meta))
+
+    def from_stmt(self, meta: Any, children: list[Token]) -> ast.FromStmt:
+        return ast.FromStmt(self._str(children[0]), self._s(meta))
+
+    def generate_stmt(self, meta: Any, children: list[Any]) -> ast.GenerateStmt:
+        return ast.GenerateStmt(self._ident(children[0]), tuple(_present(children[1:])), self._s(meta))
+
+    def kwarg(self, meta: Any, children: list[Any]) -> ast.KwArg:
+        return ast.KwArg(self._ident(children[0]), children[1], self._s(meta))
+
+    # ---- corruption, metric, ablation, settings
+    def corrupt_decl(self, meta: Any, children: list[Any]) -> ast.CorruptDecl:
+        kind, rest = children[0], children[1:]
+        args = next((c[1] for c in rest if isinstance(c, tuple) and c[0] == "args"), None)
+        body = next((c[1] for c in rest if isinstance(c, tuple) and c[0] == "body"), None)
+        return ast.CorruptDecl(kind, args, body, self._s(meta))
+
+    def corrupt_kind(self, meta: Any, children: list[Token]) -> ast.Ident:
+        return self._ident(children[0])
+
+    def corrupt_args(self, meta: Any, children: list[Any]) -> tuple[str, tuple[Any, ...]]:
+        return ("args", tuple(_present(children)))
+
+    def corrupt_body(self, meta: Any, children: list[Any]) -> tuple[str, tuple[Any, ...]]:
+        return ("body", tuple(children))
+
+    def metric_decl(self, meta: Any, children: list[Any]) -> ast.MetricDecl:
+        args = tuple(self._ident(t) for t in _present(children[1:])) if len(children) > 1 else None
+        return ast.MetricDecl(self._ident(children[0]), args, self._s(meta))
+
+    def ablate_decl(self, meta: Any, children: list[Any]) -> ast.AblateDecl:
+        source = self._ident(children[1]) if children[1] is not None else None
+        return ast.AblateDecl(self._ident(children[0]), source, self._s(meta))
+
+    def set_decl(self, meta: Any, children: list[Any]) -> ast.SetDecl:
+        return ast.SetDecl(self._ident(children[0]), children[1], self._s(meta))
+
+    def setting_decimal(self, meta: Any, children: list[Token]) -> ast.Number:
+        return ast.Number(float(children[0]), str(children[0]), self._s(meta))
+
+    def name(self, meta: Any, children: list[Token]) -> ast.Var:
+        return ast.Var(str(children[0]), self._s(meta))
+
+    # ---- circuit
+    def role_decl(self, meta: Any, children: list[Any]) -> ast.RoleDecl:
+        kind, members = children[1]
+        return ast.RoleDecl(self._str(children[0]), members, kind == "mlp", tuple(children[2:]), self._s(meta))
+
+    def head_list(self, meta: Any, children: list[Any]) -> tuple[str, tuple[Any, ...]]:
+        return ("heads", tuple(children))
+
+    def mlp_list(self, meta: Any, children: list[Any]) -> tuple[str, tuple[Any, ...]]:
+        return ("mlp", tuple(children))
+
+    def mlp_decl(self, meta: Any, children: list[Any]) -> ast.MlpDecl:
+        layers = tuple(c for c in children if not isinstance(c, ast.PositionClause))
+        clauses = tuple(c for c in children if isinstance(c, ast.PositionClause))
+        return ast.MlpDecl(layers, clauses, self._s(meta))
+
+    def head(self, meta: Any, children: list[Token]) -> ast.HeadRef:
+        layer, head = _split_head(children[0])
+        return ast.HeadRef(layer, head, self._s(meta))
+
+    def layer_heads(self, meta: Any, children: list[Token]) -> ast.LayerHeads:
+        return ast.LayerHeads(int(children[0].value.split(".")[0]), self._s(meta))
+
+    def layer(self, meta: Any, children: list[Token]) -> ast.MlpRef:
+        return ast.MlpRef(int(children[0]), self._s(meta))
+
+    def layer_range(self, meta: Any, children: list[Token]) -> ast.LayerRange:
+        return ast.LayerRange(int(children[0]), int(children[1]), self._s(meta))
+
+    def mlp(self, meta: Any, children: list[Token]) -> ast.MlpRef:
+        return ast.MlpRef(int(children[0]), self._s(meta))
+
+    def embed(self, meta: Any, children: list[Token]) -> ast.Embed:
+        return ast.Embed(self._s(meta))
+
+    def logits(self, meta: Any, children: list[Token]) -> ast.Logits:
+        return ast.Logits(self._s(meta))
+
+    def role_target(self, meta: Any, children: list[Token]) -> ast.RoleRef:
+        return ast.RoleRef(_unquote(children[0], self.path), self._s(meta))
+
+    def position_clause(self, meta: Any, children: list[Any]) -> ast.PositionClause:
+        return ast.PositionClause(self._ident(children[0]), tuple(children[1:]), self._s(meta))
+
+    def position_list(self, meta: Any, children: list[Any]) -> tuple[Any, ...]:
+        return tuple(children)
+
+    def position_ref(self, meta: Any, children: list[Any]) -> ast.PosRef:
+        offset = children[1] if len(children) > 1 and children[1] is not None else 0
+        return ast.PosRef(str(children[0]), offset, self._s(meta))
+
+    def position_range(self, meta: Any, children: list[ast.PosRef]) -> ast.PosRange:
+        return ast.PosRange(children[0], children[1], self._s(meta))
+
+    def plus_offset(self, meta: Any, children: list[Token]) -> int:
+        return int(children[0])
+
+    def minus_offset(self, meta: Any, children: list[Token]) -> int:
+        return -int(children[0])
+
+    def edge_decl(self, meta: Any, children: list[Any]) -> ast.EdgeDecl:
+        channels = tuple(self._ident(t) for t in _present(children[2:])) if len(children) > 2 else None
+        return ast.EdgeDecl(children[0], children[1], channels or None, self._s(meta))
+
+    # ---- expectations
+    def on_clause(self, meta: Any, children: list[Token]) -> ast.Ident:
+        return self._ident(children[0])
+
+    def expect_metric(self, meta: Any, children: list[Any]) -> ast.ExpectMetric:
+        metric, on, op, number = children
+        return ast.ExpectMetric(self._ident(metric), on, str(op), number, self._s(meta))
+
+    def expect_score(self, meta: Any, children: list[Any]) -> ast.ExpectScore:
+        target, score, on, op, number = children
+        return ast.ExpectScore(target, self._ident(score), on, str(op), number, self._s(meta))
+
+    def expect_attends(self, meta: Any, children: list[Any]) -> ast.ExpectAttends:
+        target, queries, keys, on, op, number = children
+        return ast.ExpectAttends(target, queries, keys, on, str(op), number, self._s(meta))
+
+    def num_int(self, meta: Any, children: list[Token]) -> ast.Number:
+        return ast.Number(float(children[0]), str(children[0]), self._s(meta))
+
+    num_decimal = num_int
+
+    def num_neg_int(self, meta: Any, children: list[Token]) -> ast.Number:
+        return ast.Number(-float(children[0]), "-" + str(children[0]), self._s(meta))
+
+    num_neg_decimal = num_neg_int
+
+    # ---- expressions
+    def int(self, meta: Any, children: list[Token]) -> ast.IntLit:
+        return ast.IntLit(int(children[0]), self._s(meta))
+
+    def string(self, meta: Any, children: list[Token]) -> ast.StrLit:
+        return ast.StrLit(_unquote(children[0], self.path), self._s(meta))
+
+    def var(self, meta: Any, children: list[Token]) -> ast.Var:
+        return ast.Var(str(children[0]), self._s(meta))
+
+    def index(self, meta: Any, children: list[Any]) -> ast.Index:
+        return ast.Index(self._ident(children[0]), children[1], self._s(meta))
+
+    def call(self, meta: Any, children: list[Any]) -> ast.Call:
+        return ast.Call(self._ident(children[0]), tuple(_present(children[1:])), self._s(meta))
+
+    def list_literal(self, meta: Any, children: list[Any]) -> ast.ListLit:
+        return ast.ListLit(tuple(_present(children)), self._s(meta))
+
+    def range(self, meta: Any, children: list[Any]) -> ast.Range:
+        return ast.Range(children[0], children[1], self._s(meta))
+
+    def random(self, meta: Any, children: list[Any]) -> ast.Random:
+        return ast.Random(children[0], children[1] is not None, self._s(meta))
+
+    def neg(self, meta: Any, children: list[Any]) -> ast.Neg:
+        return ast.Neg(children[0], self._s(meta))
+
+    def _binop(self, op: str, meta: Any, children: list[Any]) -> ast.BinOp:
+        return ast.BinOp(op, children[0], children[1], self._s(meta))
+
+    def add(self, meta: Any, children: list[Any]) -> ast.BinOp:
+        return self._binop("+", meta, children)
+
+    def sub(self, meta: Any, children: list[Any]) -> ast.BinOp:
+        return self._binop("-", meta, children)
+
+    def mul(self, meta: Any, children: list[Any]) -> ast.BinOp:
+        return self._binop("*", meta, children)
+
+    def floordiv(self, meta: Any, children: list[Any]) -> ast.BinOp:
+        return self._binop("//", meta, children)
+
+    def mod(self, meta: Any, children: list[Any]) -> ast.BinOp:
+        return self._binop("%", meta, children)

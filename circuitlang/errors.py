@@ -1,0 +1,147 @@
+"""Errors for every stage, each pointing at the user's source.
+
+`Span` is where something came from in a `.circ` file; it travels from the parser into the IR so
+that a semantic error found late still points at the line that caused it. Every user-facing error
+is a `CircuitlangError` with a message (what is wrong), an optional span and a hint (one sentence
+on how to fix it). Stages collect several errors and raise them together as `SpecErrors`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Span(BaseModel):
+    """A region of a source file: 1-based line and column, end exclusive."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: str
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.column}"
+
+
+class CircuitlangError(Exception):
+    """Root of every error circuitlang reports to a user (never a bare traceback)."""
+
+    stage = "error"
+
+    def __init__(self, message: str, span: Span | None = None, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.span = span
+        self.hint = hint
+
+    def __str__(self) -> str:
+        where = f"{self.span}: " if self.span else ""
+        hint = f" ({self.hint})" if self.hint else ""
+        return f"{where}{self.message}{hint}"
+
+    def to_dict(self) -> dict[str, object]:
+        span = self.span
+        return {
+            "stage": self.stage,
+            "message": self.message,
+            "hint": self.hint,
+            "path": span.path if span else None,
+            "line": span.line if span else None,
+            "column": span.column if span else None,
+            "end_line": span.end_line if span else None,
+            "end_column": span.end_column if span else None,
+        }
+
+
+class SyntaxErrorInSpec(CircuitlangError):
+    """The text does not follow the grammar."""
+
+    stage = "syntax"
+
+
+class SpecError(CircuitlangError):
+    """The spec parses but means something impossible (unknown slot, layer out of range...)."""
+
+    stage = "semantic"
+
+
+class DataError(CircuitlangError):
+    """Prompt expansion failed for a particular prompt (bad index, missing file column...)."""
+
+    stage = "data"
+
+
+class ModelError(CircuitlangError):
+    """A model could not be found, loaded or described."""
+
+    stage = "model"
+
+
+class SpecErrors(CircuitlangError):
+    """Several errors found in one pass, reported together in source order."""
+
+    stage = "errors"
+
+    def __init__(self, errors: Sequence[CircuitlangError]) -> None:
+        ordered = sorted(errors, key=_error_sort_key)
+        self.errors: tuple[CircuitlangError, ...] = tuple(ordered)
+        first = ordered[0] if ordered else None
+        message = f"{len(ordered)} error(s); first: {first.message}" if first else "no errors"
+        super().__init__(message, first.span if first else None, first.hint if first else None)
+
+
+def _error_sort_key(error: CircuitlangError) -> tuple[str, int, int]:
+    span = error.span
+    return (span.path, span.line, span.column) if span else ("", 0, 0)
+
+
+def flatten(errors: Iterable[CircuitlangError]) -> list[CircuitlangError]:
+    """Expand any `SpecErrors` into its members, keeping source order."""
+    flat: list[CircuitlangError] = []
+    for error in errors:
+        flat.extend(error.errors if isinstance(error, SpecErrors) else (error,))
+    return sorted(flat, key=_error_sort_key)
+
+
+def raise_if_any(errors: Sequence[CircuitlangError]) -> None:
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise SpecErrors(errors)
+
+
+def render_diagnostic(error: CircuitlangError, source: str | None = None) -> str:
+    """Format one error like a compiler: location, message, the source line with a caret, hint."""
+    lines = [f"{error.span}: {error.stage} error: {error.message}" if error.span
+             else f"{error.stage} error: {error.message}"]
+    if error.span is not None:
+        text = source if source is not None else _read_quietly(error.span.path)
+        lines.extend(_caret_lines(error.span, text))
+    if error.hint:
+        lines.append(f"  hint: {error.hint}")
+    return "\n".join(lines)
+
+
+def _caret_lines(span: Span, text: str | None) -> list[str]:
+    if text is None:
+        return []
+    source_lines = text.splitlines()
+    if not 1 <= span.line <= len(source_lines):
+        return []
+    line = source_lines[span.line - 1]
+    width = span.end_column - span.column if span.end_line == span.line else len(line) - span.column + 1
+    gutter = f"{span.line:>4} | "
+    return [gutter + line, " " * len(gutter) + " " * (span.column - 1) + "^" * max(1, width)]
+
+
+def _read_quietly(path: str) -> str | None:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError:
+        return None

@@ -1,0 +1,199 @@
+"""AST -> IR: resolve `use` lines, lower every declaration, and collect every error at once.
+
+`load_spec(path)` is the front door: read, parse, lower. Errors are gathered per statement and
+raised together (`SpecErrors`) so a researcher fixes a file in one round, not ten.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from circuitlang.dsl import ast
+from circuitlang.errors import CircuitlangError, ModelError, SpecError, raise_if_any
+from circuitlang.ir import models as ir
+from circuitlang.ir.circuit import lower_circuit
+from circuitlang.ir.expectations import lower_expectations
+from circuitlang.ir.prompt_sets import fields_of, lower_metric, lower_prompt_set, slot_names
+from circuitlang.ir.settings import lower_settings
+from circuitlang.ir.shapes import model_shape, resolve_model
+from circuitlang.ir.stdlib import BUILTIN_LISTS
+from circuitlang.ir.uses import read_spec_file, resolve_uses
+from circuitlang.ir.expressions import constant_value
+from circuitlang.dsl.parser import SUPPORTED_VERSIONS
+
+
+def load_spec(path: str | Path) -> ir.Spec:
+    """Read, parse and lower a `.circ` file (with the files its `use` lines name)."""
+    spec_file = read_spec_file(Path(path))
+    return lower(spec_file)
+
+
+def lower(spec_file: ast.SpecFile) -> ir.Spec:
+    errors: list[CircuitlangError] = []
+    spec_dir = Path(spec_file.path).resolve().parent
+    items = resolve_uses(spec_file, errors)
+    _check_version(spec_file.header, errors)
+    name, model = _circuit_decl(spec_file, items, spec_dir, errors)
+    shape = _shape(model, errors)
+    lists = _lists(items, errors)
+    list_names = {named.name for named in lists} | set(BUILTIN_LISTS)
+    prompt_sets = _prompt_sets(items, list_names, spec_dir, name, spec_file.header, errors)
+    metric = _top_metric(items, prompt_sets, spec_file.header, errors)
+    ablation = _ablation(items, spec_file.header, errors)
+    circuit = lower_circuit(items, shape, model, prompt_sets, errors)
+    expectations = lower_expectations(items, circuit, prompt_sets, errors)
+    settings = lower_settings(items, errors)
+    raise_if_any(errors)
+    return ir.Spec(
+        version=spec_file.header.version, name=name, path=spec_file.path, model=model, shape=shape,
+        lists=lists, prompt_sets=prompt_sets, metric=metric, ablation=ablation, circuit=circuit,
+        expectations=expectations, settings=settings,
+    )
+
+
+def _check_version(header: ast.Header, errors: list[CircuitlangError]) -> None:
+    if header.version not in SUPPORTED_VERSIONS:
+        errors.append(SpecError(f"circuitlang version {header.version} is not supported", header.span,
+                                f"this circuitlang reads version(s) {', '.join(map(str, SUPPORTED_VERSIONS))}"))
+
+
+def _circuit_decl(spec_file: ast.SpecFile, items: list[ast.Item], spec_dir: Path,
+                  errors: list[CircuitlangError]) -> tuple[str, ir.ModelRef]:
+    decls = [item for item in items if isinstance(item, ast.CircuitDecl)]
+    for extra in decls[1:]:
+        errors.append(SpecError("a spec has one `circuit` line; this is a second one", extra.span,
+                                "split the file, or share parts with `use circuit from \"...\"`"))
+    if not decls:
+        errors.append(SpecError("missing `circuit NAME on \"MODEL\"` line", spec_file.header.span,
+                                'add e.g. circuit incr_digits on "gpt2" after the header'))
+        return "unnamed", ir.ModelRef(source="hub", name="", span=spec_file.header.span)
+    decl = decls[0]
+    try:
+        return decl.name.name, resolve_model(decl.model.value, spec_dir, decl.model.span)
+    except ModelError as error:
+        errors.append(error)
+        return decl.name.name, ir.ModelRef(source="hub", name="", span=decl.model.span)
+
+
+def _shape(model: ir.ModelRef, errors: list[CircuitlangError]) -> ir.ModelShape | None:
+    if not model.name:
+        return None
+    try:
+        return model_shape(model)
+    except ModelError as error:
+        errors.append(error)
+        return None
+
+
+def _lists(items: list[ast.Item], errors: list[CircuitlangError]) -> tuple[ir.NamedList, ...]:
+    lowered: dict[str, ir.NamedList] = {}
+    for decl in (item for item in items if isinstance(item, ast.ListDecl)):
+        if decl.name.name in lowered:
+            errors.append(SpecError(f"list '{decl.name.name}' is declared twice", decl.name.span,
+                                    f"the first is at {lowered[decl.name.name].span}; rename one"))
+            continue
+        values = tuple(constant_value(item) for item in decl.items.items)
+        for value, item in zip(values, decl.items.items):
+            if value is None:
+                errors.append(SpecError("list items must be literal numbers or strings", item.span,
+                                        'for example: list colors = ["red", "green"]'))
+        if not values:
+            errors.append(SpecError(f"list '{decl.name.name}' is empty", decl.items.span, "give it at least one item"))
+        clean = tuple(v for v in values if v is not None)
+        lowered[decl.name.name] = ir.NamedList(name=decl.name.name, values=clean, cyclic=decl.cyclic, span=decl.span)
+    return tuple(lowered.values())
+
+
+def _prompt_sets(items: list[ast.Item], lists: set[str], spec_dir: Path, spec_name: str, header: ast.Header,
+                 errors: list[CircuitlangError]) -> tuple[ir.PromptSet, ...]:
+    decls = [item for item in items if isinstance(item, ast.PromptsDecl)]
+    outer = [item for item in items if isinstance(item, ast.CorruptDecl)]
+    if not decls:
+        errors.append(SpecError("the spec has no `prompts` block", header.span,
+                                "add prompts { template ... } describing the task"))
+        return ()
+    _check_outer_corruption(decls, outer, errors)
+    _check_prompt_names(decls, errors)
+    chosen_outer = outer[0] if outer and len(decls) == 1 else None
+    return tuple(
+        lower_prompt_set(decl, decl.name.name if decl.name else spec_name, lists, spec_dir, chosen_outer, errors)
+        for decl in decls
+    )
+
+
+def _check_outer_corruption(decls: list[ast.PromptsDecl], outer: list[ast.CorruptDecl],
+                            errors: list[CircuitlangError]) -> None:
+    for extra in outer[1:]:
+        errors.append(SpecError("a second top-level `corrupt` block", extra.span,
+                                "give each prompts block its own corrupt block inside it"))
+    if outer and len(decls) > 1:
+        errors.append(SpecError("a top-level `corrupt` block is ambiguous with several prompts blocks", outer[0].span,
+                                "move it inside the prompts block it corrupts"))
+    if outer and len(decls) == 1 and any(isinstance(s, ast.CorruptDecl) for s in decls[0].body):
+        errors.append(SpecError("this prompt set already has a corrupt block inside it", outer[0].span,
+                                "keep one of the two"))
+
+
+def _check_prompt_names(decls: list[ast.PromptsDecl], errors: list[CircuitlangError]) -> None:
+    seen: dict[str, ast.PromptsDecl] = {}
+    for decl in decls:
+        if decl.name is None and len(decls) > 1:
+            errors.append(SpecError("with several prompts blocks each needs a name", decl.span,
+                                    "write e.g. `prompts digits {`"))
+        elif decl.name is not None and decl.name.name in seen:
+            errors.append(SpecError(f"prompt set '{decl.name.name}' is declared twice", decl.name.span,
+                                    "give each prompts block its own name"))
+        if decl.name is not None:
+            seen[decl.name.name] = decl
+
+
+def _top_metric(items: list[ast.Item], prompt_sets: tuple[ir.PromptSet, ...], header: ast.Header,
+                errors: list[CircuitlangError]) -> ir.Metric | None:
+    """The spec-wide metric; None is allowed only when every prompt set names its own."""
+    decls = [item for item in items if isinstance(item, ast.MetricDecl)]
+    for extra in decls[1:]:
+        errors.append(SpecError("a second top-level `metric` line", extra.span,
+                                "put task-specific metrics inside their prompts block"))
+    metric = lower_metric(decls[0], errors) if decls else None
+    if not decls and any(p.metric is None for p in prompt_sets):
+        errors.append(SpecError("no `metric` line", header.span,
+                                "add e.g. `metric logit_diff(answer, wrong)` at top level"))
+    _check_metric_fields(metric, prompt_sets, errors)
+    return metric
+
+
+def _check_metric_fields(top: ir.Metric | None, prompt_sets: tuple[ir.PromptSet, ...],
+                         errors: list[CircuitlangError]) -> None:
+    for prompt_set in prompt_sets:
+        metric = prompt_set.metric or top
+        fields = fields_of(prompt_set)
+        if metric is None or fields is None:
+            continue
+        for arg in metric.args:
+            if arg not in fields:
+                slots = set(slot_names(prompt_set))
+                why = "is a slot, not an answer field" if arg in slots else "is not defined"
+                errors.append(SpecError(f"metric argument '{arg}' {why} in prompt set '{prompt_set.name}'",
+                                        metric.span, f"answer fields there: {', '.join(sorted(fields)) or 'none'}"))
+
+
+def _ablation(items: list[ast.Item], header: ast.Header, errors: list[CircuitlangError]) -> ir.Ablation:
+    decls = [item for item in items if isinstance(item, ast.AblateDecl)]
+    for extra in decls[1:]:
+        errors.append(SpecError("a second `ablate` line", extra.span, "a spec has one ablation"))
+    if not decls:
+        errors.append(SpecError("no `ablate` line", header.span,
+                                "say how nodes outside the circuit are ablated: ablate mean of corrupt | resample | zero"))
+        return ir.Ablation(kind="zero", source=None, span=header.span)
+    decl = decls[0]
+    kind, source = decl.kind.name, decl.source.name if decl.source else None
+    if kind not in ("mean", "resample", "zero"):
+        errors.append(SpecError(f"unknown ablation '{kind}'", decl.kind.span,
+                                "ablations: mean of corrupt, mean of clean, resample, zero"))
+        return ir.Ablation(kind="zero", source=None, span=decl.span)
+    allowed = {"mean": ("corrupt", "clean"), "resample": ("corrupt",), "zero": ()}[kind]
+    if source is not None and source not in allowed:
+        errors.append(SpecError(f"'ablate {kind} of {source}' is not an ablation", decl.source.span,
+                                f"{kind} takes " + (f"of {' or of '.join(allowed)}" if allowed else "no `of`")))
+    default = allowed[0] if allowed else None
+    return ir.Ablation(kind=kind, source=source if source in allowed else default, span=decl.span)

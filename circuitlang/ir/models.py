@@ -1,0 +1,347 @@
+"""The IR: what a spec means, as frozen pydantic models that keep their source spans.
+
+Produced by `ir.lower` from the AST; consumed by `data` (prompt expansion), `compile` and the
+engine. Names are resolved, heads are (layer, head) pairs checked against the model's shape,
+position ranges are kept as written (they are expanded per template by `data`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from circuitlang.errors import Span
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# ---- expressions ---------------------------------------------------------------------------
+
+
+class IntE(Frozen):
+    kind: Literal["int"] = "int"
+    value: int
+    span: Span
+
+
+class StrE(Frozen):
+    kind: Literal["str"] = "str"
+    value: str
+    span: Span
+
+
+class VarE(Frozen):
+    kind: Literal["var"] = "var"
+    name: str
+    span: Span
+
+
+class IndexE(Frozen):
+    kind: Literal["index"] = "index"
+    list_name: str
+    index: "Expr"
+    span: Span
+
+
+class CallE(Frozen):
+    kind: Literal["call"] = "call"
+    function: str
+    args: tuple["Expr", ...]
+    span: Span
+
+
+class ListE(Frozen):
+    kind: Literal["list"] = "list"
+    items: tuple["Expr", ...]
+    span: Span
+
+
+class BinE(Frozen):
+    kind: Literal["bin"] = "bin"
+    op: Literal["+", "-", "*", "//", "%"]
+    left: "Expr"
+    right: "Expr"
+    span: Span
+
+
+class NegE(Frozen):
+    kind: Literal["neg"] = "neg"
+    operand: "Expr"
+    span: Span
+
+
+class RangeE(Frozen):
+    kind: Literal["range"] = "range"
+    start: "Expr"
+    stop: "Expr"
+    span: Span
+
+
+class RandomE(Frozen):
+    kind: Literal["random"] = "random"
+    source: "Expr"
+    distinct: bool
+    span: Span
+
+
+Expr = Annotated[
+    Union[IntE, StrE, VarE, IndexE, CallE, ListE, BinE, NegE, RangeE, RandomE],
+    Field(discriminator="kind"),
+]
+
+Value = Union[int, str]
+
+
+# ---- model ---------------------------------------------------------------------------------
+
+
+class ModelRef(Frozen):
+    """Where the weights come from: a hub name, a local HF folder, or a shipped organism."""
+
+    source: Literal["hub", "local", "organism"]
+    name: str  # as written in the spec
+    path: str | None = None  # resolved folder for local models and organisms
+    span: Span
+
+
+class ModelShape(Frozen):
+    n_layers: int
+    n_heads: int
+    origin: str  # where the shape was read from, for messages
+
+
+# ---- prompt sets ---------------------------------------------------------------------------
+
+
+class NamedList(Frozen):
+    name: str
+    values: tuple[Value, ...]
+    cyclic: bool
+    span: Span
+
+
+class Template(Frozen):
+    text: str
+    slots: tuple[str, ...]  # in order of appearance
+    span: Span
+
+
+class Loop(Frozen):
+    var: str
+    source: Expr
+    span: Span
+
+
+class Assignment(Frozen):
+    targets: tuple[str, ...]
+    value: Expr
+    span: Span
+
+
+class FileSource(Frozen):
+    path: str  # resolved against the spec's folder
+    written: str  # as written in the spec
+    span: Span
+
+
+class Generator(Frozen):
+    name: str
+    params: tuple[tuple[str, Value], ...]
+    span: Span
+
+
+class Corruption(Frozen):
+    kind: str
+    args: tuple[Value, ...] = ()
+    assignments: tuple[Assignment, ...] = ()
+    path: str | None = None
+    span: Span
+
+
+class Metric(Frozen):
+    name: str
+    args: tuple[str, ...]
+    span: Span
+
+
+class PromptSet(Frozen):
+    name: str
+    templates: tuple[Template, ...] = ()
+    loops: tuple[Loop, ...] = ()
+    assignments: tuple[Assignment, ...] = ()
+    source: FileSource | None = None
+    generator: Generator | None = None
+    corruption: Corruption | None = None
+    metric: Metric | None = None  # None: the spec's top-level metric
+    answer_prefix: str = " "
+    count: int | None = None  # keep the first `count` prompts
+    span: Span
+
+
+# ---- circuit --------------------------------------------------------------------------------
+
+
+class Node(Frozen):
+    """A component: head `L.H`, `mlp L`, or the graph's ends `embed` and `logits`."""
+
+    kind: Literal["head", "mlp", "embed", "logits"]
+    layer: int | None = None
+    head: int | None = None
+
+    def __str__(self) -> str:
+        if self.kind == "head":
+            return f"{self.layer}.{self.head}"
+        if self.kind == "mlp":
+            return f"mlp {self.layer}"
+        return self.kind
+
+
+class PositionRef(Frozen):
+    name: str  # a slot, `end` or `bos`
+    offset: int = 0
+    span: Span
+
+    def __str__(self) -> str:
+        return self.name + (f"{self.offset:+d}" if self.offset else "")
+
+
+class PositionRange(Frozen):
+    start: PositionRef
+    stop: PositionRef
+    span: Span
+
+    def __str__(self) -> str:
+        return f"{self.start}..{self.stop}"
+
+
+Position = Union[PositionRef, PositionRange]
+
+
+class CircuitNode(Frozen):
+    """A node of the circuit with its role. For heads `q` are the positions where the head keeps
+    its clean output and `k` the source positions it may read cleanly; for MLPs `q` holds the
+    `at` positions. None means every position."""
+
+    node: Node
+    role: str
+    q: tuple[Position, ...] | None = None
+    k: tuple[Position, ...] | None = None
+    span: Span
+
+
+class Edge(Frozen):
+    sender: Node
+    receiver: Node
+    channels: tuple[Literal["q", "k", "v"], ...]  # empty for MLP and logits receivers
+    span: Span
+
+
+class Circuit(Frozen):
+    nodes: tuple[CircuitNode, ...] = ()
+    edges: tuple[Edge, ...] = ()
+
+    def roles(self) -> dict[str, tuple[Node, ...]]:
+        grouped: dict[str, list[Node]] = {}
+        for member in self.nodes:
+            grouped.setdefault(member.role, []).append(member.node)
+        return {role: tuple(nodes) for role, nodes in grouped.items()}
+
+
+class Ablation(Frozen):
+    kind: Literal["mean", "resample", "zero"]
+    source: Literal["corrupt", "clean"] | None
+    span: Span
+
+
+# ---- expectations ----------------------------------------------------------------------------
+
+
+class MetricExpectation(Frozen):
+    kind: Literal["metric"] = "metric"
+    metric: str
+    on: str | None
+    op: Literal[">=", "<=", ">", "<"]
+    threshold: float
+    span: Span
+
+
+class ScoreExpectation(Frozen):
+    kind: Literal["score"] = "score"
+    targets: tuple[Node, ...]
+    role: str | None  # set when the claim was written about a role
+    score: str
+    on: str | None
+    op: Literal[">=", "<=", ">", "<"]
+    threshold: float
+    span: Span
+
+
+class AttendsExpectation(Frozen):
+    kind: Literal["attends"] = "attends"
+    targets: tuple[Node, ...]
+    role: str | None
+    queries: tuple[Position, ...]
+    keys: tuple[Position, ...]
+    on: str | None
+    op: Literal[">=", "<=", ">", "<"]
+    threshold: float
+    span: Span
+
+
+Expectation = Annotated[
+    Union[MetricExpectation, ScoreExpectation, AttendsExpectation], Field(discriminator="kind")
+]
+
+
+class Settings(Frozen):
+    seed: int = 0
+    bootstrap: int = 1000
+    confidence: float = 0.95
+    minimality_threshold: float = 0.01
+    completeness_samples: int = 20
+    batch_size: int = 64
+    embed_edges: Literal["all", "declared"] = "all"
+
+
+class Spec(Frozen):
+    version: int
+    name: str
+    path: str
+    model: ModelRef
+    shape: ModelShape | None  # None when the shape cannot be known offline
+    lists: tuple[NamedList, ...]
+    prompt_sets: tuple[PromptSet, ...]
+    metric: Metric | None  # None when every prompt set names its own metric
+    ablation: Ablation
+    circuit: Circuit
+    expectations: tuple[Expectation, ...]
+    settings: Settings
+
+    def prompt_set(self, name: str) -> PromptSet:
+        return next(p for p in self.prompt_sets if p.name == name)
+
+    def metric_for(self, prompt_set: PromptSet) -> Metric:
+        metric = prompt_set.metric or self.metric
+        assert metric is not None, "lowering guarantees every prompt set has a metric"
+        return metric
+
+    def canonical_json(self, spans: bool = False) -> str:
+        """The IR as sorted JSON; without spans two specs that mean the same compare equal."""
+        data = self.model_dump(mode="json")
+        return json.dumps(data if spans else _without_spans(data), indent=2, sort_keys=True)
+
+
+def _without_spans(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _without_spans(v) for k, v in data.items() if k != "span"}
+    if isinstance(data, list):
+        return [_without_spans(v) for v in data]
+    return data
+
+
+for _model in (IndexE, CallE, ListE, BinE, NegE, RangeE, RandomE, Loop, Assignment):
+    _model.model_rebuild()

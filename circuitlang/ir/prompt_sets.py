@@ -1,0 +1,264 @@
+"""Lowering of `prompts` blocks, their corruption and metric: AST -> IR prompt sets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from circuitlang.dsl import ast
+from circuitlang.errors import CircuitlangError, SpecError
+from circuitlang.ir import models as ir
+from circuitlang.ir.expressions import Scope, constant_value, lower_expr, lower_template
+from circuitlang.ir.stdlib import CORRUPTIONS, GENERATORS, METRICS, PROMPT_SETTINGS
+
+
+def lower_prompt_set(decl: ast.PromptsDecl, name: str, lists: set[str], spec_dir: Path,
+                     outer_corruption: ast.CorruptDecl | None,
+                     errors: list[CircuitlangError]) -> ir.PromptSet:
+    """One `prompts` block. `outer_corruption` is a top-level `corrupt` that applies to it."""
+    body = decl.body
+    templates = [_template(s, errors) for s in body if isinstance(s, ast.TemplateStmt)]
+    loops_stmts = [s for s in body if isinstance(s, ast.ForStmt)]
+    sources = [s for s in body if isinstance(s, ast.FromStmt)]
+    generators = [s for s in body if isinstance(s, ast.GenerateStmt)]
+    _at_most_one(loops_stmts, "`for` line", "put every loop on one line: for i in 1..9, j in 1..3", errors)
+    _at_most_one(sources, "`from` file", "combine the rows into one file", errors)
+    _at_most_one(generators, "`generate` line", "use one prompts block per generator", errors)
+    source = _file_source(sources[0], spec_dir, errors) if sources else None
+    generator = _generator(generators[0], errors) if generators else None
+    _check_data_origin(decl, templates, generator, errors)
+
+    scope = Scope(lists=set(lists), open_world=source is not None)
+    loops = tuple(_loop(loop, scope, errors) for stmt in loops_stmts for loop in stmt.loops)
+    scope.variables.update(loop.var for loop in loops)
+    assignments = _assignments([s for s in body if isinstance(s, ast.AssignStmt)], scope, errors)
+    assigned = {t for a in assignments for t in a.targets}
+    slots = _slots(templates, generator)
+    _check_slots_assigned(templates, assigned | scope.variables, source is not None or generator is not None,
+                          errors)
+
+    corruption = _corruption_for(decl, outer_corruption, slots, scope, spec_dir, errors)
+    metrics = [s for s in body if isinstance(s, ast.MetricDecl)]
+    _at_most_one(metrics, "`metric` line", "keep one metric per prompt set", errors)
+    metric = lower_metric(metrics[0], errors) if metrics else None
+    settings = _prompt_settings([s for s in body if isinstance(s, ast.SetDecl)], errors)
+    prefix = settings.get("answer_prefix", GENERATORS[generator.name].answer_prefix if generator else " ")
+    return ir.PromptSet(
+        name=name, templates=tuple(t for t in templates if t is not None), loops=loops,
+        assignments=assignments, source=source, generator=generator, corruption=corruption,
+        metric=metric, answer_prefix=str(prefix), count=settings.get("count"), span=decl.span,
+    )
+
+
+def fields_of(prompt_set: ir.PromptSet) -> set[str] | None:
+    """Answer fields a prompt set defines; None when a data file may add more."""
+    if prompt_set.source is not None:
+        return None
+    names = {t for a in prompt_set.assignments for t in a.targets} - set(slot_names(prompt_set))
+    if prompt_set.generator is not None:
+        names |= set(GENERATORS[prompt_set.generator.name].fields)
+    return names
+
+
+def slot_names(prompt_set: ir.PromptSet) -> tuple[str, ...]:
+    """Slots of every template, in first-seen order."""
+    return _slots(list(prompt_set.templates), prompt_set.generator)
+
+
+def _slots(templates: list[ir.Template | None], generator: ir.Generator | None) -> tuple[str, ...]:
+    ordered: list[str] = list(GENERATORS[generator.name].slots) if generator else []
+    for template in templates:
+        for slot in template.slots if template else ():
+            if slot not in ordered:
+                ordered.append(slot)
+    return tuple(ordered)
+
+
+def _template(stmt: ast.TemplateStmt, errors: list[CircuitlangError]) -> ir.Template | None:
+    template, problems = lower_template(stmt.text)
+    errors.extend(problems)
+    return template if not problems else None
+
+
+def _at_most_one(stmts: list[ast.PromptStmt], what: str, hint: str, errors: list[CircuitlangError]) -> None:
+    for extra in stmts[1:]:
+        errors.append(SpecError(f"a prompts block takes one {what}; this is a second one", extra.span, hint))
+
+
+def _check_data_origin(decl: ast.PromptsDecl, templates: list[ir.Template | None],
+                       generator: ir.Generator | None, errors: list[CircuitlangError]) -> None:
+    if generator is not None and templates:
+        errors.append(SpecError("a generated prompt set brings its own templates", decl.span,
+                                "remove the `template` lines or the `generate` line"))
+    if generator is None and not templates:
+        errors.append(SpecError("prompts block has no template", decl.span,
+                                'add a line such as: template "{s1} {s2} {s3}"  (or generate ioi(...))'))
+
+
+def _file_source(stmt: ast.FromStmt, spec_dir: Path, errors: list[CircuitlangError]) -> ir.FileSource | None:
+    path = (spec_dir / stmt.path.value).resolve()
+    if path.suffix.lower() not in (".jsonl", ".csv"):
+        errors.append(SpecError(f"cannot read prompts from '{stmt.path.value}': unknown file type",
+                                stmt.path.span, "use a .jsonl file (one object per line) or a .csv with a header"))
+        return None
+    if not path.is_file():
+        errors.append(SpecError(f"file not found: '{stmt.path.value}' (looked in {path})", stmt.path.span,
+                                "paths are relative to the spec file's folder"))
+        return None
+    return ir.FileSource(path=str(path), written=stmt.path.value, span=stmt.span)
+
+
+def _generator(stmt: ast.GenerateStmt, errors: list[CircuitlangError]) -> ir.Generator | None:
+    signature = GENERATORS.get(stmt.generator.name)
+    if signature is None:
+        errors.append(SpecError(f"unknown generator '{stmt.generator.name}'", stmt.generator.span,
+                                f"generators: {', '.join(sorted(GENERATORS))}"))
+        return None
+    params = dict(signature.params)
+    for kwarg in stmt.kwargs:
+        value = constant_value(kwarg.value)
+        default = signature.params.get(kwarg.name.name)
+        if default is None:
+            errors.append(SpecError(f"{stmt.generator.name}() has no parameter '{kwarg.name.name}'",
+                                    kwarg.name.span, f"parameters: {', '.join(signature.params)}"))
+        elif value is None or type(value) is not type(default):
+            errors.append(SpecError(f"{kwarg.name.name} must be a {type(default).__name__} literal",
+                                    kwarg.value.span, f"for example {kwarg.name.name} = {default!r}"))
+        else:
+            params[kwarg.name.name] = value
+    return ir.Generator(name=stmt.generator.name, params=tuple(params.items()), span=stmt.span)
+
+
+def _loop(loop: ast.Loop, scope: Scope, errors: list[CircuitlangError]) -> ir.Loop:
+    return ir.Loop(var=loop.var.name, source=lower_expr(loop.source, scope, errors), span=loop.span)
+
+
+def _assignments(stmts: list[ast.AssignStmt], scope: Scope,
+                 errors: list[CircuitlangError]) -> tuple[ir.Assignment, ...]:
+    """Assignments in order; each may use names assigned on earlier lines."""
+    lowered, seen = [], {}
+    for stmt in stmts:
+        value = lower_expr(stmt.value, scope, errors)
+        for target in stmt.targets:
+            if target.name in seen or target.name in scope.variables - set(seen):
+                errors.append(SpecError(f"'{target.name}' is assigned twice", target.span,
+                                        "give each slot or field one value per prompt"))
+            seen[target.name] = target
+        scope.variables.update(t.name for t in stmt.targets)
+        lowered.append(ir.Assignment(targets=tuple(t.name for t in stmt.targets), value=value, span=stmt.span))
+    return tuple(lowered)
+
+
+def _check_slots_assigned(templates: list[ir.Template | None], defined: set[str], open_world: bool,
+                          errors: list[CircuitlangError]) -> None:
+    if open_world:
+        return
+    for template in templates:
+        for slot in template.slots if template else ():
+            if slot not in defined:
+                errors.append(SpecError(f"slot '{{{slot}}}' has no value", template.span,
+                                        f"add a line `{slot} = ...` to the prompts block"))
+
+
+def _corruption_for(decl: ast.PromptsDecl, outer: ast.CorruptDecl | None, slots: tuple[str, ...],
+                    scope: Scope, spec_dir: Path, errors: list[CircuitlangError]) -> ir.Corruption | None:
+    inner = [s for s in decl.body if isinstance(s, ast.CorruptDecl)]
+    _at_most_one(inner, "`corrupt` block", "one corruption per prompt set", errors)
+    chosen = inner[0] if inner else outer
+    return lower_corruption(chosen, slots, scope, spec_dir, errors) if chosen else None
+
+
+def lower_corruption(decl: ast.CorruptDecl, slots: tuple[str, ...], scope: Scope, spec_dir: Path,
+                     errors: list[CircuitlangError]) -> ir.Corruption | None:
+    kind = CORRUPTIONS.get(decl.kind.name)
+    if kind is None:
+        errors.append(SpecError(f"unknown corruption '{decl.kind.name}'", decl.kind.span,
+                                f"corruptions: {', '.join(CORRUPTIONS)}"))
+        return None
+    args = tuple(constant_value(a) for a in decl.args or ())
+    if len(args) != kind.n_args or any(a is None for a in args):
+        errors.append(SpecError(f"corrupt {decl.kind.name} takes {kind.n_args} literal argument(s)",
+                                decl.kind.span, kind.description))
+        return None
+    if kind.needs_body != (decl.body is not None):
+        errors.append(SpecError(
+            f"corrupt {decl.kind.name} " + ("needs a { ... } body" if kind.needs_body else "takes no { ... } body"),
+            decl.kind.span, kind.description))
+        return None
+    assignments = _corrupt_assignments(decl.body or (), slots, scope, errors)
+    _check_slot_args(decl, args, slots, errors)
+    path = _corrupt_file(decl, args, spec_dir, errors)
+    return ir.Corruption(kind=decl.kind.name, args=args, assignments=assignments, path=path, span=decl.span)
+
+
+def _corrupt_assignments(body: tuple[ast.AssignStmt, ...], slots: tuple[str, ...], scope: Scope,
+                         errors: list[CircuitlangError]) -> tuple[ir.Assignment, ...]:
+    for stmt in body:
+        for target in stmt.targets:
+            if target.name not in slots:
+                errors.append(SpecError(f"corruption assigns '{target.name}', which is not a slot", target.span,
+                                        f"slots: {', '.join(slots)}"))
+    inner = Scope(variables=set(scope.variables), lists=scope.lists, open_world=scope.open_world)
+    return _assignments_allowing_redefinition(body, inner, errors)
+
+
+def _assignments_allowing_redefinition(body: tuple[ast.AssignStmt, ...], scope: Scope,
+                                       errors: list[CircuitlangError]) -> tuple[ir.Assignment, ...]:
+    # A corruption re-assigns clean slots on purpose, so "assigned twice" does not apply here.
+    return tuple(
+        ir.Assignment(targets=tuple(t.name for t in s.targets), value=lower_expr(s.value, scope, errors), span=s.span)
+        for s in body
+    )
+
+
+def _check_slot_args(decl: ast.CorruptDecl, args: tuple[ir.Value, ...], slots: tuple[str, ...],
+                     errors: list[CircuitlangError]) -> None:
+    if decl.kind.name != "swap":
+        return
+    for arg, expr in zip(args, decl.args or ()):
+        if arg not in slots:
+            errors.append(SpecError(f"swap names '{arg}', which is not a slot", expr.span,
+                                    f"slots: {', '.join(slots)}"))
+
+
+def _corrupt_file(decl: ast.CorruptDecl, args: tuple[ir.Value, ...], spec_dir: Path,
+                  errors: list[CircuitlangError]) -> str | None:
+    if decl.kind.name != "file":
+        return None
+    path = (spec_dir / str(args[0])).resolve()
+    if not path.is_file():
+        errors.append(SpecError(f"file not found: '{args[0]}' (looked in {path})", decl.span,
+                                "paths are relative to the spec file's folder"))
+        return None
+    return str(path)
+
+
+def lower_metric(decl: ast.MetricDecl, errors: list[CircuitlangError]) -> ir.Metric | None:
+    arity = METRICS.get(decl.name.name)
+    if arity is None:
+        errors.append(SpecError(f"unknown metric '{decl.name.name}'", decl.name.span,
+                                f"metrics: {', '.join(METRICS)}"))
+        return None
+    args = decl.args or ()
+    if len(args) != arity:
+        errors.append(SpecError(f"metric {decl.name.name} takes {arity} answer field(s), got {len(args)}",
+                                decl.span, "for example: metric logit_diff(answer, wrong)"))
+        return None
+    return ir.Metric(name=decl.name.name, args=tuple(a.name for a in args), span=decl.span)
+
+
+def _prompt_settings(stmts: list[ast.SetDecl], errors: list[CircuitlangError]) -> dict[str, object]:
+    settings: dict[str, object] = {}
+    for stmt in stmts:
+        expected = PROMPT_SETTINGS.get(stmt.key.name)
+        value = getattr(stmt.value, "value", None)
+        if expected is None:
+            errors.append(SpecError(f"unknown prompt-set setting '{stmt.key.name}'", stmt.key.span,
+                                    f"settings inside prompts: {', '.join(PROMPT_SETTINGS)}"))
+        elif type(value) is not expected or isinstance(stmt.value, ast.Var):
+            errors.append(SpecError(f"{stmt.key.name} must be a {expected.__name__}", stmt.value.span,
+                                    'for example: set answer_prefix = " "' if expected is str else "set count = 50"))
+        elif stmt.key.name == "count" and value < 1:
+            errors.append(SpecError("count must be at least 1", stmt.value.span, "set count = 50"))
+        else:
+            settings[stmt.key.name] = value
+    return settings

@@ -1,0 +1,86 @@
+"""Model references and shapes, resolved without weights or network.
+
+`on "gpt2"` is a hub name; `on "./models/x"` (a string starting with `.`, `/` or `~`) is a local
+HF-format folder, relative to the spec file; `on "organism:NAME"` is a model shipped inside
+circuitlang. Layer/head bounds come from a small table of known hub models, or from the
+folder's `config.json`, so `circuitlang check` works offline.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+from circuitlang.errors import ModelError, Span
+from circuitlang.ir.models import ModelRef, ModelShape
+
+ORGANISM_PREFIX = "organism:"
+
+# (n_layers, n_heads) of hub models whose shape we know without downloading anything.
+KNOWN_HUB_SHAPES: dict[str, tuple[int, int]] = {
+    "gpt2": (12, 12),
+    "gpt2-small": (12, 12),
+    "openai-community/gpt2": (12, 12),
+    "gpt2-medium": (24, 16),
+    "openai-community/gpt2-medium": (24, 16),
+    "gpt2-large": (36, 20),
+    "openai-community/gpt2-large": (36, 20),
+    "gpt2-xl": (48, 25),
+    "openai-community/gpt2-xl": (48, 25),
+    "distilgpt2": (6, 12),
+    "distilbert/distilgpt2": (6, 12),
+    "EleutherAI/pythia-70m": (6, 8),
+    "EleutherAI/pythia-160m": (12, 12),
+    "EleutherAI/pythia-410m": (24, 16),
+}
+
+
+def organisms_root() -> Path:
+    return Path(str(resources.files("circuitlang.organisms")))
+
+
+def shipped_organisms() -> list[str]:
+    root = organisms_root()
+    return sorted(p.parent.name for p in root.glob("*/weights/config.json"))
+
+
+def resolve_model(written: str, spec_dir: Path, span: Span) -> ModelRef:
+    """Classify the `on "..."` string and resolve local and shipped models to a folder."""
+    if written.startswith(ORGANISM_PREFIX):
+        name = written[len(ORGANISM_PREFIX):]
+        folder = organisms_root() / name / "weights"
+        if not (folder / "config.json").is_file():
+            known = ", ".join(shipped_organisms()) or "none are built yet"
+            raise ModelError(f"no shipped organism named '{name}'", span,
+                             f"shipped organisms: {known}")
+        return ModelRef(source="organism", name=written, path=str(folder), span=span)
+    if written.startswith((".", "/", "~")):
+        folder = (spec_dir / Path(written).expanduser()).resolve()
+        if not folder.is_dir():
+            raise ModelError(f"model folder '{written}' does not exist (looked in {folder})", span,
+                             "paths are relative to the spec file; point at a folder with config.json")
+        return ModelRef(source="local", name=written, path=str(folder), span=span)
+    return ModelRef(source="hub", name=written, span=span)
+
+
+def model_shape(model: ModelRef) -> ModelShape | None:
+    """Layers and heads of the model, or None for a hub model this table does not know."""
+    if model.path is not None:
+        return _shape_from_config(Path(model.path) / "config.json", model.span)
+    known = KNOWN_HUB_SHAPES.get(model.name)
+    return ModelShape(n_layers=known[0], n_heads=known[1], origin=model.name) if known else None
+
+
+def _shape_from_config(config_path: Path, span: Span) -> ModelShape:
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ModelError(f"cannot read the model's {config_path}: {error}", span,
+                         "a local model folder needs a valid HF config.json") from None
+    layers = config.get("n_layer", config.get("num_hidden_layers"))
+    heads = config.get("n_head", config.get("num_attention_heads"))
+    if not isinstance(layers, int) or not isinstance(heads, int):
+        raise ModelError(f"{config_path} names no layer/head counts", span,
+                         "expected n_layer/n_head or num_hidden_layers/num_attention_heads")
+    return ModelShape(n_layers=layers, n_heads=heads, origin=str(config_path))

@@ -1,0 +1,127 @@
+"""The language's vocabulary: built-in lists, metrics, corruptions, generators, claims, settings.
+
+Each table is the single place a name is declared; lowering checks specs against it and the
+later stages implement each entry (a new metric is one implementation plus one line here).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MONTHS = (
+    "January", "February", "March", "April", "May", "June",
+    "July", "August", "September", "October", "November", "December",
+)
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+NUMBER_WORDS = (
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
+    "nineteen", "twenty",
+)
+LETTERS = tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+# Single-token first names in GPT-2's vocabulary, as used by Wang et al. for IOI.
+NAMES = (
+    "Mary", "John", "Alice", "Bob", "Tom", "James", "Dan", "Sid", "Martin", "Amy", "Kate",
+    "Jane", "Paul", "Anne", "Mark", "Lisa", "Jack", "Sarah", "David", "Emma", "Michael", "Rachel",
+)
+
+
+@dataclass(frozen=True)
+class BuiltinList:
+    values: tuple[int | str, ...]
+    cyclic: bool
+    description: str
+
+
+BUILTIN_LISTS: dict[str, BuiltinList] = {
+    "months": BuiltinList(MONTHS, True, "January..December; indices wrap around"),
+    "weekdays": BuiltinList(WEEKDAYS, True, "Monday..Sunday; indices wrap around"),
+    "number_words": BuiltinList(NUMBER_WORDS, False, "zero..twenty; index i is the word for i"),
+    "letters": BuiltinList(LETTERS, False, "A..Z"),
+    "names": BuiltinList(NAMES, False, "single-token first names (IOI)"),
+}
+
+# Functions usable in expressions: name -> (min args, max args, description).
+FUNCTIONS: dict[str, tuple[int, int, str]] = {
+    "pad": (2, 2, "pad(x, width): x as text, left-padded with zeros; maps over lists"),
+    "str": (1, 1, "str(x): x as text; maps over lists"),
+    "len": (1, 1, "len(list): number of items"),
+    "upper": (1, 1, "upper(s): upper-case text; maps over lists"),
+    "lower": (1, 1, "lower(s): lower-case text; maps over lists"),
+    "capitalize": (1, 1, "capitalize(s): first letter upper-case; maps over lists"),
+}
+
+# Metrics: name -> number of answer-field arguments.
+METRICS: dict[str, int] = {
+    "logit_diff": 2,
+    "prob_diff": 2,
+    "logprob": 1,
+    "accuracy": 1,
+    "kl": 0,
+}
+
+
+@dataclass(frozen=True)
+class CorruptionKind:
+    n_args: int  # positional arguments in (...)
+    needs_body: bool
+    description: str
+
+
+CORRUPTIONS: dict[str, CorruptionKind] = {
+    "random": CorruptionKind(0, True, "redraw the slots assigned in the body"),
+    "repeat_last": CorruptionKind(0, False, "the last slot repeats the slot before it (1 2 3 4 -> 1 2 3 3)"),
+    "repeat_all": CorruptionKind(0, False, "every slot repeats the first slot (1 2 3 4 -> 1 1 1 1)"),
+    "swap": CorruptionKind(2, False, "swap(a, b): exchange the values of slots a and b"),
+    "file": CorruptionKind(1, False, 'file("path.jsonl"): corrupt rows paired by order with the clean rows'),
+    "abc": CorruptionKind(0, False, "IOI: io, s1, s2 replaced by three fresh distinct names"),
+    "01": CorruptionKind(0, False, "greater-than: the start year's last two digits become 01"),
+}
+
+
+@dataclass(frozen=True)
+class GeneratorSignature:
+    params: dict[str, int | str]  # name -> default (its type is the parameter's type)
+    slots: tuple[str, ...]  # named positions its templates provide
+    fields: tuple[str, ...]  # answer fields it provides
+    corruptions: tuple[str, ...]  # corruptions that make sense for it
+    answer_prefix: str
+    description: str
+
+
+GENERATORS: dict[str, GeneratorSignature] = {
+    "ioi": GeneratorSignature(
+        params={"n": 64, "seed": 0, "order": "mixed"},
+        slots=("io", "s1", "s2"),
+        fields=("answer", "wrong"),
+        corruptions=("abc", "random", "swap", "file"),
+        answer_prefix=" ",
+        description="Wang et al.'s IOI templates: answer the indirect object (io), wrong the subject",
+    ),
+    "greater_than": GeneratorSignature(
+        params={"n": 64, "seed": 0},
+        slots=("noun", "xx", "yy"),
+        fields=("answer", "wrong"),
+        corruptions=("01", "random", "file"),
+        answer_prefix="",
+        description="Hanna et al.: 'The {noun} lasted from the year {xx}{yy} to the year {xx}'; "
+        "answer = years after yy, wrong = years up to yy",
+    ),
+}
+
+METRIC_CLAIMS = (
+    "faithfulness", "normalized_faithfulness", "completeness", "completeness_mean", "minimality",
+    "f_model", "f_circuit", "f_empty",
+)
+# Claims about one node (or every node of a role).
+SCORE_CLAIMS = ("copy_score", "next_score", "direct_logit", "minimality")
+
+POSITION_KEYWORDS = ("end", "bos")
+CHANNELS = ("q", "k", "v")
+
+# Spec-wide settings (set key = value) and per-prompt-set settings.
+SPEC_SETTINGS = {
+    "seed": int, "bootstrap": int, "confidence": float, "minimality_threshold": float,
+    "completeness_samples": int, "batch_size": int, "embed_edges": ("all", "declared"),
+}
+PROMPT_SETTINGS = {"answer_prefix": str, "count": int}

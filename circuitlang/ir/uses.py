@@ -1,0 +1,104 @@
+"""`use ... from "file.circ"`: reuse a circuit, a prompt set or a list from another spec.
+
+Imported declarations keep their own spans, so an error in a used file points into that file.
+Used files may use others; a cycle is an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from circuitlang.dsl import ast
+from circuitlang.dsl.parser import parse
+from circuitlang.errors import CircuitlangError, SpecError, flatten
+
+CIRCUIT_ITEMS = (ast.RoleDecl, ast.MlpDecl, ast.EdgeDecl)
+
+
+def read_spec_file(path: Path) -> ast.SpecFile:
+    """Read and parse one file. A missing file is a `SpecError` without a span."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"file not found: {path}", None, "check the path") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise SpecError(f"cannot read {path}: {error}", None, "spec files are UTF-8 text") from None
+    return parse(text, str(path))
+
+
+def resolve_uses(spec_file: ast.SpecFile, errors: list[CircuitlangError],
+                 stack: tuple[Path, ...] = ()) -> list[ast.Item]:
+    """The file's items with every `use` line replaced by the declarations it imports."""
+    here = Path(spec_file.path).resolve()
+    items: list[ast.Item] = []
+    for item in spec_file.items:
+        if isinstance(item, ast.UseDecl):
+            items.extend(i for i in _imported(item, here, errors, stack + (here,)) if i not in items)
+        else:
+            items.append(item)
+    return items
+
+
+def _imported(use: ast.UseDecl, here: Path, errors: list[CircuitlangError],
+              stack: tuple[Path, ...]) -> list[ast.Item]:
+    target = (here.parent / use.path.value).resolve()
+    if target in stack:
+        errors.append(SpecError(f"'{use.path.value}' uses this file back (a cycle)", use.path.span,
+                                "move the shared part into a third file that both use"))
+        return []
+    if not target.is_file():
+        errors.append(SpecError(f"file not found: '{use.path.value}' (looked in {target})", use.path.span,
+                                "paths are relative to the spec file's folder"))
+        return []
+    try:
+        other = read_spec_file(target)
+    except CircuitlangError as error:
+        errors.extend(flatten([error]))
+        return []
+    other_items = resolve_uses(other, errors, stack)
+    return _select(use, other_items, errors)
+
+
+def _select(use: ast.UseDecl, items: list[ast.Item], errors: list[CircuitlangError]) -> list[ast.Item]:
+    if use.what == "circuit":
+        chosen = [i for i in items if isinstance(i, CIRCUIT_ITEMS)]
+        if not chosen:
+            errors.append(SpecError(f"'{use.path.value}' declares no circuit (no role, mlp or edge lines)",
+                                    use.span, "use a spec that declares roles"))
+        return chosen
+    assert use.name is not None  # the grammar gives `use prompts` and `use list` a name
+    if use.what == "list":
+        return _named_list(use, items, errors)
+    return _named_prompts(use, items, errors)
+
+
+def _named_list(use: ast.UseDecl, items: list[ast.Item], errors: list[CircuitlangError]) -> list[ast.Item]:
+    lists = [i for i in items if isinstance(i, ast.ListDecl)]
+    found = [i for i in lists if i.name.name == use.name.name]  # type: ignore[union-attr]
+    if not found:
+        names = ", ".join(i.name.name for i in lists) or "none"
+        errors.append(SpecError(f"'{use.path.value}' declares no list '{use.name.name}'",  # type: ignore[union-attr]
+                                use.name.span, f"lists there: {names}"))  # type: ignore[union-attr]
+    return list(found)
+
+
+def _named_prompts(use: ast.UseDecl, items: list[ast.Item], errors: list[CircuitlangError]) -> list[ast.Item]:
+    """The named prompts block, with the file's lists and its top-level corruption folded in."""
+    blocks = [i for i in items if isinstance(i, ast.PromptsDecl)]
+    circuit_names = [i.name.name for i in items if isinstance(i, ast.CircuitDecl)]
+    wanted = use.name.name  # type: ignore[union-attr]
+    found = [b for b in blocks if (b.name.name if b.name else (circuit_names or [""])[0]) == wanted]
+    if not found:
+        names = ", ".join(b.name.name if b.name else (circuit_names or ["?"])[0] for b in blocks) or "none"
+        errors.append(SpecError(f"'{use.path.value}' has no prompt set '{wanted}'", use.name.span,  # type: ignore[union-attr]
+                                f"prompt sets there: {names}"))
+        return []
+    block = found[0]
+    outer = [i for i in items if isinstance(i, ast.CorruptDecl)]
+    if outer and len(blocks) == 1 and not any(isinstance(s, ast.CorruptDecl) for s in block.body):
+        block = replace(block, body=block.body + (outer[0],))
+    if block.name is None:
+        block = replace(block, name=ast.Ident(wanted, use.name.span))  # type: ignore[union-attr]
+    lists = [i for i in items if isinstance(i, ast.ListDecl)]
+    return [*lists, block]
