@@ -189,7 +189,8 @@ def _edge(decl: ast.EdgeDecl, nodes: dict[ir.Node, ir.CircuitNode], errors: list
                                 "write the sender first: edge embed -> 0.1, edge 9.1 -> logits"))
     elif not _runs_forward(sender, receiver):
         errors.append(SpecError(f"edge {sender} -> {receiver} runs backwards: {sender} cannot write into {receiver}",
-                                decl.span, "a head in layer L reaches heads of later layers and MLPs of layer L on"))
+                                decl.span, "each layer runs its heads, then its MLP: a head in layer L feeds mlp L and "
+                                "later layers; mlp L feeds layer L+1 on"))
     channels = _channels(decl, receiver, errors)
     if len(errors) > problems or channels is None:
         return None

@@ -184,6 +184,11 @@ def lower_corruption(decl: ast.CorruptDecl, slots: tuple[str, ...], scope: Scope
             f"corrupt {decl.kind.name} " + ("needs a { ... } body" if kind.needs_body else "takes no { ... } body"),
             decl.kind.span, kind.description))
         return None
+    missing = [slot for slot in kind.requires if slot not in slots]
+    if missing:
+        errors.append(SpecError(f"corrupt {decl.kind.name} needs the slot(s) {', '.join(missing)}", decl.kind.span,
+                                kind.description))
+        return None
     assignments = _corrupt_assignments(decl.body or (), slots, scope, errors)
     _check_slot_args(decl, args, slots, errors)
     path = _corrupt_file(decl, args, spec_dir, errors)

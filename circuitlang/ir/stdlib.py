@@ -66,6 +66,7 @@ class CorruptionKind:
     n_args: int  # positional arguments in (...)
     needs_body: bool
     description: str
+    requires: tuple[str, ...] = ()  # slots the template must have
 
 
 CORRUPTIONS: dict[str, CorruptionKind] = {
@@ -74,8 +75,8 @@ CORRUPTIONS: dict[str, CorruptionKind] = {
     "repeat_all": CorruptionKind(0, False, "every slot repeats the first slot (1 2 3 4 -> 1 1 1 1)"),
     "swap": CorruptionKind(2, False, "swap(a, b): exchange the values of slots a and b"),
     "file": CorruptionKind(1, False, 'file("path.jsonl"): corrupt rows paired by order with the clean rows'),
-    "abc": CorruptionKind(0, False, "IOI: io, s1, s2 replaced by three fresh distinct names"),
-    "01": CorruptionKind(0, False, "greater-than: the start year's last two digits become 01"),
+    "abc": CorruptionKind(0, False, "IOI: io, s1, s2 replaced by three fresh distinct names", ("io", "s1", "s2")),
+    "01": CorruptionKind(0, False, "greater-than: the start year's last two digits become 01", ("yy",)),
 }
 
 

@@ -1,0 +1,8 @@
+"""circuitlang: declare a transformer circuit in a `.circ` file and check it against the model.
+
+Pipeline (one direction, each stage a pure function on frozen data):
+`dsl` (text -> AST) -> `ir` (AST -> IR, validated) -> `data` (prompts) -> `compile` -> `engine`
+-> `verify` -> `report`. `cli` drives them.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from circuitlang.cli import run
+
+run()

@@ -1,0 +1,174 @@
+"""The command line: `circuitlang check|fmt ...`. The only module that prints or exits.
+
+Exit codes: 0 ok, 1 a claim failed (verify) or a file is not formatted (fmt --check),
+2 spec or usage error, 3 model or runtime error. `check` and `fmt` never import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from rich.console import Console
+
+from circuitlang import __version__
+from circuitlang.data.datasets import Dataset, expand_all
+from circuitlang.dsl.parser import parse
+from circuitlang.dsl.printer import format_spec
+from circuitlang.errors import CircuitlangError, flatten, render_diagnostic
+from circuitlang.ir import models as ir
+from circuitlang.ir.lower import load_spec
+
+EXIT_OK, EXIT_CLAIM_FAILED, EXIT_SPEC_ERROR, EXIT_RUNTIME_ERROR = 0, 1, 2, 3
+MAX_SHOWN_ERRORS = 20
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _argument_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_request:  # argparse exits 2 on usage errors, 0 on --help
+        return int(exit_request.code or 0)
+    return int(args.run(args))
+
+
+def _argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="circuitlang", description="Declare circuits; check them against models.")
+    parser.add_argument("--version", action="version", version=f"circuitlang {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser("check", help="parse and validate specs without running a model")
+    check.add_argument("files", nargs="+", type=Path)
+    check.add_argument("--format", choices=("text", "json"), default="text")
+    check.set_defaults(run=_check)
+    fmt = commands.add_parser("fmt", help="print specs in canonical form")
+    fmt.add_argument("files", nargs="+", type=Path)
+    mode = fmt.add_mutually_exclusive_group()
+    mode.add_argument("-w", "--write", action="store_true", help="rewrite the files in place")
+    mode.add_argument("--check", action="store_true", help="exit 1 if a file is not in canonical form")
+    fmt.set_defaults(run=_fmt)
+    return parser
+
+
+# ---- check ---------------------------------------------------------------------------------
+
+
+def _check(args: argparse.Namespace) -> int:
+    results = [_check_one(path) for path in args.files]
+    if args.format == "json":
+        print(json.dumps({"files": results}, indent=2))
+    else:
+        console = Console(highlight=False, soft_wrap=True)
+        for result in results:
+            _print_check_result(console, result)
+    return EXIT_OK if all(r["ok"] for r in results) else EXIT_SPEC_ERROR
+
+
+def _check_one(path: Path) -> dict[str, object]:
+    try:
+        spec = load_spec(path)
+        datasets = expand_all(spec)
+    except CircuitlangError as error:
+        errors = flatten([error])
+        return {"path": str(path), "ok": False, "errors": [e.to_dict() for e in errors],
+                "rendered": [render_diagnostic(e) for e in errors]}
+    return {"path": str(path), "ok": True, "errors": [], "warnings": _warnings(spec),
+            "summary": _summary(spec, datasets)}
+
+
+def _warnings(spec: ir.Spec) -> list[str]:
+    if spec.shape is None:
+        return [f"{spec.path}: the shape of '{spec.model.name}' is not known offline; layer and head numbers "
+                "were not checked (they are checked when the model loads)"]
+    return []
+
+
+def _summary(spec: ir.Spec, datasets: tuple[Dataset, ...]) -> dict[str, object]:
+    roles = spec.circuit.roles()
+    return {
+        "circuit": spec.name,
+        "model": spec.model.name,
+        "shape": spec.shape.model_dump() if spec.shape else None,
+        "nodes": len(spec.circuit.nodes),
+        "roles": {role: [str(n) for n in nodes] for role, nodes in roles.items()},
+        "edges": [f"{e.sender} -> {e.receiver}" + (f" via {','.join(e.channels)}" if e.channels else "")
+                  for e in spec.circuit.edges],
+        "prompt_sets": [
+            {"name": d.name, "prompts": len(d.clean), "templates": len(d.templates),
+             "corruption": _corruption_text(spec.prompt_set(d.name)),
+             "metric": _metric_text(spec.metric_for(spec.prompt_set(d.name))), "example": d.clean[0].text}
+            for d in datasets
+        ],
+        "ablation": spec.ablation.kind + (f" of {spec.ablation.source}" if spec.ablation.source else ""),
+        "expectations": len(spec.expectations),
+    }
+
+
+def _corruption_text(prompt_set: ir.PromptSet) -> str:
+    return prompt_set.corruption.kind if prompt_set.corruption else "none"
+
+
+def _metric_text(metric: ir.Metric) -> str:
+    return f"{metric.name}({', '.join(metric.args)})" if metric.args else metric.name
+
+
+def _print_check_result(console: Console, result: dict[str, object]) -> None:
+    if not result["ok"]:
+        rendered: list[str] = result["rendered"]  # type: ignore[assignment]
+        for text in rendered[:MAX_SHOWN_ERRORS]:
+            console.print(text, markup=False)
+            console.print()
+        if len(rendered) > MAX_SHOWN_ERRORS:
+            console.print(f"... and {len(rendered) - MAX_SHOWN_ERRORS} more")
+        console.print(f"[red]{result['path']}: {len(rendered)} error(s)[/red]")
+        return
+    summary: dict[str, object] = result["summary"]  # type: ignore[assignment]
+    for warning in result["warnings"]:  # type: ignore[union-attr]
+        console.print(f"[yellow]warning:[/yellow] {warning}", markup=True)
+    sets = ", ".join(f"{p['name']} ({p['prompts']} prompts, corrupt {p['corruption']}, {p['metric']})"
+                     for p in summary["prompt_sets"])  # type: ignore[union-attr]
+    console.print(f"[green]ok[/green] {result['path']}: circuit {summary['circuit']} on {summary['model']}: "
+                  f"{summary['nodes']} nodes in {len(summary['roles'])} roles, "  # type: ignore[arg-type]
+                  f"{len(summary['edges'])} edges, {summary['expectations']} expectations; "  # type: ignore[arg-type]
+                  f"prompts: {sets}; ablate {summary['ablation']}", markup=True, highlight=False)
+
+
+# ---- fmt -----------------------------------------------------------------------------------
+
+
+def _fmt(args: argparse.Namespace) -> int:
+    status = EXIT_OK
+    for path in args.files:
+        try:
+            text = path.read_text(encoding="utf-8")
+            formatted = format_spec(parse(text, str(path)))
+        except OSError as error:
+            print(f"{path}: cannot read: {error.strerror}", file=sys.stderr)
+            return EXIT_SPEC_ERROR
+        except CircuitlangError as error:
+            for problem in flatten([error]):
+                print(render_diagnostic(problem, text), file=sys.stderr)
+            return EXIT_SPEC_ERROR
+        status = max(status, _emit_formatted(args, path, text, formatted))
+    return status
+
+
+def _emit_formatted(args: argparse.Namespace, path: Path, text: str, formatted: str) -> int:
+    if args.check:
+        if formatted != text:
+            print(f"{path}: not in canonical form (run circuitlang fmt -w {path})", file=sys.stderr)
+            return EXIT_CLAIM_FAILED
+        return EXIT_OK
+    if args.write:
+        if formatted != text:
+            path.write_text(formatted, encoding="utf-8")
+        return EXIT_OK
+    sys.stdout.write(formatted)
+    return EXIT_OK
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""IR prompt sets -> datasets of rendered clean prompts and their paired corrupt prompts.
+
+Expansion is deterministic: every random draw comes from an RNG seeded by the spec's seed and
+the prompt set's name, so the same spec gives the same prompts on every machine.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import zlib
+from dataclasses import dataclass
+
+from circuitlang.data.corruptions import CORRUPTERS, apply_assignments
+from circuitlang.data.files import read_rows
+from circuitlang.data.generators import GENERATOR_FUNCTIONS
+from circuitlang.data.prompts import Prompt, render, template_slots
+from circuitlang.data.values import Env, NamedValues, Scalar, Value, evaluate
+from circuitlang.errors import CircuitlangError, DataError, raise_if_any
+from circuitlang.ir import models as ir
+from circuitlang.ir.stdlib import BUILTIN_LISTS
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    templates: tuple[str, ...]
+    clean: tuple[Prompt, ...]
+    corrupt: tuple[Prompt, ...]  # corrupt[i] pairs with clean[i]; empty without a corruption
+    answer_prefix: str
+
+
+def expand_all(spec: ir.Spec) -> tuple[Dataset, ...]:
+    """Every prompt set of the spec, with all data errors collected."""
+    datasets, errors = [], []
+    for prompt_set in spec.prompt_sets:
+        try:
+            datasets.append(expand(spec, prompt_set))
+        except CircuitlangError as error:
+            errors.append(error)
+    raise_if_any(errors)
+    return tuple(datasets)
+
+
+def expand(spec: ir.Spec, prompt_set: ir.PromptSet) -> Dataset:
+    rng = random.Random(_seed(spec.settings.seed, prompt_set.name))
+    lists = _lists(spec)
+    rows = _rows(prompt_set, lists, rng)
+    if prompt_set.count is not None:
+        rows = rows[: prompt_set.count]
+    if not rows:
+        raise DataError(f"prompt set '{prompt_set.name}' has no prompts", prompt_set.span,
+                        "check the loop ranges or the data file")
+    templates = tuple(dict.fromkeys(template for template, _, _ in rows))
+    clean = tuple(_prompt(prompt_set, i, templates, row) for i, row in enumerate(rows))
+    corrupt = _corrupt(prompt_set, rows, templates, lists, rng)
+    return Dataset(prompt_set.name, templates, clean, corrupt, prompt_set.answer_prefix)
+
+
+def _seed(seed: int, name: str) -> int:
+    return seed * 1_000_003 + zlib.crc32(name.encode())
+
+
+def _lists(spec: ir.Spec) -> dict[str, NamedValues]:
+    lists = {name: NamedValues(b.values, b.cyclic) for name, b in BUILTIN_LISTS.items()}
+    lists.update({named.name: NamedValues(named.values, named.cyclic) for named in spec.lists})
+    return lists
+
+
+Row = tuple[str, dict[str, Value], str]  # template, variables, label
+
+
+def _rows(prompt_set: ir.PromptSet, lists: dict[str, NamedValues], rng: random.Random) -> list[Row]:
+    if prompt_set.generator is not None:
+        generator = prompt_set.generator
+        made = GENERATOR_FUNCTIONS[generator.name](dict(generator.params), rng)
+        return [(template, values, f"prompt #{i} of {prompt_set.name}") for i, (template, values) in enumerate(made)]
+    file_rows = read_rows(prompt_set.source) if prompt_set.source else [{}]
+    rows: list[Row] = []
+    for template in prompt_set.templates:
+        for file_row in file_rows:
+            for bindings in _loop_bindings(prompt_set.loops, dict(file_row), lists, rng, prompt_set.name):
+                label = f"prompt #{len(rows)} of {prompt_set.name}" + _describe(bindings, prompt_set)
+                env = Env(dict(file_row) | bindings, lists, rng, label)
+                apply_assignments(prompt_set.assignments, env)
+                rows.append((template.text, env.variables, label))
+    return rows
+
+
+def _loop_bindings(loops: tuple[ir.Loop, ...], base: dict[str, Value], lists: dict[str, NamedValues],
+                   rng: random.Random, name: str) -> list[dict[str, Value]]:
+    """The product of the loops; a later loop's range may use an earlier loop's variable."""
+    bindings: list[dict[str, Value]] = [{}]
+    for loop in loops:
+        extended = []
+        for bound in bindings:
+            env = Env(base | bound, lists, rng, f"a loop of {name} ({loop.var})")
+            source = evaluate(loop.source, env)
+            if not isinstance(source, tuple):
+                raise DataError(f"loop over {source!r}: not a range or list", loop.source.span,
+                                "write e.g. for i in 1..95 or for m in months")
+            extended.extend(bound | {loop.var: value} for value in source)
+        bindings = extended
+    return bindings
+
+
+def _describe(bindings: dict[str, Value], prompt_set: ir.PromptSet) -> str:
+    return " (" + ", ".join(f"{k}={v}" for k, v in bindings.items()) + ")" if bindings else ""
+
+
+def _prompt(prompt_set: ir.PromptSet, index: int, templates: tuple[str, ...], row: Row) -> Prompt:
+    template, variables, label = row
+    slots = template_slots(template)
+    values = {slot: _slot_text(variables, slot, label, prompt_set) for slot in slots}
+    text, spans = render(template, values)
+    return Prompt(index, label, templates.index(template), text, spans, tuple(values.items()),
+                  _fields(variables, slots))
+
+
+def _slot_text(variables: dict[str, Value], slot: str, label: str, prompt_set: ir.PromptSet) -> Scalar:
+    if slot not in variables:
+        raise DataError(f"{label}: slot '{{{slot}}}' has no value", prompt_set.span,
+                        "assign it in the prompts block or add the column to the data file")
+    value = variables[slot]
+    if isinstance(value, tuple):
+        raise DataError(f"{label}: slot '{{{slot}}}' got a list {value!r}", prompt_set.span,
+                        "a slot takes one value; index the list or use random")
+    return str(value)
+
+
+def _fields(variables: dict[str, Value], slots: tuple[str, ...]) -> tuple[tuple[str, Value], ...]:
+    def as_text(value: Value) -> Value:
+        return tuple(str(v) for v in value) if isinstance(value, tuple) else str(value)
+    return tuple((name, as_text(value)) for name, value in variables.items() if name not in slots)
+
+
+def _corrupt(prompt_set: ir.PromptSet, rows: list[Row], templates: tuple[str, ...],
+             lists: dict[str, NamedValues], rng: random.Random) -> tuple[Prompt, ...]:
+    corruption = prompt_set.corruption
+    if corruption is None:
+        return ()
+    file_rows = read_rows(ir.FileSource(path=corruption.path, written=corruption.path, span=corruption.span)) \
+        if corruption.path else None
+    if file_rows is not None and len(file_rows) < len(rows):
+        raise DataError(f"corrupt file has {len(file_rows)} rows for {len(rows)} clean prompts", corruption.span,
+                        "give one corrupt row per clean prompt, in the same order")
+    corrupted = []
+    for i, (template, variables, label) in enumerate(rows):
+        slots = template_slots(template)
+        env = Env(dict(variables), lists, rng, f"corruption of {label}")
+        values = CORRUPTERS[corruption.kind](corruption, {s: variables[s] for s in slots}, slots, env,
+                                             file_rows[i] if file_rows else None)
+        corrupted.append((template, variables | values, f"corrupt {label}"))
+    return tuple(_prompt(prompt_set, i, templates, row) for i, row in enumerate(corrupted))

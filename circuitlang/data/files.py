@@ -1,0 +1,60 @@
+"""Prompt rows from JSONL or CSV files: each row binds column names to values."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from circuitlang.data.values import Value
+from circuitlang.errors import DataError
+from circuitlang.ir import models as ir
+
+
+def read_rows(source: ir.FileSource) -> list[dict[str, Value]]:
+    path = Path(source.path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise DataError(f"cannot read {source.written}: {error.strerror}", source.span,
+                        "paths are relative to the spec file's folder") from None
+    return _jsonl_rows(text, source) if path.suffix.lower() == ".jsonl" else _csv_rows(text)
+
+
+def _jsonl_rows(text: str, source: ir.FileSource) -> list[dict[str, Value]]:
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{source.written} line {number}: not JSON ({error.msg})", source.span,
+                            "a .jsonl file holds one JSON object per line") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{source.written} line {number}: expected an object, got {type(row).__name__}",
+                            source.span, 'write rows like {"s1": 3, "answer": 7}')
+        rows.append({key: _json_value(value, key, number, source) for key, value in row.items()})
+    return rows
+
+
+def _json_value(value: object, key: str, number: int, source: ir.FileSource) -> Value:
+    if isinstance(value, (int, str)) and not isinstance(value, bool):
+        return value
+    if isinstance(value, list) and all(isinstance(v, (int, str)) and not isinstance(v, bool) for v in value):
+        return tuple(value)
+    raise DataError(f"{source.written} line {number}: column '{key}' holds {value!r}", source.span,
+                    "values are numbers, strings, or lists of them (for token sets)")
+
+
+def _csv_rows(text: str) -> list[dict[str, Value]]:
+    return [{key: _csv_value(cell) for key, cell in row.items()} for row in csv.DictReader(text.splitlines())]
+
+
+def _csv_value(cell: str) -> Value:
+    """Integers stay integers only when that loses nothing: '01' stays text, '7' becomes 7."""
+    try:
+        number = int(cell)
+    except ValueError:
+        return cell
+    return number if str(number) == cell else cell

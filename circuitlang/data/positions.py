@@ -1,0 +1,65 @@
+"""Named positions -> token indices, per prompt, from the template's slot spans.
+
+A slot's position is the token holding the slot's last character. The tokenizer's character
+offsets say which token that is; the slot must end exactly where that token ends, otherwise the
+tokenizer merged the slot with its neighbour and the position would be ambiguous (an error naming
+the prompt and the slot). `end` is the last prompt token, `bos` the first.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from circuitlang.data.prompts import Prompt, template_slots
+from circuitlang.errors import DataError
+from circuitlang.ir import models as ir
+
+Offsets = Sequence[tuple[int, int]]  # (start, end) character offsets of each token
+
+
+def slot_token_indices(prompt: Prompt, offsets: Offsets, first_token: int = 0) -> dict[str, int]:
+    """Token index of every slot, `end` and `bos`. `first_token` skips a prepended BOS token."""
+    positions = {"bos": 0, "end": len(offsets) - 1}
+    for slot, (start, stop) in prompt.slot_spans:
+        positions[slot] = _token_ending_at(prompt, slot, start, stop, offsets, first_token)
+    return positions
+
+
+def _token_ending_at(prompt: Prompt, slot: str, start: int, stop: int, offsets: Offsets, first_token: int) -> int:
+    for index in range(first_token, len(offsets)):
+        token_start, token_end = offsets[index]
+        if token_start < stop <= token_end:
+            if token_end != stop:
+                piece = prompt.text[token_start:token_end]
+                raise DataError(f"{prompt.label}: slot '{slot}' ends inside the token {piece!r} in {prompt.text!r}",
+                                None, "the tokenizer merges the slot with the text after it; add a space or "
+                                "change the template so each slot ends on a token boundary")
+            return index
+    raise DataError(f"{prompt.label}: slot '{slot}' is not covered by any token in {prompt.text!r}", None,
+                    "check the tokenizer's offsets")
+
+
+def expand_positions(positions: Sequence[ir.Position], template: str) -> tuple[tuple[str, int], ...]:
+    """(name, offset) pairs for one template; a range `a..b` is every slot from a to b in order."""
+    slots = template_slots(template)
+    expanded: list[tuple[str, int]] = []
+    for position in positions:
+        if isinstance(position, ir.PositionRange):
+            first, last = slots.index(position.start.name), slots.index(position.stop.name)
+            expanded.extend((slot, 0) for slot in slots[first:last + 1])
+        else:
+            expanded.append((position.name, position.offset))
+    return tuple(dict.fromkeys(expanded))
+
+
+def token_positions(positions: Sequence[ir.Position], prompt: Prompt, template: str,
+                    named: dict[str, int], n_tokens: int) -> tuple[int, ...]:
+    """Token indices for a position list in one prompt, with offsets checked against its length."""
+    indices = []
+    for name, offset in expand_positions(positions, template):
+        index = named[name] + offset
+        if not 0 <= index < n_tokens:
+            raise DataError(f"{prompt.label}: position {name}{offset:+d} falls outside the prompt "
+                            f"({n_tokens} tokens)", None, "use a smaller offset")
+        indices.append(index)
+    return tuple(sorted(set(indices)))

@@ -1,0 +1,264 @@
+"""AST -> canonical `.circ` text (`circuitlang fmt`). Comments are kept where they were: a comment
+on its own line stays before the statement that follows it, a trailing comment stays at the end
+of its statement's line. Printing and re-parsing gives the same IR (a property test checks it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from circuitlang.dsl import ast
+
+INDENT = "  "
+_PRECEDENCE = {"..": 1, "+": 2, "-": 2, "*": 3, "//": 3, "%": 3}
+
+
+def format_spec(spec: ast.SpecFile) -> str:
+    out = _Writer(list(spec.comments))
+    out.statement(spec.header.span, f"circuitlang {spec.header.version}", 0)
+    previous: str | None = None
+    for item in spec.items:
+        group = _group(item)
+        if previous is not None and (group != previous or group == "block"):
+            out.blank()
+        _item(item, out)
+        previous = group
+    out.flush_remaining()
+    return "\n".join(out.lines).rstrip("\n") + "\n"
+
+
+@dataclass
+class _Writer:
+    comments: list[ast.Comment]
+    lines: list[str] = field(default_factory=list)
+
+    def blank(self) -> None:
+        if self.lines and self.lines[-1] != "":
+            self.lines.append("")
+
+    def leading(self, line: int, depth: int) -> None:
+        while self.comments and self.comments[0].line < line:
+            self.lines.append(INDENT * depth + self.comments.pop(0).text)
+
+    def trailing(self, end_line: int, depth: int) -> None:
+        if self.comments and self.comments[0].line <= end_line:
+            self.lines[-1] += "  " + self.comments.pop(0).text
+        while self.comments and self.comments[0].line <= end_line:
+            self.lines.append(INDENT * depth + self.comments.pop(0).text)
+
+    def statement(self, span: object, text: str, depth: int) -> None:
+        self.leading(span.line, depth)  # type: ignore[attr-defined]
+        self.lines.append(INDENT * depth + text)
+        self.trailing(span.end_line, depth)  # type: ignore[attr-defined]
+
+    def open_block(self, span: object, text: str, depth: int) -> None:
+        self.leading(span.line, depth)  # type: ignore[attr-defined]
+        self.lines.append(INDENT * depth + text + " {")
+        self.trailing(span.line, depth + 1)  # type: ignore[attr-defined]
+
+    def close_block(self, span: object, depth: int) -> None:
+        self.leading(span.end_line, depth + 1)  # type: ignore[attr-defined]
+        self.lines.append(INDENT * depth + "}")
+        self.trailing(span.end_line, depth)  # type: ignore[attr-defined]
+
+    def flush_remaining(self) -> None:
+        self.lines.extend(comment.text for comment in self.comments)
+        self.comments.clear()
+
+
+def _group(item: ast.Item) -> str:
+    """Statements of one group are printed together; groups are separated by a blank line."""
+    if isinstance(item, ast.PromptsDecl) or (isinstance(item, ast.CorruptDecl) and item.body is not None):
+        return "block"
+    if isinstance(item, (ast.ExpectMetric, ast.ExpectScore, ast.ExpectAttends)):
+        return "expect"
+    if isinstance(item, (ast.RoleDecl, ast.MlpDecl)):
+        return "nodes"
+    if isinstance(item, (ast.MetricDecl, ast.AblateDecl)):
+        return "measure"
+    return type(item).__name__
+
+
+def _item(item: ast.Item, out: _Writer, depth: int = 0) -> None:
+    if isinstance(item, ast.PromptsDecl):
+        out.open_block(item.span, "prompts" + (f" {item.name.name}" if item.name else ""), depth)
+        for stmt in item.body:
+            _item(stmt, out, depth + 1)  # type: ignore[arg-type]
+        out.close_block(item.span, depth)
+    elif isinstance(item, ast.CorruptDecl) and item.body is not None:
+        out.open_block(item.span, _corrupt_head(item), depth)
+        for stmt in item.body:
+            out.statement(stmt.span, _assign(stmt), depth + 1)
+        out.close_block(item.span, depth)
+    else:
+        out.statement(item.span, statement_text(item), depth)
+
+
+def statement_text(item: object) -> str:
+    """One statement (not a block) as canonical text."""
+    match item:
+        case ast.CircuitDecl(name, model, _):
+            return f"circuit {name.name} on {quote(model.value)}"
+        case ast.UseDecl(what, name, path, _):
+            return f"use {what}" + (f" {name.name}" if name else "") + f" from {quote(path.value)}"
+        case ast.ListDecl(name, cyclic, items, _):
+            head = f"list {name.name}" + (" cyclic" if cyclic else "") + " = "
+            return head + _wrapped_list(items, len(head))
+        case ast.TemplateStmt(text, _):
+            return f"template {quote(text.value)}"
+        case ast.ForStmt(loops, _):
+            return "for " + ", ".join(f"{loop.var.name} in {expr_text(loop.source)}" for loop in loops)
+        case ast.AssignStmt():
+            return _assign(item)
+        case ast.FromStmt(path, _):
+            return f"from {quote(path.value)}"
+        case ast.GenerateStmt(generator, kwargs, _):
+            args = ", ".join(f"{kw.name.name} = {expr_text(kw.value)}" for kw in kwargs)
+            return f"generate {generator.name}({args})"
+        case ast.CorruptDecl():
+            return _corrupt_head(item)
+        case ast.MetricDecl(name, args, _):
+            return f"metric {name.name}" + (f"({', '.join(a.name for a in args)})" if args else "")
+        case ast.AblateDecl(kind, source, _):
+            return f"ablate {kind.name}" + (f" of {source.name}" if source else "")
+        case ast.SetDecl(key, value, _):
+            return f"set {key.name} = {_setting(value)}"
+    return _circuit_text(item)
+
+
+def _circuit_text(item: object) -> str:
+    match item:
+        case ast.RoleDecl(name, members, is_mlp, clauses, _):
+            listed = ", ".join(_member(m) for m in members)
+            return f"role {quote(name.value)}: " + ("mlp " if is_mlp else "") + listed + _clauses(clauses)
+        case ast.MlpDecl(layers, clauses, _):
+            return "mlp " + ", ".join(_member(m) for m in layers) + _clauses(clauses)
+        case ast.EdgeDecl(sender, receiver, channels, _):
+            via = f" via {', '.join(c.name for c in channels)}" if channels else ""
+            return f"edge {_node(sender)} -> {_node(receiver)}{via}"
+        case ast.ExpectMetric(metric, on, op, threshold, _):
+            return f"expect {metric.name}{_on(on)} {op} {threshold.text}"
+        case ast.ExpectScore(target, score, on, op, threshold, _):
+            return f"expect {_node(target)} {score.name}{_on(on)} {op} {threshold.text}"
+        case ast.ExpectAttends(target, queries, keys, on, op, threshold, _):
+            return (f"expect {_node(target)} attends {_positions(queries)} -> {_positions(keys)}"
+                    f"{_on(on)} {op} {threshold.text}")
+    raise TypeError(f"cannot print {item!r}")
+
+
+def _wrapped_list(items: ast.ListLit, indent: int, width: int = 100) -> str:
+    """A list literal, continued on aligned lines when it would pass `width` characters."""
+    texts = [expr_text(i) for i in items.items]
+    lines, current = [], "["
+    for i, text in enumerate(texts):
+        piece = text + ("," if i < len(texts) - 1 else "]")
+        if len(current) > 1 and indent + len(current) + 1 + len(piece) > width:
+            lines.append(current)
+            current = " " * indent + " " + piece
+        else:
+            current += ("" if current.endswith("[") else " ") + piece
+    lines.append(current if texts else "[]")
+    return "\n".join(lines)
+
+
+def _corrupt_head(item: ast.CorruptDecl) -> str:
+    args = f"({', '.join(expr_text(a) for a in item.args)})" if item.args is not None else ""
+    return f"corrupt {item.kind.name}{args}"
+
+
+def _assign(stmt: ast.AssignStmt) -> str:
+    return ", ".join(t.name for t in stmt.targets) + f" = {expr_text(stmt.value)}"
+
+
+def _setting(value: ast.SettingValue) -> str:
+    match value:
+        case ast.Number(_, text, _):
+            return text
+        case ast.StrLit(text, _):
+            return quote(text)
+        case ast.Var(name, _):
+            return name
+    return str(value.value)  # type: ignore[union-attr]
+
+
+def _member(member: object) -> str:
+    match member:
+        case ast.HeadRef(layer, head, _):
+            return f"{layer}.{head}"
+        case ast.LayerHeads(layer, _):
+            return f"{layer}.*"
+        case ast.MlpRef(layer, _):
+            return str(layer)
+        case ast.LayerRange(start, stop, _):
+            return f"{start}..{stop}"
+    raise TypeError(f"cannot print {member!r}")
+
+
+def _node(node: object) -> str:
+    match node:
+        case ast.HeadRef(layer, head, _):
+            return f"{layer}.{head}"
+        case ast.MlpRef(layer, _):
+            return f"mlp {layer}"
+        case ast.Embed():
+            return "embed"
+        case ast.Logits():
+            return "logits"
+        case ast.RoleRef(name, _):
+            return quote(name)
+    raise TypeError(f"cannot print {node!r}")
+
+
+def _clauses(clauses: tuple[ast.PositionClause, ...]) -> str:
+    return "".join(f" {c.kind.name} {_positions(c.positions)}" for c in clauses)
+
+
+def _positions(positions: tuple[ast.Position, ...]) -> str:
+    return ", ".join(_position(p) for p in positions)
+
+
+def _position(position: ast.Position) -> str:
+    if isinstance(position, ast.PosRange):
+        return f"{_position(position.start)}..{_position(position.stop)}"
+    return position.name + (f"{position.offset:+d}" if position.offset else "")
+
+
+def _on(on: ast.Ident | None) -> str:
+    return f" on {on.name}" if on else ""
+
+
+def quote(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+    return f'"{escaped}"'
+
+
+def expr_text(expr: ast.Expr, parent: int = 0) -> str:
+    """An expression with only the parentheses its precedence needs."""
+    match expr:
+        case ast.IntLit(value, _):
+            return str(value)
+        case ast.StrLit(value, _):
+            return quote(value)
+        case ast.Var(name, _):
+            return name
+        case ast.Index(name, index, _):
+            return f"{name.name}[{expr_text(index)}]"
+        case ast.Call(function, args, _):
+            return f"{function.name}({', '.join(expr_text(a) for a in args)})"
+        case ast.ListLit(items, _):
+            return "[" + ", ".join(expr_text(i) for i in items) + "]"
+        case ast.Neg(operand, _):
+            return _wrap(f"-{expr_text(operand, 4)}", 4, parent)
+        case ast.Range(start, stop, _):
+            return _wrap(f"{expr_text(start, 2)}..{expr_text(stop, 2)}", 1, parent)
+        case ast.Random(source, distinct, _):
+            return _wrap(f"random {expr_text(source, 1)}" + (" distinct" if distinct else ""), 0, parent)
+        case ast.BinOp(op, left, right, _):
+            level = _PRECEDENCE[op]
+            # Operators are left-associative, so a right operand at the same level needs parentheses.
+            return _wrap(f"{expr_text(left, level)} {op} {expr_text(right, level + 1)}", level, parent)
+    raise TypeError(f"cannot print {expr!r}")
+
+
+def _wrap(text: str, level: int, parent: int) -> str:
+    return f"({text})" if level < parent else text
