@@ -29,7 +29,6 @@ def lower_prompt_set(decl: ast.PromptsDecl, name: str, lists: set[str], spec_dir
 
     scope = Scope(lists=set(lists), open_world=source is not None)
     loops = tuple(_loop(loop, scope, errors) for stmt in loops_stmts for loop in stmt.loops)
-    scope.variables.update(loop.var for loop in loops)
     assignments = _assignments([s for s in body if isinstance(s, ast.AssignStmt)], scope, errors)
     assigned = {t for a in assignments for t in a.targets}
     slots = _slots(templates, generator)
@@ -129,7 +128,10 @@ def _generator(stmt: ast.GenerateStmt, errors: list[CircuitlangError]) -> ir.Gen
 
 
 def _loop(loop: ast.Loop, scope: Scope, errors: list[CircuitlangError]) -> ir.Loop:
-    return ir.Loop(var=loop.var.name, source=lower_expr(loop.source, scope, errors), span=loop.span)
+    """A loop's range may use the variables of loops before it on the line."""
+    lowered = ir.Loop(var=loop.var.name, source=lower_expr(loop.source, scope, errors), span=loop.span)
+    scope.variables.add(loop.var.name)
+    return lowered
 
 
 def _assignments(stmts: list[ast.AssignStmt], scope: Scope,
@@ -174,7 +176,8 @@ def lower_corruption(decl: ast.CorruptDecl, slots: tuple[str, ...], scope: Scope
         errors.append(SpecError(f"unknown corruption '{decl.kind.name}'", decl.kind.span,
                                 f"corruptions: {', '.join(CORRUPTIONS)}"))
         return None
-    args = tuple(constant_value(a) for a in decl.args or ())
+    # Arguments are literals, or slot names (swap(s1, s2)), which are kept as their text.
+    args = tuple(a.name if isinstance(a, ast.Var) else constant_value(a) for a in decl.args or ())
     if len(args) != kind.n_args or any(a is None for a in args):
         errors.append(SpecError(f"corrupt {decl.kind.name} takes {kind.n_args} literal argument(s)",
                                 decl.kind.span, kind.description))
