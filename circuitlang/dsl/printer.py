@@ -8,13 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from circuitlang.dsl import ast
+from circuitlang.errors import Span
 
 INDENT = "  "
 _PRECEDENCE = {"..": 1, "+": 2, "-": 2, "*": 3, "//": 3, "%": 3}
 
 
 def format_spec(spec: ast.SpecFile) -> str:
-    out = _Writer(list(spec.comments))
+    out = _Writer(list(spec.comments), _comment_owners(spec))
     out.statement(spec.header.span, f"circuitlang {spec.header.version}", 0)
     previous: str | None = None
     for item in spec.items:
@@ -30,6 +31,7 @@ def format_spec(spec: ast.SpecFile) -> str:
 @dataclass
 class _Writer:
     comments: list[ast.Comment]
+    owners: dict[ast.Comment, Span]  # a trailing comment -> the statement it follows on its line
     lines: list[str] = field(default_factory=list)
 
     def blank(self) -> None:
@@ -40,30 +42,52 @@ class _Writer:
         while self.comments and self.comments[0].line < line:
             self.lines.append(INDENT * depth + self.comments.pop(0).text)
 
-    def trailing(self, end_line: int, depth: int) -> None:
-        if self.comments and self.comments[0].line <= end_line:
+    def trailing(self, span: Span, depth: int) -> None:
+        """Attach the comments written after this statement on its last line (and any inside it)."""
+        def belongs(comment: ast.Comment) -> bool:
+            return comment.line < span.end_line or self.owners.get(comment) == span
+        if self.comments and belongs(self.comments[0]):
             self.lines[-1] += "  " + self.comments.pop(0).text
-        while self.comments and self.comments[0].line <= end_line:
+        while self.comments and belongs(self.comments[0]):
             self.lines.append(INDENT * depth + self.comments.pop(0).text)
 
-    def statement(self, span: object, text: str, depth: int) -> None:
-        self.leading(span.line, depth)  # type: ignore[attr-defined]
+    def statement(self, span: Span, text: str, depth: int) -> None:
+        self.leading(span.line, depth)
         self.lines.append(INDENT * depth + text)
-        self.trailing(span.end_line, depth)  # type: ignore[attr-defined]
+        self.trailing(span, depth)
 
-    def open_block(self, span: object, text: str, depth: int) -> None:
-        self.leading(span.line, depth)  # type: ignore[attr-defined]
+    def open_block(self, span: Span, text: str, depth: int) -> None:
+        self.leading(span.line, depth)
         self.lines.append(INDENT * depth + text + " {")
-        self.trailing(span.line, depth + 1)  # type: ignore[attr-defined]
+        # A comment after the `{` belongs to the block's first line.
+        if self.comments and self.comments[0].line == span.line and self.comments[0] not in self.owners:
+            self.lines[-1] += "  " + self.comments.pop(0).text
 
-    def close_block(self, span: object, depth: int) -> None:
-        self.leading(span.end_line, depth + 1)  # type: ignore[attr-defined]
+    def close_block(self, span: Span, depth: int) -> None:
+        self.leading(span.end_line, depth + 1)
         self.lines.append(INDENT * depth + "}")
-        self.trailing(span.end_line, depth)  # type: ignore[attr-defined]
+        self.trailing(span, depth)
 
     def flush_remaining(self) -> None:
         self.lines.extend(comment.text for comment in self.comments)
         self.comments.clear()
+
+
+def _comment_owners(spec: ast.SpecFile) -> dict[ast.Comment, Span]:
+    """For each comment, the last statement ending before it on the same line (if any)."""
+    spans = [spec.header.span]
+    for item in spec.items:
+        spans.append(item.span)
+        body = getattr(item, "body", None) or ()
+        for stmt in body:
+            spans.append(stmt.span)
+            spans.extend(inner.span for inner in (getattr(stmt, "body", None) or ()))
+    owners: dict[ast.Comment, Span] = {}
+    for comment in spec.comments:
+        before = [s for s in spans if s.end_line == comment.line and s.end_column <= comment.column]
+        if before:
+            owners[comment] = max(before, key=lambda s: s.end_column)
+    return owners
 
 
 def _group(item: ast.Item) -> str:
@@ -83,7 +107,7 @@ def _item(item: ast.Item, out: _Writer, depth: int = 0) -> None:
     if isinstance(item, ast.PromptsDecl):
         out.open_block(item.span, "prompts" + (f" {item.name.name}" if item.name else ""), depth)
         for stmt in item.body:
-            _item(stmt, out, depth + 1)  # type: ignore[arg-type]
+            _item(stmt, out, depth + 1)
         out.close_block(item.span, depth)
     elif isinstance(item, ast.CorruptDecl) and item.body is not None:
         out.open_block(item.span, _corrupt_head(item), depth)
