@@ -14,12 +14,13 @@ ExpectDecl = ast.ExpectMetric | ast.ExpectScore | ast.ExpectAttends
 def lower_expectations(items: list[ast.Item], circuit: ir.Circuit, prompt_sets: tuple[ir.PromptSet, ...],
                        errors: list[CircuitlangError]) -> tuple[ir.Expectation, ...]:
     lowered = []
-    checker = _PositionChecker(prompt_sets, errors)
     names = {p.name for p in prompt_sets}
     for decl in items:
         if isinstance(decl, (ast.ExpectMetric, ast.ExpectScore, ast.ExpectAttends)):
             _check_on(decl.on, names, errors)
-            expectation = _lower_one(decl, circuit, checker, errors)
+            # A claim `on SET` is checked only against that prompt set's positions.
+            scoped = tuple(p for p in prompt_sets if decl.on is None or p.name == decl.on.name)
+            expectation = _lower_one(decl, circuit, _PositionChecker(scoped, errors), errors)
             if expectation is not None:
                 lowered.append(expectation)
     return tuple(lowered)
