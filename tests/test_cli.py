@@ -1,0 +1,73 @@
+"""The command line: exit codes, JSON output, fmt modes, and no torch for check/fmt."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from circuitlang.cli import main
+from tests.conftest import ROOT, SPECS
+
+SHIPPED = sorted(str(p) for p in SPECS.glob("*.circ"))
+
+
+def test_check_accepts_every_shipped_spec(capsys):
+    assert main(["check", *SHIPPED]) == 0
+    out = capsys.readouterr().out
+    assert out.count("ok ") == len(SHIPPED)
+
+
+def test_check_reports_errors_with_location_caret_and_hint(write_spec, capsys):
+    path = write_spec('circuitlang 1\ncircuit c on "gpt2"\nprompts { template "{a}"; a = 1; answer = 2; wrong = 3 }\n'
+                      "metric logit_diff(answer, wrong)\nablate zero\nrole \"x\": 12.0, 3.12\n")
+    assert main(["check", str(path)]) == 2
+    out = capsys.readouterr().out
+    assert f"{path}:6:11: semantic error: layer 12 does not exist: gpt2 has layers 0-11" in out
+    assert f"{path}:6:17: semantic error: head 3.12 does not exist: layers have heads 0-11" in out
+    assert '   6 | role "x": 12.0, 3.12\n' in out and "             ^^^^" in out
+    assert "hint:" in out and "2 error(s)" in out
+
+
+def test_check_json_output(write_spec, capsys):
+    bad = write_spec('circuitlang 1\ncircuit c on "gpt2"\nmetrik kl\n', name="bad.circ")
+    assert main(["check", "--format", "json", SHIPPED[0], str(bad)]) == 2
+    report = json.loads(capsys.readouterr().out)
+    good, broken = report["files"]
+    assert good["ok"] and good["summary"]["prompt_sets"][0]["prompts"] > 0
+    (error,) = broken["errors"]
+    assert (error["stage"], error["line"], error["column"]) == ("syntax", 3, 1)
+
+
+def test_missing_file_is_a_clear_error(capsys, tmp_path):
+    assert main(["check", str(tmp_path / "nope.circ")]) == 2
+    assert "file not found" in capsys.readouterr().out
+
+
+def test_fmt_check_and_write(write_spec, capsys):
+    messy = write_spec('circuitlang 1\ncircuit   c on "gpt2"\nprompts {template "{a}"; a=1;answer=2;wrong=3}\n'
+                       "metric kl\nablate zero\n")
+    assert main(["fmt", "--check", str(messy)]) == 1
+    assert main(["fmt", "-w", str(messy)]) == 0
+    assert main(["fmt", "--check", str(messy)]) == 0
+    assert messy.read_text().startswith('circuitlang 1\ncircuit c on "gpt2"\n\nprompts {\n  template "{a}"\n  a = 1\n')
+    assert main(["fmt", "--check", *SHIPPED]) == 0
+
+
+def test_usage_error_exits_2(capsys):
+    assert main(["frobnicate"]) == 2
+
+
+def test_check_and_fmt_do_not_import_torch():
+    code = ("import sys; from circuitlang.cli import main; "
+            f"rc = main(['check', {SHIPPED!r}[0]]) + main(['fmt', '--check', {SHIPPED!r}[0]]); "
+            "assert rc == 0, rc; bad = [m for m in ('torch', 'transformer_lens', 'transformers') if m in sys.modules]; "
+            "assert not bad, bad")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_console_script_runs(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "circuitlang", "check", SHIPPED[0]], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and "ok" in result.stdout
