@@ -35,7 +35,9 @@ def expand_all(spec: ir.Spec) -> tuple[Dataset, ...]:
     datasets, errors = [], []
     for prompt_set in spec.prompt_sets:
         try:
-            datasets.append(expand(spec, prompt_set))
+            dataset = expand(spec, prompt_set)
+            _check_metric_fields(dataset, spec.metric_for(prompt_set), prompt_set)
+            datasets.append(dataset)
         except CircuitlangError as error:
             errors.append(error)
     raise_if_any(errors)
@@ -55,6 +57,17 @@ def expand(spec: ir.Spec, prompt_set: ir.PromptSet) -> Dataset:
     clean = tuple(_prompt(prompt_set, i, templates, row) for i, row in enumerate(rows))
     corrupt = _corrupt(prompt_set, rows, templates, lists, rng)
     return Dataset(prompt_set.name, templates, clean, corrupt, prompt_set.answer_prefix)
+
+
+def _check_metric_fields(dataset: Dataset, metric: ir.Metric, prompt_set: ir.PromptSet) -> None:
+    """Rows from a data file must give every field the metric scores (checked once expanded)."""
+    span = prompt_set.source.span if prompt_set.source else prompt_set.span
+    for prompt in dataset.clean:
+        names = dict(prompt.fields)
+        for arg in metric.args:
+            if arg not in names:
+                raise DataError(f"{prompt.label}: metric argument '{arg}' has no value", span,
+                                f"add a column '{arg}' to the data file or assign it in the prompts block")
 
 
 def _seed(seed: int, name: str) -> int:
@@ -97,7 +110,7 @@ def _loop_bindings(loops: tuple[ir.Loop, ...], base: dict[str, Value], lists: di
             env = Env(base | bound, lists, rng, f"a loop of {name} ({loop.var})")
             source = evaluate(loop.source, env)
             if not isinstance(source, tuple):
-                raise DataError(f"loop over {source!r}: not a range or list", loop.source.span,
+                raise DataError(f"{env.label}: loop over {source!r}, which is not a range or list", loop.source.span,
                                 "write e.g. for i in 1..95 or for m in months")
             extended.extend(bound | {loop.var: value} for value in source)
         bindings = extended
@@ -119,11 +132,13 @@ def _prompt(prompt_set: ir.PromptSet, index: int, templates: tuple[str, ...], ro
 
 def _slot_text(variables: dict[str, Value], slot: str, label: str, prompt_set: ir.PromptSet) -> Scalar:
     if slot not in variables:
-        raise DataError(f"{label}: slot '{{{slot}}}' has no value", prompt_set.span,
+        span = prompt_set.source.span if prompt_set.source else prompt_set.span
+        raise DataError(f"{label}: slot '{{{slot}}}' has no value", span,
                         "assign it in the prompts block or add the column to the data file")
     value = variables[slot]
     if isinstance(value, tuple):
-        raise DataError(f"{label}: slot '{{{slot}}}' got a list {value!r}", prompt_set.span,
+        assigned = [a.span for a in prompt_set.assignments if slot in a.targets]
+        raise DataError(f"{label}: slot '{{{slot}}}' got a list {value!r}", (assigned or [prompt_set.span])[-1],
                         "a slot takes one value; index the list or use random")
     return str(value)
 
@@ -142,7 +157,7 @@ def _corrupt(prompt_set: ir.PromptSet, rows: list[Row], templates: tuple[str, ..
     file_rows = read_rows(ir.FileSource(path=corruption.path, written=corruption.path, span=corruption.span)) \
         if corruption.path else None
     if file_rows is not None and len(file_rows) < len(rows):
-        raise DataError(f"corrupt file has {len(file_rows)} rows for {len(rows)} clean prompts", corruption.span,
+        raise DataError(f"corrupt file has {len(file_rows)} row(s) for {len(rows)} clean prompts", corruption.span,
                         "give one corrupt row per clean prompt, in the same order")
     corrupted = []
     for i, (template, variables, label) in enumerate(rows):

@@ -43,7 +43,7 @@ def _json_value(value: object, key: str, number: int, source: ir.FileSource) -> 
         return value
     if isinstance(value, list) and all(isinstance(v, (int, str)) and not isinstance(v, bool) for v in value):
         return tuple(value)
-    raise DataError(f"{source.written} line {number}: column '{key}' holds {value!r}", source.span,
+    raise DataError(f"{source.written} line {number}: column '{key}' holds {json.dumps(value)}", source.span,
                     "values are numbers, strings, or lists of them (for token sets)")
 
 

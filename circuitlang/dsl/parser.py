@@ -125,8 +125,12 @@ def _unquote(token: Token, path: str) -> str:
     return "".join(out)
 
 
-def _split_head(token: Token) -> tuple[int, int]:
+def _split_head(token: Token, path: str) -> tuple[int, int]:
     layer, head = token.value.split(".")
+    if len(head) > 1 and head.startswith("0"):
+        # 9.01 would silently be head 1; heads are integers, not decimals.
+        raise SyntaxErrorInSpec(f"'{token.value}' is not a head: head numbers have no leading zeros",
+                                _token_span(path, token), f"write {layer}.{int(head)}")
     return int(layer), int(head)
 
 
@@ -252,7 +256,7 @@ class _ToAst(Transformer):
         return ast.MlpDecl(layers, clauses, self._s(meta))
 
     def head(self, meta: Any, children: list[Token]) -> ast.HeadRef:
-        layer, head = _split_head(children[0])
+        layer, head = _split_head(children[0], self.path)
         return ast.HeadRef(layer, head, self._s(meta))
 
     def layer_heads(self, meta: Any, children: list[Token]) -> ast.LayerHeads:

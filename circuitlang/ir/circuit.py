@@ -30,9 +30,11 @@ def lower_circuit(items: list[ast.Item], shape: ir.ModelShape | None, model: ir.
 
 def _check_new_role(role: ast.RoleDecl, roles: dict[str, Span], errors: list[CircuitlangError]) -> None:
     name = role.name.value
+    if not name.strip():
+        errors.append(SpecError("a role needs a name", role.name.span, 'e.g. role "name mover": 9.9'))
     if name in roles:
-        errors.append(SpecError(f"role \"{name}\" is declared twice (first at {roles[name]})", role.name.span,
-                                "list all of a role's nodes on one line"))
+        errors.append(SpecError(f"role \"{name}\" is declared twice (first at {where(roles[name], role.span)})",
+                                role.name.span, "list all of a role's nodes on one line"))
     if name == "mlp":
         errors.append(SpecError('"mlp" is the role of bare `mlp` lines', role.name.span, "choose another role name"))
     roles.setdefault(name, role.span)
@@ -46,7 +48,8 @@ def _add_members(role: str, members: tuple, clauses: tuple[ast.PositionClause, .
         for node, span in _expand_member(member, shape, model, errors):
             if node in nodes:
                 first = nodes[node]
-                errors.append(SpecError(f"{node} is already in the circuit as \"{first.role}\" (at {first.span})",
+                errors.append(SpecError(f"{node} is already in the circuit as \"{first.role}\" "
+                                        f"(at {where(first.span, span)})",
                                         span, "a node has one role; remove one of the two"))
                 continue
             nodes[node] = ir.CircuitNode(node=node, role=role, q=q, k=k, span=span)
@@ -76,6 +79,11 @@ def _expand_member(member: object, shape: ir.ModelShape | None, model: ir.ModelR
             ok = check_layer(start, span, shape, model, errors) and check_layer(stop, span, shape, model, errors)
             return [(ir.Node(kind="mlp", layer=layer), span) for layer in range(start, stop + 1)] if ok else []
     raise TypeError(f"unhandled circuit member {member!r}")
+
+
+def where(first: Span, here: Span) -> str:
+    """`line N` for a place in the same file, else the full `path:line:column`."""
+    return f"line {first.line}" if first.path == here.path else str(first)
 
 
 def check_layer(layer: int, span: Span, shape: ir.ModelShape | None, model: ir.ModelRef,
@@ -187,6 +195,12 @@ def _edge(decl: ast.EdgeDecl, nodes: dict[ir.Node, ir.CircuitNode], errors: list
     if sender.kind == "logits" or receiver.kind == "embed":
         errors.append(SpecError("edges run from embed towards logits", decl.span,
                                 "write the sender first: edge embed -> 0.1, edge 9.1 -> logits"))
+    elif sender == receiver:
+        errors.append(SpecError(f"edge {sender} -> {receiver} connects {sender} to itself", decl.span,
+                                "an edge joins two different nodes"))
+    elif sender.kind == receiver.kind == "head" and sender.layer == receiver.layer:
+        errors.append(SpecError(f"edge {sender} -> {receiver} joins two heads of layer {sender.layer}, which run in "
+                                "parallel", decl.span, "a head's output reaches heads of later layers only"))
     elif not _runs_forward(sender, receiver):
         errors.append(SpecError(f"edge {sender} -> {receiver} runs backwards: {sender} cannot write into {receiver}",
                                 decl.span, "each layer runs its heads, then its MLP: a head in layer L feeds mlp L and "
@@ -217,8 +231,14 @@ def _channels(decl: ast.EdgeDecl, receiver: ir.Node, errors: list[CircuitlangErr
         return ()
     if decl.channels is None:
         return CHANNELS
+    seen: set[str] = set()
     for channel in decl.channels:
         if channel.name not in CHANNELS:
             errors.append(SpecError(f"unknown channel '{channel.name}'", channel.span, "channels are q, k and v"))
             return None
+        if channel.name in seen:
+            errors.append(SpecError(f"channel '{channel.name}' is listed twice", channel.span,
+                                    "list each of q, k, v at most once"))
+            return None
+        seen.add(channel.name)
     return tuple(c for c in CHANNELS if c in {ch.name for ch in decl.channels})

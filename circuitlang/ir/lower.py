@@ -13,7 +13,7 @@ from circuitlang.errors import CircuitlangError, ModelError, SpecError, raise_if
 from circuitlang.ir import models as ir
 from circuitlang.ir.circuit import lower_circuit
 from circuitlang.ir.expectations import lower_expectations
-from circuitlang.ir.prompt_sets import fields_of, lower_metric, lower_prompt_set, slot_names
+from circuitlang.ir.prompt_sets import lower_metric, lower_prompt_set
 from circuitlang.ir.settings import lower_settings
 from circuitlang.ir.shapes import model_shape, resolve_model
 from circuitlang.ir.stdlib import BUILTIN_LISTS
@@ -37,8 +37,9 @@ def lower(spec_file: ast.SpecFile) -> ir.Spec:
     shape = _shape(model, errors)
     lists = _lists(items, errors)
     list_names = {named.name for named in lists} | set(BUILTIN_LISTS)
-    prompt_sets = _prompt_sets(items, list_names, spec_dir, name, spec_file.header, errors)
-    metric = _top_metric(items, prompt_sets, spec_file.header, errors)
+    metric = _top_metric(items, errors)
+    prompt_sets = _prompt_sets(items, list_names, spec_dir, name, metric, spec_file, errors)
+    _check_every_set_has_a_metric(items, prompt_sets, spec_file.header, errors)
     ablation = _ablation(items, spec_file.header, errors)
     circuit = lower_circuit(items, shape, model, prompt_sets, errors)
     expectations = lower_expectations(items, circuit, prompt_sets, errors)
@@ -104,19 +105,23 @@ def _lists(items: list[ast.Item], errors: list[CircuitlangError]) -> tuple[ir.Na
     return tuple(lowered.values())
 
 
-def _prompt_sets(items: list[ast.Item], lists: set[str], spec_dir: Path, spec_name: str, header: ast.Header,
+def _prompt_sets(items: list[ast.Item], lists: set[str], spec_dir: Path, spec_name: str,
+                 metric: ir.Metric | None, spec_file: ast.SpecFile,
                  errors: list[CircuitlangError]) -> tuple[ir.PromptSet, ...]:
     decls = [item for item in items if isinstance(item, ast.PromptsDecl)]
     outer = [item for item in items if isinstance(item, ast.CorruptDecl)]
+    uses_prompts = any(isinstance(i, ast.UseDecl) and i.what == "prompts" for i in spec_file.items)
     if not decls:
-        errors.append(SpecError("the spec has no `prompts` block", header.span,
-                                "add prompts { template ... } describing the task"))
+        if not uses_prompts:  # a failed `use prompts` has already said what is missing
+            errors.append(SpecError("the spec has no `prompts` block", spec_file.header.span,
+                                    "add prompts { template ... } describing the task"))
         return ()
     _check_outer_corruption(decls, outer, errors)
     _check_prompt_names(decls, errors)
     chosen_outer = outer[0] if outer and len(decls) == 1 else None
     return tuple(
-        lower_prompt_set(decl, decl.name.name if decl.name else spec_name, lists, spec_dir, chosen_outer, errors)
+        lower_prompt_set(decl, decl.name.name if decl.name else spec_name, lists, spec_dir, chosen_outer, metric,
+                         errors)
         for decl in decls
     )
 
@@ -147,34 +152,21 @@ def _check_prompt_names(decls: list[ast.PromptsDecl], errors: list[CircuitlangEr
             seen[decl.name.name] = decl
 
 
-def _top_metric(items: list[ast.Item], prompt_sets: tuple[ir.PromptSet, ...], header: ast.Header,
-                errors: list[CircuitlangError]) -> ir.Metric | None:
+def _top_metric(items: list[ast.Item], errors: list[CircuitlangError]) -> ir.Metric | None:
     """The spec-wide metric; None is allowed only when every prompt set names its own."""
     decls = [item for item in items if isinstance(item, ast.MetricDecl)]
     for extra in decls[1:]:
         errors.append(SpecError("a second top-level `metric` line", extra.span,
                                 "put task-specific metrics inside their prompts block"))
-    metric = lower_metric(decls[0], errors) if decls else None
-    if not decls and any(p.metric is None for p in prompt_sets):
+    return lower_metric(decls[0], errors) if decls else None
+
+
+def _check_every_set_has_a_metric(items: list[ast.Item], prompt_sets: tuple[ir.PromptSet, ...],
+                                  header: ast.Header, errors: list[CircuitlangError]) -> None:
+    has_top = any(isinstance(item, ast.MetricDecl) for item in items)
+    if not has_top and any(p.metric is None for p in prompt_sets):
         errors.append(SpecError("no `metric` line", header.span,
                                 "add e.g. `metric logit_diff(answer, wrong)` at top level"))
-    _check_metric_fields(metric, prompt_sets, errors)
-    return metric
-
-
-def _check_metric_fields(top: ir.Metric | None, prompt_sets: tuple[ir.PromptSet, ...],
-                         errors: list[CircuitlangError]) -> None:
-    for prompt_set in prompt_sets:
-        metric = prompt_set.metric or top
-        fields = fields_of(prompt_set)
-        if metric is None or fields is None:
-            continue
-        for arg in metric.args:
-            if arg not in fields:
-                slots = set(slot_names(prompt_set))
-                why = "is a slot, not an answer field" if arg in slots else "is not defined"
-                errors.append(SpecError(f"metric argument '{arg}' {why} in prompt set '{prompt_set.name}'",
-                                        metric.span, f"answer fields there: {', '.join(sorted(fields)) or 'none'}"))
 
 
 def _ablation(items: list[ast.Item], header: ast.Header, errors: list[CircuitlangError]) -> ir.Ablation:

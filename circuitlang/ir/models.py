@@ -165,6 +165,7 @@ class Corruption(Frozen):
 class Metric(Frozen):
     name: str
     args: tuple[str, ...]
+    arg_spans: tuple[Span, ...]
     span: Span
 
 

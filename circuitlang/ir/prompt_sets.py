@@ -2,50 +2,90 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from circuitlang.dsl import ast
-from circuitlang.errors import CircuitlangError, SpecError
+from circuitlang.errors import CircuitlangError, Span, SpecError
 from circuitlang.ir import models as ir
 from circuitlang.ir.expressions import Scope, constant_value, lower_expr, lower_template
 from circuitlang.ir.stdlib import CORRUPTIONS, GENERATORS, METRICS, PROMPT_SETTINGS
 
 
 def lower_prompt_set(decl: ast.PromptsDecl, name: str, lists: set[str], spec_dir: Path,
-                     outer_corruption: ast.CorruptDecl | None,
+                     outer_corruption: ast.CorruptDecl | None, top_metric: ir.Metric | None,
                      errors: list[CircuitlangError]) -> ir.PromptSet:
-    """One `prompts` block. `outer_corruption` is a top-level `corrupt` that applies to it."""
+    """One `prompts` block. `outer_corruption` is a top-level `corrupt` that applies to it.
+
+    When the block's data origin (its file or generator) is itself wrong, checks that depend on
+    it (slots, fields, corruption slots) are skipped: one mistake gives one error, not a cascade.
+    """
     body = decl.body
     templates = [_template(s, errors) for s in body if isinstance(s, ast.TemplateStmt)]
-    loops_stmts = [s for s in body if isinstance(s, ast.ForStmt)]
-    sources = [s for s in body if isinstance(s, ast.FromStmt)]
-    generators = [s for s in body if isinstance(s, ast.GenerateStmt)]
-    _at_most_one(loops_stmts, "`for` line", "put every loop on one line: for i in 1..9, j in 1..3", errors)
-    _at_most_one(sources, "`from` file", "combine the rows into one file", errors)
-    _at_most_one(generators, "`generate` line", "use one prompts block per generator", errors)
-    source = _file_source(sources[0], spec_dir, errors) if sources else None
-    generator = _generator(generators[0], errors) if generators else None
-    _check_data_origin(decl, templates, generator, errors)
-
-    scope = Scope(lists=set(lists), open_world=source is not None)
-    loops = tuple(_loop(loop, scope, errors) for stmt in loops_stmts for loop in stmt.loops)
+    origin = _origin(decl, spec_dir, bool(templates), errors)
+    scope = Scope(lists=set(lists), open_world=origin.open_world)
+    loops = tuple(_loop(loop, scope, errors) for stmt in body if isinstance(stmt, ast.ForStmt) for loop in stmt.loops)
     assignments = _assignments([s for s in body if isinstance(s, ast.AssignStmt)], scope, errors)
-    assigned = {t for a in assignments for t in a.targets}
-    slots = _slots(templates, generator)
-    _check_slots_assigned(templates, assigned | scope.variables, source is not None or generator is not None,
-                          errors)
-
+    slots = None if origin.failed else _slots(templates, origin.generator)
+    if not origin.open_world:
+        _check_slots_assigned(templates, scope.variables, errors)
     corruption = _corruption_for(decl, outer_corruption, slots, scope, spec_dir, errors)
     metrics = [s for s in body if isinstance(s, ast.MetricDecl)]
     _at_most_one(metrics, "`metric` line", "keep one metric per prompt set", errors)
     metric = lower_metric(metrics[0], errors) if metrics else None
     settings = _prompt_settings([s for s in body if isinstance(s, ast.SetDecl)], errors)
+    generator = origin.generator
     prefix = settings.get("answer_prefix", GENERATORS[generator.name].answer_prefix if generator else " ")
-    return ir.PromptSet(
-        name=name, templates=tuple(t for t in templates if t is not None), loops=loops,
-        assignments=assignments, source=source, generator=generator, corruption=corruption,
-        metric=metric, answer_prefix=str(prefix), count=settings.get("count"), span=decl.span,
+    prompt_set = ir.PromptSet(
+        name=name, templates=tuple(templates), loops=loops, assignments=assignments, source=origin.source,
+        generator=generator, corruption=corruption, metric=metric, answer_prefix=str(prefix),
+        count=settings.get("count"), span=decl.span,
     )
+    if not origin.failed:
+        check_metric_fields(metric or top_metric, prompt_set, errors)
+    return prompt_set
+
+
+@dataclass(frozen=True)
+class _Origin:
+    """Where a prompt set's rows come from; `failed` when that part of the block was wrong."""
+
+    source: ir.FileSource | None
+    generator: ir.Generator | None
+    open_world: bool  # a data file or generator supplies names the block does not assign
+    failed: bool
+
+
+def _origin(decl: ast.PromptsDecl, spec_dir: Path, has_templates: bool, errors: list[CircuitlangError]) -> _Origin:
+    body = decl.body
+    sources = [s for s in body if isinstance(s, ast.FromStmt)]
+    generators = [s for s in body if isinstance(s, ast.GenerateStmt)]
+    _at_most_one([s for s in body if isinstance(s, ast.ForStmt)], "`for` line",
+                 "put every loop on one line: for i in 1..9, j in 1..3", errors)
+    _at_most_one(sources, "`from` file", "combine the rows into one file", errors)
+    _at_most_one(generators, "`generate` line", "use one prompts block per generator", errors)
+    source = _file_source(sources[0], spec_dir, errors) if sources else None
+    generator = _generator(generators[0], errors) if generators else None
+    if generators and has_templates:
+        errors.append(SpecError("a generated prompt set brings its own templates", decl.span,
+                                "remove the `template` lines or the `generate` line"))
+    if not generators and not has_templates:
+        errors.append(SpecError("prompts block has no template", decl.span,
+                                'add a line such as: template "{s1} {s2} {s3}"  (or generate ioi(...))'))
+    failed = (bool(sources) and source is None) or (bool(generators) and generator is None)
+    return _Origin(source, generator, bool(sources or generators), failed)
+
+
+def check_metric_fields(metric: ir.Metric | None, prompt_set: ir.PromptSet, errors: list[CircuitlangError]) -> None:
+    """Each metric argument must be an answer field of the prompt set (not a slot)."""
+    fields = fields_of(prompt_set)
+    if metric is None or fields is None:
+        return
+    for arg, span in zip(metric.args, metric.arg_spans):
+        if arg not in fields:
+            why = "is a slot, not an answer field" if arg in slot_names(prompt_set) else "is not defined"
+            errors.append(SpecError(f"metric argument '{arg}' {why} in prompt set '{prompt_set.name}'", span,
+                                    f"answer fields there: {', '.join(sorted(fields)) or 'none'}"))
 
 
 def fields_of(prompt_set: ir.PromptSet) -> set[str] | None:
@@ -63,34 +103,26 @@ def slot_names(prompt_set: ir.PromptSet) -> tuple[str, ...]:
     return _slots(list(prompt_set.templates), prompt_set.generator)
 
 
-def _slots(templates: list[ir.Template | None], generator: ir.Generator | None) -> tuple[str, ...]:
+def _slots(templates: list[ir.Template] | tuple[ir.Template, ...], generator: ir.Generator | None) -> tuple[str, ...]:
     ordered: list[str] = list(GENERATORS[generator.name].slots) if generator else []
     for template in templates:
-        for slot in template.slots if template else ():
+        for slot in template.slots:
             if slot not in ordered:
                 ordered.append(slot)
     return tuple(ordered)
 
 
-def _template(stmt: ast.TemplateStmt, errors: list[CircuitlangError]) -> ir.Template | None:
+def _template(stmt: ast.TemplateStmt, errors: list[CircuitlangError]) -> ir.Template:
+    """The template with the slots that could be read, so a typo in one brace does not also
+    make every position that uses its slots an error."""
     template, problems = lower_template(stmt.text)
     errors.extend(problems)
-    return template if not problems else None
+    return template
 
 
 def _at_most_one(stmts: list[ast.PromptStmt], what: str, hint: str, errors: list[CircuitlangError]) -> None:
     for extra in stmts[1:]:
         errors.append(SpecError(f"a prompts block takes one {what}; this is a second one", extra.span, hint))
-
-
-def _check_data_origin(decl: ast.PromptsDecl, templates: list[ir.Template | None],
-                       generator: ir.Generator | None, errors: list[CircuitlangError]) -> None:
-    if generator is not None and templates:
-        errors.append(SpecError("a generated prompt set brings its own templates", decl.span,
-                                "remove the `template` lines or the `generate` line"))
-    if generator is None and not templates:
-        errors.append(SpecError("prompts block has no template", decl.span,
-                                'add a line such as: template "{s1} {s2} {s3}"  (or generate ioi(...))'))
 
 
 def _file_source(stmt: ast.FromStmt, spec_dir: Path, errors: list[CircuitlangError]) -> ir.FileSource | None:
@@ -120,8 +152,12 @@ def _generator(stmt: ast.GenerateStmt, errors: list[CircuitlangError]) -> ir.Gen
             errors.append(SpecError(f"{stmt.generator.name}() has no parameter '{kwarg.name.name}'",
                                     kwarg.name.span, f"parameters: {', '.join(signature.params)}"))
         elif value is None or type(value) is not type(default):
-            errors.append(SpecError(f"{kwarg.name.name} must be a {type(default).__name__} literal",
+            errors.append(SpecError(f"{kwarg.name.name} must be {_TYPE_WORDS[type(default)]} literal",
                                     kwarg.value.span, f"for example {kwarg.name.name} = {default!r}"))
+        elif kwarg.name.name in signature.choices and value not in signature.choices[kwarg.name.name]:
+            allowed = signature.choices[kwarg.name.name]
+            errors.append(SpecError(f"{kwarg.name.name} must be one of {', '.join(map(str, allowed))}",
+                                    kwarg.value.span, f'for example {kwarg.name.name} = "{allowed[0]}"'))
         else:
             params[kwarg.name.name] = value
     return ir.Generator(name=stmt.generator.name, params=tuple(params.items()), span=stmt.span)
@@ -150,18 +186,23 @@ def _assignments(stmts: list[ast.AssignStmt], scope: Scope,
     return tuple(lowered)
 
 
-def _check_slots_assigned(templates: list[ir.Template | None], defined: set[str], open_world: bool,
-                          errors: list[CircuitlangError]) -> None:
-    if open_world:
-        return
+def _check_slots_assigned(templates: list[ir.Template], defined: set[str], errors: list[CircuitlangError]) -> None:
     for template in templates:
-        for slot in template.slots if template else ():
+        for slot in template.slots:
             if slot not in defined:
-                errors.append(SpecError(f"slot '{{{slot}}}' has no value", template.span,
+                errors.append(SpecError(f"slot '{{{slot}}}' has no value", slot_span(template, slot),
                                         f"add a line `{slot} = ...` to the prompts block"))
 
 
-def _corruption_for(decl: ast.PromptsDecl, outer: ast.CorruptDecl | None, slots: tuple[str, ...],
+def slot_span(template: ir.Template, slot: str) -> Span:
+    """The span of `{slot}` inside the template string (slots are unique within a template)."""
+    offset = template.text.find("{" + slot + "}")
+    column = template.span.column + 1 + max(offset, 0)  # +1 for the opening quote
+    return Span(path=template.span.path, line=template.span.line, column=column,
+                end_line=template.span.line, end_column=column + len(slot) + 2)
+
+
+def _corruption_for(decl: ast.PromptsDecl, outer: ast.CorruptDecl | None, slots: tuple[str, ...] | None,
                     scope: Scope, spec_dir: Path, errors: list[CircuitlangError]) -> ir.Corruption | None:
     inner = [s for s in decl.body if isinstance(s, ast.CorruptDecl)]
     _at_most_one(inner, "`corrupt` block", "one corruption per prompt set", errors)
@@ -169,8 +210,9 @@ def _corruption_for(decl: ast.PromptsDecl, outer: ast.CorruptDecl | None, slots:
     return lower_corruption(chosen, slots, scope, spec_dir, errors) if chosen else None
 
 
-def lower_corruption(decl: ast.CorruptDecl, slots: tuple[str, ...], scope: Scope, spec_dir: Path,
+def lower_corruption(decl: ast.CorruptDecl, slots: tuple[str, ...] | None, scope: Scope, spec_dir: Path,
                      errors: list[CircuitlangError]) -> ir.Corruption | None:
+    """`slots` is None when the prompt set's own origin was wrong: slot checks are then skipped."""
     kind = CORRUPTIONS.get(decl.kind.name)
     if kind is None:
         errors.append(SpecError(f"unknown corruption '{decl.kind.name}'", decl.kind.span,
@@ -187,7 +229,7 @@ def lower_corruption(decl: ast.CorruptDecl, slots: tuple[str, ...], scope: Scope
             f"corrupt {decl.kind.name} " + ("needs a { ... } body" if kind.needs_body else "takes no { ... } body"),
             decl.kind.span, kind.description))
         return None
-    missing = [slot for slot in kind.requires if slot not in slots]
+    missing = [slot for slot in kind.requires if slots is not None and slot not in slots]
     if missing:
         errors.append(SpecError(f"corrupt {decl.kind.name} needs the slot(s) {', '.join(missing)}", decl.kind.span,
                                 kind.description))
@@ -198,11 +240,11 @@ def lower_corruption(decl: ast.CorruptDecl, slots: tuple[str, ...], scope: Scope
     return ir.Corruption(kind=decl.kind.name, args=args, assignments=assignments, path=path, span=decl.span)
 
 
-def _corrupt_assignments(body: tuple[ast.AssignStmt, ...], slots: tuple[str, ...], scope: Scope,
+def _corrupt_assignments(body: tuple[ast.AssignStmt, ...], slots: tuple[str, ...] | None, scope: Scope,
                          errors: list[CircuitlangError]) -> tuple[ir.Assignment, ...]:
     for stmt in body:
         for target in stmt.targets:
-            if target.name not in slots:
+            if slots is not None and target.name not in slots:
                 errors.append(SpecError(f"corruption assigns '{target.name}', which is not a slot", target.span,
                                         f"slots: {', '.join(slots)}"))
     inner = Scope(variables=set(scope.variables), lists=scope.lists, open_world=scope.open_world)
@@ -218,14 +260,17 @@ def _assignments_allowing_redefinition(body: tuple[ast.AssignStmt, ...], scope: 
     )
 
 
-def _check_slot_args(decl: ast.CorruptDecl, args: tuple[ir.Value, ...], slots: tuple[str, ...],
+def _check_slot_args(decl: ast.CorruptDecl, args: tuple[ir.Value, ...], slots: tuple[str, ...] | None,
                      errors: list[CircuitlangError]) -> None:
-    if decl.kind.name != "swap":
+    if decl.kind.name != "swap" or slots is None:
         return
     for arg, expr in zip(args, decl.args or ()):
         if arg not in slots:
             errors.append(SpecError(f"swap names '{arg}', which is not a slot", expr.span,
                                     f"slots: {', '.join(slots)}"))
+    if args[0] == args[1]:
+        errors.append(SpecError(f"swap needs two different slots; both are '{args[0]}'", decl.args[1].span,  # type: ignore[index]
+                                "a swap of a slot with itself leaves every prompt unchanged"))
 
 
 def _corrupt_file(decl: ast.CorruptDecl, args: tuple[ir.Value, ...], spec_dir: Path,
@@ -234,7 +279,7 @@ def _corrupt_file(decl: ast.CorruptDecl, args: tuple[ir.Value, ...], spec_dir: P
         return None
     path = (spec_dir / str(args[0])).resolve()
     if not path.is_file():
-        errors.append(SpecError(f"file not found: '{args[0]}' (looked in {path})", decl.span,
+        errors.append(SpecError(f"file not found: '{args[0]}' (looked in {path})", decl.args[0].span,  # type: ignore[index]
                                 "paths are relative to the spec file's folder"))
         return None
     return str(path)
@@ -251,7 +296,11 @@ def lower_metric(decl: ast.MetricDecl, errors: list[CircuitlangError]) -> ir.Met
         errors.append(SpecError(f"metric {decl.name.name} takes {arity} answer field(s), got {len(args)}",
                                 decl.span, "for example: metric logit_diff(answer, wrong)"))
         return None
-    return ir.Metric(name=decl.name.name, args=tuple(a.name for a in args), span=decl.span)
+    return ir.Metric(name=decl.name.name, args=tuple(a.name for a in args), arg_spans=tuple(a.span for a in args),
+                     span=decl.span)
+
+
+_TYPE_WORDS = {int: "an integer", str: "a string", float: "a number"}
 
 
 def _prompt_settings(stmts: list[ast.SetDecl], errors: list[CircuitlangError]) -> dict[str, object]:
@@ -263,7 +312,7 @@ def _prompt_settings(stmts: list[ast.SetDecl], errors: list[CircuitlangError]) -
             errors.append(SpecError(f"unknown prompt-set setting '{stmt.key.name}'", stmt.key.span,
                                     f"settings inside prompts: {', '.join(PROMPT_SETTINGS)}"))
         elif type(value) is not expected or isinstance(stmt.value, ast.Var):
-            errors.append(SpecError(f"{stmt.key.name} must be a {expected.__name__}", stmt.value.span,
+            errors.append(SpecError(f"{stmt.key.name} must be {_TYPE_WORDS[expected]}", stmt.value.span,
                                     'for example: set answer_prefix = " "' if expected is str else "set count = 50"))
         elif stmt.key.name == "count" and value < 1:
             errors.append(SpecError("count must be at least 1", stmt.value.span, "set count = 50"))

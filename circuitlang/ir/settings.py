@@ -7,6 +7,9 @@ from circuitlang.errors import CircuitlangError, SpecError
 from circuitlang.ir import models as ir
 from circuitlang.ir.stdlib import SPEC_SETTINGS
 
+# Open intervals for numeric settings: a confidence of 95 is a percentage typed by mistake.
+FLOAT_RANGES = {"confidence": (0.0, 1.0), "minimality_threshold": (-1e-12, float("inf"))}
+
 
 def lower_settings(items: list[ast.Item], errors: list[CircuitlangError]) -> ir.Settings:
     values: dict[str, object] = {}
@@ -34,6 +37,11 @@ def _setting_value(key: str, value: ast.SettingValue, errors: list[CircuitlangEr
         return None
     raw = getattr(value, "value", None)
     if expected is float and isinstance(raw, (int, float)) and not isinstance(value, (ast.StrLit, ast.Var)):
+        low, high = FLOAT_RANGES.get(key, (float("-inf"), float("inf")))
+        if not low < raw < high:
+            errors.append(SpecError(f"{key} must be between {low:g} and {high:g}", value.span,
+                                    f"for example: set {key} = {ir.Settings().model_dump()[key]}"))
+            return None
         return float(raw)
     if expected is int and isinstance(value, ast.IntLit):
         if raw < 0 or (key in ("bootstrap", "batch_size", "completeness_samples") and raw < 1):

@@ -6,7 +6,7 @@ later stages implement each entry (a new metric is one implementation plus one l
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 MONTHS = (
     "January", "February", "March", "April", "May", "June",
@@ -88,16 +88,18 @@ class GeneratorSignature:
     corruptions: tuple[str, ...]  # corruptions that make sense for it
     answer_prefix: str
     description: str
+    choices: dict[str, tuple[str, ...]] = field(default_factory=dict)  # allowed values of text params
 
 
 GENERATORS: dict[str, GeneratorSignature] = {
     "ioi": GeneratorSignature(
         params={"n": 64, "seed": 0, "order": "mixed"},
-        slots=("io", "s1", "s2"),
+        slots=("io", "s1", "s2", "place", "object"),
         fields=("answer", "wrong"),
         corruptions=("abc", "random", "swap", "file"),
         answer_prefix=" ",
         description="Wang et al.'s IOI templates: answer the indirect object (io), wrong the subject",
+        choices={"order": ("mixed", "abba", "baba")},
     ),
     "greater_than": GeneratorSignature(
         params={"n": 64, "seed": 0},

@@ -19,7 +19,7 @@ CIRCUIT_ITEMS = (ast.RoleDecl, ast.MlpDecl, ast.EdgeDecl)
 def read_spec_file(path: Path) -> ast.SpecFile:
     """Read and parse one file. A missing file is a `SpecError` without a span."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # editors on Windows may add a byte-order mark
     except FileNotFoundError:
         raise SpecError(f"file not found: {path}", None, "check the path") from None
     except (OSError, UnicodeDecodeError) as error:
