@@ -338,7 +338,7 @@ class Spec(Frozen):
 
 def _without_spans(data: Any) -> Any:
     if isinstance(data, dict):
-        return {k: _without_spans(v) for k, v in data.items() if k != "span"}
+        return {k: _without_spans(v) for k, v in data.items() if k != "span" and not k.endswith("_spans")}
     if isinstance(data, list):
         return [_without_spans(v) for v in data]
     return data
