@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from circuitlang.errors import SpecErrors, SpecError
+from circuitlang.errors import SpecError, SpecErrors
 from circuitlang.ir.lower import load_spec
 
 BODY = ('prompts { template "{a}"; a = 1; answer = 2; wrong = 3 }\nmetric logit_diff(answer, wrong)\n'

@@ -6,7 +6,6 @@ the prompt set's name, so the same spec gives the same prompts on every machine.
 
 from __future__ import annotations
 
-import itertools
 import random
 import zlib
 from dataclasses import dataclass

@@ -9,17 +9,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from circuitlang.dsl import ast
+from circuitlang.dsl.parser import SUPPORTED_VERSIONS
 from circuitlang.errors import CircuitlangError, ModelError, SpecError, raise_if_any
 from circuitlang.ir import models as ir
 from circuitlang.ir.circuit import lower_circuit
 from circuitlang.ir.expectations import lower_expectations
+from circuitlang.ir.expressions import constant_value
 from circuitlang.ir.prompt_sets import lower_metric, lower_prompt_set
 from circuitlang.ir.settings import lower_settings
 from circuitlang.ir.shapes import model_shape, resolve_model
 from circuitlang.ir.stdlib import BUILTIN_LISTS
 from circuitlang.ir.uses import read_spec_file, resolve_uses
-from circuitlang.ir.expressions import constant_value
-from circuitlang.dsl.parser import SUPPORTED_VERSIONS
 
 
 def load_spec(path: str | Path) -> ir.Spec:
