@@ -11,7 +11,7 @@ from circuitlang.errors import DataError
 from circuitlang.ir.lower import load_spec
 from tests.conftest import SPECS, datasets_of
 
-HEADER = 'circuitlang 1\ncircuit c on "gpt2"\nmetric logit_diff(answer, wrong)\nablate mean of corrupt\n'
+HEADER = 'circuitlang 1\ncircuit c on "gpt2"\nmetric logit_diff(answer, wrong)\nablate zero\n'
 
 
 def one(text: str, tmp_path):

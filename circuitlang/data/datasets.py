@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from circuitlang.data.corruptions import CORRUPTERS, apply_assignments
 from circuitlang.data.files import read_rows
 from circuitlang.data.generators import GENERATOR_FUNCTIONS
+from circuitlang.data.positions import check_positions_in_templates
 from circuitlang.data.prompts import Prompt, render, template_slots
 from circuitlang.data.values import Env, NamedValues, Scalar, Value, evaluate
 from circuitlang.errors import CircuitlangError, DataError, raise_if_any
@@ -39,6 +40,7 @@ def expand_all(spec: ir.Spec) -> tuple[Dataset, ...]:
             datasets.append(dataset)
         except CircuitlangError as error:
             errors.append(error)
+    errors.extend(check_positions_in_templates(spec, {d.name: d.templates for d in datasets}))
     raise_if_any(errors)
     return tuple(datasets)
 

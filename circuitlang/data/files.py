@@ -18,7 +18,7 @@ def read_rows(source: ir.FileSource) -> list[dict[str, Value]]:
     except OSError as error:
         raise DataError(f"cannot read {source.written}: {error.strerror}", source.span,
                         "paths are relative to the spec file's folder") from None
-    return _jsonl_rows(text, source) if path.suffix.lower() == ".jsonl" else _csv_rows(text)
+    return _jsonl_rows(text, source) if path.suffix.lower() == ".jsonl" else _csv_rows(text, source)
 
 
 def _jsonl_rows(text: str, source: ir.FileSource) -> list[dict[str, Value]]:
@@ -47,8 +47,16 @@ def _json_value(value: object, key: str, number: int, source: ir.FileSource) -> 
                     "values are numbers, strings, or lists of them (for token sets)")
 
 
-def _csv_rows(text: str) -> list[dict[str, Value]]:
-    return [{key: _csv_value(cell) for key, cell in row.items()} for row in csv.DictReader(text.splitlines())]
+def _csv_rows(text: str, source: ir.FileSource) -> list[dict[str, Value]]:
+    rows = []
+    reader = csv.DictReader(text.splitlines())
+    for row in reader:
+        if None in row or None in row.values():  # DictReader's marks for extra and missing cells
+            raise DataError(f"{source.written} line {reader.line_num}: {len(reader.fieldnames or [])} columns in the "
+                            "header but a different number of cells here", source.span,
+                            "give every row one cell per header column")
+        rows.append({key: _csv_value(cell) for key, cell in row.items()})
+    return rows
 
 
 def _csv_value(cell: str) -> Value:

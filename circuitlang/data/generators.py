@@ -26,7 +26,8 @@ IOI_PLACES = ("store", "garden", "restaurant", "school", "hospital", "office", "
 IOI_OBJECTS = ("ring", "kiss", "bone", "basketball", "computer", "necklace", "drink", "snack")
 
 # Greater-than after Hanna et al. (2023): nouns whose events last, two-digit centuries and years.
-GT_TEMPLATE = "The {noun} lasted from the year {xx}{yy} to the year {xx}"
+# Every slot appears once, so each names one position: xx2 repeats the century at the end.
+GT_TEMPLATE = "The {noun} lasted from the year {xx}{yy} to the year {xx2}"
 GT_NOUNS = ("war", "expedition", "reign", "dynasty", "empire", "project", "voyage", "siege", "journey")
 GT_CENTURIES = tuple(range(11, 18))
 GT_YEARS = tuple(range(2, 99))  # 01 is the corruption; 99 leaves no later year
@@ -51,8 +52,9 @@ def greater_than(params: dict[str, Scalar], rng: random.Random) -> list[Row]:
     rows = []
     for _ in range(int(params["n"])):
         year = rng.choice(GT_YEARS)
+        century = str(rng.choice(GT_CENTURIES))
         values: dict[str, Value] = {
-            "noun": rng.choice(GT_NOUNS), "xx": str(rng.choice(GT_CENTURIES)), "yy": f"{year:02d}",
+            "noun": rng.choice(GT_NOUNS), "xx": century, "yy": f"{year:02d}", "xx2": century,
             "answer": tuple(f"{y:02d}" for y in range(year + 1, 100)),
             "wrong": tuple(f"{y:02d}" for y in range(0, year + 1)),
         }

@@ -39,6 +39,39 @@ def _token_ending_at(prompt: Prompt, slot: str, start: int, stop: int, offsets: 
                     "check the tokenizer's offsets")
 
 
+def check_positions_in_templates(spec: ir.Spec, templates: dict[str, tuple[str, ...]]) -> list[DataError]:
+    """Every position the circuit or a claim names must exist in *each* template of each prompt set
+    it applies to, and every range must run forwards there (templates may order slots differently)."""
+    problems: list[DataError] = []
+    uses: list[tuple[ir.Position, str | None]] = [
+        (p, None) for member in spec.circuit.nodes for p in (*(member.q or ()), *(member.k or ()))
+    ]
+    for claim in spec.expectations:
+        if isinstance(claim, ir.AttendsExpectation):
+            uses.extend((p, claim.on) for p in (*claim.queries, *claim.keys))
+    for position, only in uses:
+        for name, set_templates in templates.items():
+            if only is None or only == name:
+                problems.extend(_position_problems(position, name, set_templates))
+    return problems
+
+
+def _position_problems(position: ir.Position, set_name: str, templates: tuple[str, ...]) -> list[DataError]:
+    problems = []
+    for number, template in enumerate(templates):
+        slots = template_slots(template)
+        ends = (position.start, position.stop) if isinstance(position, ir.PositionRange) else (position,)
+        missing = [ref.name for ref in ends if ref.name not in slots and ref.name not in ("end", "bos")]
+        where = f"template #{number} of prompt set '{set_name}' ({template!r})"
+        if missing:
+            problems.append(DataError(f"position '{missing[0]}' is not a slot of {where}", position.span,
+                                      "a position must exist in every template of the prompt sets it is used on"))
+        elif isinstance(position, ir.PositionRange) and slots.index(position.start.name) > slots.index(position.stop.name):
+            problems.append(DataError(f"range {position} runs backwards in {where}", position.span,
+                                      f"slots there, in order: {', '.join(slots)}"))
+    return problems
+
+
 def expand_positions(positions: Sequence[ir.Position], template: str) -> tuple[tuple[str, int], ...]:
     """(name, offset) pairs for one template; a range `a..b` is every slot from a to b in order."""
     slots = template_slots(template)

@@ -236,6 +236,12 @@ class _ToAst(Transformer):
     def setting_decimal(self, meta: Any, children: list[Token]) -> ast.Number:
         return ast.Number(float(children[0]), str(children[0]), self._s(meta))
 
+    def setting_neg_int(self, meta: Any, children: list[Token]) -> ast.IntLit:
+        return ast.IntLit(-int(children[0]), self._s(meta))
+
+    def setting_neg_decimal(self, meta: Any, children: list[Token]) -> ast.Number:
+        return ast.Number(-float(children[0]), "-" + str(children[0]), self._s(meta))
+
     def name(self, meta: Any, children: list[Token]) -> ast.Var:
         return ast.Var(str(children[0]), self._s(meta))
 

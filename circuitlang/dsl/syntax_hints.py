@@ -29,6 +29,8 @@ def _unexpected_character(error: UnexpectedCharacters, source: str) -> tuple[str
     char = error.char
     if char == '"':
         return "unterminated string", 'close the string with " on the same line'
+    if char == ".":
+        return "unexpected '.'", "numbers in prompts are whole numbers; decimals are for thresholds and settings"
     if char == "{":
         return "unexpected '{'", "only prompts and corrupt blocks open with '{'; template slots go inside strings"
     return f"unexpected character {char!r}", "remove it; comments start with #"

@@ -62,6 +62,8 @@ def _expand_member(member: object, shape: ir.ModelShape | None, model: ir.ModelR
             ok = check_layer(layer, span, shape, model, errors) and _check_head(layer, head, span, shape, errors)
             return [(ir.Node(kind="head", layer=layer, head=head), span)] if ok else []
         case ast.LayerHeads(layer, span):
+            if shape is None and not model.name:  # the model line itself failed; that error says why
+                return []
             if shape is None:
                 errors.append(SpecError(f"{layer}.* needs the model's head count, unknown for '{model.name}'", span,
                                         "list the heads explicitly, or use a model with a known shape"))
@@ -130,6 +132,9 @@ class _PositionChecker:
 
     def lower(self, position: ast.Position) -> ir.Position:
         if isinstance(position, ast.PosRange):
+            if position.start.offset or position.stop.offset:
+                self.errors.append(SpecError("a range runs between slot names; offsets are not allowed in it",
+                                             position.span, "list offset positions separately: s1..s3, s3+1"))
             start, stop = self._ref(position.start), self._ref(position.stop)
             self._check_order(position)
             return ir.PositionRange(start=start, stop=stop, span=position.span)
@@ -150,12 +155,8 @@ class _PositionChecker:
         if start in POSITION_KEYWORDS or stop in POSITION_KEYWORDS:
             self.errors.append(SpecError(f"a range runs between slots; '{start}..{stop}' uses end or bos",
                                          position.span, "list end or bos separately: s1..s4, end"))
-            return
-        for prompt_set in self.prompt_sets:
-            slots = slot_names(prompt_set)
-            if start in slots and stop in slots and slots.index(start) > slots.index(stop):
-                self.errors.append(SpecError(f"range {start}..{stop} runs backwards in prompt set '{prompt_set.name}'",
-                                             position.span, f"slots in template order: {', '.join(slots)}"))
+        # Whether the range runs forwards depends on each template's slot order: `data` checks
+        # that per template once the prompt sets are expanded.
 
 
 def _edges(decls: list[ast.EdgeDecl], nodes: dict[ir.Node, ir.CircuitNode],
@@ -191,7 +192,7 @@ def _edge(decl: ast.EdgeDecl, nodes: dict[ir.Node, ir.CircuitNode], errors: list
     for node, ref in ((sender, decl.sender), (receiver, decl.receiver)):
         if node.kind in ("head", "mlp") and node not in nodes:
             errors.append(SpecError(f"edge endpoint {node} is not in the circuit", ref.span,
-                                    f"add {node} to a role (or an `mlp` line) before connecting it"))
+                                    f"add {node} to a role (or an `mlp` line)"))
     if sender.kind == "logits" or receiver.kind == "embed":
         errors.append(SpecError("edges run from embed towards logits", decl.span,
                                 "write the sender first: edge embed -> 0.1, edge 9.1 -> logits"))

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from circuitlang.dsl import ast
 from circuitlang.errors import CircuitlangError, Span, SpecError
 from circuitlang.ir import models as ir
-from circuitlang.ir.stdlib import FUNCTIONS
+from circuitlang.ir.stdlib import FUNCTIONS, POSITION_KEYWORDS
 
 _SLOT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -52,8 +52,18 @@ def lower_expr(expr: ast.Expr, scope: Scope, errors: list[CircuitlangError]) -> 
             return ir.RangeE(start=lower_expr(start, scope, errors), stop=lower_expr(stop, scope, errors),
                              span=span)
         case ast.Random(source, distinct, span):
-            return ir.RandomE(source=lower_expr(source, scope, errors), distinct=distinct, span=span)
+            if distinct:
+                errors.append(SpecError("`distinct` draws several values at once, so it must be the whole "
+                                        "right-hand side", span, "write e.g. a, b, c = random names distinct"))
+            return ir.RandomE(source=lower_expr(source, scope, errors), distinct=False, span=span)
     raise TypeError(f"unhandled expression {expr!r}")  # grammar and AST are out of step
+
+
+def lower_assigned(expr: ast.Expr, scope: Scope, errors: list[CircuitlangError]) -> ir.Expr:
+    """The right-hand side of an assignment: the one place `random ... distinct` may stand."""
+    if isinstance(expr, ast.Random) and expr.distinct:
+        return ir.RandomE(source=lower_expr(expr.source, scope, errors), distinct=True, span=expr.span)
+    return lower_expr(expr, scope, errors)
 
 
 def _check_var(name: str, span: Span, scope: Scope, errors: list[CircuitlangError]) -> None:
@@ -107,6 +117,9 @@ def lower_template(text: ast.StrLit) -> tuple[ir.Template, list[CircuitlangError
             if not _SLOT_NAME.match(name):
                 errors.append(_template_error(text, i, f"'{{{name}}}' is not a slot name",
                                               "slots are identifiers such as {s1} or {name}"))
+            elif name in POSITION_KEYWORDS:
+                errors.append(_template_error(text, i, f"'{{{name}}}' uses the reserved position name '{name}'",
+                                              "end and bos name the last and first tokens; rename the slot"))
             elif name in slots:
                 errors.append(_template_error(text, i, f"slot '{{{name}}}' appears twice in the template",
                                               "each slot names one position; use two slots with the same value"))

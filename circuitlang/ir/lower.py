@@ -10,7 +10,7 @@ from pathlib import Path
 
 from circuitlang.dsl import ast
 from circuitlang.dsl.parser import SUPPORTED_VERSIONS
-from circuitlang.errors import CircuitlangError, ModelError, SpecError, raise_if_any
+from circuitlang.errors import CircuitlangError, ModelError, Span, SpecError, raise_if_any
 from circuitlang.ir import models as ir
 from circuitlang.ir.circuit import lower_circuit
 from circuitlang.ir.expectations import lower_expectations
@@ -41,6 +41,7 @@ def lower(spec_file: ast.SpecFile) -> ir.Spec:
     prompt_sets = _prompt_sets(items, list_names, spec_dir, name, metric, spec_file, errors)
     _check_every_set_has_a_metric(items, prompt_sets, spec_file.header, errors)
     ablation = _ablation(items, spec_file.header, errors)
+    _check_corruption_for_ablation(ablation, prompt_sets, _without_corrupt_block(items), errors)
     circuit = lower_circuit(items, shape, model, prompt_sets, errors)
     expectations = lower_expectations(items, circuit, prompt_sets, errors)
     settings = lower_settings(items, errors)
@@ -89,6 +90,10 @@ def _shape(model: ir.ModelRef, errors: list[CircuitlangError]) -> ir.ModelShape 
 def _lists(items: list[ast.Item], errors: list[CircuitlangError]) -> tuple[ir.NamedList, ...]:
     lowered: dict[str, ir.NamedList] = {}
     for decl in (item for item in items if isinstance(item, ast.ListDecl)):
+        if decl.name.name in BUILTIN_LISTS:
+            errors.append(SpecError(f"list '{decl.name.name}' would hide the built-in list of that name",
+                                    decl.name.span, f"choose another name, e.g. my_{decl.name.name}"))
+            continue
         if decl.name.name in lowered:
             errors.append(SpecError(f"list '{decl.name.name}' is declared twice", decl.name.span,
                                     f"the first is at {lowered[decl.name.name].span}; rename one"))
@@ -167,6 +172,26 @@ def _check_every_set_has_a_metric(items: list[ast.Item], prompt_sets: tuple[ir.P
     if not has_top and any(p.metric is None for p in prompt_sets):
         errors.append(SpecError("no `metric` line", header.span,
                                 "add e.g. `metric logit_diff(answer, wrong)` at top level"))
+
+
+def _without_corrupt_block(items: list[ast.Item]) -> set[Span]:
+    """Spans of prompts blocks that have no corrupt block, inside them or at top level."""
+    blocks = [item for item in items if isinstance(item, ast.PromptsDecl)]
+    if any(isinstance(item, ast.CorruptDecl) for item in items) and len(blocks) == 1:
+        return set()
+    return {b.span for b in blocks if not any(isinstance(s, ast.CorruptDecl) for s in b.body)}
+
+
+def _check_corruption_for_ablation(ablation: ir.Ablation, prompt_sets: tuple[ir.PromptSet, ...],
+                                   uncorrupted: set[Span], errors: list[CircuitlangError]) -> None:
+    if ablation.source != "corrupt":
+        return
+    for prompt_set in prompt_sets:
+        if prompt_set.span in uncorrupted:
+            written = "ablate resample" if ablation.kind == "resample" else f"ablate {ablation.kind} of corrupt"
+            errors.append(SpecError(f"prompt set '{prompt_set.name}' has no corruption, but `{written}` "
+                                    "takes its values from the corrupt prompts", prompt_set.span,
+                                    "add a corrupt block to the prompt set, or ablate mean of clean / zero"))
 
 
 def _ablation(items: list[ast.Item], header: ast.Header, errors: list[CircuitlangError]) -> ir.Ablation:

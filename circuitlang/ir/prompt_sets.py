@@ -8,7 +8,7 @@ from pathlib import Path
 from circuitlang.dsl import ast
 from circuitlang.errors import CircuitlangError, Span, SpecError
 from circuitlang.ir import models as ir
-from circuitlang.ir.expressions import Scope, constant_value, lower_expr, lower_template
+from circuitlang.ir.expressions import Scope, constant_value, lower_assigned, lower_expr, lower_template
 from circuitlang.ir.stdlib import CORRUPTIONS, GENERATORS, METRICS, PROMPT_SETTINGS
 
 
@@ -69,6 +69,10 @@ def _origin(decl: ast.PromptsDecl, spec_dir: Path, has_templates: bool, errors: 
     if generators and has_templates:
         errors.append(SpecError("a generated prompt set brings its own templates", decl.span,
                                 "remove the `template` lines or the `generate` line"))
+    for stmt in body if generators else ():
+        if isinstance(stmt, (ast.ForStmt, ast.FromStmt, ast.AssignStmt)):
+            errors.append(SpecError("a generated prompt set brings its own values; this line would be ignored",
+                                    stmt.span, "remove it, or write the prompts with template/for lines instead"))
     if not generators and not has_templates:
         errors.append(SpecError("prompts block has no template", decl.span,
                                 'add a line such as: template "{s1} {s2} {s3}"  (or generate ioi(...))'))
@@ -175,7 +179,7 @@ def _assignments(stmts: list[ast.AssignStmt], scope: Scope,
     """Assignments in order; each may use names assigned on earlier lines."""
     lowered, seen = [], {}
     for stmt in stmts:
-        value = lower_expr(stmt.value, scope, errors)
+        value = lower_assigned(stmt.value, scope, errors)
         for target in stmt.targets:
             if target.name in seen or target.name in scope.variables - set(seen):
                 errors.append(SpecError(f"'{target.name}' is assigned twice", target.span,
@@ -255,7 +259,8 @@ def _assignments_allowing_redefinition(body: tuple[ast.AssignStmt, ...], scope: 
                                        errors: list[CircuitlangError]) -> tuple[ir.Assignment, ...]:
     # A corruption re-assigns clean slots on purpose, so "assigned twice" does not apply here.
     return tuple(
-        ir.Assignment(targets=tuple(t.name for t in s.targets), value=lower_expr(s.value, scope, errors), span=s.span)
+        ir.Assignment(targets=tuple(t.name for t in s.targets), value=lower_assigned(s.value, scope, errors),
+                      span=s.span)
         for s in body
     )
 
@@ -278,6 +283,11 @@ def _corrupt_file(decl: ast.CorruptDecl, args: tuple[ir.Value, ...], spec_dir: P
     if decl.kind.name != "file":
         return None
     path = (spec_dir / str(args[0])).resolve()
+    if path.suffix.lower() not in (".jsonl", ".csv"):
+        errors.append(SpecError(f"cannot read corrupt rows from '{args[0]}': unknown file type",
+                                decl.args[0].span,  # type: ignore[index]
+                                "use a .jsonl file (one object per line) or a .csv with a header"))
+        return None
     if not path.is_file():
         errors.append(SpecError(f"file not found: '{args[0]}' (looked in {path})", decl.args[0].span,  # type: ignore[index]
                                 "paths are relative to the spec file's folder"))
@@ -314,6 +324,8 @@ def _prompt_settings(stmts: list[ast.SetDecl], errors: list[CircuitlangError]) -
         elif type(value) is not expected or isinstance(stmt.value, ast.Var):
             errors.append(SpecError(f"{stmt.key.name} must be {_TYPE_WORDS[expected]}", stmt.value.span,
                                     'for example: set answer_prefix = " "' if expected is str else "set count = 50"))
+        elif stmt.key.name in settings:
+            errors.append(SpecError(f"'{stmt.key.name}' is set twice", stmt.key.span, "keep one of the two lines"))
         elif stmt.key.name == "count" and value < 1:
             errors.append(SpecError("count must be at least 1", stmt.value.span, "set count = 50"))
         else:

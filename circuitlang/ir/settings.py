@@ -44,8 +44,9 @@ def _setting_value(key: str, value: ast.SettingValue, errors: list[CircuitlangEr
             return None
         return float(raw)
     if expected is int and isinstance(value, ast.IntLit):
-        if raw < 0 or (key in ("bootstrap", "batch_size", "completeness_samples") and raw < 1):
-            errors.append(SpecError(f"{key} must be positive", value.span, f"set {key} = 1 or more"))
+        minimum = 1 if key in ("bootstrap", "batch_size", "completeness_samples") else 0
+        if raw < minimum:
+            errors.append(SpecError(f"{key} must be {minimum} or more", value.span, f"for example: set {key} = {minimum}"))
             return None
         return raw
     errors.append(SpecError(f"{key} must be {'an integer' if expected is int else 'a number'}", value.span,

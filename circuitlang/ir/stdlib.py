@@ -93,7 +93,7 @@ class GeneratorSignature:
 
 GENERATORS: dict[str, GeneratorSignature] = {
     "ioi": GeneratorSignature(
-        params={"n": 64, "seed": 0, "order": "mixed"},
+        params={"n": 64, "order": "mixed"},
         slots=("io", "s1", "s2", "place", "object"),
         fields=("answer", "wrong"),
         corruptions=("abc", "random", "swap", "file"),
@@ -102,12 +102,12 @@ GENERATORS: dict[str, GeneratorSignature] = {
         choices={"order": ("mixed", "abba", "baba")},
     ),
     "greater_than": GeneratorSignature(
-        params={"n": 64, "seed": 0},
-        slots=("noun", "xx", "yy"),
+        params={"n": 64},
+        slots=("noun", "xx", "yy", "xx2"),
         fields=("answer", "wrong"),
         corruptions=("01", "random", "file"),
         answer_prefix="",
-        description="Hanna et al.: 'The {noun} lasted from the year {xx}{yy} to the year {xx}'; "
+        description="Hanna et al.: 'The {noun} lasted from the year {xx}{yy} to the year {xx2}' (xx2 = xx); "
         "answer = years after yy, wrong = years up to yy",
     ),
 }
