@@ -6,3 +6,11 @@ Pipeline (one direction, each stage a pure function on frozen data):
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):  # the model-facing API imports torch, so it is loaded on first use
+    if name in ("load", "open_run", "Run"):
+        from circuitlang import api
+
+        return getattr(api, name)
+    raise AttributeError(name)

@@ -1,0 +1,138 @@
+"""The ablation engine: evaluate many circuit variants on a bound prompt set.
+
+Work that does not depend on the variant is done once per template: the clean run's residual
+stream at every layer and the ablation values (`AblationSource`). A variant then runs only from
+the first layer its masks touch, starting from the cached clean residual; variants are stacked
+along the batch; the forward stops before the unembedding and only the logits the metric asks for
+are computed, at the one position it reads. Rows (variant x prompt) are streamed in chunks of
+`batch_size`, so memory is bounded by the batch, not by the number of variants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from circuitlang.engine.ablation_source import AblationSource, ActivationCache, collect
+from circuitlang.engine.bind import BoundPromptSet, BoundTemplate
+from circuitlang.engine.edges import EdgeHooks
+from circuitlang.engine.models import LoadedModel
+from circuitlang.engine.variants import Masks, Variant, masks_for
+from circuitlang.ir import models as ir
+
+# reduce(logits [rows, k], prompt rows [rows]) -> metric value per row
+Reduce = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Readout:
+    """What the metric reads at the `end` position: `columns(template)` gives per-row token ids
+    ([n, k]) or None for the full vocabulary; `reduce` turns those logits into one value per row."""
+
+    columns: Callable[[BoundTemplate], torch.Tensor | None]
+    reduce: Callable[[BoundTemplate, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class _StopBeforeUnembed(Exception):
+    def __init__(self, residual: torch.Tensor) -> None:
+        super().__init__("stop")
+        self.residual = residual
+
+
+class Engine:
+    """Runs variants of one prompt set under one ablation."""
+
+    def __init__(self, model: LoadedModel, bound: BoundPromptSet, ablation: ir.Ablation, batch_size: int = 64) -> None:
+        self.model = model
+        self.bound = bound
+        self.ablation = ablation
+        self.batch_size = batch_size
+        cfg = model.bridge.cfg
+        self.n_layers, self.n_heads = cfg.n_layers, cfg.n_heads
+        self._clean = {id(t): collect(model, t.clean, self.batch_size) for t in bound.templates}
+        self._sources = {id(t): AblationSource.build(model, t, ablation, self._clean[id(t)], batch_size)
+                         for t in bound.templates}
+
+    def clean_cache(self, template: BoundTemplate) -> ActivationCache:
+        return self._clean[id(template)]
+
+    def run(self, variants: Sequence[Variant], readout: Readout) -> torch.Tensor:
+        """Metric value per variant and prompt: [n_variants, n_prompts] (prompts in dataset order)."""
+        out = torch.empty(len(variants), self.bound.n_prompts, dtype=torch.float64)
+        for template in self.bound.templates:
+            rows = torch.tensor(template.prompt_indices)
+            values = self._run_template(template, variants, readout)
+            out[:, rows] = values.to(torch.float64)
+        return out
+
+    @torch.no_grad()
+    def _run_template(self, template: BoundTemplate, variants: Sequence[Variant], readout: Readout) -> torch.Tensor:
+        named, n = template.positions, template.n_prompts
+        masks = [masks_for(v, template.template, named, template.seq_len, self.n_layers, self.n_heads) for v in variants]
+        columns = readout.columns(template)
+        result = torch.empty(len(variants), n)
+        # Variants sorted by their first ablated layer share the longest clean prefix in a chunk.
+        order = sorted(range(len(variants)), key=lambda i: masks[i].first_ablated_layer())
+        for chunk in _chunks([(v, r) for v in order for r in range(n)], self.batch_size):
+            v_idx = torch.tensor([v for v, _ in chunk])
+            r_idx = torch.tensor([r for _, r in chunk])
+            chunk_masks = [masks[v] for v in sorted(set(v_idx.tolist()))]
+            residual = self._final_residual(template, variants, masks, v_idx, r_idx, chunk_masks)
+            end = residual[:, named["end"]]
+            logits = self.logits_at(end, None if columns is None else columns[r_idx])
+            result[v_idx, r_idx] = readout.reduce(template, logits, r_idx).float()
+        return result
+
+    def _final_residual(self, template: BoundTemplate, variants: Sequence[Variant], masks: list[Masks],
+                        v_idx: torch.Tensor, r_idx: torch.Tensor, chunk_masks: list[Masks]) -> torch.Tensor:
+        start = min(m.first_ablated_layer() for m in chunk_masks)
+        if any(variants[int(v)].edges is not None for v in v_idx):
+            start = 0  # edge ablation changes receivers' inputs from the first layer on
+        clean = self._clean[id(template)]
+        if start >= self.n_layers:
+            return clean.final_residual[r_idx]
+        row_masks = _stack_rows(masks, v_idx)
+        source = self._sources[id(template)]
+        hooks = source.hooks(row_masks, r_idx, start)
+        edge_variants = {int(v) for v in v_idx if variants[int(v)].edges is not None}
+        if edge_variants:
+            hooks += EdgeHooks(self.model, variants, v_idx, r_idx, template, source, row_masks, start).hooks()
+        return self._forward_from(start, clean.resid_pre[start][r_idx], hooks)
+
+    def _forward_from(self, layer: int, residual: torch.Tensor, hooks: list) -> torch.Tensor:
+        bridge = self.model.bridge
+
+        def stop(tensor: torch.Tensor, hook: object) -> None:
+            raise _StopBeforeUnembed(tensor)
+
+        try:
+            with bridge.hooks(fwd_hooks=[*hooks, ("ln_final.hook_in", stop)]):
+                bridge(residual.to(self.model.device), start_at_layer=layer)
+        except _StopBeforeUnembed as stopped:
+            return stopped.residual
+        raise RuntimeError("the model finished without reaching ln_final")  # an architecture we do not know
+
+    def logits_at(self, end_residual: torch.Tensor, columns: torch.Tensor | None) -> torch.Tensor:
+        """Logits at the end position, for the requested token ids only (or all of them)."""
+        bridge = self.model.bridge
+        normalized = bridge.ln_final(end_residual)
+        bias = getattr(bridge, "b_U", None)
+        if columns is None:
+            return normalized @ bridge.W_U + (bias if bias is not None else 0)
+        columns = columns.to(normalized.device)
+        weights = bridge.W_U.T[columns]  # [rows, k, d_model]
+        logits = torch.einsum("rd,rkd->rk", normalized, weights)
+        return logits + (bias[columns] if bias is not None else 0)
+
+
+def _stack_rows(masks: list[Masks], v_idx: torch.Tensor) -> Masks:
+    """Per-row masks: row i gets the masks of variant v_idx[i]."""
+    chosen = [masks[int(v)] for v in v_idx]
+    return Masks(torch.stack([m.z for m in chosen]), torch.stack([m.kv for m in chosen]),
+                 torch.stack([m.mlp for m in chosen]))
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
