@@ -17,6 +17,7 @@ import torch
 from circuitlang.data.datasets import Dataset, expand_all
 from circuitlang.engine.bind import BoundPromptSet, BoundTemplate, bind
 from circuitlang.engine.models import LoadedModel, load_model
+from circuitlang.engine.path_patching import Receiver
 from circuitlang.engine.runner import Engine
 from circuitlang.engine.variants import Variant, circuit_variant, empty_variant, full_model_variant
 from circuitlang.ir import models as ir
@@ -75,3 +76,13 @@ def open_run(spec: ir.Spec, device: str = "cpu", dtype: torch.dtype = torch.floa
     datasets = expand_all(spec)
     bound = bind(spec, datasets, model.tokenizer, model.prepends_bos)
     return Run(spec, model, datasets, {b.name: b for b in bound}, batch_size or spec.settings.batch_size)
+
+
+def path_patch(run: Run, senders: Sequence[ir.Node], receivers: Sequence[Receiver], prompt_set: str | None = None,
+               freeze_mlps: bool = False) -> torch.Tensor:
+    """Per prompt: the metric after patching senders -> receivers (see engine.path_patching)."""
+    from circuitlang.engine.path_patching import path_patch as patch
+
+    engine = run.engine(prompt_set)
+    readout = readout_for(engine.bound.metric, lambda template: Run._clean_logits(engine, template))
+    return patch(engine, senders, receivers, readout, freeze_mlps)

@@ -52,11 +52,20 @@ class Engine:
         cfg = model.bridge.cfg
         self.n_layers, self.n_heads = cfg.n_layers, cfg.n_heads
         self._clean = {id(t): collect(model, t.clean, self.batch_size) for t in bound.templates}
+        self._corrupt: dict[int, ActivationCache] = {}
         self._sources = {id(t): AblationSource.build(model, t, ablation, self._clean[id(t)], batch_size)
                          for t in bound.templates}
 
     def clean_cache(self, template: BoundTemplate) -> ActivationCache:
         return self._clean[id(template)]
+
+    def corrupt_cache(self, template: BoundTemplate) -> ActivationCache:
+        """Activations of the corrupt prompts (for path patching), computed on first use."""
+        if id(template) not in self._corrupt:
+            if template.corrupt is None:
+                raise ValueError(f"prompt set '{self.bound.name}' has no corruption to patch from")
+            self._corrupt[id(template)] = collect(self.model, template.corrupt, self.batch_size)
+        return self._corrupt[id(template)]
 
     def run(self, variants: Sequence[Variant], readout: Readout) -> torch.Tensor:
         """Metric value per variant and prompt: [n_variants, n_prompts] (prompts in dataset order)."""
@@ -99,9 +108,10 @@ class Engine:
         edge_variants = {int(v) for v in v_idx if variants[int(v)].edges is not None}
         if edge_variants:
             hooks += EdgeHooks(self.model, variants, v_idx, r_idx, template, source, row_masks, start).hooks()
-        return self._forward_from(start, clean.resid_pre[start][r_idx], hooks)
+        return self.forward_from(start, clean.resid_pre[start][r_idx], hooks)
 
-    def _forward_from(self, layer: int, residual: torch.Tensor, hooks: list) -> torch.Tensor:
+    def forward_from(self, layer: int, residual: torch.Tensor, hooks: list) -> torch.Tensor:
+        """Run from the residual entering `layer` with `hooks`; return the residual entering ln_final."""
         bridge = self.model.bridge
 
         def stop(tensor: torch.Tensor, hook: object) -> None:
