@@ -1,9 +1,10 @@
 """Model loading through TransformerLens 4 (`TransformerBridge.boot_transformers`).
 
-A spec's model is a shipped organism, a local HF folder, or a hub name. Hub lookups run with
-`HF_HUB_OFFLINE=1` unless `CIRCUITLANG_ALLOW_DOWNLOAD=1` is set, so a machine without network
-fails in seconds with a message saying how to point circuitlang at local weights, instead of
-retrying for a minute. Every loaded model records its identity: the name and a hash of its weights.
+A spec's model is a shipped organism, a local HF folder, or a hub name. A hub name is looked up in
+the local Hugging Face cache only (no network) unless `CIRCUITLANG_ALLOW_DOWNLOAD=1` is set, so a
+machine without network fails at once with a message saying how to point circuitlang at local
+weights, instead of retrying for a minute. Every loaded model records its identity: the name and a
+hash of its weights.
 """
 
 from __future__ import annotations
@@ -49,9 +50,7 @@ class LoadedModel:
 def load_model(model: ir.ModelRef, device: str = "cpu", dtype: torch.dtype = torch.float32) -> LoadedModel:
     """Load the spec's model; raise `ModelError` with a way forward when that cannot be done."""
     _check_device(device, model)
-    if model.source == "hub" and os.environ.get(ALLOW_DOWNLOAD_VARIABLE) != "1":
-        os.environ["HF_HUB_OFFLINE"] = "1"  # fail fast: no minute of retries on a closed network
-    location = model.path or model.name
+    location = model.path or _hub_location(model)
     try:
         bridge = _boot(location, device, dtype)
     except OSError as error:
@@ -62,6 +61,20 @@ def load_model(model: ir.ModelRef, device: str = "cpu", dtype: torch.dtype = tor
         raise ModelError(f"the tokenizer of '{model.name}' is not a fast tokenizer", model.span,
                          "circuitlang needs character offsets to place slots; save a tokenizer.json with the model")
     return LoadedModel(bridge, tokenizer, _identity(model, bridge), torch.device(device))
+
+
+def _hub_location(model: ir.ModelRef) -> str:
+    """The cached snapshot folder of a hub model, found without touching the network; the bare
+    name (which lets transformers download) only when downloads are allowed."""
+    if os.environ.get(ALLOW_DOWNLOAD_VARIABLE) == "1":
+        return model.name
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(model.name, local_files_only=True)
+    except (LocalEntryNotFoundError, OSError, ValueError) as error:
+        raise ModelError(_not_found_message(model), model.span, _not_found_hint(model)) from error
 
 
 def _boot(location: str, device: str, dtype: torch.dtype) -> Any:
