@@ -15,6 +15,7 @@ from typing import Sequence
 from rich.console import Console
 
 from circuitlang import __version__
+from circuitlang.compile.plan import compile_plan
 from circuitlang.data.datasets import Dataset, expand_all
 from circuitlang.dsl.parser import parse
 from circuitlang.dsl.printer import format_spec
@@ -49,6 +50,9 @@ def _argument_parser() -> argparse.ArgumentParser:
     mode.add_argument("-w", "--write", action="store_true", help="rewrite the files in place")
     mode.add_argument("--check", action="store_true", help="exit 1 if a file is not in canonical form")
     fmt.set_defaults(run=_fmt)
+    plan = commands.add_parser("plan", help="show the steps verify will run, without loading a model")
+    plan.add_argument("file", type=Path)
+    plan.set_defaults(run=_plan)
     return parser
 
 
@@ -133,6 +137,21 @@ def _print_check_result(console: Console, result: dict[str, object]) -> None:
                   f"{summary['nodes']} nodes in {len(summary['roles'])} roles, "  # type: ignore[arg-type]
                   f"{len(summary['edges'])} edges, {summary['expectations']} expectations; "  # type: ignore[arg-type]
                   f"prompts: {sets}; ablate {summary['ablation']}", markup=True, highlight=False)
+
+
+# ---- plan ----------------------------------------------------------------------------------
+
+
+def _plan(args: argparse.Namespace) -> int:
+    try:
+        spec = load_spec(args.file)
+        plan = compile_plan(spec, expand_all(spec))
+    except CircuitlangError as error:
+        for problem in flatten([error]):
+            print(render_diagnostic(problem))
+        return EXIT_SPEC_ERROR
+    print(plan.render())
+    return EXIT_OK
 
 
 # ---- fmt -----------------------------------------------------------------------------------

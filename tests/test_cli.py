@@ -71,3 +71,18 @@ def test_console_script_runs(tmp_path):
     result = subprocess.run([sys.executable, "-m", "circuitlang", "check", SHIPPED[0]], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0 and "ok" in result.stdout
+
+
+def test_plan_lists_steps_and_costs(capsys):
+    assert main(["plan", str(SPECS / "incr_digits.circ")]) == 0
+    out = capsys.readouterr().out
+    assert "digits:clean" in out and "digits:corrupt" in out and "digits:baselines" in out
+    assert "[3 variants, 285 rows]" in out  # 95 prompts x F(M), F(C), F(empty)
+    assert "digits:patch 4.4->9.1" in out
+
+
+def test_plan_does_not_import_torch():
+    code = ("import sys; from circuitlang.cli import main; "
+            f"assert main(['plan', {str(SPECS / 'ioi.circ')!r}]) == 0; assert 'torch' not in sys.modules")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

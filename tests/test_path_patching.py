@@ -68,3 +68,27 @@ def test_patching_nothing_gives_the_clean_metric_and_patching_changes_it(model_d
     assert not torch.allclose(path_patch(run, [head(0, 1), head(1, 2)], [logits]), clean, atol=1e-4)
     # Receivers' inputs recorded in a run where only frozen heads differ from clean change nothing.
     assert torch.allclose(path_patch(run, [head(2, 0)], [Receiver(head(1, 1))]), clean, atol=1e-6)
+
+
+def test_mlp_receiver_matches_a_hand_written_patch(model_dir):  # noqa: F811
+    # S -> mlp 2 with MLPs frozen: only the MLP of layer 2 reads the residual with S's corrupt write
+    # added; everything after it recomputes. Written out by hand with one hook.
+    run = open_spec(model_dir, ablate="resample", name="pp4.circ")
+    template = run.bound["digits"].templates[0]
+    bridge = run.model.bridge
+    sender = head(2, 1)
+    _, clean = bridge.run_with_cache(template.clean)
+    _, corrupt = bridge.run_with_cache(template.corrupt)
+    # By hand: the MLP of layer 2 reads the residual with 2.1's corrupt write; nothing else changes.
+    delta = (corrupt["blocks.2.attn.hook_z"][:, :, 1] - clean["blocks.2.attn.hook_z"][:, :, 1]) @ bridge.W_O[2, 1]
+
+    def shifted_input(x, hook):
+        return x + delta
+
+    with bridge.hooks(fwd_hooks=[("blocks.2.ln2.hook_in", shifted_input)]):
+        logits = bridge(template.clean)[:, -1]
+    answers = torch.tensor([a[0] for a in template.answers["answer"]])
+    wrongs = torch.tensor([w[0] for w in template.answers["wrong"]])
+    expected = (logits.gather(1, answers[:, None]) - logits.gather(1, wrongs[:, None]))[:, 0].double()
+    ours = path_patch(run, [sender], [Receiver(ir.Node(kind="mlp", layer=2))], freeze_mlps=True)
+    assert torch.allclose(ours[list(template.prompt_indices)], expected, atol=1e-5)

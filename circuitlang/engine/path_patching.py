@@ -1,8 +1,8 @@
 """Path patching (Wang et al. 2022, appendix B): the effect of senders S on receivers R.
 
 1. Run the clean prompts with every sender's output taken from the paired corrupt prompt and every
-   other head frozen to its clean output; record the receivers' inputs (a head's q, k or v, or the
-   residual entering the unembedding for the `logits` receiver).
+   other head frozen to its clean output; record the receivers' inputs (a head's q, k or v, an
+   MLP's input, or the residual entering the unembedding for the `logits` receiver).
 2. Rerun the clean prompts with only those receiver inputs replaced by the recorded ones.
 The metric of the second run, per prompt, is the result; compared with the clean metric it measures
 what flows from S to R along direct paths. MLPs are recomputed in step 1, as in the paper; with
@@ -25,8 +25,8 @@ from circuitlang.ir import models as ir
 
 @dataclass(frozen=True)
 class Receiver:
-    node: ir.Node  # a head, or Node(kind="logits")
-    channels: tuple[str, ...] = ("q", "k", "v")  # ignored for logits
+    node: ir.Node  # a head, an MLP, or Node(kind="logits")
+    channels: tuple[str, ...] = ("q", "k", "v")  # only for head receivers
 
 
 def path_patch(engine: Engine, senders: Sequence[ir.Node], receivers: Sequence[Receiver], readout: Readout,
@@ -92,8 +92,9 @@ def _recorders(receivers: Sequence[Receiver], recorded: dict[str, torch.Tensor])
 def _replayers(receivers: Sequence[Receiver], recorded: dict[str, torch.Tensor]) -> list:
     hooks = []
     for receiver in receivers:
-        if receiver.node.kind == "logits":
-            hooks.append(("ln_final.hook_in", _constant(recorded["ln_final.hook_in"])))
+        if receiver.node.kind != "head":
+            name = _input_hook(receiver.node)
+            hooks.append((name, _constant(recorded[name])))
             continue
         for channel in receiver.channels:
             name = f"blocks.{receiver.node.layer}.attn.hook_{channel}"
@@ -109,11 +110,16 @@ def _one_head(recorded: torch.Tensor, head: int):
     return hook
 
 
+def _input_hook(node: ir.Node) -> str:
+    """The hook on a single-input receiver's input (it changes only that input, not the residual)."""
+    return "ln_final.hook_in" if node.kind == "logits" else f"blocks.{node.layer}.ln2.hook_in"
+
+
 def _receiver_hook_names(receivers: Sequence[Receiver]) -> list[str]:
     names = []
     for receiver in receivers:
-        if receiver.node.kind == "logits":
-            names.append("ln_final.hook_in")
+        if receiver.node.kind != "head":
+            names.append(_input_hook(receiver.node))
         else:
             names.extend(f"blocks.{receiver.node.layer}.attn.hook_{c}" for c in receiver.channels)
     return list(dict.fromkeys(names))

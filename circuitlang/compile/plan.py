@@ -1,0 +1,91 @@
+"""IR -> Plan: the steps `verify` will run, as a small DAG with a readable printout.
+
+The plan is computed without a model, so `circuitlang plan` shows what a verification costs
+(forward passes, variants, prompts) before any weights are loaded. Variant counts follow the
+definitions in docs/verify.md: F(M), F(C), F(empty); for completeness, C\\K and M\\K for each
+sampled K; for minimality, two variants per node and candidate set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from circuitlang.data.datasets import Dataset
+from circuitlang.ir import models as ir
+
+
+@dataclass(frozen=True)
+class Step:
+    id: str
+    kind: str  # expand | bind | cache | run | patch | claims
+    what: str
+    depends_on: tuple[str, ...] = ()
+    variants: int = 0
+    rows: int = 0  # prompt rows through the model (variants x prompts, or prompts for a cache)
+
+
+@dataclass(frozen=True)
+class Plan:
+    spec: str
+    model: str
+    steps: tuple[Step, ...]
+
+    def render(self) -> str:
+        width = max(len(step.id) for step in self.steps)
+        lines = [f"plan for {self.spec} on {self.model}"]
+        for step in self.steps:
+            after = f"  (after {', '.join(step.depends_on)})" if step.depends_on else ""
+            cost = f"  [{step.variants} variants, {step.rows} rows]" if step.variants else (
+                f"  [{step.rows} rows]" if step.rows else "")
+            lines.append(f"  {step.id:<{width}}  {step.what}{cost}{after}")
+        total = sum(step.rows for step in self.steps)
+        lines.append(f"total: {total} prompt rows through the model "
+                     "(runs start from the first layer a variant changes)")
+        return "\n".join(lines)
+
+
+def compile_plan(spec: ir.Spec, datasets: tuple[Dataset, ...]) -> Plan:
+    steps: list[Step] = []
+    for dataset in datasets:
+        steps.extend(_prompt_set_steps(spec, dataset))
+    if any(isinstance(e, (ir.AttendsExpectation, ir.ScoreExpectation)) for e in spec.expectations):
+        steps.append(Step("claims", "claims", "attention, copy, next-token and direct-logit scores of claimed nodes",
+                          tuple(s.id for s in steps if s.kind == "cache" and s.id.endswith(":clean"))))
+    return Plan(spec.name, spec.model.name, tuple(steps))
+
+
+def _prompt_set_steps(spec: ir.Spec, dataset: Dataset) -> list[Step]:
+    name, n = dataset.name, len(dataset.clean)
+    prompt_set = spec.prompt_set(name)
+    corruption = prompt_set.corruption.kind if prompt_set.corruption else "none"
+    steps = [
+        Step(f"{name}:expand", "expand", f"{n} prompts from {len(dataset.templates)} template(s), corrupt {corruption}"),
+        Step(f"{name}:bind", "bind", "tokenize; resolve positions per template; tokenize answers", (f"{name}:expand",)),
+        Step(f"{name}:clean", "cache", "clean run, residual and head/MLP activations cached", (f"{name}:bind",),
+             rows=n),
+    ]
+    caches = [f"{name}:clean"]
+    if spec.ablation.kind != "zero" and spec.ablation.source == "corrupt":
+        steps.append(Step(f"{name}:corrupt", "cache", "corrupt run for the ablation values",
+                          (f"{name}:bind",), rows=n))
+        caches.append(f"{name}:corrupt")
+    for step_id, what, variants in _variant_steps(spec):
+        steps.append(Step(f"{name}:{step_id}", "run", what, tuple(caches), variants, variants * n))
+    for edge in spec.circuit.edges:
+        channels = f" via {','.join(edge.channels)}" if edge.channels else ""
+        steps.append(Step(f"{name}:patch {edge.sender}->{edge.receiver}", "patch",
+                          f"path patching{channels}: two runs", tuple(caches), rows=2 * n))
+    return steps
+
+
+def _variant_steps(spec: ir.Spec) -> list[tuple[str, str, int]]:
+    nodes = len(spec.circuit.nodes)
+    roles = len(spec.circuit.roles())
+    samples = spec.settings.completeness_samples
+    return [
+        ("baselines", "F(M), F(C), F(empty)", 3),
+        ("completeness", f"C\\K and M\\K for {samples} random K, {roles} role classes and a greedy search "
+                         f"(at most {nodes} steps)", 2 * (samples + roles) + 2 * nodes * (nodes + 1) // 2),
+        ("minimality", f"for each of {nodes} nodes, C\\(K+v) and C\\K for K in (empty, its role class, random)",
+         2 * 3 * nodes),
+    ]
