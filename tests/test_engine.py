@@ -153,3 +153,20 @@ def test_probability_metrics_of_the_full_model(model_dir, metric):
     assert torch.allclose(values[0, rows], expected, atol=1e-5)
     if metric == "kl":
         assert bool((values[1] > 0).all())  # ablating everything moves the distribution
+
+
+@pytest.mark.parametrize("ablate", ["mean of corrupt", "resample"])
+def test_starting_from_a_base_variant_changes_nothing(model_dir, ablate):
+    run = open_spec(model_dir, ablate=ablate, name=f"base_{ablate[:4]}.circ")
+    circuit = circuit_variant(run.spec.circuit, use_edges=False)
+    sweep = [circuit] + [circuit_variant(run.spec.circuit, frozenset({m.node}), use_edges=False)
+                         for m in run.spec.circuit.nodes]
+    engine = run.engine()
+    from circuitlang.verify.metrics import readout_for
+
+    readout = readout_for(engine.bound.metric, None)
+    with_base = engine.run(sweep, readout, base=circuit)
+    assert torch.allclose(with_base, engine.run(sweep, readout), atol=1e-6)
+    assert torch.allclose(with_base, reference_metric(run, sweep, *{"mean of corrupt": ("mean", "corrupt"),
+                                                                     "resample": ("resample", "corrupt")}[ablate]),
+                          atol=1e-5)

@@ -67,48 +67,69 @@ class Engine:
             self._corrupt[id(template)] = collect(self.model, template.corrupt, self.batch_size)
         return self._corrupt[id(template)]
 
-    def run(self, variants: Sequence[Variant], readout: Readout) -> torch.Tensor:
-        """Metric value per variant and prompt: [n_variants, n_prompts] (prompts in dataset order)."""
+    def run(self, variants: Sequence[Variant], readout: Readout, base: Variant | None = None) -> torch.Tensor:
+        """Metric value per variant and prompt: [n_variants, n_prompts] (prompts in dataset order).
+
+        `base` is a variant many of `variants` agree with up to some layer (the circuit, for a
+        minimality sweep of C minus one node): it is run once with its residual stream cached, and
+        each variant starts from it at the first layer where the two differ."""
         out = torch.empty(len(variants), self.bound.n_prompts, dtype=torch.float64)
         for template in self.bound.templates:
             rows = torch.tensor(template.prompt_indices)
-            values = self._run_template(template, variants, readout)
+            values = self._run_template(template, variants, readout, base)
             out[:, rows] = values.to(torch.float64)
         return out
 
     @torch.no_grad()
-    def _run_template(self, template: BoundTemplate, variants: Sequence[Variant], readout: Readout) -> torch.Tensor:
+    def _run_template(self, template: BoundTemplate, variants: Sequence[Variant], readout: Readout,
+                      base: Variant | None) -> torch.Tensor:
         named, n = template.positions, template.n_prompts
-        masks = [masks_for(v, template.template, named, template.seq_len, self.n_layers, self.n_heads) for v in variants]
+        masks = [self._masks(template, v) for v in variants]
+        trunks = [_Trunk(None, self._clean[id(template)].resid_pre, self._clean[id(template)].final_residual)]
+        if base is not None and base.edges is None:
+            trunks.append(self._trunk(template, base))
         columns = readout.columns(template)
         result = torch.empty(len(variants), n)
-        # Variants sorted by their first ablated layer share the longest clean prefix in a chunk.
-        order = sorted(range(len(variants)), key=lambda i: masks[i].first_ablated_layer())
-        for chunk in _chunks([(v, r) for v in order for r in range(n)], self.batch_size):
-            v_idx = torch.tensor([v for v, _ in chunk])
-            r_idx = torch.tensor([r for _, r in chunk])
-            chunk_masks = [masks[v] for v in sorted(set(v_idx.tolist()))]
-            residual = self._final_residual(template, variants, masks, v_idx, r_idx, chunk_masks)
-            end = residual[:, named["end"]]
-            logits = self.logits_at(end, None if columns is None else columns[r_idx])
-            result[v_idx, r_idx] = readout.reduce(template, logits, r_idx).float()
+        for (trunk, start), members in _group_by_start(variants, masks, trunks, self.n_layers).items():
+            for chunk in _chunks([(v, r) for v in members for r in range(n)], self.batch_size):
+                v_idx, r_idx = torch.tensor([v for v, _ in chunk]), torch.tensor([r for _, r in chunk])
+                residual = self._final_residual(template, variants, masks, v_idx, r_idx, trunks[trunk], start)
+                logits = self.logits_at(residual[:, named["end"]], None if columns is None else columns[r_idx])
+                result[v_idx, r_idx] = readout.reduce(template, logits, r_idx).float()
         return result
 
-    def _final_residual(self, template: BoundTemplate, variants: Sequence[Variant], masks: list[Masks],
-                        v_idx: torch.Tensor, r_idx: torch.Tensor, chunk_masks: list[Masks]) -> torch.Tensor:
-        start = min(m.first_ablated_layer() for m in chunk_masks)
-        if any(variants[int(v)].edges is not None for v in v_idx):
-            start = 0  # edge ablation changes receivers' inputs from the first layer on
+    def _masks(self, template: BoundTemplate, variant: Variant) -> Masks:
+        return masks_for(variant, template.template, template.positions, template.seq_len, self.n_layers,
+                         self.n_heads)
+
+    def _trunk(self, template: BoundTemplate, base: Variant) -> "_Trunk":
+        """Run `base` over every prompt, keeping the residual entering each layer."""
+        masks = self._masks(template, base)
+        start = masks.first_ablated_layer()
         clean = self._clean[id(template)]
+        layers: list[list[torch.Tensor]] = [[] for _ in range(self.n_layers)]
+        finals = []
+        for chunk in _chunks(list(range(template.n_prompts)), self.batch_size):
+            r_idx = torch.tensor(chunk)
+            row_masks = _stack_rows([masks], torch.zeros(len(chunk), dtype=torch.long))
+            recorders = [(f"blocks.{layer}.hook_resid_pre", _recorder(layers[layer])) for layer in range(start, self.n_layers)]
+            hooks = self._sources[id(template)].hooks(row_masks, r_idx, start) + recorders
+            finals.append(self.forward_from(start, clean.resid_pre[start][r_idx], hooks) if start < self.n_layers
+                          else clean.final_residual[r_idx])
+        resid = tuple(clean.resid_pre[layer] if layer < start else torch.cat(layers[layer])
+                      for layer in range(self.n_layers))
+        return _Trunk(masks, resid, torch.cat(finals))
+
+    def _final_residual(self, template: BoundTemplate, variants: Sequence[Variant], masks: list[Masks],
+                        v_idx: torch.Tensor, r_idx: torch.Tensor, trunk: "_Trunk", start: int) -> torch.Tensor:
         if start >= self.n_layers:
-            return clean.final_residual[r_idx]
+            return trunk.final[r_idx]
         row_masks = _stack_rows(masks, v_idx)
         source = self._sources[id(template)]
         hooks = source.hooks(row_masks, r_idx, start)
-        edge_variants = {int(v) for v in v_idx if variants[int(v)].edges is not None}
-        if edge_variants:
+        if any(variants[int(v)].edges is not None for v in v_idx):
             hooks += EdgeHooks(self.model, variants, v_idx, r_idx, template, source, row_masks, start).hooks()
-        return self.forward_from(start, clean.resid_pre[start][r_idx], hooks)
+        return self.forward_from(start, trunk.resid_pre[start][r_idx], hooks)
 
     def forward_from(self, layer: int, residual: torch.Tensor, hooks: list) -> torch.Tensor:
         """Run from the residual entering `layer` with `hooks`; return the residual entering ln_final."""
@@ -135,6 +156,47 @@ class Engine:
         weights = bridge.W_U.T[columns]  # [rows, k, d_model]
         logits = torch.einsum("rd,rkd->rk", normalized, weights)
         return logits + (bias[columns] if bias is not None else 0)
+
+
+@dataclass(frozen=True)
+class _Trunk:
+    """A run whose residual stream is cached: the clean run (masks None) or a base variant's."""
+
+    masks: Masks | None
+    resid_pre: tuple[torch.Tensor, ...]  # per layer [n, P, D]
+    final: torch.Tensor  # [n, P, D]
+
+    def agreement(self, masks: Masks) -> int:
+        """The first layer where a variant with `masks` computes something else than this run."""
+        if self.masks is None:
+            return masks.first_ablated_layer()
+        differs = (masks.z != self.masks.z).flatten(1).any(1) | (masks.kv != self.masks.kv).flatten(1).any(1) \
+            | (masks.mlp != self.masks.mlp).any(1)
+        layers = torch.nonzero(differs).flatten()
+        return int(layers[0]) if layers.numel() else int(masks.z.shape[0])
+
+
+def _group_by_start(variants: Sequence[Variant], masks: list[Masks], trunks: list[_Trunk],
+                    n_layers: int) -> dict[tuple[int, int], list[int]]:
+    """Variants grouped by the cached run they start from and the layer they start at (latest first
+    wins). Edge ablation changes receivers' inputs from the first layer on, so those start at 0."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, (variant, mask) in enumerate(zip(variants, masks)):
+        if variant.edges is not None:
+            key = (0, 0)
+        else:
+            starts = [trunk.agreement(mask) for trunk in trunks]
+            best = max(range(len(trunks)), key=lambda t: starts[t])
+            key = (best, starts[best])
+        groups.setdefault(key, []).append(index)
+    return groups
+
+
+def _recorder(store: list[torch.Tensor]):
+    def hook(activation: torch.Tensor, hook: object) -> torch.Tensor:
+        store.append(activation.detach())
+        return activation
+    return hook
 
 
 def _stack_rows(masks: list[Masks], v_idx: torch.Tensor) -> Masks:
