@@ -53,6 +53,7 @@ class Engine:
         self.n_layers, self.n_heads = cfg.n_layers, cfg.n_heads
         self._clean = {id(t): collect(model, t.clean, self.batch_size) for t in bound.templates}
         self._corrupt: dict[int, ActivationCache] = {}
+        self._blocks_callable = self._blocks_run_alone()
         self._sources = {id(t): AblationSource.build(model, t, ablation, self._clean[id(t)], batch_size)
                          for t in bound.templates}
 
@@ -134,16 +135,44 @@ class Engine:
     def forward_from(self, layer: int, residual: torch.Tensor, hooks: list) -> torch.Tensor:
         """Run from the residual entering `layer` with `hooks`; return the residual entering ln_final."""
         bridge = self.model.bridge
+        residual = residual.to(self.model.device)
+        with bridge.hooks(fwd_hooks=hooks):
+            if self._blocks_callable:
+                return self._through_blocks(layer, residual)
+            return self._through_bridge(layer, residual)
 
+    def _through_blocks(self, layer: int, residual: torch.Tensor) -> torch.Tensor:
+        """Only the blocks from `layer` on run (the bridge's start_at_layer runs them all)."""
+        for block in self.model.bridge.blocks[layer:]:
+            out = block(residual)
+            residual = out[0] if isinstance(out, tuple) else out
+        # The hook point on ln_final's input still fires: receivers of the logits (edge ablation,
+        # path patching) read the residual there.
+        return self.model.bridge.ln_final.hook_in(residual)
+
+    def _through_bridge(self, layer: int, residual: torch.Tensor) -> torch.Tensor:
         def stop(tensor: torch.Tensor, hook: object) -> None:
             raise _StopBeforeUnembed(tensor)
 
         try:
-            with bridge.hooks(fwd_hooks=[*hooks, ("ln_final.hook_in", stop)]):
-                bridge(residual.to(self.model.device), start_at_layer=layer)
+            with self.model.bridge.hooks(fwd_hooks=[("ln_final.hook_in", stop)]):
+                self.model.bridge(residual, start_at_layer=layer)
         except _StopBeforeUnembed as stopped:
             return stopped.residual
         raise RuntimeError("the model finished without reaching ln_final")  # an architecture we do not know
+
+    def _blocks_run_alone(self) -> bool:
+        """Whether calling the blocks one by one reproduces the model (true for GPT-2-style
+        models; others, e.g. with rotary embeddings passed from the top, use the bridge)."""
+        template = self.bound.templates[0]
+        clean = self._clean[id(template)]
+        rows = torch.arange(min(2, template.n_prompts))
+        try:
+            with torch.no_grad():
+                alone = self._through_blocks(0, clean.resid_pre[0][rows].to(self.model.device))
+        except Exception:  # any failure means: not callable alone; the bridge path is always right
+            return False
+        return bool(torch.allclose(alone.cpu(), clean.final_residual[rows].cpu(), atol=1e-5, rtol=1e-5))
 
     def logits_at(self, end_residual: torch.Tensor, columns: torch.Tensor | None) -> torch.Tensor:
         """Logits at the end position, for the requested token ids only (or all of them)."""
