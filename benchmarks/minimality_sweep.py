@@ -28,10 +28,10 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import circuitlang  # noqa: E402
+from circuitlang.engine.readouts import readout_for, single_ids  # noqa: E402
 from circuitlang.engine.variants import circuit_variant  # noqa: E402
 from circuitlang.ir.stdlib import NAMES  # noqa: E402
 from circuitlang.organisms.tiny import build_random_gpt2  # noqa: E402
-from circuitlang.verify.metrics import readout_for, single_ids  # noqa: E402
 
 PLACES = ["store", "garden", "school", "office", "station", "house"]
 OBJECTS = ["ring", "bone", "drink", "snack", "book", "ball"]

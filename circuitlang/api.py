@@ -18,11 +18,11 @@ from circuitlang.data.datasets import Dataset, expand_all
 from circuitlang.engine.bind import BoundPromptSet, BoundTemplate, bind
 from circuitlang.engine.models import LoadedModel, load_model
 from circuitlang.engine.path_patching import Receiver
+from circuitlang.engine.readouts import readout_for
 from circuitlang.engine.runner import Engine
 from circuitlang.engine.variants import Variant, circuit_variant, empty_variant, full_model_variant
 from circuitlang.ir import models as ir
 from circuitlang.ir.lower import load_spec
-from circuitlang.verify.metrics import readout_for
 
 
 def load(path: str | Path) -> ir.Spec:

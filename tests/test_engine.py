@@ -162,7 +162,7 @@ def test_starting_from_a_base_variant_changes_nothing(model_dir, ablate):
     sweep = [circuit] + [circuit_variant(run.spec.circuit, frozenset({m.node}), use_edges=False)
                          for m in run.spec.circuit.nodes]
     engine = run.engine()
-    from circuitlang.verify.metrics import readout_for
+    from circuitlang.engine.readouts import readout_for
 
     readout = readout_for(engine.bound.metric, None)
     with_base = engine.run(sweep, readout, base=circuit)

@@ -1,4 +1,4 @@
-"""Metrics, per prompt, read from the logits at the `end` position.
+"""Metric readouts: each metric, per prompt, from the logits at the `end` position.
 
 Each metric says which logits it needs (`Readout.columns`: two columns for a logit difference; the
 whole vocabulary for anything built on probabilities, which need the softmax's denominator) and
