@@ -303,7 +303,10 @@ class Settings(Frozen):
     bootstrap: int = 1000
     confidence: float = 0.95
     minimality_threshold: float = 0.01
-    completeness_samples: int = 20
+    completeness_samples: int = 20  # random K for completeness
+    greedy_steps: int = 5  # size of the largest K the greedy completeness search builds
+    minimality_samples: int = 5  # random K per node for minimality
+    top_k: int = 5  # copy and next scores: is the token among the top k logits
     batch_size: int = 64
     embed_edges: Literal["all", "declared"] = "all"
 

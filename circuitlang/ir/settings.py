@@ -44,7 +44,7 @@ def _setting_value(key: str, value: ast.SettingValue, errors: list[CircuitlangEr
             return None
         return float(raw)
     if expected is int and isinstance(value, ast.IntLit):
-        minimum = 1 if key in ("bootstrap", "batch_size", "completeness_samples") else 0
+        minimum = 1 if key in ("bootstrap", "batch_size", "top_k") else 0
         if raw < minimum:
             errors.append(SpecError(f"{key} must be {minimum} or more", value.span, f"for example: set {key} = {minimum}"))
             return None

@@ -125,6 +125,7 @@ CHANNELS = ("q", "k", "v")
 # Spec-wide settings (set key = value) and per-prompt-set settings.
 SPEC_SETTINGS = {
     "seed": int, "bootstrap": int, "confidence": float, "minimality_threshold": float,
-    "completeness_samples": int, "batch_size": int, "embed_edges": ("all", "declared"),
+    "completeness_samples": int, "greedy_steps": int, "minimality_samples": int, "top_k": int, "batch_size": int,
+    "embed_edges": ("all", "declared"),
 }
 PROMPT_SETTINGS = {"answer_prefix": str, "count": int}
