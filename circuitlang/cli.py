@@ -19,7 +19,7 @@ from circuitlang.compile.plan import compile_plan
 from circuitlang.data.datasets import Dataset, expand_all
 from circuitlang.dsl.parser import parse
 from circuitlang.dsl.printer import format_spec
-from circuitlang.errors import CircuitlangError, flatten, render_diagnostic
+from circuitlang.errors import CircuitlangError, DataError, flatten, render_diagnostic
 from circuitlang.ir import models as ir
 from circuitlang.ir.lower import load_spec
 
@@ -50,6 +50,12 @@ def _argument_parser() -> argparse.ArgumentParser:
     mode.add_argument("-w", "--write", action="store_true", help="rewrite the files in place")
     mode.add_argument("--check", action="store_true", help="exit 1 if a file is not in canonical form")
     fmt.set_defaults(run=_fmt)
+    verify = commands.add_parser("verify", help="run the experiments and check the spec's claims")
+    verify.add_argument("file", type=Path)
+    verify.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
+    verify.add_argument("--format", choices=("table", "json", "junit", "github", "markdown"), default="table")
+    verify.add_argument("-o", "--output", type=Path, help="write the report here (atomically) instead of stdout")
+    verify.set_defaults(run=_verify)
     plan = commands.add_parser("plan", help="show the steps verify will run, without loading a model")
     plan.add_argument("file", type=Path)
     plan.set_defaults(run=_plan)
@@ -137,6 +143,69 @@ def _print_check_result(console: Console, result: dict[str, object]) -> None:
                   f"{summary['nodes']} nodes in {len(summary['roles'])} roles, "  # type: ignore[arg-type]
                   f"{len(summary['edges'])} edges, {summary['expectations']} expectations; "  # type: ignore[arg-type]
                   f"prompts: {sets}; ablate {summary['ablation']}", markup=True, highlight=False)
+
+
+# ---- verify --------------------------------------------------------------------------------
+
+
+def _verify(args: argparse.Namespace) -> int:
+    """Exit 0 when every claim passes, 1 when one fails, 2 for spec errors, 3 for model/runtime."""
+    try:
+        spec = load_spec(args.file)
+        expand_all(spec)
+    except CircuitlangError as error:
+        for problem in flatten([error]):
+            print(render_diagnostic(problem), file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    try:
+        report = _run_verification(spec, args.device)
+    except DataError as error:  # binding found a prompt the tokenizer splits differently
+        print(render_diagnostic(error), file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    except CircuitlangError as error:
+        for problem in flatten([error]):
+            print(render_diagnostic(problem), file=sys.stderr)
+        return EXIT_RUNTIME_ERROR
+    _emit_report(report, args)
+    return EXIT_OK if report.passed else EXIT_CLAIM_FAILED
+
+
+def _run_verification(spec: ir.Spec, device: str):  # -> Report; imports torch only here
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from circuitlang.api import open_run
+    from circuitlang.verifier import verify
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        return verify(open_run(spec, device=device))
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("loading the model", total=None)
+        run = open_run(spec, device=device)
+        return verify(run, lambda message: progress.update(task, description=message))
+
+
+def _emit_report(report, args: argparse.Namespace) -> None:
+    from circuitlang.report.render import TEXT_FORMATS, claim_message, tables, write_atomically
+
+    if args.format == "table":
+        if args.output:
+            write_atomically(args.output, TEXT_FORMATS["json"](report))
+        console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+        for table in tables(report):
+            console.print(table)
+        for claim in report.claims:
+            if not claim.passed:
+                console.print(f"[red]{report.spec_path}:{claim.line}: {claim_message(claim)}[/red]")
+        verdict = "[green]all claims pass[/green]" if report.passed else "[bold red]claims failed[/bold red]"
+        console.print(f"{verdict} ({report.seconds:.1f} s)")
+        return
+    text = TEXT_FORMATS[args.format](report)
+    if args.output:
+        write_atomically(args.output, text)
+    else:
+        sys.stdout.write(text)
 
 
 # ---- plan ----------------------------------------------------------------------------------

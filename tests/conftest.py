@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from circuitlang.data.datasets import Dataset, expand_all
 from circuitlang.dsl.parser import parse
@@ -13,6 +14,10 @@ from circuitlang.ir import models as ir
 from circuitlang.ir.lower import load_spec, lower
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# The tests run many tiny tensor operations, where a second thread only adds synchronization (and,
+# on a busy 2-core machine, long waits); speed is measured in benchmarks/, not here.
+torch.set_num_threads(1)
 SPECS = ROOT / "specs"
 
 

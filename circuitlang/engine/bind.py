@@ -44,6 +44,7 @@ class BoundPromptSet:
     name: str
     metric: ir.Metric
     templates: tuple[BoundTemplate, ...]
+    answer_prefix: str = " "
 
     @property
     def n_prompts(self) -> int:
@@ -68,7 +69,7 @@ def bind_dataset(dataset: Dataset, metric: ir.Metric, tokenizer: object, prepend
     for number, template in enumerate(dataset.templates):
         rows = tuple(i for i, p in enumerate(dataset.clean) if p.template == number)
         templates.append(_bind_template(dataset, template, rows, metric, tokenizer, prepend_bos, span))
-    return BoundPromptSet(dataset.name, metric, tuple(templates))
+    return BoundPromptSet(dataset.name, metric, tuple(templates), dataset.answer_prefix)
 
 
 def _bind_template(dataset: Dataset, template: str, rows: tuple[int, ...], metric: ir.Metric, tokenizer: object,

@@ -1,0 +1,170 @@
+"""Report -> rich tables, JSON, JUnit XML, GitHub annotations, Markdown. Nothing here prints:
+each function returns text or renderables for the CLI to show or write."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from xml.sax.saxutils import escape, quoteattr
+
+from rich.table import Table
+from rich.text import Text
+
+from circuitlang.verify.report_model import ClaimResult, PromptSetReport, Report
+from circuitlang.verify.statistics import Estimate
+
+FORMATS = ("table", "json", "junit", "github", "markdown")
+
+
+def claim_message(claim: ClaimResult) -> str:
+    """One sentence: what was claimed, what was measured, by how much it passed or failed."""
+    where = f" on {claim.prompt_set}" + (f" for {claim.target}" if claim.target != "circuit" else "")
+    if claim.value is None or claim.margin is None:
+        return f"{claim.claim}{where}: not computed ({claim.note})"
+    verdict = "passed" if claim.passed else "FAILED"
+    by = f"by {abs(claim.margin):.3g}" if claim.passed else f"short by {abs(claim.margin):.3g}"
+    note = f"; {claim.note}" if claim.note else ""
+    return f"{claim.claim}{where}: {verdict}, measured {_estimate(claim.value)} ({by}){note}"
+
+
+def _estimate(estimate: Estimate | None) -> str:
+    if estimate is None:
+        return "-"
+    return f"{estimate.value:.3f} [{estimate.low:.3f}, {estimate.high:.3f}]"
+
+
+# ---- rich -------------------------------------------------------------------------------------
+
+
+def tables(report: Report) -> list[Table]:
+    out = []
+    for prompt_set in report.prompt_sets:
+        out.extend([_summary(prompt_set, report), _nodes(prompt_set), _completeness_sets(prompt_set)])
+    if report.claims:
+        out.append(_claims(report))
+    return out
+
+
+def _summary(prompt_set: PromptSetReport, report: Report) -> Table:
+    confidence = f"{report.settings.get('confidence', 0.95):.0%} CI"
+    table = Table(title=f"{report.circuit} on {prompt_set.name}: {prompt_set.prompts} prompts, metric "
+                        f"{prompt_set.metric}, {prompt_set.variants_evaluated} variants")
+    for column in ("number", "value", confidence, "definition"):
+        table.add_column(column)
+    f = prompt_set.faithfulness
+    rows = [
+        ("F(M)", f.f_model, "metric of the full model"), ("F(C)", f.f_circuit, "circuit, complement ablated"),
+        ("F(empty)", f.f_empty, "everything ablated"), ("faithfulness", f.faithfulness, "F(C) / F(M)"),
+        ("normalized faithfulness", f.normalized_faithfulness, "(F(C) - F(empty)) / (F(M) - F(empty))"),
+        ("incompleteness, worst K", prompt_set.completeness.worst, "max |F(C\\K) - F(M\\K)| / |F(M)|"),
+        ("incompleteness, mean", prompt_set.completeness.mean, "mean over the K tried"),
+    ]
+    for name, estimate, definition in rows:
+        table.add_row(name, f"{estimate.value:.4g}", f"[{estimate.low:.4g}, {estimate.high:.4g}]", definition)
+    return table
+
+
+def _nodes(prompt_set: PromptSetReport) -> Table:
+    table = Table(title=f"nodes on {prompt_set.name}")
+    for column in ("node", "role", "minimality", "needed", "direct logit", "copy", "next"):
+        table.add_column(column)
+    scores = {s.node: s for s in prompt_set.node_scores}
+    for node in prompt_set.minimality:
+        s = scores.get(node.node)
+        needed = Text("yes", style="green") if node.needed else Text("NOT NEEDED", style="bold red")
+        table.add_row(node.node, node.role, _estimate(node.score), needed,
+                      _estimate(s.direct_logit if s else None), _estimate(s.copy_score if s else None),
+                      _estimate(s.next_score if s else None))
+    return table
+
+
+def _completeness_sets(prompt_set: PromptSetReport, shown: int = 5) -> Table:
+    table = Table(title=f"worst completeness sets on {prompt_set.name} ({len(prompt_set.completeness.sets)} tried)")
+    for column in ("K", "found by", "incompleteness"):
+        table.add_column(column)
+    for subset in prompt_set.completeness.sets[:shown]:
+        table.add_row(", ".join(subset.nodes), subset.source, _estimate(subset.score))
+    return table
+
+
+def _claims(report: Report) -> Table:
+    table = Table(title="claims")
+    for column in ("line", "claim", "on", "node", "measured", "verdict", "note"):
+        table.add_column(column)
+    for claim in report.claims:
+        verdict = Text("pass", style="green") if claim.passed else Text("FAIL", style="bold red")
+        table.add_row(str(claim.line), claim.claim, claim.prompt_set, claim.target if claim.target != "circuit" else "",
+                      _estimate(claim.value), verdict, claim.note)
+    return table
+
+
+# ---- text formats -------------------------------------------------------------------------------
+
+
+def to_json(report: Report) -> str:
+    return report.model_dump_json(indent=2) + "\n"
+
+
+def to_junit(report: Report) -> str:
+    failures = sum(not c.passed for c in report.claims)
+    lines = ['<?xml version="1.0" encoding="UTF-8"?>',
+             f'<testsuite name={quoteattr("circuitlang " + report.circuit)} tests="{len(report.claims)}" '
+             f'failures="{failures}" time="{report.seconds}">']
+    for claim in report.claims:
+        name = quoteattr(f"{claim.claim} [{claim.prompt_set}]" + (f" {claim.target}" if claim.target != "circuit" else ""))
+        lines.append(f'  <testcase classname={quoteattr(report.spec_path)} name={name}>')
+        if not claim.passed:
+            lines.append(f'    <failure message={quoteattr(claim_message(claim))}>{escape(claim_message(claim))}</failure>')
+        lines.append("  </testcase>")
+    lines.append("</testsuite>")
+    return "\n".join(lines) + "\n"
+
+
+def to_github(report: Report) -> str:
+    """GitHub Actions workflow commands: an error per failed claim, a notice per passed one."""
+    lines = []
+    for claim in report.claims:
+        kind = "notice" if claim.passed else "error"
+        message = claim_message(claim).replace("%", "%25").replace("\n", "%0A")
+        lines.append(f"::{kind} file={report.spec_path},line={claim.line},title=circuitlang::{message}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def to_markdown(report: Report) -> str:
+    lines = [f"## circuitlang: {report.circuit} ({'all claims pass' if report.passed else 'claims FAILED'})", "",
+             f"Model `{report.model.get('name')}` (weights sha256 `{str(report.model.get('weights_sha256'))[:12]}`), "
+             f"seed {report.seed}, spec sha256 `{report.spec_sha256[:12]}`.", ""]
+    for prompt_set in report.prompt_sets:
+        f = prompt_set.faithfulness
+        lines += [f"### {prompt_set.name} ({prompt_set.prompts} prompts, {prompt_set.metric})", "",
+                  "| number | value | CI |", "| --- | --- | --- |"]
+        for name, estimate in (("F(M)", f.f_model), ("F(C)", f.f_circuit), ("F(empty)", f.f_empty),
+                               ("faithfulness", f.faithfulness), ("normalized faithfulness", f.normalized_faithfulness),
+                               ("incompleteness (worst K)", prompt_set.completeness.worst),
+                               ("incompleteness (mean)", prompt_set.completeness.mean)):
+            lines.append(f"| {name} | {estimate.value:.4g} | [{estimate.low:.4g}, {estimate.high:.4g}] |")
+        lines += ["", "| node | role | minimality | needed |", "| --- | --- | --- | --- |"]
+        lines += [f"| {m.node} | {m.role} | {_estimate(m.score)} | {'yes' if m.needed else '**no**'} |"
+                  for m in prompt_set.minimality]
+        lines.append("")
+    if report.claims:
+        lines += ["### claims", "", "| line | claim | verdict |", "| --- | --- | --- |"]
+        lines += [f"| {c.line} | {claim_message(c)} | {'pass' if c.passed else '**FAIL**'} |" for c in report.claims]
+    return "\n".join(lines) + "\n"
+
+
+TEXT_FORMATS = {"json": to_json, "junit": to_junit, "github": to_github, "markdown": to_markdown}
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path`, then rename: readers never see half a report."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

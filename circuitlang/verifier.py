@@ -1,0 +1,115 @@
+"""`verify`: run every experiment a spec needs on its model and build the Report.
+
+The glue between the engine (torch) and the verifier's pure computations (numpy): it turns
+variants into per-prompt metric arrays, node scores into estimates, and assembles the Report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import time
+from importlib import metadata
+from typing import Callable
+
+import numpy as np
+
+from circuitlang import __version__
+from circuitlang.api import Run
+from circuitlang.engine import scores
+from circuitlang.engine.readouts import readout_for
+from circuitlang.ir import models as ir
+from circuitlang.verify.claims import check_claims
+from circuitlang.verify.criteria import Criteria, VariantBank
+from circuitlang.verify.report_model import NodeScores, PromptSetReport, Report, Versions
+from circuitlang.verify.statistics import Estimate, Resamples
+
+Progress = Callable[[str], None]
+
+
+def verify(run: Run, progress: Progress | None = None) -> Report:
+    say = progress or (lambda message: None)
+    started = time.perf_counter()
+    resamples: dict[str, Resamples] = {}
+    reports = []
+    for prompt_set in run.spec.prompt_sets:
+        say(f"{prompt_set.name}: caching clean and ablation runs")
+        engine = run.engine(prompt_set.name)
+        resamples[prompt_set.name] = Resamples.draw(engine.bound.n_prompts, run.spec.settings.bootstrap,
+                                                   run.spec.settings.confidence, run.spec.settings.seed)
+        reports.append(_prompt_set_report(run, prompt_set, resamples[prompt_set.name], say))
+    say("checking claims")
+
+    def attention(name: str, head: ir.Node, queries: tuple, keys: tuple) -> Estimate:
+        mass = scores.attention_mass(run.engine(name), head, queries, keys).numpy()
+        return resamples[name].estimate({"a": mass}, lambda a: a["a"])
+
+    claims = check_claims(run.spec, reports, attention)
+    return Report(
+        spec_path=run.spec.path, spec_sha256=spec_hash(run.spec), circuit=run.spec.name,
+        model=run.model.identity.as_dict(), device=str(run.model.device), seed=run.spec.settings.seed,
+        settings=run.spec.settings.model_dump(), versions=_versions(), prompt_sets=reports, claims=claims,
+        passed=all(claim.passed for claim in claims), seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def spec_hash(spec: ir.Spec) -> str:
+    """SHA-256 of what the spec means (its IR without source positions), `use`d files included."""
+    return hashlib.sha256(spec.canonical_json(spans=False).encode()).hexdigest()
+
+
+def _prompt_set_report(run: Run, prompt_set: ir.PromptSet, resamples: Resamples, say: Progress) -> PromptSetReport:
+    engine = run.engine(prompt_set.name)
+    readout = readout_for(engine.bound.metric, lambda template: Run._clean_logits(engine, template))
+    circuit = run.circuit()
+    evaluated = [0]
+
+    def evaluate(kind: str, sets: list[frozenset[ir.Node]]) -> np.ndarray:
+        say(f"{prompt_set.name}: {len(sets)} variants of {'the circuit' if kind == 'C' else 'the model'}")
+        evaluated[0] += len(sets)
+        variants = [run.circuit(without=s) if kind == "C" else run.full_model(without=s) for s in sets]
+        return engine.run(variants, readout, base=circuit if kind == "C" else None).numpy()
+
+    empty = engine.run([run.empty()], readout).numpy()[0]
+    criteria = Criteria(run.spec.circuit, run.spec.settings, VariantBank(evaluate), resamples, empty)
+    faithfulness = criteria.faithfulness()
+    completeness = criteria.completeness()
+    minimality = criteria.minimality()
+    say(f"{prompt_set.name}: node scores")
+    metric = engine.bound.metric
+    return PromptSetReport(
+        name=prompt_set.name, prompts=engine.bound.n_prompts,
+        metric=f"{metric.name}({', '.join(metric.args)})" if metric.args else metric.name,
+        faithfulness=faithfulness, completeness=completeness, minimality=minimality,
+        node_scores=_node_scores(run, prompt_set.name, resamples), variants_evaluated=evaluated[0] + 1,
+    )
+
+
+def _node_scores(run: Run, name: str, resamples: Resamples) -> list[NodeScores]:
+    engine = run.engine(name)
+    has_answer = bool(engine.bound.metric.args)
+
+    def estimate(values: np.ndarray) -> Estimate:
+        return resamples.estimate({"v": values}, lambda a: a["v"])
+
+    rows = []
+    for member in run.spec.circuit.nodes:
+        node = member.node
+        direct = estimate(scores.direct_logit(engine, node).numpy()) if has_answer else None
+        copy = next_ = None
+        if node.kind == "head":
+            copy = estimate(scores.ov_scores(engine, node, "copy", run.spec.settings.top_k).numpy())
+            next_ = estimate(scores.ov_scores(engine, node, "next", run.spec.settings.top_k).numpy())
+        rows.append(NodeScores(node=str(node), role=member.role, direct_logit=direct, copy_score=copy,
+                               next_score=next_))
+    return rows
+
+
+def _versions() -> Versions:
+    def version(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+    return Versions(circuitlang=__version__, torch=version("torch"), transformer_lens=version("transformer-lens"),
+                    python=platform.python_version())

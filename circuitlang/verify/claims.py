@@ -1,0 +1,89 @@
+"""Expectations -> pass/fail rows.
+
+A claim passes when its point estimate satisfies the comparison. When the confidence interval
+reaches across the threshold the row says so: the verdict then rests on this sample of prompts.
+A claim about a role is checked for every node of the role (one row each); a claim without
+`on SET` is checked on every prompt set.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from circuitlang.ir import models as ir
+from circuitlang.verify.report_model import ClaimResult, PromptSetReport
+from circuitlang.verify.statistics import Estimate
+
+# attention(prompt set, head, queries, keys) -> Estimate
+Attention = Callable[[str, ir.Node, tuple[ir.Position, ...], tuple[ir.Position, ...]], Estimate]
+
+_COMPARE = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, "<": lambda a, b: a < b}
+
+
+def check_claims(spec: ir.Spec, reports: list[PromptSetReport], attention: Attention) -> list[ClaimResult]:
+    rows = []
+    for claim in spec.expectations:
+        for report in reports:
+            if claim.on is None or claim.on == report.name:
+                rows.extend(_check(claim, report, attention))
+    return rows
+
+
+def claim_text(claim: ir.Expectation) -> str:
+    on = f" on {claim.on}" if claim.on else ""
+    if isinstance(claim, ir.MetricExpectation):
+        return f"{claim.metric}{on} {claim.op} {claim.threshold:g}"
+    target = f'"{claim.role}"' if claim.role else str(claim.targets[0])
+    if isinstance(claim, ir.ScoreExpectation):
+        return f"{target} {claim.score}{on} {claim.op} {claim.threshold:g}"
+    queries = ", ".join(map(str, claim.queries))
+    keys = ", ".join(map(str, claim.keys))
+    return f"{target} attends {queries} -> {keys}{on} {claim.op} {claim.threshold:g}"
+
+
+def _check(claim: ir.Expectation, report: PromptSetReport, attention: Attention) -> list[ClaimResult]:
+    if isinstance(claim, ir.MetricExpectation):
+        target = "circuit"
+        if claim.metric == "minimality" and report.minimality:  # name the least needed node
+            target = min(report.minimality, key=lambda m: m.score.value).node
+        return [_row(claim, report.name, target, _circuit_value(claim.metric, report))]
+    rows = []
+    for node in claim.targets:
+        if isinstance(claim, ir.AttendsExpectation):
+            value: Estimate | None = attention(report.name, node, claim.queries, claim.keys)
+        else:
+            value = _node_value(claim.score, str(node), report)
+        rows.append(_row(claim, report.name, str(node), value))
+    return rows
+
+
+def _circuit_value(metric: str, report: PromptSetReport) -> Estimate | None:
+    faithfulness = report.faithfulness
+    values = {
+        "faithfulness": faithfulness.faithfulness, "normalized_faithfulness": faithfulness.normalized_faithfulness,
+        "f_model": faithfulness.f_model, "f_circuit": faithfulness.f_circuit, "f_empty": faithfulness.f_empty,
+        "completeness": report.completeness.worst, "completeness_mean": report.completeness.mean,
+    }
+    if metric == "minimality":  # the least needed node
+        return min((m.score for m in report.minimality), key=lambda e: e.value, default=None)
+    return values[metric]
+
+
+def _node_value(score: str, node: str, report: PromptSetReport) -> Estimate | None:
+    if score == "minimality":
+        return next((m.score for m in report.minimality if m.node == node), None)
+    scores = next((s for s in report.node_scores if s.node == node), None)
+    return getattr(scores, score, None) if scores else None
+
+
+def _row(claim: ir.Expectation, prompt_set: str, target: str, value: Estimate | None) -> ClaimResult:
+    if value is None or value.value != value.value:  # missing or NaN: the claim cannot be checked
+        return ClaimResult(claim=claim_text(claim), line=claim.span.line, prompt_set=prompt_set, target=target,
+                           value=value, op=claim.op, threshold=claim.threshold, passed=False, margin=None,
+                           note="no value: the number could not be computed (see the report)")
+    passed = _COMPARE[claim.op](value.value, claim.threshold)
+    margin = value.value - claim.threshold if claim.op in (">=", ">") else claim.threshold - value.value
+    straddles = min(value.low, value.high) < claim.threshold < max(value.low, value.high)
+    note = f"the confidence interval [{value.low:.3g}, {value.high:.3g}] includes the threshold" if straddles else ""
+    return ClaimResult(claim=claim_text(claim), line=claim.span.line, prompt_set=prompt_set, target=target,
+                       value=value, op=claim.op, threshold=claim.threshold, passed=passed, margin=margin, note=note)

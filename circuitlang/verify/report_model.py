@@ -1,0 +1,100 @@
+"""The Report: every number a verification produced, as frozen pydantic models (documented in
+docs/verify.md; the JSON output is `Report.model_dump_json()`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from circuitlang.verify.statistics import Estimate
+
+REPORT_SCHEMA_VERSION = 1
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Faithfulness(Frozen):
+    f_model: Estimate  # F(M): the metric of the full model
+    f_circuit: Estimate  # F(C): the circuit, its complement ablated
+    f_empty: Estimate  # F(empty): everything ablated
+    faithfulness: Estimate  # F(C) / F(M)
+    normalized_faithfulness: Estimate  # (F(C) - F(empty)) / (F(M) - F(empty))
+
+
+class SubsetScore(Frozen):
+    nodes: list[str]
+    source: str  # "random", "role: NAME", "greedy step N", "empty"
+    score: Estimate
+
+
+class Completeness(Frozen):
+    worst: Estimate  # max over the sets below of |F(C\K) - F(M\K)| / |F(M)|
+    worst_set: SubsetScore
+    mean: Estimate  # mean over the sets
+    sets: list[SubsetScore]  # every K tried, worst first
+
+
+class NodeMinimality(Frozen):
+    node: str
+    role: str
+    score: Estimate  # max over K of |F(C\(K+v)) - F(C\K)| / |F(M)|
+    worst_set: list[str]  # the K that gave the maximum
+    needed: bool  # score >= minimality_threshold
+
+
+class NodeScores(Frozen):
+    node: str
+    role: str
+    direct_logit: Estimate | None = None
+    copy_score: Estimate | None = None
+    next_score: Estimate | None = None
+
+
+class PromptSetReport(Frozen):
+    name: str
+    prompts: int
+    metric: str
+    faithfulness: Faithfulness
+    completeness: Completeness
+    minimality: list[NodeMinimality]
+    node_scores: list[NodeScores]
+    variants_evaluated: int
+
+
+class ClaimResult(Frozen):
+    claim: str  # the expectation as written
+    line: int
+    prompt_set: str
+    target: str  # "circuit", a node, or a role's node
+    value: Estimate | None
+    op: Literal[">=", "<=", ">", "<"]
+    threshold: float
+    passed: bool
+    margin: float | None  # how far the value is on the right side of the threshold (negative: failed)
+    note: str = ""  # e.g. the confidence interval straddles the threshold
+
+
+class Versions(Frozen):
+    circuitlang: str
+    torch: str
+    transformer_lens: str
+    python: str
+
+
+class Report(Frozen):
+    schema_version: int = REPORT_SCHEMA_VERSION
+    spec_path: str
+    spec_sha256: str
+    circuit: str
+    model: dict[str, object]
+    device: str
+    seed: int
+    settings: dict[str, object]
+    versions: Versions
+    prompt_sets: list[PromptSetReport]
+    claims: list[ClaimResult]
+    passed: bool
+    seconds: float

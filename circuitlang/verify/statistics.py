@@ -1,0 +1,60 @@
+"""Bootstrap confidence intervals over prompts.
+
+Every reported number is a function of the means, over prompts, of a few per-prompt arrays (the
+metric of F(M), F(C), F(empty), C\\K, M\\K, ...). One set of prompt resamples is drawn per prompt
+set and shared by every number, so numbers stay consistent with each other across resamples.
+The interval is the percentile interval of the statistic over the resamples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+
+class Estimate(BaseModel):
+    """A number with its bootstrap confidence interval."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    value: float
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"
+
+
+@dataclass(frozen=True)
+class Resamples:
+    """Prompt indices of each bootstrap resample: [resamples, n_prompts]."""
+
+    indices: np.ndarray
+    confidence: float
+
+    @classmethod
+    def draw(cls, n_prompts: int, resamples: int, confidence: float, seed: int) -> "Resamples":
+        rng = np.random.default_rng(seed)
+        return cls(rng.integers(0, n_prompts, size=(resamples, n_prompts)), confidence)
+
+    def estimate(self, per_prompt: dict[str, np.ndarray], statistic: Callable[[dict[str, np.ndarray]], np.ndarray]
+                 ) -> Estimate:
+        """`statistic` maps {name: mean(s)} to a value; it is applied to the full-sample means and
+        to every resample's means (arrays of shape [resamples]) at once."""
+        point = float(statistic({k: np.asarray(v.mean()) for k, v in per_prompt.items()}))
+        boot = statistic({k: v[self.indices].mean(-1) for k, v in per_prompt.items()})
+        alpha = (1 - self.confidence) / 2
+        finite = boot[np.isfinite(boot)]
+        if finite.size == 0:
+            return Estimate(value=point, low=float("nan"), high=float("nan"))
+        low, high = np.quantile(finite, [alpha, 1 - alpha])
+        return Estimate(value=point, low=float(low), high=float(high))
+
+
+def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator, NaN where the denominator is 0 (reported, never silently inf)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denominator != 0, numerator / np.where(denominator != 0, denominator, 1), np.nan)

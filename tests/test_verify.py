@@ -1,0 +1,169 @@
+"""`circuitlang verify` on a micro model whose circuit is known by construction
+(tests/micro_model.py), and its numbers against the slow reference forward."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import circuitlang
+from circuitlang.cli import main
+from circuitlang.engine.variants import circuit_variant, full_model_variant
+from circuitlang.ir import models as ir
+from circuitlang.verifier import verify
+from tests.micro_model import WORDS, build_copy_model
+from tests.reference_engine import ablation_values, hand_forward, plan_for
+
+SPEC = """circuitlang 1
+circuit copy on "./micro"
+list animals = %(words)s
+prompts copy {
+  template "{s1} {s2} {s3}"
+  for i in 1..24
+  s1, s2, s3 = random animals distinct
+  answer = s1
+  wrong = s3
+  corrupt random { s1, s2, s3 = random animals distinct }
+}
+metric %(metric)s
+ablate mean of corrupt
+%(circuit)s
+set bootstrap = 200
+%(claims)s
+"""
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("micro")
+    build_copy_model(root / "micro")
+    return root
+
+
+def write(folder: Path, name: str, circuit: str, claims: str = "", metric: str = "logit_diff(answer, wrong)") -> Path:
+    path = folder / name
+    path.write_text(SPEC % {"words": json.dumps(WORDS), "metric": metric, "circuit": circuit, "claims": claims})
+    return path
+
+
+def report_of(path: Path):
+    return verify(circuitlang.open_run(circuitlang.load(path)))
+
+
+def test_true_circuit_is_faithful_to_1e4_and_passes(folder, capsys):
+    path = write(folder, "true.circ", 'role "mover": 0.0, 0.1 q end k s1',
+                 "expect faithfulness >= 0.9999\nexpect faithfulness <= 1.0001\nexpect normalized_faithfulness >= 0.9999")
+    assert main(["verify", str(path)]) == 0
+    report = report_of(path)
+    assert report.prompt_sets[0].faithfulness.faithfulness.value == pytest.approx(1.0, abs=1e-4)
+    assert report.passed
+
+
+def test_missing_head_fails_faithfulness_and_says_by_how_much(folder, capsys):
+    path = write(folder, "missing.circ", 'role "mover": 0.0 q end k s1', "expect faithfulness >= 0.9")
+    assert main(["verify", str(path)]) == 1
+    out = capsys.readouterr().out
+    report = report_of(path)
+    value = report.prompt_sets[0].faithfulness.faithfulness.value
+    assert value < 0.9
+    assert f"{path}:16: faithfulness >= 0.9 on copy: FAILED, measured {value:.3f}" in out
+    assert f"short by {0.9 - value:.3g}" in out
+
+
+def test_useless_head_fails_minimality_for_exactly_that_head(folder):
+    path = write(folder, "useless.circ", 'role "mover": 0.0, 0.1 q end k s1\nrole "idle": 0.2',
+                 "expect minimality >= 0.01")
+    report = report_of(path)
+    verdicts = {m.node: m.needed for m in report.prompt_sets[0].minimality}
+    assert verdicts == {"0.0": True, "0.1": True, "0.2": False}
+    (claim,) = report.claims
+    assert not claim.passed and claim.target == "0.2" and claim.value.value == pytest.approx(0.0, abs=1e-9)
+
+
+def test_redundant_backup_path_is_caught_by_completeness(folder):
+    path = write(folder, "backup.circ", 'role "mover": 0.0 q end k s1',
+                 "expect faithfulness >= 0.95\nexpect completeness <= 0.2", metric="accuracy(answer)")
+    report = report_of(path)
+    faithfulness, completeness = report.claims
+    assert faithfulness.passed and faithfulness.value.value == pytest.approx(1.0)
+    assert not completeness.passed and completeness.value.value == pytest.approx(1.0)
+    assert report.prompt_sets[0].completeness.worst_set.nodes == ["0.0"]
+
+
+def test_numbers_agree_with_the_slow_reference(folder):
+    path = write(folder, "reference.circ", 'role "mover": 0.0 q end k s1\nrole "idle": 0.2, 0.3 q end',
+                 "set completeness_samples = 4\nset minimality_samples = 2\nset greedy_steps = 2")
+    run = circuitlang.open_run(circuitlang.load(path))
+    report = verify(run)
+    (template,) = run.bound["copy"].templates
+    hf, abl = run.model.bridge.original_model, ablation_values(run.model.bridge.original_model, template.corrupt, "mean")
+
+    memo: dict = {}
+
+    def reference(variant) -> float:
+        key = (variant.heads, variant.mlps)
+        if key not in memo:
+            memo[key] = _reference_metric(variant)
+        return memo[key]
+
+    def _reference_metric(variant) -> float:
+        plan = plan_for(variant, template.template, template.positions, template.seq_len, 1, 4, abl)
+        values = []
+        with torch.no_grad():
+            for row in range(template.n_prompts):
+                logits = hand_forward(hf, template.clean[row:row + 1], plan)["logits"][0, -1]
+                values.append(float(logits[template.answers["answer"][row][0]] - logits[template.answers["wrong"][row][0]]))
+        return float(np.mean(values))
+
+    def nodes(names: list[str]) -> frozenset:
+        return frozenset(ir.Node(kind="mlp", layer=int(n.split()[1])) if n.startswith("mlp")
+                         else ir.Node(kind="head", layer=int(n.split(".")[0]), head=int(n.split(".")[1])) for n in names)
+
+    f_model = reference(full_model_variant(1, 4))
+    f_circuit = reference(circuit_variant(run.spec.circuit))
+    numbers = report.prompt_sets[0]
+    assert numbers.faithfulness.f_model.value == pytest.approx(f_model, abs=1e-5)
+    assert numbers.faithfulness.f_circuit.value == pytest.approx(f_circuit, abs=1e-5)
+    assert numbers.faithfulness.faithfulness.value == pytest.approx(f_circuit / f_model, abs=1e-5)
+    for subset in numbers.completeness.sets:
+        removed = nodes(subset.nodes)
+        expected = abs(reference(circuit_variant(run.spec.circuit, removed))
+                       - reference(full_model_variant(1, 4, removed))) / abs(f_model)
+        assert subset.score.value == pytest.approx(expected, abs=1e-5)
+    for node in numbers.minimality:
+        k, v = nodes(node.worst_set), nodes([node.node])
+        expected = abs(reference(circuit_variant(run.spec.circuit, k | v))
+                       - reference(circuit_variant(run.spec.circuit, k))) / abs(f_model)
+        assert node.score.value == pytest.approx(expected, abs=1e-5)
+
+
+def test_report_formats(folder, tmp_path, capsys):
+    path = write(folder, "formats.circ", 'role "mover": 0.0, 0.1 q end k s1',
+                 "expect faithfulness >= 0.9\nexpect 0.0 attends end -> s1 >= 0.99\nexpect 0.0 copy_score >= 0.9")
+    output = tmp_path / "report.json"
+    assert main(["verify", str(path), "--format", "json", "-o", str(output)]) == 0
+    data = json.loads(output.read_text())
+    assert data["schema_version"] == 1 and data["model"]["weights_sha256"] and len(data["spec_sha256"]) == 64
+    assert data["prompt_sets"][0]["prompts"] == 24 and data["seed"] == 0
+    assert all(claim["passed"] for claim in data["claims"])
+    assert main(["verify", str(path), "--format", "junit"]) == 0
+    assert '<testsuite name="circuitlang copy" tests="3" failures="0"' in capsys.readouterr().out
+    assert main(["verify", str(path), "--format", "github"]) == 0
+    assert f"::notice file={path},line=16,title=circuitlang::faithfulness >= 0.9 on copy: passed" in capsys.readouterr().out
+    assert main(["verify", str(path), "--format", "markdown"]) == 0
+    assert "| faithfulness |" in capsys.readouterr().out
+
+
+def test_spec_error_exits_2_and_model_error_exits_3(folder, tmp_path, capsys):
+    bad = tmp_path / "bad.circ"
+    bad.write_text("circuitlang 1\ncircuit x on \"gpt2\"\nmetrik kl\n")
+    assert main(["verify", str(bad)]) == 2
+    missing = tmp_path / "hub.circ"
+    missing.write_text('circuitlang 1\ncircuit x on "gpt2"\nprompts p { template "{a}"; a = 1; answer = 2; wrong = 1 }\n'
+                       "metric logit_diff(answer, wrong)\nablate zero\n")
+    assert main(["verify", str(missing)]) == 3
+    assert "not in the local Hugging Face cache" in capsys.readouterr().err
