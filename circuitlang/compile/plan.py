@@ -79,13 +79,17 @@ def _prompt_set_steps(spec: ir.Spec, dataset: Dataset) -> list[Step]:
 
 
 def _variant_steps(spec: ir.Spec) -> list[tuple[str, str, int]]:
+    """Upper bounds: repeated subsets are evaluated once."""
     nodes = len(spec.circuit.nodes)
     roles = len(spec.circuit.roles())
-    samples = spec.settings.completeness_samples
+    settings = spec.settings
+    steps = min(settings.greedy_steps, nodes)
+    greedy = sum(nodes - step for step in range(steps))
+    per_node = 2 + settings.minimality_samples
     return [
         ("baselines", "F(M), F(C), F(empty)", 3),
-        ("completeness", f"C\\K and M\\K for {samples} random K, {roles} role classes and a greedy search "
-                         f"(at most {nodes} steps)", 2 * (samples + roles) + 2 * nodes * (nodes + 1) // 2),
-        ("minimality", f"for each of {nodes} nodes, C\\(K+v) and C\\K for K in (empty, its role class, random)",
-         2 * 3 * nodes),
+        ("completeness", f"C\\K and M\\K for {settings.completeness_samples} random K, {roles} role classes and a "
+                         f"greedy search of {steps} steps", 2 * (settings.completeness_samples + roles + greedy)),
+        ("minimality", f"for each of {nodes} nodes, C\\(K+v) and C\\K for K in (empty, its role class, "
+                       f"{settings.minimality_samples} random)", 2 * per_node * nodes),
     ]
