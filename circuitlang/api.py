@@ -50,7 +50,7 @@ class Run:
     def metric(self, variants: Sequence[Variant], prompt_set: str | None = None) -> torch.Tensor:
         """The metric of each variant on each prompt: float64 [n_variants, n_prompts]."""
         engine = self.engine(prompt_set)
-        readout = readout_for(engine.bound.metric, lambda template: self._clean_logits(engine, template))
+        readout = readout_for(engine.bound.metric, lambda template: self.clean_logits(engine, template))
         return engine.run(variants, readout)
 
     def circuit(self, without: frozenset[ir.Node] = frozenset()) -> Variant:
@@ -64,7 +64,7 @@ class Run:
         return empty_variant()
 
     @staticmethod
-    def _clean_logits(engine: Engine, template: BoundTemplate) -> torch.Tensor:
+    def clean_logits(engine: Engine, template: BoundTemplate) -> torch.Tensor:
         final = engine.clean_cache(template).final_residual[:, template.positions["end"]]
         return engine.logits_at(final, None)
 
@@ -84,5 +84,5 @@ def path_patch(run: Run, senders: Sequence[ir.Node], receivers: Sequence[Receive
     from circuitlang.engine.path_patching import path_patch as patch
 
     engine = run.engine(prompt_set)
-    readout = readout_for(engine.bound.metric, lambda template: Run._clean_logits(engine, template))
+    readout = readout_for(engine.bound.metric, lambda template: Run.clean_logits(engine, template))
     return patch(engine, senders, receivers, readout, freeze_mlps)

@@ -60,7 +60,7 @@ def spec_hash(spec: ir.Spec) -> str:
 
 def _prompt_set_report(run: Run, prompt_set: ir.PromptSet, resamples: Resamples, say: Progress) -> PromptSetReport:
     engine = run.engine(prompt_set.name)
-    readout = readout_for(engine.bound.metric, lambda template: Run._clean_logits(engine, template))
+    readout = readout_for(engine.bound.metric, lambda template: Run.clean_logits(engine, template))
     circuit = run.circuit()
     evaluated = [0]
 
