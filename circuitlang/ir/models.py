@@ -307,7 +307,7 @@ class Settings(Frozen):
     greedy_steps: int = 5  # size of the largest K the greedy completeness search builds
     minimality_samples: int = 5  # random K per node for minimality
     top_k: int = 5  # copy and next scores: is the token among the top k logits
-    batch_size: int = 64
+    batch_size: int = 256
     embed_edges: Literal["all", "declared"] = "all"
 
 
