@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import torch
 
-from circuitlang.engine.bind import BoundTemplate
 from circuitlang.engine.models import LoadedModel
 from circuitlang.engine.variants import Masks
 from circuitlang.ir import models as ir
@@ -60,17 +59,14 @@ class AblationSource:
     per_prompt: bool
 
     @classmethod
-    def build(cls, model: LoadedModel, template: BoundTemplate, ablation: ir.Ablation, clean: ActivationCache,
-              batch_size: int) -> "AblationSource":
+    def build(cls, ablation: ir.Ablation, clean: ActivationCache, corrupt: ActivationCache | None) -> "AblationSource":
+        """Values from the clean cache (`mean of clean`, and the shapes for `zero`) or the corrupt one."""
         if ablation.kind == "zero":
             values = {k: tuple(torch.zeros_like(t[:1]) for t in clean.acts[k]) for k in KINDS}
             return cls(values | {"embed": (torch.zeros_like(clean.resid_pre[0][:1]),)}, False)
-        if ablation.source == "clean":
-            cache = clean
-        else:
-            if template.corrupt is None:
-                raise ValueError("binding guarantees a corruption for corrupt ablations")
-            cache = collect(model, template.corrupt, batch_size)
+        cache = clean if ablation.source == "clean" else corrupt
+        if cache is None:
+            raise ValueError("a corrupt ablation needs the corrupt prompts' activations")
         # The embeddings' ablation value is only used by edge ablation with `embed_edges = declared`.
         acts = dict(cache.acts) | {"embed": (cache.resid_pre[0],)}
         if ablation.kind == "resample":

@@ -54,7 +54,9 @@ class Engine:
         self._clean = {id(t): collect(model, t.clean, self.batch_size) for t in bound.templates}
         self._corrupt: dict[int, ActivationCache] = {}
         self._blocks_callable = self._blocks_run_alone()
-        self._sources = {id(t): AblationSource.build(model, t, ablation, self._clean[id(t)], batch_size)
+        uses_corrupt = ablation.kind != "zero" and ablation.source == "corrupt"
+        self._sources = {id(t): AblationSource.build(ablation, self._clean[id(t)],
+                                                     self.corrupt_cache(t) if uses_corrupt else None)
                          for t in bound.templates}
 
     def clean_cache(self, template: BoundTemplate) -> ActivationCache:
