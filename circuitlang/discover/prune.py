@@ -1,7 +1,7 @@
 """Node pruning: shrink a circuit while it stays faithful.
 
-Starting from a set of nodes (by default every head, with every MLP kept), visit the heads in an
-order and drop each one whose removal keeps faithfulness F(C)/F(M) at or above a target. The
+Starting from every head (with every MLP kept), visit the heads in an order and drop each one
+whose removal keeps faithfulness F(C)/F(M) at or above a target, in passes until none can go. The
 order matters (the seeds found forward and backward pruning give different circuits), so both
 are available: "backward" visits the last layer first, "forward" the first layer first.
 """
@@ -36,14 +36,16 @@ def prune_heads(run: Run, prompt_set: str | None = None, target: float = 0.9, or
     mlps = tuple(MlpKeep(layer) for layer in range(cfg.n_layers)) if keep_mlps else ()
     f_model = float(engine.run([run.full_model()], readout).mean())
     kept = list(heads)
-    visits = list(reversed(heads)) if order == "backward" else heads
     evaluated = 1
-    for head in visits:
-        trial = [h for h in kept if h != head]
-        value = float(engine.run([_variant(trial, mlps)], readout).mean())
-        evaluated += 1
-        if f_model and value / f_model >= target:
-            kept = trial
+    changed = True
+    while changed:  # repeat passes: a removal can make a head kept earlier unnecessary
+        changed = False
+        for head in list(reversed(kept)) if order == "backward" else list(kept):
+            trial = [h for h in kept if h != head]
+            value = float(engine.run([_variant(trial, mlps)], readout).mean())
+            evaluated += 1
+            if f_model and value / f_model >= target:
+                kept, changed = trial, True
     final = float(engine.run([_variant(kept, mlps)], readout).mean())
     return PruneResult(order, tuple(kept), final / f_model if f_model else float("nan"), f_model, evaluated + 1)
 
