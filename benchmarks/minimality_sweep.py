@@ -131,7 +131,7 @@ def with_naive_loop(run: circuitlang.Run) -> torch.Tensor:
         hooks = []
         for layer in range(bridge.cfg.n_layers):
             def ablate(z, hook, layer=layer):
-                return torch.where(keep[layer][None, :, :, None], z, mean_z[layer])
+                return torch.where(keep[layer][None, :, :, None], z, mean_z[layer])  # noqa: B023 (hooks run before `keep` changes)
             hooks.append((f"blocks.{layer}.attn.hook_z", ablate))
         logits = bridge.run_with_hooks(template.clean, fwd_hooks=hooks)
         results.append(metric(logits).mean())

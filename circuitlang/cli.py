@@ -1,4 +1,5 @@
-"""The command line: `circuitlang check|fmt ...`. The only module that prints or exits.
+"""The command line: `circuitlang check|fmt|plan|verify|...`. The CLI layer is this module and
+`circuitlang/commands/` (one module per further command); only they print, and only `run` exits.
 
 Exit codes: 0 ok, 1 a claim failed (verify) or a file is not formatted (fmt --check),
 2 spec or usage error, 3 model or runtime error. `check` and `fmt` never import torch.
@@ -7,6 +8,7 @@ Exit codes: 0 ok, 1 a claim failed (verify) or a file is not formatted (fmt --ch
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import Sequence
 from rich.console import Console
 
 from circuitlang import __version__
+from circuitlang.commands.common import set_threads
 from circuitlang.compile.plan import compile_plan
 from circuitlang.data.datasets import Dataset, expand_all
 from circuitlang.dsl.parser import parse
@@ -25,6 +28,12 @@ from circuitlang.ir.lower import load_spec
 
 EXIT_OK, EXIT_CLAIM_FAILED, EXIT_SPEC_ERROR, EXIT_RUNTIME_ERROR = 0, 1, 2, 3
 MAX_SHOWN_ERRORS = 20
+
+# Commands kept in their own modules (circuitlang/commands/NAME.py): each defines
+# add_arguments(parser) and run(args) -> exit code, and imports torch or plotting libraries only
+# inside run, so that `check` and `fmt` stay light.
+MODULE_COMMANDS: tuple[tuple[str, str], ...] = (
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -62,6 +71,11 @@ def _argument_parser() -> argparse.ArgumentParser:
     plan = commands.add_parser("plan", help="show the steps verify will run, without loading a model")
     plan.add_argument("file", type=Path)
     plan.set_defaults(run=_plan)
+    for name, help_text in MODULE_COMMANDS:
+        module = importlib.import_module(f"circuitlang.commands.{name}")
+        command = commands.add_parser(name, help=help_text, description=module.__doc__)
+        module.add_arguments(command)
+        command.set_defaults(run=module.run)
     return parser
 
 
@@ -182,24 +196,14 @@ def _run_verification(spec: ir.Spec, device: str, threads: int):  # -> Report; i
     console = Console(stderr=True)
     if not console.is_terminal:
         run = open_run(spec, device=device)
-        _set_threads(run, threads)
+        set_threads(run, threads)
         return verify(run)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("loading the model", total=None)
         run = open_run(spec, device=device)
-        _set_threads(run, threads)
+        set_threads(run, threads)
         return verify(run, lambda message: progress.update(task, description=message))
-
-
-def _set_threads(run, threads: int) -> None:
-    import torch
-
-    parameters = sum(p.numel() for p in run.model.bridge.original_model.parameters())
-    if threads > 0:
-        torch.set_num_threads(threads)
-    elif parameters < 10_000_000 and run.model.device.type == "cpu":
-        torch.set_num_threads(1)  # measured: 8 s instead of 55 s for the organism on a busy 2-core machine
 
 
 def _emit_report(report, args: argparse.Namespace) -> None:

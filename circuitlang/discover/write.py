@@ -1,0 +1,141 @@
+"""Write a found circuit as a `.circ` file a researcher can edit and then `verify`.
+
+Takes the spec the search started from (its model, prompts, metric and ablation are kept, with
+their comments) and a circuit in IR form; gives canonical `.circ` text in which the base spec's
+roles, MLPs, edges, claims and `use circuit` lines are replaced by the found circuit. Scores can
+travel as comments: a header block, and one trailing comment per role line or edge. The text is
+parsed back before it is returned, so a writer bug shows here and not in the researcher's editor.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from circuitlang.dsl import ast
+from circuitlang.dsl.parser import parse
+from circuitlang.dsl.printer import format_spec, quote
+from circuitlang.ir import models as ir
+
+BARE_MLP_ROLE = "mlp"  # the role lowering gives MLPs declared by a bare `mlp` line
+_CIRCUIT_ITEMS = (ast.RoleDecl, ast.MlpDecl, ast.EdgeDecl, ast.ExpectMetric, ast.ExpectScore, ast.ExpectAttends)
+
+
+@dataclass(frozen=True)
+class FoundCircuit:
+    """What a search found, with the notes to write next to it."""
+
+    circuit: ir.Circuit
+    header: tuple[str, ...] = ()  # comment lines under the version header
+    claims: tuple[str, ...] = ()  # `expect ...` lines
+    node_notes: Mapping[ir.Node, str] = field(default_factory=dict)  # trailing comment on the node's line
+    edge_notes: Mapping[tuple[ir.Node, ir.Node], str] = field(default_factory=dict)
+
+
+def write_spec(base_path: Path, found: FoundCircuit, out_path: Path, name: str | None = None) -> str:
+    """The `.circ` text for `out_path`: the base spec's setting with the found circuit.
+
+    Relative paths in the base spec (model folder, data files, `use`) are rewritten to stay correct
+    from `out_path`'s folder.
+    """
+    base = parse(base_path.read_text(encoding="utf-8"), str(base_path))
+    kept_items = [_rebase(item, base_path.resolve().parent, out_path.resolve().parent, name)
+                  for item in base.items if not _is_circuit_item(item)]
+    dropped = [item.span for item in base.items if _is_circuit_item(item)]
+    comments = tuple(c for c in base.comments if not any(s.line <= c.line <= s.end_line for s in dropped))
+    setting = format_spec(replace(base, items=tuple(kept_items), comments=comments))
+    text = _insert_header(setting, found.header) + "\n" + "\n".join(circuit_lines(found)) + "\n"
+    if found.claims:
+        text += "\n" + "\n".join(found.claims) + "\n"
+    return format_spec(parse(text, str(out_path)))
+
+
+def circuit_lines(found: FoundCircuit) -> list[str]:
+    """Role lines (nodes with the same role and positions share a line), then edges."""
+    groups: dict[tuple[str, str, str], list[ir.CircuitNode]] = {}
+    for member in found.circuit.nodes:
+        kind = "mlp" if member.node.kind == "mlp" else "head"
+        groups.setdefault((member.role, kind, _clauses(member)), []).append(member)
+    lines = []
+    for (role, kind, clauses), members in groups.items():
+        listed = ", ".join(str(m.node.layer) if kind == "mlp" else f"{m.node.layer}.{m.node.head}" for m in members)
+        notes = [found.node_notes[m.node] for m in members if m.node in found.node_notes]
+        declaration = f"mlp {listed}" if (kind, role) == ("mlp", BARE_MLP_ROLE) else \
+            f"role {quote(role)}: {'mlp ' if kind == 'mlp' else ''}{listed}"
+        lines.append(declaration + clauses + (f"  # {'; '.join(notes)}" if notes else ""))
+    if found.circuit.edges:
+        lines.append("")
+    for edge in found.circuit.edges:
+        via = f" via {', '.join(edge.channels)}" if edge.channels and edge.channels != ("q", "k", "v") else ""
+        note = found.edge_notes.get((edge.sender, edge.receiver))
+        lines.append(f"edge {_node(edge.sender)} -> {_node(edge.receiver)}{via}" + (f"  # {note}" if note else ""))
+    return lines
+
+
+def _is_circuit_item(item: ast.Item) -> bool:
+    return isinstance(item, _CIRCUIT_ITEMS) or (isinstance(item, ast.UseDecl) and item.what == "circuit")
+
+
+def _insert_header(text: str, header: Sequence[str]) -> str:
+    first, _, rest = text.partition("\n")
+    return "\n".join([first, *(f"# {line}" if line else "#" for line in header), rest])
+
+
+def _clauses(member: ir.CircuitNode) -> str:
+    if member.node.kind == "mlp":
+        return f" at {_positions(member.q)}" if member.q is not None else ""
+    text = f" q {_positions(member.q)}" if member.q is not None else ""
+    return text + (f" k {_positions(member.k)}" if member.k is not None else "")
+
+
+def _positions(positions: tuple[ir.Position, ...]) -> str:
+    return ", ".join(_position(p) for p in positions)
+
+
+def _position(position: ir.Position) -> str:
+    if isinstance(position, ir.PositionRange):
+        return f"{_position(position.start)}..{_position(position.stop)}"
+    return position.name + (f"{position.offset:+d}" if position.offset else "")
+
+
+def _node(node: ir.Node) -> str:
+    if node.kind == "head":
+        return f"{node.layer}.{node.head}"
+    if node.kind == "mlp":
+        return f"mlp {node.layer}"
+    return node.kind  # embed, logits
+
+
+def _rebase(item: ast.Item, old_dir: Path, new_dir: Path, name: str | None) -> ast.Item:
+    """Keep relative file references pointing at the same files from the new folder."""
+    match item:
+        case ast.CircuitDecl():
+            model = item.model
+            if model.value.startswith("."):
+                model = _moved(model, old_dir, new_dir)
+            return replace(item, model=model, name=replace(item.name, name=name) if name else item.name)
+        case ast.UseDecl():
+            return replace(item, path=_moved(item.path, old_dir, new_dir))
+        case ast.PromptsDecl():
+            return replace(item, body=tuple(_rebase_statement(s, old_dir, new_dir) for s in item.body))
+        case ast.CorruptDecl():
+            return _rebase_statement(item, old_dir, new_dir)  # type: ignore[return-value]
+    return item
+
+
+def _rebase_statement(statement: object, old_dir: Path, new_dir: Path) -> object:
+    if isinstance(statement, ast.FromStmt):
+        return replace(statement, path=_moved(statement.path, old_dir, new_dir))
+    if isinstance(statement, ast.CorruptDecl) and statement.kind.name == "file" and statement.args:
+        moved = tuple(_moved(a, old_dir, new_dir) if isinstance(a, ast.StrLit) else a for a in statement.args)
+        return replace(statement, args=moved)
+    return statement
+
+
+def _moved(path: ast.StrLit, old_dir: Path, new_dir: Path) -> ast.StrLit:
+    if old_dir == new_dir or Path(path.value).expanduser().is_absolute() or path.value.startswith("~"):
+        return path
+    relative = os.path.relpath(old_dir / path.value, new_dir)
+    return replace(path, value=relative if relative.startswith(".") else f"./{relative}")
