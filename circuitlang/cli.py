@@ -33,6 +33,7 @@ MAX_SHOWN_ERRORS = 20
 # add_arguments(parser) and run(args) -> exit code, and imports torch or plotting libraries only
 # inside run, so that `check` and `fmt` stay light.
 MODULE_COMMANDS: tuple[tuple[str, str], ...] = (
+    ("draw", "draw circuits as layered diagrams (svg, png, pdf, dot), without a model"),
 )
 
 
