@@ -33,7 +33,12 @@ MAX_SHOWN_ERRORS = 20
 # add_arguments(parser) and run(args) -> exit code, and imports torch or plotting libraries only
 # inside run, so that `check` and `fmt` stay light.
 MODULE_COMMANDS: tuple[tuple[str, str], ...] = (
+    ("discover", "find a circuit (node pruning, iterative path patching, ACDC) and write it as a .circ"),
     ("draw", "draw circuits as layered diagrams (svg, png, pdf, dot), without a model"),
+    ("patch", "activation and path patching sweeps: heatmaps, JSON and CSV"),
+    ("export", "write a circuit as another tool's file (EAP-IG graph JSON)"),
+    ("import", "read a circuit from another tool's file (EAP-IG graph JSON) into a .circ spec"),
+    ("compare", "overlap of circuits' nodes and edges, and each circuit's faithfulness on the others' prompts"),
 )
 
 

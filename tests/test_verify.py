@@ -167,13 +167,3 @@ def test_spec_error_exits_2_and_model_error_exits_3(folder, tmp_path, capsys):
                        "metric logit_diff(answer, wrong)\nablate zero\n")
     assert main(["verify", str(missing)]) == 3
     assert "not in the local Hugging Face cache" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("order", ["backward", "forward"])
-def test_pruning_recovers_the_known_circuit(folder, order):
-    from circuitlang.discover.prune import prune_heads
-
-    path = write(folder, f"prune_{order}.circ", 'role "mover": 0.0 q end')
-    result = prune_heads(circuitlang.open_run(circuitlang.load(path)), target=0.9, order=order)
-    assert [str(node) for node in result.heads] == ["0.0", "0.1"]
-    assert result.faithfulness == pytest.approx(1.0, abs=1e-4)

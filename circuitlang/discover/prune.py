@@ -1,9 +1,11 @@
 """Node pruning: shrink a circuit while it stays faithful.
 
-Starting from every head (with every MLP kept), visit the heads in an order and drop each one
-whose removal keeps faithfulness F(C)/F(M) at or above a target, in passes until none can go. The
-order matters (the seeds found forward and backward pruning give different circuits), so both
-are available: "backward" visits the last layer first, "forward" the first layer first.
+Start from every head (MLPs kept, or pruned too with `include_mlps`) and visit the candidates in
+passes, dropping each one whose removal keeps faithfulness F(C)/F(M) at or above the target. The
+order of passes matters (the seeds found that forward-then-backward and backward-then-forward
+pruning give different circuits), so a schedule names it: ("backward",) repeats backward passes;
+("forward", "backward") alternates, starting forward. Passes continue until a whole round of the
+schedule removes nothing. `compare_orders` runs both alternations and reports how far they agree.
 """
 
 from __future__ import annotations
@@ -11,44 +13,76 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from circuitlang.api import Run
-from circuitlang.engine.readouts import readout_for
-from circuitlang.engine.variants import HeadKeep, MlpKeep, Variant
+from circuitlang.discover.scoring import Scorer, node_order, variant_of
 from circuitlang.ir import models as ir
+
+SCHEDULES = {"backward": ("backward",), "forward": ("forward",), "fb": ("forward", "backward"),
+             "bf": ("backward", "forward")}
 
 
 @dataclass(frozen=True)
 class PruneResult:
-    order: str
-    heads: tuple[ir.Node, ...]
+    schedule: str
+    nodes: tuple[ir.Node, ...]  # kept, in computation order
     faithfulness: float
     f_model: float
     variants_evaluated: int
 
+    @property
+    def heads(self) -> tuple[ir.Node, ...]:
+        return tuple(n for n in self.nodes if n.kind == "head")
 
-def prune_heads(run: Run, prompt_set: str | None = None, target: float = 0.9, order: str = "backward",
-                keep_mlps: bool = True) -> PruneResult:
-    """Greedy one-pass pruning of heads to the given faithfulness target (mean over prompts)."""
-    cfg = run.model.bridge.cfg
-    engine = run.engine(prompt_set)
-    readout = readout_for(engine.bound.metric, lambda template: run.clean_logits(engine, template))
-    heads = [ir.Node(kind="head", layer=layer, head=head) for layer in range(cfg.n_layers) for head in range(cfg.n_heads)]
-    mlps = tuple(MlpKeep(layer) for layer in range(cfg.n_layers)) if keep_mlps else ()
-    f_model = float(engine.run([run.full_model()], readout).mean())
-    kept = list(heads)
-    evaluated = 1
+
+@dataclass(frozen=True)
+class OrderComparison:
+    """Forward-then-backward vs backward-then-forward, their intersection and union."""
+
+    fb: PruneResult
+    bf: PruneResult
+    intersection: tuple[ir.Node, ...]
+    intersection_faithfulness: float
+    union: tuple[ir.Node, ...]
+    union_faithfulness: float
+
+    @property
+    def jaccard(self) -> float:
+        return len(self.intersection) / len(self.union) if self.union else 1.0
+
+
+def prune_nodes(scorer: Scorer, target: float = 0.9, schedule: str = "backward",
+                include_mlps: bool = False) -> PruneResult:
+    """Greedy pruning to the faithfulness target (mean over prompts), in the schedule's order."""
+    start = scorer.evaluated
+    kept = scorer.heads() + scorer.mlps()
+    kept.sort(key=node_order)
+    can_go = [n for n in kept if include_mlps or n.kind == "head"]
     changed = True
-    while changed:  # repeat passes: a removal can make a head kept earlier unnecessary
+    while changed:  # a removal can make a node kept earlier unnecessary: repeat rounds
         changed = False
-        for head in list(reversed(kept)) if order == "backward" else list(kept):
-            trial = [h for h in kept if h != head]
-            value = float(engine.run([_variant(trial, mlps)], readout).mean())
-            evaluated += 1
-            if f_model and value / f_model >= target:
-                kept, changed = trial, True
-    final = float(engine.run([_variant(kept, mlps)], readout).mean())
-    return PruneResult(order, tuple(kept), final / f_model if f_model else float("nan"), f_model, evaluated + 1)
+        for direction in SCHEDULES[schedule]:
+            visit = list(reversed(can_go)) if direction == "backward" else list(can_go)
+            for node in visit:
+                trial = [n for n in kept if n != node]
+                if scorer.faithfulness([variant_of(trial)])[0] >= target:
+                    kept, changed = trial, True
+                    can_go.remove(node)
+    final = scorer.faithfulness([variant_of(kept)])[0]
+    return PruneResult(schedule, tuple(kept), final, scorer.f_model, scorer.evaluated - start)
 
 
-def _variant(heads: Sequence[ir.Node], mlps: tuple[MlpKeep, ...]) -> Variant:
-    return Variant(tuple(HeadKeep(h.layer, h.head) for h in heads), mlps, None, "all", "pruned")  # type: ignore[arg-type]
+def compare_orders(scorer: Scorer, target: float = 0.9, include_mlps: bool = False) -> OrderComparison:
+    fb = prune_nodes(scorer, target, "fb", include_mlps)
+    bf = prune_nodes(scorer, target, "bf", include_mlps)
+    intersection = tuple(n for n in fb.nodes if n in set(bf.nodes))
+    union = tuple(sorted(set(fb.nodes) | set(bf.nodes), key=node_order))
+    f_intersection, f_union = scorer.faithfulness([variant_of(intersection), variant_of(union)])
+    return OrderComparison(fb, bf, intersection, f_intersection, union, f_union)
+
+
+def prune_heads(scorer: Scorer, target: float = 0.9, order: str = "backward") -> PruneResult:
+    """Heads only, every MLP kept: the pruning the organism's shipped circuits were found with."""
+    return prune_nodes(scorer, target, order, include_mlps=False)
+
+
+def kept_mlps(nodes: Sequence[ir.Node]) -> tuple[ir.Node, ...]:
+    return tuple(n for n in nodes if n.kind == "mlp")

@@ -44,7 +44,10 @@ def write_spec(base_path: Path, found: FoundCircuit, out_path: Path, name: str |
     kept_items = [_rebase(item, base_path.resolve().parent, out_path.resolve().parent, name)
                   for item in base.items if not _is_circuit_item(item)]
     dropped = [item.span for item in base.items if _is_circuit_item(item)]
-    comments = tuple(c for c in base.comments if not any(s.line <= c.line <= s.end_line for s in dropped))
+    # Comments above the `circuit` line describe the base spec's circuit, not the found one.
+    first = min((item.span.line for item in base.items if isinstance(item, ast.CircuitDecl)), default=0)
+    comments = tuple(c for c in base.comments
+                     if c.line > first and not any(s.line <= c.line <= s.end_line for s in dropped))
     setting = format_spec(replace(base, items=tuple(kept_items), comments=comments))
     text = _insert_header(setting, found.header) + "\n" + "\n".join(circuit_lines(found)) + "\n"
     if found.claims:

@@ -12,6 +12,7 @@ senders that appear on declared edges are stored. The embeddings count as a send
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -33,6 +34,21 @@ def _key(node: ir.Node) -> _Key:
     return (node.kind,)
 
 
+@dataclass(frozen=True)
+class _RowGroup:
+    rows: torch.Tensor | slice  # the chunk's rows of one edge variant
+    kept: frozenset[ir.Node]  # the variant's nodes
+    declared: dict[tuple, set[_Key]]  # (receiver key, channel) -> senders with a declared edge into it
+
+
+def _in_circuit(kept: frozenset[ir.Node], receiver: _Key) -> bool:
+    if receiver[0] == "logits":
+        return True
+    node = ir.Node(kind="head", layer=receiver[1], head=receiver[2]) if receiver[0] == "head" \
+        else ir.Node(kind="mlp", layer=receiver[1])
+    return node in kept
+
+
 class EdgeHooks:
     """Hooks for one chunk of rows; rows of variants without edges are left untouched."""
 
@@ -47,11 +63,22 @@ class EdgeHooks:
         self.active = torch.tensor([v.edges is not None for v in self.row_variants])
         if start != 0 and bool(self.active.any()):
             raise ValueError("edge variants run from layer 0")  # the runner guarantees this
-        self.kept = [v.nodes() if v.edges is not None else frozenset() for v in self.row_variants]
-        self.declared = [self._declared(v) for v in self.row_variants]
-        self.stored_senders = {s for per_row in self.declared for senders in per_row.values() for s in senders}
+        self.groups = self._groups(v_idx)
+        self.stored_senders = {s for group in self.groups for senders in group.declared.values() for s in senders}
         self.total: torch.Tensor | None = None
         self.diffs: dict[_Key, torch.Tensor] = {}
+
+    def _groups(self, v_idx: torch.Tensor) -> list[_RowGroup]:
+        """The chunk's rows of each edge variant: they share declared edges, so they are handled together."""
+        groups = []
+        for v in torch.unique(v_idx).tolist():
+            variant = self.row_variants[int(torch.nonzero(v_idx == v)[0])]
+            if variant.edges is not None:
+                rows = torch.nonzero(v_idx == v).flatten()
+                if int(rows[-1] - rows[0]) + 1 == rows.numel():  # contiguous: slicing avoids a copy per sender
+                    rows = slice(int(rows[0]), int(rows[-1]) + 1)
+                groups.append(_RowGroup(rows, variant.nodes(), self._declared(variant)))
+        return groups
 
     @staticmethod
     def _declared(variant: Variant) -> dict[tuple, set[_Key]]:
@@ -120,19 +147,14 @@ class EdgeHooks:
     def _removed(self, receiver: _Key, channel: str, like: torch.Tensor) -> torch.Tensor:
         """Per row: the contributions the receiver must not see (zero for rows without edges)."""
         removed = torch.zeros_like(like)
-        for row, declared in enumerate(self.declared):
-            if not self.active[row] or not self._in_circuit(row, receiver):
+        for group in self.groups:
+            if not _in_circuit(group.kept, receiver):
                 continue
-            kept = sum((self.diffs[s][row] for s in declared.get((receiver, channel), ())), torch.zeros_like(like[row]))
-            removed[row] = self.total[row] - kept  # type: ignore[index]
+            rows = group.rows if isinstance(group.rows, slice) else group.rows.to(like.device)
+            kept = sum((self.diffs[s][rows] for s in group.declared.get((receiver, channel), ())),
+                       torch.zeros_like(like[rows]))
+            removed[rows] = self.total[rows] - kept  # type: ignore[index]
         return removed
-
-    def _in_circuit(self, row: int, receiver: _Key) -> bool:
-        if receiver[0] == "logits":
-            return True
-        node = ir.Node(kind="head", layer=receiver[1], head=receiver[2]) if receiver[0] == "head" \
-            else ir.Node(kind="mlp", layer=receiver[1])
-        return node in self.kept[row]
 
     def _head_input(self, layer: int, channel: str):
         weight = {"q": self.bridge.W_Q, "k": self.bridge.W_K, "v": self.bridge.W_V}[channel][layer]

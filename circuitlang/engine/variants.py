@@ -24,12 +24,16 @@ class HeadKeep:
     head: int
     q: tuple[ir.Position, ...] | None = None  # None: every position
     k: tuple[ir.Position, ...] | None = None
+    # Positions where the output is ablated although the head is kept: "the model minus this head
+    # at s2" for activation patching, in every template, whatever tokens lie between named positions.
+    ablated_at: tuple[ir.Position, ...] = ()
 
 
 @dataclass(frozen=True)
 class MlpKeep:
     layer: int
     at: tuple[ir.Position, ...] | None = None
+    ablated_at: tuple[ir.Position, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -95,11 +99,13 @@ def masks_for(variant: Variant, template: str, named: dict[str, int], n_tokens: 
     mlp = torch.zeros(n_layers, n_tokens, dtype=torch.bool)
     for keep in variant.heads:
         z[keep.layer, _where(keep.q, template, named, n_tokens), keep.head] = True
+        z[keep.layer, list(resolve(keep.ablated_at, template, named, n_tokens)), keep.head] = False
         if keep.k is not None:
             kv[keep.layer, :, keep.head] = False
             kv[keep.layer, list(resolve(keep.k, template, named, n_tokens)), keep.head] = True
     for keep in variant.mlps:
         mlp[keep.layer, _where(keep.at, template, named, n_tokens)] = True
+        mlp[keep.layer, list(resolve(keep.ablated_at, template, named, n_tokens))] = False
     return Masks(z, kv, mlp)
 
 

@@ -18,6 +18,7 @@ import torch
 import circuitlang
 from circuitlang.data.prompts import template_slots
 from circuitlang.discover.prune import prune_heads
+from circuitlang.discover.scoring import Scorer
 from circuitlang.dsl.parser import parse
 from circuitlang.dsl.printer import format_spec
 from circuitlang.ir import models as ir
@@ -107,7 +108,7 @@ def find(task: str, out: Path, target: float, model: str) -> dict[str, object]:
     probe = out / f"organism_{task}.circ"
     probe.write_text(spec_text(task, model=model))
     run = circuitlang.open_run(circuitlang.load(probe))
-    result = prune_heads(run, target=target, order="backward")
+    result = prune_heads(Scorer(run), target=target, order="backward")
     heads = head_roles(run, result.heads)
     note = (f"Found by backward head pruning to faithfulness >= {target} (every MLP kept), with\n"
             f"python -m circuitlang.organisms.seqcont.circuits; roles named by the key position each head\n"

@@ -1,0 +1,96 @@
+"""Compare circuits: shared nodes and edges, and how each circuit does on the others' tasks.
+
+    circuitlang compare a.circ b.circ ... [--no-transfer] [--format table|json|markdown] [-o FILE]
+
+Overlap: a nodes x specs table (each cell the node's role there), the Jaccard index of node sets
+and of edge sets for each pair, and the nodes every spec shares. Transfer: the faithfulness
+F(C)/F(M) and normalized faithfulness of each spec's circuit on each spec's prompt sets, with that
+spec's metric and ablation (one model load per spec). A cell is "n/a" with its reason when the
+circuit names a position those prompts lack or the specs are on different models.
+A spec whose model does not load gets n/a columns and the exit code 3, after the output.
+`--no-transfer` shows the overlap only and loads no model. See docs/compare.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+
+from circuitlang.commands.common import (EXIT_OK, EXIT_RUNTIME_ERROR, EXIT_SPEC_ERROR, CommandFailed, load_checked,
+                                         print_errors, set_threads)
+from circuitlang.errors import CircuitlangError, DataError
+from circuitlang.ir import models as ir
+from circuitlang.verify.compare import Comparison, Transfer, overlap
+
+if TYPE_CHECKING:  # torch is imported only when the transfer matrix runs
+    from circuitlang.api import Run
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", type=Path, help="the specs to compare (two or more)")
+    parser.add_argument("--no-transfer", action="store_true", help="overlap only: run no model")
+    parser.add_argument("--format", choices=("table", "json", "markdown"), default="table")
+    parser.add_argument("-o", "--output", type=Path, help="write the comparison here instead of stdout "
+                                                          "(with --format table: its JSON)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads for torch (default: as verify: 1 for models under 10M parameters)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if len(args.files) < 2:
+        print("compare needs two or more specs", file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    try:
+        specs = [load_checked(path) for path in args.files]
+        summaries, shared = overlap(specs)
+        transfer = None if args.no_transfer else _transfer(specs, args)
+    except CommandFailed as failed:
+        return failed.exit_code
+    except DataError as error:  # binding found a prompt the tokenizer splits differently
+        print_errors(error)
+        return EXIT_SPEC_ERROR
+    except CircuitlangError as error:
+        print_errors(error)
+        return EXIT_RUNTIME_ERROR
+    _emit(Comparison(specs=summaries, overlap=shared, transfer=transfer), args)
+    unloaded = transfer is not None and any(column.f_model is None for column in transfer.columns)
+    return EXIT_RUNTIME_ERROR if unloaded else EXIT_OK
+
+
+def _transfer(specs: list[ir.Spec], args: argparse.Namespace) -> Transfer:
+    from circuitlang import api
+    from circuitlang.transfer import transfer_matrix
+
+    def open_run(spec: ir.Spec) -> "Run":
+        run = api.open_run(spec, device=args.device)  # a ModelError becomes n/a cells; a DataError exits 2
+        set_threads(run, args.threads)
+        return run
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        return transfer_matrix(specs, open_run)
+    with console.status("comparing") as status:
+        return transfer_matrix(specs, open_run, lambda message: status.update(message))
+
+
+def _emit(comparison: Comparison, args: argparse.Namespace) -> None:
+    from circuitlang.report.compare import tables, to_json, to_markdown
+    from circuitlang.report.render import write_atomically
+
+    if args.format == "table":
+        if args.output:
+            write_atomically(args.output, to_json(comparison))
+        console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+        for item in tables(comparison):
+            console.print(item, markup=False) if isinstance(item, str) else console.print(item)
+        return
+    text = to_json(comparison) if args.format == "json" else to_markdown(comparison)
+    if args.output:
+        write_atomically(args.output, text)
+    else:
+        sys.stdout.write(text)

@@ -1,0 +1,76 @@
+"""Find a circuit for a spec's task and write it as a `.circ` file to edit and then `verify`.
+
+Methods: `prune` (node pruning, forward-then-backward and backward-then-forward, both reported
+with their intersection), `path-patching` (iterative path patching from the logits backwards, the
+edge threshold a percentile of each receiver's score distribution), `acdc` (edge pruning with a
+KL or metric threshold). Each searches for the smallest circuit whose faithfulness F(C)/F(M)
+reaches --target on the spec's first prompt set (or --prompts), writes the circuit into a copy of
+the spec (model, prompts, metric and ablation kept) with the scores as comments, and exits 1 when
+the target was not reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from circuitlang.commands.common import EXIT_CLAIM_FAILED, EXIT_OK, EXIT_SPEC_ERROR, CommandFailed, load_checked, \
+    open_checked
+
+METHODS = ("prune", "path-patching", "acdc")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path, help="the spec: model, prompts, metric, ablation (its circuit is ignored)")
+    parser.add_argument("--method", choices=METHODS, required=True)
+    parser.add_argument("-o", "--output", type=Path, required=True, help="the .circ file to write")
+    parser.add_argument("--target", type=float, default=0.9, help="faithfulness F(C)/F(M) to reach (default 0.9)")
+    parser.add_argument("--prompts", help="the prompt set to search on (default: the first)")
+    parser.add_argument("--order", choices=("both", "fb", "bf", "forward", "backward"), default="both",
+                        help="prune: the pass order; `both` runs fb and bf and writes the smaller circuit")
+    parser.add_argument("--include-mlps", action="store_true", help="prune: prune MLPs too (default: keep every MLP)")
+    parser.add_argument("--percentile", type=float,
+                        help="path-patching: keep edges at or above this percentile of |score| into each receiver "
+                             "(default: the strictest of a schedule that reaches --target)")
+    parser.add_argument("--min-effect", type=float, default=0.01,
+                        help="path-patching: ignore edges whose |score| is below this fraction of |F(M)| (noise floor)")
+    parser.add_argument("--threshold", type=float,
+                        help="acdc: remove an edge when the score rises by less than this (default: the largest of a "
+                             "schedule that reaches --target)")
+    parser.add_argument("--score", choices=("kl", "metric"), default="kl",
+                        help="acdc: KL from the model's outputs, or the metric's drop as a fraction of |F(M)|")
+    parser.add_argument("--name", help="the written circuit's name (default: the output file's stem)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    from circuitlang.discover.search import discover
+
+    if args.output.suffix != ".circ":
+        print(f"{args.output}: the output must be a .circ file", file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    try:
+        spec = load_checked(args.file)
+        if args.prompts and args.prompts not in {p.name for p in spec.prompt_sets}:
+            names = ", ".join(p.name for p in spec.prompt_sets)
+            print(f"{args.file}: no prompt set named '{args.prompts}' (it has: {names})", file=sys.stderr)
+            return EXIT_SPEC_ERROR
+        run_ = open_checked(spec, args.device, args.threads)
+    except CommandFailed as failure:
+        return failure.exit_code
+    console = Console(stderr=True, highlight=False)
+    args.name = args.name or re.sub(r"\W", "_", args.output.stem)
+    outcome = discover(run_, args, command=shlex.join(["circuitlang", "discover", *sys.argv[2:]]),
+                       progress=lambda message: console.print(f"[dim]{message}[/dim]"))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(outcome.text, encoding="utf-8")
+    for line in outcome.summary:
+        print(line)
+    print(f"wrote {args.output}")
+    return EXIT_OK if outcome.reached else EXIT_CLAIM_FAILED

@@ -1,0 +1,59 @@
+"""Write a spec's circuit as another tool's file.
+
+    circuitlang export spec.circ --to eap-ig -o graph.json
+
+`eap-ig` is the graph JSON of EAP-IG (github.com/hannamw/EAP-IG), which its `Graph.from_json`
+loads: every node and edge of the model, `in_graph` marking the circuit's, every score 0.0.
+`eap-ig-legacy` is the format of EAP-IG before its `src/` layout. Token positions have no EAP-IG
+equivalent; they are dropped with a warning. See docs/interop.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from circuitlang.commands.common import EXIT_OK, EXIT_SPEC_ERROR, CommandFailed, load_checked, print_errors
+from circuitlang.errors import CircuitlangError
+from circuitlang.ir.eap_ig import export_graph, export_warnings
+
+FORMATS = ("eap-ig", "eap-ig-legacy")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path, help="the spec whose circuit to export")
+    parser.add_argument("--to", choices=FORMATS, default="eap-ig",
+                        help="eap-ig (default): EAP-IG's src/eap Graph.to_json format; eap-ig-legacy: its format "
+                             "before the src/ layout (nodes as bare booleans)")
+    parser.add_argument("-o", "--output", type=Path, help="write the file here (default: stdout)")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        spec = load_checked(args.file)
+        data = export_graph(spec, legacy=args.to == "eap-ig-legacy")
+    except CommandFailed as failed:
+        return failed.exit_code
+    except CircuitlangError as error:  # the model's shape is unknown offline, or an edge EAP-IG lacks
+        print_errors(error)
+        return EXIT_SPEC_ERROR
+    for warning in export_warnings(spec):
+        print(f"warning: {warning}", file=sys.stderr)
+    text = json.dumps(data)
+    if args.output is None:
+        sys.stdout.write(text + "\n")
+        return EXIT_OK
+    from circuitlang.report.render import write_atomically
+
+    write_atomically(args.output, text)
+    print(f"wrote {args.output}: {_summary(data)}")
+    return EXIT_OK
+
+
+def _summary(data: dict) -> str:
+    nodes = data["nodes"].values()
+    in_graph = sum(bool(v["in_graph"] if isinstance(v, dict) else v) for v in nodes)
+    edges = sum(e["in_graph"] for e in data["edges"].values())
+    return f"{in_graph} of {len(nodes)} nodes and {edges} of {len(data['edges'])} edges in the graph"

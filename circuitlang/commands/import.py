@@ -1,0 +1,135 @@
+"""Read a circuit from another tool's file into a `.circ` spec.
+
+    circuitlang import graph.json --base spec.circ -o out.circ [--top N | --threshold T]
+
+The graph is an EAP-IG graph JSON (github.com/hannamw/EAP-IG, `Graph.to_json`). The written spec
+keeps the base spec's model, prompts, metric, ablation and settings, and its metric claims
+(faithfulness, completeness, minimality); its circuit is the graph's: heads in the role "imported
+head", MLPs on a bare `mlp` line, and the graph's edges with EAP-IG's scores as comments (none
+when the graph holds every edge among its nodes: that is a node circuit). `--top`/`--threshold`
+select edges by |score| instead of the file's in_graph marks. See docs/interop.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from circuitlang.commands.common import EXIT_OK, EXIT_SPEC_ERROR, CommandFailed, load_checked, print_errors
+from circuitlang.discover.write import FoundCircuit, write_spec
+from circuitlang.dsl import ast
+from circuitlang.dsl.parser import parse
+from circuitlang.dsl.printer import statement_text
+from circuitlang.errors import CircuitlangError
+from circuitlang.ir import models as ir
+from circuitlang.ir.eap_ig_import import ImportedGraph, import_graph
+from circuitlang.ir.lower import load_spec
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("graph", type=Path, help="the graph file (EAP-IG's Graph.to_json)")
+    parser.add_argument("--base", type=Path, required=True,
+                        help="the spec whose model, prompts, metric, ablation and metric claims the circuit goes into")
+    parser.add_argument("-o", "--output", type=Path, help="write the spec here (default: stdout)")
+    parser.add_argument("--from", dest="source_format", choices=("eap-ig",), default="eap-ig")
+    select = parser.add_mutually_exclusive_group()
+    select.add_argument("--top", type=_positive, metavar="N",
+                        help="take the N edges with the largest |score| (then prune as EAP-IG does), "
+                             "ignoring the file's in_graph marks")
+    select.add_argument("--threshold", type=float, metavar="T",
+                        help="take the edges with |score| >= T (then prune), ignoring the file's in_graph marks")
+    parser.add_argument("--name", help="the circuit's name (default: the base spec's)")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        base = load_checked(args.base)
+        data = _read_json(args.graph)
+        imported = import_graph(data, str(args.graph), base.shape, args.top, args.threshold,
+                                base.settings.embed_edges)
+        base_ast = parse(args.base.read_text(encoding="utf-8"), str(args.base))
+    except CommandFailed as failed:
+        return failed.exit_code
+    except CircuitlangError as error:
+        print_errors(error)
+        return EXIT_SPEC_ERROR
+    for warning in imported.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    claims = _claims(base_ast, imported, base, args.graph)
+    found = FoundCircuit(imported.circuit, header=_header(imported, args), claims=claims,
+                         node_notes={n: f"score {s:.4g}" for n, s in imported.node_scores.items()},
+                         edge_notes={pair: _score_note(scores) for pair, scores in imported.edge_scores.items()})
+    out = args.output or Path.cwd() / "imported.circ"
+    text = write_spec(args.base, found, out, name=args.name)
+    if args.output is None:
+        sys.stdout.write(text)
+        return EXIT_OK
+    return _write_checked(args.output, text, imported)
+
+
+def _read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        print(f"{path}: cannot read: {error.strerror}", file=sys.stderr)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        print(f"{path}: not JSON: {error} (export the graph with EAP-IG's Graph.to_json)", file=sys.stderr)
+    raise CommandFailed(EXIT_SPEC_ERROR)
+
+
+def _claims(base_ast: ast.SpecFile, imported: ImportedGraph, base: ir.Spec, graph: Path) -> tuple[str, ...]:
+    """The base's metric claims, and the embedding setting the graph's edges need."""
+    lines = [statement_text(item) for item in base_ast.items if isinstance(item, ast.ExpectMetric)]
+    if imported.embed_edges == "declared" and base.settings.embed_edges == "all":
+        if any(isinstance(i, ast.SetDecl) and i.key.name == "embed_edges" for i in base_ast.items):
+            print(f"warning: {graph}: the graph leaves out some edges from the embeddings, but {base.path} sets "
+                  "embed_edges = all, which keeps them all; set embed_edges = declared there to keep only the "
+                  "graph's", file=sys.stderr)
+        else:
+            lines.insert(0, "set embed_edges = declared")
+    return tuple(lines)
+
+
+def _header(imported: ImportedGraph, args: argparse.Namespace) -> tuple[str, ...]:
+    config = imported.config
+    heads = sum(m.node.kind == "head" for m in imported.circuit.nodes)
+    mlps = len(imported.circuit.nodes) - heads
+    how = f" --top {args.top}" if args.top else f" --threshold {args.threshold}" if args.threshold is not None else ""
+    lines = [f"Imported from the EAP-IG graph {args.graph.name} ({config.n_layers} layers x {config.n_heads} heads): "
+             f"{imported.selected} of {imported.total} edges, {heads} heads, {mlps} MLPs,",
+             f"with circuitlang import {args.graph.name} --base {args.base.name}{how}."]
+    if not imported.circuit.edges:
+        lines.append("The graph holds every edge among these nodes: a node circuit, written without edges.")
+    elif imported.edge_scores:
+        lines.append("Edge comments: EAP-IG's scores (per channel q, k, v for edges into heads).")
+    return tuple(lines)
+
+
+def _score_note(scores: dict[str, float]) -> str:
+    if list(scores) == [""]:
+        return f"score {scores['']:.4g}"
+    return "scores " + ", ".join(f"{channel} {value:.4g}" for channel, value in scores.items())
+
+
+def _write_checked(path: Path, text: str, imported: ImportedGraph) -> int:
+    """Write the spec and load it back: what `verify` will read must be a valid spec."""
+    from circuitlang.report.render import write_atomically
+
+    write_atomically(path, text)
+    try:
+        load_spec(path)
+    except CircuitlangError as error:
+        print_errors(error)
+        return EXIT_SPEC_ERROR
+    edges = len(imported.circuit.edges)
+    print(f"wrote {path}: {len(imported.circuit.nodes)} nodes" + (f", {edges} edges" if edges else " (node circuit)"))
+    return EXIT_OK

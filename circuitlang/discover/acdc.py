@@ -1,0 +1,127 @@
+"""ACDC-style edge pruning (Conmy et al. 2023): remove every edge the output does not need.
+
+Start from the full graph: every head and MLP, and every edge between them (a head's q, k and v
+are separate edges; the embeddings' edges only with `set embed_edges = declared`). Visit receivers
+from the logits backwards, and each receiver's incoming edges from the latest sender backwards;
+remove an edge when doing so raises the score by less than the threshold τ, keeping the removal
+for the rest of the search. The score is the KL divergence of the circuit's next-token
+distribution from the model's (`score="kl"`), or the metric's drop as a fraction of |F(M)|
+(`score="metric"`). Edge ablation follows the engine's semantics, so the result is exactly what
+`verify` will measure. Finally nodes with no path to the logits are dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable, Sequence
+
+from circuitlang.discover.path_patching import LOGITS
+from circuitlang.discover.scoring import Scorer, node_order, precedes, variant_of
+from circuitlang.ir import models as ir
+
+_NO_SPAN = ir.Span(path="<discover>", line=1, column=1, end_line=1, end_column=1)
+# Thresholds tried from the largest (smallest circuit) down when searching for a faithfulness target.
+KL_THRESHOLDS = (0.3, 0.1, 0.03, 0.01, 0.003, 0.001, 0.0003, 0.0001)
+METRIC_THRESHOLDS = (0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001)
+EdgeKey = tuple[ir.Node, ir.Node, str]  # sender, receiver, channel ("" into MLPs and logits)
+
+
+@dataclass(frozen=True)
+class AcdcResult:
+    threshold: float
+    score: str
+    nodes: tuple[ir.Node, ...]
+    edges: tuple[ir.Edge, ...]
+    faithfulness: float
+    edges_tried: int
+    tried: tuple[AcdcResult, ...] = ()  # every threshold a search ran, in the order run
+
+
+def acdc(scorer: Scorer, threshold: float, score: str = "kl") -> AcdcResult:
+    nodes = sorted(scorer.heads() + scorer.mlps(), key=node_order)
+    senders = nodes + ([ir.Node(kind="embed")] if scorer.embed_edges == "declared" else [])
+    edges = {key for receiver in nodes + [LOGITS] for key in _incoming(receiver, senders)}
+    current = _score(scorer, nodes, edges, score)
+    tried = 0
+    for receiver in sorted(nodes + [LOGITS], key=node_order, reverse=True):
+        for key in sorted(_incoming(receiver, senders), key=lambda k: (node_order(k[0]), k[2]), reverse=True):
+            if key not in edges:
+                continue
+            trial = edges - {key}
+            value = _score(scorer, nodes, trial, score)
+            tried += 1
+            if value - current < threshold:
+                edges, current = trial, value
+    kept_nodes, kept_edges = _connected_to_logits(edges)
+    circuit = as_edges(kept_edges)
+    faithfulness = scorer.faithfulness([variant_of(kept_nodes, circuit, embed_edges=scorer.embed_edges)])[0]
+    return AcdcResult(threshold, score, kept_nodes, circuit, faithfulness, tried)
+
+
+def search_threshold(scorer: Scorer, schedule: Sequence[float], target: float, score: str = "kl",
+                     announce: Callable[[float], None] = lambda threshold: None) -> AcdcResult:
+    """The largest threshold of the schedule whose circuit reaches the faithfulness target.
+
+    A larger threshold removes more edges, so faithfulness falls as the threshold grows; the search
+    bisects the sorted schedule on that assumption (each ACDC run is a full pass over the edges).
+    Every run is kept in `tried`, so a non-monotone case is visible in the written spec.
+    """
+    thresholds = sorted(schedule, reverse=True)
+    runs: dict[float, AcdcResult] = {}
+
+    def attempt(index: int) -> AcdcResult:
+        if thresholds[index] not in runs:
+            announce(thresholds[index])
+            runs[thresholds[index]] = acdc(scorer, thresholds[index], score)
+        return runs[thresholds[index]]
+
+    low, high = 0, len(thresholds) - 1  # find the first index (largest threshold) that reaches the target
+    while low < high:
+        middle = (low + high) // 2
+        if attempt(middle).faithfulness >= target:
+            high = middle
+        else:
+            low = middle + 1
+    best = attempt(low)
+    return replace(best, tried=tuple(runs.values()))
+
+
+def as_edges(keys: set[EdgeKey]) -> tuple[ir.Edge, ...]:
+    """Edge keys grouped into IR edges (one per sender and receiver, with its channels)."""
+    channels: dict[tuple[ir.Node, ir.Node], set[str]] = {}
+    for sender, receiver, channel in keys:
+        channels.setdefault((sender, receiver), set()).add(channel)
+    ordered = sorted(channels, key=lambda pair: (node_order(pair[1]), node_order(pair[0])))
+    return tuple(ir.Edge(sender=s, receiver=r, span=_NO_SPAN,
+                         channels=tuple(c for c in ("q", "k", "v") if c in channels[(s, r)]))  # type: ignore[arg-type]
+                 for s, r in ordered)
+
+
+def _incoming(receiver: ir.Node, senders: list[ir.Node]) -> list[EdgeKey]:
+    channels = ("q", "k", "v") if receiver.kind == "head" else ("",)
+    return [(s, receiver, c) for s in senders if s != receiver and _reaches(s, receiver) for c in channels]
+
+
+def _reaches(sender: ir.Node, receiver: ir.Node) -> bool:
+    return sender.kind == "embed" or precedes(sender, receiver)
+
+
+def _score(scorer: Scorer, nodes: list[ir.Node], edges: set[EdgeKey], score: str) -> float:
+    variant = variant_of(nodes, as_edges(edges), embed_edges=scorer.embed_edges)
+    if score == "kl":
+        return scorer.means([variant], scorer.kl_readout())[0]
+    value = scorer.means([variant])[0]
+    return (scorer.f_model - value) / abs(scorer.f_model) if scorer.f_model else float("nan")
+
+
+def _connected_to_logits(edges: set[EdgeKey]) -> tuple[tuple[ir.Node, ...], set[EdgeKey]]:
+    """Nodes with a path to the logits, and the edges among them."""
+    useful = {LOGITS}
+    changed = True
+    while changed:
+        before = len(useful)
+        useful |= {s for s, r, _ in edges if r in useful}
+        changed = len(useful) != before
+    kept = {key for key in edges if key[0] in useful and key[1] in useful}
+    nodes = tuple(sorted((n for n in useful if n.kind in ("head", "mlp")), key=node_order))
+    return nodes, kept

@@ -1,0 +1,122 @@
+"""Iterative path patching: grow a circuit backwards from the logits, edge by edge.
+
+Start with the logits as the only receiver. For each receiver (the logits, an MLP's input, a
+head's q, k or v), path-patch every earlier node alone into it (engine.path_patching, MLPs frozen
+so each score is the direct edge) and score the edge by the metric change, `F(patched) - F(M)`.
+Keep the edges whose |score| is at or above the given percentile of the scores into that receiver
+(a raw threshold means nothing across receivers: effects shrink towards the logits) and at or
+above a noise floor; every sender of a kept edge becomes a receiver in turn.
+
+Scores are cached, so trying several percentiles (`search_percentile`) costs one set of patching
+runs per receiver, not per percentile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from circuitlang.api import path_patch
+from circuitlang.discover.scoring import Scorer, node_order, precedes, variant_of
+from circuitlang.engine.path_patching import Receiver
+from circuitlang.ir import models as ir
+
+LOGITS = ir.Node(kind="logits")
+# Percentiles tried from the strictest down when searching for a faithfulness target.
+PERCENTILES = (99.0, 98.0, 97.0, 95.0, 92.5, 90.0, 85.0, 80.0, 75.0, 70.0, 60.0, 50.0, 25.0, 0.0)
+_NO_SPAN = ir.Span(path="<discover>", line=1, column=1, end_line=1, end_column=1)
+Channel = str  # "q", "k", "v", or "" for MLP and logits receivers
+EdgeKey = tuple[ir.Node, ir.Node, Channel]  # sender, receiver, channel
+
+
+@dataclass
+class EdgeScores:
+    """Path-patching scores, computed on demand and kept."""
+
+    scorer: Scorer
+    include_mlps: bool = True
+    scores: dict[EdgeKey, float] = field(default_factory=dict)
+
+    def into(self, receiver: ir.Node, channel: Channel) -> dict[ir.Node, float]:
+        """Score of every possible sender into (receiver, channel)."""
+        senders = [s for s in self._nodes() if precedes(s, receiver)]
+        for sender in senders:
+            key = (sender, receiver, channel)
+            if key not in self.scores:
+                self.scores[key] = self._patch(sender, receiver, channel)
+        return {s: self.scores[(s, receiver, channel)] for s in senders}
+
+    def _nodes(self) -> list[ir.Node]:
+        return self.scorer.heads() + (self.scorer.mlps() if self.include_mlps else [])
+
+    def _patch(self, sender: ir.Node, receiver: ir.Node, channel: Channel) -> float:
+        target = Receiver(receiver, (channel,) if channel else ())
+        values = path_patch(self.scorer.run, [sender], [target], self.scorer.prompt_set, freeze_mlps=True)
+        self.scorer.evaluated += 1
+        return float(values.mean()) - self.scorer.f_model
+
+
+@dataclass(frozen=True)
+class PathPatchingResult:
+    percentile: float
+    nodes: tuple[ir.Node, ...]
+    edges: tuple[ir.Edge, ...]
+    edge_scores: dict[tuple[ir.Node, ir.Node], dict[Channel, float]]
+    faithfulness: float
+
+
+def grow(scores: EdgeScores, percentile: float, min_effect: float) -> tuple[tuple[ir.Node, ...], tuple[ir.Edge, ...]]:
+    """The nodes and edges reached from the logits at one percentile threshold."""
+    kept: dict[tuple[ir.Node, ir.Node], list[Channel]] = {}
+    frontier, seen = [LOGITS], {LOGITS}
+    while frontier:
+        receiver = frontier.pop(0)
+        for channel in _channels(receiver):
+            for sender in _selected(scores.into(receiver, channel), percentile, min_effect):
+                kept.setdefault((sender, receiver), []).append(channel)
+                if sender not in seen:
+                    seen.add(sender)
+                    frontier.append(sender)
+    nodes = tuple(sorted(seen - {LOGITS}, key=node_order))
+    edges = tuple(_edge(sender, receiver, channels) for (sender, receiver), channels
+                  in sorted(kept.items(), key=lambda item: (node_order(item[0][1]), node_order(item[0][0]))))
+    return nodes, edges
+
+
+def search_percentile(scores: EdgeScores, target: float, percentiles: tuple[float, ...],
+                      min_effect: float) -> PathPatchingResult:
+    """The strictest percentile whose circuit (nodes + edges) reaches the faithfulness target;
+    the loosest one tried when none does."""
+    result = None
+    for percentile in percentiles:
+        nodes, edges = grow(scores, percentile, min_effect)
+        variant = variant_of(nodes, edges, embed_edges=scores.scorer.embed_edges)
+        faithfulness = scores.scorer.faithfulness([variant])[0] if nodes else 0.0
+        result = PathPatchingResult(percentile, nodes, edges, _scores_of(scores, edges), faithfulness)
+        if faithfulness >= target:
+            break
+    assert result is not None, "percentiles must not be empty"  # checked by the command's arguments
+    return result
+
+
+def _selected(scores: dict[ir.Node, float], percentile: float, min_effect: float) -> list[ir.Node]:
+    if not scores:
+        return []
+    magnitudes = np.abs(np.array(list(scores.values())))
+    cut = max(float(np.percentile(magnitudes, percentile)), min_effect)
+    return [sender for sender, score in scores.items() if abs(score) >= cut and abs(score) > 0]
+
+
+def _channels(receiver: ir.Node) -> tuple[Channel, ...]:
+    return ("q", "k", "v") if receiver.kind == "head" else ("",)
+
+
+def _edge(sender: ir.Node, receiver: ir.Node, channels: list[Channel]) -> ir.Edge:
+    kept = tuple(c for c in ("q", "k", "v") if c in channels) if receiver.kind == "head" else ()
+    return ir.Edge(sender=sender, receiver=receiver, channels=kept, span=_NO_SPAN)  # type: ignore[arg-type]
+
+
+def _scores_of(scores: EdgeScores, edges: tuple[ir.Edge, ...]) -> dict[tuple[ir.Node, ir.Node], dict[Channel, float]]:
+    return {(e.sender, e.receiver): {c: scores.scores[(e.sender, e.receiver, c)] for c in (e.channels or ("",))}
+            for e in edges}

@@ -1,0 +1,103 @@
+"""What every search needs: the model's nodes, and F of candidate circuits on one prompt set.
+
+A `Scorer` wraps a run and a prompt set: F(M) and F(∅) once, then the mean metric (or mean KL to
+the full model) of any list of variants, evaluated in one batched engine call, with a count of
+variants evaluated so that searches can report their cost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from circuitlang.api import Run
+from circuitlang.engine.readouts import readout_for
+from circuitlang.engine.runner import Engine, Readout
+from circuitlang.engine.variants import HeadKeep, MlpKeep, Variant
+from circuitlang.ir import models as ir
+
+KL = ir.Metric(name="kl", args=(), arg_spans=(), span=ir.Span(path="<discover>", line=1, column=1, end_line=1,
+                                                                end_column=1))
+
+
+def head(layer: int, index: int) -> ir.Node:
+    return ir.Node(kind="head", layer=layer, head=index)
+
+
+def mlp(layer: int) -> ir.Node:
+    return ir.Node(kind="mlp", layer=layer)
+
+
+def node_order(node: ir.Node) -> tuple[int, int, int]:
+    """Computation order: a layer's heads, then its MLP; embed first, logits last."""
+    if node.kind == "embed":
+        return (-1, 0, 0)
+    if node.kind == "logits":
+        return (1 << 30, 0, 0)
+    return (node.layer or 0, 1 if node.kind == "mlp" else 0, node.head or 0)  # type: ignore[return-value]
+
+
+def precedes(sender: ir.Node, receiver: ir.Node) -> bool:
+    """Whether the sender writes to the residual stream before the receiver reads it."""
+    if receiver.kind == "logits":
+        return True
+    if receiver.kind == "mlp":  # a layer's MLP reads after the layer's heads
+        return sender.layer < receiver.layer or (sender.layer == receiver.layer and sender.kind == "head")  # type: ignore[operator]
+    return sender.layer < receiver.layer  # type: ignore[operator]
+
+
+def variant_of(nodes: Sequence[ir.Node], edges: Sequence[ir.Edge] | None = None, label: str = "candidate",
+               embed_edges: str = "all") -> Variant:
+    """Nodes kept clean at every position (edge-restricted when `edges` is given)."""
+    heads = tuple(HeadKeep(n.layer, n.head) for n in nodes if n.kind == "head")  # type: ignore[arg-type]
+    mlps = tuple(MlpKeep(n.layer) for n in nodes if n.kind == "mlp")  # type: ignore[arg-type]
+    return Variant(heads, mlps, None if edges is None else tuple(edges), embed_edges, label)
+
+
+@dataclass
+class Scorer:
+    run: Run
+    prompt_set: str | None = None
+    evaluated: int = 0
+    engine: Engine = field(init=False)
+    readout: Readout = field(init=False)
+    f_model: float = field(init=False)
+    f_empty: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.engine = self.run.engine(self.prompt_set)
+        self.readout = readout_for(self.engine.bound.metric, self._clean_logits)
+        self.f_model, self.f_empty = self.means([self.run.full_model(), self.run.empty()])
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.run.model.bridge.cfg.n_layers)
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.run.model.bridge.cfg.n_heads)
+
+    @property
+    def embed_edges(self) -> str:
+        return self.run.spec.settings.embed_edges
+
+    def heads(self) -> list[ir.Node]:
+        return [head(layer, h) for layer in range(self.n_layers) for h in range(self.n_heads)]
+
+    def mlps(self) -> list[ir.Node]:
+        return [mlp(layer) for layer in range(self.n_layers)]
+
+    def means(self, variants: Sequence[Variant], readout: Readout | None = None) -> list[float]:
+        """Mean over prompts of the metric (or of `readout`) for each variant."""
+        self.evaluated += len(variants)
+        values = self.engine.run(list(variants), readout or self.readout)
+        return [float(v) for v in values.mean(1)]
+
+    def faithfulness(self, variants: Sequence[Variant]) -> list[float]:
+        return [value / self.f_model if self.f_model else float("nan") for value in self.means(variants)]
+
+    def kl_readout(self) -> Readout:
+        return readout_for(KL, self._clean_logits)
+
+    def _clean_logits(self, template):  # -> Tensor [n, vocab]
+        return self.run.clean_logits(self.engine, template)

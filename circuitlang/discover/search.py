@@ -1,0 +1,129 @@
+"""Run one discovery method to a faithfulness target and turn its result into `.circ` text.
+
+Takes a run (spec bound to its model) and the command's options; gives the text to write, a short
+summary for the terminal, and whether the target was reached. The heads of the found circuit are
+named by `discover.roles`; every number that led to the circuit is written as a comment.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from circuitlang.discover.acdc import KL_THRESHOLDS, METRIC_THRESHOLDS, search_threshold
+from circuitlang.discover.path_patching import PERCENTILES, EdgeScores, PathPatchingResult, search_percentile
+from circuitlang.discover.prune import OrderComparison, PruneResult, compare_orders, prune_nodes
+from circuitlang.discover.roles import name_heads
+from circuitlang.discover.scoring import Scorer, variant_of
+from circuitlang.discover.write import BARE_MLP_ROLE, FoundCircuit, write_spec
+from circuitlang.ir import models as ir
+
+Progress = Callable[[str], None]
+_NO_SPAN = ir.Span(path="<discover>", line=1, column=1, end_line=1, end_column=1)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    text: str
+    summary: tuple[str, ...]
+    reached: bool
+    faithfulness: float
+
+
+@dataclass(frozen=True)
+class Found:
+    nodes: tuple[ir.Node, ...]
+    edges: tuple[ir.Edge, ...] | None
+    faithfulness: float
+    header: tuple[str, ...]
+    edge_notes: dict[tuple[ir.Node, ir.Node], str]
+
+
+def discover(run, args: argparse.Namespace, command: str, progress: Progress = lambda message: None) -> Outcome:
+    scorer = Scorer(run, args.prompts)
+    progress(f"F(M) = {scorer.f_model:.4g}, F(empty) = {scorer.f_empty:.4g}; searching with {args.method}")
+    search = {"prune": _prune, "path-patching": _path_patching, "acdc": _acdc}[args.method]
+    found = search(scorer, args, progress)
+    progress(f"naming the {sum(n.kind == 'head' for n in found.nodes)} heads")
+    circuit, notes = _circuit(scorer, found)
+    header = (f"Found by: {command}",
+              f"on prompt set '{scorer.engine.bound.name}' ({scorer.engine.bound.n_prompts} prompts): "
+              f"F(M) = {scorer.f_model:.4g}, F(empty) = {scorer.f_empty:.4g}; "
+              f"faithfulness of this circuit {found.faithfulness:.4f} (target {args.target})",
+              *found.header, f"{scorer.evaluated} circuit variants and path-patching runs evaluated.",
+              "Roles: where ablating the head alone matters most, and where it attends from there.")
+    text = write_spec(Path(run.spec.path), FoundCircuit(circuit, header, (f"expect faithfulness >= {args.target}",),
+                                                        notes, found.edge_notes),
+                      args.output, args.name or args.output.stem)
+    reached = found.faithfulness >= args.target
+    summary = (f"{len(found.nodes)} nodes, {len(found.edges or ())} edges; faithfulness {found.faithfulness:.4f} "
+               f"({'reaches' if reached else 'does NOT reach'} the target {args.target})", *found.header)
+    return Outcome(text, summary, reached, found.faithfulness)
+
+
+def _prune(scorer: Scorer, args: argparse.Namespace, progress: Progress) -> Found:
+    if args.order != "both":
+        result = prune_nodes(scorer, args.target, args.order, args.include_mlps)
+        return Found(result.nodes, None, result.faithfulness, (_prune_line(result),), {})
+    progress("pruning forward-then-backward and backward-then-forward")
+    comparison = compare_orders(scorer, args.target, args.include_mlps)
+    chosen = _smaller(comparison)
+    return Found(chosen.nodes, None, chosen.faithfulness, _comparison_lines(comparison, chosen), {})
+
+
+def _smaller(comparison: OrderComparison) -> PruneResult:
+    fb, bf = comparison.fb, comparison.bf
+    return bf if len(bf.nodes) < len(fb.nodes) else fb
+
+
+def _prune_line(result: PruneResult) -> str:
+    heads = ", ".join(str(n) for n in result.heads)
+    return f"{result.schedule}: {len(result.heads)} heads, faithfulness {result.faithfulness:.4f}: {heads}"
+
+
+def _comparison_lines(comparison: OrderComparison, chosen: PruneResult) -> tuple[str, ...]:
+    only_fb = [str(n) for n in comparison.fb.nodes if n not in set(comparison.bf.nodes)]
+    only_bf = [str(n) for n in comparison.bf.nodes if n not in set(comparison.fb.nodes)]
+    return (_prune_line(comparison.fb), _prune_line(comparison.bf),
+            f"intersection: {len(comparison.intersection)} nodes, faithfulness {comparison.intersection_faithfulness:.4f}; "
+            f"union: {len(comparison.union)} nodes, faithfulness {comparison.union_faithfulness:.4f}; "
+            f"agreement (Jaccard) {comparison.jaccard:.2f}",
+            f"only in fb: {', '.join(only_fb) or '-'}; only in bf: {', '.join(only_bf) or '-'}",
+            f"written: the {chosen.schedule} circuit" + (" (the smaller)" if comparison.fb.nodes != comparison.bf.nodes
+                                                        else " (both orders agree)"))
+
+
+def _path_patching(scorer: Scorer, args: argparse.Namespace, progress: Progress) -> Found:
+    scores = EdgeScores(scorer)
+    percentiles = (args.percentile,) if args.percentile is not None else PERCENTILES
+    progress("path patching from the logits backwards (MLPs frozen: each score is one direct edge)")
+    result: PathPatchingResult = search_percentile(scores, args.target, percentiles, args.min_effect * abs(scorer.f_model))
+    notes = {pair: ", ".join(f"{c or 'resid'} {v:+.3g}" for c, v in by_channel.items())
+             for pair, by_channel in result.edge_scores.items()}
+    header = (f"path patching: edges at or above the {result.percentile:g}th percentile of |score| into each receiver "
+              f"and at least {args.min_effect:g} x |F(M)|; edge comments: F(patched) - F(M) per channel",)
+    return Found(result.nodes, result.edges, result.faithfulness, header, notes)
+
+
+def _acdc(scorer: Scorer, args: argparse.Namespace, progress: Progress) -> Found:
+    schedule = (args.threshold,) if args.threshold is not None else \
+        (KL_THRESHOLDS if args.score == "kl" else METRIC_THRESHOLDS)
+    result = search_threshold(scorer, schedule, args.target, args.score,
+                              lambda t: progress(f"acdc with threshold {t:g} ({args.score})"))
+    tried = ", ".join(f"{r.threshold:g} -> {r.faithfulness:.3f}" for r in result.tried)
+    header = (f"acdc: threshold {result.threshold:g} on the {'KL divergence' if args.score == 'kl' else 'metric drop / |F(M)|'}; "
+              f"{result.edges_tried} edge removals tried per threshold; thresholds tried (faithfulness): {tried}",)
+    return Found(result.nodes, result.edges, result.faithfulness, header, {})
+
+
+def _circuit(scorer: Scorer, found: Found) -> tuple[ir.Circuit, dict[ir.Node, str]]:
+    """The found nodes with their roles, and per head a note: the effect and attention behind its role."""
+    variant = variant_of(found.nodes, found.edges, embed_edges=scorer.embed_edges)
+    roles = name_heads(scorer, variant)
+    members = [ir.CircuitNode(node=node, role=roles[node].role if node in roles else BARE_MLP_ROLE, span=_NO_SPAN)
+               for node in found.nodes]
+    notes = {node: f"{node}: ablated at {r.query} {r.effect:+.3g}, attends {r.key} {r.attention:.2f}"
+             for node, r in roles.items()}
+    return ir.Circuit(nodes=tuple(members), edges=found.edges or ()), notes

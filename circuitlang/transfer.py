@@ -1,0 +1,76 @@
+"""The transfer matrix: every spec's circuit on every spec's prompt sets, run by the engine.
+
+For each spec B, one run (one loaded model, B's prompts bound once): F(M) and F(empty) of each of
+B's prompt sets, then each circuit A on them, with B's metric and ablation and A's own edges and
+`embed_edges`. A cell that cannot be computed (another model, a position B's templates lack)
+carries the reason instead of a number; so do the columns of a spec whose model does not load.
+Each circuit is its own engine call, exactly as `verify` evaluates a circuit, so the diagonal is
+verify's faithfulness to the last bit.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from circuitlang.api import Run
+from circuitlang.data.datasets import expand_all
+from circuitlang.engine.variants import circuit_variant
+from circuitlang.errors import DataError, ModelError
+from circuitlang.ir import models as ir
+from circuitlang.verify.compare import (Transfer, TransferCell, TransferColumn, column_label, labels, resamples_for,
+                                        transfer_blocker, transfer_cell, transfer_column)
+
+OpenRun = Callable[[ir.Spec], Run]
+Progress = Callable[[str], None]
+
+
+def transfer_matrix(specs: list[ir.Spec], open_run: OpenRun, progress: Progress | None = None) -> Transfer:
+    say = progress or (lambda message: None)
+    names = labels(specs)
+    columns: list[TransferColumn] = []
+    by_column: list[list[TransferCell]] = []
+    for index, spec in enumerate(specs):
+        say(f"loading {spec.model.name} for {names[index]}")
+        try:
+            run = open_run(spec)
+        except ModelError as error:  # the other columns can still be computed; this one says why not
+            cells = [TransferCell(not_applicable=f"the model of {names[index]} did not load: {error.message}")]
+            for prompt_set in spec.prompt_sets:
+                columns.append(TransferColumn(spec=index, prompt_set=prompt_set.name,
+                                              label=column_label(names[index], spec, prompt_set.name)))
+                by_column.append(cells * len(specs))
+            continue
+        templates = {dataset.name: dataset.templates for dataset in expand_all(spec)}
+        for prompt_set in spec.prompt_sets:
+            say(f"{names[index]}: circuits on {prompt_set.name}")
+            column, cells = _column(run, specs, index, prompt_set.name, templates[prompt_set.name], names)
+            columns.append(column)
+            by_column.append(cells)
+    rows = [[cells[row] for cells in by_column] for row in range(len(specs))]
+    return Transfer(columns=columns, rows=rows)
+
+
+def _column(run: Run, specs: list[ir.Spec], index: int, prompt_set: str, templates: tuple[str, ...],
+            names: list[str]) -> tuple[TransferColumn, list[TransferCell]]:
+    spec = specs[index]
+    model = run.metric([run.full_model()], prompt_set).numpy()[0]
+    empty = run.metric([run.empty()], prompt_set).numpy()[0]
+    resamples = resamples_for(spec, len(model))
+    metric = run.engine(prompt_set).bound.metric
+    metric_text = f"{metric.name}({', '.join(metric.args)})" if metric.args else metric.name
+    column = transfer_column(index, column_label(names[index], spec, prompt_set), prompt_set, metric_text, model,
+                             empty, resamples)
+    cells = []
+    for circuit_spec in specs:
+        blocker = transfer_blocker(circuit_spec, spec, prompt_set, templates)
+        if blocker is not None:
+            cells.append(TransferCell(not_applicable=blocker))
+            continue
+        variant = circuit_variant(circuit_spec.circuit, embed_edges=circuit_spec.settings.embed_edges)
+        try:
+            circuit = run.metric([variant], prompt_set).numpy()[0]
+        except DataError as error:  # e.g. an offset position that falls outside B's prompts
+            cells.append(TransferCell(not_applicable=f"{circuit_spec.name}: {error.message}"))
+            continue
+        cells.append(transfer_cell(model, circuit, empty, resamples))
+    return column, cells
