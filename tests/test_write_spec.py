@@ -48,3 +48,15 @@ def test_notes_header_and_claims_are_written_where_a_reader_looks(tmp_path: Path
     (tmp_path / "x.circ").write_text(text)
     spec = load_spec(tmp_path / "x.circ")
     assert spec.name == "renamed" and len(spec.expectations) == 1
+
+
+def test_one_role_with_different_positions_is_written_as_distinct_roles(tmp_path: Path) -> None:
+    base = load_spec(SPECS / "incr_digits.circ")
+    members = list(base.circuit.nodes)
+    members[1] = members[1].model_copy(update={"role": members[0].role, "q": None, "k": None})
+    found = FoundCircuit(base.circuit.model_copy(update={"nodes": tuple(members)}))
+    out = tmp_path / "x.circ"
+    out.write_text(write_spec(SPECS / "incr_digits.circ", found, out))
+    roles = load_spec(out).circuit.roles()
+    assert members[0].node in roles[f"{members[0].role} (q end k s1..s4)"]
+    assert members[1].node in roles[f"{members[0].role} (all positions)"]

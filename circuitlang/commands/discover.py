@@ -44,13 +44,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "schedule that reaches --target)")
     parser.add_argument("--score", choices=("kl", "metric"), default="kl",
                         help="acdc: KL from the model's outputs, or the metric's drop as a fraction of |F(M)|")
+    parser.add_argument("--positions", action=argparse.BooleanOptionalAction, default=True,
+                        help="restrict each head to its role's query (q) and key (k) positions where faithfulness "
+                             "stays at the target (default: on)")
     parser.add_argument("--name", help="the written circuit's name (default: the output file's stem)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0)
 
 
 def run(args: argparse.Namespace) -> int:
-    from circuitlang.discover.search import discover
+    from circuitlang.discover.search import Options, discover
 
     if args.output.suffix != ".circ":
         print(f"{args.output}: the output must be a .circ file", file=sys.stderr)
@@ -65,8 +68,10 @@ def run(args: argparse.Namespace) -> int:
     except CommandFailed as failure:
         return failure.exit_code
     console = Console(stderr=True, highlight=False)
-    args.name = args.name or re.sub(r"\W", "_", args.output.stem)
-    outcome = discover(run_, args, command=shlex.join(["circuitlang", "discover", *sys.argv[2:]]),
+    options = Options(args.method, args.output, args.target, args.prompts, args.order, args.include_mlps,
+                      args.percentile, args.min_effect, args.threshold, args.score, args.positions,
+                      args.name or re.sub(r"\W", "_", args.output.stem))
+    outcome = discover(run_, options, command=shlex.join(["circuitlang", "discover", *sys.argv[2:]]),
                        progress=lambda message: console.print(f"[dim]{message}[/dim]"))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(outcome.text, encoding="utf-8")

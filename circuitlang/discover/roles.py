@@ -1,9 +1,12 @@
 """Name the heads of a found circuit by what they do where they matter.
 
 For each head: the named position (a slot, `bos` or `end`) where ablating only that head's output
-changes the metric most, then the key position it attends to most from there: "end reads s4",
-"s2 reads s1". The names are a first draft for the researcher to edit; the scores behind them
-travel as comments in the written spec.
+changes the metric most, then the key position whose value it moves most from there: "end reads
+s4", "s2 reads s1". "Moves most" weighs attention by the size of what each key writes,
+`attention(q, k) * |v_k W_O|` (Kobayashi et al. 2020): heads that rest on `bos` give it much
+attention but write almost nothing from it, so raw attention would name most heads "reads bos".
+The names are a first draft for the researcher to edit; the scores behind them travel as
+comments in the written spec.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class HeadRole:
     key: str  # where it attends from there
     effect: float  # metric change when the head is ablated at `query` only
     attention: float  # its mean attention from `query` to `key`
+    weighted: float  # the same weighted by |v_k W_O|, the quantity `key` maximizes
 
 
 @torch.no_grad()
@@ -39,16 +43,18 @@ def name_heads(scorer: Scorer, circuit: Variant) -> dict[ir.Node, HeadRole]:
         return {}
     base = scorer.means([circuit])[0]
     effects = torch.tensor(scorer.means(trials)).view(len(heads), len(names)) - base
-    patterns = _patterns(scorer, template)
+    patterns, moved = _attention(scorer, template)
     roles = {}
     for index, keep in enumerate(heads):
         column = int(effects[index].abs().argmax())
         query_index = list(names)[column]
         attention = patterns[keep.layer][:, keep.head, query_index].mean(0)  # [key]
-        key_index = int(attention.argmax())
+        weighted = moved[keep.layer][:, keep.head, query_index].mean(0)
+        key_index = int(weighted.argmax())
         query, key = names[query_index], names.get(key_index, f"token {key_index}")
         roles[ir.Node(kind="head", layer=keep.layer, head=keep.head)] = HeadRole(
-            f"{query} reads {key}", query, key, float(effects[index, column]), float(attention[key_index]))
+            f"{query} reads {key}", query, key, float(effects[index, column]), float(attention[key_index]),
+            float(weighted[key_index]))
     return roles
 
 
@@ -68,7 +74,16 @@ def _ablated_at(circuit: Variant, index: int, position: str) -> Variant:
     return replace(circuit, heads=heads, label=f"{keep.layer}.{keep.head} ablated at {position}")
 
 
-def _patterns(scorer: Scorer, template) -> list[torch.Tensor]:  # per layer [n, heads, query, key]
+def _attention(scorer: Scorer, template) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per layer: attention [n, head, query, key], and attention weighted by |v_k W_O|."""
     bridge = scorer.run.model.bridge
-    _, cache = bridge.run_with_cache(template.clean, names_filter=lambda n: n.endswith("hook_pattern"))
-    return [cache[f"blocks.{layer}.attn.hook_pattern"] for layer in range(scorer.n_layers)]
+    wanted = ("hook_pattern", "hook_v")
+    _, cache = bridge.run_with_cache(template.clean, names_filter=lambda n: n.endswith(wanted))
+    patterns, moved = [], []
+    for layer in range(scorer.n_layers):
+        pattern = cache[f"blocks.{layer}.attn.hook_pattern"]
+        values = cache[f"blocks.{layer}.attn.hook_v"]  # [n, key, head, d_head]
+        written = torch.einsum("nkhd,hde->nkhe", values, bridge.W_O[layer]).norm(dim=-1)  # [n, key, head]
+        patterns.append(pattern)
+        moved.append(pattern * written.permute(0, 2, 1)[:, :, None, :])
+    return patterns, moved

@@ -7,21 +7,40 @@ named by `discover.roles`; every number that led to the circuit is written as a 
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+from circuitlang.api import Run
 from circuitlang.discover.acdc import KL_THRESHOLDS, METRIC_THRESHOLDS, search_threshold
 from circuitlang.discover.path_patching import PERCENTILES, EdgeScores, PathPatchingResult, search_percentile
 from circuitlang.discover.prune import OrderComparison, PruneResult, compare_orders, prune_nodes
-from circuitlang.discover.roles import name_heads
+from circuitlang.discover.positions import restrict_positions
+from circuitlang.discover.roles import HeadRole, name_heads
 from circuitlang.discover.scoring import Scorer, variant_of
 from circuitlang.discover.write import BARE_MLP_ROLE, FoundCircuit, write_spec
 from circuitlang.ir import models as ir
 
 Progress = Callable[[str], None]
 _NO_SPAN = ir.Span(path="<discover>", line=1, column=1, end_line=1, end_column=1)
+
+
+@dataclass(frozen=True)
+class Options:
+    """What to search for and how (the `discover` command's options; see its --help)."""
+
+    method: str  # "prune", "path-patching" or "acdc"
+    output: Path  # the .circ to write (relative paths in the base spec are rewritten for its folder)
+    target: float = 0.9
+    prompts: str | None = None
+    order: str = "both"
+    include_mlps: bool = False
+    percentile: float | None = None
+    min_effect: float = 0.01
+    threshold: float | None = None
+    score: str = "kl"
+    positions: bool = True
+    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -41,34 +60,38 @@ class Found:
     edge_notes: dict[tuple[ir.Node, ir.Node], str]
 
 
-def discover(run, args: argparse.Namespace, command: str, progress: Progress = lambda message: None) -> Outcome:
-    scorer = Scorer(run, args.prompts)
-    progress(f"F(M) = {scorer.f_model:.4g}, F(empty) = {scorer.f_empty:.4g}; searching with {args.method}")
-    search = {"prune": _prune, "path-patching": _path_patching, "acdc": _acdc}[args.method]
-    found = search(scorer, args, progress)
+def discover(run: Run, options: Options, command: str, progress: Progress = lambda message: None) -> Outcome:
+    scorer = Scorer(run, options.prompts)
+    progress(f"F(M) = {scorer.f_model:.4g}, F(empty) = {scorer.f_empty:.4g}; searching with {options.method}")
+    search = {"prune": _prune, "path-patching": _path_patching, "acdc": _acdc}[options.method]
+    found = search(scorer, options, progress)
     progress(f"naming the {sum(n.kind == 'head' for n in found.nodes)} heads")
-    circuit, notes = _circuit(scorer, found)
+    circuit, notes, roles = _circuit(scorer, found)
+    if options.positions:
+        progress("restricting heads to the positions their roles name, where faithfulness allows")
+        circuit, restricted = restrict_positions(scorer, circuit, roles, options.target)
+        found = replace(found, faithfulness=restricted, header=found.header + (_positions_line(circuit),))
     header = (f"Found by: {command}",
               f"on prompt set '{scorer.engine.bound.name}' ({scorer.engine.bound.n_prompts} prompts): "
               f"F(M) = {scorer.f_model:.4g}, F(empty) = {scorer.f_empty:.4g}; "
-              f"faithfulness of this circuit {found.faithfulness:.4f} (target {args.target})",
+              f"faithfulness of this circuit {found.faithfulness:.4f} (target {options.target})",
               *found.header, f"{scorer.evaluated} circuit variants and path-patching runs evaluated.",
-              "Roles: where ablating the head alone matters most, and where it attends from there.")
-    text = write_spec(Path(run.spec.path), FoundCircuit(circuit, header, (f"expect faithfulness >= {args.target}",),
+              "Roles: where ablating the head alone matters most, and the key whose value it moves most from there.")
+    text = write_spec(Path(run.spec.path), FoundCircuit(circuit, header, (f"expect faithfulness >= {options.target}",),
                                                         notes, found.edge_notes),
-                      args.output, args.name or args.output.stem)
-    reached = found.faithfulness >= args.target
+                      options.output, options.name or options.output.stem)
+    reached = found.faithfulness >= options.target
     summary = (f"{len(found.nodes)} nodes, {len(found.edges or ())} edges; faithfulness {found.faithfulness:.4f} "
-               f"({'reaches' if reached else 'does NOT reach'} the target {args.target})", *found.header)
+               f"({'reaches' if reached else 'does NOT reach'} the target {options.target})", *found.header)
     return Outcome(text, summary, reached, found.faithfulness)
 
 
-def _prune(scorer: Scorer, args: argparse.Namespace, progress: Progress) -> Found:
-    if args.order != "both":
-        result = prune_nodes(scorer, args.target, args.order, args.include_mlps)
+def _prune(scorer: Scorer, options: Options, progress: Progress) -> Found:
+    if options.order != "both":
+        result = prune_nodes(scorer, options.target, options.order, options.include_mlps)
         return Found(result.nodes, None, result.faithfulness, (_prune_line(result),), {})
     progress("pruning forward-then-backward and backward-then-forward")
-    comparison = compare_orders(scorer, args.target, args.include_mlps)
+    comparison = compare_orders(scorer, options.target, options.include_mlps)
     chosen = _smaller(comparison)
     return Found(chosen.nodes, None, chosen.faithfulness, _comparison_lines(comparison, chosen), {})
 
@@ -95,35 +118,42 @@ def _comparison_lines(comparison: OrderComparison, chosen: PruneResult) -> tuple
                                                         else " (both orders agree)"))
 
 
-def _path_patching(scorer: Scorer, args: argparse.Namespace, progress: Progress) -> Found:
+def _path_patching(scorer: Scorer, options: Options, progress: Progress) -> Found:
     scores = EdgeScores(scorer)
-    percentiles = (args.percentile,) if args.percentile is not None else PERCENTILES
+    percentiles = (options.percentile,) if options.percentile is not None else PERCENTILES
     progress("path patching from the logits backwards (MLPs frozen: each score is one direct edge)")
-    result: PathPatchingResult = search_percentile(scores, args.target, percentiles, args.min_effect * abs(scorer.f_model))
+    result: PathPatchingResult = search_percentile(scores, options.target, percentiles, options.min_effect * abs(scorer.f_model))
     notes = {pair: ", ".join(f"{c or 'resid'} {v:+.3g}" for c, v in by_channel.items())
              for pair, by_channel in result.edge_scores.items()}
     header = (f"path patching: edges at or above the {result.percentile:g}th percentile of |score| into each receiver "
-              f"and at least {args.min_effect:g} x |F(M)|; edge comments: F(patched) - F(M) per channel",)
+              f"and at least {options.min_effect:g} x |F(M)|; edge comments: F(patched) - F(M) per channel",)
     return Found(result.nodes, result.edges, result.faithfulness, header, notes)
 
 
-def _acdc(scorer: Scorer, args: argparse.Namespace, progress: Progress) -> Found:
-    schedule = (args.threshold,) if args.threshold is not None else \
-        (KL_THRESHOLDS if args.score == "kl" else METRIC_THRESHOLDS)
-    result = search_threshold(scorer, schedule, args.target, args.score,
-                              lambda t: progress(f"acdc with threshold {t:g} ({args.score})"))
+def _acdc(scorer: Scorer, options: Options, progress: Progress) -> Found:
+    schedule = (options.threshold,) if options.threshold is not None else \
+        (KL_THRESHOLDS if options.score == "kl" else METRIC_THRESHOLDS)
+    result = search_threshold(scorer, schedule, options.target, options.score,
+                              lambda t: progress(f"acdc with threshold {t:g} ({options.score})"))
     tried = ", ".join(f"{r.threshold:g} -> {r.faithfulness:.3f}" for r in result.tried)
-    header = (f"acdc: threshold {result.threshold:g} on the {'KL divergence' if args.score == 'kl' else 'metric drop / |F(M)|'}; "
+    header = (f"acdc: threshold {result.threshold:g} on the {'KL divergence' if options.score == 'kl' else 'metric drop / |F(M)|'}; "
               f"{result.edges_tried} edge removals tried per threshold; thresholds tried (faithfulness): {tried}",)
     return Found(result.nodes, result.edges, result.faithfulness, header, {})
 
 
-def _circuit(scorer: Scorer, found: Found) -> tuple[ir.Circuit, dict[ir.Node, str]]:
+def _positions_line(circuit: ir.Circuit) -> str:
+    heads = [m for m in circuit.nodes if m.node.kind == "head"]
+    return (f"positions: {sum(m.q is not None for m in heads)} of {len(heads)} heads kept clean only at their role's "
+            f"query position, {sum(m.k is not None for m in heads)} read clean keys only at their role's key position")
+
+
+def _circuit(scorer: Scorer, found: Found) -> tuple[ir.Circuit, dict[ir.Node, str], dict[ir.Node, HeadRole]]:
     """The found nodes with their roles, and per head a note: the effect and attention behind its role."""
     variant = variant_of(found.nodes, found.edges, embed_edges=scorer.embed_edges)
     roles = name_heads(scorer, variant)
     members = [ir.CircuitNode(node=node, role=roles[node].role if node in roles else BARE_MLP_ROLE, span=_NO_SPAN)
                for node in found.nodes]
-    notes = {node: f"{node}: ablated at {r.query} {r.effect:+.3g}, attends {r.key} {r.attention:.2f}"
+    notes = {node: f"{node}: ablated at {r.query} {r.effect:+.3g}; attention to {r.key} {r.attention:.2f}, "
+                   f"x |v W_O| {r.weighted:.3g}"
              for node, r in roles.items()}
-    return ir.Circuit(nodes=tuple(members), edges=found.edges or ()), notes
+    return ir.Circuit(nodes=tuple(members), edges=found.edges or ()), notes, roles

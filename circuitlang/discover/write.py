@@ -62,7 +62,10 @@ def circuit_lines(found: FoundCircuit) -> list[str]:
         kind = "mlp" if member.node.kind == "mlp" else "head"
         groups.setdefault((member.role, kind, _clauses(member)), []).append(member)
     lines = []
+    shared = _roles_with_several_position_sets(groups)
     for (role, kind, clauses), members in groups.items():
+        if role in shared:  # a role is declared once, with one set of positions: name each set apart
+            role = f"{role} ({clauses.strip() or 'all positions'})"
         listed = ", ".join(str(m.node.layer) if kind == "mlp" else f"{m.node.layer}.{m.node.head}" for m in members)
         notes = [found.node_notes[m.node] for m in members if m.node in found.node_notes]
         declaration = f"mlp {listed}" if (kind, role) == ("mlp", BARE_MLP_ROLE) else \
@@ -75,6 +78,13 @@ def circuit_lines(found: FoundCircuit) -> list[str]:
         note = found.edge_notes.get((edge.sender, edge.receiver))
         lines.append(f"edge {_node(edge.sender)} -> {_node(edge.receiver)}{via}" + (f"  # {note}" if note else ""))
     return lines
+
+
+def _roles_with_several_position_sets(groups: Mapping[tuple[str, str, str], object]) -> set[str]:
+    seen: dict[str, int] = {}
+    for role, _, _ in groups:
+        seen[role] = seen.get(role, 0) + 1
+    return {role for role, count in seen.items() if count > 1}
 
 
 def _is_circuit_item(item: ast.Item) -> bool:
