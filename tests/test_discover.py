@@ -48,7 +48,7 @@ def test_both_orders_are_reported_with_their_intersection(micro: Scorer) -> None
 
 
 def test_iterative_path_patching_recovers_the_known_heads_and_their_edges(micro: Scorer) -> None:
-    result = search_percentile(EdgeScores(micro), 0.9, (99.0, 50.0), 0.01 * abs(micro.f_model))
+    result = search_percentile(EdgeScores(micro), 0.9, (99.0, 50.0), (0.01 * abs(micro.f_model),))
     assert set(result.nodes) == KNOWN
     assert {(e.sender, e.receiver) for e in result.edges} == {(n, LOGITS) for n in KNOWN}
     assert result.faithfulness == pytest.approx(1.0, abs=1e-4)
@@ -73,6 +73,13 @@ def test_acdc_recovers_the_known_circuit(micro: Scorer, score: str) -> None:
     assert set(result.nodes) == KNOWN
     assert {(e.sender, e.receiver) for e in result.edges} == {(n, LOGITS) for n in KNOWN}
     assert result.faithfulness == pytest.approx(1.0, abs=1e-4)
+
+
+def test_acdc_within_pruned_nodes_finds_their_edges(micro: Scorer) -> None:
+    within = [head(0, 0), head(0, 1), head(0, 2)]
+    result = acdc(micro, 0.01, "metric", within=within)
+    assert set(result.nodes) == KNOWN  # 0.2 writes nothing: its edges go, and so does it
+    assert {(e.sender, e.receiver) for e in result.edges} == {(n, LOGITS) for n in KNOWN}
 
 
 def test_acdc_threshold_search_takes_the_largest_threshold_that_reaches_the_target(micro: Scorer) -> None:

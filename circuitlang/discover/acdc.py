@@ -37,8 +37,10 @@ class AcdcResult:
     tried: tuple[AcdcResult, ...] = ()  # every threshold a search ran, in the order run
 
 
-def acdc(scorer: Scorer, threshold: float, score: str = "kl") -> AcdcResult:
-    nodes = sorted(scorer.heads() + scorer.mlps(), key=node_order)
+def acdc(scorer: Scorer, threshold: float, score: str = "kl", within: Sequence[ir.Node] | None = None) -> AcdcResult:
+    """ACDC over the full graph, or over the edges among `within` (every other node ablated):
+    the edges of a circuit found by node pruning."""
+    nodes = sorted(within if within is not None else scorer.heads() + scorer.mlps(), key=node_order)
     senders = nodes + ([ir.Node(kind="embed")] if scorer.embed_edges == "declared" else [])
     edges = {key for receiver in nodes + [LOGITS] for key in _incoming(receiver, senders)}
     current = _score(scorer, nodes, edges, score)
@@ -59,7 +61,8 @@ def acdc(scorer: Scorer, threshold: float, score: str = "kl") -> AcdcResult:
 
 
 def search_threshold(scorer: Scorer, schedule: Sequence[float], target: float, score: str = "kl",
-                     announce: Callable[[float], None] = lambda threshold: None) -> AcdcResult:
+                     announce: Callable[[float], None] = lambda threshold: None,
+                     within: Sequence[ir.Node] | None = None) -> AcdcResult:
     """The largest threshold of the schedule whose circuit reaches the faithfulness target.
 
     A larger threshold removes more edges, so faithfulness falls as the threshold grows; the search
@@ -72,7 +75,7 @@ def search_threshold(scorer: Scorer, schedule: Sequence[float], target: float, s
     def attempt(index: int) -> AcdcResult:
         if thresholds[index] not in runs:
             announce(thresholds[index])
-            runs[thresholds[index]] = acdc(scorer, thresholds[index], score)
+            runs[thresholds[index]] = acdc(scorer, thresholds[index], score, within)
         return runs[thresholds[index]]
 
     low, high = 0, len(thresholds) - 1  # find the first index (largest threshold) that reaches the target

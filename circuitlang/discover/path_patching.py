@@ -23,8 +23,10 @@ from circuitlang.engine.path_patching import Receiver
 from circuitlang.ir import models as ir
 
 LOGITS = ir.Node(kind="logits")
-# Percentiles tried from the strictest down when searching for a faithfulness target.
+# Percentiles tried from the strictest down when searching for a faithfulness target, for each
+# noise floor (a fraction of |F(M)|) from the highest down.
 PERCENTILES = (99.0, 98.0, 97.0, 95.0, 92.5, 90.0, 85.0, 80.0, 75.0, 70.0, 60.0, 50.0, 25.0, 0.0)
+MIN_EFFECTS = (0.01, 0.003, 0.001)
 _NO_SPAN = ir.Span(path="<discover>", line=1, column=1, end_line=1, end_column=1)
 Channel = str  # "q", "k", "v", or "" for MLP and logits receivers
 EdgeKey = tuple[ir.Node, ir.Node, Channel]  # sender, receiver, channel
@@ -60,6 +62,7 @@ class EdgeScores:
 @dataclass(frozen=True)
 class PathPatchingResult:
     percentile: float
+    floor: float  # the noise floor on |score|, in the metric's units
     nodes: tuple[ir.Node, ...]
     edges: tuple[ir.Edge, ...]
     edge_scores: dict[tuple[ir.Node, ir.Node], dict[Channel, float]]
@@ -85,18 +88,20 @@ def grow(scores: EdgeScores, percentile: float, min_effect: float) -> tuple[tupl
 
 
 def search_percentile(scores: EdgeScores, target: float, percentiles: tuple[float, ...],
-                      min_effect: float) -> PathPatchingResult:
-    """The strictest percentile whose circuit (nodes + edges) reaches the faithfulness target;
-    the loosest one tried when none does."""
+                      floors: tuple[float, ...]) -> PathPatchingResult:
+    """The strictest setting whose circuit (nodes + edges) reaches the faithfulness target; the
+    loosest one tried when none does. Noise floors (absolute |score| values) are tried from the
+    highest, and for each floor the percentiles from the highest."""
     result = None
-    for percentile in percentiles:
-        nodes, edges = grow(scores, percentile, min_effect)
-        variant = variant_of(nodes, edges, embed_edges=scores.scorer.embed_edges)
-        faithfulness = scores.scorer.faithfulness([variant])[0] if nodes else 0.0
-        result = PathPatchingResult(percentile, nodes, edges, _scores_of(scores, edges), faithfulness)
-        if faithfulness >= target:
-            break
-    assert result is not None, "percentiles must not be empty"  # checked by the command's arguments
+    for floor in floors:
+        for percentile in percentiles:
+            nodes, edges = grow(scores, percentile, floor)
+            variant = variant_of(nodes, edges, embed_edges=scores.scorer.embed_edges)
+            faithfulness = scores.scorer.faithfulness([variant])[0] if nodes else 0.0
+            result = PathPatchingResult(percentile, floor, nodes, edges, _scores_of(scores, edges), faithfulness)
+            if faithfulness >= target:
+                return result
+    assert result is not None, "percentiles and floors must not be empty"  # the command's arguments ensure it
     return result
 
 

@@ -13,7 +13,7 @@ from typing import Callable
 
 from circuitlang.api import Run
 from circuitlang.discover.acdc import KL_THRESHOLDS, METRIC_THRESHOLDS, search_threshold
-from circuitlang.discover.path_patching import PERCENTILES, EdgeScores, PathPatchingResult, search_percentile
+from circuitlang.discover.path_patching import MIN_EFFECTS, PERCENTILES, EdgeScores, PathPatchingResult, search_percentile
 from circuitlang.discover.prune import OrderComparison, PruneResult, compare_orders, prune_nodes
 from circuitlang.discover.positions import restrict_positions
 from circuitlang.discover.roles import HeadRole, name_heads
@@ -36,11 +36,12 @@ class Options:
     order: str = "both"
     include_mlps: bool = False
     percentile: float | None = None
-    min_effect: float = 0.01
+    min_effect: float | None = None  # None: try MIN_EFFECTS from the highest
     threshold: float | None = None
     score: str = "kl"
     positions: bool = True
     name: str | None = None
+    edges: bool = False  # prune: then find the edges among the kept nodes with ACDC
 
 
 @dataclass(frozen=True)
@@ -89,11 +90,19 @@ def discover(run: Run, options: Options, command: str, progress: Progress = lamb
 def _prune(scorer: Scorer, options: Options, progress: Progress) -> Found:
     if options.order != "both":
         result = prune_nodes(scorer, options.target, options.order, options.include_mlps)
-        return Found(result.nodes, None, result.faithfulness, (_prune_line(result),), {})
-    progress("pruning forward-then-backward and backward-then-forward")
-    comparison = compare_orders(scorer, options.target, options.include_mlps)
-    chosen = _smaller(comparison)
-    return Found(chosen.nodes, None, chosen.faithfulness, _comparison_lines(comparison, chosen), {})
+        found = Found(result.nodes, None, result.faithfulness, (_prune_line(result),), {})
+    else:
+        progress("pruning forward-then-backward and backward-then-forward")
+        comparison = compare_orders(scorer, options.target, options.include_mlps)
+        chosen = _smaller(comparison)
+        found = Found(chosen.nodes, None, chosen.faithfulness, _comparison_lines(comparison, chosen), {})
+    return _edges_among(scorer, found, options, progress) if options.edges else found
+
+
+def _edges_among(scorer: Scorer, found: Found, options: Options, progress: Progress) -> Found:
+    """ACDC restricted to the pruned nodes: which of the edges among them the circuit needs."""
+    result = _acdc_search(scorer, options, progress, within=found.nodes)
+    return Found(result.nodes, result.edges, result.faithfulness, found.header + _acdc_lines(result, options), {})
 
 
 def _smaller(comparison: OrderComparison) -> PruneResult:
@@ -122,23 +131,33 @@ def _path_patching(scorer: Scorer, options: Options, progress: Progress) -> Foun
     scores = EdgeScores(scorer)
     percentiles = (options.percentile,) if options.percentile is not None else PERCENTILES
     progress("path patching from the logits backwards (MLPs frozen: each score is one direct edge)")
-    result: PathPatchingResult = search_percentile(scores, options.target, percentiles, options.min_effect * abs(scorer.f_model))
+    floors = (options.min_effect,) if options.min_effect is not None else MIN_EFFECTS
+    result: PathPatchingResult = search_percentile(scores, options.target, percentiles,
+                                                   tuple(f * abs(scorer.f_model) for f in floors))
     notes = {pair: ", ".join(f"{c or 'resid'} {v:+.3g}" for c, v in by_channel.items())
              for pair, by_channel in result.edge_scores.items()}
     header = (f"path patching: edges at or above the {result.percentile:g}th percentile of |score| into each receiver "
-              f"and at least {options.min_effect:g} x |F(M)|; edge comments: F(patched) - F(M) per channel",)
+              f"and at least {result.floor / abs(scorer.f_model):g} x |F(M)|; edge comments: F(patched) - F(M) per channel",)
     return Found(result.nodes, result.edges, result.faithfulness, header, notes)
 
 
 def _acdc(scorer: Scorer, options: Options, progress: Progress) -> Found:
+    result = _acdc_search(scorer, options, progress)
+    return Found(result.nodes, result.edges, result.faithfulness, _acdc_lines(result, options), {})
+
+
+def _acdc_search(scorer: Scorer, options: Options, progress: Progress, within: tuple[ir.Node, ...] | None = None):
     schedule = (options.threshold,) if options.threshold is not None else \
         (KL_THRESHOLDS if options.score == "kl" else METRIC_THRESHOLDS)
-    result = search_threshold(scorer, schedule, options.target, options.score,
-                              lambda t: progress(f"acdc with threshold {t:g} ({options.score})"))
+    return search_threshold(scorer, schedule, options.target, options.score,
+                            lambda t: progress(f"acdc with threshold {t:g} ({options.score})"), within)
+
+
+def _acdc_lines(result, options: Options) -> tuple[str, ...]:
     tried = ", ".join(f"{r.threshold:g} -> {r.faithfulness:.3f}" for r in result.tried)
-    header = (f"acdc: threshold {result.threshold:g} on the {'KL divergence' if options.score == 'kl' else 'metric drop / |F(M)|'}; "
-              f"{result.edges_tried} edge removals tried per threshold; thresholds tried (faithfulness): {tried}",)
-    return Found(result.nodes, result.edges, result.faithfulness, header, {})
+    score = "KL divergence" if options.score == "kl" else "metric drop / |F(M)|"
+    return (f"acdc: threshold {result.threshold:g} on the {score}; {result.edges_tried} edge removals tried per "
+            f"threshold; thresholds tried (faithfulness): {tried}",)
 
 
 def _positions_line(circuit: ir.Circuit) -> str:

@@ -1,8 +1,10 @@
-"""Find the organism's circuits with circuitlang's own engine and write them as specs.
+"""Find the organism's circuits with circuitlang's own discovery and write them as specs.
 
-For each task: prune heads backward to a faithfulness target (every MLP kept), name each kept
-head's role by where it looks from `end` (its dominant key position, from the attention pattern),
-write `specs/organism_<task>.circ`, verify it, and print a table row.
+For each task: write the task as a spec with no circuit, run `circuitlang discover` on it
+(iterative path patching from the logits backwards to a faithfulness target, or for greater-than
+node pruning then ACDC on the edges among the kept nodes; roles named and positions refined; see
+docs/discover.md), write `specs/organism_<task>.circ`, verify it, and print
+a table row. The transfer matrix is `circuitlang compare specs/organism_*.circ`.
 
     python -m circuitlang.organisms.seqcont.circuits [--target 0.9] [--out specs]
 """
@@ -13,15 +15,10 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-import torch
-
 import circuitlang
-from circuitlang.data.prompts import template_slots
-from circuitlang.discover.prune import prune_heads
-from circuitlang.discover.scoring import Scorer
+from circuitlang.discover.search import Options, discover
 from circuitlang.dsl.parser import parse
 from circuitlang.dsl.printer import format_spec
-from circuitlang.ir import models as ir
 from circuitlang.verifier import verify
 
 MODEL = "organism:seqcont"
@@ -59,70 +56,36 @@ TASKS = {
 }
 
 
-def spec_text(task: str, heads: Sequence[tuple[ir.Node, str]] = (), claims: str = "", note: str = "",
-              model: str = MODEL) -> str:
-    lines = ["circuitlang 1"] + [f"# {line}" for line in note.splitlines()]
-    lines += [f"circuit organism_{task} on \"{model}\"", "", TASKS[task], "",
-              "metric logit_diff(answer, wrong)", "ablate mean of corrupt", ""]
-    by_role: dict[str, list[str]] = {}
-    for node, role in heads:
-        by_role.setdefault(role, []).append(str(node))
-    lines += [f'role "{role}": {", ".join(nodes)}' for role, nodes in by_role.items()]
-    lines += ["mlp 0..3", "", claims]
-    return format_spec(parse("\n".join(lines).rstrip() + "\n"))  # written in canonical form
+# Iterative path patching scores one edge at a time; the greater-than metric (a probability
+# difference near 1) saturates, so no single edge moves it and the search finds nothing faithful.
+# There heads are pruned (both orders) and ACDC then finds the edges among the kept nodes.
+METHODS = {"greater_than": "prune"}
 
 
-@torch.no_grad()
-def head_roles(run: circuitlang.Run, heads: Sequence[ir.Node]) -> list[tuple[ir.Node, str]]:
-    """Name each head by the named position it attends to most from `end`."""
-    engine = run.engine()
-    template = engine.bound.templates[0]
-    names = {index: name for name, index in template.positions.items() if name != "end"}
-    for slot in template_slots(template.template):
-        names.setdefault(template.positions[slot], slot)
-    _, cache = run.model.bridge.run_with_cache(template.clean, names_filter=lambda n: n.endswith("hook_pattern"))
-    roles = []
-    for head in heads:
-        pattern = cache[f"blocks.{head.layer}.attn.hook_pattern"][:, head.head, -1].mean(0)  # [key]
-        target = int(pattern.argmax())
-        where = names.get(target, f"token {target}")
-        roles.append((head, f"end reads {where}"))
-    return roles
-
-
-def transfer(found: dict[str, list[tuple[ir.Node, str]]], out: Path, model: str) -> dict[tuple[str, str], float]:
-    """Faithfulness of each task's circuit on each task's prompts (the seeds' heads x tasks table)."""
-    table = {}
-    for circuit_task, heads in found.items():
-        for prompt_task in TASKS:
-            path = out / f".transfer_{circuit_task}_{prompt_task}.circ"
-            path.write_text(spec_text(prompt_task, heads, model=model))
-            run = circuitlang.open_run(circuitlang.load(path))
-            values = run.metric([run.full_model(), run.circuit()]).mean(1)
-            table[(circuit_task, prompt_task)] = float(values[1] / values[0])
-            path.unlink()
-    return table
+def spec_text(task: str, model: str = MODEL) -> str:
+    """The task as a spec with no circuit: what discovery starts from."""
+    lines = ["circuitlang 1", f"circuit organism_{task} on \"{model}\"", "", TASKS[task], "",
+             "metric logit_diff(answer, wrong)", "ablate mean of corrupt"]
+    return format_spec(parse("\n".join(lines) + "\n"))
 
 
 def find(task: str, out: Path, target: float, model: str) -> dict[str, object]:
-    probe = out / f"organism_{task}.circ"
-    probe.write_text(spec_text(task, model=model))
-    run = circuitlang.open_run(circuitlang.load(probe))
-    result = prune_heads(Scorer(run), target=target, order="backward")
-    heads = head_roles(run, result.heads)
-    note = (f"Found by backward head pruning to faithfulness >= {target} (every MLP kept), with\n"
-            f"python -m circuitlang.organisms.seqcont.circuits; roles named by the key position each head\n"
-            f"attends to most from the end. F(M) = {result.f_model:.3f}; pruned faithfulness {result.faithfulness:.3f}.")
-    # Completeness and minimality are reported by verify (docs/organism.md records them); the claim
-    # shipped with each spec is the one pruning targets.
-    claims = "expect faithfulness >= 0.8\nexpect normalized_faithfulness >= 0.8"
-    probe.write_text(spec_text(task, heads, claims, note, model))
-    report = verify(circuitlang.open_run(circuitlang.load(probe)))
+    path = out / f"organism_{task}.circ"
+    path.write_text(spec_text(task, model))
+    run = circuitlang.open_run(circuitlang.load(path))
+    command = f"python -m circuitlang.organisms.seqcont.circuits --target {target}"
+    options = Options(METHODS.get(task, "path-patching"), path, target, name=f"organism_{task}",
+                      edges=task in METHODS)
+    outcome = discover(run, options, command)
+    path.write_text(outcome.text)
+    report = verify(circuitlang.open_run(circuitlang.load(path)))
     numbers = report.prompt_sets[0]
-    return {"task": task, "found": heads, "heads": len(result.heads), "faithfulness": numbers.faithfulness.faithfulness,
+    spec = circuitlang.load(path)
+    return {"task": task, "nodes": len(spec.circuit.nodes), "edges": len(spec.circuit.edges),
+            "heads": ", ".join(str(m.node) for m in spec.circuit.nodes if m.node.kind == "head"),
+            "f_model": numbers.faithfulness.f_model, "faithfulness": numbers.faithfulness.faithfulness,
             "normalized": numbers.faithfulness.normalized_faithfulness, "completeness": numbers.completeness.worst,
-            "not_needed": [m.node for m in numbers.minimality if not m.needed], "passed": report.passed,
-            "f_model": numbers.faithfulness.f_model}
+            "not_needed": [m.node for m in numbers.minimality if not m.needed], "passed": report.passed}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -132,24 +95,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--tasks", nargs="*", default=list(TASKS))
     parser.add_argument("--model", default=MODEL, help="another copy of the organism (an absolute folder path)")
     args = parser.parse_args(argv)
-    print("| task | heads | F(M) | faithfulness | normalized | worst incompleteness | not needed | claims |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    found = {}
+    print("| task | heads | nodes | edges | F(M) | faithfulness | normalized | worst incompleteness | not needed | claims |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for task in args.tasks:
         row = find(task, args.out, args.target, args.model)
-        found[task] = row["found"]
-        print(f"| {row['task']} | {row['heads']} | {row['f_model']} | {row['faithfulness']} | {row['normalized']} | "
-              f"{row['completeness']} | {', '.join(row['not_needed']) or '-'} | "  # type: ignore[arg-type]
-              f"{'pass' if row['passed'] else 'FAIL'} |", flush=True)
-    table = transfer(found, args.out, args.model)  # type: ignore[arg-type]
-    print("\nfaithfulness of each circuit (rows) on each task's prompts (columns)\n")
-    print("| circuit | " + " | ".join(TASKS) + " |")
-    print("| --- | " + " | ".join("---" for _ in TASKS) + " |")
-    for circuit_task in found:
-        print(f"| {circuit_task} | " + " | ".join(f"{table[(circuit_task, t)]:.2f}" for t in TASKS) + " |")
-    heads = {task: {str(node) for node, _ in nodes} for task, nodes in found.items()}  # type: ignore[union-attr]
-    shared = set.intersection(*heads.values()) if heads else set()
-    print(f"\nheads in every circuit: {', '.join(sorted(shared)) or 'none'}")
+        print(f"| {row['task']} | {row['heads']} | {row['nodes']} | {row['edges']} | {row['f_model']} | "
+              f"{row['faithfulness']} | {row['normalized']} | {row['completeness']} | "
+              f"{', '.join(row['not_needed']) or '-'} | {'pass' if row['passed'] else 'FAIL'} |",  # type: ignore[arg-type]
+              flush=True)
 
 
 if __name__ == "__main__":
