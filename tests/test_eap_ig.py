@@ -103,8 +103,10 @@ def _small_spec(model: str, circuit: str, settings: str = "") -> str:
             f"ablate mean of corrupt\n{circuit}")
 
 
-def test_a_node_circuit_exports_every_edge_among_its_nodes() -> None:
-    spec = load_spec(SPECS / "organism_ioi.circ")  # heads 0.0, 0.2, 1.1, 1.3 and mlp 0..3, no edges
+def test_a_node_circuit_exports_every_edge_among_its_nodes(tmp_path: Path) -> None:
+    path = tmp_path / "nodes.circ"
+    path.write_text(_small_spec('"organism:seqcont"', 'role "r": 0.0, 0.2, 1.1, 1.3\nmlp 0..3\n'))
+    spec = load_spec(path)  # no edges
     kept = {"a0.h0", "a0.h2", "a1.h1", "a1.h3", "m0", "m1", "m2", "m3"}
     expected = {e for e in reference_graph(4, 8)[1]
                 if e.split("->")[0] in kept | {"input"} and e.split("->")[1].split("<")[0] in kept | {"logits"}}
@@ -145,7 +147,8 @@ def test_exported_files_have_what_eap_ig_from_json_reads() -> None:
 def test_positions_are_dropped_with_a_warning() -> None:
     [warning] = export_warnings(load_spec(SPECS / "incr_digits.circ"))
     assert "9.1 q end k s1..s4" in warning and "4.4 q s2..s4" in warning
-    assert export_warnings(load_spec(SPECS / "organism_ioi.circ")) == []
+    assert export_warnings(load_spec(SPECS / "greater_than.circ")) != []
+    assert export_warnings(load_spec(SPECS / "incr_tasks.circ")) != []
 
 
 # ---- import -----------------------------------------------------------------------------------------

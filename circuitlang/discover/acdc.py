@@ -16,10 +16,9 @@ from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 from circuitlang.discover.path_patching import LOGITS
-from circuitlang.discover.scoring import Scorer, node_order, precedes, variant_of
+from circuitlang.discover.scoring import NO_SPAN, Scorer, node_order, precedes, variant_of
 from circuitlang.ir import models as ir
 
-_NO_SPAN = ir.Span(path="<discover>", line=1, column=1, end_line=1, end_column=1)
 # Thresholds tried from the largest (smallest circuit) down when searching for a faithfulness target.
 KL_THRESHOLDS = (0.3, 0.1, 0.03, 0.01, 0.003, 0.001, 0.0003, 0.0001)
 METRIC_THRESHOLDS = (0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001)
@@ -95,7 +94,7 @@ def as_edges(keys: set[EdgeKey]) -> tuple[ir.Edge, ...]:
     for sender, receiver, channel in keys:
         channels.setdefault((sender, receiver), set()).add(channel)
     ordered = sorted(channels, key=lambda pair: (node_order(pair[1]), node_order(pair[0])))
-    return tuple(ir.Edge(sender=s, receiver=r, span=_NO_SPAN,
+    return tuple(ir.Edge(sender=s, receiver=r, span=NO_SPAN,
                          channels=tuple(c for c in ("q", "k", "v") if c in channels[(s, r)]))  # type: ignore[arg-type]
                  for s, r in ordered)
 

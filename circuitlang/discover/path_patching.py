@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from circuitlang.api import path_patch
-from circuitlang.discover.scoring import Scorer, node_order, precedes, variant_of
+from circuitlang.discover.scoring import NO_SPAN, Scorer, node_order, precedes, variant_of
 from circuitlang.engine.path_patching import Receiver
 from circuitlang.ir import models as ir
 
@@ -27,7 +27,6 @@ LOGITS = ir.Node(kind="logits")
 # noise floor (a fraction of |F(M)|) from the highest down.
 PERCENTILES = (99.0, 98.0, 97.0, 95.0, 92.5, 90.0, 85.0, 80.0, 75.0, 70.0, 60.0, 50.0, 25.0, 0.0)
 MIN_EFFECTS = (0.01, 0.003, 0.001)
-_NO_SPAN = ir.Span(path="<discover>", line=1, column=1, end_line=1, end_column=1)
 Channel = str  # "q", "k", "v", or "" for MLP and logits receivers
 EdgeKey = tuple[ir.Node, ir.Node, Channel]  # sender, receiver, channel
 
@@ -119,7 +118,7 @@ def _channels(receiver: ir.Node) -> tuple[Channel, ...]:
 
 def _edge(sender: ir.Node, receiver: ir.Node, channels: list[Channel]) -> ir.Edge:
     kept = tuple(c for c in ("q", "k", "v") if c in channels) if receiver.kind == "head" else ()
-    return ir.Edge(sender=sender, receiver=receiver, channels=kept, span=_NO_SPAN)  # type: ignore[arg-type]
+    return ir.Edge(sender=sender, receiver=receiver, channels=kept, span=NO_SPAN)  # type: ignore[arg-type]
 
 
 def _scores_of(scores: EdgeScores, edges: tuple[ir.Edge, ...]) -> dict[tuple[ir.Node, ir.Node], dict[Channel, float]]:

@@ -9,11 +9,10 @@ above the target. The result is a sharper claim that `verify` checks like any ot
 from __future__ import annotations
 
 from circuitlang.discover.roles import HeadRole
-from circuitlang.discover.scoring import Scorer
+from circuitlang.discover.scoring import NO_SPAN, Scorer
 from circuitlang.engine.variants import circuit_variant
 from circuitlang.ir import models as ir
 
-_NO_SPAN = ir.Span(path="<discover>", line=1, column=1, end_line=1, end_column=1)
 
 
 def restrict_positions(scorer: Scorer, circuit: ir.Circuit, roles: dict[ir.Node, HeadRole],
@@ -35,7 +34,7 @@ def restrict_positions(scorer: Scorer, circuit: ir.Circuit, roles: dict[ir.Node,
 
 
 def _with(circuit: ir.Circuit, index: int, clause: str, name: str) -> ir.Circuit:
-    member = circuit.nodes[index].model_copy(update={clause: (ir.PositionRef(name=name, span=_NO_SPAN),)})
+    member = circuit.nodes[index].model_copy(update={clause: (ir.PositionRef(name=name, span=NO_SPAN),)})
     return circuit.model_copy(update={"nodes": circuit.nodes[:index] + (member,) + circuit.nodes[index + 1:]})
 
 

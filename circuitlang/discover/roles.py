@@ -16,11 +16,10 @@ from dataclasses import dataclass, replace
 import torch
 
 from circuitlang.data.prompts import template_slots
-from circuitlang.discover.scoring import Scorer
+from circuitlang.discover.scoring import NO_SPAN, Scorer
 from circuitlang.engine.variants import Variant
 from circuitlang.ir import models as ir
 
-_NO_SPAN = ir.Span(path="<discover>", line=1, column=1, end_line=1, end_column=1)
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,7 @@ def _position_names(template) -> dict[int, str]:  # token index -> name, in toke
 
 def _ablated_at(circuit: Variant, index: int, position: str) -> Variant:
     keep = circuit.heads[index]
-    ablated = replace(keep, ablated_at=(ir.PositionRef(name=position, span=_NO_SPAN),))
+    ablated = replace(keep, ablated_at=(ir.PositionRef(name=position, span=NO_SPAN),))
     heads = circuit.heads[:index] + (ablated,) + circuit.heads[index + 1:]
     return replace(circuit, heads=heads, label=f"{keep.layer}.{keep.head} ablated at {position}")
 

@@ -16,8 +16,8 @@ from circuitlang.engine.runner import Engine, Readout
 from circuitlang.engine.variants import HeadKeep, MlpKeep, Variant
 from circuitlang.ir import models as ir
 
-KL = ir.Metric(name="kl", args=(), arg_spans=(), span=ir.Span(path="<discover>", line=1, column=1, end_line=1,
-                                                                end_column=1))
+NO_SPAN = ir.Span(path="<discover>", line=1, column=1, end_line=1, end_column=1)  # for IR built by a search
+KL = ir.Metric(name="kl", args=(), arg_spans=(), span=NO_SPAN)
 
 
 def head(layer: int, index: int) -> ir.Node:

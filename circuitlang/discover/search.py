@@ -17,12 +17,11 @@ from circuitlang.discover.path_patching import MIN_EFFECTS, PERCENTILES, EdgeSco
 from circuitlang.discover.prune import OrderComparison, PruneResult, compare_orders, prune_nodes
 from circuitlang.discover.positions import restrict_positions
 from circuitlang.discover.roles import HeadRole, name_heads
-from circuitlang.discover.scoring import Scorer, variant_of
+from circuitlang.discover.scoring import NO_SPAN, Scorer, variant_of
 from circuitlang.discover.write import BARE_MLP_ROLE, FoundCircuit, write_spec
 from circuitlang.ir import models as ir
 
 Progress = Callable[[str], None]
-_NO_SPAN = ir.Span(path="<discover>", line=1, column=1, end_line=1, end_column=1)
 
 
 @dataclass(frozen=True)
@@ -170,7 +169,7 @@ def _circuit(scorer: Scorer, found: Found) -> tuple[ir.Circuit, dict[ir.Node, st
     """The found nodes with their roles, and per head a note: the effect and attention behind its role."""
     variant = variant_of(found.nodes, found.edges, embed_edges=scorer.embed_edges)
     roles = name_heads(scorer, variant)
-    members = [ir.CircuitNode(node=node, role=roles[node].role if node in roles else BARE_MLP_ROLE, span=_NO_SPAN)
+    members = [ir.CircuitNode(node=node, role=roles[node].role if node in roles else BARE_MLP_ROLE, span=NO_SPAN)
                for node in found.nodes]
     notes = {node: f"{node}: ablated at {r.query} {r.effect:+.3g}; attention to {r.key} {r.attention:.2f}, "
                    f"x |v W_O| {r.weighted:.3g}"
