@@ -48,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_request:  # argparse exits 2 on usage errors, 0 on --help
         return int(exit_request.code or 0)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for files that record the command that wrote them
     return int(args.run(args))
 
 

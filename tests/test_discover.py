@@ -84,9 +84,9 @@ def test_acdc_within_pruned_nodes_finds_their_edges(micro: Scorer) -> None:
 
 def test_acdc_threshold_search_takes_the_largest_threshold_that_reaches_the_target(micro: Scorer) -> None:
     best = search_threshold(micro, KL_THRESHOLDS, target=0.99)
-    assert best.faithfulness >= 0.99
-    larger = [r for r in best.tried if r.threshold > best.threshold]
-    assert all(r.faithfulness < 0.99 for r in larger)
+    every = {threshold: acdc(micro, threshold).faithfulness for threshold in KL_THRESHOLDS}  # the slow way
+    assert best.threshold == max(t for t, f in every.items() if f >= 0.99)
+    assert best.faithfulness == pytest.approx(every[best.threshold], abs=1e-12)
 
 
 def test_each_head_kept_by_pruning_is_needed_on_the_organism() -> None:
@@ -144,3 +144,81 @@ def test_discover_refuses_a_non_circ_output_and_an_unknown_prompt_set(tmp_path: 
     assert main(["discover", str(spec), "--method", "prune", "-o", str(tmp_path / "x.txt")]) == 2
     assert main(["discover", str(spec), "--method", "prune", "--prompts", "nope", "-o", str(tmp_path / "x.circ")]) == 2
     assert "no prompt set named 'nope'" in capsys.readouterr().err
+
+
+def _micro_spec(root: Path, name: str, body: str) -> Path:
+    path = root / name
+    path.write_text(f'circuitlang 1\ncircuit t on "./micro"\nlist animals = {json.dumps(WORDS)}\n{body}\n')
+    return path
+
+
+COPY = """prompts copy {
+  template "{s1} {s2} {s3}"
+  for i in 1..12
+  s1, s2, s3 = random animals distinct
+  answer = s1
+  wrong = s3
+  corrupt random { s1, s2, s3 = random animals distinct }
+}"""
+
+
+@pytest.fixture(scope="module")
+def micro_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("micro_cli")
+    build_copy_model(root / "micro")
+    return root
+
+
+def test_a_spec_with_two_prompt_sets_gets_a_claim_and_positions_that_hold_where_it_was_searched(micro_root, capsys):
+    other = COPY.replace("prompts copy", "prompts other").replace("{s1} {s2} {s3}", "{a} {b} {c}") \
+        .replace("s1", "a").replace("s2", "b").replace("s3", "c")
+    spec = _micro_spec(micro_root, "two.circ", f"{COPY}\n{other}\nmetric logit_diff(answer, wrong)\nablate mean of corrupt")
+    out = micro_root / "two_found.circ"
+    assert main(["discover", str(spec), "--method", "prune", "--include-mlps", "-o", str(out)]) == 0
+    written = out.read_text()
+    assert "expect faithfulness on copy >= 0.9" in written
+    assert " q s" not in written and " k s" not in written  # s1..s3 are not positions of 'other'
+    assert main(["check", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["verify", str(out)]) == 0
+
+
+def test_templates_with_different_slots_name_roles_by_the_positions_they_share(micro_root):
+    two_templates = COPY.replace('template "{s1} {s2} {s3}"', 'template "{s1} {s2} {s3}"\n  template "{s1} {x} {s3}"') \
+        .replace("s1, s2, s3 = random animals distinct", "s1, s2, s3 = random animals distinct\n  x = s2")
+    spec = _micro_spec(micro_root, "tpl.circ", f"{two_templates}\nmetric logit_diff(answer, wrong)\nablate mean of corrupt")
+    out = micro_root / "tpl_found.circ"
+    assert main(["discover", str(spec), "--method", "prune", "--include-mlps", "-o", str(out)]) == 0
+    assert 'role "end reads s1' in out.read_text()
+
+
+@pytest.mark.parametrize("options, says", [
+    (["--target", "nan"], "--target"), (["--percentile", "150"], "percentile lies in 0..100"),
+    (["--name", "my circuit"], "a circuit name is"), (["-o", "x.txt"], "must be a .circ file")])
+def test_bad_options_are_refused_before_the_model_loads(micro_root, capsys, options, says):
+    spec = _micro_spec(micro_root, "opts.circ", f"{COPY}\nmetric logit_diff(answer, wrong)\nablate mean of corrupt")
+    args = ["discover", str(spec), "--method", "path-patching", "-o", str(micro_root / "o.circ"), *options]
+    assert main(args) == 2
+    assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("body, method, says", [
+    (f"{COPY}\nmetric logprob(answer)\nablate mean of corrupt", "prune", "is not positive"),
+    (COPY.replace("  corrupt random { s1, s2, s3 = random animals distinct }\n", "")
+     + "\nmetric logit_diff(answer, wrong)\nablate zero", "path-patching", "has no corruption"),
+    (f"{COPY}\nmetric logit_diff(answer, wrong)\nablate mean of corrupt\nset embed_edges = declared", "path-patching",
+     "embed_edges = declared"),
+])
+def test_searches_that_would_mean_nothing_are_refused_with_the_reason(micro_root, capsys, body, method, says):
+    spec = _micro_spec(micro_root, "refused.circ", body)
+    out = micro_root / "refused_found.circ"
+    assert main(["discover", str(spec), "--method", method, "-o", str(out)]) == 2
+    assert says in capsys.readouterr().err and not out.exists()
+
+
+def test_an_output_name_that_is_not_an_identifier_is_made_one(micro_root):
+    spec = _micro_spec(micro_root, "digit.circ", f"{COPY}\nmetric logit_diff(answer, wrong)\nablate mean of corrupt")
+    out = micro_root / "1-found.circ"
+    assert main(["discover", str(spec), "--method", "prune", "-o", str(out)]) == 0
+    assert "circuit c_1_found on" in out.read_text()
+    assert "# Found by: circuitlang discover" in out.read_text() and "--method prune" in out.read_text()

@@ -60,3 +60,15 @@ def test_one_role_with_different_positions_is_written_as_distinct_roles(tmp_path
     roles = load_spec(out).circuit.roles()
     assert members[0].node in roles[f"{members[0].role} (q end k s1..s4)"]
     assert members[1].node in roles[f"{members[0].role} (all positions)"]
+
+
+def test_comments_about_the_replaced_circuit_go_with_it(tmp_path: Path) -> None:
+    base = tmp_path / "base.circ"
+    text = (SPECS / "incr_digits.circ").read_text()
+    text = text.replace('role "number mover"', '# The movers, as the paper found them.\nrole "number mover"')
+    text = text.replace("expect faithfulness", "# Both heads are needed for 0.8.\nexpect faithfulness")
+    text = text.replace("ablate mean of corrupt", "ablate mean of corrupt  # as the seeds did")
+    base.write_text(text)
+    written = write_spec(base, FoundCircuit(load_spec(base).circuit), tmp_path / "x.circ")
+    assert "The movers" not in written and "Both heads" not in written
+    assert "ablate mean of corrupt  # as the seeds did" in written

@@ -12,6 +12,7 @@ the target was not reached.
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import shlex
 import sys
@@ -19,10 +20,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from circuitlang.commands.common import EXIT_CLAIM_FAILED, EXIT_OK, EXIT_SPEC_ERROR, CommandFailed, load_checked, \
-    open_checked
+from circuitlang.commands.common import EXIT_CLAIM_FAILED, EXIT_OK, EXIT_RUNTIME_ERROR, EXIT_SPEC_ERROR, \
+    CommandFailed, load_checked, open_checked, print_errors
+from circuitlang.errors import CircuitlangError
 
 METHODS = ("prune", "path-patching", "acdc")
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,10 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from circuitlang.discover.search import Options, discover
+    from circuitlang.discover.search import CannotSearch, Options, discover
 
-    if args.output.suffix != ".circ":
-        print(f"{args.output}: the output must be a .circ file", file=sys.stderr)
+    problem = _bad_option(args)
+    if problem:
+        print(f"discover: {problem}", file=sys.stderr)
         return EXIT_SPEC_ERROR
     try:
         spec = load_checked(args.file)
@@ -73,12 +77,42 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True, highlight=False)
     options = Options(args.method, args.output, args.target, args.prompts, args.order, args.include_mlps,
                       args.percentile, args.min_effect, args.threshold, args.score, args.positions,
-                      args.name or re.sub(r"\W", "_", args.output.stem), args.edges)
-    outcome = discover(run_, options, command=shlex.join(["circuitlang", "discover", *sys.argv[2:]]),
-                       progress=lambda message: console.print(f"[dim]{message}[/dim]"))
+                      args.name or _name_from(args.output), args.edges)
+    try:
+        outcome = discover(run_, options, command=shlex.join(["circuitlang", *getattr(args, "argv", ["discover"])]),
+                           progress=lambda message: console.print(f"[dim]{message}[/dim]"))
+    except CannotSearch as error:
+        print(f"{args.file}: {error}", file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    except CircuitlangError as error:
+        print_errors(error)
+        return EXIT_RUNTIME_ERROR
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(outcome.text, encoding="utf-8")
     for line in outcome.summary:
         print(line)
     print(f"wrote {args.output}")
     return EXIT_OK if outcome.reached else EXIT_CLAIM_FAILED
+
+
+def _bad_option(args: argparse.Namespace) -> str | None:
+    """What is wrong with the options, found before the model loads (a search can take minutes)."""
+    if args.output.suffix != ".circ":
+        return f"{args.output}: the output must be a .circ file"
+    if not (math.isfinite(args.target) and 0 < args.target <= 10):
+        return f"--target {args.target}: give a faithfulness such as 0.9"
+    if args.percentile is not None and not 0 <= args.percentile <= 100:
+        return f"--percentile {args.percentile}: a percentile lies in 0..100"
+    for option in ("min_effect", "threshold"):
+        value = getattr(args, option)
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            return f"--{option.replace('_', '-')} {value}: give a number >= 0"
+    if args.name and not IDENTIFIER.fullmatch(args.name):
+        return f"--name {args.name!r}: a circuit name is letters, digits and _ and starts with a letter or _"
+    return None
+
+
+def _name_from(output: Path) -> str:
+    """The output file's stem as a circuit name ("1-found" -> "c_1_found")."""
+    name = re.sub(r"\W", "_", output.stem)
+    return name if IDENTIFIER.fullmatch(name) else f"c_{name}"

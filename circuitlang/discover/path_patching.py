@@ -96,7 +96,7 @@ def search_percentile(scores: EdgeScores, target: float, percentiles: tuple[floa
         for percentile in percentiles:
             nodes, edges = grow(scores, percentile, floor)
             variant = variant_of(nodes, edges, embed_edges=scores.scorer.embed_edges)
-            faithfulness = scores.scorer.faithfulness([variant])[0] if nodes else 0.0
+            faithfulness = scores.scorer.faithfulness([variant])[0]  # an empty circuit scores F(empty)/F(M)
             result = PathPatchingResult(percentile, floor, nodes, edges, _scores_of(scores, edges), faithfulness)
             if faithfulness >= target:
                 return result

@@ -8,7 +8,7 @@ above the target. The result is a sharper claim that `verify` checks like any ot
 
 from __future__ import annotations
 
-from circuitlang.discover.roles import HeadRole
+from circuitlang.discover.roles import HeadRole, shared_position_names
 from circuitlang.discover.scoring import NO_SPAN, Scorer
 from circuitlang.engine.variants import circuit_variant
 from circuitlang.ir import models as ir
@@ -17,14 +17,17 @@ from circuitlang.ir import models as ir
 
 def restrict_positions(scorer: Scorer, circuit: ir.Circuit, roles: dict[ir.Node, HeadRole],
                        target: float) -> tuple[ir.Circuit, float]:
-    """The circuit with every restriction that keeps faithfulness >= target, and its faithfulness."""
+    """The circuit with every restriction that keeps faithfulness >= target, and its faithfulness.
+    Only positions that every template of every prompt set of the spec has are written: the spec
+    applies its circuit to all of them."""
+    everywhere = set(shared_position_names([t for bound in scorer.run.bound.values() for t in bound.templates]))
     current = _faithfulness(scorer, circuit)
     for index, member in enumerate(circuit.nodes):
         role = roles.get(member.node)
         if role is None:
             continue
         for clause, name in (("q", role.query), ("k", role.key)):
-            if name.startswith("token "):  # an unnamed position cannot be written in a spec
+            if name not in everywhere:
                 continue
             trial = _with(circuit, index, clause, name)
             value = _faithfulness(scorer, trial)

@@ -43,10 +43,17 @@ class OrderComparison:
     intersection_faithfulness: float
     union: tuple[ir.Node, ...]
     union_faithfulness: float
+    include_mlps: bool = False
+
+    def pruned(self, nodes: Sequence[ir.Node]) -> list[ir.Node]:
+        """The nodes pruning could have removed (heads, and MLPs with include_mlps): what orders can disagree on."""
+        return [n for n in nodes if self.include_mlps or n.kind == "head"]
 
     @property
     def jaccard(self) -> float:
-        return len(self.intersection) / len(self.union) if self.union else 1.0
+        """Agreement of the two orders over the nodes they could drop (kept MLPs would inflate it)."""
+        union = self.pruned(self.union)
+        return len(self.pruned(self.intersection)) / len(union) if union else 1.0
 
 
 def prune_nodes(scorer: Scorer, target: float = 0.9, schedule: str = "backward",
@@ -76,7 +83,7 @@ def compare_orders(scorer: Scorer, target: float = 0.9, include_mlps: bool = Fal
     intersection = tuple(n for n in fb.nodes if n in set(bf.nodes))
     union = tuple(sorted(set(fb.nodes) | set(bf.nodes), key=node_order))
     f_intersection, f_union = scorer.faithfulness([variant_of(intersection), variant_of(union)])
-    return OrderComparison(fb, bf, intersection, f_intersection, union, f_union)
+    return OrderComparison(fb, bf, intersection, f_intersection, union, f_union, include_mlps)
 
 
 def prune_heads(scorer: Scorer, target: float = 0.9, order: str = "backward") -> PruneResult:

@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from circuitlang.data.prompts import template_slots
 from circuitlang.discover.scoring import NO_SPAN, Scorer
 from circuitlang.engine.variants import Variant
 from circuitlang.ir import models as ir
@@ -34,36 +33,35 @@ class HeadRole:
 
 @torch.no_grad()
 def name_heads(scorer: Scorer, circuit: Variant) -> dict[ir.Node, HeadRole]:
-    template = scorer.engine.bound.templates[0]
-    names = _position_names(template)
-    heads = [h for h in circuit.heads]
-    trials = [_ablated_at(circuit, index, name) for index in range(len(heads)) for name in names.values()]
+    """Roles from every template of the searched prompt set, by position name (a name's token index
+    differs between templates; names not in every template are not candidates)."""
+    names = shared_position_names(scorer.engine.bound.templates)
+    heads = list(circuit.heads)
+    trials = [_ablated_at(circuit, index, name) for index in range(len(heads)) for name in names]
     if not trials:
         return {}
     base = scorer.means([circuit])[0]
     effects = torch.tensor(scorer.means(trials)).view(len(heads), len(names)) - base
-    patterns, moved = _attention(scorer, template)
+    attention, moved = _attention_by_name(scorer, names)  # per layer [head, query name, key name]
     roles = {}
     for index, keep in enumerate(heads):
-        column = int(effects[index].abs().argmax())
-        query_index = list(names)[column]
-        attention = patterns[keep.layer][:, keep.head, query_index].mean(0)  # [key]
-        weighted = moved[keep.layer][:, keep.head, query_index].mean(0)
-        key_index = int(weighted.argmax())
-        query, key = names[query_index], names.get(key_index, f"token {key_index}")
+        query = int(effects[index].abs().argmax())
+        key = int(moved[keep.layer][keep.head, query].argmax())
         roles[ir.Node(kind="head", layer=keep.layer, head=keep.head)] = HeadRole(
-            f"{query} reads {key}", query, key, float(effects[index, column]), float(attention[key_index]),
-            float(weighted[key_index]))
+            f"{names[query]} reads {names[key]}", names[query], names[key], float(effects[index, query]),
+            float(attention[keep.layer][keep.head, query, key]), float(moved[keep.layer][keep.head, query, key]))
     return roles
 
 
-def _position_names(template) -> dict[int, str]:  # token index -> name, in token order
-    """Slots by their names, except that the last token is `end` (as researchers call it)."""
-    names = {template.positions[slot]: slot for slot in template_slots(template.template)}
-    for special in ("bos", "end"):
-        if special in template.positions:
-            names[template.positions[special]] = special
-    return dict(sorted(names.items()))
+def shared_position_names(templates) -> list[str]:
+    """Names of positions every template has, in the first template's token order; `end` (and
+    `bos`) named as such even where a slot shares the token."""
+    common = set.intersection(*(set(t.positions) for t in templates))
+    first = templates[0].positions
+    slots_first = sorted((n for n in common if n not in ("bos", "end")), key=lambda n: first[n])
+    last = [n for n in ("end",) if n in common]
+    taken = {first[n] for n in ("bos", "end") if n in common}
+    return [n for n in ("bos",) if n in common] + [n for n in slots_first if first[n] not in taken] + last
 
 
 def _ablated_at(circuit: Variant, index: int, position: str) -> Variant:
@@ -73,11 +71,26 @@ def _ablated_at(circuit: Variant, index: int, position: str) -> Variant:
     return replace(circuit, heads=heads, label=f"{keep.layer}.{keep.head} ablated at {position}")
 
 
+def _attention_by_name(scorer: Scorer, names: list[str]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per layer, averaged over every prompt of the set: attention [head, query, key] between named
+    positions, and the same weighted by |v_k W_O|."""
+    totals = [torch.zeros(2, scorer.n_heads, len(names), len(names)) for _ in range(scorer.n_layers)]
+    n = 0
+    for template in scorer.engine.bound.templates:
+        index = torch.tensor([template.positions[name] for name in names])
+        for layer, (pattern, moved) in enumerate(zip(*_attention(scorer, template))):
+            picked = torch.stack([pattern, moved])[:, :, :, index][:, :, :, :, index]  # [2, n, head, q, k]
+            totals[layer] += picked.sum(1).cpu()
+        n += template.n_prompts
+    return [t[0] / n for t in totals], [t[1] / n for t in totals]
+
+
 def _attention(scorer: Scorer, template) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Per layer: attention [n, head, query, key], and attention weighted by |v_k W_O|."""
     bridge = scorer.run.model.bridge
     wanted = ("hook_pattern", "hook_v")
-    _, cache = bridge.run_with_cache(template.clean, names_filter=lambda n: n.endswith(wanted))
+    _, cache = bridge.run_with_cache(template.clean.to(scorer.run.model.device),
+                                     names_filter=lambda n: n.endswith(wanted))
     patterns, moved = [], []
     for layer in range(scorer.n_layers):
         pattern = cache[f"blocks.{layer}.attn.hook_pattern"]

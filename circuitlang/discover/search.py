@@ -60,8 +60,13 @@ class Found:
     edge_notes: dict[tuple[ir.Node, ir.Node], str]
 
 
+class CannotSearch(Exception):
+    """The spec and options ask for a search whose result would mean nothing; the message says why."""
+
+
 def discover(run: Run, options: Options, command: str, progress: Progress = lambda message: None) -> Outcome:
     scorer = Scorer(run, options.prompts)
+    _check_searchable(scorer, options)
     progress(f"F(M) = {scorer.f_model:.4g}, F(empty) = {scorer.f_empty:.4g}; searching with {options.method}")
     search = {"prune": _prune, "path-patching": _path_patching, "acdc": _acdc}[options.method]
     found = search(scorer, options, progress)
@@ -77,13 +82,40 @@ def discover(run: Run, options: Options, command: str, progress: Progress = lamb
               f"faithfulness of this circuit {found.faithfulness:.4f} (target {options.target})",
               *found.header, f"{scorer.evaluated} circuit variants and path-patching runs evaluated.",
               "Roles: where ablating the head alone matters most, and the key whose value it moves most from there.")
-    text = write_spec(Path(run.spec.path), FoundCircuit(circuit, header, (f"expect faithfulness >= {options.target}",),
+    text = write_spec(Path(run.spec.path), FoundCircuit(circuit, header, (_claim(run, scorer, options),),
                                                         notes, found.edge_notes),
                       options.output, options.name or options.output.stem)
     reached = found.faithfulness >= options.target
     summary = (f"{len(found.nodes)} nodes, {len(found.edges or ())} edges; faithfulness {found.faithfulness:.4f} "
                f"({'reaches' if reached else 'does NOT reach'} the target {options.target})", *found.header)
     return Outcome(text, summary, reached, found.faithfulness)
+
+
+def _check_searchable(scorer: Scorer, options: Options) -> None:
+    name = scorer.engine.bound.name
+    if not scorer.f_model > 0:
+        raise CannotSearch(f"on prompt set '{name}' the full model's metric F(M) = {scorer.f_model:.4g} is not positive, "
+                           "so faithfulness F(C)/F(M) would reward worse circuits; use a metric that is positive on "
+                           "the clean prompts (logit_diff(answer, wrong), prob_diff) or a corruption it separates")
+    if scorer.f_empty / scorer.f_model >= options.target:
+        raise CannotSearch(f"on prompt set '{name}' the empty circuit already has faithfulness "
+                           f"{scorer.f_empty / scorer.f_model:.3f} >= the target {options.target}: the ablation does "
+                           "not remove the behaviour (check the corruption and `ablate`)")
+    if options.method == "path-patching":
+        if any(t.corrupt is None for t in scorer.engine.bound.templates):
+            raise CannotSearch(f"prompt set '{name}' has no corruption; path patching patches from the corrupt "
+                               "prompts: add a `corrupt` line, or use --method prune or acdc")
+        if scorer.embed_edges == "declared":
+            raise CannotSearch("path patching scores edges between heads and MLPs, not from the embeddings; with "
+                               "`set embed_edges = declared` its circuit would see no tokens: use --method acdc "
+                               "(which prunes embedding edges too) or remove the setting")
+
+
+def _claim(run: Run, scorer: Scorer, options: Options) -> str:
+    """The search's target as a claim on the prompt set it was reached on."""
+    on = f" on {scorer.engine.bound.name}" if len(run.spec.prompt_sets) > 1 else ""
+    target = f"{options.target:.6f}".rstrip("0").rstrip(".")
+    return f"expect faithfulness{on} >= {target}"
 
 
 def _prune(scorer: Scorer, options: Options, progress: Progress) -> Found:
@@ -115,15 +147,16 @@ def _prune_line(result: PruneResult) -> str:
 
 
 def _comparison_lines(comparison: OrderComparison, chosen: PruneResult) -> tuple[str, ...]:
-    only_fb = [str(n) for n in comparison.fb.nodes if n not in set(comparison.bf.nodes)]
-    only_bf = [str(n) for n in comparison.bf.nodes if n not in set(comparison.fb.nodes)]
+    fb, bf = set(comparison.fb.nodes), set(comparison.bf.nodes)
+    only_fb = [str(n) for n in comparison.fb.nodes if n not in bf]
+    only_bf = [str(n) for n in comparison.bf.nodes if n not in fb]
+    what = "nodes" if comparison.include_mlps else "heads (every MLP kept)"
     return (_prune_line(comparison.fb), _prune_line(comparison.bf),
-            f"intersection: {len(comparison.intersection)} nodes, faithfulness {comparison.intersection_faithfulness:.4f}; "
-            f"union: {len(comparison.union)} nodes, faithfulness {comparison.union_faithfulness:.4f}; "
-            f"agreement (Jaccard) {comparison.jaccard:.2f}",
+            f"intersection: {len(comparison.pruned(comparison.intersection))} {what}, faithfulness "
+            f"{comparison.intersection_faithfulness:.4f}; union: {len(comparison.pruned(comparison.union))} {what}, "
+            f"faithfulness {comparison.union_faithfulness:.4f}; agreement (Jaccard) {comparison.jaccard:.2f}",
             f"only in fb: {', '.join(only_fb) or '-'}; only in bf: {', '.join(only_bf) or '-'}",
-            f"written: the {chosen.schedule} circuit" + (" (the smaller)" if comparison.fb.nodes != comparison.bf.nodes
-                                                        else " (both orders agree)"))
+            f"written: the {chosen.schedule} circuit" + (" (the smaller)" if fb != bf else " (both orders agree)"))
 
 
 def _path_patching(scorer: Scorer, options: Options, progress: Progress) -> Found:

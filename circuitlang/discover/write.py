@@ -18,6 +18,7 @@ from circuitlang.dsl import ast
 from circuitlang.dsl.parser import parse
 from circuitlang.dsl.printer import format_spec, quote
 from circuitlang.ir import models as ir
+from circuitlang.ir.lower import lower
 
 BARE_MLP_ROLE = "mlp"  # the role lowering gives MLPs declared by a bare `mlp` line
 _CIRCUIT_ITEMS = (ast.RoleDecl, ast.MlpDecl, ast.EdgeDecl, ast.ExpectMetric, ast.ExpectScore, ast.ExpectAttends)
@@ -43,16 +44,30 @@ def write_spec(base_path: Path, found: FoundCircuit, out_path: Path, name: str |
     base = parse(base_path.read_text(encoding="utf-8"), str(base_path))
     kept_items = [_rebase(item, base_path.resolve().parent, out_path.resolve().parent, name)
                   for item in base.items if not _is_circuit_item(item)]
-    dropped = [item.span for item in base.items if _is_circuit_item(item)]
-    # Comments above the `circuit` line describe the base spec's circuit, not the found one.
-    first = min((item.span.line for item in base.items if isinstance(item, ast.CircuitDecl)), default=0)
-    comments = tuple(c for c in base.comments
-                     if c.line > first and not any(s.line <= c.line <= s.end_line for s in dropped))
+    comments = _comments_kept(base)
     setting = format_spec(replace(base, items=tuple(kept_items), comments=comments))
     text = _insert_header(setting, found.header) + "\n" + "\n".join(circuit_lines(found)) + "\n"
     if found.claims:
         text += "\n" + "\n".join(found.claims) + "\n"
-    return format_spec(parse(text, str(out_path)))
+    written = parse(text, str(out_path))
+    lower(written)  # what was evaluated must also be a valid spec (positions, roles, edges, claims)
+    return format_spec(written)
+
+
+def _comments_kept(base: ast.SpecFile) -> tuple[ast.Comment, ...]:
+    """The base spec's comments, without those about its circuit: the header above the `circuit`
+    line, comments inside a replaced statement, and the comment block directly above one."""
+    first = min((item.span.line for item in base.items if isinstance(item, ast.CircuitDecl)), default=0)
+    own_lines = {c.line for c in base.comments}
+    dropped: set[int] = set()
+    for item in base.items:
+        if _is_circuit_item(item):
+            dropped.update(range(item.span.line, item.span.end_line + 1))
+            line = item.span.line - 1
+            while line in own_lines and line > first:
+                dropped.add(line)
+                line -= 1
+    return tuple(c for c in base.comments if c.line > first and c.line not in dropped)
 
 
 def circuit_lines(found: FoundCircuit) -> list[str]:

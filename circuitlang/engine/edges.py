@@ -170,7 +170,7 @@ class EdgeHooks:
                 if bool(rows.any()):
                     recomputed = ln1(resid[rows] - removed[rows]) @ weight[head] + bias[head]
                     if channel != "q":  # keys/values outside the head's k positions stay ablated
-                        keep = self.masks.kv[rows, layer, :, head].unsqueeze(-1).to(recomputed.device)
+                        keep = self.masks.kv[rows.to(self.masks.kv.device), layer, :, head].unsqueeze(-1).to(recomputed.device)
                         recomputed = torch.where(keep, recomputed, vectors[rows, :, head])
                     out[rows, :, head] = recomputed
             return out
