@@ -54,14 +54,41 @@ def test_iterative_path_patching_recovers_the_known_heads_and_their_edges(micro:
     assert result.faithfulness == pytest.approx(1.0, abs=1e-4)
 
 
-def test_path_patching_scores_are_the_metric_change_of_one_patched_edge(micro: Scorer) -> None:
+def _patched_by_hand(scorer: Scorer, head_index: int) -> float:
+    """The direct effect of one layer-0 head on the logits, by hooks on the bridge: its output from
+    the paired corrupt prompt, every other head and the MLP at their clean values."""
+    import torch
+
+    from circuitlang.engine.ablation_source import hook_name
+    from circuitlang.engine.readouts import single_ids
+
+    bridge = scorer.run.model.bridge
+    [template] = scorer.engine.bound.templates
+    _, clean = bridge.run_with_cache(template.clean)
+    _, corrupt = bridge.run_with_cache(template.corrupt)
+    z_name, mlp_name = hook_name("z", 0), hook_name("mlp_out", 0)
+
+    def patch_z(z, hook):
+        z = clean[z_name].clone()
+        z[:, :, head_index] = corrupt[z_name][:, :, head_index]
+        return z
+
+    with torch.no_grad():
+        logits = bridge.run_with_hooks(template.clean, fwd_hooks=[(z_name, patch_z),
+                                                                  (mlp_name, lambda out, hook: clean[mlp_name])])
+    end = logits[:, template.positions["end"]]
+    rows = torch.arange(template.n_prompts)
+    diff = end[rows, single_ids(template, "answer")] - end[rows, single_ids(template, "wrong")]
+    return float(diff.double().mean()) - scorer.f_model
+
+
+def test_path_patching_scores_equal_a_hand_hooked_direct_effect(micro: Scorer) -> None:
     scores = EdgeScores(micro)
     into_logits = scores.into(LOGITS, "")
-    for sender, score in into_logits.items():
-        patched = circuitlang.api.path_patch(micro.run, [sender], [circuitlang.api.Receiver(LOGITS, ())],
-                                             freeze_mlps=True)
-        assert score == pytest.approx(float(patched.mean()) - micro.f_model, abs=1e-9)
-    useless = {n for n, s in into_logits.items() if n not in KNOWN}
+    for index in range(4):
+        assert into_logits[head(0, index)] == pytest.approx(_patched_by_hand(micro, index), abs=1e-5)
+    assert abs(into_logits[head(0, 0)]) > 1.0  # the copying heads matter; the test would see a zero score
+    useless = {n for n in into_logits if n not in KNOWN}
     assert all(into_logits[n] == pytest.approx(0.0, abs=1e-6) for n in useless)  # W_O = 0 or no MLP weights
     nodes, _ = grow(scores, percentile=0.0, min_effect=0.0)
     assert set(nodes) == KNOWN  # even the loosest threshold never keeps an edge with no effect
