@@ -249,3 +249,46 @@ def test_an_output_name_that_is_not_an_identifier_is_made_one(micro_root):
     assert main(["discover", str(spec), "--method", "prune", "-o", str(out)]) == 0
     assert "circuit c_1_found on" in out.read_text()
     assert "# Found by: circuitlang discover" in out.read_text() and "--method prune" in out.read_text()
+
+
+def _acdc_by_the_book(scorer: Scorer, within: list, threshold: float) -> set:
+    """ACDC as Conmy et al. write it, with nothing skipped: every edge of the graph among `within`
+    tried, receivers from the logits backwards, senders from the latest; then nodes without a path
+    to the logits dropped."""
+    from circuitlang.discover.acdc import as_edges
+    from circuitlang.discover.scoring import node_order
+
+    order = sorted(within, key=node_order)
+    channels = {"head": ("q", "k", "v")}
+    edges = {(s, r, c) for r in order + [LOGITS] for s in order
+             if s != r and (r == LOGITS or micro_precedes(s, r)) for c in channels.get(r.kind, ("",))}
+
+    def kl(candidate):
+        return scorer.means([variant_of(order, as_edges(candidate))], scorer.kl_readout())[0]
+
+    current = kl(edges)
+    for receiver in reversed(order + [LOGITS]):
+        for edge in sorted((e for e in edges if e[1] == receiver), key=lambda e: (node_order(e[0]), e[2]), reverse=True):
+            value = kl(edges - {edge})
+            if value - current < threshold:
+                edges, current = edges - {edge}, value
+    useful = {LOGITS}
+    for _ in order:
+        useful |= {s for s, r, _ in edges if r in useful}
+    return {(s, r, c) for s, r, c in edges if s in useful}
+
+
+def micro_precedes(sender, receiver) -> bool:
+    return sender.layer < receiver.layer or (receiver.kind == "mlp" and sender.layer == receiver.layer and sender.kind == "head")
+
+
+def test_acdc_equals_the_plain_algorithm_on_part_of_the_organism() -> None:
+    """The search skips receivers already cut off from the logits; the result must not change."""
+    from circuitlang.discover.scoring import mlp
+
+    scorer = Scorer(circuitlang.open_run(circuitlang.load(ROOT / "specs" / "organism_incr_digits.circ")))
+    within = [head(0, 0), head(0, 2), head(0, 4), head(1, 0), mlp(0), mlp(1), mlp(2)]
+    fast = acdc(scorer, 0.003, "kl", within=within)
+    slow = _acdc_by_the_book(scorer, within, 0.003)
+    assert slow and {(e.sender, e.receiver, c) for e in fast.edges for c in (e.channels or ("",))} == slow
+    assert fast.edges_tried < sum(3 if r.kind == "head" else 1 for r in within) * len(within)

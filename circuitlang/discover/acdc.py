@@ -41,11 +41,14 @@ def acdc(scorer: Scorer, threshold: float, score: str = "kl", within: Sequence[i
     the edges of a circuit found by node pruning."""
     nodes = sorted(within if within is not None else scorer.heads() + scorer.mlps(), key=node_order)
     senders = nodes + ([ir.Node(kind="embed")] if scorer.embed_edges == "declared" else [])
-    edges = {key for receiver in nodes + [LOGITS] for key in _incoming(receiver, senders)}
+    parallel = scorer.parallel_attn_mlp
+    edges = {key for receiver in nodes + [LOGITS] for key in _incoming(receiver, senders, parallel)}
     current = _score(scorer, nodes, edges, score)
     tried = 0
     for receiver in sorted(nodes + [LOGITS], key=node_order, reverse=True):
-        for key in sorted(_incoming(receiver, senders), key=lambda k: (node_order(k[0]), k[2]), reverse=True):
+        if receiver not in _useful(edges):  # its output reaches the logits along no edge left: its
+            continue                        # inputs change nothing, and its edges go at the end
+        for key in sorted(_incoming(receiver, senders, parallel), key=lambda k: (node_order(k[0]), k[2]), reverse=True):
             if key not in edges:
                 continue
             trial = edges - {key}
@@ -99,13 +102,10 @@ def as_edges(keys: set[EdgeKey]) -> tuple[ir.Edge, ...]:
                  for s, r in ordered)
 
 
-def _incoming(receiver: ir.Node, senders: list[ir.Node]) -> list[EdgeKey]:
+def _incoming(receiver: ir.Node, senders: list[ir.Node], parallel_attn_mlp: bool = False) -> list[EdgeKey]:
     channels = ("q", "k", "v") if receiver.kind == "head" else ("",)
-    return [(s, receiver, c) for s in senders if s != receiver and _reaches(s, receiver) for c in channels]
-
-
-def _reaches(sender: ir.Node, receiver: ir.Node) -> bool:
-    return sender.kind == "embed" or precedes(sender, receiver)
+    return [(s, receiver, c) for s in senders
+            if s != receiver and (s.kind == "embed" or precedes(s, receiver, parallel_attn_mlp)) for c in channels]
 
 
 def _score(scorer: Scorer, nodes: list[ir.Node], edges: set[EdgeKey], score: str) -> float:
@@ -116,14 +116,20 @@ def _score(scorer: Scorer, nodes: list[ir.Node], edges: set[EdgeKey], score: str
     return (scorer.f_model - value) / abs(scorer.f_model) if scorer.f_model else float("nan")
 
 
-def _connected_to_logits(edges: set[EdgeKey]) -> tuple[tuple[ir.Node, ...], set[EdgeKey]]:
-    """Nodes with a path to the logits, and the edges among them."""
+def _useful(edges: set[EdgeKey]) -> set[ir.Node]:
+    """The logits and every node with a path of edges to them."""
     useful = {LOGITS}
     changed = True
     while changed:
         before = len(useful)
         useful |= {s for s, r, _ in edges if r in useful}
         changed = len(useful) != before
+    return useful
+
+
+def _connected_to_logits(edges: set[EdgeKey]) -> tuple[tuple[ir.Node, ...], set[EdgeKey]]:
+    """Nodes with a path to the logits, and the edges among them."""
+    useful = _useful(edges)
     kept = {key for key in edges if key[0] in useful and key[1] in useful}
     nodes = tuple(sorted((n for n in useful if n.kind in ("head", "mlp")), key=node_order))
     return nodes, kept

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from circuitlang.api import path_patch
-from circuitlang.discover.scoring import NO_SPAN, Scorer, node_order, precedes, variant_of
+from circuitlang.discover.scoring import NO_SPAN, Scorer, node_order, variant_of
 from circuitlang.engine.path_patching import Receiver
 from circuitlang.ir import models as ir
 
@@ -41,7 +41,7 @@ class EdgeScores:
 
     def into(self, receiver: ir.Node, channel: Channel) -> dict[ir.Node, float]:
         """Score of every possible sender into (receiver, channel)."""
-        senders = [s for s in self._nodes() if precedes(s, receiver)]
+        senders = [s for s in self._nodes() if self.scorer.precedes(s, receiver)]
         for sender in senders:
             key = (sender, receiver, channel)
             if key not in self.scores:

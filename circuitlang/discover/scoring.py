@@ -15,6 +15,7 @@ from circuitlang.engine.readouts import readout_for
 from circuitlang.engine.runner import Engine, Readout
 from circuitlang.engine.variants import HeadKeep, MlpKeep, Variant
 from circuitlang.ir import models as ir
+from circuitlang.ir.eap_ig import feeds
 
 NO_SPAN = ir.Span(path="<discover>", line=1, column=1, end_line=1, end_column=1)  # for IR built by a search
 KL = ir.Metric(name="kl", args=(), arg_spans=(), span=NO_SPAN)
@@ -37,13 +38,10 @@ def node_order(node: ir.Node) -> tuple[int, int, int]:
     return (node.layer or 0, 1 if node.kind == "mlp" else 0, node.head or 0)  # type: ignore[return-value]
 
 
-def precedes(sender: ir.Node, receiver: ir.Node) -> bool:
-    """Whether the sender writes to the residual stream before the receiver reads it."""
-    if receiver.kind == "logits":
-        return True
-    if receiver.kind == "mlp":  # a layer's MLP reads after the layer's heads
-        return sender.layer < receiver.layer or (sender.layer == receiver.layer and sender.kind == "head")  # type: ignore[operator]
-    return sender.layer < receiver.layer  # type: ignore[operator]
+def precedes(sender: ir.Node, receiver: ir.Node, parallel_attn_mlp: bool = False) -> bool:
+    """Whether the sender writes to the residual stream before the receiver reads it: earlier
+    layers, and a layer's heads before its MLP (unless attention and MLP run in parallel)."""
+    return sender.kind != "embed" and feeds(sender, receiver, parallel_attn_mlp)
 
 
 def variant_of(nodes: Sequence[ir.Node], edges: Sequence[ir.Edge] | None = None, label: str = "candidate",
@@ -76,6 +74,13 @@ class Scorer:
     @property
     def n_heads(self) -> int:
         return int(self.run.model.bridge.cfg.n_heads)
+
+    @property
+    def parallel_attn_mlp(self) -> bool:
+        return bool(getattr(self.run.model.bridge.cfg, "parallel_attn_mlp", False))
+
+    def precedes(self, sender: ir.Node, receiver: ir.Node) -> bool:
+        return precedes(sender, receiver, self.parallel_attn_mlp)
 
     @property
     def embed_edges(self) -> str:
