@@ -72,5 +72,8 @@ def _column(run: Run, specs: list[ir.Spec], index: int, prompt_set: str, templat
         except DataError as error:  # e.g. an offset position that falls outside B's prompts
             cells.append(TransferCell(not_applicable=f"{circuit_spec.name}: {error.message}"))
             continue
+        if float(model.mean()) == 0.0:  # e.g. `metric kl`: the full model's value is exactly 0
+            cells.append(TransferCell(not_applicable=f"F(M) = 0 on {prompt_set}: faithfulness F(C)/F(M) is undefined"))
+            continue
         cells.append(transfer_cell(model, circuit, empty, resamples))
     return column, cells

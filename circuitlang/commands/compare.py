@@ -57,7 +57,11 @@ def run(args: argparse.Namespace) -> int:
     except CircuitlangError as error:
         print_errors(error)
         return EXIT_RUNTIME_ERROR
-    _emit(Comparison(specs=summaries, overlap=shared, transfer=transfer), args)
+    try:
+        _emit(Comparison(specs=summaries, overlap=shared, transfer=transfer), args)
+    except OSError as error:
+        print(f"{args.output}: cannot write: {error.strerror}", file=sys.stderr)
+        return EXIT_RUNTIME_ERROR
     unloaded = transfer is not None and any(column.f_model is None for column in transfer.columns)
     return EXIT_RUNTIME_ERROR if unloaded else EXIT_OK
 

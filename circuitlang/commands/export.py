@@ -15,7 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-from circuitlang.commands.common import EXIT_OK, EXIT_SPEC_ERROR, CommandFailed, load_checked, print_errors
+from circuitlang.commands.common import EXIT_OK, EXIT_RUNTIME_ERROR, EXIT_SPEC_ERROR, CommandFailed, load_checked, \
+    print_errors
 from circuitlang.errors import CircuitlangError
 from circuitlang.ir.eap_ig import export_graph, export_warnings
 
@@ -47,7 +48,11 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     from circuitlang.report.render import write_atomically
 
-    write_atomically(args.output, text)
+    try:
+        write_atomically(args.output, text)
+    except OSError as error:
+        print(f"{args.output}: cannot write: {error.strerror}", file=sys.stderr)
+        return EXIT_RUNTIME_ERROR
     print(f"wrote {args.output}: {_summary(data)}")
     return EXIT_OK
 

@@ -17,7 +17,8 @@ import json
 import sys
 from pathlib import Path
 
-from circuitlang.commands.common import EXIT_OK, EXIT_SPEC_ERROR, CommandFailed, load_checked, print_errors
+from circuitlang.commands.common import EXIT_OK, EXIT_RUNTIME_ERROR, EXIT_SPEC_ERROR, CommandFailed, load_checked, \
+    print_errors
 from circuitlang.discover.write import FoundCircuit, write_spec
 from circuitlang.dsl import ast
 from circuitlang.dsl.parser import parse
@@ -69,11 +70,19 @@ def run(args: argparse.Namespace) -> int:
                          node_notes={n: f"score {s:.4g}" for n, s in imported.node_scores.items()},
                          edge_notes={pair: _score_note(scores) for pair, scores in imported.edge_scores.items()})
     out = args.output or Path.cwd() / "imported.circ"
-    text = write_spec(args.base, found, out, name=args.name)
+    try:
+        text = write_spec(args.base, found, out, name=args.name)
+    except CircuitlangError as error:  # e.g. a --name that is not a circuit name
+        print_errors(error)
+        return EXIT_SPEC_ERROR
     if args.output is None:
         sys.stdout.write(text)
         return EXIT_OK
-    return _write_checked(args.output, text, imported)
+    try:
+        return _write_checked(args.output, text, imported)
+    except OSError as error:
+        print(f"{args.output}: cannot write: {error.strerror}", file=sys.stderr)
+        return EXIT_RUNTIME_ERROR
 
 
 def _read_json(path: Path) -> object:

@@ -61,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
         spec = load_checked(args.file)
         prompt_set = _prompt_set(spec, args.prompts)
         kinds = _kinds(args.kind, args.receiver)
-        receivers = [_parse_receiver(text) for text in (args.receiver or (["logits"] if "path" in kinds else []))]
+        receivers = list(dict.fromkeys(_parse_receiver(text)
+                                       for text in (args.receiver or (["logits"] if "path" in kinds else []))))
+        _check_before_loading(spec, prompt_set, kinds, receivers)
         _check_plotting()
         args.output.mkdir(parents=True, exist_ok=True)  # before the model runs: fail fast
         with Console(stderr=True).status("loading the model") as progress:
@@ -112,9 +114,21 @@ def _parse_receiver(text: str) -> tuple[ir.Node, tuple[str, ...]]:
     if match := re.fullmatch(r"mlp\s*(\d+)", cleaned):
         return ir.Node(kind="mlp", layer=int(match[1])), ()
     if match := re.fullmatch(r"(\d+)\.(\d+)(?::\s*([qkv](?:\s*,\s*[qkv])*))?", cleaned):
-        channels = tuple(dict.fromkeys(c.strip() for c in match[3].split(","))) if match[3] else ("q", "k", "v")
+        named = {c.strip() for c in match[3].split(",")} if match[3] else {"q", "k", "v"}
+        channels = tuple(c for c in ("q", "k", "v") if c in named)  # one order: 9.1:v,k is 9.1:k,v
         return ir.Node(kind="head", layer=int(match[1]), head=int(match[2])), channels
     raise _fail(f"--receiver {text!r}: expected {RECEIVER_FORMS}")
+
+
+def _check_before_loading(spec: ir.Spec, prompt_set: str, kinds: list[str],
+                          receivers: list[tuple[ir.Node, tuple[str, ...]]]) -> None:
+    """What can be checked without the model: a sweep can take minutes after loading."""
+    chosen = spec.prompt_set(prompt_set)
+    if "path" in kinds and chosen.corruption is None and chosen.generator is None:
+        raise _fail(f"prompt set '{prompt_set}' has no corruption: path patching patches each sender from the "
+                    "paired corrupt prompt; add a `corrupt` block to the prompt set")
+    if spec.shape is not None:
+        _check_receivers(receivers, spec.shape.n_layers, spec.shape.n_heads, spec.model.name)
 
 
 def _check_receivers(receivers: list[tuple[ir.Node, tuple[str, ...]]], n_layers: int, n_heads: int, model: str) -> None:

@@ -84,6 +84,10 @@ def _boot(location: str, device: str, dtype: torch.dtype) -> Any:
 
 
 def _check_device(device: str, model: ir.ModelRef) -> None:
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise ModelError(f"unknown device '{device}'", model.span, "use cpu, cuda or cuda:N") from None
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelError(f"device '{device}' was asked for, but torch sees no CUDA device", model.span,
                          "run with --device cpu, or on a machine with a GPU and a CUDA build of torch")

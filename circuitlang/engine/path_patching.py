@@ -35,7 +35,7 @@ def path_patch(engine: Engine, senders: Sequence[ir.Node], receivers: Sequence[R
     out = torch.empty(engine.bound.n_prompts, dtype=torch.float64)
     for template in engine.bound.templates:
         values = _patch_template(engine, template, senders, receivers, readout, freeze_mlps)
-        out[torch.tensor(template.prompt_indices)] = values.double()
+        out[torch.tensor(template.prompt_indices)] = values.double().cpu()
     return out
 
 

@@ -98,7 +98,7 @@ class Engine:
                 v_idx, r_idx = torch.tensor([v for v, _ in chunk]), torch.tensor([r for _, r in chunk])
                 residual = self._final_residual(template, variants, masks, v_idx, r_idx, trunks[trunk], start)
                 logits = self.logits_at(residual[:, named["end"]], None if columns is None else columns[r_idx])
-                result[v_idx, r_idx] = readout.reduce(template, logits, r_idx).float()
+                result[v_idx, r_idx] = readout.reduce(template, logits, r_idx).float().cpu()
         return result
 
     def _masks(self, template: BoundTemplate, variant: Variant) -> Masks:
