@@ -74,8 +74,14 @@ def open_run(spec: ir.Spec, device: str = "cpu", dtype: torch.dtype = torch.floa
     """Load the model, expand and bind every prompt set."""
     model = load_model(spec.model, device, dtype)
     datasets = expand_all(spec)
-    bound = bind(spec, datasets, model.tokenizer, model.prepends_bos)
+    bound = bind(spec, datasets, model.tokenizer, prepends_bos(spec, model))
     return Run(spec, model, datasets, {b.name: b for b in bound}, batch_size or spec.settings.batch_size)
+
+
+def prepends_bos(spec: ir.Spec, model: LoadedModel) -> bool:
+    """Whether prompts start with the BOS token: the spec's `set prepend_bos`, else the model's default."""
+    setting = spec.settings.prepend_bos
+    return model.prepends_bos if setting == "model" else setting == "true"
 
 
 def path_patch(run: Run, senders: Sequence[ir.Node], receivers: Sequence[Receiver], prompt_set: str | None = None,

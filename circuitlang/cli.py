@@ -20,6 +20,7 @@ from circuitlang import __version__
 from circuitlang.commands.common import set_threads
 from circuitlang.compile.plan import compile_plan
 from circuitlang.data.datasets import Dataset, expand_all
+from circuitlang.data.tokenization import check_tokenization
 from circuitlang.dsl.parser import parse
 from circuitlang.dsl.printer import format_spec
 from circuitlang.errors import CircuitlangError, DataError, flatten, render_diagnostic
@@ -28,6 +29,9 @@ from circuitlang.ir.lower import load_spec
 
 EXIT_OK, EXIT_CLAIM_FAILED, EXIT_SPEC_ERROR, EXIT_RUNTIME_ERROR = 0, 1, 2, 3
 MAX_SHOWN_ERRORS = 20
+# The light install (`pip install circuitlang`) runs check, fmt and plan; the rest need an extra.
+EXTRA_OF_MODULE = {"numpy": "engine", "torch": "engine", "transformer_lens": "engine", "transformers": "engine",
+                   "matplotlib": "pictures", "pygraphviz": "pictures"}
 
 # Commands kept in their own modules (circuitlang/commands/NAME.py): each defines
 # add_arguments(parser) and run(args) -> exit code, and imports torch or plotting libraries only
@@ -49,7 +53,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_request:  # argparse exits 2 on usage errors, 0 on --help
         return int(exit_request.code or 0)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for files that record the command that wrote them
-    return int(args.run(args))
+    try:
+        return int(args.run(args))
+    except ModuleNotFoundError as missing:
+        extra = EXTRA_OF_MODULE.get((missing.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"error: `circuitlang {args.command}` needs {missing.name}, which is not installed\n"
+              f"  hint: pip install 'circuitlang[{extra}]' (install torch==2.13.0 first for the CPU build; see README)",
+              file=sys.stderr)
+        return EXIT_RUNTIME_ERROR
 
 
 def _argument_parser() -> argparse.ArgumentParser:
@@ -59,6 +72,8 @@ def _argument_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="parse and validate specs without running a model")
     check.add_argument("files", nargs="+", type=Path)
     check.add_argument("--format", choices=("text", "json"), default="text")
+    check.add_argument("--no-tokenize", action="store_true",
+                       help="do not tokenize the prompts, even when the model's tokenizer is available offline")
     check.set_defaults(run=_check)
     fmt = commands.add_parser("fmt", help="print specs in canonical form")
     fmt.add_argument("files", nargs="+", type=Path)
@@ -90,7 +105,7 @@ def _argument_parser() -> argparse.ArgumentParser:
 
 
 def _check(args: argparse.Namespace) -> int:
-    results = [_check_one(path) for path in args.files]
+    results = [_check_one(path, tokenize=not args.no_tokenize) for path in args.files]
     if args.format == "json":
         print(json.dumps({"files": results}, indent=2))
     else:
@@ -100,16 +115,25 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r["ok"] for r in results) else EXIT_SPEC_ERROR
 
 
-def _check_one(path: Path) -> dict[str, object]:
+def _check_one(path: Path, tokenize: bool) -> dict[str, object]:
     try:
         spec = load_spec(path)
         datasets = expand_all(spec)
+        tokenizer = check_tokenization(spec, datasets) if tokenize else None
     except CircuitlangError as error:
         errors = flatten([error])
         return {"path": str(path), "ok": False, "errors": [e.to_dict() for e in errors],
                 "rendered": [render_diagnostic(e) for e in errors]}
     return {"path": str(path), "ok": True, "errors": [], "warnings": _warnings(spec),
+            "tokenizer": str(tokenizer) if tokenizer else None, "notes": _notes(spec, tokenize, tokenizer),
             "summary": _summary(spec, datasets)}
+
+
+def _notes(spec: ir.Spec, tokenize: bool, tokenizer: Path | None) -> list[str]:
+    if tokenize and tokenizer is None:
+        return [f"{spec.path}: no tokenizer for '{spec.model.name}' is available offline; prompts were not "
+                "tokenized (verify tokenizes them when the model loads)"]
+    return []
 
 
 def _warnings(spec: ir.Spec) -> list[str]:
@@ -161,6 +185,8 @@ def _print_check_result(console: Console, result: dict[str, object]) -> None:
     summary: dict[str, object] = result["summary"]  # type: ignore[assignment]
     for warning in result["warnings"]:  # type: ignore[union-attr]
         console.print(f"[yellow]warning:[/yellow] {warning}", markup=True)
+    for note in result["notes"]:  # type: ignore[union-attr]
+        console.print(f"note: {note}", markup=False)
     sets = ", ".join(f"{p['name']} ({p['prompts']} prompts, corrupt {p['corruption']}, {p['metric']})"
                      for p in summary["prompt_sets"])  # type: ignore[union-attr]
     console.print(f"[green]ok[/green] {result['path']}: circuit {summary['circuit']} on {summary['model']}: "
@@ -183,13 +209,12 @@ def _verify(args: argparse.Namespace) -> int:
         return EXIT_SPEC_ERROR
     try:
         report = _run_verification(spec, args.device, args.threads)
-    except DataError as error:  # binding found a prompt the tokenizer splits differently
-        print(render_diagnostic(error), file=sys.stderr)
-        return EXIT_SPEC_ERROR
     except CircuitlangError as error:
-        for problem in flatten([error]):
+        problems = flatten([error])
+        for problem in problems:
             print(render_diagnostic(problem), file=sys.stderr)
-        return EXIT_RUNTIME_ERROR
+        # Binding errors (a prompt the tokenizer splits differently) are the spec's to fix.
+        return EXIT_SPEC_ERROR if all(isinstance(p, DataError) for p in problems) else EXIT_RUNTIME_ERROR
     _emit_report(report, args)
     return EXIT_OK if report.passed else EXIT_CLAIM_FAILED
 

@@ -2,6 +2,23 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
+
+# Before anything imports huggingface_hub (which reads these once): the tests never reach a hub,
+# and never read or write the user's Hugging Face cache. The session's own cache starts empty and
+# receives the GPT-2 stand-in when a test asks for it (`gpt2_hub`).
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# This module is imported twice (by pytest, and as `tests.conftest` by test modules): one folder.
+TEST_HF_HOME = os.environ.get("CIRCUITLANG_TEST_HF_HOME") or tempfile.mkdtemp(prefix="circuitlang-test-hf-")
+if "CIRCUITLANG_TEST_HF_HOME" not in os.environ:
+    os.environ["CIRCUITLANG_TEST_HF_HOME"] = TEST_HF_HOME
+    atexit.register(shutil.rmtree, TEST_HF_HOME, True)
+os.environ["HF_HOME"] = TEST_HF_HOME
+
 from pathlib import Path
 
 import pytest
@@ -14,6 +31,7 @@ from circuitlang.ir import models as ir
 from circuitlang.ir.lower import load_spec, lower
 
 ROOT = Path(__file__).resolve().parent.parent
+GPT2_TOKENIZER_FILES = ROOT / "tests" / "data" / "gpt2-tokenizer"  # OpenAI's encoder.json and vocab.bpe
 
 # The tests run many tiny tensor operations, where a second thread only adds synchronization (and,
 # on a busy 2-core machine, long waits); speed is measured in benchmarks/, not here.
@@ -50,3 +68,12 @@ def datasets_of(text: str, tmp_path: Path) -> tuple[Dataset, ...]:
     path = tmp_path / "spec.circ"
     path.write_text(text, encoding="utf-8")
     return expand_all(load_spec(path))
+
+
+@pytest.fixture(scope="session")
+def gpt2_hub() -> Path:
+    """GPT-2 small's shapes and real tokenizer with random weights, installed in the session's
+    Hugging Face cache as the hub model `gpt2`: `on "gpt2"` loads it through the hub code path."""
+    from circuitlang.organisms.gpt2_standin import install_in_hub_cache
+
+    return install_in_hub_cache(Path(TEST_HF_HOME), GPT2_TOKENIZER_FILES)

@@ -43,8 +43,9 @@ def test_every_declared_node_is_drawn_on_its_layers_rank(name):
 
 def test_roles_take_palette_colours_in_order_of_first_appearance():
     spec = load_spec(SPECS / "ioi.circ")
-    roles = list(dict.fromkeys(member.role for member in spec.circuit.nodes))
-    assert build_diagram([spec]).roles == tuple(zip(roles, ROLE_COLOURS))
+    roles = list(dict.fromkeys(member.role for member in spec.circuit.nodes if member.role != "mlp"))
+    coloured = tuple((role, colour) for role, colour in build_diagram([spec]).roles if role != "mlp")
+    assert coloured == tuple(zip(roles, ROLE_COLOURS))
     assert dict(build_diagram([load_spec(ORGANISM[0])]).roles)["mlp"] == NEUTRAL
 
 
@@ -117,7 +118,8 @@ def test_svg_is_xml_with_every_node_label_and_the_legend(tmp_path):
     texts = {t.text for t in ElementTree.parse(path).iter("{http://www.w3.org/2000/svg}text")}
     diagram = build_diagram([load_spec(SPECS / "ioi.circ")])
     assert all(line in texts for node in diagram.nodes for line in node.lines)
-    assert {"ioi on gpt2", "26 nodes, 0 edges", "no edges declared: nodes drawn by layer only"} <= texts
+    nodes = f"{len(diagram.nodes)} nodes, 0 edges"
+    assert {"ioi on gpt2", nodes, "no edges declared: nodes drawn by layer only"} <= texts
     assert [p.name for p in path.parent.iterdir()] == ["ioi.svg"]  # no temporary file left behind
 
 

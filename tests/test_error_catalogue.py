@@ -63,7 +63,7 @@ CASES: tuple[Case, ...] = (
     Case("layer_out_of_range.circ", semantic(19, 20, "layer 12 does not exist: gpt2 has layers 0-11")),
     Case("head_out_of_range.circ", semantic(19, 15, "head 9.12 does not exist: layers have heads 0-11")),
     Case("layer_star_unknown_shape.circ",
-         semantic(19, 16, "10.* needs the model's head count, unknown for 'some-unknown-model'")),
+         semantic(19, 16, "10.* needs the model's head count, unknown for 'someorg/some-unknown-model'")),
     Case("bad_layer_range.circ", semantic(20, 5, "empty layer range 9..3")),
     Case("position_range_backwards.circ", data(19, 27, "range s3..s1 runs backwards in template #0 of prompt set 'digits' ('{s1} {s2} {s3}')")),
     Case("position_range_with_end.circ", semantic(19, 27, "a range runs between slots; 's1..end' uses end or bos")),
@@ -168,6 +168,7 @@ CASES: tuple[Case, ...] = (
     Case("model_folder_missing.circ",
          model(3, 19, "model folder './no_model_here' does not exist (looked in <DIR>/no_model_here)")),
     Case("unknown_organism.circ", model(3, 19, "no shipped organism named 'nope'")),
+    Case("hub_name_misspelled.circ", model(3, 19, "'gtp2' is not a model name TransformerLens knows")),
     # ---- expectations ---------------------------------------------------------------------------
     Case("unknown_claim.circ", semantic(21, 8, "unknown claim 'faithfullness'")),
     Case("expect_node_not_in_circuit.circ", semantic(21, 8, "claim about 9.2, which is not in the circuit")),

@@ -85,8 +85,20 @@ def test_corrupt_file_pairs_rows_in_order(write_spec):
     assert [p.text for p in d.corrupt] == ["7", "8"]
 
 
-def test_ioi_generator_and_abc_corruption():
-    (d,) = expand_all(load_spec(SPECS / "ioi.circ"))
+COMPACT_IOI = """circuitlang 1
+circuit c on "gpt2"
+prompts ioi {
+  generate ioi(n = 100, order = "mixed")
+  corrupt abc
+}
+metric logit_diff(answer, wrong)
+ablate mean of corrupt
+role "r": 9.9 q end
+"""
+
+
+def test_ioi_generator_and_abc_corruption(tmp_path):
+    (d,) = datasets_of(COMPACT_IOI, tmp_path)  # the compact version (the default): 4 templates in each order
     assert len(d.clean) == 100 and len(d.templates) == 8
     for clean, corrupt in zip(d.clean, d.corrupt):
         values, bad = dict(clean.values), dict(corrupt.values)

@@ -24,10 +24,10 @@ from circuitlang.commands.common import (EXIT_OK, EXIT_RUNTIME_ERROR, EXIT_SPEC_
                                          print_errors, set_threads)
 from circuitlang.errors import CircuitlangError, DataError
 from circuitlang.ir import models as ir
-from circuitlang.verify.compare import Comparison, Transfer, overlap
 
-if TYPE_CHECKING:  # torch is imported only when the transfer matrix runs
+if TYPE_CHECKING:  # numpy and torch are imported only when the command runs (the light install has neither)
     from circuitlang.api import Run
+    from circuitlang.verify.compare import Comparison, Transfer
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from circuitlang.verify.compare import Comparison, overlap
+
     if len(args.files) < 2:
         print("compare needs two or more specs", file=sys.stderr)
         return EXIT_SPEC_ERROR

@@ -11,7 +11,7 @@ from typing import Callable
 from circuitlang.data.values import Env, Scalar, Value, draw_distinct, evaluate
 from circuitlang.errors import DataError
 from circuitlang.ir import models as ir
-from circuitlang.ir.stdlib import NAMES
+from circuitlang.data.generators import IOI_VERSIONS
 
 SlotValues = dict[str, Value]
 Corrupter = Callable[[ir.Corruption, SlotValues, tuple[str, ...], Env, dict[str, Scalar] | None], SlotValues]
@@ -66,9 +66,11 @@ def _file(corruption: ir.Corruption, values: SlotValues, slots: tuple[str, ...],
 
 def _abc(corruption: ir.Corruption, values: SlotValues, slots: tuple[str, ...], env: Env,
          row: dict[str, Scalar] | None) -> SlotValues:
-    """Wang et al.'s ABC dataset: io, s1 and s2 become three distinct names unrelated to the clean ones."""
+    """Wang et al.'s ABC dataset: io, s1 and s2 become three distinct names unrelated to the clean ones,
+    drawn from the names the clean prompts were drawn from."""
     used = {values.get("io"), values.get("s1")}
-    io, s1, s2 = env.rng.sample([n for n in NAMES if n not in used], 3)
+    pool = IOI_VERSIONS[str(env.generator.get("version", "compact"))].names
+    io, s1, s2 = env.rng.sample([n for n in pool if n not in used], 3)
     return {**values, "io": io, "s1": s1, "s2": s2}
 
 

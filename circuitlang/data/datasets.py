@@ -160,10 +160,11 @@ def _corrupt(prompt_set: ir.PromptSet, rows: list[Row], templates: tuple[str, ..
     if file_rows is not None and len(file_rows) < len(rows):
         raise DataError(f"corrupt file has {len(file_rows)} row(s) for {len(rows)} clean prompts", corruption.span,
                         "give one corrupt row per clean prompt, in the same order")
+    generator_params = dict(prompt_set.generator.params) if prompt_set.generator else {}
     corrupted = []
     for i, (template, variables, label) in enumerate(rows):
         slots = template_slots(template)
-        env = Env(dict(variables), lists, rng, f"corruption of {label}")
+        env = Env(dict(variables), lists, rng, f"corruption of {label}", generator_params)
         values = CORRUPTERS[corruption.kind](corruption, {s: variables[s] for s in slots}, slots, env,
                                              file_rows[i] if file_rows else None)
         corrupted.append((template, variables | values, f"corrupt {label}"))

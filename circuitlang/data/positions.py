@@ -17,6 +17,14 @@ from circuitlang.ir import models as ir
 Offsets = Sequence[tuple[int, int]]  # (start, end) character offsets of each token
 
 
+class SlotError(DataError):
+    """A slot that does not end on a token boundary; `slot` names it."""
+
+    def __init__(self, slot: str, message: str, hint: str) -> None:
+        super().__init__(message, None, hint)
+        self.slot = slot
+
+
 def slot_token_indices(prompt: Prompt, offsets: Offsets, first_token: int = 0) -> dict[str, int]:
     """Token index of every slot, `end` and `bos`. `first_token` skips a prepended BOS token."""
     positions = {"bos": 0, "end": len(offsets) - 1}
@@ -31,11 +39,11 @@ def _token_ending_at(prompt: Prompt, slot: str, start: int, stop: int, offsets: 
         if token_start < stop <= token_end:
             if token_end != stop:
                 piece = prompt.text[token_start:token_end]
-                raise DataError(f"{prompt.label}: slot '{slot}' ends inside the token {piece!r} in {prompt.text!r}",
-                                None, "the tokenizer merges the slot with the text after it; add a space or "
+                raise SlotError(slot, f"{prompt.label}: slot '{slot}' ends inside the token {piece!r} in {prompt.text!r}",
+                                "the tokenizer merges the slot with the text after it; add a space or "
                                 "change the template so each slot ends on a token boundary")
             return index
-    raise DataError(f"{prompt.label}: slot '{slot}' is not covered by any token in {prompt.text!r}", None,
+    raise SlotError(slot, f"{prompt.label}: slot '{slot}' is not covered by any token in {prompt.text!r}",
                     "check the tokenizer's offsets")
 
 

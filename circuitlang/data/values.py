@@ -8,7 +8,7 @@ Python's `eval`; each operator is implemented and checked explicitly, and every 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Mapping, Union
 
 from circuitlang.errors import DataError, Span
@@ -32,6 +32,7 @@ class Env:
     lists: Mapping[str, NamedValues]
     rng: random.Random
     label: str
+    generator: Mapping[str, Value] = field(default_factory=dict)  # the parameters of a `generate` line
 
 
 def evaluate(expr: ir.Expr, env: Env) -> Value:

@@ -1,25 +1,33 @@
 """Model loading through TransformerLens 4 (`TransformerBridge.boot_transformers`).
 
-A spec's model is a shipped organism, a local HF folder, or a hub name. A hub name is looked up in
-the local Hugging Face cache only (no network) unless `CIRCUITLANG_ALLOW_DOWNLOAD=1` is set, so a
-machine without network fails at once with a message saying how to point circuitlang at local
-weights, instead of retrying for a minute. Every loaded model records its identity: the name and a
-hash of its weights.
+A spec's model is a shipped organism, a local HF folder, or a hub name. A hub name loads as in
+TransformerLens: its official name (aliases resolved at check time, `ir.hub`) goes to
+`boot_transformers`, which downloads into the Hugging Face cache or reuses it. Before that, one
+short probe of the hub's API decides the way: offline (`HF_HUB_OFFLINE`) or with the hub out of
+reach, the model loads from the cache or fails at once with a way forward, instead of retrying
+for a minute; a repo the hub does not have fails with the nearest known names. Every loaded model
+records its identity: the name and a hash of its weights.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from circuitlang.errors import ModelError
 from circuitlang.ir import models as ir
+from circuitlang.ir.shapes import unknown_hub_hint
 
-ALLOW_DOWNLOAD_VARIABLE = "CIRCUITLANG_ALLOW_DOWNLOAD"
+# Seconds the hub probe waits: long enough for a slow link, short enough that a machine whose
+# network drops packets (no quick refusal) still fails within five seconds of the command starting.
+PROBE_TIMEOUT_S = 2.0
+
+HubAnswer = Literal["exists", "missing", "gated", "unreachable"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +62,7 @@ def load_model(model: ir.ModelRef, device: str = "cpu", dtype: torch.dtype = tor
     try:
         bridge = _boot(location, device, dtype)
     except OSError as error:
-        raise ModelError(_not_found_message(model), model.span, _not_found_hint(model)) from error
+        raise ModelError(_load_failed_message(model, error), model.span, _load_failed_hint(model)) from error
     bridge.eval()
     tokenizer = bridge.tokenizer
     if not getattr(tokenizer, "is_fast", False):
@@ -64,17 +72,73 @@ def load_model(model: ir.ModelRef, device: str = "cpu", dtype: torch.dtype = tor
 
 
 def _hub_location(model: ir.ModelRef) -> str:
-    """The cached snapshot folder of a hub model, found without touching the network; the bare
-    name (which lets transformers download) only when downloads are allowed."""
-    if os.environ.get(ALLOW_DOWNLOAD_VARIABLE) == "1":
-        return model.name
+    """What `boot_transformers` gets for a hub model: the repo id when the hub answers (it downloads
+    or reuses the cache, as TransformerLens does), else the cached snapshot folder, found without
+    network, so that nothing waits on a hub that cannot answer."""
+    repo = model.hub_id or model.name
+    if hub_offline():
+        return _cached_snapshot(model, repo, "HF_HUB_OFFLINE is set")
+    answer, detail = probe_hub(repo)
+    if answer == "unreachable":
+        return _cached_snapshot(model, repo, f"the hub cannot be reached ({detail})")
+    if answer == "missing":
+        raise ModelError(f"the Hugging Face hub has no model '{repo}' ({detail})", model.span, unknown_hub_hint(repo))
+    if answer == "gated":
+        raise ModelError(f"'{repo}' is gated on the Hugging Face hub, and this machine has no access to it", model.span,
+                         "accept the model's licence on its hub page, then log in (hf auth login) or set HF_TOKEN")
+    return repo
+
+
+def hub_offline() -> bool:
+    """Whether Hugging Face offline mode is on, as huggingface_hub read it at import or as the
+    environment says now (a process may set it after importing huggingface_hub)."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def probe_hub(repo: str, timeout: float = PROBE_TIMEOUT_S) -> tuple[HubAnswer, str]:
+    """One request to the hub's model API (`HF_ENDPOINT` honoured): does `repo` exist, and can this
+    machine reach the hub at all? Returns the answer and a detail for messages. The request runs in
+    a daemon thread joined with `timeout`, because the HTTP client's own timeouts apply per phase
+    and per attempt (a silent server took 5 s with a 2 s timeout)."""
+    from huggingface_hub import constants
+
+    answers: list[tuple[HubAnswer, str]] = []
+    thread = threading.Thread(target=lambda: answers.append(_ask_hub(repo, constants.ENDPOINT, timeout)), daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return answers[0] if answers else ("unreachable", f"{constants.ENDPOINT}: no answer within {timeout:g} s")
+
+
+def _ask_hub(repo: str, endpoint: str, timeout: float) -> tuple[HubAnswer, str]:
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    try:
+        HfApi(endpoint=endpoint).model_info(repo, timeout=timeout)
+    except GatedRepoError:
+        return "gated", endpoint
+    except RepositoryNotFoundError:
+        return "missing", f"{endpoint}/{repo}"
+    except HfHubHTTPError as error:
+        status = error.response.status_code if error.response is not None else "no status"
+        return "unreachable", f"{endpoint} answered {status}"
+    except Exception as error:  # any failure to get an answer (DNS, refused, timeout, proxy) means "no hub"
+        return "unreachable", f"{endpoint}: {type(error).__name__}"
+    return "exists", endpoint
+
+
+def _cached_snapshot(model: ir.ModelRef, repo: str, reason: str) -> str:
+    """The cached snapshot folder of `repo`, found without touching the network."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        return snapshot_download(model.name, local_files_only=True)
+        return snapshot_download(repo, local_files_only=True)
     except (LocalEntryNotFoundError, OSError, ValueError) as error:
-        raise ModelError(_not_found_message(model), model.span, _not_found_hint(model)) from error
+        raise ModelError(f"'{model.name}' is not in the local Hugging Face cache, and {reason}", model.span,
+                         _not_cached_hint(model)) from error
 
 
 def _boot(location: str, device: str, dtype: torch.dtype) -> Any:
@@ -93,17 +157,22 @@ def _check_device(device: str, model: ir.ModelRef) -> None:
                          "run with --device cpu, or on a machine with a GPU and a CUDA build of torch")
 
 
-def _not_found_message(model: ir.ModelRef) -> str:
+def _load_failed_message(model: ir.ModelRef, error: OSError) -> str:
     if model.source == "hub":
-        return f"'{model.name}' is not in the local Hugging Face cache, and circuitlang does not download by default"
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return f"'{model.name}' could not be downloaded or loaded from the Hugging Face hub: {reason}"
     return f"cannot load the model in {model.path}"
 
 
-def _not_found_hint(model: ir.ModelRef) -> str:
+def _load_failed_hint(model: ir.ModelRef) -> str:
     if model.source == "hub":
-        return (f'point the spec at a local copy (circuit ... on "./models/{model.name}"), use a shipped '
-                f'organism (on "organism:NAME"), or allow the download once with {ALLOW_DOWNLOAD_VARIABLE}=1')
+        return _not_cached_hint(model)
     return "the folder needs config.json, the weights and a tokenizer (tokenizer.json) in Hugging Face format"
+
+
+def _not_cached_hint(model: ir.ModelRef) -> str:
+    return (f"run once with network (and HF_HUB_OFFLINE unset) to download it into the cache, point the spec at a "
+            f'local copy (circuit ... on "./models/{model.name}"), or use a shipped organism (on "organism:NAME")')
 
 
 def _identity(model: ir.ModelRef, bridge: Any) -> ModelIdentity:

@@ -183,7 +183,7 @@ def graph_config(spec: ir.Spec) -> GraphConfig:
 
 def _model_details(model: ir.ModelRef) -> tuple[int | None, bool]:
     if model.path is None:
-        return KNOWN_HUB_GRAPHS.get(model.name, (None, False))
+        return KNOWN_HUB_GRAPHS.get(model.hub_id or model.name, (None, False))
     try:
         config = json.loads((Path(model.path) / "config.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):

@@ -105,6 +105,9 @@ class ModelRef(Frozen):
     source: Literal["hub", "local", "organism"]
     name: str  # as written in the spec
     path: str | None = None  # resolved folder for local models and organisms
+    # Hub models: the repo to load, the alias resolved as TransformerLens resolves it. Derived from
+    # `name`, so it stays out of the canonical JSON (spec hashes and golden IR keep the name as written).
+    hub_id: str | None = Field(default=None, exclude=True)
     span: Span
 
 
@@ -309,6 +312,7 @@ class Settings(Frozen):
     top_k: int = 5  # copy and next scores: is the token among the top k logits
     batch_size: int = 256
     embed_edges: Literal["all", "declared"] = "all"
+    prepend_bos: Literal["model", "true", "false"] = "model"  # "model": as the model's TransformerLens config says
 
 
 class Spec(Frozen):

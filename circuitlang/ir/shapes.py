@@ -2,8 +2,10 @@
 
 `on "gpt2"` is a hub name; `on "./models/x"` (a string starting with `.`, `/` or `~`) is a local
 HF-format folder, relative to the spec file; `on "organism:NAME"` is a model shipped inside
-circuitlang. Layer/head bounds come from a small table of known hub models, or from the
-folder's `config.json`, so `circuitlang check` works offline.
+circuitlang. A hub name is resolved as TransformerLens resolves it (`gpt2-small` is `gpt2`, see
+`ir.hub`); a bare name TransformerLens does not know is an error, while `org/name` may be any
+repo. Layer/head bounds come from a small table of known hub models, or from the folder's
+`config.json`, so `circuitlang check` works offline.
 """
 
 from __future__ import annotations
@@ -13,14 +15,16 @@ from importlib import resources
 from pathlib import Path
 
 from circuitlang.errors import ModelError, Span
+from circuitlang.ir.hub import nearest_hub_names, official_hub_name
 from circuitlang.ir.models import ModelRef, ModelShape
 
 ORGANISM_PREFIX = "organism:"
 
-# (n_layers, n_heads) of hub models whose shape we know without downloading anything.
+# (n_layers, n_heads) of hub models whose shape we know without downloading anything, keyed by
+# TransformerLens's official names (aliases resolve to these first) and by Hugging Face's own
+# names for the same repos, which TransformerLens does not list.
 KNOWN_HUB_SHAPES: dict[str, tuple[int, int]] = {
     "gpt2": (12, 12),
-    "gpt2-small": (12, 12),
     "openai-community/gpt2": (12, 12),
     "gpt2-medium": (24, 16),
     "openai-community/gpt2-medium": (24, 16),
@@ -61,14 +65,33 @@ def resolve_model(written: str, spec_dir: Path, span: Span) -> ModelRef:
             raise ModelError(f"model folder '{written}' does not exist (looked in {folder})", span,
                              "paths are relative to the spec file; point at a folder with config.json")
         return ModelRef(source="local", name=written, path=str(folder), span=span)
-    return ModelRef(source="hub", name=written, span=span)
+    return ModelRef(source="hub", name=written, hub_id=_hub_id(written, span), span=span)
+
+
+def _hub_id(written: str, span: Span) -> str:
+    """The repo a hub name loads. An `org/name` TransformerLens does not list is taken as written
+    (any repo of a supported architecture loads); a bare unknown name is almost always a typo."""
+    official = official_hub_name(written)
+    if official is not None:
+        return official
+    if "/" in written:
+        return written
+    raise ModelError(f"'{written}' is not a model name TransformerLens knows", span, unknown_hub_hint(written))
+
+
+def unknown_hub_hint(written: str) -> str:
+    """A did-you-mean hint for a hub name that names no model."""
+    nearest = nearest_hub_names(written)
+    guess = f"did you mean {' or '.join(repr(name) for name in nearest)}? " if nearest else ""
+    return (f"{guess}use a name from TransformerLens's model table or a full Hugging Face repo id "
+            f'(on "org/name"); local folders start with "./"')
 
 
 def model_shape(model: ModelRef) -> ModelShape | None:
     """Layers and heads of the model, or None for a hub model this table does not know."""
     if model.path is not None:
         return _shape_from_config(Path(model.path) / "config.json", model.span)
-    known = KNOWN_HUB_SHAPES.get(model.name)
+    known = KNOWN_HUB_SHAPES.get(model.hub_id or model.name)
     return ModelShape(n_layers=known[0], n_heads=known[1], origin=model.name) if known else None
 
 

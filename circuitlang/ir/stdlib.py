@@ -93,22 +93,23 @@ class GeneratorSignature:
 
 GENERATORS: dict[str, GeneratorSignature] = {
     "ioi": GeneratorSignature(
-        params={"n": 64, "order": "mixed"},
+        params={"n": 64, "order": "mixed", "version": "compact"},
         slots=("io", "s1", "s2", "place", "object"),
         fields=("answer", "wrong"),
         corruptions=("abc", "random", "swap", "file"),
         answer_prefix=" ",
         description="Wang et al.'s IOI templates: answer the indirect object (io), wrong the subject",
-        choices={"order": ("mixed", "abba", "baba")},
+        choices={"order": ("mixed", "abba", "baba"), "version": ("compact", "wang2022")},
     ),
     "greater_than": GeneratorSignature(
-        params={"n": 64},
+        params={"n": 64, "version": "compact"},
         slots=("noun", "xx", "yy", "xx2"),
         fields=("answer", "wrong"),
         corruptions=("01", "random", "file"),
         answer_prefix="",
         description="Hanna et al.: 'The {noun} lasted from the year {xx}{yy} to the year {xx2}' (xx2 = xx); "
         "answer = years after yy, wrong = years up to yy",
+        choices={"version": ("compact", "hanna2023")},
     ),
 }
 
@@ -127,5 +128,6 @@ SPEC_SETTINGS = {
     "seed": int, "bootstrap": int, "confidence": float, "minimality_threshold": float,
     "completeness_samples": int, "greedy_steps": int, "minimality_samples": int, "top_k": int, "batch_size": int,
     "embed_edges": ("all", "declared"),
+    "prepend_bos": ("model", "true", "false"),
 }
 PROMPT_SETTINGS = {"answer_prefix": str, "count": int}

@@ -142,7 +142,7 @@ def _matrix(sets: list[frozenset]) -> list[list[float]]:
 
 
 def model_key(spec: ir.Spec) -> tuple[str, str]:
-    return spec.model.source, spec.model.path or spec.model.name
+    return spec.model.source, spec.model.path or spec.model.hub_id or spec.model.name  # an alias is the same model
 
 
 def transfer_blocker(circuit_spec: ir.Spec, prompts_spec: ir.Spec, prompt_set: str,
