@@ -191,12 +191,8 @@ def offline_tokenizer_file(model: ir.ModelRef) -> Path | None:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
         return None
-    cached = try_to_load_from_cache(_hub_repo(model), TOKENIZER_FILE)
+    cached = try_to_load_from_cache(model.hub_id or model.name, TOKENIZER_FILE)
     return Path(cached) if isinstance(cached, str) else None
-
-
-def _hub_repo(model: ir.ModelRef) -> str:
-    return getattr(model, "hub_id", None) or model.name
 
 
 def load_tokenizer_file(path: Path, model: ir.ModelRef) -> Any:  # -> tokenizers.Tokenizer
