@@ -11,6 +11,7 @@ import argparse
 import importlib
 import json
 import sys
+import traceback
 from pathlib import Path
 from typing import Sequence
 
@@ -310,5 +311,12 @@ def _emit_formatted(args: argparse.Namespace, path: Path, text: str, formatted: 
 
 
 def run() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
+    """Console-script entry point. An unexpected exception is a bug, reported with its traceback,
+    but it exits 3 (a runtime error): exit 1 means a claim failed, and CI must not read a crash so."""
+    try:
+        code = main()
+    except Exception:  # noqa: BLE001 - the last line of defence for the exit code's meaning
+        traceback.print_exc()
+        print("circuitlang: internal error (a bug: please report it with the traceback above)", file=sys.stderr)
+        code = EXIT_RUNTIME_ERROR
+    sys.exit(code)

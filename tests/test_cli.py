@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from circuitlang.cli import main
 from tests.conftest import ROOT, SPECS
 
@@ -86,3 +88,17 @@ def test_plan_does_not_import_torch():
             f"assert main(['plan', {str(SPECS / 'ioi.circ')!r}]) == 0; assert 'torch' not in sys.modules")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_crash_exits_3_not_the_failed_claim_code(monkeypatch, capsys):
+    from circuitlang import cli
+
+    def broken(args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cli, "_plan", broken)
+    monkeypatch.setattr(sys, "argv", ["circuitlang", "plan", str(SPECS / "organism_incr_digits.circ")])
+    with pytest.raises(SystemExit) as exited:
+        cli.run()
+    assert exited.value.code == 3
+    assert "RuntimeError: boom" in capsys.readouterr().err
