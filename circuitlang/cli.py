@@ -27,6 +27,7 @@ from circuitlang.dsl.printer import format_spec
 from circuitlang.errors import CircuitlangError, DataError, flatten, render_diagnostic
 from circuitlang.ir import models as ir
 from circuitlang.ir.lower import load_spec
+from circuitlang.ir.structure import structure_warnings
 
 EXIT_OK, EXIT_CLAIM_FAILED, EXIT_SPEC_ERROR, EXIT_RUNTIME_ERROR = 0, 1, 2, 3
 MAX_SHOWN_ERRORS = 20
@@ -138,10 +139,11 @@ def _notes(spec: ir.Spec, tokenize: bool, tokenizer: Path | None) -> list[str]:
 
 
 def _warnings(spec: ir.Spec) -> list[str]:
+    warnings = [str(w) for w in structure_warnings(spec)]
     if spec.shape is None:
-        return [f"{spec.path}: the shape of '{spec.model.name}' is not known offline; layer and head numbers "
-                "were not checked (they are checked when the model loads)"]
-    return []
+        warnings.append(f"{spec.path}: the shape of '{spec.model.name}' is not known offline; layer and head "
+                        "numbers were not checked (they are checked when the model loads)")
+    return warnings
 
 
 def _summary(spec: ir.Spec, datasets: tuple[Dataset, ...]) -> dict[str, object]:

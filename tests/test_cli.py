@@ -102,3 +102,13 @@ def test_a_crash_exits_3_not_the_failed_claim_code(monkeypatch, capsys):
         cli.run()
     assert exited.value.code == 3
     assert "RuntimeError: boom" in capsys.readouterr().err
+
+
+def test_check_warns_at_the_line_of_a_node_with_no_declared_inputs(write_spec, capsys):
+    path = write_spec('circuitlang 1\ncircuit c on "gpt2"\nprompts { template "{a}"; a = 1; answer = 2; wrong = 3 }\n'
+                      'metric logit_diff(answer, wrong)\nablate zero\nrole "early": 0.1\nrole "late": 9.1\n'
+                      "edge 9.1 -> logits\nedge 0.1 -> logits\n")
+    assert main(["check", "--no-tokenize", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"warning: {path}:7:14: 9.1 has no declared input from another node: it reads only the embeddings" in out
+    assert "0.1 has no declared input" not in out  # layer 0 reads the embeddings by design

@@ -76,6 +76,9 @@ CASES: tuple[Case, ...] = (
     Case("role_named_mlp.circ", semantic(20, 6, '"mlp" is the role of bare `mlp` lines')),
     # ---- edges ----------------------------------------------------------------------------------
     Case("edge_undeclared_node.circ", semantic(21, 6, "edge endpoint 4.4 is not in the circuit")),
+    Case("edge_node_cut_off.circ",
+         semantic(20, 18, "4.4 has no declared path to the logits: with edges declared, its output reaches nothing, "
+                          "so the verification would treat it as ablated")),
     Case("edge_backwards.circ", semantic(22, 1, "edge 9.1 -> 4.4 runs backwards: 9.1 cannot write into 4.4")),
     Case("edge_from_logits.circ", semantic(25, 1, "edges run from embed towards logits")),
     Case("edge_declared_twice.circ", semantic(25, 1, "edge 9.1 -> mlp 9 is declared twice")),

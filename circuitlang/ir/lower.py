@@ -17,6 +17,7 @@ from circuitlang.ir.expectations import lower_expectations
 from circuitlang.ir.expressions import constant_value
 from circuitlang.ir.prompt_sets import lower_metric, lower_prompt_set
 from circuitlang.ir.settings import lower_settings
+from circuitlang.ir.structure import structure_errors
 from circuitlang.ir.shapes import model_shape, resolve_model
 from circuitlang.ir.stdlib import BUILTIN_LISTS
 from circuitlang.ir.uses import read_spec_file, resolve_uses
@@ -42,7 +43,10 @@ def lower(spec_file: ast.SpecFile) -> ir.Spec:
     _check_every_set_has_a_metric(items, prompt_sets, spec_file.header, errors)
     ablation = _ablation(items, spec_file.header, errors)
     _check_corruption_for_ablation(ablation, prompt_sets, _without_corrupt_block(items), errors)
+    before = len(errors)
     circuit = lower_circuit(items, shape, model, prompt_sets, errors)
+    if len(errors) == before:  # a rejected edge line would make the structure look broken: one error is enough
+        errors.extend(structure_errors(circuit))
     expectations = lower_expectations(items, circuit, prompt_sets, errors)
     settings = lower_settings(items, errors)
     raise_if_any(errors)
