@@ -17,11 +17,15 @@ import numpy as np
 from circuitlang import __version__
 from circuitlang.api import Run
 from circuitlang.engine import scores
+from circuitlang.engine.path_patching import PATCH_RUNS_PER_EDGE, Receiver, path_patch
 from circuitlang.engine.readouts import readout_for
+from circuitlang.engine.runner import Readout
 from circuitlang.ir import models as ir
 from circuitlang.verify.claims import check_claims
+from circuitlang.ir.stdlib import CHANNELS
 from circuitlang.verify.criteria import Criteria, VariantBank
-from circuitlang.verify.report_model import NodeScores, PromptSetReport, Report, Versions
+from circuitlang.verify.edges import edge_effect, untested
+from circuitlang.verify.report_model import EdgeEffect, NodeScores, PromptSetReport, Report, Versions
 from circuitlang.verify.statistics import Estimate, Resamples
 
 Progress = Callable[[str], None]
@@ -75,6 +79,7 @@ def _prompt_set_report(run: Run, prompt_set: ir.PromptSet, resamples: Resamples,
     faithfulness = criteria.faithfulness()
     completeness = criteria.completeness()
     minimality = criteria.minimality()
+    edges = _edge_effects(run, prompt_set.name, readout, criteria.bank.get("M", frozenset()), resamples, say)
     say(f"{prompt_set.name}: node scores")
     metric = engine.bound.metric
     return PromptSetReport(
@@ -82,7 +87,23 @@ def _prompt_set_report(run: Run, prompt_set: ir.PromptSet, resamples: Resamples,
         metric=f"{metric.name}({', '.join(metric.args)})" if metric.args else metric.name,
         faithfulness=faithfulness, completeness=completeness, minimality=minimality,
         node_scores=_node_scores(run, prompt_set.name, resamples), variants_evaluated=evaluated[0] + 1,
+        edges=edges, patch_runs=PATCH_RUNS_PER_EDGE * sum(e.effect is not None for e in edges),
     )
+
+
+def _edge_effects(run: Run, name: str, readout: Readout, model: np.ndarray, resamples: Resamples,
+                  say: Progress) -> list[EdgeEffect]:
+    """Every declared edge path-patched on its own, direct path only (MLPs frozen too)."""
+    engine, declared = run.engine(name), run.spec.circuit.edges
+    if declared and engine.bound.templates[0].corrupt is None:
+        return [untested(edge, "the prompt set has no corruption to patch from") for edge in declared]
+    effects = []
+    for number, edge in enumerate(declared, 1):
+        say(f"{name}: path patching declared edge {number} of {len(declared)}")
+        receiver = Receiver(edge.receiver, edge.channels or CHANNELS)
+        patched = path_patch(engine, [edge.sender], [receiver], readout, freeze_mlps=True).numpy()
+        effects.append(edge_effect(edge, model, patched, resamples, run.spec.settings.minimality_threshold))
+    return effects
 
 
 def _node_scores(run: Run, name: str, resamples: Resamples) -> list[NodeScores]:

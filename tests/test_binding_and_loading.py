@@ -81,16 +81,15 @@ def test_identity_records_name_and_weights_hash(folder, tmp_path):
 
 def test_hub_model_offline_fails_fast_with_a_way_forward(folder, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # read at load time too, not only when huggingface_hub is imported
-    monkeypatch.setenv("HF_HOME", str(folder / "empty_cache"))
-    path = folder / "hub.circ"
-    path.write_text('circuitlang 1\ncircuit t on "gpt2"\nprompts p { template "{a}"; a = 1; answer = 2; wrong = 1 }\n'
+    path = folder / "hub.circ"  # distilgpt2: a hub model the tests' Hugging Face cache never holds
+    path.write_text('circuitlang 1\ncircuit t on "distilgpt2"\nprompts p { template "{a}"; a = 1; answer = 2; wrong = 1 }\n'
                     "metric logit_diff(answer, wrong)\nablate zero\n")
     started = time.monotonic()
     with pytest.raises(ModelError) as caught:
         circuitlang.open_run(circuitlang.load(path))
     assert time.monotonic() - started < 5
-    assert "'gpt2' is not in the local Hugging Face cache, and HF_HUB_OFFLINE is set" in caught.value.message
-    assert 'on "./models/gpt2"' in caught.value.hint and "run once with network" in caught.value.hint
+    assert "'distilgpt2' is not in the local Hugging Face cache, and HF_HUB_OFFLINE is set" in caught.value.message
+    assert 'on "./models/distilgpt2"' in caught.value.hint and "run once with network" in caught.value.hint
     assert caught.value.span is not None and caught.value.span.line == 2
 
 

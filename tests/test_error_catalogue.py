@@ -76,6 +76,9 @@ CASES: tuple[Case, ...] = (
     Case("role_named_mlp.circ", semantic(20, 6, '"mlp" is the role of bare `mlp` lines')),
     # ---- edges ----------------------------------------------------------------------------------
     Case("edge_undeclared_node.circ", semantic(21, 6, "edge endpoint 4.4 is not in the circuit")),
+    Case("expect_undeclared_edge.circ", semantic(24, 1, "claim about the edge 4.4 -> logits, which is not declared")),
+    Case("expect_edge_effect_without_edges.circ",
+         semantic(22, 8, "edge_effect is a claim about the declared edges, and the circuit declares none")),
     Case("edge_node_cut_off.circ",
          semantic(20, 18, "4.4 has no declared path to the logits: with edges declared, its output reaches nothing, "
                           "so the verification would treat it as ablated")),

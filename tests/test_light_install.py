@@ -8,6 +8,7 @@ see .ci/run). `check` still tokenizes prompts there, with the `tokenizers` packa
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,9 +36,11 @@ sys.exit(code)
 """
 
 
-def circuitlang_without_extras(*args: str | Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def circuitlang_without_extras(*args: str | Path, cwd: Path = ROOT,
+                               hf_home: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = os.environ | ({"HF_HOME": str(hf_home)} if hf_home else {})
     return subprocess.run([sys.executable, "-c", WITHOUT_EXTRAS, *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, env=env)
 
 
 SHIPPED = sorted(SPECS.glob("*.circ"))
@@ -124,6 +127,6 @@ def test_check_without_a_tokenizer_says_so_and_no_tokenize_skips(gpt2_tokenizer_
     assert skipped.returncode == 0 and "note:" not in skipped.stdout
     uncached = tmp_path / "hub.circ"
     uncached.write_text(spec.read_text().replace(str(gpt2_tokenizer_folder), "gpt2"))
-    noted = circuitlang_without_extras("check", uncached)
+    noted = circuitlang_without_extras("check", uncached, hf_home=tmp_path / "empty-hf-home")
     assert noted.returncode == 0
     assert "note:" in noted.stdout and "no tokenizer for 'gpt2' is available offline" in noted.stdout

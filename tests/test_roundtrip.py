@@ -61,6 +61,9 @@ def specs(draw) -> str:
     ordered = sorted(chosen)
     edges = [f"edge {a[0]}.{a[1]} -> {b[0]}.{b[1]}" + draw(st.sampled_from(["", " via q", " via k, v"]))
              for a, b in zip(ordered, ordered[1:]) if a[0] < b[0]]
+    if edges:  # with edges declared every node needs a declared path to the logits
+        edges += [f"edge {layer}.{head} -> logits" for layer, head in chosen] + ["edge mlp 3 -> logits",
+                                                                             "edge mlp 4 -> logits", "edge mlp 7 -> logits"]
     first = chosen[0]
     expects = [f"expect faithfulness >= {draw(st.sampled_from(['0.8', '0.80', '1', '0.125']))}",
                f"expect {first[0]}.{first[1]} attends end -> {slots[-1]} < 0.5",

@@ -163,7 +163,7 @@ def test_spec_error_exits_2_and_model_error_exits_3(folder, tmp_path, capsys):
     bad.write_text("circuitlang 1\ncircuit x on \"gpt2\"\nmetrik kl\n")
     assert main(["verify", str(bad)]) == 2
     missing = tmp_path / "hub.circ"
-    missing.write_text('circuitlang 1\ncircuit x on "gpt2"\nprompts p { template "{a}"; a = 1; answer = 2; wrong = 1 }\n'
+    missing.write_text('circuitlang 1\ncircuit x on "distilgpt2"\nprompts p { template "{a}"; a = 1; answer = 2; wrong = 1 }\n'
                        "metric logit_diff(answer, wrong)\nablate zero\n")
     assert main(["verify", str(missing)]) == 3
     assert "not in the local Hugging Face cache" in capsys.readouterr().err

@@ -21,7 +21,8 @@ from circuitlang.ir import models as ir
 from circuitlang.ir.lower import lower
 
 BARE_MLP_ROLE = "mlp"  # the role lowering gives MLPs declared by a bare `mlp` line
-_CIRCUIT_ITEMS = (ast.RoleDecl, ast.MlpDecl, ast.EdgeDecl, ast.ExpectMetric, ast.ExpectScore, ast.ExpectAttends)
+_CIRCUIT_ITEMS = (ast.RoleDecl, ast.MlpDecl, ast.EdgeDecl, ast.ExpectMetric, ast.ExpectScore, ast.ExpectAttends,
+                  ast.ExpectEdge)
 
 
 @dataclass(frozen=True)

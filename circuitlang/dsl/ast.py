@@ -352,9 +352,22 @@ class ExpectAttends:
     span: Span
 
 
+@dataclass(frozen=True)
+class ExpectEdge:
+    """`expect SENDER -> RECEIVER SCORE [on SET] OP NUMBER`: a claim about one declared edge."""
+
+    sender: NodeRef
+    receiver: NodeRef
+    score: Ident
+    on: Ident | None
+    op: str
+    threshold: Number
+    span: Span
+
+
 Item = Union[
     CircuitDecl, UseDecl, ListDecl, PromptsDecl, CorruptDecl, MetricDecl, AblateDecl, SetDecl,
-    RoleDecl, MlpDecl, EdgeDecl, ExpectMetric, ExpectScore, ExpectAttends,
+    RoleDecl, MlpDecl, EdgeDecl, ExpectMetric, ExpectScore, ExpectAttends, ExpectEdge,
 ]
 
 

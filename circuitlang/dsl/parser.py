@@ -325,6 +325,10 @@ class _ToAst(Transformer):
         target, queries, keys, on, op, number = children
         return ast.ExpectAttends(target, queries, keys, on, str(op), number, self._s(meta))
 
+    def expect_edge(self, meta: Any, children: list[Any]) -> ast.ExpectEdge:
+        sender, receiver, score, on, op, number = children
+        return ast.ExpectEdge(sender, receiver, self._ident(score), on, str(op), number, self._s(meta))
+
     def num_int(self, meta: Any, children: list[Token]) -> ast.Number:
         return ast.Number(float(children[0]), str(children[0]), self._s(meta))
 

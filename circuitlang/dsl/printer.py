@@ -94,7 +94,7 @@ def _group(item: ast.Item) -> str:
     """Statements of one group are printed together; groups are separated by a blank line."""
     if isinstance(item, ast.PromptsDecl) or (isinstance(item, ast.CorruptDecl) and item.body is not None):
         return "block"
-    if isinstance(item, (ast.ExpectMetric, ast.ExpectScore, ast.ExpectAttends)):
+    if isinstance(item, (ast.ExpectMetric, ast.ExpectScore, ast.ExpectAttends, ast.ExpectEdge)):
         return "expect"
     if isinstance(item, (ast.RoleDecl, ast.MlpDecl)):
         return "nodes"
@@ -167,6 +167,8 @@ def _circuit_text(item: object) -> str:
         case ast.ExpectAttends(target, queries, keys, on, op, threshold, _):
             return (f"expect {_node(target)} attends {_positions(queries)} -> {_positions(keys)}"
                     f"{_on(on)} {op} {threshold.text}")
+        case ast.ExpectEdge(sender, receiver, score, on, op, threshold, _):
+            return f"expect {_node(sender)} -> {_node(receiver)} {score.name}{_on(on)} {op} {threshold.text}"
     raise TypeError(f"cannot print {item!r}")
 
 

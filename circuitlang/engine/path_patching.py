@@ -7,7 +7,8 @@
 The metric of the second run, per prompt, is the result; compared with the clean metric it measures
 what flows from S to R along direct paths. MLPs are recomputed in step 1, as in the paper; with
 `freeze_mlps=True` they are frozen too, which isolates the single edge S -> R (the quantity
-TransformerLens calls direct path patching).
+TransformerLens calls direct path patching, and the effect `verify` reports for a declared edge).
+A sender may be a head, an MLP or the embeddings.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from circuitlang.engine.ablation_source import ActivationCache, hook_name
 from circuitlang.engine.bind import BoundTemplate
 from circuitlang.engine.runner import Engine, Readout
 from circuitlang.ir import models as ir
+
+
+PATCH_RUNS_PER_EDGE = 2  # forward passes over the prompts: record the receivers' inputs, then replay them
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,10 @@ def _patch_template(engine: Engine, template: BoundTemplate, senders: Sequence[i
     clean, corrupt = engine.clean_cache(template), engine.corrupt_cache(template)
     recorded: dict[str, torch.Tensor] = {}
     first = _sender_hooks(engine, clean, corrupt, senders, freeze_mlps) + _recorders(receivers, recorded)
-    engine.forward_from(0, clean.resid_pre[0], first)
+    # The embeddings as a sender: the first run starts from the corrupt prompt's embeddings (every
+    # head, and with freeze_mlps every MLP, still frozen to its clean output).
+    start = corrupt if any(sender.kind == "embed" for sender in senders) else clean
+    engine.forward_from(0, start.resid_pre[0], first)
     final = engine.forward_from(0, clean.resid_pre[0], _replayers(receivers, recorded))
     rows = torch.arange(template.n_prompts)
     columns = readout.columns(template)

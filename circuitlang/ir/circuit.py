@@ -175,7 +175,8 @@ def _edges(decls: list[ast.EdgeDecl], nodes: dict[ir.Node, ir.CircuitNode],
     return tuple(edges.values())
 
 
-def _endpoint(ref: ast.NodeRef) -> ir.Node:
+def endpoint(ref: ast.NodeRef) -> ir.Node:
+    """The node an edge end (or an edge claim's end) names."""
     match ref:
         case ast.HeadRef(layer, head, _):
             return ir.Node(kind="head", layer=layer, head=head)
@@ -187,7 +188,7 @@ def _endpoint(ref: ast.NodeRef) -> ir.Node:
 
 
 def _edge(decl: ast.EdgeDecl, nodes: dict[ir.Node, ir.CircuitNode], errors: list[CircuitlangError]) -> ir.Edge | None:
-    sender, receiver = _endpoint(decl.sender), _endpoint(decl.receiver)
+    sender, receiver = endpoint(decl.sender), endpoint(decl.receiver)
     problems = len(errors)
     for node, ref in ((sender, decl.sender), (receiver, decl.receiver)):
         if node.kind in ("head", "mlp") and node not in nodes:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from circuitlang.dsl import ast
 from circuitlang.errors import CircuitlangError, SpecError
 from circuitlang.ir import models as ir
-from circuitlang.ir.circuit import _PositionChecker
-from circuitlang.ir.stdlib import METRIC_CLAIMS, SCORE_CLAIMS
+from circuitlang.ir.circuit import _PositionChecker, endpoint
+from circuitlang.ir.stdlib import EDGE_CLAIMS, METRIC_CLAIMS, SCORE_CLAIMS
 
-ExpectDecl = ast.ExpectMetric | ast.ExpectScore | ast.ExpectAttends
+ExpectDecl = ast.ExpectMetric | ast.ExpectScore | ast.ExpectAttends | ast.ExpectEdge
 
 
 def lower_expectations(items: list[ast.Item], circuit: ir.Circuit, prompt_sets: tuple[ir.PromptSet, ...],
@@ -16,7 +16,7 @@ def lower_expectations(items: list[ast.Item], circuit: ir.Circuit, prompt_sets: 
     lowered = []
     names = {p.name for p in prompt_sets}
     for decl in items:
-        if isinstance(decl, (ast.ExpectMetric, ast.ExpectScore, ast.ExpectAttends)):
+        if isinstance(decl, (ast.ExpectMetric, ast.ExpectScore, ast.ExpectAttends, ast.ExpectEdge)):
             _check_on(decl.on, names, errors)
             # A claim `on SET` is checked only against that prompt set's positions.
             scoped = tuple(p for p in prompt_sets if decl.on is None or p.name == decl.on.name)
@@ -34,7 +34,13 @@ def _lower_one(decl: ExpectDecl, circuit: ir.Circuit, checker: _PositionChecker,
             errors.append(SpecError(f"unknown claim '{decl.metric.name}'", decl.metric.span,
                                     f"claims about the circuit: {', '.join(METRIC_CLAIMS)}"))
             return None
+        if decl.metric.name == "edge_effect" and not circuit.edges:
+            errors.append(SpecError("edge_effect is a claim about the declared edges, and the circuit declares none",
+                                    decl.metric.span, "declare the circuit's edges (edge A -> B), or drop the claim"))
+            return None
         return ir.MetricExpectation(metric=decl.metric.name, **common)
+    if isinstance(decl, ast.ExpectEdge):
+        return _lower_edge_claim(decl, circuit, common, errors)
     targets, role = _targets(decl.target, circuit, errors)
     if targets is None:
         return None
@@ -50,6 +56,20 @@ def _lower_one(decl: ExpectDecl, circuit: ir.Circuit, checker: _PositionChecker,
     queries = tuple(checker.lower(p) for p in decl.queries)
     keys = tuple(checker.lower(p) for p in decl.keys)
     return ir.AttendsExpectation(targets=targets, role=role, queries=queries, keys=keys, **common)
+
+
+def _lower_edge_claim(decl: ast.ExpectEdge, circuit: ir.Circuit, common: dict,
+                      errors: list[CircuitlangError]) -> ir.EdgeExpectation | None:
+    sender, receiver = endpoint(decl.sender), endpoint(decl.receiver)
+    if decl.score.name not in EDGE_CLAIMS:
+        errors.append(SpecError(f"unknown score '{decl.score.name}' of an edge", decl.score.span,
+                                f"scores of an edge: {', '.join(EDGE_CLAIMS)}"))
+        return None
+    if not any(edge.sender == sender and edge.receiver == receiver for edge in circuit.edges):
+        errors.append(SpecError(f"claim about the edge {sender} -> {receiver}, which is not declared", decl.span,
+                                f"declare it (edge {sender} -> {receiver}), or check its ends"))
+        return None
+    return ir.EdgeExpectation(sender=sender, receiver=receiver, score=decl.score.name, **common)
 
 
 def _targets(target: ast.Target, circuit: ir.Circuit,

@@ -296,8 +296,21 @@ class AttendsExpectation(Frozen):
     span: Span
 
 
+class EdgeExpectation(Frozen):
+    """A claim about one declared edge (`expect 4.4 -> 9.1 effect >= 0.05`)."""
+
+    kind: Literal["edge"] = "edge"
+    sender: Node
+    receiver: Node
+    score: str
+    on: str | None
+    op: Literal[">=", "<=", ">", "<"]
+    threshold: float
+    span: Span
+
+
 Expectation = Annotated[
-    Union[MetricExpectation, ScoreExpectation, AttendsExpectation], Field(discriminator="kind")
+    Union[MetricExpectation, ScoreExpectation, AttendsExpectation, EdgeExpectation], Field(discriminator="kind")
 ]
 
 

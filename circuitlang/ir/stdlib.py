@@ -115,10 +115,12 @@ GENERATORS: dict[str, GeneratorSignature] = {
 
 METRIC_CLAIMS = (
     "faithfulness", "normalized_faithfulness", "completeness", "completeness_mean", "minimality",
-    "f_model", "f_circuit", "f_empty",
+    "f_model", "f_circuit", "f_empty", "edge_effect",
 )
 # Claims about one node (or every node of a role).
 SCORE_CLAIMS = ("copy_score", "next_score", "direct_logit", "minimality")
+# Claims about one declared edge.
+EDGE_CLAIMS = ("effect",)
 
 POSITION_KEYWORDS = ("end", "bos")
 CHANNELS = ("q", "k", "v")

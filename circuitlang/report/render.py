@@ -11,7 +11,7 @@ from xml.sax.saxutils import escape, quoteattr
 from rich.table import Table
 from rich.text import Text
 
-from circuitlang.verify.report_model import ClaimResult, PromptSetReport, Report
+from circuitlang.verify.report_model import ClaimResult, EdgeEffect, PromptSetReport, Report
 from circuitlang.verify.statistics import Estimate
 
 FORMATS = ("table", "json", "junit", "github", "markdown")
@@ -41,6 +41,8 @@ def tables(report: Report) -> list[Table]:
     out = []
     for prompt_set in report.prompt_sets:
         out.extend([_summary(prompt_set, report), _nodes(prompt_set), _completeness_sets(prompt_set)])
+        if prompt_set.edges:
+            out.append(_edges(prompt_set))
     if report.claims:
         out.append(_claims(report))
     return out
@@ -77,6 +79,28 @@ def _nodes(prompt_set: PromptSetReport) -> Table:
                       _estimate(s.direct_logit if s else None), _estimate(s.copy_score if s else None),
                       _estimate(s.next_score if s else None))
     return table
+
+
+def _edges(prompt_set: PromptSetReport) -> Table:
+    table = Table(title=f"declared edges on {prompt_set.name}: effect = (F(M) - F(M, edge path-patched)) / |F(M)|")
+    for column in ("line", "edge", "effect", "needed", "note"):
+        table.add_column(column)
+    for edge in prompt_set.edges:
+        table.add_row(str(edge.line), edge.edge, _estimate(edge.effect), _needed(edge), edge.note)
+    return table
+
+
+def _needed(edge: EdgeEffect) -> Text:
+    if edge.effect is None:
+        return Text("not tested", style="yellow")
+    return Text("yes", style="green") if edge.needed else Text("NOT NEEDED", style="bold red")
+
+
+def edge_message(edge: EdgeEffect) -> str:
+    if edge.effect is None:
+        return f"edge {edge.edge}: not tested ({edge.note})"
+    verdict = "needed" if edge.needed else "NOT NEEDED (its effect cannot be told from zero)"
+    return f"edge {edge.edge}: effect {_estimate(edge.effect)}, {verdict}"
 
 
 def _completeness_sets(prompt_set: PromptSetReport, shown: int = 5) -> Table:
@@ -117,6 +141,9 @@ def to_junit(report: Report) -> str:
         if not claim.passed:
             lines.append(f'    <failure message={quoteattr(claim_message(claim))}>{escape(claim_message(claim))}</failure>')
         lines.append("  </testcase>")
+    edges = [f"{p.name}: {edge_message(e)}" for p in report.prompt_sets for e in p.edges]
+    if edges:  # measurements, not claims: reported beside the test cases
+        lines.append(f"  <system-out>{escape(chr(10).join(edges))}</system-out>")
     lines.append("</testsuite>")
     return "\n".join(lines) + "\n"
 
@@ -126,9 +153,16 @@ def to_github(report: Report) -> str:
     lines = []
     for claim in report.claims:
         kind = "notice" if claim.passed else "error"
-        message = claim_message(claim).replace("%", "%25").replace("\n", "%0A")
-        lines.append(f"::{kind} file={report.spec_path},line={claim.line},title=circuitlang::{message}")
+        lines.append(f"::{kind} file={report.spec_path},line={claim.line},title=circuitlang::{_escaped(claim_message(claim))}")
+    for prompt_set in report.prompt_sets:  # a declared edge that carries nothing measurable: a warning at its line
+        for edge in (e for e in prompt_set.edges if not e.needed):
+            lines.append(f"::warning file={report.spec_path},line={edge.line},title=circuitlang::"
+                         f"{_escaped(prompt_set.name + ': ' + edge_message(edge))}")
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _escaped(message: str) -> str:
+    return message.replace("%", "%25").replace("\n", "%0A")
 
 
 def to_markdown(report: Report) -> str:
@@ -147,6 +181,11 @@ def to_markdown(report: Report) -> str:
         lines += ["", "| node | role | minimality | needed |", "| --- | --- | --- | --- |"]
         lines += [f"| {m.node} | {m.role} | {_estimate(m.score)} | {'yes' if m.needed else '**no**'} |"
                   for m in prompt_set.minimality]
+        if prompt_set.edges:
+            lines += ["", "| line | declared edge | effect | needed |", "| --- | --- | --- | --- |"]
+            lines += [f"| {e.line} | {e.edge} | {_estimate(e.effect)} | "
+                      f"{'not tested: ' + e.note if e.effect is None else 'yes' if e.needed else '**no**'} |"
+                      for e in prompt_set.edges]
         lines.append("")
     if report.claims:
         lines += ["### claims", "", "| line | claim | verdict |", "| --- | --- | --- |"]

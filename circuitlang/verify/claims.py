@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 from circuitlang.ir import models as ir
+from circuitlang.verify.edges import magnitude
 from circuitlang.verify.report_model import ClaimResult, PromptSetReport
 from circuitlang.verify.statistics import Estimate
 
@@ -33,6 +34,8 @@ def claim_text(claim: ir.Expectation) -> str:
     on = f" on {claim.on}" if claim.on else ""
     if isinstance(claim, ir.MetricExpectation):
         return f"{claim.metric}{on} {claim.op} {claim.threshold:g}"
+    if isinstance(claim, ir.EdgeExpectation):
+        return f"{claim.sender} -> {claim.receiver} {claim.score}{on} {claim.op} {claim.threshold:g}"
     target = f'"{claim.role}"' if claim.role else str(claim.targets[0])
     if isinstance(claim, ir.ScoreExpectation):
         return f"{target} {claim.score}{on} {claim.op} {claim.threshold:g}"
@@ -42,11 +45,16 @@ def claim_text(claim: ir.Expectation) -> str:
 
 
 def _check(claim: ir.Expectation, report: PromptSetReport, attention: Attention) -> list[ClaimResult]:
+    if isinstance(claim, ir.MetricExpectation) and claim.metric == "edge_effect":
+        return [_least_needed_edge(claim, report)]
     if isinstance(claim, ir.MetricExpectation):
         target = "circuit"
         if claim.metric == "minimality" and report.minimality:  # name the least needed node
             target = min(report.minimality, key=lambda m: m.score.value).node
         return [_row(claim, report.name, target, _circuit_value(claim.metric, report))]
+    if isinstance(claim, ir.EdgeExpectation):
+        edge = next(e for e in report.edges if e.edge.split(" via ")[0] == f"{claim.sender} -> {claim.receiver}")
+        return [_row(claim, report.name, edge.edge, edge.effect, edge.note)]
     rows = []
     for node in claim.targets:
         if isinstance(claim, ir.AttendsExpectation):
@@ -55,6 +63,16 @@ def _check(claim: ir.Expectation, report: PromptSetReport, attention: Attention)
             value = _node_value(claim.score, str(node), report)
         rows.append(_row(claim, report.name, str(node), value))
     return rows
+
+
+def _least_needed_edge(claim: ir.MetricExpectation, report: PromptSetReport) -> ClaimResult:
+    """`edge_effect`: every declared edge is needed, i.e. the smallest |effect| passes."""
+    tested = [e for e in report.edges if e.effect is not None]
+    if not tested:
+        note = report.edges[0].note if report.edges else "no declared edges"
+        return _row(claim, report.name, "circuit", None, note)
+    weakest = min(tested, key=lambda e: abs(e.effect.value))  # type: ignore[union-attr]
+    return _row(claim, report.name, weakest.edge, magnitude(weakest.effect))  # type: ignore[arg-type]
 
 
 def _circuit_value(metric: str, report: PromptSetReport) -> Estimate | None:
@@ -76,11 +94,11 @@ def _node_value(score: str, node: str, report: PromptSetReport) -> Estimate | No
     return getattr(scores, score, None) if scores else None
 
 
-def _row(claim: ir.Expectation, prompt_set: str, target: str, value: Estimate | None) -> ClaimResult:
+def _row(claim: ir.Expectation, prompt_set: str, target: str, value: Estimate | None, why: str = "") -> ClaimResult:
     if value is None or value.value != value.value:  # missing or NaN: the claim cannot be checked
         return ClaimResult(claim=claim_text(claim), line=claim.span.line, prompt_set=prompt_set, target=target,
                            value=value, op=claim.op, threshold=claim.threshold, passed=False, margin=None,
-                           note="no value: the number could not be computed (see the report)")
+                           note=f"no value: {why or 'the number could not be computed (see the report)'}")
     passed = _COMPARE[claim.op](value.value, claim.threshold)
     margin = value.value - claim.threshold if claim.op in (">=", ">") else claim.threshold - value.value
     straddles = min(value.low, value.high) < claim.threshold < max(value.low, value.high)

@@ -45,6 +45,14 @@ class NodeMinimality(Frozen):
     needed: bool  # score >= minimality_threshold
 
 
+class EdgeEffect(Frozen):
+    edge: str  # "4.4 -> 9.1 via k, v"
+    line: int  # the edge line in the spec
+    effect: Estimate | None  # (F(M) - F(M with the edge path-patched from corrupt)) / |F(M)|; None: not computable
+    needed: bool  # the interval excludes 0 and |effect| >= minimality_threshold
+    note: str = ""
+
+
 class NodeScores(Frozen):
     node: str
     role: str
@@ -62,6 +70,8 @@ class PromptSetReport(Frozen):
     minimality: list[NodeMinimality]
     node_scores: list[NodeScores]
     variants_evaluated: int
+    edges: list[EdgeEffect] = []  # one per declared edge, in the spec's order
+    patch_runs: int = 0  # path-patching forward passes over the prompt set (two per tested edge)
 
 
 class ClaimResult(Frozen):
