@@ -52,34 +52,44 @@ def test_edges_appear_in_every_output_format(micro_report):
     assert json.loads(micro_report.model_dump_json())["prompt_sets"][0]["edges"][1]["needed"] is False
 
 
+def _constant(value: torch.Tensor):
+    return lambda activation, hook: value
+
+
+def _recorder(store: dict[str, torch.Tensor], name: str):
+    return lambda activation, hook: store.__setitem__(name, activation.clone())
+
+
+def _replayer(store: dict[str, torch.Tensor], name: str, head: int):
+    def hook(activation: torch.Tensor, hook: object) -> torch.Tensor:
+        patched = activation.clone()
+        patched[:, :, head] = store[name][:, :, head]
+        return patched
+    return hook
+
+
 def _two_pass_by_hand(run, sender: tuple[int, int], receiver: tuple[int, int], channels: tuple[str, ...]) -> torch.Tensor:
     """IOI appendix B on the bridge, direct path only: (1) clean run with the sender's z from the
     corrupt run and every other head's z and every MLP's output at their clean values, recording
     the receiver head's inputs; (2) clean run with only those inputs replaced. Metric per prompt."""
-    bridge, cfg = run.model.bridge, run.model.bridge.cfg
+    bridge, n_layers = run.model.bridge, run.model.bridge.cfg.n_layers
     out = torch.empty(run.bound["digits"].n_prompts, dtype=torch.float64)
     for template in run.bound["digits"].templates:
         _, clean = bridge.run_with_cache(template.clean)
         _, corrupt = bridge.run_with_cache(template.corrupt)
         frozen = []
-        for layer in range(cfg.n_layers):
-            z = clean[hook_name("z", layer)].clone()
+        for layer in range(n_layers):
+            z_name, mlp_name = hook_name("z", layer), hook_name("mlp_out", layer)
+            z = clean[z_name].clone()
             if layer == sender[0]:
-                z[:, :, sender[1]] = corrupt[hook_name("z", layer)][:, :, sender[1]]
-            frozen.append((hook_name("z", layer), lambda act, hook, z=z: z))
-            frozen.append((hook_name("mlp_out", layer), lambda act, hook, m=clean[hook_name("mlp_out", layer)]: m))
+                z[:, :, sender[1]] = corrupt[z_name][:, :, sender[1]]
+            frozen += [(z_name, _constant(z)), (mlp_name, _constant(clean[mlp_name]))]
         names = [f"blocks.{receiver[0]}.attn.hook_{c}" for c in channels]
-        recorded = {}
-        record = [(name, lambda act, hook, name=name: recorded.__setitem__(name, act.clone())) for name in names]
+        recorded: dict[str, torch.Tensor] = {}
         with torch.no_grad():
-            bridge.run_with_hooks(template.clean, fwd_hooks=frozen + record)
-
-            def replay(act, hook, name):
-                act = act.clone()
-                act[:, :, receiver[1]] = recorded[name][:, :, receiver[1]]
-                return act
-            logits = bridge.run_with_hooks(template.clean, fwd_hooks=[
-                (name, lambda act, hook, name=name: replay(act, hook, name)) for name in names])
+            bridge.run_with_hooks(template.clean, fwd_hooks=frozen + [(n, _recorder(recorded, n)) for n in names])
+            logits = bridge.run_with_hooks(template.clean, fwd_hooks=[(n, _replayer(recorded, n, receiver[1]))
+                                                                      for n in names])
         end = logits[:, template.positions["end"]]
         rows = torch.arange(template.n_prompts)
         diff = end[rows, single_ids(template, "answer")] - end[rows, single_ids(template, "wrong")]
