@@ -17,7 +17,8 @@ import numpy as np
 from circuitlang import __version__
 from circuitlang.api import Run
 from circuitlang.engine import scores
-from circuitlang.engine.path_patching import PATCH_RUNS_PER_EDGE, Receiver, path_patch
+from circuitlang.compile.plan import PATCH_RUNS_PER_EDGE
+from circuitlang.engine.path_patching import Receiver, path_patch
 from circuitlang.engine.readouts import readout_for
 from circuitlang.engine.runner import Readout
 from circuitlang.ir import models as ir

@@ -60,7 +60,7 @@ def _reference_edges(spec: ir.Spec) -> set[tuple[str, str, str]]:
 def test_overlap_matches_sets_counted_by_hand(tmp_path: Path) -> None:
     a = _spec(tmp_path, "a", 'role "x": 0.1, 1.2\nmlp 0')
     b = _spec(tmp_path, "b", 'role "y": 1.2, 2.3\nmlp 0, 1')
-    c = _spec(tmp_path, "c", 'role "z": 0.1, 2.3\nmlp 1\nedge 0.1 -> 2.3 via v\nedge 2.3 -> logits',
+    c = _spec(tmp_path, "c", 'role "z": 0.1, 2.3\nmlp 1\nedge 0.1 -> 2.3 via v\nedge 2.3 -> logits\nedge mlp 1 -> logits',
               settings="set embed_edges = declared")
     summaries, result = overlap([a, b, c])
     assert [row.node for row in result.nodes] == ["0.1", "mlp 0", "1.2", "mlp 1", "2.3"]
@@ -68,7 +68,7 @@ def test_overlap_matches_sets_counted_by_hand(tmp_path: Path) -> None:
     assert result.node_jaccard[0][1] == pytest.approx(2 / 5) and result.node_jaccard[0][2] == pytest.approx(1 / 5)
     assert result.node_jaccard[1][2] == pytest.approx(2 / 5) and result.shared_nodes == []
     edges = [_reference_edges(s) for s in (a, b, c)]
-    assert len(edges[0]) == 18 and edges[2] == {("0.1", "2.3", "v"), ("2.3", "logits", "")}
+    assert len(edges[0]) == 18 and edges[2] == {("0.1", "2.3", "v"), ("2.3", "logits", ""), ("mlp 1", "logits", "")}
     for i, j in [(0, 1), (0, 2), (1, 2)]:
         expected = len(edges[i] & edges[j]) / len(edges[i] | edges[j])
         assert result.edge_jaccard[i][j] == result.edge_jaccard[j][i] == pytest.approx(expected)

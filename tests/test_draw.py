@@ -95,7 +95,7 @@ def test_edges_take_their_specs_colours_and_disagreeing_roles_are_shown_per_spec
     first = tmp_path / "a.circ"
     first.write_text(SMALL.format(name="a", body='role "x": 1.0, 2.0\nedge 1.0 -> 2.0 via k\nedge 2.0 -> logits'))
     second = tmp_path / "b.circ"
-    second.write_text(SMALL.format(name="b", body='role "y": 1.0, 3.0 q end\nedge 1.0 -> 3.0'))
+    second.write_text(SMALL.format(name="b", body='role "y": 1.0, 3.0 q end\nedge 1.0 -> 3.0\nedge 3.0 -> logits'))
     diagram = build_diagram([load_spec(first), load_spec(second)])
     edges = {(e.sender, e.receiver): e for e in diagram.edges}
     assert edges["1.0", "2.0"].colours == (SPEC_COLOURS[0],) and edges["1.0", "2.0"].label == "k"

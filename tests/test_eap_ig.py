@@ -91,7 +91,7 @@ def test_parallel_attention_and_mlp_have_no_head_to_mlp_edge_in_their_layer(tmp_
     spec = load_spec(spec_path)
     assert graph_config(spec) == GraphConfig(3, 2, True, 16)
     assert sorted(export_graph(spec)["edges"]) == sorted(reference_graph(3, 2, parallel=True)[1])
-    spec_path.write_text(_small_spec('"./neox"', 'role "r": 1.0\nmlp 1\nedge 1.0 -> mlp 1\n'))
+    spec_path.write_text(_small_spec('"./neox"', 'role "r": 1.0\nmlp 1\nedge 1.0 -> mlp 1\nedge mlp 1 -> logits\n'))
     with pytest.raises(SpecError, match="does not exist in EAP-IG's graph"):
         export_graph(load_spec(spec_path))
 
@@ -117,10 +117,11 @@ def test_a_node_circuit_exports_every_edge_among_its_nodes(tmp_path: Path) -> No
 
 
 def test_declared_edges_export_as_declared_plus_the_embedding_edges(tmp_path: Path) -> None:
-    circuit = 'role "r": 0.1, 2.3\nmlp 1\nedge 0.1 -> 2.3 via v\nedge 0.1 -> mlp 1\nedge mlp 1 -> logits\n'
+    circuit = ('role "r": 0.1, 2.3\nmlp 1\nedge 0.1 -> 2.3 via v\nedge 0.1 -> mlp 1\nedge mlp 1 -> logits\n'
+               'edge 2.3 -> logits\n')
     path = tmp_path / "s.circ"
     path.write_text(_small_spec('"organism:seqcont"', circuit))
-    declared = {"a0.h1->a2.h3<v>", "a0.h1->m1", "m1->logits"}
+    declared = {"a0.h1->a2.h3<v>", "a0.h1->m1", "m1->logits", "a2.h3->logits"}
     embed = {"input->a0.h1<q>", "input->a0.h1<k>", "input->a0.h1<v>", "input->a2.h3<q>", "input->a2.h3<k>",
              "input->a2.h3<v>", "input->m1", "input->logits"}
     assert _in_graph(export_graph(load_spec(path))) == declared | embed

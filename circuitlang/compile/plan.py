@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from circuitlang.data.datasets import Dataset
 from circuitlang.ir import models as ir
 
+PATCH_RUNS_PER_EDGE = 2  # record the receiver's input with the sender patched, then replay it
+
 
 @dataclass(frozen=True)
 class Step:
@@ -35,11 +37,12 @@ class Plan:
         lines = [f"plan for {self.spec} on {self.model}"]
         for step in self.steps:
             after = f"  (after {', '.join(step.depends_on)})" if step.depends_on else ""
-            cost = f"  [{step.variants} variants, {step.rows} rows]" if step.variants else (
+            # Subsets that repeat (within a step or across steps) are evaluated once: upper bounds.
+            cost = f"  [at most {step.variants} variants, {step.rows} rows]" if step.variants else (
                 f"  [{step.rows} rows]" if step.rows else "")
             lines.append(f"  {step.id:<{width}}  {step.what}{cost}{after}")
         total = sum(step.rows for step in self.steps)
-        lines.append(f"total: {total} prompt rows through the model "
+        lines.append(f"total: at most {total} prompt rows through the model "
                      "(runs start from the first layer a variant changes)")
         return "\n".join(lines)
 
@@ -65,16 +68,18 @@ def _prompt_set_steps(spec: ir.Spec, dataset: Dataset) -> list[Step]:
              rows=n),
     ]
     caches = [f"{name}:clean"]
-    if spec.ablation.kind != "zero" and spec.ablation.source == "corrupt":
-        steps.append(Step(f"{name}:corrupt", "cache", "corrupt run for the ablation values",
+    patched = spec.circuit.edges if prompt_set.corruption is not None else ()
+    ablated_from_corrupt = spec.ablation.kind != "zero" and spec.ablation.source == "corrupt"
+    if ablated_from_corrupt or patched:
+        steps.append(Step(f"{name}:corrupt", "cache", "corrupt run for the ablation values and path patching",
                           (f"{name}:bind",), rows=n))
         caches.append(f"{name}:corrupt")
     for step_id, what, variants in _variant_steps(spec):
         steps.append(Step(f"{name}:{step_id}", "run", what, tuple(caches), variants, variants * n))
-    for edge in spec.circuit.edges:
-        channels = f" via {','.join(edge.channels)}" if edge.channels else ""
-        steps.append(Step(f"{name}:patch {edge.sender}->{edge.receiver}", "patch",
-                          f"path patching{channels}: two runs", tuple(caches), rows=2 * n))
+    for edge in patched:  # without a corruption there is nothing to patch from (the report says so)
+        steps.append(Step(f"{name}:patch {edge}", "patch",
+                          "path patching of this declared edge (direct path): two runs",
+                          (f"{name}:clean", f"{name}:corrupt"), rows=PATCH_RUNS_PER_EDGE * n))
     return steps
 
 

@@ -24,9 +24,6 @@ from circuitlang.engine.runner import Engine, Readout
 from circuitlang.ir import models as ir
 
 
-PATCH_RUNS_PER_EDGE = 2  # forward passes over the prompts: record the receivers' inputs, then replay them
-
-
 @dataclass(frozen=True)
 class Receiver:
     node: ir.Node  # a head, an MLP, or Node(kind="logits")

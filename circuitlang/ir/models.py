@@ -243,6 +243,11 @@ class Edge(Frozen):
     channels: tuple[Literal["q", "k", "v"], ...]  # empty for MLP and logits receivers
     span: Span
 
+    def __str__(self) -> str:
+        """As in reports: `4.4 -> 9.1 via k, v`; `via` only when some channels are left out."""
+        via = f" via {', '.join(self.channels)}" if 0 < len(self.channels) < 3 else ""
+        return f"{self.sender} -> {self.receiver}{via}"
+
 
 class Circuit(Frozen):
     nodes: tuple[CircuitNode, ...] = ()

@@ -20,21 +20,16 @@ from circuitlang.verify.report_model import EdgeEffect
 from circuitlang.verify.statistics import Estimate, Resamples, ratio
 
 
-def edge_label(edge: ir.Edge) -> str:
-    via = f" via {', '.join(edge.channels)}" if edge.channels and len(edge.channels) < 3 else ""
-    return f"{edge.sender} -> {edge.receiver}{via}"
-
-
 def edge_effect(edge: ir.Edge, model: np.ndarray, patched: np.ndarray, resamples: Resamples,
                 threshold: float) -> EdgeEffect:
     """`model`, `patched`: the metric per prompt of the full model and of the patched run."""
     effect = resamples.estimate({"m": model, "p": patched}, lambda a: ratio(a["m"] - a["p"], np.abs(a["m"])))
     needed = not effect.low <= 0 <= effect.high and abs(effect.value) >= threshold
-    return EdgeEffect(edge=edge_label(edge), line=edge.span.line, effect=effect, needed=needed)
+    return EdgeEffect(edge=str(edge), line=edge.span.line, effect=effect, needed=needed)
 
 
 def untested(edge: ir.Edge, why: str) -> EdgeEffect:
-    return EdgeEffect(edge=edge_label(edge), line=edge.span.line, effect=None, needed=False, note=why)
+    return EdgeEffect(edge=str(edge), line=edge.span.line, effect=None, needed=False, note=why)
 
 
 def magnitude(estimate: Estimate) -> Estimate:
