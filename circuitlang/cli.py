@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -317,6 +318,9 @@ def run() -> None:
     but it exits 3 (a runtime error): exit 1 means a claim failed, and CI must not read a crash so."""
     try:
         code = main()
+    except BrokenPipeError:  # the reader went away (`| head`): end as a process killed by SIGPIPE does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 128 + 13
     except Exception:  # noqa: BLE001 - the last line of defence for the exit code's meaning
         traceback.print_exc()
         print("circuitlang: internal error (a bug: please report it with the traceback above)", file=sys.stderr)

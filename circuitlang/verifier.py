@@ -18,6 +18,7 @@ from circuitlang import __version__
 from circuitlang.api import Run
 from circuitlang.engine import scores
 from circuitlang.compile.plan import PATCH_RUNS_PER_EDGE
+from circuitlang.compile.subsets import BASELINES
 from circuitlang.engine.path_patching import Receiver, path_patch
 from circuitlang.engine.readouts import readout_for
 from circuitlang.engine.runner import Readout
@@ -77,9 +78,11 @@ def _prompt_set_report(run: Run, prompt_set: ir.PromptSet, resamples: Resamples,
 
     empty = engine.run([run.empty()], readout).numpy()[0]
     criteria = Criteria(run.spec.circuit, run.spec.settings, VariantBank(evaluate), resamples, empty)
-    faithfulness = criteria.faithfulness()
-    completeness = criteria.completeness()
+    faithfulness = criteria.faithfulness()  # the order of compile.subsets.schedule: what `plan` prints
     minimality = criteria.minimality()
+    completeness = criteria.completeness()
+    steps = dict(criteria.bank.executed)
+    steps[BASELINES] = steps.get(BASELINES, 0) + 1  # the empty circuit, run on its own
     edges = _edge_effects(run, prompt_set.name, readout, criteria.bank.get("M", frozenset()), resamples, say)
     say(f"{prompt_set.name}: node scores")
     metric = engine.bound.metric
@@ -88,7 +91,7 @@ def _prompt_set_report(run: Run, prompt_set: ir.PromptSet, resamples: Resamples,
         metric=f"{metric.name}({', '.join(metric.args)})" if metric.args else metric.name,
         faithfulness=faithfulness, completeness=completeness, minimality=minimality,
         node_scores=_node_scores(run, prompt_set.name, resamples), variants_evaluated=evaluated[0] + 1,
-        edges=edges, patch_runs=PATCH_RUNS_PER_EDGE * sum(e.effect is not None for e in edges),
+        edges=edges, patch_runs=PATCH_RUNS_PER_EDGE * sum(e.effect is not None for e in edges), steps=steps,
     )
 
 

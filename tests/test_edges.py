@@ -111,3 +111,27 @@ def test_edge_effects_equal_a_hand_written_two_pass_path_patch(model_dir):  # no
         patched = _two_pass_by_hand(run, sender, receiver, channels).mean().item()
         assert effects[label] == pytest.approx((f_model - patched) / abs(f_model), abs=1e-5)
     assert len(effects) == len(run.spec.circuit.edges) and all(e.effect is not None for e in prompt_set.edges)
+
+
+@pytest.mark.parametrize("name", ["organism_incr_digits.circ", "organism_months.circ"])
+def test_the_plan_is_what_verify_executes(name):
+    """Every step `plan` prints is executed with the printed count (the greedy search: at most it),
+    and verify executes no step the plan did not print."""
+    from circuitlang.compile.plan import compile_plan
+    from circuitlang.data.datasets import expand_all
+    from tests.conftest import SPECS
+
+    spec = circuitlang.load(SPECS / name)
+    plan = compile_plan(spec, expand_all(spec))
+    report = verify(circuitlang.open_run(spec))
+    for prompt_set in report.prompt_sets:
+        planned = {s.id.split(":", 1)[1]: s for s in plan.steps if s.id.startswith(prompt_set.name + ":")}
+        runs = {step: s for step, s in planned.items() if s.kind == "run"}
+        assert set(prompt_set.steps) <= set(runs) and sum(prompt_set.steps.values()) == prompt_set.variants_evaluated
+        for step, planned_step in runs.items():
+            executed = prompt_set.steps.get(step, 0)
+            assert executed == planned_step.variants if planned_step.exact else executed <= planned_step.variants, step
+            assert planned_step.rows == planned_step.variants * prompt_set.prompts
+        patches = {step: s for step, s in planned.items() if s.kind == "patch"}
+        assert [f"patch {e.edge}" for e in prompt_set.edges] == list(patches)
+        assert sum(s.rows for s in patches.values()) == prompt_set.patch_runs * prompt_set.prompts

@@ -1,15 +1,17 @@
 """IR -> Plan: the steps `verify` will run, as a small DAG with a readable printout.
 
 The plan is computed without a model, so `circuitlang plan` shows what a verification costs
-(forward passes, variants, prompts) before any weights are loaded. Variant counts follow the
-definitions in docs/verify.md: F(M), F(C), F(empty); for completeness, C\\K and M\\K for each
-sampled K; for minimality, two variants per node and candidate set.
+(forward passes, variants, prompts) before any weights are loaded. Its variant steps are the
+schedule `verify` executes (compile.subsets), with the same counts: exact for every step but the
+greedy completeness search, whose bound is printed as such; each declared edge adds two
+path-patching runs. The report records what each step evaluated (`steps`, `patch_runs`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from circuitlang.compile.subsets import BASELINES, COMPLETENESS, GREEDY, MINIMALITY, greedy_bound, schedule
 from circuitlang.data.datasets import Dataset
 from circuitlang.ir import models as ir
 
@@ -24,6 +26,7 @@ class Step:
     depends_on: tuple[str, ...] = ()
     variants: int = 0
     rows: int = 0  # prompt rows through the model (variants x prompts, or prompts for a cache)
+    exact: bool = True  # False: an upper bound (the greedy search's choices depend on measured values)
 
 
 @dataclass(frozen=True)
@@ -37,12 +40,13 @@ class Plan:
         lines = [f"plan for {self.spec} on {self.model}"]
         for step in self.steps:
             after = f"  (after {', '.join(step.depends_on)})" if step.depends_on else ""
-            # Subsets that repeat (within a step or across steps) are evaluated once: upper bounds.
-            cost = f"  [at most {step.variants} variants, {step.rows} rows]" if step.variants else (
+            bound = "" if step.exact else "at most "
+            cost = f"  [{bound}{step.variants} variants, {bound}{step.rows} rows]" if step.variants else (
                 f"  [{step.rows} rows]" if step.rows else "")
             lines.append(f"  {step.id:<{width}}  {step.what}{cost}{after}")
         total = sum(step.rows for step in self.steps)
-        lines.append(f"total: at most {total} prompt rows through the model "
+        bound = "" if all(step.exact for step in self.steps) else "at most "
+        lines.append(f"total: {bound}{total} prompt rows through the model "
                      "(runs start from the first layer a variant changes)")
         return "\n".join(lines)
 
@@ -74,8 +78,8 @@ def _prompt_set_steps(spec: ir.Spec, dataset: Dataset) -> list[Step]:
         steps.append(Step(f"{name}:corrupt", "cache", "corrupt run for the ablation values and path patching",
                           (f"{name}:bind",), rows=n))
         caches.append(f"{name}:corrupt")
-    for step_id, what, variants in _variant_steps(spec):
-        steps.append(Step(f"{name}:{step_id}", "run", what, tuple(caches), variants, variants * n))
+    for step_id, what, variants, exact in _variant_steps(spec):
+        steps.append(Step(f"{name}:{step_id}", "run", what, tuple(caches), variants, variants * n, exact))
     for edge in patched:  # without a corruption there is nothing to patch from (the report says so)
         steps.append(Step(f"{name}:patch {edge}", "patch",
                           "path patching of this declared edge (direct path): two runs",
@@ -83,18 +87,16 @@ def _prompt_set_steps(spec: ir.Spec, dataset: Dataset) -> list[Step]:
     return steps
 
 
-def _variant_steps(spec: ir.Spec) -> list[tuple[str, str, int]]:
-    """Upper bounds: repeated subsets are evaluated once."""
-    nodes = len(spec.circuit.nodes)
-    roles = len(spec.circuit.roles())
-    settings = spec.settings
-    steps = min(settings.greedy_steps, nodes)
-    greedy = sum(nodes - step for step in range(steps))
-    per_node = 2 + settings.minimality_samples
-    return [
-        ("baselines", "F(M), F(C), F(empty)", 3),
-        ("completeness", f"C\\K and M\\K for {settings.completeness_samples} random K, {roles} role classes and a "
-                         f"greedy search of {steps} steps", 2 * (settings.completeness_samples + roles + greedy)),
-        ("minimality", f"for each of {nodes} nodes, C\\(K+v) and C\\K for K in (empty, its role class, "
-                       f"{settings.minimality_samples} random)", 2 * per_node * nodes),
-    ]
+def _variant_steps(spec: ir.Spec) -> list[tuple[str, str, int, bool]]:
+    """The schedule `verify` runs (compile.subsets), with what each step evaluates."""
+    settings, nodes = spec.settings, len(spec.circuit.nodes)
+    steps, _ = greedy_bound(spec.circuit, settings)
+    what = {
+        BASELINES: "F(M), F(C), F(empty)",
+        MINIMALITY: f"for each of {nodes} nodes, C\\(K+v) and C\\K for K in (empty, its role class, "
+                    f"{settings.minimality_samples} random)",
+        COMPLETENESS: f"C\\K and M\\K for {settings.completeness_samples} random K and "
+                      f"{len(spec.circuit.roles())} role classes",
+        GREEDY: f"C\\K and M\\K along a greedy search of {steps} steps (its choices follow the measured values)",
+    }
+    return [(step.name, what[step.name], step.variants, step.exact) for step in schedule(spec.circuit, settings)]

@@ -15,20 +15,19 @@ Every number carries a bootstrap interval over prompts.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
+from circuitlang.compile.subsets import (BASELINES, COMPLETENESS, EMPTY, GREEDY, MINIMALITY, Nodes,
+                                         completeness_sets, minimality_candidates, minimality_variants, nodes_of)
 from circuitlang.ir import models as ir
 from circuitlang.verify.report_model import Completeness, Faithfulness, NodeMinimality, SubsetScore
 from circuitlang.verify.statistics import Resamples, ratio
 
-Nodes = frozenset[ir.Node]
 # evaluate(kind, removed sets) -> per-prompt metric [len(sets), n_prompts]; kind "C" or "M"
 Evaluate = Callable[[str, list[Nodes]], np.ndarray]
-EMPTY: Nodes = frozenset()
 
 
 @dataclass
@@ -37,10 +36,13 @@ class VariantBank:
 
     evaluate: Evaluate
     values: dict[tuple[str, Nodes], np.ndarray] = field(default_factory=dict)
+    step: str = BASELINES  # the schedule step (compile.subsets) that new evaluations count towards
+    executed: dict[str, int] = field(default_factory=dict)  # step -> variants evaluated
 
     def ensure(self, kind: str, sets: list[Nodes]) -> None:
         missing = list(dict.fromkeys(s for s in sets if (kind, s) not in self.values))
         if missing:
+            self.executed[self.step] = self.executed.get(self.step, 0) + len(missing)
             for removed, row in zip(missing, self.evaluate(kind, missing)):
                 self.values[(kind, removed)] = row
 
@@ -64,12 +66,13 @@ class Criteria:
 
     @property
     def nodes(self) -> list[ir.Node]:
-        return [member.node for member in self.circuit.nodes]
+        return nodes_of(self.circuit)
 
     def _arrays(self, **named: tuple[str, Nodes] | np.ndarray) -> dict[str, np.ndarray]:
         return {name: value if isinstance(value, np.ndarray) else self.bank.get(*value) for name, value in named.items()}
 
     def faithfulness(self) -> Faithfulness:
+        self.bank.step = BASELINES
         self._ensure_pairs([EMPTY])
         arrays = self._arrays(m=("M", EMPTY), c=("C", EMPTY), e=self.empty)
         estimate = self.resamples.estimate
@@ -82,12 +85,12 @@ class Criteria:
 
     # ---- completeness
     def completeness(self) -> Completeness:
-        self._ensure_pairs([EMPTY])
-        named: list[tuple[str, Nodes]] = [("random", k) for k in self._random_sets(self.nodes, self.settings.completeness_samples, 1)]
-        named += [(f"role: {role}", frozenset(nodes)) for role, nodes in self.circuit.roles().items()]
-        named += self._greedy()
-        named = [(source, k) for source, k in named if k] or [("empty", EMPTY)]
-        self._ensure_pairs([k for _, k in named])
+        """The K fixed in advance first, then the greedy search (whose choices depend on them)."""
+        self.bank.step = COMPLETENESS
+        named = completeness_sets(self.circuit, self.settings)
+        self._ensure_pairs([EMPTY] + [k for _, k in named])
+        self.bank.step = GREEDY
+        named = named + self._greedy() or [("empty", EMPTY)]
         arrays = self._completeness_arrays([k for _, k in named])
         scores = [SubsetScore(nodes=sorted(map(node_label, k)), source=source,
                               score=self.resamples.estimate(arrays, _incompleteness(i)))
@@ -123,24 +126,13 @@ class Criteria:
         m = self.bank.get("M", EMPTY).mean()
         return abs(self.bank.get("C", removed).mean() - self.bank.get("M", removed).mean()) / abs(m) if m else np.nan
 
-    def _random_sets(self, pool: list[ir.Node], count: int, salt: int) -> list[Nodes]:
-        rng = random.Random(self.settings.seed * 7919 + salt)  # seeded; independent of prompt draws
-        return [frozenset(node for node in pool if rng.random() < 0.5) for _ in range(count)]
-
     # ---- minimality
     def minimality(self) -> list[NodeMinimality]:
+        self.bank.step = MINIMALITY
         self._ensure_pairs([EMPTY])
         roles = {member.node: member.role for member in self.circuit.nodes}
-        by_role = self.circuit.roles()
-        candidates = {}
-        for index, node in enumerate(self.nodes):
-            others = [n for n in self.nodes if n != node]
-            sets = [EMPTY, frozenset(n for n in by_role[roles[node]] if n != node)]
-            sets += self._random_sets(others, self.settings.minimality_samples, 100 + index)
-            candidates[node] = list(dict.fromkeys(sets))
-        needed = [k for sets in candidates.values() for k in sets]
-        needed += [k | {node} for node, sets in candidates.items() for k in sets]
-        self.bank.ensure("C", needed)
+        candidates = minimality_candidates(self.circuit, self.settings)
+        self.bank.ensure("C", [removed for _, removed in minimality_variants(candidates)])
         return [self._node_minimality(node, roles[node], candidates[node]) for node in self.nodes]
 
     def _node_minimality(self, node: ir.Node, role: str, sets: list[Nodes]) -> NodeMinimality:

@@ -71,6 +71,7 @@ class PromptSetReport(Frozen):
     node_scores: list[NodeScores]
     variants_evaluated: int
     edges: list[EdgeEffect] = []  # one per declared edge, in the spec's order
+    steps: dict[str, int] = {}  # variants each step of the schedule evaluated (`plan` printed the same steps)
     patch_runs: int = 0  # path-patching forward passes over the prompt set (two per tested edge)
 
 
