@@ -32,6 +32,8 @@ from circuitlang.ir.structure import structure_warnings
 
 EXIT_OK, EXIT_CLAIM_FAILED, EXIT_SPEC_ERROR, EXIT_RUNTIME_ERROR = 0, 1, 2, 3
 MAX_SHOWN_ERRORS = 20
+AUDIT_HELP = ("path-patch from every node outside the circuit into it and the logits, and list the strongest "
+              "missing edges and nodes (default: only when it costs no more than the rest of the verification)")
 # The light install (`pip install circuitlang`) runs check, fmt and plan; the rest need an extra.
 EXTRA_OF_MODULE = {"numpy": "engine", "torch": "engine", "transformer_lens": "engine", "transformers": "engine",
                    "matplotlib": "pictures", "pygraphviz": "pictures"}
@@ -92,9 +94,11 @@ def _argument_parser() -> argparse.ArgumentParser:
     verify.add_argument("--threads", type=int, default=0,
                         help="CPU threads for torch (default: 1 for models under 10M parameters, whose many "
                              "small operations only wait on each other across threads; torch's default otherwise)")
+    verify.add_argument("--audit", action=argparse.BooleanOptionalAction, default=None, help=AUDIT_HELP)
     verify.set_defaults(run=_verify)
     plan = commands.add_parser("plan", help="show the steps verify will run, without loading a model")
     plan.add_argument("file", type=Path)
+    plan.add_argument("--audit", action=argparse.BooleanOptionalAction, default=None, help=AUDIT_HELP)
     plan.set_defaults(run=_plan)
     for name, help_text in MODULE_COMMANDS:
         module = importlib.import_module(f"circuitlang.commands.{name}")
@@ -212,7 +216,7 @@ def _verify(args: argparse.Namespace) -> int:
             print(render_diagnostic(problem), file=sys.stderr)
         return EXIT_SPEC_ERROR
     try:
-        report = _run_verification(spec, args.device, args.threads)
+        report = _run_verification(spec, args.device, args.threads, args.audit)
     except CircuitlangError as error:
         problems = flatten([error])
         for problem in problems:
@@ -223,7 +227,7 @@ def _verify(args: argparse.Namespace) -> int:
     return EXIT_OK if report.passed else EXIT_CLAIM_FAILED
 
 
-def _run_verification(spec: ir.Spec, device: str, threads: int):  # -> Report; imports torch only here
+def _run_verification(spec: ir.Spec, device: str, threads: int, audit: bool | None):  # -> Report; torch only here
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from circuitlang.api import open_run
@@ -233,13 +237,13 @@ def _run_verification(spec: ir.Spec, device: str, threads: int):  # -> Report; i
     if not console.is_terminal:
         run = open_run(spec, device=device)
         set_threads(run, threads)
-        return verify(run)
+        return verify(run, audit=audit)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("loading the model", total=None)
         run = open_run(spec, device=device)
         set_threads(run, threads)
-        return verify(run, lambda message: progress.update(task, description=message))
+        return verify(run, lambda message: progress.update(task, description=message), audit)
 
 
 def _emit_report(report, args: argparse.Namespace) -> None:
@@ -270,7 +274,7 @@ def _emit_report(report, args: argparse.Namespace) -> None:
 def _plan(args: argparse.Namespace) -> int:
     try:
         spec = load_spec(args.file)
-        plan = compile_plan(spec, expand_all(spec))
+        plan = compile_plan(spec, expand_all(spec), args.audit)
     except CircuitlangError as error:
         for problem in flatten([error]):
             print(render_diagnostic(problem))

@@ -17,9 +17,10 @@ import numpy as np
 from circuitlang import __version__
 from circuitlang.api import Run
 from circuitlang.engine import scores
-from circuitlang.compile.plan import PATCH_RUNS_PER_EDGE
+from circuitlang.compile.audit import audit_pairs
+from circuitlang.compile.plan import PATCH_RUNS_PER_EDGE, Plan, compile_plan
 from circuitlang.compile.subsets import BASELINES
-from circuitlang.engine.path_patching import Receiver, path_patch
+from circuitlang.engine.path_patching import Receiver, path_patch, path_patch_each
 from circuitlang.engine.readouts import readout_for
 from circuitlang.engine.runner import Readout
 from circuitlang.ir import models as ir
@@ -27,23 +28,28 @@ from circuitlang.verify.claims import check_claims
 from circuitlang.ir.stdlib import CHANNELS
 from circuitlang.verify.criteria import Criteria, VariantBank
 from circuitlang.verify.edges import edge_effect, untested
-from circuitlang.verify.report_model import EdgeEffect, NodeScores, PromptSetReport, Report, Versions
+from circuitlang.verify.audit import audit_report
+from circuitlang.verify.report_model import Audit, EdgeEffect, NodeScores, PromptSetReport, Report, Versions
 from circuitlang.verify.statistics import Estimate, Resamples
 
 Progress = Callable[[str], None]
 
 
-def verify(run: Run, progress: Progress | None = None) -> Report:
+def verify(run: Run, progress: Progress | None = None, audit: bool | None = None) -> Report:
+    """`audit`: None runs the audit where the plan finds it cheap; True or False forces it."""
     say = progress or (lambda message: None)
     started = time.perf_counter()
     resamples: dict[str, Resamples] = {}
     reports = []
+    cfg = run.model.bridge.cfg
+    plan = compile_plan(run.spec, run.datasets, audit, ir.ModelShape(n_layers=cfg.n_layers, n_heads=cfg.n_heads,
+                                                                     origin="the loaded model"))
     for prompt_set in run.spec.prompt_sets:
         say(f"{prompt_set.name}: caching clean and ablation runs")
         engine = run.engine(prompt_set.name)
         resamples[prompt_set.name] = Resamples.draw(engine.bound.n_prompts, run.spec.settings.bootstrap,
                                                    run.spec.settings.confidence, run.spec.settings.seed)
-        reports.append(_prompt_set_report(run, prompt_set, resamples[prompt_set.name], say))
+        reports.append(_prompt_set_report(run, prompt_set, resamples[prompt_set.name], plan, say))
     say("checking claims")
 
     def attention(name: str, head: ir.Node, queries: tuple, keys: tuple) -> Estimate:
@@ -64,7 +70,8 @@ def spec_hash(spec: ir.Spec) -> str:
     return hashlib.sha256(spec.canonical_json(spans=False).encode()).hexdigest()
 
 
-def _prompt_set_report(run: Run, prompt_set: ir.PromptSet, resamples: Resamples, say: Progress) -> PromptSetReport:
+def _prompt_set_report(run: Run, prompt_set: ir.PromptSet, resamples: Resamples, plan: Plan,
+                       say: Progress) -> PromptSetReport:
     engine = run.engine(prompt_set.name)
     readout = readout_for(engine.bound.metric, lambda template: Run.clean_logits(engine, template))
     circuit = run.circuit()
@@ -83,7 +90,12 @@ def _prompt_set_report(run: Run, prompt_set: ir.PromptSet, resamples: Resamples,
     completeness = criteria.completeness()
     steps = dict(criteria.bank.executed)
     steps[BASELINES] = steps.get(BASELINES, 0) + 1  # the empty circuit, run on its own
-    edges = _edge_effects(run, prompt_set.name, readout, criteria.bank.get("M", frozenset()), resamples, say)
+    model_metric = criteria.bank.get("M", frozenset())
+    edges = _edge_effects(run, prompt_set.name, readout, model_metric, resamples, say)
+    audit_step = next((s for s in plan.steps if s.id == f"{prompt_set.name}:audit"), None)
+    audit = None if audit_step is None else (
+        _audit(run, prompt_set.name, readout, model_metric, resamples, say) if audit_step.rows
+        else Audit(ran=False, note=audit_step.what.split(": not run ", 1)[-1]))
     say(f"{prompt_set.name}: node scores")
     metric = engine.bound.metric
     return PromptSetReport(
@@ -92,6 +104,7 @@ def _prompt_set_report(run: Run, prompt_set: ir.PromptSet, resamples: Resamples,
         faithfulness=faithfulness, completeness=completeness, minimality=minimality,
         node_scores=_node_scores(run, prompt_set.name, resamples), variants_evaluated=evaluated[0] + 1,
         edges=edges, patch_runs=PATCH_RUNS_PER_EDGE * sum(e.effect is not None for e in edges), steps=steps,
+        audit=audit,
     )
 
 
@@ -108,6 +121,22 @@ def _edge_effects(run: Run, name: str, readout: Readout, model: np.ndarray, resa
         patched = path_patch(engine, [edge.sender], [receiver], readout, freeze_mlps=True).numpy()
         effects.append(edge_effect(edge, model, patched, resamples, run.spec.settings.minimality_threshold))
     return effects
+
+
+def _audit(run: Run, name: str, readout: Readout, model: np.ndarray, resamples: Resamples, say: Progress) -> Audit:
+    """Each node outside the circuit path-patched into each circuit node and the logits it can reach
+    (one recording run, one replay per receiver), and into all of them at once."""
+    cfg = run.model.bridge.cfg
+    pairs = audit_pairs(run.spec.circuit, ir.ModelShape(n_layers=cfg.n_layers, n_heads=cfg.n_heads, origin="loaded"))
+    engine, edges, nodes, runs = run.engine(name), {}, {}, 0
+    for number, (sender, receivers) in enumerate(pairs, 1):
+        say(f"{name}: audit, sender {number} of {len(pairs)}")
+        groups = [[Receiver(r)] for r in receivers] + [[Receiver(r) for r in receivers]]
+        patched = path_patch_each(engine, [sender], groups, readout, freeze_mlps=True)
+        edges.update({(str(sender), str(r)): values.numpy() for r, values in zip(receivers, patched)})
+        nodes[(str(sender), "circuit")] = patched[-1].numpy()
+        runs += len(groups) + 1
+    return audit_report(model, edges, nodes, resamples, runs)
 
 
 def _node_scores(run: Run, name: str, resamples: Resamples) -> list[NodeScores]:

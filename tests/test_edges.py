@@ -44,6 +44,18 @@ def test_a_true_edge_is_needed_and_a_false_one_is_not(micro_report):
     assert prompt_set.patch_runs == 4
 
 
+def test_the_left_out_backup_tops_the_audit(micro_report):
+    """0.1 is 0.0's exact copy and the spec leaves it out: its edge into the logits is the blind spot."""
+    [prompt_set] = micro_report.prompt_sets
+    audit = prompt_set.audit
+    assert audit.ran and audit.pairs == 3  # 0.1, 0.3 and mlp 0 into the logits (layer-0 heads cannot feed 0.0)
+    top = audit.edges[0]
+    assert (top.sender, top.receiver) == ("0.1", "logits") and top.effect.low > 0.2
+    assert top.effect.value == pytest.approx(prompt_set.edges[0].effect.value, abs=1e-6)  # the twin's own effect
+    assert all(e.effect.value == pytest.approx(0.0, abs=1e-6) for e in audit.edges[1:])
+    assert audit.nodes[0].sender == "0.1" and audit.runs == 3 * 3  # per sender: record, replay, replay jointly
+
+
 def test_edges_appear_in_every_output_format(micro_report):
     assert "edge 0.2 -&gt; logits: effect 0.000" in to_junit(micro_report) and "NOT NEEDED" in to_junit(micro_report)
     warnings = [line for line in to_github(micro_report).splitlines() if line.startswith("::warning")]
@@ -135,3 +147,4 @@ def test_the_plan_is_what_verify_executes(name):
         patches = {step: s for step, s in planned.items() if s.kind == "patch"}
         assert [f"patch {e.edge}" for e in prompt_set.edges] == list(patches)
         assert sum(s.rows for s in patches.values()) == prompt_set.patch_runs * prompt_set.prompts
+        assert planned["audit"].rows == prompt_set.audit.runs * prompt_set.prompts

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from circuitlang.compile.audit import audit_pairs, audit_runs
 from circuitlang.compile.subsets import BASELINES, COMPLETENESS, GREEDY, MINIMALITY, greedy_bound, schedule
 from circuitlang.data.datasets import Dataset
 from circuitlang.ir import models as ir
@@ -51,17 +52,20 @@ class Plan:
         return "\n".join(lines)
 
 
-def compile_plan(spec: ir.Spec, datasets: tuple[Dataset, ...]) -> Plan:
+def compile_plan(spec: ir.Spec, datasets: tuple[Dataset, ...], audit: bool | None = None,
+                 shape: ir.ModelShape | None = None) -> Plan:
+    """`audit`: None runs the audit when it is cheap (compile.audit), True or False forces it.
+    `shape`: the loaded model's, where the spec's model has no shape known offline."""
     steps: list[Step] = []
     for dataset in datasets:
-        steps.extend(_prompt_set_steps(spec, dataset))
+        steps.extend(_prompt_set_steps(spec, dataset, audit, shape or spec.shape))
     if any(isinstance(e, (ir.AttendsExpectation, ir.ScoreExpectation)) for e in spec.expectations):
         steps.append(Step("claims", "claims", "attention, copy, next-token and direct-logit scores of claimed nodes",
                           tuple(s.id for s in steps if s.kind == "cache" and s.id.endswith(":clean"))))
     return Plan(spec.name, spec.model.name, tuple(steps))
 
 
-def _prompt_set_steps(spec: ir.Spec, dataset: Dataset) -> list[Step]:
+def _prompt_set_steps(spec: ir.Spec, dataset: Dataset, audit: bool | None, shape: ir.ModelShape | None) -> list[Step]:
     name, n = dataset.name, len(dataset.clean)
     prompt_set = spec.prompt_set(name)
     corruption = prompt_set.corruption.kind if prompt_set.corruption else "none"
@@ -74,7 +78,8 @@ def _prompt_set_steps(spec: ir.Spec, dataset: Dataset) -> list[Step]:
     caches = [f"{name}:clean"]
     patched = spec.circuit.edges if prompt_set.corruption is not None else ()
     ablated_from_corrupt = spec.ablation.kind != "zero" and spec.ablation.source == "corrupt"
-    if ablated_from_corrupt or patched:
+    auditable = prompt_set.corruption is not None and shape is not None and audit is not False
+    if ablated_from_corrupt or patched or auditable:
         steps.append(Step(f"{name}:corrupt", "cache", "corrupt run for the ablation values and path patching",
                           (f"{name}:bind",), rows=n))
         caches.append(f"{name}:corrupt")
@@ -84,7 +89,25 @@ def _prompt_set_steps(spec: ir.Spec, dataset: Dataset) -> list[Step]:
         steps.append(Step(f"{name}:patch {edge}", "patch",
                           "path patching of this declared edge (direct path): two runs",
                           (f"{name}:clean", f"{name}:corrupt"), rows=PATCH_RUNS_PER_EDGE * n))
+    if prompt_set.corruption is not None:
+        steps.append(_audit_step(spec, name, n, sum(step.rows for step in steps), audit, shape))
     return steps
+
+
+def _audit_step(spec: ir.Spec, name: str, n: int, other_rows: int, audit: bool | None,
+                shape: ir.ModelShape | None) -> Step:
+    """The audit (compile.audit) runs when forced, or by default when it costs no more rows than the
+    rest of the prompt set's verification; a step that does not run says why, with 0 rows."""
+    step_id, depends = f"{name}:audit", (f"{name}:clean", f"{name}:corrupt")
+    if shape is None:
+        return Step(step_id, "audit", "audit: not run, the model's shape is not known offline", depends)
+    rows = audit_runs(spec.circuit, shape) * n
+    what = (f"audit: path patching from the {len(audit_pairs(spec.circuit, shape))} nodes outside the circuit "
+            "into each circuit node and the logits")
+    if audit is False or (audit is None and rows > other_rows):
+        why = "--no-audit" if audit is False else f"it would cost {rows} rows, more than the rest; verify --audit runs it"
+        return Step(step_id, "audit", f"{what}: not run ({why})", depends)
+    return Step(step_id, "audit", what, depends, rows=rows)
 
 
 def _variant_steps(spec: ir.Spec) -> list[tuple[str, str, int, bool]]:

@@ -33,24 +33,41 @@ class Receiver:
 def path_patch(engine: Engine, senders: Sequence[ir.Node], receivers: Sequence[Receiver], readout: Readout,
                freeze_mlps: bool = False) -> torch.Tensor:
     """The metric per prompt (dataset order) after patching S -> R: float64 [n_prompts]."""
-    out = torch.empty(engine.bound.n_prompts, dtype=torch.float64)
+    return path_patch_each(engine, senders, [tuple(receivers)], readout, freeze_mlps)[0]
+
+
+def path_patch_each(engine: Engine, senders: Sequence[ir.Node], groups: Sequence[Sequence[Receiver]],
+                    readout: Readout, freeze_mlps: bool = False) -> list[torch.Tensor]:
+    """Path patching of S into each group of receivers on its own, sharing step 1 (one recording
+    run for all groups, then one replay per group): [n_prompts] per group, dataset order."""
+    out = [torch.empty(engine.bound.n_prompts, dtype=torch.float64) for _ in groups]
     for template in engine.bound.templates:
-        values = _patch_template(engine, template, senders, receivers, readout, freeze_mlps)
-        out[torch.tensor(template.prompt_indices)] = values.double().cpu()
+        rows = torch.tensor(template.prompt_indices)
+        recorded = _record(engine, template, senders, [r for group in groups for r in group], freeze_mlps)
+        for values, group in zip(out, groups):
+            values[rows] = _replay(engine, template, group, recorded, readout).double().cpu()
     return out
 
 
 @torch.no_grad()
-def _patch_template(engine: Engine, template: BoundTemplate, senders: Sequence[ir.Node],
-                    receivers: Sequence[Receiver], readout: Readout, freeze_mlps: bool) -> torch.Tensor:
+def _record(engine: Engine, template: BoundTemplate, senders: Sequence[ir.Node], receivers: Sequence[Receiver],
+            freeze_mlps: bool) -> dict[str, torch.Tensor]:
+    """Step 1: the receivers' inputs with the senders patched from the corrupt run."""
     clean, corrupt = engine.clean_cache(template), engine.corrupt_cache(template)
     recorded: dict[str, torch.Tensor] = {}
-    first = _sender_hooks(engine, clean, corrupt, senders, freeze_mlps) + _recorders(receivers, recorded)
+    hooks = _sender_hooks(engine, clean, corrupt, senders, freeze_mlps) + _recorders(receivers, recorded)
     # The embeddings as a sender: the first run starts from the corrupt prompt's embeddings (every
     # head, and with freeze_mlps every MLP, still frozen to its clean output).
     start = corrupt if any(sender.kind == "embed" for sender in senders) else clean
-    engine.forward_from(0, start.resid_pre[0], first)
-    final = engine.forward_from(0, clean.resid_pre[0], _replayers(receivers, recorded))
+    engine.forward_from(0, start.resid_pre[0], hooks)
+    return recorded
+
+
+@torch.no_grad()
+def _replay(engine: Engine, template: BoundTemplate, receivers: Sequence[Receiver], recorded: dict[str, torch.Tensor],
+            readout: Readout) -> torch.Tensor:
+    """Step 2: the clean run with only these receivers' inputs replaced; the metric per row."""
+    final = engine.forward_from(0, engine.clean_cache(template).resid_pre[0], _replayers(receivers, recorded))
     rows = torch.arange(template.n_prompts)
     columns = readout.columns(template)
     logits = engine.logits_at(final[:, template.positions["end"]], None if columns is None else columns)

@@ -203,7 +203,7 @@ def _edge(decl: ast.EdgeDecl, nodes: dict[ir.Node, ir.CircuitNode], errors: list
     elif sender.kind == receiver.kind == "head" and sender.layer == receiver.layer:
         errors.append(SpecError(f"edge {sender} -> {receiver} joins two heads of layer {sender.layer}, which run in "
                                 "parallel", decl.span, "a head's output reaches heads of later layers only"))
-    elif not _runs_forward(sender, receiver):
+    elif not runs_forward(sender, receiver):
         errors.append(SpecError(f"edge {sender} -> {receiver} runs backwards: {sender} cannot write into {receiver}",
                                 decl.span, "each layer runs its heads, then its MLP: a head in layer L feeds mlp L and "
                                 "later layers; mlp L feeds layer L+1 on"))
@@ -213,7 +213,7 @@ def _edge(decl: ast.EdgeDecl, nodes: dict[ir.Node, ir.CircuitNode], errors: list
     return ir.Edge(sender=sender, receiver=receiver, channels=channels, span=decl.span)
 
 
-def _runs_forward(sender: ir.Node, receiver: ir.Node) -> bool:
+def runs_forward(sender: ir.Node, receiver: ir.Node) -> bool:
     """Residual-stream order: embed, then per layer the attention heads, then the MLP."""
     def order(node: ir.Node) -> float:
         if node.kind == "embed":

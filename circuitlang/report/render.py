@@ -43,6 +43,8 @@ def tables(report: Report) -> list[Table]:
         out.extend([_summary(prompt_set, report), _nodes(prompt_set), _completeness_sets(prompt_set)])
         if prompt_set.edges:
             out.append(_edges(prompt_set))
+        if prompt_set.audit is not None and prompt_set.audit.ran:
+            out.append(_audit(prompt_set))
     if report.claims:
         out.append(_claims(report))
     return out
@@ -87,6 +89,21 @@ def _edges(prompt_set: PromptSetReport) -> Table:
         table.add_column(column)
     for edge in prompt_set.edges:
         table.add_row(str(edge.line), edge.edge, _estimate(edge.effect), _needed(edge), edge.note)
+    return table
+
+
+def _audit(prompt_set: PromptSetReport) -> Table:
+    audit = prompt_set.audit
+    assert audit is not None
+    table = Table(title=f"audit on {prompt_set.name}: the strongest paths into the circuit from outside it "
+                        f"({audit.pairs} pairs, {audit.runs} runs)")
+    for column in ("missing edge", "effect", "missing node (into the whole circuit)", "effect "):
+        table.add_column(column)
+    for index in range(max(len(audit.edges), len(audit.nodes))):
+        edge = audit.edges[index] if index < len(audit.edges) else None
+        node = audit.nodes[index] if index < len(audit.nodes) else None
+        table.add_row(f"{edge.sender} -> {edge.receiver}" if edge else "", _estimate(edge.effect) if edge else "",
+                      node.sender if node else "", _estimate(node.effect) if node else "")
     return table
 
 
@@ -142,6 +159,8 @@ def to_junit(report: Report) -> str:
             lines.append(f'    <failure message={quoteattr(claim_message(claim))}>{escape(claim_message(claim))}</failure>')
         lines.append("  </testcase>")
     edges = [f"{p.name}: {edge_message(e)}" for p in report.prompt_sets for e in p.edges]
+    edges += [f"{p.name}: audit, missing edge {e.sender} -> {e.receiver}: effect {_estimate(e.effect)}"
+              for p in report.prompt_sets if p.audit is not None for e in p.audit.edges]
     if edges:  # measurements, not claims: reported beside the test cases
         lines.append(f"  <system-out>{escape(chr(10).join(edges))}</system-out>")
     lines.append("</testsuite>")
@@ -181,6 +200,11 @@ def to_markdown(report: Report) -> str:
         lines += ["", "| node | role | minimality | needed |", "| --- | --- | --- | --- |"]
         lines += [f"| {m.node} | {m.role} | {_estimate(m.score)} | {'yes' if m.needed else '**no**'} |"
                   for m in prompt_set.minimality]
+        audit = prompt_set.audit
+        if audit is not None and audit.ran:
+            lines += ["", f"Audit: the strongest paths into the circuit from outside it ({audit.pairs} pairs):", "",
+                      "| missing edge | effect |", "| --- | --- |"]
+            lines += [f"| {e.sender} -> {e.receiver} | {_estimate(e.effect)} |" for e in audit.edges]
         if prompt_set.edges:
             lines += ["", "| line | declared edge | effect | needed |", "| --- | --- | --- | --- |"]
             lines += [f"| {e.line} | {e.edge} | {_estimate(e.effect)} | "

@@ -53,6 +53,23 @@ class EdgeEffect(Frozen):
     note: str = ""
 
 
+class MissingEdge(Frozen):
+    sender: str  # a node outside the circuit
+    receiver: str  # a circuit node (all its inputs) or "logits"
+    effect: Estimate  # (F(M) - F(M; sender -> receiver patched)) / |F(M)|
+
+
+class Audit(Frozen):
+    """What the hypothesis leaves out: the strongest paths from outside the circuit into it."""
+
+    ran: bool
+    note: str = ""  # why it did not run
+    runs: int = 0  # path-patching runs over the prompt set
+    pairs: int = 0  # sender -> receiver pairs tested
+    edges: list[MissingEdge] = []  # the strongest, by |effect|
+    nodes: list[MissingEdge] = []  # each sender into every circuit node and the logits at once ("circuit")
+
+
 class NodeScores(Frozen):
     node: str
     role: str
@@ -72,6 +89,7 @@ class PromptSetReport(Frozen):
     variants_evaluated: int
     edges: list[EdgeEffect] = []  # one per declared edge, in the spec's order
     steps: dict[str, int] = {}  # variants each step of the schedule evaluated (`plan` printed the same steps)
+    audit: Audit | None = None  # None: the prompt set has no corruption to patch from
     patch_runs: int = 0  # path-patching forward passes over the prompt set (two per tested edge)
 
 
