@@ -15,10 +15,9 @@ from typing import Sequence
 import torch
 
 from circuitlang.data.datasets import Dataset, expand_all
-from circuitlang.engine.bind import BoundPromptSet, BoundTemplate, bind
+from circuitlang.engine.bind import BoundPromptSet, bind
 from circuitlang.engine.models import LoadedModel, load_model
 from circuitlang.engine.path_patching import Receiver
-from circuitlang.engine.readouts import readout_for
 from circuitlang.engine.runner import Engine
 from circuitlang.engine.variants import Variant, circuit_variant, empty_variant, full_model_variant
 from circuitlang.ir import models as ir
@@ -50,8 +49,7 @@ class Run:
     def metric(self, variants: Sequence[Variant], prompt_set: str | None = None) -> torch.Tensor:
         """The metric of each variant on each prompt: float64 [n_variants, n_prompts]."""
         engine = self.engine(prompt_set)
-        readout = readout_for(engine.bound.metric, lambda template: self.clean_logits(engine, template))
-        return engine.run(variants, readout)
+        return engine.run(variants, engine.readout())
 
     def circuit(self, without: frozenset[ir.Node] = frozenset()) -> Variant:
         return circuit_variant(self.spec.circuit, without, embed_edges=self.spec.settings.embed_edges)
@@ -63,10 +61,6 @@ class Run:
     def empty(self) -> Variant:
         return empty_variant()
 
-    @staticmethod
-    def clean_logits(engine: Engine, template: BoundTemplate) -> torch.Tensor:
-        final = engine.clean_cache(template).final_residual[:, template.positions["end"]]
-        return engine.logits_at(final, None)
 
 
 def open_run(spec: ir.Spec, device: str = "cpu", dtype: torch.dtype = torch.float32,
@@ -90,5 +84,4 @@ def path_patch(run: Run, senders: Sequence[ir.Node], receivers: Sequence[Receive
     from circuitlang.engine.path_patching import path_patch as patch
 
     engine = run.engine(prompt_set)
-    readout = readout_for(engine.bound.metric, lambda template: Run.clean_logits(engine, template))
-    return patch(engine, senders, receivers, readout, freeze_mlps)
+    return patch(engine, senders, receivers, engine.readout(), freeze_mlps)

@@ -21,8 +21,7 @@ from circuitlang.compile.audit import audit_pairs
 from circuitlang.compile.plan import PATCH_RUNS_PER_EDGE, Plan, compile_plan
 from circuitlang.compile.subsets import BASELINES
 from circuitlang.engine.path_patching import Receiver, path_patch, path_patch_each
-from circuitlang.engine.readouts import readout_for
-from circuitlang.engine.runner import Readout
+from circuitlang.engine.readouts import Readout
 from circuitlang.ir import models as ir
 from circuitlang.verify.claims import check_claims
 from circuitlang.ir.stdlib import CHANNELS
@@ -73,7 +72,7 @@ def spec_hash(spec: ir.Spec) -> str:
 def _prompt_set_report(run: Run, prompt_set: ir.PromptSet, resamples: Resamples, plan: Plan,
                        say: Progress) -> PromptSetReport:
     engine = run.engine(prompt_set.name)
-    readout = readout_for(engine.bound.metric, lambda template: Run.clean_logits(engine, template))
+    readout = engine.readout()
     circuit = run.circuit()
     evaluated = [0]
 

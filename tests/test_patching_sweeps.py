@@ -77,7 +77,7 @@ def open_tiny(folder: Path, ablate: str = "mean of corrupt"):
 
 def run_sweeps(run):
     engine = run.engine()
-    readout = sweeps.readout_of(engine)
+    readout = engine.readout()
     base = sweeps.baseline(engine, readout)
     return engine, readout, base
 

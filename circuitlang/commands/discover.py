@@ -87,8 +87,13 @@ def run(args: argparse.Namespace) -> int:
     except CircuitlangError as error:
         print_errors(error)
         return EXIT_RUNTIME_ERROR
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(outcome.text, encoding="utf-8")
+    from circuitlang.report.render import write_atomically
+
+    try:
+        write_atomically(args.output, outcome.text)
+    except OSError as error:
+        print(f"{args.output}: cannot write: {error.strerror}", file=sys.stderr)
+        return EXIT_RUNTIME_ERROR
     for line in outcome.summary:
         print(line)
     print(f"wrote {args.output}")

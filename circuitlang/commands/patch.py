@@ -157,7 +157,7 @@ def _sweep(run_: "Run", prompt_set: str, kinds: list[str], receivers: list, all_
 
     engine = run_.engine(prompt_set)
     _check_receivers(receivers, engine.n_layers, engine.n_heads, run_.spec.model.name)
-    readout = sweeps.readout_of(engine)
+    readout = engine.readout()
     base = sweeps.baseline(engine, readout)
     columns = _columns(engine, all_positions) if {"heads-by-position", "mlps"} & set(kinds) else ()
     jobs: list[tuple[str, Callable[[], "SweepResult"]]] = []

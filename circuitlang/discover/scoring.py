@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from circuitlang.api import Run
-from circuitlang.engine.readouts import readout_for
-from circuitlang.engine.runner import Engine, Readout
+from circuitlang.engine.readouts import Readout
+from circuitlang.engine.runner import Engine
 from circuitlang.engine.variants import HeadKeep, MlpKeep, Variant
 from circuitlang.ir import models as ir
 from circuitlang.ir.eap_ig import feeds
@@ -64,7 +64,7 @@ class Scorer:
 
     def __post_init__(self) -> None:
         self.engine = self.run.engine(self.prompt_set)
-        self.readout = readout_for(self.engine.bound.metric, self._clean_logits)
+        self.readout = self.engine.readout()
         self.f_model, self.f_empty = self.means([self.run.full_model(), self.run.empty()])
 
     @property
@@ -102,7 +102,4 @@ class Scorer:
         return [value / self.f_model if self.f_model else float("nan") for value in self.means(variants)]
 
     def kl_readout(self) -> Readout:
-        return readout_for(KL, self._clean_logits)
-
-    def _clean_logits(self, template):  # -> Tensor [n, vocab]
-        return self.run.clean_logits(self.engine, template)
+        return self.engine.readout(KL)

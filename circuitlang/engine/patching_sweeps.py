@@ -25,8 +25,8 @@ import torch
 
 from circuitlang.engine.bind import BoundTemplate
 from circuitlang.engine.path_patching import Receiver, path_patch
-from circuitlang.engine.readouts import readout_for
-from circuitlang.engine.runner import Engine, Readout
+from circuitlang.engine.readouts import Readout
+from circuitlang.engine.runner import Engine
 from circuitlang.engine.variants import HeadKeep, MlpKeep, Variant, empty_variant, full_model_variant
 from circuitlang.errors import Span
 from circuitlang.ir import models as ir
@@ -80,12 +80,6 @@ class SweepResult:
             return torch.full(self.patched.shape[:2], float("nan"), dtype=torch.float64)
         return self.delta() / scale
 
-
-def readout_of(engine: Engine) -> Readout:
-    """The prompt set's metric, as `Run.metric` reads it."""
-    def clean_logits(template: BoundTemplate) -> torch.Tensor:
-        return engine.logits_at(engine.clean_cache(template).final_residual[:, template.positions["end"]], None)
-    return readout_for(engine.bound.metric, clean_logits)
 
 
 def baseline(engine: Engine, readout: Readout) -> Baseline:

@@ -20,7 +20,8 @@ import torch
 
 from circuitlang.engine.ablation_source import ActivationCache, hook_name
 from circuitlang.engine.bind import BoundTemplate
-from circuitlang.engine.runner import Engine, Readout
+from circuitlang.engine.readouts import Readout
+from circuitlang.engine.runner import Engine
 from circuitlang.ir import models as ir
 
 

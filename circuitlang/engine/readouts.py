@@ -14,13 +14,23 @@ how to turn them into one number per prompt (`Readout.reduce`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from circuitlang.engine.bind import BoundTemplate
-from circuitlang.engine.runner import Readout
 from circuitlang.ir import models as ir
+
+
+@dataclass(frozen=True)
+class Readout:
+    """What the metric reads at the `end` position: `columns(template)` gives per-row token ids
+    ([n, k]) or None for the full vocabulary; `reduce` turns those logits into one value per row."""
+
+    columns: Callable[[BoundTemplate], torch.Tensor | None]
+    reduce: Callable[[BoundTemplate, torch.Tensor, torch.Tensor], torch.Tensor]
+
 
 CleanLogits = Callable[[BoundTemplate], torch.Tensor]  # [n, vocab] logits of the clean model at end
 

@@ -19,20 +19,12 @@ from circuitlang.engine.ablation_source import AblationSource, ActivationCache, 
 from circuitlang.engine.bind import BoundPromptSet, BoundTemplate
 from circuitlang.engine.edges import EdgeHooks
 from circuitlang.engine.models import LoadedModel
+from circuitlang.engine.readouts import Readout, readout_for
 from circuitlang.engine.variants import Masks, Variant, masks_for
 from circuitlang.ir import models as ir
 
 # reduce(logits [rows, k], prompt rows [rows]) -> metric value per row
 Reduce = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class Readout:
-    """What the metric reads at the `end` position: `columns(template)` gives per-row token ids
-    ([n, k]) or None for the full vocabulary; `reduce` turns those logits into one value per row."""
-
-    columns: Callable[[BoundTemplate], torch.Tensor | None]
-    reduce: Callable[[BoundTemplate, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class _StopBeforeUnembed(Exception):
@@ -61,6 +53,15 @@ class Engine:
 
     def clean_cache(self, template: BoundTemplate) -> ActivationCache:
         return self._clean[id(template)]
+
+    def clean_logits(self, template: BoundTemplate) -> torch.Tensor:
+        """The clean run's full logits at the end position: [n, vocab] (KL and token-set readouts)."""
+        return self.logits_at(self.clean_cache(template).final_residual[:, template.positions["end"]], None)
+
+    def readout(self, metric: ir.Metric | None = None) -> Readout:
+        """How a variant's end-position logits become the metric per prompt: the prompt set's metric
+        unless another (e.g. KL) is asked for. The one place a readout is built."""
+        return readout_for(metric or self.bound.metric, self.clean_logits)
 
     def corrupt_cache(self, template: BoundTemplate) -> ActivationCache:
         """Activations of the corrupt prompts (for path patching), computed on first use."""

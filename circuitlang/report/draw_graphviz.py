@@ -8,13 +8,12 @@ circuit declares no edges. The title, caption and legend are one HTML label abov
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
 from circuitlang.report.diagram import Diagram, DiagramEdge, DiagramNode
+from circuitlang.report.render import write_atomically
 
 if TYPE_CHECKING:
     import pygraphviz
@@ -42,7 +41,7 @@ def render(diagram: Diagram, path: Path) -> None:
         data = graph.string().encode("utf-8")
     else:
         data = graph.draw(format=kind, prog="dot", args=f"-Gdpi={PNG_DPI}" if kind == "png" else "")
-    _write_atomically(path, data)
+    write_atomically(path, data)
 
 
 def to_agraph(diagram: Diagram) -> "pygraphviz.AGraph":
@@ -107,17 +106,3 @@ def _legend(diagram: Diagram) -> str:
 
 def _small(text: str) -> str:
     return f'<FONT POINT-SIZE="9">{escape(text)}</FONT>'
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a picture."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.chmod(temporary, 0o644)  # mkstemp creates the file private to its owner
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

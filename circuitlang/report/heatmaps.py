@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from circuitlang.report.patching import NORMALIZED_UNIT, PatchContext, PatchMatrix
+from circuitlang.report.render import write_atomically
 
 MAX_ANNOTATED_CELLS = 900  # beyond this the numbers would be too small to read
 NOT_APPLICABLE = "#d0d0d0"
@@ -45,16 +46,18 @@ def draw_heatmap(matrix: PatchMatrix, context: PatchContext, path: Path, normali
     bar = figure.colorbar(image, ax=axes, shrink=min(1.0, max(0.4, 6 / max(len(matrix.rows), 1))))
     bar.set_label(f"normalized effect ({NORMALIZED_UNIT})" if normalized else context.delta_label())
     axes.set_title(_title(matrix, context), fontsize=9, loc="left")
-    path.parent.mkdir(parents=True, exist_ok=True)
     # SVG: text stays text (searchable, smaller), ids are stable from run to run.
     with rc_context({"svg.fonttype": "none", "svg.hashsalt": "circuitlang"}):
         if path.suffix.lower() == ".png":
-            _save_compact_png(figure, path, colours)
+            write_atomically(path, _compact_png(figure, colours))
         else:
-            figure.savefig(path, metadata={"Date": None})  # no date: the same numbers give the same file
+            buffer = io.BytesIO()
+            figure.savefig(buffer, format=path.suffix.lstrip(".").lower() or "svg",
+                           metadata={"Date": None})  # no date: the same numbers give the same file
+            write_atomically(path, buffer.getvalue())
 
 
-def _save_compact_png(figure, path: Path, colours) -> None:
+def _compact_png(figure, colours) -> bytes:
     """A PNG with a 256-colour palette: the colour map's own colours plus greys for text and lines,
     each pixel mapped to its exact nearest entry (a palette fitted to the pixels would band the
     colour bar). A third of the size of a true-colour file, the same to the eye: the pictures are
@@ -74,7 +77,9 @@ def _save_compact_png(figure, path: Path, colours) -> None:
     nearest = ((distinct[:, None, :] - palette[None]) ** 2).sum(-1).argmin(1)
     indexed = Image.fromarray(nearest[inverse].reshape(keys.shape).astype(np.uint8), mode="P")
     indexed.putpalette(palette.astype(np.uint8).ravel().tolist())
-    indexed.save(path, optimize=True)
+    out = io.BytesIO()
+    indexed.save(out, format="png", optimize=True)
+    return out.getvalue()
 
 
 def _colour_map():
