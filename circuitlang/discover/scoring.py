@@ -13,6 +13,7 @@ from typing import Sequence
 from circuitlang.api import Run
 from circuitlang.engine.readouts import Readout
 from circuitlang.engine.runner import Engine
+from circuitlang.verify.criteria import faithfulness_point
 from circuitlang.engine.variants import HeadKeep, MlpKeep, Variant
 from circuitlang.ir import models as ir
 from circuitlang.ir.eap_ig import feeds
@@ -99,7 +100,7 @@ class Scorer:
         return [float(v) for v in values.mean(1)]
 
     def faithfulness(self, variants: Sequence[Variant]) -> list[float]:
-        return [value / self.f_model if self.f_model else float("nan") for value in self.means(variants)]
+        return [faithfulness_point(value, self.f_model) for value in self.means(variants)]
 
     def kl_readout(self) -> Readout:
         return self.engine.readout(KL)

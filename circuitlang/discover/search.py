@@ -20,6 +20,7 @@ from circuitlang.discover.roles import HeadRole, name_heads
 from circuitlang.discover.scoring import NO_SPAN, Scorer, variant_of
 from circuitlang.discover.write import BARE_MLP_ROLE, FoundCircuit, write_spec
 from circuitlang.ir import models as ir
+from circuitlang.verify.criteria import faithfulness_point
 
 Progress = Callable[[str], None]
 
@@ -97,9 +98,10 @@ def _check_searchable(scorer: Scorer, options: Options) -> None:
         raise CannotSearch(f"on prompt set '{name}' the full model's metric F(M) = {scorer.f_model:.4g} is not positive, "
                            "so faithfulness F(C)/F(M) would reward worse circuits; use a metric that is positive on "
                            "the clean prompts (logit_diff(answer, wrong), prob_diff) or a corruption it separates")
-    if scorer.f_empty / scorer.f_model >= options.target:
+    empty = faithfulness_point(scorer.f_empty, scorer.f_model)
+    if empty >= options.target:
         raise CannotSearch(f"on prompt set '{name}' the empty circuit already has faithfulness "
-                           f"{scorer.f_empty / scorer.f_model:.3f} >= the target {options.target}: the ablation does "
+                           f"{empty:.3f} >= the target {options.target}: the ablation does "
                            "not remove the behaviour (check the corruption and `ablate`)")
     if options.method == "path-patching":
         if any(t.corrupt is None for t in scorer.engine.bound.templates):

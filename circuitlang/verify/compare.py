@@ -25,7 +25,8 @@ from circuitlang.data.positions import check_positions_in_templates
 from circuitlang.errors import ModelError
 from circuitlang.ir import models as ir
 from circuitlang.ir.eap_ig import GraphConfig, circuit_edges, edge_name, graph_config
-from circuitlang.verify.statistics import Estimate, Resamples, ratio
+from circuitlang.verify.criteria import faithfulness_of
+from circuitlang.verify.statistics import Estimate, Resamples
 
 
 class Frozen(BaseModel):
@@ -170,12 +171,10 @@ def transfer_column(index: int, label: str, prompt_set: str, metric: str, model:
 
 
 def transfer_cell(model: np.ndarray, circuit: np.ndarray, empty: np.ndarray, resamples: Resamples) -> TransferCell:
-    """Faithfulness and normalized faithfulness, as verify computes them (verify.criteria)."""
-    arrays = {"m": model, "c": circuit, "e": empty}
-    return TransferCell(
-        f_circuit=resamples.estimate(arrays, lambda a: a["c"]),
-        faithfulness=resamples.estimate(arrays, lambda a: ratio(a["c"], a["m"])),
-        normalized_faithfulness=resamples.estimate(arrays, lambda a: ratio(a["c"] - a["e"], a["m"] - a["e"])))
+    """Faithfulness and normalized faithfulness, computed as verify computes them."""
+    found = faithfulness_of(model, circuit, empty, resamples)
+    return TransferCell(f_circuit=found.f_circuit, faithfulness=found.faithfulness,
+                        normalized_faithfulness=found.normalized_faithfulness)
 
 
 def column_label(spec_label: str, spec: ir.Spec, prompt_set: str) -> str:

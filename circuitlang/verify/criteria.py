@@ -74,14 +74,7 @@ class Criteria:
     def faithfulness(self) -> Faithfulness:
         self.bank.step = BASELINES
         self._ensure_pairs([EMPTY])
-        arrays = self._arrays(m=("M", EMPTY), c=("C", EMPTY), e=self.empty)
-        estimate = self.resamples.estimate
-        return Faithfulness(
-            f_model=estimate(arrays, lambda a: a["m"]), f_circuit=estimate(arrays, lambda a: a["c"]),
-            f_empty=estimate(arrays, lambda a: a["e"]),
-            faithfulness=estimate(arrays, lambda a: ratio(a["c"], a["m"])),
-            normalized_faithfulness=estimate(arrays, lambda a: ratio(a["c"] - a["e"], a["m"] - a["e"])),
-        )
+        return faithfulness_of(self.bank.get("M", EMPTY), self.bank.get("C", EMPTY), self.empty, self.resamples)
 
     # ---- completeness
     def completeness(self) -> Completeness:
@@ -147,6 +140,23 @@ class Criteria:
         return NodeMinimality(node=node_label(node), role=role, score=score,
                               worst_set=sorted(map(node_label, sets[worst])),
                               needed=score.value >= self.settings.minimality_threshold)
+
+
+def faithfulness_of(model: np.ndarray, circuit: np.ndarray, empty: np.ndarray, resamples: Resamples) -> Faithfulness:
+    """F(M), F(C), F(empty), F(C)/F(M) and (F(C) - F(empty)) / (F(M) - F(empty)) from per-prompt
+    metrics, with their intervals: the one faithfulness computation (verify, compare)."""
+    arrays, estimate = {"m": model, "c": circuit, "e": empty}, resamples.estimate
+    return Faithfulness(
+        f_model=estimate(arrays, lambda a: a["m"]), f_circuit=estimate(arrays, lambda a: a["c"]),
+        f_empty=estimate(arrays, lambda a: a["e"]),
+        faithfulness=estimate(arrays, lambda a: ratio(a["c"], a["m"])),
+        normalized_faithfulness=estimate(arrays, lambda a: ratio(a["c"] - a["e"], a["m"] - a["e"])),
+    )
+
+
+def faithfulness_point(f_circuit: float, f_model: float) -> float:
+    """F(C) / F(M) on the full sample (what searches compare with their target); NaN when F(M) = 0."""
+    return float(ratio(np.asarray(f_circuit), np.asarray(f_model)))
 
 
 def _incompleteness(i: int) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
