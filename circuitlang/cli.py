@@ -247,7 +247,8 @@ def _run_verification(spec: ir.Spec, device: str, threads: int, audit: bool | No
 
 
 def _emit_report(report, args: argparse.Namespace) -> None:
-    from circuitlang.report.render import TEXT_FORMATS, claim_message, tables, write_atomically
+    from circuitlang.report.files import write_atomically
+    from circuitlang.report.render import TEXT_FORMATS, claim_message, tables
 
     if args.format == "table":
         if args.output:

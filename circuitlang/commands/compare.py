@@ -86,7 +86,7 @@ def _transfer(specs: list[ir.Spec], args: argparse.Namespace) -> Transfer:
 
 def _emit(comparison: Comparison, args: argparse.Namespace) -> None:
     from circuitlang.report.compare import tables, to_json, to_markdown
-    from circuitlang.report.render import write_atomically
+    from circuitlang.report.files import write_atomically
 
     if args.format == "table":
         if args.output:

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     except CircuitlangError as error:
         print_errors(error)
         return EXIT_RUNTIME_ERROR
-    from circuitlang.report.render import write_atomically
+    from circuitlang.report.files import write_atomically
 
     try:
         write_atomically(args.output, outcome.text)

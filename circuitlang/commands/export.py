@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if args.output is None:
         sys.stdout.write(text + "\n")
         return EXIT_OK
-    from circuitlang.report.render import write_atomically
+    from circuitlang.report.files import write_atomically
 
     try:
         write_atomically(args.output, text)

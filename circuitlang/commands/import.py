@@ -131,7 +131,7 @@ def _score_note(scores: dict[str, float]) -> str:
 
 def _write_checked(path: Path, text: str, imported: ImportedGraph) -> int:
     """Write the spec and load it back: what `verify` will read must be a valid spec."""
-    from circuitlang.report.render import write_atomically
+    from circuitlang.report.files import write_atomically
 
     write_atomically(path, text)
     try:

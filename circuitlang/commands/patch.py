@@ -226,7 +226,7 @@ def _matrix(result: "SweepResult") -> "PatchMatrix":
 def _write(context: "PatchContext", matrices: list["PatchMatrix"], args: argparse.Namespace, seconds: float) -> list[Path]:
     from circuitlang.report.heatmaps import draw_heatmap
     from circuitlang.report.patching import to_csv, to_json
-    from circuitlang.report.render import write_atomically
+    from circuitlang.report.files import write_atomically
 
     out: Path = args.output
     written = []

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
 from circuitlang.report.diagram import Diagram, DiagramEdge, DiagramNode
-from circuitlang.report.render import write_atomically
+from circuitlang.report.files import write_atomically
 
 if TYPE_CHECKING:
     import pygraphviz

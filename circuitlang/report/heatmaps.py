@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from circuitlang.report.patching import NORMALIZED_UNIT, PatchContext, PatchMatrix
-from circuitlang.report.render import write_atomically
+from circuitlang.report.files import write_atomically
 
 MAX_ANNOTATED_CELLS = 900  # beyond this the numbers would be too small to read
 NOT_APPLICABLE = "#d0d0d0"
