@@ -5,8 +5,9 @@ circuitlang/organisms/gpt2_standin.py), installed in a Hugging Face cache as the
 so the spec loads exactly as a researcher's run loads GPT-2. Measured in one run:
 
 1. loading: `open_run` (model load, expansion, binding);
-2. verification: `verify(run)`, the rows it put through the model (variants x prompts, plus the
-   clean and corrupt runs), and rows per second;
+2. verification: `verify(run)`, the rows it put through the model (variants, the clean and corrupt
+   runs, the declared edges' path patching and the audit when it runs, each x prompts), and rows
+   per second;
 3. the baseline: plain-torch full forwards of the same bound prompts through the same HF model
    (no hooks, full logits), timed on `--baseline-rows` rows and scaled to the verification's row
    count: what the rows would cost as full forwards. The ratio is verification time over that;
@@ -63,7 +64,7 @@ def run_benchmark(hf_home: Path, prompts: int, threads: int, baseline_rows: int)
     loaded = time.perf_counter()
     report = verify(run)
     verified = time.perf_counter()
-    rows = sum((p.variants_evaluated + 2) * p.prompts for p in report.prompt_sets)  # + clean and corrupt runs
+    rows = sum(_runs(p) * p.prompts for p in report.prompt_sets)
     per_row = plain_forward_seconds_per_row(run, baseline_rows)
     verify_s = verified - loaded
     print(f"threads {torch.get_num_threads()}, prompts {sum(p.prompts for p in report.prompt_sets)}, "
@@ -74,6 +75,13 @@ def run_benchmark(hf_home: Path, prompts: int, threads: int, baseline_rows: int)
           f"(measured on {baseline_rows} rows)")
     print(f"ratio              {verify_s / (per_row * rows):8.2f}   verify time / plain forwards of its rows")
     print(f"peak memory        {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:8.2f} GB (max RSS)")
+
+
+def _runs(prompt_set) -> int:
+    """Runs over the prompt set: the variants, the clean and corrupt runs, the declared edges' path
+    patching and the audit's (when it ran)."""
+    audit = prompt_set.audit.runs if prompt_set.audit is not None else 0
+    return prompt_set.variants_evaluated + 2 + prompt_set.patch_runs + audit
 
 
 def plain_forward_seconds_per_row(run, n_rows: int) -> float:

@@ -16,9 +16,11 @@ from typing import Mapping, Sequence
 
 from circuitlang.dsl import ast
 from circuitlang.dsl.parser import parse
-from circuitlang.dsl.printer import format_spec, quote
+from circuitlang.dsl.printer import clauses_text, format_spec, statement_text
 from circuitlang.ir import models as ir
 from circuitlang.ir.lower import lower
+
+NO_SPAN = ir.Span(path="<found>", line=1, column=1, end_line=1, end_column=1)  # for AST built from the IR
 
 BARE_MLP_ROLE = "mlp"  # the role lowering gives MLPs declared by a bare `mlp` line
 _CIRCUIT_ITEMS = (ast.RoleDecl, ast.MlpDecl, ast.EdgeDecl, ast.ExpectMetric, ast.ExpectScore, ast.ExpectAttends,
@@ -72,28 +74,42 @@ def _comments_kept(base: ast.SpecFile) -> tuple[ast.Comment, ...]:
 
 
 def circuit_lines(found: FoundCircuit) -> list[str]:
-    """Role lines (nodes with the same role and positions share a line), then edges."""
+    """Role lines (nodes with the same role and positions share a line), then edges, printed by the
+    spec printer from the IR."""
     groups: dict[tuple[str, str, str], list[ir.CircuitNode]] = {}
     for member in found.circuit.nodes:
         kind = "mlp" if member.node.kind == "mlp" else "head"
-        groups.setdefault((member.role, kind, _clauses(member)), []).append(member)
+        groups.setdefault((member.role, kind, clauses_text(_clauses(member))), []).append(member)
     lines = []
     shared = _roles_with_several_position_sets(groups)
     for (role, kind, clauses), members in groups.items():
         if role in shared:  # a role is declared once, with one set of positions: name each set apart
             role = f"{role} ({clauses.strip() or 'all positions'})"
-        listed = ", ".join(str(m.node.layer) if kind == "mlp" else f"{m.node.layer}.{m.node.head}" for m in members)
         notes = [found.node_notes[m.node] for m in members if m.node in found.node_notes]
-        declaration = f"mlp {listed}" if (kind, role) == ("mlp", BARE_MLP_ROLE) else \
-            f"role {quote(role)}: {'mlp ' if kind == 'mlp' else ''}{listed}"
-        lines.append(declaration + clauses + (f"  # {'; '.join(notes)}" if notes else ""))
+        lines.append(statement_text(_declaration(role, kind, members)) + (f"  # {'; '.join(notes)}" if notes else ""))
     if found.circuit.edges:
         lines.append("")
     for edge in found.circuit.edges:
-        via = f" via {', '.join(edge.channels)}" if edge.channels and edge.channels != ("q", "k", "v") else ""
         note = found.edge_notes.get((edge.sender, edge.receiver))
-        lines.append(f"edge {_node(edge.sender)} -> {_node(edge.receiver)}{via}" + (f"  # {note}" if note else ""))
+        lines.append(statement_text(_edge_decl(edge)) + (f"  # {note}" if note else ""))
     return lines
+
+
+def _declaration(role: str, kind: str, members: list[ir.CircuitNode]) -> ast.RoleDecl | ast.MlpDecl:
+    clauses = _clauses(members[0])
+    if kind == "mlp":
+        layers = tuple(ast.MlpRef(m.node.layer, NO_SPAN) for m in members)  # type: ignore[arg-type]
+        if role == BARE_MLP_ROLE:
+            return ast.MlpDecl(layers, clauses, NO_SPAN)
+        return ast.RoleDecl(ast.StrLit(role, NO_SPAN), layers, True, clauses, NO_SPAN)
+    heads = tuple(ast.HeadRef(m.node.layer, m.node.head, NO_SPAN) for m in members)  # type: ignore[arg-type]
+    return ast.RoleDecl(ast.StrLit(role, NO_SPAN), heads, False, clauses, NO_SPAN)
+
+
+def _edge_decl(edge: ir.Edge) -> ast.EdgeDecl:
+    every = edge.channels == ("q", "k", "v")
+    channels = None if every or not edge.channels else tuple(ast.Ident(c, NO_SPAN) for c in edge.channels)
+    return ast.EdgeDecl(_node(edge.sender), _node(edge.receiver), channels, NO_SPAN)
 
 
 def _roles_with_several_position_sets(groups: Mapping[tuple[str, str, str], object]) -> set[str]:
@@ -112,29 +128,30 @@ def _insert_header(text: str, header: Sequence[str]) -> str:
     return "\n".join([first, *(f"# {line}" if line else "#" for line in header), rest])
 
 
-def _clauses(member: ir.CircuitNode) -> str:
+def _clauses(member: ir.CircuitNode) -> tuple[ast.PositionClause, ...]:
     if member.node.kind == "mlp":
-        return f" at {_positions(member.q)}" if member.q is not None else ""
-    text = f" q {_positions(member.q)}" if member.q is not None else ""
-    return text + (f" k {_positions(member.k)}" if member.k is not None else "")
+        wanted = (("at", member.q),)
+    else:
+        wanted = (("q", member.q), ("k", member.k))
+    return tuple(ast.PositionClause(ast.Ident(kind, NO_SPAN), tuple(map(_position, positions)), NO_SPAN)
+                 for kind, positions in wanted if positions is not None)
 
 
-def _positions(positions: tuple[ir.Position, ...]) -> str:
-    return ", ".join(_position(p) for p in positions)
-
-
-def _position(position: ir.Position) -> str:
+def _position(position: ir.Position) -> ast.Position:
     if isinstance(position, ir.PositionRange):
-        return f"{_position(position.start)}..{_position(position.stop)}"
-    return position.name + (f"{position.offset:+d}" if position.offset else "")
+        return ast.PosRange(_position(position.start), _position(position.stop), NO_SPAN)  # type: ignore[arg-type]
+    return ast.PosRef(position.name, position.offset, NO_SPAN)
 
 
-def _node(node: ir.Node) -> str:
-    if node.kind == "head":
-        return f"{node.layer}.{node.head}"
-    if node.kind == "mlp":
-        return f"mlp {node.layer}"
-    return node.kind  # embed, logits
+def _node(node: ir.Node) -> ast.NodeRef:
+    match node.kind:
+        case "head":
+            return ast.HeadRef(node.layer, node.head, NO_SPAN)  # type: ignore[arg-type]
+        case "mlp":
+            return ast.MlpRef(node.layer, NO_SPAN)  # type: ignore[arg-type]
+        case "embed":
+            return ast.Embed(NO_SPAN)
+    return ast.Logits(NO_SPAN)
 
 
 def _rebase(item: ast.Item, old_dir: Path, new_dir: Path, name: str | None) -> ast.Item:

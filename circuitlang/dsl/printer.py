@@ -154,9 +154,9 @@ def _circuit_text(item: object) -> str:
     match item:
         case ast.RoleDecl(name, members, is_mlp, clauses, _):
             listed = ", ".join(_member(m) for m in members)
-            return f"role {quote(name.value)}: " + ("mlp " if is_mlp else "") + listed + _clauses(clauses)
+            return f"role {quote(name.value)}: " + ("mlp " if is_mlp else "") + listed + clauses_text(clauses)
         case ast.MlpDecl(layers, clauses, _):
-            return "mlp " + ", ".join(_member(m) for m in layers) + _clauses(clauses)
+            return "mlp " + ", ".join(_member(m) for m in layers) + clauses_text(clauses)
         case ast.EdgeDecl(sender, receiver, channels, _):
             via = f" via {', '.join(c.name for c in channels)}" if channels else ""
             return f"edge {_node(sender)} -> {_node(receiver)}{via}"
@@ -235,7 +235,8 @@ def _node(node: object) -> str:
     raise TypeError(f"cannot print {node!r}")
 
 
-def _clauses(clauses: tuple[ast.PositionClause, ...]) -> str:
+def clauses_text(clauses: tuple[ast.PositionClause, ...]) -> str:
+    """Position clauses as they follow a role or mlp line: ` q end k s1..s4`."""
     return "".join(f" {c.kind.name} {_positions(c.positions)}" for c in clauses)
 
 
