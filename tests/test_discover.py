@@ -4,6 +4,7 @@ unchanged and whose `verify` faithfulness meets the target."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from pathlib import Path
@@ -292,3 +293,17 @@ def test_acdc_equals_the_plain_algorithm_on_part_of_the_organism() -> None:
     slow = _acdc_by_the_book(scorer, within, 0.003)
     assert slow and {(e.sender, e.receiver, c) for e in fast.edges for c in (e.channels or ("",))} == slow
     assert fast.edges_tried < sum(3 if r.kind == "head" else 1 for r in within) * len(within)
+
+
+def test_each_method_is_one_record_the_cli_the_dispatch_and_the_docs_read() -> None:
+    from circuitlang.commands import discover as command
+    from circuitlang.discover import search
+    from circuitlang.discover.methods import METHODS
+
+    docs = (ROOT / "docs" / "discover.md").read_text()
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    choices = next(a.choices for a in parser._actions if a.dest == "method")
+    assert list(choices) == [m.name for m in METHODS]
+    for method in METHODS:
+        assert callable(getattr(search, method.search)) and f"--method {method.name}" in docs

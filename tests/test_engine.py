@@ -170,3 +170,10 @@ def test_starting_from_a_base_variant_changes_nothing(model_dir, ablate):
     assert torch.allclose(with_base, reference_metric(run, sweep, *{"mean of corrupt": ("mean", "corrupt"),
                                                                      "resample": ("resample", "corrupt")}[ablate]),
                           atol=1e-5)
+
+
+def test_every_metric_of_the_language_has_one_readout():
+    from circuitlang.engine.readouts import READOUTS
+    from circuitlang.ir.stdlib import METRICS
+
+    assert list(READOUTS) == list(METRICS)

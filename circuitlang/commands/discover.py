@@ -22,15 +22,16 @@ from rich.console import Console
 
 from circuitlang.commands.common import EXIT_CLAIM_FAILED, EXIT_OK, EXIT_RUNTIME_ERROR, EXIT_SPEC_ERROR, \
     CommandFailed, load_checked, open_checked, print_errors
+from circuitlang.discover.methods import METHODS
 from circuitlang.errors import CircuitlangError
 
-METHODS = ("prune", "path-patching", "acdc")
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, help="the spec: model, prompts, metric, ablation (its circuit is ignored)")
-    parser.add_argument("--method", choices=METHODS, required=True)
+    parser.add_argument("--method", choices=[m.name for m in METHODS], required=True,
+                        help="; ".join(f"{m.name}: {m.summary}" for m in METHODS))
     parser.add_argument("-o", "--output", type=Path, required=True, help="the .circ file to write")
     parser.add_argument("--target", type=float, default=0.9, help="faithfulness F(C)/F(M) to reach (default 0.9)")
     parser.add_argument("--prompts", help="the prompt set to search on (default: the first)")

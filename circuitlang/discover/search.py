@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from circuitlang.api import Run
+from circuitlang.discover.methods import BY_NAME
 from circuitlang.discover.acdc import KL_THRESHOLDS, METRIC_THRESHOLDS, search_threshold
 from circuitlang.discover.path_patching import MIN_EFFECTS, PERCENTILES, EdgeScores, PathPatchingResult, search_percentile
 from circuitlang.discover.prune import OrderComparison, PruneResult, compare_orders, prune_nodes
@@ -29,7 +30,7 @@ Progress = Callable[[str], None]
 class Options:
     """What to search for and how (the `discover` command's options; see its --help)."""
 
-    method: str  # "prune", "path-patching" or "acdc"
+    method: str  # a name of discover.methods.METHODS
     output: Path  # the .circ to write (relative paths in the base spec are rewritten for its folder)
     target: float = 0.9
     prompts: str | None = None
@@ -69,7 +70,7 @@ def discover(run: Run, options: Options, command: str, progress: Progress = lamb
     scorer = Scorer(run, options.prompts)
     _check_searchable(scorer, options)
     progress(f"F(M) = {scorer.f_model:.4g}, F(empty) = {scorer.f_empty:.4g}; searching with {options.method}")
-    search = {"prune": _prune, "path-patching": _path_patching, "acdc": _acdc}[options.method]
+    search = globals()[BY_NAME[options.method].search]  # the method's record names its function
     found = search(scorer, options, progress)
     progress(f"naming the {sum(n.kind == 'head' for n in found.nodes)} heads")
     circuit, notes, roles = _circuit(scorer, found)
@@ -103,7 +104,7 @@ def _check_searchable(scorer: Scorer, options: Options) -> None:
         raise CannotSearch(f"on prompt set '{name}' the empty circuit already has faithfulness "
                            f"{empty:.3f} >= the target {options.target}: the ablation does "
                            "not remove the behaviour (check the corruption and `ablate`)")
-    if options.method == "path-patching":
+    if BY_NAME[options.method].needs_corruption:
         if any(t.corrupt is None for t in scorer.engine.bound.templates):
             raise CannotSearch(f"prompt set '{name}' has no corruption; path patching patches from the corrupt "
                                "prompts: add a `corrupt` line, or use --method prune or acdc")
@@ -120,7 +121,7 @@ def _claim(run: Run, scorer: Scorer, options: Options) -> str:
     return f"expect faithfulness{on} >= {target}"
 
 
-def _prune(scorer: Scorer, options: Options, progress: Progress) -> Found:
+def search_by_pruning(scorer: Scorer, options: Options, progress: Progress) -> Found:
     if options.order != "both":
         result = prune_nodes(scorer, options.target, options.order, options.include_mlps)
         found = Found(result.nodes, None, result.faithfulness, (_prune_line(result),), {})
@@ -161,7 +162,7 @@ def _comparison_lines(comparison: OrderComparison, chosen: PruneResult) -> tuple
             f"written: the {chosen.schedule} circuit" + (" (the smaller)" if fb != bf else " (both orders agree)"))
 
 
-def _path_patching(scorer: Scorer, options: Options, progress: Progress) -> Found:
+def search_by_path_patching(scorer: Scorer, options: Options, progress: Progress) -> Found:
     scores = EdgeScores(scorer)
     percentiles = (options.percentile,) if options.percentile is not None else PERCENTILES
     progress("path patching from the logits backwards (MLPs frozen: each score is one direct edge)")
@@ -175,7 +176,7 @@ def _path_patching(scorer: Scorer, options: Options, progress: Progress) -> Foun
     return Found(result.nodes, result.edges, result.faithfulness, header, notes)
 
 
-def _acdc(scorer: Scorer, options: Options, progress: Progress) -> Found:
+def search_by_acdc(scorer: Scorer, options: Options, progress: Progress) -> Found:
     result = _acdc_search(scorer, options, progress)
     return Found(result.nodes, result.edges, result.faithfulness, _acdc_lines(result, options), {})
 

@@ -36,9 +36,7 @@ CleanLogits = Callable[[BoundTemplate], torch.Tensor]  # [n, vocab] logits of th
 
 
 def readout_for(metric: ir.Metric, clean_logits: CleanLogits) -> Readout:
-    builders = {"logit_diff": _logit_diff, "prob_diff": _prob_diff, "logprob": _logprob, "accuracy": _accuracy,
-                "kl": lambda m: _kl(clean_logits)}
-    return builders[metric.name](metric)
+    return READOUTS[metric.name](metric, clean_logits)
 
 
 def single_ids(template: BoundTemplate, field: str) -> torch.Tensor:
@@ -103,3 +101,13 @@ def _kl(clean_logits: CleanLogits) -> Readout:
         return (clean.exp() * (clean - run)).sum(-1)
 
     return Readout(lambda template: None, reduce)
+
+
+# The implementation of each metric of the language (ir.stdlib.METRICS); tests check both list the same.
+READOUTS: dict[str, Callable[[ir.Metric, CleanLogits], Readout]] = {
+    "logit_diff": lambda metric, clean: _logit_diff(metric),
+    "prob_diff": lambda metric, clean: _prob_diff(metric),
+    "logprob": lambda metric, clean: _logprob(metric),
+    "accuracy": lambda metric, clean: _accuracy(metric),
+    "kl": lambda metric, clean: _kl(clean),
+}

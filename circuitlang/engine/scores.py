@@ -24,6 +24,7 @@ from circuitlang.engine.bind import BoundTemplate
 from circuitlang.engine.runner import Engine
 from circuitlang.engine.variants import resolve
 from circuitlang.ir import models as ir
+from circuitlang.ir.stdlib import METRICS
 
 
 def _per_prompt(engine: Engine, compute) -> torch.Tensor:
@@ -132,6 +133,6 @@ def _metric_direction(engine: Engine, template: BoundTemplate) -> torch.Tensor:
     def mean_column(field: str) -> torch.Tensor:
         return torch.stack([w_u[:, list(ids)].mean(-1) for ids in template.answers[field]])
     direction = mean_column(metric.args[0])
-    if metric.name in ("logit_diff", "prob_diff"):
+    if METRICS[metric.name].contrast:
         direction = direction - mean_column(metric.args[1])
     return direction

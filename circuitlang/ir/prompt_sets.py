@@ -296,11 +296,12 @@ def _corrupt_file(decl: ast.CorruptDecl, args: tuple[ir.Value, ...], spec_dir: P
 
 
 def lower_metric(decl: ast.MetricDecl, errors: list[CircuitlangError]) -> ir.Metric | None:
-    arity = METRICS.get(decl.name.name)
-    if arity is None:
+    kind = METRICS.get(decl.name.name)
+    if kind is None:
         errors.append(SpecError(f"unknown metric '{decl.name.name}'", decl.name.span,
                                 f"metrics: {', '.join(METRICS)}"))
         return None
+    arity = kind.arity
     args = decl.args or ()
     if len(args) != arity:
         errors.append(SpecError(f"metric {decl.name.name} takes {arity} answer field(s), got {len(args)}",

@@ -51,13 +51,23 @@ FUNCTIONS: dict[str, tuple[int, int, str]] = {
     "capitalize": (1, 1, "capitalize(s): first letter upper-case; maps over lists"),
 }
 
-# Metrics: name -> number of answer-field arguments.
-METRICS: dict[str, int] = {
-    "logit_diff": 2,
-    "prob_diff": 2,
-    "logprob": 1,
-    "accuracy": 1,
-    "kl": 0,
+@dataclass(frozen=True)
+class MetricKind:
+    """One metric, declared once: the language checks its arity here, reports take its unit, and
+    the engine implements `name` (engine/readouts.py, tested to cover every entry)."""
+
+    arity: int  # answer-field arguments
+    unit: str  # what a difference in it is measured in (heatmap colour bars, reports)
+    contrast: bool  # a difference between its two fields (its unembedding direction is answer - wrong)
+    description: str
+
+
+METRICS: dict[str, MetricKind] = {
+    "logit_diff": MetricKind(2, "logits", True, "logit[answer] - logit[wrong]"),
+    "prob_diff": MetricKind(2, "probability", True, "p(answer set) - p(wrong set)"),
+    "logprob": MetricKind(1, "nats", False, "log p(answer)"),
+    "accuracy": MetricKind(1, "fraction of prompts", False, "1 when the answer is the top token"),
+    "kl": MetricKind(0, "nats", False, "KL(clean || run) of the next-token distributions"),
 }
 
 

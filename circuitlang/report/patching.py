@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from rich.table import Table
 
-METRIC_UNITS = {"logit_diff": "logits", "prob_diff": "probability", "logprob": "nats", "kl": "nats",
-                "accuracy": "fraction of prompts"}
+from circuitlang.ir.stdlib import METRICS
+
 NORMALIZED_UNIT = "fraction of F(M) − F(∅)"
 KIND_TITLES = {
     "heads": "activation patching per head: one head ablated at every position",
@@ -50,7 +50,8 @@ class PatchContext:
 
     @property
     def unit(self) -> str:
-        return METRIC_UNITS.get(self.metric_name, "metric units")
+        kind = METRICS.get(self.metric_name)
+        return kind.unit if kind else "metric units"
 
     def delta_label(self) -> str:
         return f"Δ {self.metric_name} ({self.unit})"
