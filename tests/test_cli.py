@@ -113,3 +113,21 @@ def test_check_warns_at_the_line_of_a_node_with_no_declared_inputs(write_spec, c
     out = capsys.readouterr().out
     assert f"warning: {path}:7:14: 9.1 has no declared input from another node: it reads only the embeddings" in out
     assert "0.1 has no declared input" not in out  # layer 0 reads the embeddings by design
+
+
+@pytest.mark.parametrize("damage, code", [("truncated weights", 3), ("config is a list", 2)])
+def test_a_broken_model_folder_is_a_model_error_not_a_crash(tmp_path, damage, code):
+    """Found when the weights load: a model error (3); found when the spec is read: a spec error (2)."""
+    import shutil
+
+    folder = shutil.copytree(ROOT / "circuitlang" / "organisms" / "seqcont" / "weights", tmp_path / "model")
+    if damage == "truncated weights":
+        (folder / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes()[:1000])
+    else:
+        (folder / "config.json").write_text("[1, 2]")
+    spec = tmp_path / "spec.circ"
+    spec.write_text((SPECS / "organism_incr_digits.circ").read_text().replace('"organism:seqcont"', '"./model"'))
+    result = subprocess.run([sys.executable, "-m", "circuitlang", "verify", str(spec)], capture_output=True, text=True,
+                            cwd=ROOT, timeout=300)
+    assert result.returncode == code and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert f"{spec}:8:" in result.stderr  # at the `circuit ... on` line

@@ -222,6 +222,8 @@ CASES: tuple[Case, ...] = (
     Case("syntax_missing_header.circ", syntax(2, 1)),
     Case("syntax_unknown_escape.circ", (Err("syntax", 6, 22, "unknown escape '\\q' in string"),)),
     Case("bom_at_start.circ", ()),
+    Case("number_too_long.circ", syntax(7, 15)),  # refused with its place, not a crash
+    Case("expression_too_deep.circ", syntax(8, 11224)),
 )
 
 

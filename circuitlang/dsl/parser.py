@@ -8,7 +8,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, Iterator
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 from lark.lark import PostLex
 
@@ -62,16 +62,41 @@ def parse(text: str, path: str = "<string>") -> ast.SpecFile:
     source = text if text.endswith("\n") else text + "\n"
     try:
         tree = parser.parse(source)
+        _check_depth(tree, path)
         spec = _ToAst(path).transform(tree)
     except UnexpectedInput as error:
         raise _syntax_error(error, source, path, parser) from None
     except VisitError as error:  # an exception raised while building the AST
         if isinstance(error.orig_exc, CircuitlangError):
             raise error.orig_exc from None
+        if isinstance(error.orig_exc, ValueError) and "integer string conversion" in str(error.orig_exc):
+            raise SyntaxErrorInSpec("a number with more than 4300 digits", _span_of(error.obj, path),
+                                    "numbers in a spec are counts, indices and thresholds: write a smaller one") from None
         raise
     header, items = spec
     found = tuple(ast.Comment(c.value.rstrip(), c.line, c.column) for c in comments)
     return ast.SpecFile(path=path, header=header, items=tuple(items), comments=found)
+
+
+MAX_DEPTH = 200  # nesting of the syntax tree; building the AST recurses, so deeper input is refused here
+
+
+def _check_depth(tree: Tree, path: str) -> None:
+    """Refuse input nested deeper than MAX_DEPTH (e.g. thousands of `+` terms), at its place,
+    before anything recurses over it."""
+    stack: list[tuple[Tree, int]] = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise SyntaxErrorInSpec(f"this expression nests more than {MAX_DEPTH} levels deep", _span_of(node, path),
+                                    "split it into several assignments, or use a list and a loop")
+        stack.extend((child, depth + 1) for child in node.children if isinstance(child, Tree))
+
+
+def _span_of(node: object, path: str) -> Span:
+    meta = getattr(node, "meta", None)
+    line, column = (getattr(meta, "line", 1), getattr(meta, "column", 1)) if meta is not None else (1, 1)
+    return Span(path=path, line=line, column=column, end_line=line, end_column=column + 1)
 
 
 def _syntax_error(error: UnexpectedInput, source: str, path: str, parser: Lark) -> SyntaxErrorInSpec:

@@ -61,7 +61,9 @@ def load_model(model: ir.ModelRef, device: str = "cpu", dtype: torch.dtype = tor
     location = model.path or _hub_location(model)
     try:
         bridge = _boot(location, device, dtype)
-    except OSError as error:
+    except Exception as error:  # noqa: BLE001 - whatever the loaders raise, the cause is the model's files
+        # Missing or unreadable files, weights or a config.json that transformers cannot make sense
+        # of (a truncated safetensors file, an inconsistent config): a model error (exit 3), named.
         raise ModelError(_load_failed_message(model, error), model.span, _load_failed_hint(model)) from error
     bridge.eval()
     tokenizer = bridge.tokenizer
@@ -157,11 +159,12 @@ def _check_device(device: str, model: ir.ModelRef) -> None:
                          "run with --device cpu, or on a machine with a GPU and a CUDA build of torch")
 
 
-def _load_failed_message(model: ir.ModelRef, error: OSError) -> str:
+def _load_failed_message(model: ir.ModelRef, error: Exception) -> str:
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    reason = f"{type(error).__name__}: {first_line}" if first_line else type(error).__name__
     if model.source == "hub":
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         return f"'{model.name}' could not be downloaded or loaded from the Hugging Face hub: {reason}"
-    return f"cannot load the model in {model.path}"
+    return f"cannot load the model in {model.path}: {reason}"
 
 
 def _load_failed_hint(model: ir.ModelRef) -> str:

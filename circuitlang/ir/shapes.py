@@ -98,9 +98,12 @@ def model_shape(model: ModelRef) -> ModelShape | None:
 def _shape_from_config(config_path: Path, span: Span) -> ModelShape:
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, ValueError) as error:  # ValueError: not JSON, not UTF-8, numbers too long
         raise ModelError(f"cannot read the model's {config_path}: {error}", span,
                          "a local model folder needs a valid HF config.json") from None
+    if not isinstance(config, dict):
+        raise ModelError(f"{config_path} is a JSON {type(config).__name__}, not an object", span,
+                         "a Hugging Face config.json is one JSON object ({...})")
     layers = config.get("n_layer", config.get("num_hidden_layers"))
     heads = config.get("n_head", config.get("num_attention_heads"))
     if not isinstance(layers, int) or not isinstance(heads, int):
