@@ -142,6 +142,6 @@ def _caret_lines(span: Span, text: str | None) -> list[str]:
 
 def _read_quietly(path: str) -> str | None:
     try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError:
+        return Path(path).read_text(encoding="utf-8", errors="replace")  # a bad byte is shown, not fatal
+    except (OSError, ValueError):
         return None

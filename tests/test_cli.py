@@ -131,3 +131,15 @@ def test_a_broken_model_folder_is_a_model_error_not_a_crash(tmp_path, damage, co
                             cwd=ROOT, timeout=300)
     assert result.returncode == code and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert f"{spec}:8:" in result.stderr  # at the `circuit ... on` line
+
+
+def test_a_byte_that_is_not_utf8_and_a_nul_in_a_string_are_errors_at_their_place(tmp_path, capsys):
+    text = (SPECS / "organism_incr_digits.circ").read_text()
+    latin = tmp_path / "latin.circ"
+    latin.write_bytes(text.replace("# Found by", "# Found by caf\u00e9", 1).encode("latin-1"))
+    nul = tmp_path / "nul.circ"
+    nul.write_text(text.replace('"organism:seqcont"', '"./a\x00b"'))
+    assert main(["check", "--no-tokenize", str(latin), str(nul)]) == 2
+    out = capsys.readouterr().out
+    assert f"{latin}:2:15: semantic error: byte 0xe9 is not UTF-8 text" in out
+    assert f"{nul}:8:37: syntax error: a NUL character in a string" in out

@@ -133,6 +133,11 @@ def _unquote(token: Token, path: str) -> str:
     escapes = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
     while i < len(body):
         char = body[i]
+        if char == "\0":  # no file name, model name or text of a prompt holds one; paths would fail on it
+            column = token.column + 1 + i
+            raise SyntaxErrorInSpec("a NUL character in a string",
+                                    Span(path=path, line=token.line, column=column, end_line=token.line,
+                                         end_column=column + 1), "remove it: strings in a spec are text")
         if char == "\\":
             nxt = body[i + 1]
             if nxt not in escapes:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from circuitlang.dsl import ast
 from circuitlang.dsl.parser import parse
-from circuitlang.errors import CircuitlangError, SpecError, flatten
+from circuitlang.errors import CircuitlangError, Span, SpecError, flatten
 
 CIRCUIT_ITEMS = (ast.RoleDecl, ast.MlpDecl, ast.EdgeDecl)
 
@@ -19,12 +19,25 @@ CIRCUIT_ITEMS = (ast.RoleDecl, ast.MlpDecl, ast.EdgeDecl)
 def read_spec_file(path: Path) -> ast.SpecFile:
     """Read and parse one file. A missing file is a `SpecError` without a span."""
     try:
-        text = path.read_text(encoding="utf-8-sig")  # editors on Windows may add a byte-order mark
+        data = path.read_bytes()
     except FileNotFoundError:
         raise SpecError(f"file not found: {path}", None, "check the path") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise SpecError(f"cannot read {path}: {error}", None, "spec files are UTF-8 text") from None
+    except (OSError, ValueError) as error:  # ValueError: a NUL byte in the path itself
+        raise SpecError(f"cannot read {path}: {error}", None, "check the path") from None
+    try:
+        text = data.decode("utf-8-sig")  # editors on Windows may add a byte-order mark
+    except UnicodeDecodeError as error:
+        raise SpecError(f"byte 0x{data[error.start]:02x} is not UTF-8 text", _byte_span(path, data, error.start),
+                        "save the spec as UTF-8") from None
     return parse(text, str(path))
+
+
+def _byte_span(path: Path, data: bytes, offset: int) -> Span:
+    """Line and column (in characters) of the byte at `offset`, from the valid text before it."""
+    before = data[:offset].decode("utf-8-sig", errors="replace")
+    line = before.count("\n") + 1
+    column = len(before) - (before.rfind("\n") + 1) + 1
+    return Span(path=str(path), line=line, column=column, end_line=line, end_column=column + 1)
 
 
 def resolve_uses(spec_file: ast.SpecFile, errors: list[CircuitlangError],
