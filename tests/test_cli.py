@@ -143,3 +143,23 @@ def test_a_byte_that_is_not_utf8_and_a_nul_in_a_string_are_errors_at_their_place
     out = capsys.readouterr().out
     assert f"{latin}:2:15: semantic error: byte 0xe9 is not UTF-8 text" in out
     assert f"{nul}:8:37: syntax error: a NUL character in a string" in out
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("for i in 1..95", "for i in 1..100000000", "the range 1..100000000 has 100000000 values"),
+    ("for i in 1..95", "for i in 1..1000, j in 1..1000", "the loops of incr_digits make more than 100,000 prompts"),
+    ("s1 = i\n", "s1 = pad(i, 1000000000)\n", "pad to 1000000000 characters, more than 1,000"),
+    ("for i in 1..95", "for i in 1..99999999999999999999", "has 99999999999999999999 values"),
+])
+def test_a_spec_cannot_ask_for_unbounded_work(tmp_path, capsys, old, new, message):
+    spec = tmp_path / "big.circ"
+    spec.write_text((SPECS / "organism_incr_digits.circ").read_text().replace(old, new, 1))
+    assert main(["check", "--no-tokenize", str(spec)]) == 2
+    assert message in capsys.readouterr().out
+
+
+def test_a_generator_cannot_ask_for_unbounded_work(tmp_path, capsys):
+    spec = tmp_path / "big.circ"
+    spec.write_text((SPECS / "organism_ioi.circ").read_text().replace("generate ioi(n = 200)", "generate ioi(n = 10000000)"))
+    assert main(["check", "--no-tokenize", str(spec)]) == 2
+    assert f"{spec}:11:3: data error: generate ioi(n = 10000000) asks for more than 100,000 prompts" in capsys.readouterr().out

@@ -18,7 +18,7 @@ from circuitlang.data.prompts import Prompt, render, template_slots
 from circuitlang.data.values import Env, NamedValues, Scalar, Value, evaluate
 from circuitlang.errors import CircuitlangError, DataError, raise_if_any
 from circuitlang.ir import models as ir
-from circuitlang.ir.stdlib import BUILTIN_LISTS
+from circuitlang.ir.stdlib import BUILTIN_LISTS, MAX_PROMPTS
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,10 @@ Row = tuple[str, dict[str, Value], str]  # template, variables, label
 def _rows(prompt_set: ir.PromptSet, lists: dict[str, NamedValues], rng: random.Random) -> list[Row]:
     if prompt_set.generator is not None:
         generator = prompt_set.generator
+        count = dict(generator.params).get("n", 0)
+        if isinstance(count, int) and count > MAX_PROMPTS:
+            raise DataError(f"generate {generator.name}(n = {count}) asks for more than {MAX_PROMPTS:,} prompts",
+                            generator.span, "a prompt set holds at most 100,000 prompts")
         made = GENERATOR_FUNCTIONS[generator.name](dict(generator.params), rng)
         return [(template, values, f"prompt #{i} of {prompt_set.name}") for i, (template, values) in enumerate(made)]
     file_rows = read_rows(prompt_set.source) if prompt_set.source else [{}]
@@ -114,6 +118,9 @@ def _loop_bindings(loops: tuple[ir.Loop, ...], base: dict[str, Value], lists: di
                 raise DataError(f"{env.label}: loop over {source!r}, which is not a range or list", loop.source.span,
                                 "write e.g. for i in 1..95 or for m in months")
             extended.extend(bound | {loop.var: value} for value in source)
+            if len(extended) > MAX_PROMPTS:
+                raise DataError(f"the loops of {name} make more than {MAX_PROMPTS:,} prompts", loop.span,
+                                "a prompt set holds at most 100,000 prompts: use smaller ranges")
         bindings = extended
     return bindings
 

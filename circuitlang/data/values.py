@@ -13,6 +13,7 @@ from typing import Callable, Mapping, Union
 
 from circuitlang.errors import DataError, Span
 from circuitlang.ir import models as ir
+from circuitlang.ir.stdlib import MAX_PROMPTS, MAX_TEXT
 
 Scalar = Union[int, str]
 Value = Union[Scalar, tuple[Scalar, ...]]
@@ -53,6 +54,9 @@ def evaluate(expr: ir.Expr, env: Env) -> Value:
             return -_int(evaluate(operand, env), span, env)
         case ir.RangeE(start=start, stop=stop, span=span):
             low, high = _int(evaluate(start, env), start.span, env), _int(evaluate(stop, env), stop.span, env)
+            if high - low + 1 > MAX_PROMPTS:
+                raise DataError(f"{env.label}: the range {low}..{high} has {high - low + 1} values, more than the "
+                                f"{MAX_PROMPTS:,} a prompt set can hold", span, "use a smaller range")
             return tuple(range(low, high + 1))
         case ir.RandomE(source=source, span=span):
             return env.rng.choice(_pool(evaluate(source, env), span, env))
@@ -131,6 +135,9 @@ def _call(function: str, args: tuple[Value, ...], span: Span, env: Env) -> Value
         return len(args[0])
     if function == "pad":
         width = _int(args[1], span, env)
+        if width > MAX_TEXT:
+            raise DataError(f"{env.label}: pad to {width} characters, more than {MAX_TEXT:,}", span,
+                            "pad makes numbers of a few digits: pad(i, 2) gives 01, 02, ...")
         return _map(args[0], lambda x: str(_int(x, span, env)).zfill(width))
     text_functions: dict[str, Callable[[str], str]] = {
         "str": str, "upper": str.upper, "lower": str.lower, "capitalize": lambda s: s[:1].upper() + s[1:],

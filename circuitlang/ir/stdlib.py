@@ -143,3 +143,8 @@ SPEC_SETTINGS = {
     "prepend_bos": ("model", "true", "false"),
 }
 PROMPT_SETTINGS = {"answer_prefix": str, "count": int}
+
+# Bounds on the work a spec can ask for (a spec from a pull request must not exhaust the machine):
+# more prompts than this does not fit a verification anyway; longer text is not a prompt's slot.
+MAX_PROMPTS = 100_000  # per prompt set, and per range or loop product that builds one
+MAX_TEXT = 1_000  # characters `pad` may produce
