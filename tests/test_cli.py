@@ -163,3 +163,31 @@ def test_a_generator_cannot_ask_for_unbounded_work(tmp_path, capsys):
     spec.write_text((SPECS / "organism_ioi.circ").read_text().replace("generate ioi(n = 200)", "generate ioi(n = 10000000)"))
     assert main(["check", "--no-tokenize", str(spec)]) == 2
     assert f"{spec}:11:3: data error: generate ioi(n = 10000000) asks for more than 100,000 prompts" in capsys.readouterr().out
+
+
+DATA_SPEC = """circuitlang 1
+circuit c on "organism:seqcont"
+prompts p {{
+  template "{{s1}} {{s2}}"
+  from "{name}"
+}}
+metric logit_diff(answer, wrong)
+ablate zero
+role "r": 0.0
+"""
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("rows.csv", b"s1,s2,answer,wrong\n1,2,caf\xe9,2\n", "rows.csv line 2: byte 0xe9 is not UTF-8 text"),
+    ("rows.jsonl", b'{"s1": 1}\n\xff\n', "rows.jsonl line 2: byte 0xff is not UTF-8 text"),
+    ("rows.csv", b"s1,s2,answer,wrong\n" + b"x" * 200_000 + b",2,3,2\n", "rows.csv line 2: field larger than field limit"),
+    ("rows.jsonl", b'{"s1": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n", "rows.jsonl line 1: a number too long or nesting"),
+    ("rows.jsonl", b'{"s1": ' + b"9" * 5000 + b"}\n", "rows.jsonl line 1: a number too long or nesting"),
+])
+def test_a_hostile_data_file_is_a_data_error_at_the_from_line(tmp_path, capsys, name, content, message):
+    (tmp_path / name).write_bytes(content)
+    spec = tmp_path / "spec.circ"
+    spec.write_text(DATA_SPEC.format(name=name))
+    assert main(["check", "--no-tokenize", str(spec)]) == 2
+    out = capsys.readouterr().out
+    assert f"{spec}:5:3: data error: {message}" in out

@@ -14,10 +14,16 @@ from circuitlang.ir import models as ir
 def read_rows(source: ir.FileSource) -> list[dict[str, Value]]:
     path = Path(source.path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as error:
         raise DataError(f"cannot read {source.written}: {error.strerror}", source.span,
                         "paths are relative to the spec file's folder") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        raise DataError(f"{source.written} line {line}: byte 0x{data[error.start]:02x} is not UTF-8 text", source.span,
+                        "save the data file as UTF-8") from None
     return _jsonl_rows(text, source) if path.suffix.lower() == ".jsonl" else _csv_rows(text, source)
 
 
@@ -31,6 +37,9 @@ def _jsonl_rows(text: str, source: ir.FileSource) -> list[dict[str, Value]]:
         except json.JSONDecodeError as error:
             raise DataError(f"{source.written} line {number}: not JSON ({error.msg})", source.span,
                             "a .jsonl file holds one JSON object per line") from None
+        except (ValueError, RecursionError):  # integers over 4300 digits; nesting past Python's stack
+            raise DataError(f"{source.written} line {number}: a number too long or nesting too deep for a prompt row",
+                            source.span, 'rows are flat objects like {"s1": 3, "answer": 7}') from None
         if not isinstance(row, dict):
             raise DataError(f"{source.written} line {number}: expected an object, got {type(row).__name__}",
                             source.span, 'write rows like {"s1": 3, "answer": 7}')
@@ -50,19 +59,27 @@ def _json_value(value: object, key: str, number: int, source: ir.FileSource) -> 
 def _csv_rows(text: str, source: ir.FileSource) -> list[dict[str, Value]]:
     rows = []
     reader = csv.DictReader(text.splitlines())
-    for row in reader:
-        if None in row or None in row.values():  # DictReader's marks for extra and missing cells
-            raise DataError(f"{source.written} line {reader.line_num}: {len(reader.fieldnames or [])} columns in the "
-                            "header but a different number of cells here", source.span,
-                            "give every row one cell per header column")
-        rows.append({key: _csv_value(cell) for key, cell in row.items()})
+    try:
+        for row in reader:
+            rows.append(_csv_row(row, reader, source))
+    except csv.Error as error:  # e.g. a cell over the csv module's field size limit
+        raise DataError(f"{source.written} line {reader.line_num + 1}: {error}", source.span,  # the row being read
+                        "cells are slot values and answers: a few words each") from None
     return rows
+
+
+def _csv_row(row: dict, reader: csv.DictReader, source: ir.FileSource) -> dict[str, Value]:
+    if None in row or None in row.values():  # DictReader's marks for extra and missing cells
+        raise DataError(f"{source.written} line {reader.line_num}: {len(reader.fieldnames or [])} columns in the "
+                        "header but a different number of cells here", source.span,
+                        "give every row one cell per header column")
+    return {key: _csv_value(cell) for key, cell in row.items()}
 
 
 def _csv_value(cell: str) -> Value:
     """Integers stay integers only when that loses nothing: '01' stays text, '7' becomes 7."""
     try:
         number = int(cell)
-    except ValueError:
+    except ValueError:  # not an integer, or one over 4300 digits: text
         return cell
     return number if str(number) == cell else cell
