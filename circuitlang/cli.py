@@ -215,6 +215,10 @@ def _verify(args: argparse.Namespace) -> int:
         for problem in flatten([error]):
             print(render_diagnostic(problem), file=sys.stderr)
         return EXIT_SPEC_ERROR
+    unwritable = _unwritable(args.output)
+    if unwritable:  # said before the run, not after it
+        print(f"{args.output}: cannot write the report: {unwritable}", file=sys.stderr)
+        return EXIT_RUNTIME_ERROR
     try:
         report = _run_verification(spec, args.device, args.threads, args.audit)
     except CircuitlangError as error:
@@ -223,8 +227,24 @@ def _verify(args: argparse.Namespace) -> int:
             print(render_diagnostic(problem), file=sys.stderr)
         # Binding errors (a prompt the tokenizer splits differently) are the spec's to fix.
         return EXIT_SPEC_ERROR if all(isinstance(p, DataError) for p in problems) else EXIT_RUNTIME_ERROR
-    _emit_report(report, args)
+    try:
+        _emit_report(report, args)
+    except OSError as error:
+        print(f"{args.output}: cannot write the report: {error.strerror or error}", file=sys.stderr)
+        return EXIT_RUNTIME_ERROR
     return EXIT_OK if report.passed else EXIT_CLAIM_FAILED
+
+
+def _unwritable(path: Path | None) -> str:
+    """Why `path` cannot take a report, or "" (the folder is created on write when missing)."""
+    if path is None:
+        return ""
+    if path.is_dir():
+        return "it is a directory"
+    folder = next((p for p in path.resolve().parents if p.exists()), None)
+    if folder is not None and not (folder.is_dir() and os.access(folder, os.W_OK)):
+        return f"{folder} is not a writable folder"
+    return ""
 
 
 def _run_verification(spec: ir.Spec, device: str, threads: int, audit: bool | None):  # -> Report; torch only here

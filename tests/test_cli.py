@@ -191,3 +191,10 @@ def test_a_hostile_data_file_is_a_data_error_at_the_from_line(tmp_path, capsys, 
     assert main(["check", "--no-tokenize", str(spec)]) == 2
     out = capsys.readouterr().out
     assert f"{spec}:5:3: data error: {message}" in out
+
+
+def test_verify_refuses_an_output_it_cannot_write_before_running(tmp_path, capsys):
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    assert main(["verify", str(SPECS / "organism_incr_digits.circ"), "-o", str(folder)]) == 3
+    assert f"{folder}: cannot write the report: it is a directory" in capsys.readouterr().err
