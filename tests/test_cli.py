@@ -115,7 +115,8 @@ def test_check_warns_at_the_line_of_a_node_with_no_declared_inputs(write_spec, c
     assert "0.1 has no declared input" not in out  # layer 0 reads the embeddings by design
 
 
-@pytest.mark.parametrize("damage, code", [("truncated weights", 3), ("config is a list", 2)])
+@pytest.mark.parametrize("damage, code", [("truncated weights", 3), ("config is a list", 2),
+                                          ("config claims 6 layers", 3)])
 def test_a_broken_model_folder_is_a_model_error_not_a_crash(tmp_path, damage, code):
     """Found when the weights load: a model error (3); found when the spec is read: a spec error (2)."""
     import shutil
@@ -123,14 +124,19 @@ def test_a_broken_model_folder_is_a_model_error_not_a_crash(tmp_path, damage, co
     folder = shutil.copytree(ROOT / "circuitlang" / "organisms" / "seqcont" / "weights", tmp_path / "model")
     if damage == "truncated weights":
         (folder / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes()[:1000])
-    else:
+    elif damage == "config is a list":
         (folder / "config.json").write_text("[1, 2]")
+    else:  # the weights hold 4: layers 4 and 5 would be randomly initialised without a word
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps(config | {"n_layer": 6}))
     spec = tmp_path / "spec.circ"
     spec.write_text((SPECS / "organism_incr_digits.circ").read_text().replace('"organism:seqcont"', '"./model"'))
     result = subprocess.run([sys.executable, "-m", "circuitlang", "verify", str(spec)], capture_output=True, text=True,
                             cwd=ROOT, timeout=300)
     assert result.returncode == code and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert f"{spec}:8:" in result.stderr  # at the `circuit ... on` line
+    if damage == "config claims 6 layers":
+        assert "has 6 layers, but its weights hold none for layer(s) 4, 5" in result.stderr
 
 
 def test_a_byte_that_is_not_utf8_and_a_nul_in_a_string_are_errors_at_their_place(tmp_path, capsys):

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -66,6 +68,7 @@ def load_model(model: ir.ModelRef, device: str = "cpu", dtype: torch.dtype = tor
         # of (a truncated safetensors file, an inconsistent config): a model error (exit 3), named.
         raise ModelError(_load_failed_message(model, error), model.span, _load_failed_hint(model)) from error
     bridge.eval()
+    _check_every_layer_has_weights(location, bridge.cfg.n_layers, model)
     tokenizer = bridge.tokenizer
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(f"the tokenizer of '{model.name}' is not a fast tokenizer", model.span,
@@ -141,6 +144,29 @@ def _cached_snapshot(model: ir.ModelRef, repo: str, reason: str) -> str:
     except (LocalEntryNotFoundError, OSError, ValueError) as error:
         raise ModelError(f"'{model.name}' is not in the local Hugging Face cache, and {reason}", model.span,
                          _not_cached_hint(model)) from error
+
+
+LAYER_KEY = re.compile(r"(?:^|\.)(?:h|layers|blocks|layer)\.(\d+)\.")  # the layer index in a weight's name
+
+
+def _check_every_layer_has_weights(location: str, n_layers: int, model: ir.ModelRef) -> None:
+    """A config.json that claims more layers than the weights hold loads without complaint, the extra
+    layers randomly initialised: every number would be silently wrong. Compare the config's layer
+    count with the layers named in the folder's safetensors files (other formats are not read)."""
+    files = sorted(Path(location).glob("*.safetensors")) if Path(location).is_dir() else []
+    if not files:
+        return
+    from safetensors import safe_open
+
+    stored: set[int] = set()
+    for file in files:
+        with safe_open(str(file), "pt") as weights:
+            stored |= {int(match.group(1)) for key in weights.keys() if (match := LAYER_KEY.search(key))}
+    missing = sorted(set(range(n_layers)) - stored)
+    if stored and missing:
+        raise ModelError(f"the model's config.json has {n_layers} layers, but its weights hold none for layer(s) "
+                         f"{', '.join(map(str, missing))}: they would run with random weights", model.span,
+                         "fix num_hidden_layers / n_layer in config.json, or point at the complete weights")
 
 
 def _boot(location: str, device: str, dtype: torch.dtype) -> Any:
