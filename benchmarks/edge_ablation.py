@@ -30,6 +30,7 @@ from circuitlang.discover.acdc import _incoming, as_edges  # noqa: E402
 from circuitlang.discover.path_patching import LOGITS  # noqa: E402
 from circuitlang.discover.scoring import Scorer, node_order, variant_of  # noqa: E402
 from circuitlang.engine import edges  # noqa: E402
+from circuitlang.engine.session import open_session  # noqa: E402
 
 SPEC = Path(__file__).resolve().parent.parent / "specs" / "organism_incr_digits.circ"
 
@@ -72,7 +73,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    scorer = Scorer(circuitlang.open_run(circuitlang.load(SPEC)))
+    scorer = Scorer(open_session(circuitlang.load(SPEC)))
     nodes = sorted(scorer.heads() + scorer.mlps(), key=node_order)
     keys = sorted({k for r in nodes + [LOGITS] for k in _incoming(r, nodes)}, key=str)
     variants = [variant_of(nodes, as_edges(set(keys) - {key})) for key in keys[:: len(keys) // args.variants][: args.variants]]

@@ -4,7 +4,7 @@ The model is the GPT-2 stand-in (GPT-2 small's config and real tokenizer, random
 circuitlang/organisms/gpt2_standin.py), installed in a Hugging Face cache as the hub model `gpt2`,
 so the spec loads exactly as a researcher's run loads GPT-2. Measured in one run:
 
-1. loading: `open_run` (model load, expansion, binding);
+1. loading: `open_session` (model load, expansion, binding);
 2. verification: `verify(run)`, the rows it put through the model (variants, the clean and corrupt
    runs, the declared edges' path patching and the audit when it runs, each x prompts), and rows
    per second;
@@ -48,6 +48,7 @@ def run_benchmark(hf_home: Path, prompts: int, threads: int, baseline_rows: int)
     import torch
 
     import circuitlang
+    from circuitlang.engine.session import open_session
     from circuitlang.organisms.gpt2_standin import install_in_hub_cache
     from circuitlang.verifier import verify
 
@@ -60,7 +61,7 @@ def run_benchmark(hf_home: Path, prompts: int, threads: int, baseline_rows: int)
         spec = spec.model_copy(update={"prompt_sets": tuple(p.model_copy(update={"count": prompts})
                                                             for p in spec.prompt_sets)})
     started = time.perf_counter()
-    run = circuitlang.open_run(spec)
+    run = open_session(spec)
     loaded = time.perf_counter()
     report = verify(run)
     verified = time.perf_counter()

@@ -29,6 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import circuitlang  # noqa: E402
 from circuitlang.engine.readouts import readout_for, single_ids  # noqa: E402
+from circuitlang.engine.session import Session, open_session  # noqa: E402
 from circuitlang.engine.variants import circuit_variant  # noqa: E402
 from circuitlang.ir.stdlib import NAMES  # noqa: E402
 from circuitlang.organisms.tiny import build_random_gpt2  # noqa: E402
@@ -65,26 +66,26 @@ set batch_size = %(n)d
 """
 
 
-def build(folder: Path, n_prompts: int) -> circuitlang.Run:
+def build(folder: Path, n_prompts: int) -> Session:
     words = [*NAMES, *PLACES, *OBJECTS, *TEMPLATE_WORDS]
     if not (folder / "gpt2_small_random" / "config.json").exists():
         build_random_gpt2(folder / "gpt2_small_random", words, n_layers=12, n_heads=12, d_model=768,
                           n_positions=1024, seed=0, vocab_size=50257)
     spec_path = folder / "sweep.circ"
     spec_path.write_text(SPEC % {"places": json.dumps(PLACES), "objects": json.dumps(OBJECTS), "n": n_prompts})
-    return circuitlang.open_run(circuitlang.load(spec_path))
+    return open_session(circuitlang.load(spec_path))
 
 
-def heads(run: circuitlang.Run) -> list:
+def heads(run: Session) -> list:
     return [member for member in run.spec.circuit.nodes if member.node.kind == "head"]
 
 
-def sweep_variants(run: circuitlang.Run) -> list:
+def sweep_variants(run: Session) -> list:
     return [circuit_variant(run.spec.circuit, frozenset({member.node}), label=str(member.node))
             for member in heads(run)]
 
 
-def with_circuitlang(run: circuitlang.Run) -> torch.Tensor:
+def with_circuitlang(run: Session) -> torch.Tensor:
     """Fresh engine (its clean and corrupt caches are part of the cost), then the sweep."""
     run._engines.clear()
     engine = run.engine()
@@ -92,14 +93,14 @@ def with_circuitlang(run: circuitlang.Run) -> torch.Tensor:
     return engine.run(sweep_variants(run), readout, base=circuit_variant(run.spec.circuit)).mean(1)
 
 
-def _mean_z(run: circuitlang.Run, template) -> list[torch.Tensor]:
+def _mean_z(run: Session, template) -> list[torch.Tensor]:
     bridge, n_layers = run.model.bridge, run.model.bridge.cfg.n_layers
     names = [f"blocks.{layer}.attn.hook_z" for layer in range(n_layers)]
     _, cache = bridge.run_with_cache(template.corrupt, names_filter=lambda name: name in names)
     return [cache[name].mean(0, keepdim=True) for name in names]
 
 
-def _keep_masks(run: circuitlang.Run, template, without) -> torch.Tensor:
+def _keep_masks(run: Session, template, without) -> torch.Tensor:
     """[L, P, H] True where the circuit (minus `without`) keeps a head's output."""
     cfg = run.model.bridge.cfg
     keep = torch.zeros(cfg.n_layers, template.seq_len, cfg.n_heads, dtype=torch.bool)
@@ -121,7 +122,7 @@ def _logit_diff(template):
 
 
 @torch.no_grad()
-def with_naive_loop(run: circuitlang.Run) -> torch.Tensor:
+def with_naive_loop(run: Session) -> torch.Tensor:
     """One hooked full forward per variant; every head ablated by its own hook."""
     (template,) = run.bound["ioi"].templates
     bridge, mean_z, metric = run.model.bridge, _mean_z(run, template), _logit_diff(template)
@@ -139,7 +140,7 @@ def with_naive_loop(run: circuitlang.Run) -> torch.Tensor:
 
 
 @torch.no_grad()
-def with_tl_patching(run: circuitlang.Run) -> torch.Tensor:
+def with_tl_patching(run: Session) -> torch.Tensor:
     """TransformerLens' generic_activation_patch over the circuit's heads: each cell patches one
     head's z with its mean value, on top of persistent hooks that ablate the complement."""
     import pandas as pd
@@ -166,7 +167,7 @@ def with_tl_patching(run: circuitlang.Run) -> torch.Tensor:
     return values.double()
 
 
-def timed(function, run: circuitlang.Run, repeats: int) -> tuple[float, torch.Tensor]:
+def timed(function, run: Session, repeats: int) -> tuple[float, torch.Tensor]:
     best, result = float("inf"), None
     for _ in range(repeats):
         started = time.perf_counter()

@@ -8,6 +8,7 @@ Exit codes: 0 ok, 1 a claim failed (verify) or a file is not formatted (fmt --ch
 from __future__ import annotations
 
 import argparse
+import codecs
 import importlib
 import json
 import os
@@ -17,9 +18,11 @@ from pathlib import Path
 from typing import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 
 from circuitlang import __version__
-from circuitlang.commands.common import set_threads
+from circuitlang.commands.common import add_root_argument, set_threads, why_unwritable
+from circuitlang.compile.memory import memory_refusal, spec_memory
 from circuitlang.compile.plan import compile_plan
 from circuitlang.data.datasets import Dataset, expand_all
 from circuitlang.data.tokenization import check_tokenization
@@ -29,6 +32,7 @@ from circuitlang.errors import CircuitlangError, DataError, flatten, render_diag
 from circuitlang.ir import models as ir
 from circuitlang.ir.lower import load_spec
 from circuitlang.ir.structure import structure_warnings
+from circuitlang.ir.uses import read_spec_text
 
 EXIT_OK, EXIT_CLAIM_FAILED, EXIT_SPEC_ERROR, EXIT_RUNTIME_ERROR = 0, 1, 2, 3
 MAX_SHOWN_ERRORS = 20
@@ -100,10 +104,13 @@ def _argument_parser() -> argparse.ArgumentParser:
     plan.add_argument("file", type=Path)
     plan.add_argument("--audit", action=argparse.BooleanOptionalAction, default=None, help=AUDIT_HELP)
     plan.set_defaults(run=_plan)
+    for spec_reader in (check, verify, plan):
+        add_root_argument(spec_reader)
     for name, help_text in MODULE_COMMANDS:
         module = importlib.import_module(f"circuitlang.commands.{name}")
         command = commands.add_parser(name, help=help_text, description=module.__doc__)
         module.add_arguments(command)
+        add_root_argument(command)
         command.set_defaults(run=module.run)
     return parser
 
@@ -112,19 +119,19 @@ def _argument_parser() -> argparse.ArgumentParser:
 
 
 def _check(args: argparse.Namespace) -> int:
-    results = [_check_one(path, tokenize=not args.no_tokenize) for path in args.files]
+    results = [_check_one(path, args.root, tokenize=not args.no_tokenize) for path in args.files]
     if args.format == "json":
         print(json.dumps({"files": results}, indent=2))
     else:
-        console = Console(highlight=False, soft_wrap=True)
+        console = Console(emoji=False, highlight=False, soft_wrap=True)
         for result in results:
             _print_check_result(console, result)
     return EXIT_OK if all(r["ok"] for r in results) else EXIT_SPEC_ERROR
 
 
-def _check_one(path: Path, tokenize: bool) -> dict[str, object]:
+def _check_one(path: Path, root: Path | None, tokenize: bool) -> dict[str, object]:
     try:
-        spec = load_spec(path)
+        spec = load_spec(path, root)
         datasets = expand_all(spec)
         tokenizer = check_tokenization(spec, datasets) if tokenize else None
     except CircuitlangError as error:
@@ -188,19 +195,20 @@ def _print_check_result(console: Console, result: dict[str, object]) -> None:
             console.print()
         if len(rendered) > MAX_SHOWN_ERRORS:
             console.print(f"... and {len(rendered) - MAX_SHOWN_ERRORS} more")
-        console.print(f"[red]{result['path']}: {len(rendered)} error(s)[/red]")
+        console.print(f"[red]{escape(str(result['path']))}: {len(rendered)} error(s)[/red]")
         return
     summary: dict[str, object] = result["summary"]  # type: ignore[assignment]
     for warning in result["warnings"]:  # type: ignore[union-attr]
-        console.print(f"[yellow]warning:[/yellow] {warning}", markup=True)
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}", markup=True)
     for note in result["notes"]:  # type: ignore[union-attr]
         console.print(f"note: {note}", markup=False)
     sets = ", ".join(f"{p['name']} ({p['prompts']} prompts, corrupt {p['corruption']}, {p['metric']})"
                      for p in summary["prompt_sets"])  # type: ignore[union-attr]
-    console.print(f"[green]ok[/green] {result['path']}: circuit {summary['circuit']} on {summary['model']}: "
-                  f"{summary['nodes']} nodes in {len(summary['roles'])} roles, "  # type: ignore[arg-type]
-                  f"{len(summary['edges'])} edges, {summary['expectations']} expectations; "  # type: ignore[arg-type]
-                  f"prompts: {sets}; ablate {summary['ablation']}", markup=True, highlight=False)
+    line = (f"{result['path']}: circuit {summary['circuit']} on {summary['model']}: "
+            f"{summary['nodes']} nodes in {len(summary['roles'])} roles, "  # type: ignore[arg-type]
+            f"{len(summary['edges'])} edges, {summary['expectations']} expectations; "  # type: ignore[arg-type]
+            f"prompts: {sets}; ablate {summary['ablation']}")
+    console.print(f"[green]ok[/green] {escape(line)}", markup=True, highlight=False)
 
 
 # ---- verify --------------------------------------------------------------------------------
@@ -209,13 +217,17 @@ def _print_check_result(console: Console, result: dict[str, object]) -> None:
 def _verify(args: argparse.Namespace) -> int:
     """Exit 0 when every claim passes, 1 when one fails, 2 for spec errors, 3 for model/runtime."""
     try:
-        spec = load_spec(args.file)
-        expand_all(spec)
+        spec = load_spec(args.file, args.root)
+        memory = spec_memory(spec, expand_all(spec), args.audit)  # the run makes the prompts again, bound
     except CircuitlangError as error:
         for problem in flatten([error]):
             print(render_diagnostic(problem), file=sys.stderr)
         return EXIT_SPEC_ERROR
-    unwritable = _unwritable(args.output)
+    too_big = memory_refusal(memory, args.device)
+    if too_big:  # said before the model loads, not by the kernel's OOM killer an hour later
+        print(too_big, file=sys.stderr)
+        return EXIT_RUNTIME_ERROR
+    unwritable = why_unwritable(args.output)
     if unwritable:  # said before the run, not after it
         print(f"{args.output}: cannot write the report: {unwritable}", file=sys.stderr)
         return EXIT_RUNTIME_ERROR
@@ -229,58 +241,43 @@ def _verify(args: argparse.Namespace) -> int:
         return EXIT_SPEC_ERROR if all(isinstance(p, DataError) for p in problems) else EXIT_RUNTIME_ERROR
     try:
         _emit_report(report, args)
-    except OSError as error:
+    except OSError as error:  # the run finished: its verdict is shown even though the file is lost
         print(f"{args.output}: cannot write the report: {error.strerror or error}", file=sys.stderr)
+        _print_verdict(report, Console(emoji=False, stderr=True, highlight=False, soft_wrap=True))
         return EXIT_RUNTIME_ERROR
     return EXIT_OK if report.passed else EXIT_CLAIM_FAILED
-
-
-def _unwritable(path: Path | None) -> str:
-    """Why `path` cannot take a report, or "" (the folder is created on write when missing)."""
-    if path is None:
-        return ""
-    if path.is_dir():
-        return "it is a directory"
-    folder = next((p for p in path.resolve().parents if p.exists()), None)
-    if folder is not None and not (folder.is_dir() and os.access(folder, os.W_OK)):
-        return f"{folder} is not a writable folder"
-    return ""
 
 
 def _run_verification(spec: ir.Spec, device: str, threads: int, audit: bool | None):  # -> Report; torch only here
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from circuitlang.api import open_run
+    from circuitlang.engine.session import open_session
     from circuitlang.verifier import verify
 
-    console = Console(stderr=True)
+    console = Console(emoji=False, stderr=True)
     if not console.is_terminal:
-        run = open_run(spec, device=device)
-        set_threads(run, threads)
-        return verify(run, audit=audit)
+        session = open_session(spec, device=device)
+        set_threads(session, threads)
+        return verify(session, audit=audit)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("loading the model", total=None)
-        run = open_run(spec, device=device)
-        set_threads(run, threads)
-        return verify(run, lambda message: progress.update(task, description=message), audit)
+        session = open_session(spec, device=device)
+        set_threads(session, threads)
+        return verify(session, lambda message: progress.update(task, description=message), audit)
 
 
 def _emit_report(report, args: argparse.Namespace) -> None:
     from circuitlang.report.files import write_atomically
-    from circuitlang.report.render import TEXT_FORMATS, claim_message, tables
+    from circuitlang.report.render import TEXT_FORMATS, tables
 
     if args.format == "table":
         if args.output:
             write_atomically(args.output, TEXT_FORMATS["json"](report))
-        console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+        console = Console(emoji=False, highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
         for table in tables(report):
             console.print(table)
-        for claim in report.claims:
-            if not claim.passed:
-                console.print(f"[red]{report.spec_path}:{claim.line}: {claim_message(claim)}[/red]")
-        verdict = "[green]all claims pass[/green]" if report.passed else "[bold red]claims failed[/bold red]"
-        console.print(f"{verdict} ({report.seconds:.1f} s)")
+        _print_verdict(report, console)
         return
     text = TEXT_FORMATS[args.format](report)
     if args.output:
@@ -289,18 +286,31 @@ def _emit_report(report, args: argparse.Namespace) -> None:
         sys.stdout.write(text)
 
 
+def _print_verdict(report, console: Console) -> None:
+    from circuitlang.report.render import claim_message
+
+    for claim in report.claims:
+        if not claim.passed:
+            console.print(f"[red]{escape(f'{report.spec_path}:{claim.line}: {claim_message(claim)}')}[/red]")
+    verdict = "[green]all claims pass[/green]" if report.passed else "[bold red]claims failed[/bold red]"
+    console.print(f"{verdict} ({report.seconds:.1f} s)")
+
+
 # ---- plan ----------------------------------------------------------------------------------
 
 
 def _plan(args: argparse.Namespace) -> int:
     try:
-        spec = load_spec(args.file)
-        plan = compile_plan(spec, expand_all(spec), args.audit)
+        spec = load_spec(args.file, args.root)
+        datasets = expand_all(spec)
+        plan = compile_plan(spec, datasets, args.audit)
     except CircuitlangError as error:
         for problem in flatten([error]):
             print(render_diagnostic(problem))
         return EXIT_SPEC_ERROR
     print(plan.render())
+    memory = spec_memory(spec, datasets, args.audit)
+    print(memory.render() if memory else "memory: not estimated (the model's dimensions are not known offline)")
     return EXIT_OK
 
 
@@ -310,16 +320,16 @@ def _plan(args: argparse.Namespace) -> int:
 def _fmt(args: argparse.Namespace) -> int:
     status = EXIT_OK
     for path in args.files:
+        text = ""
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_spec_text(path)  # as check reads it: a byte-order mark is dropped
             formatted = format_spec(parse(text, str(path)))
-        except OSError as error:
-            print(f"{path}: cannot read: {error.strerror}", file=sys.stderr)
-            return EXIT_SPEC_ERROR
         except CircuitlangError as error:
             for problem in flatten([error]):
-                print(render_diagnostic(problem, text), file=sys.stderr)
+                print(render_diagnostic(problem, text or None), file=sys.stderr)
             return EXIT_SPEC_ERROR
+        if path.read_bytes().startswith(codecs.BOM_UTF8):
+            text = "\ufeff" + text  # the canonical form has no byte-order mark: --check flags it, -w drops it
         status = max(status, _emit_formatted(args, path, text, formatted))
     return status
 
@@ -332,7 +342,13 @@ def _emit_formatted(args: argparse.Namespace, path: Path, text: str, formatted: 
         return EXIT_OK
     if args.write:
         if formatted != text:
-            path.write_text(formatted, encoding="utf-8")
+            from circuitlang.report.files import write_atomically
+
+            try:
+                write_atomically(path, formatted)
+            except OSError as error:
+                print(f"{path}: cannot write: {error.strerror or error}", file=sys.stderr)
+                return EXIT_RUNTIME_ERROR
         return EXIT_OK
     sys.stdout.write(formatted)
     return EXIT_OK

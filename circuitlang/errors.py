@@ -77,6 +77,13 @@ class DataError(CircuitlangError):
     stage = "data"
 
 
+class LimitError(CircuitlangError):
+    """The spec asks for more than a stated limit (ir.stdlib.LIMITS); checked before the work is
+    allocated, and the hint names the setting that raises the limit."""
+
+    stage = "limit"
+
+
 class ModelError(CircuitlangError):
     """A model could not be found, loaded or described."""
 
@@ -142,6 +149,6 @@ def _caret_lines(span: Span, text: str | None) -> list[str]:
 
 def _read_quietly(path: str) -> str | None:
     try:
-        return Path(path).read_text(encoding="utf-8", errors="replace")  # a bad byte is shown, not fatal
+        return Path(path).read_text(encoding="utf-8-sig", errors="replace")  # a bad byte is shown, not fatal
     except (OSError, ValueError):
         return None

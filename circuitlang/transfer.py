@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from circuitlang.api import Run
+from circuitlang.engine.session import Session
 from circuitlang.data.datasets import expand_all
 from circuitlang.engine.variants import circuit_variant
 from circuitlang.errors import DataError, ModelError
@@ -20,11 +20,11 @@ from circuitlang.ir import models as ir
 from circuitlang.verify.compare import (Transfer, TransferCell, TransferColumn, column_label, labels, resamples_for,
                                         transfer_blocker, transfer_cell, transfer_column)
 
-OpenRun = Callable[[ir.Spec], Run]
+OpenSession = Callable[[ir.Spec], Session]
 Progress = Callable[[str], None]
 
 
-def transfer_matrix(specs: list[ir.Spec], open_run: OpenRun, progress: Progress | None = None) -> Transfer:
+def transfer_matrix(specs: list[ir.Spec], open_session: OpenSession, progress: Progress | None = None) -> Transfer:
     say = progress or (lambda message: None)
     names = labels(specs)
     columns: list[TransferColumn] = []
@@ -32,7 +32,7 @@ def transfer_matrix(specs: list[ir.Spec], open_run: OpenRun, progress: Progress 
     for index, spec in enumerate(specs):
         say(f"loading {spec.model.name} for {names[index]}")
         try:
-            run = open_run(spec)
+            session = open_session(spec)
         except ModelError as error:  # the other columns can still be computed; this one says why not
             cells = [TransferCell(not_applicable=f"the model of {names[index]} did not load: {error.message}")]
             for prompt_set in spec.prompt_sets:
@@ -43,20 +43,22 @@ def transfer_matrix(specs: list[ir.Spec], open_run: OpenRun, progress: Progress 
         templates = {dataset.name: dataset.templates for dataset in expand_all(spec)}
         for prompt_set in spec.prompt_sets:
             say(f"{names[index]}: circuits on {prompt_set.name}")
-            column, cells = _column(run, specs, index, prompt_set.name, templates[prompt_set.name], names)
+            column, cells = _column(session, specs, index, prompt_set.name, templates[prompt_set.name], names)
             columns.append(column)
             by_column.append(cells)
     rows = [[cells[row] for cells in by_column] for row in range(len(specs))]
     return Transfer(columns=columns, rows=rows)
 
 
-def _column(run: Run, specs: list[ir.Spec], index: int, prompt_set: str, templates: tuple[str, ...],
+def _column(session: Session, specs: list[ir.Spec], index: int, prompt_set: str, templates: tuple[str, ...],
             names: list[str]) -> tuple[TransferColumn, list[TransferCell]]:
     spec = specs[index]
-    model = run.metric([run.full_model()], prompt_set).numpy()[0]
-    empty = run.metric([run.empty()], prompt_set).numpy()[0]
+    engine = session.engine(prompt_set)
+    readout = engine.readout()
+    model = engine.run([session.full_model()], readout).numpy()[0]
+    empty = engine.run([session.empty()], readout).numpy()[0]
     resamples = resamples_for(spec, len(model))
-    metric = run.engine(prompt_set).bound.metric
+    metric = engine.bound.metric
     metric_text = f"{metric.name}({', '.join(metric.args)})" if metric.args else metric.name
     column = transfer_column(index, column_label(names[index], spec, prompt_set), prompt_set, metric_text, model,
                              empty, resamples)
@@ -68,7 +70,7 @@ def _column(run: Run, specs: list[ir.Spec], index: int, prompt_set: str, templat
             continue
         variant = circuit_variant(circuit_spec.circuit, embed_edges=circuit_spec.settings.embed_edges)
         try:
-            circuit = run.metric([variant], prompt_set).numpy()[0]
+            circuit = engine.run([variant], readout).numpy()[0]
         except DataError as error:  # e.g. an offset position that falls outside B's prompts
             cells.append(TransferCell(not_applicable=f"{circuit_spec.name}: {error.message}"))
             continue

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from circuitlang import __version__
-from circuitlang.api import Run
+from circuitlang.engine.session import Session
 from circuitlang.engine import scores
 from circuitlang.compile.audit import audit_pairs
 from circuitlang.compile.plan import PATCH_RUNS_PER_EDGE, Plan, compile_plan
@@ -34,32 +34,32 @@ from circuitlang.verify.statistics import Estimate, Resamples
 Progress = Callable[[str], None]
 
 
-def verify(run: Run, progress: Progress | None = None, audit: bool | None = None) -> Report:
+def verify(session: Session, progress: Progress | None = None, audit: bool | None = None) -> Report:
     """`audit`: None runs the audit where the plan finds it cheap; True or False forces it."""
     say = progress or (lambda message: None)
     started = time.perf_counter()
     resamples: dict[str, Resamples] = {}
     reports = []
-    cfg = run.model.bridge.cfg
-    plan = compile_plan(run.spec, run.datasets, audit, ir.ModelShape(n_layers=cfg.n_layers, n_heads=cfg.n_heads,
+    cfg = session.model.bridge.cfg
+    plan = compile_plan(session.spec, session.datasets, audit, ir.ModelShape(n_layers=cfg.n_layers, n_heads=cfg.n_heads,
                                                                      origin="the loaded model"))
-    for prompt_set in run.spec.prompt_sets:
+    for prompt_set in session.spec.prompt_sets:
         say(f"{prompt_set.name}: caching clean and ablation runs")
-        engine = run.engine(prompt_set.name)
-        resamples[prompt_set.name] = Resamples.draw(engine.bound.n_prompts, run.spec.settings.bootstrap,
-                                                   run.spec.settings.confidence, run.spec.settings.seed)
-        reports.append(_prompt_set_report(run, prompt_set, resamples[prompt_set.name], plan, say))
+        engine = session.engine(prompt_set.name)
+        resamples[prompt_set.name] = Resamples.draw(engine.bound.n_prompts, session.spec.settings.bootstrap,
+                                                   session.spec.settings.confidence, session.spec.settings.seed)
+        reports.append(_prompt_set_report(session, prompt_set, resamples[prompt_set.name], plan, say))
     say("checking claims")
 
     def attention(name: str, head: ir.Node, queries: tuple, keys: tuple) -> Estimate:
-        mass = scores.attention_mass(run.engine(name), head, queries, keys).numpy()
+        mass = scores.attention_mass(session.engine(name), head, queries, keys).numpy()
         return resamples[name].estimate({"a": mass}, lambda a: a["a"])
 
-    claims = check_claims(run.spec, reports, attention)
+    claims = check_claims(session.spec, reports, attention)
     return Report(
-        spec_path=run.spec.path, spec_sha256=spec_hash(run.spec), circuit=run.spec.name,
-        model=run.model.identity.as_dict(), device=str(run.model.device), seed=run.spec.settings.seed,
-        settings=run.spec.settings.model_dump(), versions=_versions(), prompt_sets=reports, claims=claims,
+        spec_path=session.spec.path, spec_sha256=spec_hash(session.spec), circuit=session.spec.name,
+        model=session.model.identity.as_dict(), device=str(session.model.device), seed=session.spec.settings.seed,
+        settings=session.spec.settings.model_dump(), versions=_versions(), prompt_sets=reports, claims=claims,
         passed=all(claim.passed for claim in claims), seconds=round(time.perf_counter() - started, 3),
     )
 
@@ -69,31 +69,31 @@ def spec_hash(spec: ir.Spec) -> str:
     return hashlib.sha256(spec.canonical_json(spans=False).encode()).hexdigest()
 
 
-def _prompt_set_report(run: Run, prompt_set: ir.PromptSet, resamples: Resamples, plan: Plan,
+def _prompt_set_report(session: Session, prompt_set: ir.PromptSet, resamples: Resamples, plan: Plan,
                        say: Progress) -> PromptSetReport:
-    engine = run.engine(prompt_set.name)
+    engine = session.engine(prompt_set.name)
     readout = engine.readout()
-    circuit = run.circuit()
+    circuit = session.circuit()
     evaluated = [0]
 
     def evaluate(kind: str, sets: list[frozenset[ir.Node]]) -> np.ndarray:
         say(f"{prompt_set.name}: {len(sets)} variants of {'the circuit' if kind == 'C' else 'the model'}")
         evaluated[0] += len(sets)
-        variants = [run.circuit(without=s) if kind == "C" else run.full_model(without=s) for s in sets]
+        variants = [session.circuit(without=s) if kind == "C" else session.full_model(without=s) for s in sets]
         return engine.run(variants, readout, base=circuit if kind == "C" else None).numpy()
 
-    empty = engine.run([run.empty()], readout).numpy()[0]
-    criteria = Criteria(run.spec.circuit, run.spec.settings, VariantBank(evaluate), resamples, empty)
+    empty = engine.run([session.empty()], readout).numpy()[0]
+    criteria = Criteria(session.spec.circuit, session.spec.settings, VariantBank(evaluate), resamples, empty)
     faithfulness = criteria.faithfulness()  # the order of compile.subsets.schedule: what `plan` prints
     minimality = criteria.minimality()
     completeness = criteria.completeness()
     steps = dict(criteria.bank.executed)
     steps[BASELINES] = steps.get(BASELINES, 0) + 1  # the empty circuit, run on its own
     model_metric = criteria.bank.get("M", frozenset())
-    edges = _edge_effects(run, prompt_set.name, readout, model_metric, resamples, say)
+    edges = _edge_effects(session, prompt_set.name, readout, model_metric, resamples, say)
     audit_step = next((s for s in plan.steps if s.id == f"{prompt_set.name}:audit"), None)
     audit = None if audit_step is None else (
-        _audit(run, prompt_set.name, readout, model_metric, resamples, say) if audit_step.rows
+        _audit(session, prompt_set.name, readout, model_metric, resamples, say) if audit_step.rows
         else Audit(ran=False, note=audit_step.what.split(": not run ", 1)[-1]))
     say(f"{prompt_set.name}: node scores")
     metric = engine.bound.metric
@@ -101,16 +101,16 @@ def _prompt_set_report(run: Run, prompt_set: ir.PromptSet, resamples: Resamples,
         name=prompt_set.name, prompts=engine.bound.n_prompts,
         metric=f"{metric.name}({', '.join(metric.args)})" if metric.args else metric.name,
         faithfulness=faithfulness, completeness=completeness, minimality=minimality,
-        node_scores=_node_scores(run, prompt_set.name, resamples), variants_evaluated=evaluated[0] + 1,
+        node_scores=_node_scores(session, prompt_set.name, resamples), variants_evaluated=evaluated[0] + 1,
         edges=edges, patch_runs=PATCH_RUNS_PER_EDGE * sum(e.effect is not None for e in edges), steps=steps,
         audit=audit,
     )
 
 
-def _edge_effects(run: Run, name: str, readout: Readout, model: np.ndarray, resamples: Resamples,
+def _edge_effects(session: Session, name: str, readout: Readout, model: np.ndarray, resamples: Resamples,
                   say: Progress) -> list[EdgeEffect]:
     """Every declared edge path-patched on its own, direct path only (MLPs frozen too)."""
-    engine, declared = run.engine(name), run.spec.circuit.edges
+    engine, declared = session.engine(name), session.spec.circuit.edges
     if declared and engine.bound.templates[0].corrupt is None:
         return [untested(edge, "the prompt set has no corruption to patch from") for edge in declared]
     effects = []
@@ -118,16 +118,16 @@ def _edge_effects(run: Run, name: str, readout: Readout, model: np.ndarray, resa
         say(f"{name}: path patching declared edge {number} of {len(declared)}")
         receiver = Receiver(edge.receiver, edge.channels or CHANNELS)
         patched = path_patch(engine, [edge.sender], [receiver], readout, freeze_mlps=True).numpy()
-        effects.append(edge_effect(edge, model, patched, resamples, run.spec.settings.minimality_threshold))
+        effects.append(edge_effect(edge, model, patched, resamples, session.spec.settings.minimality_threshold))
     return effects
 
 
-def _audit(run: Run, name: str, readout: Readout, model: np.ndarray, resamples: Resamples, say: Progress) -> Audit:
+def _audit(session: Session, name: str, readout: Readout, model: np.ndarray, resamples: Resamples, say: Progress) -> Audit:
     """Each node outside the circuit path-patched into each circuit node and the logits it can reach
     (one recording run, one replay per receiver), and into all of them at once."""
-    cfg = run.model.bridge.cfg
-    pairs = audit_pairs(run.spec.circuit, ir.ModelShape(n_layers=cfg.n_layers, n_heads=cfg.n_heads, origin="loaded"))
-    engine, edges, nodes, runs = run.engine(name), {}, {}, 0
+    cfg = session.model.bridge.cfg
+    pairs = audit_pairs(session.spec.circuit, ir.ModelShape(n_layers=cfg.n_layers, n_heads=cfg.n_heads, origin="loaded"))
+    engine, edges, nodes, runs = session.engine(name), {}, {}, 0
     for number, (sender, receivers) in enumerate(pairs, 1):
         say(f"{name}: audit, sender {number} of {len(pairs)}")
         groups = [[Receiver(r)] for r in receivers] + [[Receiver(r) for r in receivers]]
@@ -138,21 +138,21 @@ def _audit(run: Run, name: str, readout: Readout, model: np.ndarray, resamples: 
     return audit_report(model, edges, nodes, resamples, runs)
 
 
-def _node_scores(run: Run, name: str, resamples: Resamples) -> list[NodeScores]:
-    engine = run.engine(name)
+def _node_scores(session: Session, name: str, resamples: Resamples) -> list[NodeScores]:
+    engine = session.engine(name)
     has_answer = bool(engine.bound.metric.args)
 
     def estimate(values: np.ndarray) -> Estimate:
         return resamples.estimate({"v": values}, lambda a: a["v"])
 
     rows = []
-    for member in run.spec.circuit.nodes:
+    for member in session.spec.circuit.nodes:
         node = member.node
         direct = estimate(scores.direct_logit(engine, node).numpy()) if has_answer else None
         copy = next_ = None
         if node.kind == "head":
-            copy = estimate(scores.ov_scores(engine, node, "copy", run.spec.settings.top_k).numpy())
-            next_ = estimate(scores.ov_scores(engine, node, "next", run.spec.settings.top_k).numpy())
+            copy = estimate(scores.ov_scores(engine, node, "copy", session.spec.settings.top_k).numpy())
+            next_ = estimate(scores.ov_scores(engine, node, "next", session.spec.settings.top_k).numpy())
         rows.append(NodeScores(node=str(node), role=member.role, direct_logit=direct, copy_score=copy,
                                next_score=next_))
     return rows

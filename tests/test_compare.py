@@ -16,7 +16,8 @@ from circuitlang.ir import models as ir
 from circuitlang.ir.lower import load_spec
 from circuitlang.report.compare import to_markdown
 from circuitlang.transfer import transfer_matrix
-from circuitlang.verifier import verify
+from circuitlang.api import verify
+from circuitlang.engine.session import open_session
 from circuitlang.verify.compare import Comparison, overlap, transfer_blocker
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
@@ -101,7 +102,7 @@ def test_blockers_name_other_models_and_missing_positions(tmp_path: Path) -> Non
 def test_a_circuit_naming_a_missing_position_gets_an_na_cell_with_its_reason(tmp_path: Path) -> None:
     with_s4 = _spec(tmp_path, "with_s4", 'role "r": 0.2 q s4\nmlp 0..3', count=6)
     three = _spec(tmp_path, "three", 'role "r": 0.0, 0.2\nmlp 0..3', slots=3, count=6)
-    transfer = transfer_matrix([with_s4, three], circuitlang.open_run)
+    transfer = transfer_matrix([with_s4, three], open_session)
     blocked = transfer.rows[0][1]
     assert blocked.faithfulness is None and "'s4' is not a slot" in (blocked.not_applicable or "")
     assert all(cell.faithfulness is not None for cell in (transfer.rows[0][0], transfer.rows[1][0], transfer.rows[1][1]))

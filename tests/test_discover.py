@@ -17,6 +17,7 @@ from circuitlang.discover.acdc import KL_THRESHOLDS, acdc, search_threshold
 from circuitlang.discover.path_patching import LOGITS, EdgeScores, grow, search_percentile
 from circuitlang.discover.prune import compare_orders, prune_nodes
 from circuitlang.discover.scoring import Scorer, head, variant_of
+from circuitlang.engine.session import open_session
 from tests.micro_model import WORDS, build_copy_model
 from tests.test_verify import SPEC
 
@@ -31,7 +32,7 @@ def micro(tmp_path_factory) -> Scorer:
     path = root / "task.circ"
     path.write_text(SPEC % {"words": json.dumps(WORDS), "metric": "logit_diff(answer, wrong)", "circuit": "",
                             "claims": ""})
-    return Scorer(circuitlang.open_run(circuitlang.load(path)))
+    return Scorer(open_session(circuitlang.load(path)))
 
 
 @pytest.mark.parametrize("schedule", ["forward", "backward", "fb", "bf"])
@@ -63,7 +64,7 @@ def _patched_by_hand(scorer: Scorer, head_index: int) -> float:
     from circuitlang.engine.ablation_source import hook_name
     from circuitlang.engine.readouts import single_ids
 
-    bridge = scorer.run.model.bridge
+    bridge = scorer.session.model.bridge
     [template] = scorer.engine.bound.templates
     _, clean = bridge.run_with_cache(template.clean)
     _, corrupt = bridge.run_with_cache(template.corrupt)
@@ -120,7 +121,7 @@ def test_acdc_threshold_search_takes_the_largest_threshold_that_reaches_the_targ
 def test_each_head_kept_by_pruning_is_needed_on_the_organism() -> None:
     """Checked independently of the pruning loop: removing any kept head drops below the target."""
     run = circuitlang.open_run(circuitlang.load(ROOT / "specs" / "organism_incr_digits.circ"))
-    scorer = Scorer(run)
+    scorer = Scorer(run.session)
     result = prune_nodes(scorer, target=0.9, schedule="fb")
     values = run.metric([run.full_model()] + [variant_of([n for n in result.nodes if n != h]) for h in result.heads])
     f_model, without_each = float(values[0].mean()), values[1:].mean(1)
@@ -287,7 +288,7 @@ def test_acdc_equals_the_plain_algorithm_on_part_of_the_organism() -> None:
     """The search skips receivers already cut off from the logits; the result must not change."""
     from circuitlang.discover.scoring import mlp
 
-    scorer = Scorer(circuitlang.open_run(circuitlang.load(ROOT / "specs" / "organism_incr_digits.circ")))
+    scorer = Scorer(open_session(circuitlang.load(ROOT / "specs" / "organism_incr_digits.circ")))
     within = [head(0, 0), head(0, 2), head(0, 4), head(1, 0), mlp(0), mlp(1), mlp(2)]
     fast = acdc(scorer, 0.003, "kl", within=within)
     slow = _acdc_by_the_book(scorer, within, 0.003)

@@ -16,7 +16,7 @@ import circuitlang
 from circuitlang.engine.ablation_source import hook_name
 from circuitlang.engine.readouts import single_ids
 from circuitlang.report.render import to_github, to_junit, to_markdown
-from circuitlang.verifier import verify
+from circuitlang.api import verify
 from tests.micro_model import WORDS, build_copy_model
 from tests.test_engine import SPEC as TINY_SPEC
 from tests.test_engine import model_dir  # noqa: F401  (fixture)

@@ -161,7 +161,7 @@ def test_starting_from_a_base_variant_changes_nothing(model_dir, ablate):
     circuit = circuit_variant(run.spec.circuit, use_edges=False)
     sweep = [circuit] + [circuit_variant(run.spec.circuit, frozenset({m.node}), use_edges=False)
                          for m in run.spec.circuit.nodes]
-    engine = run.engine()
+    engine = run.session.engine()
     from circuitlang.engine.readouts import readout_for
 
     readout = readout_for(engine.bound.metric, None)

@@ -21,7 +21,7 @@ def _portable(text: str) -> str:
 
 @pytest.mark.parametrize("path", sorted(GOLDEN.glob("*.circ")), ids=lambda p: p.stem)
 def test_ir_matches_golden(path):
-    spec = load_spec(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+    spec = load_spec(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path, root=ROOT)  # reuse.circ uses specs/
     actual = _portable(spec.canonical_json(spans=True)) + "\n"
     expected_path = path.with_suffix(".ir.json")
     if os.environ.get("UPDATE_GOLDEN"):

@@ -76,7 +76,7 @@ def test_check_and_the_engine_tokenize_alike(gpt2_hub, name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", GPT2_SPECS)
 def test_every_gpt2_spec_verifies_end_to_end(gpt2_hub, name):
-    from circuitlang.verifier import verify
+    from circuitlang.api import verify
 
     spec = _few_prompts(circuitlang.load(SPECS / name))
     report = verify(circuitlang.open_run(spec))

@@ -107,7 +107,8 @@ def test_uncached_hub_model_fails_within_five_seconds(tmp_path, offline):
     assert ("HF_HUB_OFFLINE is set" if offline else "the hub cannot be reached") in result.stderr
     assert "run once with network" in result.stderr and 'on "./models/gpt2"' in result.stderr
     assert "hub.circ:2:" in result.stderr  # the span is the `on` line
-    assert elapsed < 5, f"took {elapsed:.1f} s"
+    added = elapsed - _seconds_to_fail_before_the_hub(spec, env)
+    assert added < 5, f"the hub took {added:.1f} s of {elapsed:.1f} s"
 
 
 def test_a_hub_that_accepts_but_never_answers_is_given_up_on_in_time(monkeypatch):
@@ -154,10 +155,21 @@ def test_repo_the_hub_does_not_have_names_the_nearest_known_ones(tmp_path, fake_
     env["HF_ENDPOINT"] = fake_hub.url
     started = time.monotonic()
     result = _circuitlang(["verify", str(spec)], env)
+    elapsed = time.monotonic() - started
     assert result.returncode == 3, result.stderr
     assert "the Hugging Face hub has no model 'EleutherAI/pythia-71m'" in result.stderr
     assert "'EleutherAI/pythia-70m'" in result.stderr
-    assert time.monotonic() - started < 5
+    assert elapsed - _seconds_to_fail_before_the_hub(spec, env) < 5
+
+
+def _seconds_to_fail_before_the_hub(spec: Path, env: dict[str, str]) -> float:
+    """The same command failing just before the hub is asked (an unknown device is refused first):
+    its time, measured now, is the start-up (imports, checks) that the hub's bound leaves out, so
+    a busy machine does not read as a slow hub."""
+    started = time.monotonic()
+    result = _circuitlang(["verify", str(spec), "--device", "bogus"], env)
+    assert result.returncode == 3 and "unknown device 'bogus'" in result.stderr, result.stderr
+    return time.monotonic() - started
 
 
 # ---- helpers ----------------------------------------------------------------------------------

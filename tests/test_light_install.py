@@ -64,10 +64,12 @@ def test_the_engines_commands_say_which_extra_they_need(tmp_path):
 
 @pytest.fixture(scope="module")
 def gpt2_tokenizer_folder(tmp_path_factory) -> Path:
-    """A folder with GPT-2's config and tokenizer.json but no weights, written with `tokenizers` alone."""
+    """A folder with GPT-2's config and tokenizer.json but no weights, written with `tokenizers` alone,
+    in a project folder where the tests write their specs (`on "./gpt2"`)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    folder = tmp_path_factory.mktemp("gpt2-tokenizer-only")
+    folder = tmp_path_factory.mktemp("light-project") / "gpt2"
+    folder.mkdir()
     bpe = Tokenizer(models.BPE.from_file(str(GPT2_TOKENIZER_FILES / "encoder.json"),
                                          str(GPT2_TOKENIZER_FILES / "vocab.bpe")))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -96,10 +98,10 @@ role "mover": 9.1
 """
 
 
-def test_check_catches_a_tokenization_mistake_without_torch(gpt2_tokenizer_folder, tmp_path):
+def test_check_catches_a_tokenization_mistake_without_torch(gpt2_tokenizer_folder):
     # "Eleven" is two GPT-2 tokens ("Ele", "ven") where "One" is one: the template's length varies.
-    spec = tmp_path / "words.circ"
-    spec.write_text(NUMBER_WORDS.format(model=gpt2_tokenizer_folder, first=1, last=12,
+    spec = gpt2_tokenizer_folder.parent / "capitalized.circ"
+    spec.write_text(NUMBER_WORDS.format(model="./gpt2", first=1, last=12,
                                         s1="capitalize(number_words[i])"))
     result = circuitlang_without_extras("check", spec)
     assert result.returncode == 2, result.stdout + result.stderr
@@ -109,9 +111,9 @@ def test_check_catches_a_tokenization_mistake_without_torch(gpt2_tokenizer_folde
     assert "Traceback" not in result.stdout + result.stderr
 
 
-def test_check_places_an_answer_mistake_at_its_line(gpt2_tokenizer_folder, tmp_path):
-    spec = tmp_path / "words.circ"
-    spec.write_text(NUMBER_WORDS.format(model=gpt2_tokenizer_folder, first=1, last=3, s1="number_words[i]")
+def test_check_places_an_answer_mistake_at_its_line(gpt2_tokenizer_folder):
+    spec = gpt2_tokenizer_folder.parent / "year_answer.circ"
+    spec.write_text(NUMBER_WORDS.format(model="./gpt2", first=1, last=3, s1="number_words[i]")
                     .replace("answer = number_words[i + 3]", 'answer = "1732"'))
     result = circuitlang_without_extras("check", spec, "--format", "json")
     assert result.returncode == 2
@@ -120,13 +122,13 @@ def test_check_places_an_answer_mistake_at_its_line(gpt2_tokenizer_folder, tmp_p
 
 
 def test_check_without_a_tokenizer_says_so_and_no_tokenize_skips(gpt2_tokenizer_folder, tmp_path):
-    spec = tmp_path / "words.circ"
-    spec.write_text(NUMBER_WORDS.format(model=gpt2_tokenizer_folder, first=1, last=12,
+    spec = gpt2_tokenizer_folder.parent / "untokenized.circ"
+    spec.write_text(NUMBER_WORDS.format(model="./gpt2", first=1, last=12,
                                         s1="capitalize(number_words[i])"))
     skipped = circuitlang_without_extras("check", "--no-tokenize", spec)
     assert skipped.returncode == 0 and "note:" not in skipped.stdout
     uncached = tmp_path / "hub.circ"
-    uncached.write_text(spec.read_text().replace(str(gpt2_tokenizer_folder), "gpt2"))
+    uncached.write_text(spec.read_text().replace('"./gpt2"', '"gpt2"'))
     noted = circuitlang_without_extras("check", uncached, hf_home=tmp_path / "empty-hf-home")
     assert noted.returncode == 0
     assert "note:" in noted.stdout and "no tokenizer for 'gpt2' is available offline" in noted.stdout

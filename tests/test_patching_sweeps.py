@@ -76,7 +76,7 @@ def open_tiny(folder: Path, ablate: str = "mean of corrupt"):
 
 
 def run_sweeps(run):
-    engine = run.engine()
+    engine = run.session.engine()
     readout = engine.readout()
     base = sweeps.baseline(engine, readout)
     return engine, readout, base
@@ -199,7 +199,7 @@ def test_sweeps_match_hooked_forwards_across_templates(tiny, ablate):
 
 def test_token_columns_refuse_several_templates(tiny):
     with pytest.raises(ValueError, match="2 templates"):
-        sweeps.token_columns(open_tiny(tiny).engine())
+        sweeps.token_columns(open_tiny(tiny).session.engine())
 
 
 def test_path_sweep_cells_are_single_path_patches(tiny):

@@ -14,7 +14,7 @@ import circuitlang
 from circuitlang.cli import main
 from circuitlang.engine.variants import circuit_variant, full_model_variant
 from circuitlang.ir import models as ir
-from circuitlang.verifier import verify
+from circuitlang.api import verify
 from tests.micro_model import WORDS, build_copy_model
 from tests.reference_engine import ablation_values, hand_forward, plan_for
 

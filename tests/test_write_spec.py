@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,9 @@ def test_rewriting_a_spec_with_its_own_circuit_keeps_its_meaning(name: str, tmp_
     out.parent.mkdir()
     text = write_spec(SPECS / f"{name}.circ", FoundCircuit(base.circuit), out)
     out.write_text(text)
-    written = load_spec(out)  # relative `use` paths were rewritten for the new folder
+    # Relative `use` paths were rewritten for the new folder; they reach back into specs/, so the
+    # project root is a folder above both.
+    written = load_spec(out, root=os.path.commonpath([out, SPECS]))
     assert _circuit_json(written) == _circuit_json(base)
     assert json.loads(written.canonical_json())["prompt_sets"] == json.loads(base.canonical_json())["prompt_sets"]
     assert written.expectations == ()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,7 +13,7 @@ from circuitlang.ir import models as ir
 from circuitlang.ir.lower import load_spec
 
 if TYPE_CHECKING:  # torch is imported only by commands that run a model
-    from circuitlang.api import Run
+    from circuitlang.engine.session import Session
 
 EXIT_OK, EXIT_CLAIM_FAILED, EXIT_SPEC_ERROR, EXIT_RUNTIME_ERROR = 0, 1, 2, 3
 
@@ -30,10 +31,18 @@ def print_errors(error: CircuitlangError) -> None:
         print(render_diagnostic(problem), file=sys.stderr)
 
 
-def load_checked(path: Path) -> ir.Spec:
+ROOT_HELP = ("the project root: every file the spec names (data, `use`, model folder) must lie inside it "
+             "(default: the spec's folder)")
+
+
+def add_root_argument(parser) -> None:  # argparse.ArgumentParser
+    parser.add_argument("--root", type=Path, default=None, metavar="DIR", help=ROOT_HELP)
+
+
+def load_checked(path: Path, root: Path | None = None) -> ir.Spec:
     """The spec, validated and with its prompts expanded once; errors printed -> CommandFailed(2)."""
     try:
-        spec = load_spec(path)
+        spec = load_spec(path, root)
         expand_all(spec)
     except CircuitlangError as error:
         print_errors(error)
@@ -41,28 +50,40 @@ def load_checked(path: Path) -> ir.Spec:
     return spec
 
 
-def open_checked(spec: ir.Spec, device: str = "cpu", threads: int = 0) -> "Run":
+def open_checked(spec: ir.Spec, device: str = "cpu", threads: int = 0) -> "Session":
     """Load the model and bind the prompts; binding errors -> 2, model errors -> 3 (printed)."""
-    from circuitlang.api import open_run
+    from circuitlang.engine.session import open_session
     from circuitlang.errors import DataError
 
     try:
-        run = open_run(spec, device=device)
+        session = open_session(spec, device=device)
     except DataError as error:
         print_errors(error)
         raise CommandFailed(EXIT_SPEC_ERROR) from None
     except CircuitlangError as error:
         print_errors(error)
         raise CommandFailed(EXIT_RUNTIME_ERROR) from None
-    set_threads(run, threads)
-    return run
+    set_threads(session, threads)
+    return session
 
 
-def set_threads(run: "Run", threads: int) -> None:
+def set_threads(session: "Session", threads: int) -> None:
     import torch
 
-    parameters = sum(p.numel() for p in run.model.bridge.original_model.parameters())
+    parameters = sum(p.numel() for p in session.model.bridge.original_model.parameters())
     if threads > 0:
         torch.set_num_threads(threads)
-    elif parameters < 10_000_000 and run.model.device.type == "cpu":
+    elif parameters < 10_000_000 and session.model.device.type == "cpu":
         torch.set_num_threads(1)  # measured: 8 s instead of 55 s for the organism on a busy 2-core machine
+
+
+def why_unwritable(path: Path | None) -> str:
+    """Why `path` cannot take a report, or "" (the folder is created on write when missing)."""
+    if path is None:
+        return ""
+    if path.is_dir():
+        return "it is a directory"
+    folder = next((p for p in path.resolve().parents if p.exists()), None)
+    if folder is not None and not (folder.is_dir() and os.access(folder, os.W_OK)):
+        return f"{folder} is not a writable folder"
+    return ""

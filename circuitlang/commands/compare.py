@@ -26,7 +26,7 @@ from circuitlang.errors import CircuitlangError, DataError
 from circuitlang.ir import models as ir
 
 if TYPE_CHECKING:  # numpy and torch are imported only when the command runs (the light install has neither)
-    from circuitlang.api import Run
+    from circuitlang.engine.session import Session
     from circuitlang.verify.compare import Comparison, Transfer
 
 
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         print("compare needs two or more specs", file=sys.stderr)
         return EXIT_SPEC_ERROR
     try:
-        specs = [load_checked(path) for path in args.files]
+        specs = [load_checked(path, args.root) for path in args.files]
         summaries, shared = overlap(specs)
         transfer = None if args.no_transfer else _transfer(specs, args)
     except CommandFailed as failed:
@@ -69,19 +69,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _transfer(specs: list[ir.Spec], args: argparse.Namespace) -> Transfer:
-    from circuitlang import api
+    from circuitlang.engine.session import open_session
     from circuitlang.transfer import transfer_matrix
 
-    def open_run(spec: ir.Spec) -> "Run":
-        run = api.open_run(spec, device=args.device)  # a ModelError becomes n/a cells; a DataError exits 2
-        set_threads(run, args.threads)
-        return run
+    def opened(spec: ir.Spec) -> "Session":
+        session = open_session(spec, device=args.device)  # a ModelError becomes n/a cells; a DataError exits 2
+        set_threads(session, args.threads)
+        return session
 
-    console = Console(stderr=True)
+    console = Console(emoji=False, stderr=True)
     if not console.is_terminal:
-        return transfer_matrix(specs, open_run)
+        return transfer_matrix(specs, opened)
     with console.status("comparing") as status:
-        return transfer_matrix(specs, open_run, lambda message: status.update(message))
+        return transfer_matrix(specs, opened, lambda message: status.update(message))
 
 
 def _emit(comparison: Comparison, args: argparse.Namespace) -> None:
@@ -91,7 +91,7 @@ def _emit(comparison: Comparison, args: argparse.Namespace) -> None:
     if args.format == "table":
         if args.output:
             write_atomically(args.output, to_json(comparison))
-        console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+        console = Console(emoji=False, highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
         for item in tables(comparison):
             console.print(item, markup=False) if isinstance(item, str) else console.print(item)
         return

@@ -19,9 +19,10 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from circuitlang.commands.common import EXIT_CLAIM_FAILED, EXIT_OK, EXIT_RUNTIME_ERROR, EXIT_SPEC_ERROR, \
-    CommandFailed, load_checked, open_checked, print_errors
+    CommandFailed, load_checked, open_checked, print_errors, why_unwritable
 from circuitlang.discover.methods import METHODS
 from circuitlang.errors import CircuitlangError
 
@@ -60,14 +61,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from circuitlang.discover.search import CannotSearch, Options, discover
-
     problem = _bad_option(args)
     if problem:
         print(f"discover: {problem}", file=sys.stderr)
         return EXIT_SPEC_ERROR
+    unwritable = why_unwritable(args.output)
+    if unwritable:  # said before a search that can take minutes, not after it
+        print(f"{args.output}: cannot write the spec: {unwritable}", file=sys.stderr)
+        return EXIT_RUNTIME_ERROR
     try:
-        spec = load_checked(args.file)
+        spec = load_checked(args.file, args.root)  # before torch is imported: a spec error costs no seconds
         if args.prompts and args.prompts not in {p.name for p in spec.prompt_sets}:
             names = ", ".join(p.name for p in spec.prompt_sets)
             print(f"{args.file}: no prompt set named '{args.prompts}' (it has: {names})", file=sys.stderr)
@@ -75,13 +78,15 @@ def run(args: argparse.Namespace) -> int:
         run_ = open_checked(spec, args.device, args.threads)
     except CommandFailed as failure:
         return failure.exit_code
-    console = Console(stderr=True, highlight=False)
+    from circuitlang.discover.search import CannotSearch, Options, discover
+
+    console = Console(emoji=False, stderr=True, highlight=False)
     options = Options(args.method, args.output, args.target, args.prompts, args.order, args.include_mlps,
                       args.percentile, args.min_effect, args.threshold, args.score, args.positions,
-                      args.name or _name_from(args.output), args.edges)
+                      args.name or _name_from(args.output), args.edges, args.root)
     try:
         outcome = discover(run_, options, command=shlex.join(["circuitlang", *getattr(args, "argv", ["discover"])]),
-                           progress=lambda message: console.print(f"[dim]{message}[/dim]"))
+                           progress=lambda message: console.print(f"[dim]{escape(message)}[/dim]"))
     except CannotSearch as error:
         print(f"{args.file}: {error}", file=sys.stderr)
         return EXIT_SPEC_ERROR

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
               f"name the output with one of: {', '.join('.' + f for f in FORMATS)}", file=sys.stderr)
         return EXIT_SPEC_ERROR
     try:
-        diagram = build_diagram([load_checked(path) for path in args.files])
+        diagram = build_diagram([load_checked(path, args.root) for path in args.files])
     except CommandFailed as failure:
         return failure.exit_code
     except CircuitlangError as error:

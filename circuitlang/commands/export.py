@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        spec = load_checked(args.file)
+        spec = load_checked(args.file, args.root)
         data = export_graph(spec, legacy=args.to == "eap-ig-legacy")
     except CommandFailed as failed:
         return failed.exit_code

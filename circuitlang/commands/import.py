@@ -25,8 +25,12 @@ from circuitlang.dsl.parser import parse
 from circuitlang.dsl.printer import statement_text
 from circuitlang.errors import CircuitlangError
 from circuitlang.ir import models as ir
-from circuitlang.ir.eap_ig_import import ImportedGraph, import_graph
+from circuitlang.ir.eap_ig_import import MAX_GRAPH_EDGES, ImportedGraph, import_graph
 from circuitlang.ir.lower import load_spec
+from circuitlang.ir.paths import default_root
+from circuitlang.ir.uses import read_spec_text
+
+BYTES_PER_EDGE = 200  # an edge's entry in Graph.to_json is ~70 bytes; room for long scores and indentation
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     select.add_argument("--threshold", type=float, metavar="T",
                         help="take the edges with |score| >= T (then prune), ignoring the file's in_graph marks")
     parser.add_argument("--name", help="the circuit's name (default: the base spec's)")
+    parser.add_argument("--max-edges", type=_positive, default=MAX_GRAPH_EDGES, metavar="N",
+                        help=f"refuse graphs of models with more than N edges (default {MAX_GRAPH_EDGES:,}); "
+                             f"the file may be at most {BYTES_PER_EDGE} bytes per edge")
 
 
 def _positive(text: str) -> int:
@@ -53,11 +60,11 @@ def _positive(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        base = load_checked(args.base)
-        data = _read_json(args.graph)
+        base = load_checked(args.base, args.root)
+        data = _read_json(args.graph, args.max_edges * BYTES_PER_EDGE)
         imported = import_graph(data, str(args.graph), base.shape, args.top, args.threshold,
-                                base.settings.embed_edges)
-        base_ast = parse(args.base.read_text(encoding="utf-8"), str(args.base))
+                                base.settings.embed_edges, args.max_edges)
+        base_ast = parse(read_spec_text(args.base), str(args.base))
     except CommandFailed as failed:
         return failed.exit_code
     except CircuitlangError as error:
@@ -71,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
                          edge_notes={pair: _score_note(scores) for pair, scores in imported.edge_scores.items()})
     out = args.output or Path.cwd() / "imported.circ"
     try:
-        text = write_spec(args.base, found, out, name=args.name)
+        text = write_spec(args.base, found, out, name=args.name, root=args.root)
     except CircuitlangError as error:  # e.g. a --name that is not a circuit name
         print_errors(error)
         return EXIT_SPEC_ERROR
@@ -79,19 +86,28 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         return EXIT_OK
     try:
-        return _write_checked(args.output, text, imported)
+        return _write_checked(args.output, text, imported, args.root or default_root(args.base))
     except OSError as error:
         print(f"{args.output}: cannot write: {error.strerror}", file=sys.stderr)
         return EXIT_RUNTIME_ERROR
 
 
-def _read_json(path: Path) -> object:
+def _read_json(path: Path, max_bytes: int) -> object:
+    """The graph file's JSON; its size is checked before it is read (json holds ~10x the file)."""
     try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            print(f"{path}: {size:,} bytes, more than the {max_bytes:,} the graph size limit allows "
+                  "(raise it with --max-edges N)", file=sys.stderr)
+            raise CommandFailed(EXIT_SPEC_ERROR)
         return json.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
-        print(f"{path}: cannot read: {error.strerror}", file=sys.stderr)
+        print(f"{path}: cannot read: {error.strerror or error}", file=sys.stderr)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         print(f"{path}: not JSON: {error} (export the graph with EAP-IG's Graph.to_json)", file=sys.stderr)
+    except (ValueError, RecursionError):  # integers over 4300 digits, nesting past Python's stack
+        print(f"{path}: a number too long or nesting too deep for an EAP-IG graph (export the graph with "
+              "EAP-IG's Graph.to_json)", file=sys.stderr)
     raise CommandFailed(EXIT_SPEC_ERROR)
 
 
@@ -129,13 +145,13 @@ def _score_note(scores: dict[str, float]) -> str:
     return "scores " + ", ".join(f"{channel} {value:.4g}" for channel, value in scores.items())
 
 
-def _write_checked(path: Path, text: str, imported: ImportedGraph) -> int:
+def _write_checked(path: Path, text: str, imported: ImportedGraph, root: Path) -> int:
     """Write the spec and load it back: what `verify` will read must be a valid spec."""
     from circuitlang.report.files import write_atomically
 
     write_atomically(path, text)
     try:
-        load_spec(path)
+        load_spec(path, root)
     except CircuitlangError as error:
         print_errors(error)
         return EXIT_SPEC_ERROR

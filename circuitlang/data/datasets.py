@@ -9,16 +9,18 @@ from __future__ import annotations
 import random
 import zlib
 from dataclasses import dataclass
+from typing import Iterator
 
 from circuitlang.data.corruptions import CORRUPTERS, apply_assignments
 from circuitlang.data.files import read_rows
 from circuitlang.data.generators import GENERATOR_FUNCTIONS
 from circuitlang.data.positions import check_positions_in_templates
 from circuitlang.data.prompts import Prompt, render, template_slots
-from circuitlang.data.values import Env, NamedValues, Scalar, Value, evaluate
-from circuitlang.errors import CircuitlangError, DataError, raise_if_any
+from circuitlang.data.values import Env, NamedValues, Scalar, Value, evaluate, range_values
+from circuitlang.errors import CircuitlangError, DataError, LimitError, raise_if_any
 from circuitlang.ir import models as ir
-from circuitlang.ir.stdlib import BUILTIN_LISTS, MAX_PROMPTS
+from circuitlang.ir.limits import limit_error
+from circuitlang.ir.stdlib import BUILTIN_LISTS
 
 
 @dataclass(frozen=True)
@@ -48,15 +50,13 @@ def expand_all(spec: ir.Spec) -> tuple[Dataset, ...]:
 def expand(spec: ir.Spec, prompt_set: ir.PromptSet) -> Dataset:
     rng = random.Random(_seed(spec.settings.seed, prompt_set.name))
     lists = _lists(spec)
-    rows = _rows(prompt_set, lists, rng)
-    if prompt_set.count is not None:
-        rows = rows[: prompt_set.count]
+    rows = _rows(prompt_set, lists, rng, spec.settings)
     if not rows:
         raise DataError(f"prompt set '{prompt_set.name}' has no prompts", prompt_set.span,
                         "check the loop ranges or the data file")
     templates = tuple(dict.fromkeys(template for template, _, _ in rows))
     clean = tuple(_prompt(prompt_set, i, templates, row) for i, row in enumerate(rows))
-    corrupt = _corrupt(prompt_set, rows, templates, lists, rng)
+    corrupt = _corrupt(prompt_set, rows, templates, lists, rng, spec.settings)
     return Dataset(prompt_set.name, templates, clean, corrupt, prompt_set.answer_prefix)
 
 
@@ -84,45 +84,98 @@ def _lists(spec: ir.Spec) -> dict[str, NamedValues]:
 Row = tuple[str, dict[str, Value], str]  # template, variables, label
 
 
-def _rows(prompt_set: ir.PromptSet, lists: dict[str, NamedValues], rng: random.Random) -> list[Row]:
+def _rows(prompt_set: ir.PromptSet, lists: dict[str, NamedValues], rng: random.Random,
+          settings: ir.Settings) -> list[Row]:
+    """The clean rows, in expansion order, made one at a time: `set count = N` stops after the Nth,
+    so a count bounds the work and the rows it drops are never made (nor draw from the RNG)."""
     if prompt_set.generator is not None:
-        generator = prompt_set.generator
-        count = dict(generator.params).get("n", 0)
-        if isinstance(count, int) and count > MAX_PROMPTS:
-            raise DataError(f"generate {generator.name}(n = {count}) asks for more than {MAX_PROMPTS:,} prompts",
-                            generator.span, "a prompt set holds at most 100,000 prompts")
-        made = GENERATOR_FUNCTIONS[generator.name](dict(generator.params), rng)
-        return [(template, values, f"prompt #{i} of {prompt_set.name}") for i, (template, values) in enumerate(made)]
-    file_rows = read_rows(prompt_set.source) if prompt_set.source else [{}]
+        return _generated_rows(prompt_set, rng, settings)
     rows: list[Row] = []
-    for template in prompt_set.templates:
-        for file_row in file_rows:
-            for bindings in _loop_bindings(prompt_set.loops, dict(file_row), lists, rng, prompt_set.name):
-                label = f"prompt #{len(rows)} of {prompt_set.name}" + _describe(bindings, prompt_set)
-                env = Env(dict(file_row) | bindings, lists, rng, label)
-                apply_assignments(prompt_set.assignments, env)
-                rows.append((template.text, env.variables, label))
+    for row in _built_rows(prompt_set, lists, rng, settings):
+        rows.append(row)
+        if len(rows) > settings.max_prompts:
+            raise _too_many_prompts(prompt_set, settings)
+        if len(rows) == prompt_set.count:
+            break
     return rows
 
 
+def _generated_rows(prompt_set: ir.PromptSet, rng: random.Random, settings: ir.Settings) -> list[Row]:
+    """A generator makes its rows one after another from the RNG, so its first N rows are those
+    of `n = N`: a count is passed on as a smaller n."""
+    generator = prompt_set.generator
+    assert generator is not None
+    params = dict(generator.params)
+    asked = params.get("n", 0)
+    if isinstance(asked, int) and prompt_set.count is not None:
+        params["n"] = min(asked, prompt_set.count)
+    if isinstance(params.get("n"), int) and params["n"] > settings.max_prompts:
+        raise limit_error("generated prompts", f"generate {generator.name}(n = {asked}) asks for more than {{limit}} "
+                          "prompts", settings, generator.span, "keep fewer with `set count = N`")
+    made = GENERATOR_FUNCTIONS[generator.name](params, rng)
+    return [(template, values, f"prompt #{i} of {prompt_set.name}") for i, (template, values) in enumerate(made)]
+
+
+def _built_rows(prompt_set: ir.PromptSet, lists: dict[str, NamedValues], rng: random.Random,
+                settings: ir.Settings) -> Iterator[Row]:
+    file_rows = read_rows(prompt_set.source) if prompt_set.source else [{}]
+    index = 0
+    steps = _LoopSteps(prompt_set, settings)
+    for template in prompt_set.templates:
+        for file_row in file_rows:
+            for bindings in _loop_bindings(prompt_set.loops, dict(file_row), lists, rng, prompt_set.name, steps):
+                label = f"prompt #{index} of {prompt_set.name}" + _describe(bindings, prompt_set)
+                env = Env(dict(file_row) | bindings, lists, rng, label, settings=settings)
+                apply_assignments(prompt_set.assignments, env)
+                index += 1
+                yield template.text, env.variables, label
+
+
+class _LoopSteps:
+    """Counts the loop values a set goes through. Prompts are bounded by `max_prompts`, but loops
+    can go on without making any (`for i in 1..10**20, j in 1..0`): each loop may take at most
+    that many steps more than the prompts it helps make."""
+
+    def __init__(self, prompt_set: ir.PromptSet, settings: ir.Settings) -> None:
+        self.prompt_set, self.settings = prompt_set, settings
+        self.taken, self.allowed = 0, len(prompt_set.loops) * (settings.max_prompts + 1)
+
+    def take(self) -> None:
+        self.taken += 1
+        if self.taken > self.allowed:
+            raise limit_error("loop product", f"the loops of {self.prompt_set.name} go through more than "
+                              f"{len(self.prompt_set.loops)} x {{limit}} values", self.settings,
+                              self.prompt_set.loops[-1].span, "an empty inner loop makes no prompts")
+
+
 def _loop_bindings(loops: tuple[ir.Loop, ...], base: dict[str, Value], lists: dict[str, NamedValues],
-                   rng: random.Random, name: str) -> list[dict[str, Value]]:
-    """The product of the loops; a later loop's range may use an earlier loop's variable."""
-    bindings: list[dict[str, Value]] = [{}]
-    for loop in loops:
-        extended = []
-        for bound in bindings:
-            env = Env(base | bound, lists, rng, f"a loop of {name} ({loop.var})")
-            source = evaluate(loop.source, env)
-            if not isinstance(source, tuple):
-                raise DataError(f"{env.label}: loop over {source!r}, which is not a range or list", loop.source.span,
-                                "write e.g. for i in 1..95 or for m in months")
-            extended.extend(bound | {loop.var: value} for value in source)
-            if len(extended) > MAX_PROMPTS:
-                raise DataError(f"the loops of {name} make more than {MAX_PROMPTS:,} prompts", loop.span,
-                                "a prompt set holds at most 100,000 prompts: use smaller ranges")
-        bindings = extended
-    return bindings
+                   rng: random.Random, name: str, steps: _LoopSteps) -> Iterator[dict[str, Value]]:
+    """The product of the loops, first loop outermost, made lazily; a later loop's range may use an
+    earlier loop's variable. A loop's range is enumerated, never made whole (`for i in 1..10**9`
+    with `set count = 10` makes ten values)."""
+    if not loops:
+        yield {}
+        return
+    loop, inner = loops[0], loops[1:]
+    env = Env(dict(base), lists, rng, f"a loop of {name} ({loop.var})", settings=steps.settings)
+    source = range_values(loop.source, env) if isinstance(loop.source, ir.RangeE) else evaluate(loop.source, env)
+    if not isinstance(source, (tuple, range)):
+        raise DataError(f"{env.label}: loop over {source!r}, which is not a range or list", loop.source.span,
+                        "write e.g. for i in 1..95 or for m in months")
+    for value in source:
+        steps.take()
+        for bound in _loop_bindings(inner, base | {loop.var: value}, lists, rng, name, steps):
+            yield {loop.var: value} | bound
+
+
+def _too_many_prompts(prompt_set: ir.PromptSet, settings: ir.Settings) -> LimitError:
+    advice = "keep fewer with `set count = N` in the block"
+    if prompt_set.loops:
+        return limit_error("loop product", f"the loops of {prompt_set.name} make more than {{limit}} prompts",
+                           settings, prompt_set.loops[-1].span, advice)
+    span = prompt_set.source.span if prompt_set.source else prompt_set.span
+    return limit_error("prompts per set", f"prompt set '{prompt_set.name}' makes more than {{limit}} prompts",
+                       settings, span, advice)
 
 
 def _describe(bindings: dict[str, Value], prompt_set: ir.PromptSet) -> str:
@@ -158,7 +211,7 @@ def _fields(variables: dict[str, Value], slots: tuple[str, ...]) -> tuple[tuple[
 
 
 def _corrupt(prompt_set: ir.PromptSet, rows: list[Row], templates: tuple[str, ...],
-             lists: dict[str, NamedValues], rng: random.Random) -> tuple[Prompt, ...]:
+             lists: dict[str, NamedValues], rng: random.Random, settings: ir.Settings) -> tuple[Prompt, ...]:
     corruption = prompt_set.corruption
     if corruption is None:
         return ()
@@ -171,7 +224,7 @@ def _corrupt(prompt_set: ir.PromptSet, rows: list[Row], templates: tuple[str, ..
     corrupted = []
     for i, (template, variables, label) in enumerate(rows):
         slots = template_slots(template)
-        env = Env(dict(variables), lists, rng, f"corruption of {label}", generator_params)
+        env = Env(dict(variables), lists, rng, f"corruption of {label}", generator_params, settings)
         values = CORRUPTERS[corruption.kind](corruption, {s: variables[s] for s in slots}, slots, env,
                                              file_rows[i] if file_rows else None)
         corrupted.append((template, variables | values, f"corrupt {label}"))

@@ -13,7 +13,8 @@ from typing import Callable, Mapping, Union
 
 from circuitlang.errors import DataError, Span
 from circuitlang.ir import models as ir
-from circuitlang.ir.stdlib import MAX_PROMPTS, MAX_TEXT
+from circuitlang.ir.limits import limit_error
+from circuitlang.ir.stdlib import MAX_INT_DIGITS
 
 Scalar = Union[int, str]
 Value = Union[Scalar, tuple[Scalar, ...]]
@@ -34,6 +35,7 @@ class Env:
     rng: random.Random
     label: str
     generator: Mapping[str, Value] = field(default_factory=dict)  # the parameters of a `generate` line
+    settings: ir.Settings = field(default_factory=ir.Settings)  # the spec's limits
 
 
 def evaluate(expr: ir.Expr, env: Env) -> Value:
@@ -52,15 +54,29 @@ def evaluate(expr: ir.Expr, env: Env) -> Value:
             return _binary(op, evaluate(left, env), evaluate(right, env), span, env)
         case ir.NegE(operand=operand, span=span):
             return -_int(evaluate(operand, env), span, env)
-        case ir.RangeE(start=start, stop=stop, span=span):
-            low, high = _int(evaluate(start, env), start.span, env), _int(evaluate(stop, env), stop.span, env)
-            if high - low + 1 > MAX_PROMPTS:
-                raise DataError(f"{env.label}: the range {low}..{high} has {high - low + 1} values, more than the "
-                                f"{MAX_PROMPTS:,} a prompt set can hold", span, "use a smaller range")
-            return tuple(range(low, high + 1))
+        case ir.RangeE():
+            return tuple(_bounded_range(expr, env))
         case ir.RandomE(source=source, span=span):
-            return env.rng.choice(_pool(evaluate(source, env), span, env))
+            # A range is drawn from without being made: choice() picks the same item from a range
+            # as from its tuple, so `random 1..99` on every prompt costs one draw, not 99 values.
+            pool = _bounded_range(source, env) if isinstance(source, ir.RangeE) else evaluate(source, env)
+            return env.rng.choice(_pool(pool, span, env))
     raise TypeError(f"unhandled expression {expr!r}")
+
+
+def range_values(expr: ir.RangeE, env: Env) -> range:
+    """The values of `a..b`, not yet made: a loop enumerates them one by one, as far as it needs."""
+    low = _int(evaluate(expr.start, env), expr.start.span, env)
+    return range(low, _int(evaluate(expr.stop, env), expr.stop.span, env) + 1)
+
+
+def _bounded_range(expr: ir.RangeE, env: Env) -> range:
+    values = range_values(expr, env)
+    if values.stop - values.start > env.settings.max_range:  # not len(): it overflows past 2**63
+        raise limit_error("range length", f"{env.label}: the range {values.start}..{values.stop - 1} has "
+                          f"{values.stop - values.start} values, more than {{limit}}", env.settings, expr.span,
+                          "use a smaller range")
+    return values
 
 
 def draw_distinct(expr: ir.RandomE, count: int, env: Env) -> list[Scalar]:
@@ -72,9 +88,10 @@ def draw_distinct(expr: ir.RandomE, count: int, env: Env) -> list[Scalar]:
     return env.rng.sample(sorted(set(pool), key=str), count)
 
 
-def _pool(value: Value, span: Span, env: Env) -> tuple[Scalar, ...]:
-    if not isinstance(value, tuple) or not value:
-        raise DataError(f"{env.label}: `random` needs a non-empty range or list, got {value!r}", span,
+def _pool(value: Value | range, span: Span, env: Env) -> tuple[Scalar, ...] | range:
+    if not isinstance(value, (tuple, range)) or not value:
+        shown = tuple(value) if isinstance(value, range) else value  # an empty range: ()
+        raise DataError(f"{env.label}: `random` needs a non-empty range or list, got {shown!r}", span,
                         "write e.g. random 1..99 or random names")
     return value
 
@@ -104,6 +121,9 @@ def _index(expr: ir.IndexE, env: Env) -> Scalar:
 
 def _binary(op: str, left: Value, right: Value, span: Span, env: Env) -> Value:
     if op == "+" and isinstance(left, str) and isinstance(right, str):
+        if len(left) + len(right) > env.settings.max_text:  # `s = s + s` on every line doubles it
+            raise limit_error("text value length", f"{env.label}: this text has {len(left) + len(right):,} "
+                              "characters, more than {limit}", env.settings, span)
         return left + right
     a, b = _int(left, span, env), _int(right, span, env)
     if op in ("//", "%") and b == 0:
@@ -112,7 +132,18 @@ def _binary(op: str, left: Value, right: Value, span: Span, env: Env) -> Value:
         "+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y,
         "//": lambda x, y: x // y, "%": lambda x, y: x % y,
     }
-    return operations[op](a, b)
+    return _bounded(operations[op](a, b), span, env)
+
+
+INT_BOUND = 10 ** MAX_INT_DIGITS  # an integer with more digits cannot even be printed into a prompt
+
+
+def _bounded(value: int, span: Span, env: Env) -> int:
+    """Refuse a result past the integer limit: `x = x * x` on every line squares it."""
+    if -INT_BOUND < value < INT_BOUND:
+        return value
+    raise limit_error("integer digits", f"{env.label}: this arithmetic makes a number of more than {{limit}} "
+                      "digits", env.settings, span, "numbers in a prompt are a few digits long")
 
 
 def _int(value: Value, span: Span, env: Env) -> int:
@@ -135,9 +166,9 @@ def _call(function: str, args: tuple[Value, ...], span: Span, env: Env) -> Value
         return len(args[0])
     if function == "pad":
         width = _int(args[1], span, env)
-        if width > MAX_TEXT:
-            raise DataError(f"{env.label}: pad to {width} characters, more than {MAX_TEXT:,}", span,
-                            "pad makes numbers of a few digits: pad(i, 2) gives 01, 02, ...")
+        if width > env.settings.max_text:
+            raise limit_error("pad width", f"{env.label}: pad to {width} characters, more than {{limit}}",
+                              env.settings, span, "pad makes numbers of a few digits: pad(i, 2) gives 01, 02, ...")
         return _map(args[0], lambda x: str(_int(x, span, env)).zfill(width))
     text_functions: dict[str, Callable[[str], str]] = {
         "str": str, "upper": str.upper, "lower": str.lower, "capitalize": lambda s: s[:1].upper() + s[1:],

@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from circuitlang.api import path_patch
 from circuitlang.discover.scoring import NO_SPAN, Scorer, node_order, variant_of
-from circuitlang.engine.path_patching import Receiver
+from circuitlang.engine.path_patching import Receiver, path_patch
 from circuitlang.ir import models as ir
 
 LOGITS = ir.Node(kind="logits")
@@ -53,7 +52,7 @@ class EdgeScores:
 
     def _patch(self, sender: ir.Node, receiver: ir.Node, channel: Channel) -> float:
         target = Receiver(receiver, (channel,) if channel else ())
-        values = path_patch(self.scorer.run, [sender], [target], self.scorer.prompt_set, freeze_mlps=True)
+        values = path_patch(self.scorer.engine, [sender], [target], self.scorer.readout, freeze_mlps=True)
         self.scorer.evaluated += 1
         return float(values.mean()) - self.scorer.f_model
 

@@ -20,7 +20,7 @@ def restrict_positions(scorer: Scorer, circuit: ir.Circuit, roles: dict[ir.Node,
     """The circuit with every restriction that keeps faithfulness >= target, and its faithfulness.
     Only positions that every template of every prompt set of the spec has are written: the spec
     applies its circuit to all of them."""
-    everywhere = set(shared_position_names([t for bound in scorer.run.bound.values() for t in bound.templates]))
+    everywhere = set(shared_position_names([t for bound in scorer.session.bound.values() for t in bound.templates]))
     current = _faithfulness(scorer, circuit)
     for index, member in enumerate(circuit.nodes):
         role = roles.get(member.node)

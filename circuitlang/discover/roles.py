@@ -87,9 +87,9 @@ def _attention_by_name(scorer: Scorer, names: list[str]) -> tuple[list[torch.Ten
 
 def _attention(scorer: Scorer, template) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Per layer: attention [n, head, query, key], and attention weighted by |v_k W_O|."""
-    bridge = scorer.run.model.bridge
+    bridge = scorer.session.model.bridge
     wanted = ("hook_pattern", "hook_v")
-    _, cache = bridge.run_with_cache(template.clean.to(scorer.run.model.device),
+    _, cache = bridge.run_with_cache(template.clean.to(scorer.session.model.device),
                                      names_filter=lambda n: n.endswith(wanted))
     patterns, moved = [], []
     for layer in range(scorer.n_layers):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from circuitlang.api import Run
+from circuitlang.engine.session import Session
 from circuitlang.engine.readouts import Readout
 from circuitlang.engine.runner import Engine
 from circuitlang.verify.criteria import faithfulness_point
@@ -55,7 +55,7 @@ def variant_of(nodes: Sequence[ir.Node], edges: Sequence[ir.Edge] | None = None,
 
 @dataclass
 class Scorer:
-    run: Run
+    session: Session
     prompt_set: str | None = None
     evaluated: int = 0
     engine: Engine = field(init=False)
@@ -64,28 +64,28 @@ class Scorer:
     f_empty: float = field(init=False)
 
     def __post_init__(self) -> None:
-        self.engine = self.run.engine(self.prompt_set)
+        self.engine = self.session.engine(self.prompt_set)
         self.readout = self.engine.readout()
-        self.f_model, self.f_empty = self.means([self.run.full_model(), self.run.empty()])
+        self.f_model, self.f_empty = self.means([self.session.full_model(), self.session.empty()])
 
     @property
     def n_layers(self) -> int:
-        return int(self.run.model.bridge.cfg.n_layers)
+        return int(self.session.model.bridge.cfg.n_layers)
 
     @property
     def n_heads(self) -> int:
-        return int(self.run.model.bridge.cfg.n_heads)
+        return int(self.session.model.bridge.cfg.n_heads)
 
     @property
     def parallel_attn_mlp(self) -> bool:
-        return bool(getattr(self.run.model.bridge.cfg, "parallel_attn_mlp", False))
+        return bool(getattr(self.session.model.bridge.cfg, "parallel_attn_mlp", False))
 
     def precedes(self, sender: ir.Node, receiver: ir.Node) -> bool:
         return precedes(sender, receiver, self.parallel_attn_mlp)
 
     @property
     def embed_edges(self) -> str:
-        return self.run.spec.settings.embed_edges
+        return self.session.spec.settings.embed_edges
 
     def heads(self) -> list[ir.Node]:
         return [head(layer, h) for layer in range(self.n_layers) for h in range(self.n_heads)]

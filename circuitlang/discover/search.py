@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from circuitlang.api import Run
+from circuitlang.engine.session import Session
 from circuitlang.discover.methods import BY_NAME
 from circuitlang.discover.acdc import KL_THRESHOLDS, METRIC_THRESHOLDS, search_threshold
 from circuitlang.discover.path_patching import MIN_EFFECTS, PERCENTILES, EdgeScores, PathPatchingResult, search_percentile
@@ -43,6 +43,7 @@ class Options:
     positions: bool = True
     name: str | None = None
     edges: bool = False  # prune: then find the edges among the kept nodes with ACDC
+    root: Path | None = None  # the project root the spec was loaded with (None: its folder)
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,8 @@ class CannotSearch(Exception):
     """The spec and options ask for a search whose result would mean nothing; the message says why."""
 
 
-def discover(run: Run, options: Options, command: str, progress: Progress = lambda message: None) -> Outcome:
-    scorer = Scorer(run, options.prompts)
+def discover(session: Session, options: Options, command: str, progress: Progress = lambda message: None) -> Outcome:
+    scorer = Scorer(session, options.prompts)
     _check_searchable(scorer, options)
     progress(f"F(M) = {scorer.f_model:.4g}, F(empty) = {scorer.f_empty:.4g}; searching with {options.method}")
     search = globals()[BY_NAME[options.method].search]  # the method's record names its function
@@ -84,9 +85,9 @@ def discover(run: Run, options: Options, command: str, progress: Progress = lamb
               f"faithfulness of this circuit {found.faithfulness:.4f} (target {options.target})",
               *found.header, f"{scorer.evaluated} circuit variants and path-patching runs evaluated.",
               "Roles: where ablating the head alone matters most, and the key whose value it moves most from there.")
-    text = write_spec(Path(run.spec.path), FoundCircuit(circuit, header, (_claim(run, scorer, options),),
+    text = write_spec(Path(session.spec.path), FoundCircuit(circuit, header, (_claim(session, scorer, options),),
                                                         notes, found.edge_notes),
-                      options.output, options.name or options.output.stem)
+                      options.output, options.name or options.output.stem, options.root)
     reached = found.faithfulness >= options.target
     summary = (f"{len(found.nodes)} nodes, {len(found.edges or ())} edges; faithfulness {found.faithfulness:.4f} "
                f"({'reaches' if reached else 'does NOT reach'} the target {options.target})", *found.header)
@@ -114,9 +115,9 @@ def _check_searchable(scorer: Scorer, options: Options) -> None:
                                "(which prunes embedding edges too) or remove the setting")
 
 
-def _claim(run: Run, scorer: Scorer, options: Options) -> str:
+def _claim(session: Session, scorer: Scorer, options: Options) -> str:
     """The search's target as a claim on the prompt set it was reached on."""
-    on = f" on {scorer.engine.bound.name}" if len(run.spec.prompt_sets) > 1 else ""
+    on = f" on {scorer.engine.bound.name}" if len(session.spec.prompt_sets) > 1 else ""
     target = f"{options.target:.6f}".rstrip("0").rstrip(".")
     return f"expect faithfulness{on} >= {target}"
 

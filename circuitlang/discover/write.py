@@ -19,6 +19,7 @@ from circuitlang.dsl.parser import parse
 from circuitlang.dsl.printer import clauses_text, format_spec, statement_text
 from circuitlang.ir import models as ir
 from circuitlang.ir.lower import lower
+from circuitlang.ir.paths import default_root
 
 NO_SPAN = ir.Span(path="<found>", line=1, column=1, end_line=1, end_column=1)  # for AST built from the IR
 
@@ -38,11 +39,12 @@ class FoundCircuit:
     edge_notes: Mapping[tuple[ir.Node, ir.Node], str] = field(default_factory=dict)
 
 
-def write_spec(base_path: Path, found: FoundCircuit, out_path: Path, name: str | None = None) -> str:
+def write_spec(base_path: Path, found: FoundCircuit, out_path: Path, name: str | None = None,
+               root: Path | None = None) -> str:
     """The `.circ` text for `out_path`: the base spec's setting with the found circuit.
 
     Relative paths in the base spec (model folder, data files, `use`) are rewritten to stay correct
-    from `out_path`'s folder.
+    from `out_path`'s folder; they must lie inside `root`, the base spec's project root.
     """
     base = parse(base_path.read_text(encoding="utf-8"), str(base_path))
     kept_items = [_rebase(item, base_path.resolve().parent, out_path.resolve().parent, name)
@@ -53,7 +55,8 @@ def write_spec(base_path: Path, found: FoundCircuit, out_path: Path, name: str |
     if found.claims:
         text += "\n" + "\n".join(found.claims) + "\n"
     written = parse(text, str(out_path))
-    lower(written)  # what was evaluated must also be a valid spec (positions, roles, edges, claims)
+    # What was evaluated must also be a valid spec (positions, roles, edges, claims).
+    lower(written, root if root is not None else default_root(base_path))
     return format_spec(written)
 
 

@@ -61,19 +61,34 @@ def load_model(model: ir.ModelRef, device: str = "cpu", dtype: torch.dtype = tor
     """Load the spec's model; raise `ModelError` with a way forward when that cannot be done."""
     _check_device(device, model)
     location = model.path or _hub_location(model)
+    _check_folder_has_a_tokenizer(location, model)
     try:
         bridge = _boot(location, device, dtype)
+        _check_weights_match_config(location, model)
+    except ModelError:
+        raise
     except Exception as error:  # noqa: BLE001 - whatever the loaders raise, the cause is the model's files
         # Missing or unreadable files, weights or a config.json that transformers cannot make sense
         # of (a truncated safetensors file, an inconsistent config): a model error (exit 3), named.
         raise ModelError(_load_failed_message(model, error), model.span, _load_failed_hint(model)) from error
     bridge.eval()
-    _check_every_layer_has_weights(location, bridge.cfg.n_layers, model)
     tokenizer = bridge.tokenizer
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(f"the tokenizer of '{model.name}' is not a fast tokenizer", model.span,
                          "circuitlang needs character offsets to place slots; save a tokenizer.json with the model")
     return LoadedModel(bridge, tokenizer, _identity(model, bridge), torch.device(device))
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
+
+
+def _check_folder_has_a_tokenizer(location: str, model: ir.ModelRef) -> None:
+    """A folder without tokenizer files loads with whatever tokenizer transformers finds by the
+    config's name (the cached `gpt2`'s, say): prompts would be split by another model's vocabulary."""
+    folder = Path(location)
+    if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelError(f"the model folder {folder} has no tokenizer (none of {', '.join(TOKENIZER_FILES)})",
+                         model.span, "save the model's tokenizer into the folder (tokenizer.save_pretrained(folder))")
 
 
 def _hub_location(model: ir.ModelRef) -> str:
@@ -149,24 +164,108 @@ def _cached_snapshot(model: ir.ModelRef, repo: str, reason: str) -> str:
 LAYER_KEY = re.compile(r"(?:^|\.)(?:h|layers|blocks|layer)\.(\d+)\.")  # the layer index in a weight's name
 
 
-def _check_every_layer_has_weights(location: str, n_layers: int, model: ir.ModelRef) -> None:
-    """A config.json that claims more layers than the weights hold loads without complaint, the extra
-    layers randomly initialised: every number would be silently wrong. Compare the config's layer
-    count with the layers named in the folder's safetensors files (other formats are not read)."""
-    files = sorted(Path(location).glob("*.safetensors")) if Path(location).is_dir() else []
-    if not files:
+def _check_weights_match_config(location: str, model: ir.ModelRef) -> None:
+    """transformers loads a folder whose config.json disagrees with its weights with a warning at
+    most: tensors the config needs but the files lack run randomly initialised, tensors the files
+    hold but the config has no place for are dropped. Either way every number would be silently
+    wrong, so compare the tensors the config defines (the model built on the meta device: names
+    and shapes, no memory) with the names and shapes in the weight files."""
+    stored = _stored_shapes(location)
+    if not stored:
         return
+    skeleton = _skeleton(location)
+    prefix = skeleton.base_model_prefix + "."
+    stored = {_without(prefix, name): shape for name, shape in stored.items()}
+    expected = {_without(prefix, name): tuple(t.shape) for name, t in skeleton.state_dict().items()}
+    tied = {_without(prefix, name) for name in _tied_names(skeleton)}
+    missing = sorted(set(expected) - set(stored) - tied)
+    extra = sorted(name for name in set(stored) - set(expected) if not _ignored_on_load(skeleton, name))
+    wrong = sorted(name for name in set(stored) & set(expected) if stored[name] != expected[name])
+    if missing or extra or wrong:
+        raise ModelError(_disagreement(expected, stored, missing, extra, wrong), model.span,
+                         "make config.json describe these weights (layers, heads, widths), or point at the "
+                         "weights this config was saved with")
+
+
+def _skeleton(location: str) -> torch.nn.Module:
+    """The model config.json describes, on the meta device: every tensor's name and shape, no data."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(location))
+
+
+def _tied_names(skeleton: torch.nn.Module) -> set[str]:
+    """Tensors a checkpoint may leave out because they share another's (tied embeddings)."""
+    tied = getattr(skeleton, "all_tied_weights_keys", None) or getattr(skeleton, "_tied_weights_keys", None) or {}
+    return set(tied)
+
+
+def _stored_shapes(location: str) -> dict[str, tuple[int, ...]]:
     from safetensors import safe_open
 
-    stored: set[int] = set()
+    folder = Path(location) if Path(location).is_dir() else _downloaded_snapshot(location)
+    files = sorted(folder.glob("*.safetensors")) if folder else []
+    if folder and not files:
+        return _pickled_shapes(sorted(folder.glob("pytorch_model*.bin")))
+
+    shapes: dict[str, tuple[int, ...]] = {}
     for file in files:
         with safe_open(str(file), "pt") as weights:
-            stored |= {int(match.group(1)) for key in weights.keys() if (match := LAYER_KEY.search(key))}
-    missing = sorted(set(range(n_layers)) - stored)
-    if stored and missing:
-        raise ModelError(f"the model's config.json has {n_layers} layers, but its weights hold none for layer(s) "
-                         f"{', '.join(map(str, missing))}: they would run with random weights", model.span,
-                         "fix num_hidden_layers / n_layer in config.json, or point at the complete weights")
+            shapes |= {key: tuple(weights.get_slice(key).get_shape()) for key in weights.keys()}
+    return shapes
+
+
+def _pickled_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
+    """Shapes in PyTorch checkpoints, read as transformers reads them: `weights_only`, so the file
+    can hold tensors and nothing that runs code; mapped, not loaded."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for file in files:
+        state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        shapes |= {key: tuple(tensor.shape) for key, tensor in state.items() if isinstance(tensor, torch.Tensor)}
+    return shapes
+
+
+def _downloaded_snapshot(repo: str) -> Path | None:
+    """The cache folder `boot_transformers` just downloaded `repo` into (no network)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo, local_files_only=True))
+    except Exception:  # noqa: BLE001 - no folder to compare with: the check is skipped, as for other formats
+        return None
+
+
+def _without(prefix: str, name: str) -> str:
+    """Checkpoints name tensors with or without the base model's prefix (`transformer.`)."""
+    return name[len(prefix):] if name.startswith(prefix) else name
+
+
+def _ignored_on_load(skeleton: torch.nn.Module, name: str) -> bool:
+    """Tensors the architecture drops on purpose (GPT-2's saved causal masks `attn.bias`)."""
+    patterns = getattr(skeleton, "_keys_to_ignore_on_load_unexpected", None) or ()
+    return any(re.search(pattern, name) for pattern in patterns)
+
+
+def _disagreement(expected: dict, stored: dict, missing: list[str], extra: list[str], wrong: list[str]) -> str:
+    config_layers = _layers(expected)
+    stored_layers = _layers(stored)
+    if config_layers != stored_layers and not wrong:  # the commonest case: a layer count edited by hand
+        absent = sorted(config_layers - stored_layers)
+        if absent:
+            return (f"the model's config.json has {len(config_layers)} layers, but its weights hold none for layer(s) "
+                    f"{', '.join(map(str, absent))}: they would run with random weights")
+        return (f"the model's config.json has {len(config_layers)} layers, but its weights hold {len(stored_layers)}: "
+                "the rest would be dropped without a word")
+    parts = [f"{len(missing)} tensor(s) the config needs are not in the weights (e.g. {missing[0]})" if missing else "",
+             f"{len(extra)} tensor(s) in the weights have no place in the config (e.g. {extra[0]})" if extra else "",
+             f"{len(wrong)} tensor(s) have another shape in the weights (e.g. {wrong[0]}: config "
+             f"{expected[wrong[0]]}, weights {stored[wrong[0]]})" if wrong else ""]
+    return "the model's config.json disagrees with its weights: " + "; ".join(p for p in parts if p)
+
+
+def _layers(shapes: dict) -> set[int]:
+    return {int(match.group(1)) for name in shapes if (match := LAYER_KEY.search(name))}
 
 
 def _boot(location: str, device: str, dtype: torch.dtype) -> Any:

@@ -123,6 +123,16 @@ def feeds(sender: ir.Node, receiver: ir.Node, parallel_attn_mlp: bool) -> bool:
     return sender.layer < receiver.layer or same_layer_head  # type: ignore[operator]
 
 
+def model_edge_count(config: GraphConfig) -> int:
+    """How many edges `model_edges` yields, computed without building them (an import checks a
+    file's claimed model size before allocating its graph)."""
+    heads, total = config.n_heads, 1 + config.n_layers * (config.n_heads + 1)  # logits read every node
+    for layer in range(config.n_layers):
+        earlier = 1 + layer * (heads + 1)  # the input, and every head and MLP of earlier layers
+        total += heads * len(CHANNELS) * earlier + earlier + (0 if config.parallel_attn_mlp else heads)
+    return total
+
+
 def model_nodes(config: GraphConfig) -> list[ir.Node]:
     """Every node, in EAP-IG's order: input, then per layer its heads and its MLP, then logits."""
     nodes = [INPUT]

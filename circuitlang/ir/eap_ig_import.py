@@ -18,12 +18,15 @@ from typing import Any, Literal
 
 from circuitlang.errors import CircuitlangError, DataError, Span, raise_if_any
 from circuitlang.ir import models as ir
-from circuitlang.ir.eap_ig import (INPUT, LOGITS, EdgeKey, GraphConfig, feeds, model_edges, node_circuit_edges,
-                                   node_name, parse_edge, parse_node)
+from circuitlang.ir.eap_ig import (INPUT, LOGITS, EdgeKey, GraphConfig, feeds, model_edge_count, model_edges,
+                                   node_circuit_edges, node_name, parse_edge, parse_node)
 
 HEAD_ROLE = "imported head"
 MLP_ROLE = "mlp"  # the role of a bare `mlp` line
 MAX_ERRORS = 12
+# A graph file says its model's size (`cfg`); the graph is built from it, so an 82 KB file claiming
+# 400 layers x 64 heads would ask for 14 GB. GPT-2 XL's graph has 4.5 million edges.
+MAX_GRAPH_EDGES = 5_000_000
 
 
 @dataclass(frozen=True)
@@ -48,10 +51,12 @@ class _Parsed:
 
 
 def import_graph(data: Any, source: str, shape: ir.ModelShape | None, top: int | None = None,
-                 threshold: float | None = None, embed_edges: str = "all") -> ImportedGraph:
+                 threshold: float | None = None, embed_edges: str = "all",
+                 max_edges: int = MAX_GRAPH_EDGES) -> ImportedGraph:
     """The circuit of an EAP-IG graph. `embed_edges` is the setting of the spec it goes into: with
-    `all`, embedding edges are implied and written only when the graph leaves some out."""
-    parsed = _parse(data, source, shape)
+    `all`, embedding edges are implied and written only when the graph leaves some out. A model
+    whose graph has more than `max_edges` edges is refused before anything is built."""
+    parsed = _parse(data, source, shape, max_edges)
     warnings: list[str] = []
     if top is not None or threshold is not None:
         edges = _select(parsed, source, top, threshold)
@@ -77,7 +82,7 @@ def import_graph(data: Any, source: str, shape: ir.ModelShape | None, top: int |
 # ---- reading and checking the file ------------------------------------------------------------------
 
 
-def _parse(data: Any, source: str, shape: ir.ModelShape | None) -> _Parsed:
+def _parse(data: Any, source: str, shape: ir.ModelShape | None, max_edges: int) -> _Parsed:
     if not isinstance(data, dict) or not all(isinstance(data.get(k), dict) for k in ("cfg", "nodes", "edges")):
         raise DataError(f"{source}: not an EAP-IG graph file: expected a JSON object with 'cfg', 'nodes' and "
                         "'edges' objects", None, "write the file with EAP-IG's Graph.to_json")
@@ -85,6 +90,7 @@ def _parse(data: Any, source: str, shape: ir.ModelShape | None) -> _Parsed:
         raise DataError(f"{source}: a positional EAP-IG graph (n_pos = {data['n_pos']}) cannot be imported", None,
                         "circuitlang imports graphs made with Graph.from_model, without positions")
     config = _config(data["cfg"], source, shape)
+    _check_size(config, source, max_edges)
     errors: list[CircuitlangError] = []
     node_flags, node_scores = _nodes(data["nodes"], source, config, errors)
     edge_flags, edge_scores = _edges(data["edges"], source, config, errors)
@@ -96,9 +102,9 @@ def _parse(data: Any, source: str, shape: ir.ModelShape | None) -> _Parsed:
 
 def _config(cfg: dict[str, Any], source: str, shape: ir.ModelShape | None) -> GraphConfig:
     layers, heads = cfg.get("n_layers"), cfg.get("n_heads")
-    if not isinstance(layers, int) or not isinstance(heads, int):
-        raise DataError(f"{source}: 'cfg' needs integer 'n_layers' and 'n_heads' (found {layers!r}, {heads!r})",
-                        None, "EAP-IG writes both from the model's config")
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in (layers, heads)):
+        raise DataError(f"{source}: 'cfg' needs positive integers 'n_layers' and 'n_heads' (found "
+                        f"{_short(layers)}, {_short(heads)})", None, "EAP-IG writes both from the model's config")
     if shape is not None and (layers, heads) != (shape.n_layers, shape.n_heads):
         raise DataError(f"{source}: the graph is of a model with {layers} layers x {heads} heads, but the base "
                         f"spec's model has {shape.n_layers} x {shape.n_heads} (from {shape.origin})", None,
@@ -106,6 +112,19 @@ def _config(cfg: dict[str, Any], source: str, shape: ir.ModelShape | None) -> Gr
     d_model = cfg.get("d_model")
     return GraphConfig(layers, heads, bool(cfg.get("parallel_attn_mlp", False)),
                        d_model if isinstance(d_model, int) else None)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_size(config: GraphConfig, source: str, max_edges: int) -> None:
+    # n_layers and n_heads have no bound of their own: bound the loop that counts first.
+    if config.n_layers * config.n_heads > max_edges or model_edge_count(config) > max_edges:
+        raise DataError(f"{source}: the graph is of a model with {config.n_layers:,} layers x {config.n_heads:,} "
+                        f"heads, whose graph has more than {max_edges:,} edges (the graph size limit)", None,
+                        "check the file's 'cfg'; for a model this large, raise the limit with --max-edges N")
 
 
 def _known_node(name: str, node: ir.Node | None, config: GraphConfig) -> str | None:

@@ -15,6 +15,8 @@ from circuitlang.ir import models as ir
 from circuitlang.ir.circuit import lower_circuit
 from circuitlang.ir.expectations import lower_expectations
 from circuitlang.ir.expressions import constant_value
+from circuitlang.ir.paths import default_root
+from circuitlang.ir.limits import static_limit_errors
 from circuitlang.ir.prompt_sets import lower_metric, lower_prompt_set
 from circuitlang.ir.settings import lower_settings
 from circuitlang.ir.structure import structure_errors
@@ -23,23 +25,24 @@ from circuitlang.ir.stdlib import BUILTIN_LISTS
 from circuitlang.ir.uses import read_spec_file, resolve_uses
 
 
-def load_spec(path: str | Path) -> ir.Spec:
-    """Read, parse and lower a `.circ` file (with the files its `use` lines name)."""
+def load_spec(path: str | Path, root: str | Path | None = None) -> ir.Spec:
+    """Read, parse and lower a `.circ` file (with the files its `use` lines name). Every path the
+    spec names must lie inside `root` (default: the spec's folder); see `ir.paths`."""
     spec_file = read_spec_file(Path(path))
-    return lower(spec_file)
+    return lower(spec_file, root)
 
 
-def lower(spec_file: ast.SpecFile) -> ir.Spec:
+def lower(spec_file: ast.SpecFile, root: str | Path | None = None) -> ir.Spec:
     errors: list[CircuitlangError] = []
-    spec_dir = Path(spec_file.path).resolve().parent
-    items = resolve_uses(spec_file, errors)
+    root = Path(root).resolve() if root is not None else default_root(spec_file.path)
+    items = resolve_uses(spec_file, errors, root)
     _check_version(spec_file.header, errors)
-    name, model = _circuit_decl(spec_file, items, spec_dir, errors)
+    name, model = _circuit_decl(spec_file, items, root, errors)
     shape = _shape(model, errors)
     lists = _lists(items, errors)
     list_names = {named.name for named in lists} | set(BUILTIN_LISTS)
     metric = _top_metric(items, errors)
-    prompt_sets = _prompt_sets(items, list_names, spec_dir, name, metric, spec_file, errors)
+    prompt_sets = _prompt_sets(items, list_names, root, name, metric, spec_file, errors)
     _check_every_set_has_a_metric(items, prompt_sets, spec_file.header, errors)
     ablation = _ablation(items, spec_file.header, errors)
     _check_corruption_for_ablation(ablation, prompt_sets, _without_corrupt_block(items), errors)
@@ -49,6 +52,7 @@ def lower(spec_file: ast.SpecFile) -> ir.Spec:
         errors.extend(structure_errors(circuit))
     expectations = lower_expectations(items, circuit, prompt_sets, errors)
     settings = lower_settings(items, errors)
+    errors.extend(static_limit_errors(lists, prompt_sets, settings))  # the limits are settings
     raise_if_any(errors)
     return ir.Spec(
         version=spec_file.header.version, name=name, path=spec_file.path, model=model, shape=shape,
@@ -63,7 +67,7 @@ def _check_version(header: ast.Header, errors: list[CircuitlangError]) -> None:
                                 f"this circuitlang reads version(s) {', '.join(map(str, SUPPORTED_VERSIONS))}"))
 
 
-def _circuit_decl(spec_file: ast.SpecFile, items: list[ast.Item], spec_dir: Path,
+def _circuit_decl(spec_file: ast.SpecFile, items: list[ast.Item], root: Path,
                   errors: list[CircuitlangError]) -> tuple[str, ir.ModelRef]:
     decls = [item for item in items if isinstance(item, ast.CircuitDecl)]
     for extra in decls[1:]:
@@ -75,8 +79,8 @@ def _circuit_decl(spec_file: ast.SpecFile, items: list[ast.Item], spec_dir: Path
         return "unnamed", ir.ModelRef(source="hub", name="", span=spec_file.header.span)
     decl = decls[0]
     try:
-        return decl.name.name, resolve_model(decl.model.value, spec_dir, decl.model.span)
-    except ModelError as error:
+        return decl.name.name, resolve_model(decl.model.value, root, decl.model.span)
+    except (ModelError, SpecError) as error:  # SpecError: a folder outside the project root
         errors.append(error)
         return decl.name.name, ir.ModelRef(source="hub", name="", span=decl.model.span)
 
@@ -114,7 +118,7 @@ def _lists(items: list[ast.Item], errors: list[CircuitlangError]) -> tuple[ir.Na
     return tuple(lowered.values())
 
 
-def _prompt_sets(items: list[ast.Item], lists: set[str], spec_dir: Path, spec_name: str,
+def _prompt_sets(items: list[ast.Item], lists: set[str], root: Path, spec_name: str,
                  metric: ir.Metric | None, spec_file: ast.SpecFile,
                  errors: list[CircuitlangError]) -> tuple[ir.PromptSet, ...]:
     decls = [item for item in items if isinstance(item, ast.PromptsDecl)]
@@ -129,7 +133,7 @@ def _prompt_sets(items: list[ast.Item], lists: set[str], spec_dir: Path, spec_na
     _check_prompt_names(decls, errors)
     chosen_outer = outer[0] if outer and len(decls) == 1 else None
     return tuple(
-        lower_prompt_set(decl, decl.name.name if decl.name else spec_name, lists, spec_dir, chosen_outer, metric,
+        lower_prompt_set(decl, decl.name.name if decl.name else spec_name, lists, root, chosen_outer, metric,
                          errors)
         for decl in decls
     )

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field
 
 from circuitlang.errors import Span
+from circuitlang.ir.stdlib import LIMIT_SETTINGS
 
 
 class Frozen(BaseModel):
@@ -331,6 +332,13 @@ class Settings(Frozen):
     batch_size: int = 256
     embed_edges: Literal["all", "declared"] = "all"
     prepend_bos: Literal["model", "true", "false"] = "model"  # "model": as the model's TransformerLens config says
+    # Limits a spec may raise (ir.stdlib.LIMITS says what each bounds).
+    max_prompts: int = LIMIT_SETTINGS["max_prompts"]
+    max_range: int = LIMIT_SETTINGS["max_range"]
+    max_list: int = LIMIT_SETTINGS["max_list"]
+    max_slots: int = LIMIT_SETTINGS["max_slots"]
+    max_template: int = LIMIT_SETTINGS["max_template"]
+    max_text: int = LIMIT_SETTINGS["max_text"]
 
 
 class Spec(Frozen):

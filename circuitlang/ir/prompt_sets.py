@@ -9,10 +9,11 @@ from circuitlang.dsl import ast
 from circuitlang.errors import CircuitlangError, Span, SpecError
 from circuitlang.ir import models as ir
 from circuitlang.ir.expressions import Scope, constant_value, lower_assigned, lower_expr, lower_template
+from circuitlang.ir.paths import confined, is_file
 from circuitlang.ir.stdlib import CORRUPTIONS, GENERATORS, METRICS, PROMPT_SETTINGS
 
 
-def lower_prompt_set(decl: ast.PromptsDecl, name: str, lists: set[str], spec_dir: Path,
+def lower_prompt_set(decl: ast.PromptsDecl, name: str, lists: set[str], root: Path,
                      outer_corruption: ast.CorruptDecl | None, top_metric: ir.Metric | None,
                      errors: list[CircuitlangError]) -> ir.PromptSet:
     """One `prompts` block. `outer_corruption` is a top-level `corrupt` that applies to it.
@@ -22,14 +23,14 @@ def lower_prompt_set(decl: ast.PromptsDecl, name: str, lists: set[str], spec_dir
     """
     body = decl.body
     templates = [_template(s, errors) for s in body if isinstance(s, ast.TemplateStmt)]
-    origin = _origin(decl, spec_dir, bool(templates), errors)
+    origin = _origin(decl, root, bool(templates), errors)
     scope = Scope(lists=set(lists), open_world=origin.open_world)
     loops = tuple(_loop(loop, scope, errors) for stmt in body if isinstance(stmt, ast.ForStmt) for loop in stmt.loops)
     assignments = _assignments([s for s in body if isinstance(s, ast.AssignStmt)], scope, errors)
     slots = None if origin.failed else _slots(templates, origin.generator)
     if not origin.open_world:
         _check_slots_assigned(templates, scope.variables, errors)
-    corruption = _corruption_for(decl, outer_corruption, slots, scope, spec_dir, errors)
+    corruption = _corruption_for(decl, outer_corruption, slots, scope, root, errors)
     metrics = [s for s in body if isinstance(s, ast.MetricDecl)]
     _at_most_one(metrics, "`metric` line", "keep one metric per prompt set", errors)
     metric = lower_metric(metrics[0], errors) if metrics else None
@@ -56,7 +57,7 @@ class _Origin:
     failed: bool
 
 
-def _origin(decl: ast.PromptsDecl, spec_dir: Path, has_templates: bool, errors: list[CircuitlangError]) -> _Origin:
+def _origin(decl: ast.PromptsDecl, root: Path, has_templates: bool, errors: list[CircuitlangError]) -> _Origin:
     body = decl.body
     sources = [s for s in body if isinstance(s, ast.FromStmt)]
     generators = [s for s in body if isinstance(s, ast.GenerateStmt)]
@@ -64,7 +65,7 @@ def _origin(decl: ast.PromptsDecl, spec_dir: Path, has_templates: bool, errors: 
                  "put every loop on one line: for i in 1..9, j in 1..3", errors)
     _at_most_one(sources, "`from` file", "combine the rows into one file", errors)
     _at_most_one(generators, "`generate` line", "use one prompts block per generator", errors)
-    source = _file_source(sources[0], spec_dir, errors) if sources else None
+    source = _file_source(sources[0], root, errors) if sources else None
     generator = _generator(generators[0], errors) if generators else None
     if generators and has_templates:
         errors.append(SpecError("a generated prompt set brings its own templates", decl.span,
@@ -129,13 +130,17 @@ def _at_most_one(stmts: list[ast.PromptStmt], what: str, hint: str, errors: list
         errors.append(SpecError(f"a prompts block takes one {what}; this is a second one", extra.span, hint))
 
 
-def _file_source(stmt: ast.FromStmt, spec_dir: Path, errors: list[CircuitlangError]) -> ir.FileSource | None:
-    path = (spec_dir / stmt.path.value).resolve()
+def _file_source(stmt: ast.FromStmt, root: Path, errors: list[CircuitlangError]) -> ir.FileSource | None:
+    try:
+        path = confined(stmt.path.value, stmt.path.span, root, "data file")
+    except SpecError as error:
+        errors.append(error)
+        return None
     if path.suffix.lower() not in (".jsonl", ".csv"):
         errors.append(SpecError(f"cannot read prompts from '{stmt.path.value}': unknown file type",
                                 stmt.path.span, "use a .jsonl file (one object per line) or a .csv with a header"))
         return None
-    if not path.is_file():
+    if not is_file(path):
         errors.append(SpecError(f"file not found: '{stmt.path.value}' (looked in {path})", stmt.path.span,
                                 "paths are relative to the spec file's folder"))
         return None
@@ -207,14 +212,14 @@ def slot_span(template: ir.Template, slot: str) -> Span:
 
 
 def _corruption_for(decl: ast.PromptsDecl, outer: ast.CorruptDecl | None, slots: tuple[str, ...] | None,
-                    scope: Scope, spec_dir: Path, errors: list[CircuitlangError]) -> ir.Corruption | None:
+                    scope: Scope, root: Path, errors: list[CircuitlangError]) -> ir.Corruption | None:
     inner = [s for s in decl.body if isinstance(s, ast.CorruptDecl)]
     _at_most_one(inner, "`corrupt` block", "one corruption per prompt set", errors)
     chosen = inner[0] if inner else outer
-    return lower_corruption(chosen, slots, scope, spec_dir, errors) if chosen else None
+    return lower_corruption(chosen, slots, scope, root, errors) if chosen else None
 
 
-def lower_corruption(decl: ast.CorruptDecl, slots: tuple[str, ...] | None, scope: Scope, spec_dir: Path,
+def lower_corruption(decl: ast.CorruptDecl, slots: tuple[str, ...] | None, scope: Scope, root: Path,
                      errors: list[CircuitlangError]) -> ir.Corruption | None:
     """`slots` is None when the prompt set's own origin was wrong: slot checks are then skipped."""
     kind = CORRUPTIONS.get(decl.kind.name)
@@ -240,7 +245,7 @@ def lower_corruption(decl: ast.CorruptDecl, slots: tuple[str, ...] | None, scope
         return None
     assignments = _corrupt_assignments(decl.body or (), slots, scope, errors)
     _check_slot_args(decl, args, slots, errors)
-    path = _corrupt_file(decl, args, spec_dir, errors)
+    path = _corrupt_file(decl, args, root, errors)
     return ir.Corruption(kind=decl.kind.name, args=args, assignments=assignments, path=path, span=decl.span)
 
 
@@ -278,17 +283,21 @@ def _check_slot_args(decl: ast.CorruptDecl, args: tuple[ir.Value, ...], slots: t
                                 "a swap of a slot with itself leaves every prompt unchanged"))
 
 
-def _corrupt_file(decl: ast.CorruptDecl, args: tuple[ir.Value, ...], spec_dir: Path,
+def _corrupt_file(decl: ast.CorruptDecl, args: tuple[ir.Value, ...], root: Path,
                   errors: list[CircuitlangError]) -> str | None:
     if decl.kind.name != "file":
         return None
-    path = (spec_dir / str(args[0])).resolve()
+    try:
+        path = confined(str(args[0]), decl.args[0].span, root, "corrupt file")  # type: ignore[index]
+    except SpecError as error:
+        errors.append(error)
+        return None
     if path.suffix.lower() not in (".jsonl", ".csv"):
         errors.append(SpecError(f"cannot read corrupt rows from '{args[0]}': unknown file type",
                                 decl.args[0].span,  # type: ignore[index]
                                 "use a .jsonl file (one object per line) or a .csv with a header"))
         return None
-    if not path.is_file():
+    if not is_file(path):
         errors.append(SpecError(f"file not found: '{args[0]}' (looked in {path})", decl.args[0].span,  # type: ignore[index]
                                 "paths are relative to the spec file's folder"))
         return None

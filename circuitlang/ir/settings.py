@@ -5,8 +5,14 @@ from __future__ import annotations
 from circuitlang.dsl import ast
 from circuitlang.errors import CircuitlangError, SpecError
 from circuitlang.ir import models as ir
-from circuitlang.ir.stdlib import SPEC_SETTINGS
+from circuitlang.ir.stdlib import LIMIT_SETTINGS, SPEC_SETTINGS
 
+# Integer settings reach torch and numpy (seeds, sizes, sample counts) as 64-bit integers, and
+# the plan's memory estimate as floats: larger values are refused where they are written.
+MAX_INT_SETTING = 2**63 - 1
+# Random subsets drawn when the plan is made (completeness: that many; minimality: that many per
+# circuit node), each one a further run of every prompt through the model.
+SAMPLE_MAXIMA = {"completeness_samples": 1_000, "minimality_samples": 100}
 # Open intervals for numeric settings: a confidence of 95 is a percentage typed by mistake.
 FLOAT_RANGES = {"confidence": (0.0, 1.0), "minimality_threshold": (-1e-12, float("inf"))}
 
@@ -44,9 +50,15 @@ def _setting_value(key: str, value: ast.SettingValue, errors: list[CircuitlangEr
             return None
         return float(raw)
     if expected is int and isinstance(value, ast.IntLit):
-        minimum = 1 if key in ("bootstrap", "batch_size", "top_k") else 0
+        minimum = 1 if key in ("bootstrap", "batch_size", "top_k") or key in LIMIT_SETTINGS else 0
         if raw < minimum:
             errors.append(SpecError(f"{key} must be {minimum} or more", value.span, f"for example: set {key} = {minimum}"))
+            return None
+        maximum = SAMPLE_MAXIMA.get(key, MAX_INT_SETTING)
+        if raw > maximum:
+            shown = "2**63 - 1" if maximum == MAX_INT_SETTING else f"{maximum:,}"
+            errors.append(SpecError(f"{key} must be at most {shown}", value.span,
+                                    f"for example: set {key} = {ir.Settings().model_dump()[key]}"))
             return None
         return raw
     errors.append(SpecError(f"{key} must be {'an integer' if expected is int else 'a number'}", value.span,

@@ -17,6 +17,7 @@ from pathlib import Path
 from circuitlang.errors import ModelError, Span
 from circuitlang.ir.hub import nearest_hub_names, official_hub_name
 from circuitlang.ir.models import ModelRef, ModelShape
+from circuitlang.ir.paths import confined, is_dir
 
 ORGANISM_PREFIX = "organism:"
 
@@ -49,7 +50,7 @@ def shipped_organisms() -> list[str]:
     return sorted(p.parent.name for p in root.glob("*/weights/config.json"))
 
 
-def resolve_model(written: str, spec_dir: Path, span: Span) -> ModelRef:
+def resolve_model(written: str, root: Path, span: Span) -> ModelRef:
     """Classify the `on "..."` string and resolve local and shipped models to a folder."""
     if written.startswith(ORGANISM_PREFIX):
         name = written[len(ORGANISM_PREFIX):]
@@ -60,8 +61,8 @@ def resolve_model(written: str, spec_dir: Path, span: Span) -> ModelRef:
                              f"shipped organisms: {known}")
         return ModelRef(source="organism", name=written, path=str(folder), span=span)
     if written.startswith((".", "/", "~")):
-        folder = (spec_dir / Path(written).expanduser()).resolve()
-        if not folder.is_dir():
+        folder = confined(written, span, root, "model folder")
+        if not is_dir(folder):
             raise ModelError(f"model folder '{written}' does not exist (looked in {folder})", span,
                              "paths are relative to the spec file; point at a folder with config.json")
         return ModelRef(source="local", name=written, path=str(folder), span=span)

@@ -141,10 +141,46 @@ SPEC_SETTINGS = {
     "completeness_samples": int, "greedy_steps": int, "minimality_samples": int, "top_k": int, "batch_size": int,
     "embed_edges": ("all", "declared"),
     "prepend_bos": ("model", "true", "false"),
+    "max_prompts": int, "max_range": int, "max_list": int, "max_slots": int, "max_template": int, "max_text": int,
 }
 PROMPT_SETTINGS = {"answer_prefix": str, "count": int}
 
-# Bounds on the work a spec can ask for (a spec from a pull request must not exhaust the machine):
-# more prompts than this does not fit a verification anyway; longer text is not a prompt's slot.
-MAX_PROMPTS = 100_000  # per prompt set, and per range or loop product that builds one
-MAX_TEXT = 1_000  # characters `pad` may produce
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One bound on the work a spec can ask for (a spec from a pull request must not exhaust the
+    machine). Each is checked where the construct is, before the work is allocated."""
+
+    what: str  # the limit's name in messages and docs
+    default: int
+    bounds: str  # what is counted
+    setting: str | None  # `set NAME = N` raises it; None: fixed, it protects the parser itself
+
+
+# The one table of limits (docs/language.md "Limits" prints it). Several rows share a setting:
+# they bound the same quantity reached by different constructs. More prompts than the default do
+# not fit a verification on a laptop anyway, and longer text is not a prompt's slot.
+LIMITS: dict[str, Limit] = {limit.what: limit for limit in (
+    Limit("prompts per set", 100_000, "clean prompts one prompt set builds (templates x file rows x loop values)",
+          "max_prompts"),
+    Limit("loop product", 100_000, "combinations of a block's `for` loops, enumerated lazily up to `set count` "
+          "(and loop values gone through: at most loops x this)", "max_prompts"),
+    Limit("generated prompts", 100_000, "`n` of `generate NAME(n = ...)`, after `set count`", "max_prompts"),
+    Limit("range length", 100_000, "values of one `a..b` used as a value (`random a..b`, `len`); a loop's range "
+          "is enumerated lazily and bounded by the loop product", "max_range"),
+    Limit("list length", 10_000, "items of one `list` declaration or `[...]` literal", "max_list"),
+    Limit("slots per template", 100, "`{slot}`s in one template", "max_slots"),
+    Limit("template length", 10_000, "characters of one template", "max_template"),
+    Limit("string literal length", 1_000, "characters of one string literal outside a template", "max_text"),
+    Limit("text value length", 1_000, "characters of text an expression builds (`+` of two strings)", "max_text"),
+    Limit("pad width", 1_000, "the width `pad(x, width)` pads to", "max_text"),
+    Limit("expression depth", 200, "nesting of the syntax tree (the parser recurses)", None),
+    Limit("integer digits", 4_300, "digits of an integer literal or of an arithmetic result "
+          "(Python's int-to-text limit)", None),
+)}
+# The settings that raise limits, with their defaults (ir.Settings takes its defaults from here).
+LIMIT_SETTINGS: dict[str, int] = {limit.setting: limit.default for limit in LIMITS.values() if limit.setting}
+MAX_PROMPTS = LIMIT_SETTINGS["max_prompts"]
+MAX_TEXT = LIMIT_SETTINGS["max_text"]
+MAX_INT_DIGITS = LIMITS["integer digits"].default

@@ -12,12 +12,19 @@ from pathlib import Path
 from circuitlang.dsl import ast
 from circuitlang.dsl.parser import parse
 from circuitlang.errors import CircuitlangError, Span, SpecError, flatten
+from circuitlang.ir.paths import confined, is_file
 
 CIRCUIT_ITEMS = (ast.RoleDecl, ast.MlpDecl, ast.EdgeDecl)
 
 
 def read_spec_file(path: Path) -> ast.SpecFile:
     """Read and parse one file. A missing file is a `SpecError` without a span."""
+    return parse(read_spec_text(path), str(path))
+
+
+def read_spec_text(path: Path) -> str:
+    """A spec file's text: UTF-8, a byte-order mark dropped; a byte that is not UTF-8 is an error
+    at its line and column."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -29,7 +36,7 @@ def read_spec_file(path: Path) -> ast.SpecFile:
     except UnicodeDecodeError as error:
         raise SpecError(f"byte 0x{data[error.start]:02x} is not UTF-8 text", _byte_span(path, data, error.start),
                         "save the spec as UTF-8") from None
-    return parse(text, str(path))
+    return text
 
 
 def _byte_span(path: Path, data: bytes, offset: int) -> Span:
@@ -40,27 +47,32 @@ def _byte_span(path: Path, data: bytes, offset: int) -> Span:
     return Span(path=str(path), line=line, column=column, end_line=line, end_column=column + 1)
 
 
-def resolve_uses(spec_file: ast.SpecFile, errors: list[CircuitlangError],
+def resolve_uses(spec_file: ast.SpecFile, errors: list[CircuitlangError], root: Path,
                  stack: tuple[Path, ...] = ()) -> list[ast.Item]:
-    """The file's items with every `use` line replaced by the declarations it imports."""
+    """The file's items with every `use` line replaced by the declarations it imports (files
+    inside `root` only)."""
     here = Path(spec_file.path).resolve()
     items: list[ast.Item] = []
     for item in spec_file.items:
         if isinstance(item, ast.UseDecl):
-            items.extend(i for i in _imported(item, here, errors, stack + (here,)) if i not in items)
+            items.extend(i for i in _imported(item, root, errors, stack + (here,)) if i not in items)
         else:
             items.append(item)
     return items
 
 
-def _imported(use: ast.UseDecl, here: Path, errors: list[CircuitlangError],
+def _imported(use: ast.UseDecl, root: Path, errors: list[CircuitlangError],
               stack: tuple[Path, ...]) -> list[ast.Item]:
-    target = (here.parent / use.path.value).resolve()
+    try:
+        target = confined(use.path.value, use.path.span, root, "used file")
+    except SpecError as error:
+        errors.append(error)
+        return []
     if target in stack:
         errors.append(SpecError(f"'{use.path.value}' uses this file back (a cycle)", use.path.span,
                                 "move the shared part into a third file that both use"))
         return []
-    if not target.is_file():
+    if not is_file(target):
         errors.append(SpecError(f"file not found: '{use.path.value}' (looked in {target})", use.path.span,
                                 "paths are relative to the spec file's folder"))
         return []
@@ -69,7 +81,7 @@ def _imported(use: ast.UseDecl, here: Path, errors: list[CircuitlangError],
     except CircuitlangError as error:
         errors.extend(flatten([error]))
         return []
-    other_items = resolve_uses(other, errors, stack)
+    other_items = resolve_uses(other, errors, root, stack)
     return _select(use, other_items, errors)
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from rich.table import Table
 
+from circuitlang.report.cells import plain_cells
 from circuitlang.verify.compare import Comparison, Transfer, TransferCell
 from circuitlang.verify.statistics import Estimate
 
@@ -81,7 +82,7 @@ def tables(comparison: Comparison) -> list[Table | str]:
         for column in grid.header:
             table.add_column(column)
         for row in grid.rows:
-            table.add_row(*row)
+            table.add_row(*plain_cells(*row))
         out.append(table)
         out.extend(grid.notes)
     return out

@@ -21,6 +21,7 @@ import numpy as np
 from rich.table import Table
 
 from circuitlang.ir.stdlib import METRICS
+from circuitlang.report.cells import plain_cells
 
 NORMALIZED_UNIT = "fraction of F(M) − F(∅)"
 KIND_TITLES = {
@@ -170,6 +171,6 @@ def top_effects(context: PatchContext, matrices: list[PatchMatrix], shown: int =
     for column in (context.delta_label(), "± s.e.", "normalized"):
         table.add_column(column, justify="right")
     for matrix, cell in cells[:shown]:
-        table.add_row(matrix.kind, cell.node, cell.position, matrix.receiver or "", f"{cell.delta:+.4g}",
-                      f"{cell.stderr:.2g}", f"{cell.normalized:+.3g}")
+        table.add_row(*plain_cells(matrix.kind, cell.node, cell.position, matrix.receiver or "", f"{cell.delta:+.4g}",
+                      f"{cell.stderr:.2g}", f"{cell.normalized:+.3g}"))
     return table

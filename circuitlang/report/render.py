@@ -8,6 +8,7 @@ from xml.sax.saxutils import escape, quoteattr
 from rich.table import Table
 from rich.text import Text
 
+from circuitlang.report.cells import plain_cells
 from circuitlang.verify.report_model import ClaimResult, EdgeEffect, PromptSetReport, Report
 from circuitlang.verify.statistics import Estimate
 
@@ -62,7 +63,7 @@ def _summary(prompt_set: PromptSetReport, report: Report) -> Table:
         ("incompleteness, mean", prompt_set.completeness.mean, "mean over the K tried"),
     ]
     for name, estimate, definition in rows:
-        table.add_row(name, f"{estimate.value:.4g}", f"[{estimate.low:.4g}, {estimate.high:.4g}]", definition)
+        table.add_row(*plain_cells(name, f"{estimate.value:.4g}", f"[{estimate.low:.4g}, {estimate.high:.4g}]", definition))
     return table
 
 
@@ -74,9 +75,9 @@ def _nodes(prompt_set: PromptSetReport) -> Table:
     for node in prompt_set.minimality:
         s = scores.get(node.node)
         needed = Text("yes", style="green") if node.needed else Text("NOT NEEDED", style="bold red")
-        table.add_row(node.node, node.role, _estimate(node.score), needed,
+        table.add_row(*plain_cells(node.node, node.role, _estimate(node.score), needed,
                       _estimate(s.direct_logit if s else None), _estimate(s.copy_score if s else None),
-                      _estimate(s.next_score if s else None))
+                      _estimate(s.next_score if s else None)))
     return table
 
 
@@ -85,7 +86,7 @@ def _edges(prompt_set: PromptSetReport) -> Table:
     for column in ("line", "edge", "effect", "needed", "note"):
         table.add_column(column)
     for edge in prompt_set.edges:
-        table.add_row(str(edge.line), edge.edge, _estimate(edge.effect), _needed(edge), edge.note)
+        table.add_row(*plain_cells(str(edge.line), edge.edge, _estimate(edge.effect), _needed(edge), edge.note))
     return table
 
 
@@ -99,8 +100,8 @@ def _audit(prompt_set: PromptSetReport) -> Table:
     for index in range(max(len(audit.edges), len(audit.nodes))):
         edge = audit.edges[index] if index < len(audit.edges) else None
         node = audit.nodes[index] if index < len(audit.nodes) else None
-        table.add_row(f"{edge.sender} -> {edge.receiver}" if edge else "", _estimate(edge.effect) if edge else "",
-                      node.sender if node else "", _estimate(node.effect) if node else "")
+        table.add_row(*plain_cells(f"{edge.sender} -> {edge.receiver}" if edge else "", _estimate(edge.effect) if edge else "",
+                      node.sender if node else "", _estimate(node.effect) if node else ""))
     return table
 
 
@@ -122,7 +123,7 @@ def _completeness_sets(prompt_set: PromptSetReport, shown: int = 5) -> Table:
     for column in ("K", "found by", "incompleteness"):
         table.add_column(column)
     for subset in prompt_set.completeness.sets[:shown]:
-        table.add_row(", ".join(subset.nodes), subset.source, _estimate(subset.score))
+        table.add_row(*plain_cells(", ".join(subset.nodes), subset.source, _estimate(subset.score)))
     return table
 
 
@@ -132,8 +133,8 @@ def _claims(report: Report) -> Table:
         table.add_column(column)
     for claim in report.claims:
         verdict = Text("pass", style="green") if claim.passed else Text("FAIL", style="bold red")
-        table.add_row(str(claim.line), claim.claim, claim.prompt_set, claim.target if claim.target != "circuit" else "",
-                      _estimate(claim.value), verdict, claim.note)
+        table.add_row(*plain_cells(str(claim.line), claim.claim, claim.prompt_set, claim.target if claim.target != "circuit" else "",
+                      _estimate(claim.value), verdict, claim.note))
     return table
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 import circuitlang
+from circuitlang.engine.session import open_session
 from circuitlang.discover.search import Options, discover
 from circuitlang.dsl.parser import parse
 from circuitlang.dsl.printer import format_spec
@@ -72,13 +73,13 @@ def spec_text(task: str, model: str = MODEL) -> str:
 def find(task: str, out: Path, target: float, model: str) -> dict[str, object]:
     path = out / f"organism_{task}.circ"
     path.write_text(spec_text(task, model))
-    run = circuitlang.open_run(circuitlang.load(path))
+    session = open_session(circuitlang.load(path))
     command = f"python -m circuitlang.organisms.seqcont.circuits --target {target}"
     options = Options(METHODS.get(task, "path-patching"), path, target, name=f"organism_{task}",
                       edges=task in METHODS)
-    outcome = discover(run, options, command)
+    outcome = discover(session, options, command)
     path.write_text(outcome.text)
-    report = verify(circuitlang.open_run(circuitlang.load(path)))
+    report = verify(open_session(circuitlang.load(path)))
     numbers = report.prompt_sets[0]
     spec = circuitlang.load(path)
     return {"task": task, "nodes": len(spec.circuit.nodes), "edges": len(spec.circuit.edges),

@@ -1,0 +1,313 @@
+"""The peak memory a verification will need, estimated before any weights are loaded.
+
+`verify` keeps, per prompt set, the clean run's activations (and the corrupt run's when the set
+has a corruption) for every prompt: the residual stream entering each layer and the final one,
+each head's z, k and v, each MLP's output. That cache, not the model, is what grows with the
+number of prompts (a 100,000-prompt verification of the 4-layer organism needs about 15 GB).
+The formula is in docs/verify.md; tests/test_memory.py measures it against a real run's peak.
+
+Sizes are bytes; the model's dimensions come from its config.json (a local folder, a shipped
+organism, a model in the Hugging Face cache) or a small table of known hub models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from circuitlang.data.datasets import Dataset
+from circuitlang.ir import models as ir
+
+BYTES_PER_FLOAT = 4  # verify runs in float32
+# The Python runtime with torch, transformers and TransformerLens imported and a model booted,
+# before any activation: about 530 MB measured on CPU (Linux, torch 2.13, TransformerLens 4).
+RUNTIME_BYTES = 550 * 2**20
+# One expanded and bound prompt (clean or corrupt) as Python objects: text, slot spans, fields,
+# token ids: 1.5-5.7 KB allocated per prompt expanding the shipped specs (answer token sets are the
+# large ones), about 3 KB resident per prompt of the organism's digits.
+PROMPT_BYTES = 4 * 2**10
+
+# d_model, vocab, context, tied embeddings of hub models known without a download (GPT-2 and
+# Pythia families; d_mlp is 4 d_model in all of them). Layers and heads are in ir.shapes.
+KNOWN_HUB_SIZES: dict[str, tuple[int, int, int, bool]] = {
+    "gpt2": (768, 50257, 1024, True),
+    "gpt2-medium": (1024, 50257, 1024, True),
+    "gpt2-large": (1280, 50257, 1024, True),
+    "gpt2-xl": (1600, 50257, 1024, True),
+    "distilgpt2": (768, 50257, 1024, True),
+    "EleutherAI/pythia-70m": (512, 50304, 2048, False),
+    "EleutherAI/pythia-160m": (768, 50304, 2048, False),
+    "EleutherAI/pythia-410m": (1024, 50304, 2048, False),
+}
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    n_layers: int
+    n_heads: int
+    d_model: int
+    d_mlp: int
+    vocab: int
+    n_ctx: int
+    tied: bool  # the unembedding is the embedding's transpose (one matrix, not two)
+
+    @property
+    def parameters(self) -> int:
+        d, layers = self.d_model, self.n_layers
+        per_layer = 4 * d * d + 4 * d + 2 * d * self.d_mlp + self.d_mlp + d + 4 * d  # attention, MLP, two norms
+        embeddings = self.vocab * d * (1 if self.tied else 2) + self.n_ctx * d
+        return layers * per_layer + embeddings + 2 * d
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    model: int  # the weights
+    caches: int  # activations kept for every prompt, all prompt sets together
+    largest_pass: int  # the largest transient: a batch, or a pass over every prompt of a template
+    prompts: int  # expanded and bound prompts as Python objects
+    runtime: int = RUNTIME_BYTES
+    tokens_exact: bool = True  # False: prompt lengths are rough (no tokenizer at hand)
+
+    @property
+    def total(self) -> int:
+        return self.model + self.caches + self.largest_pass + self.prompts + self.runtime
+
+    @property
+    def on_device(self) -> int:
+        """What lives on the accelerator with `--device cuda` (the rest stays in host memory)."""
+        return self.model + self.caches + self.largest_pass
+
+    def render(self) -> str:
+        rough = "" if self.tokens_exact else " (prompt lengths guessed: no tokenizer at hand)"
+        return (f"memory: about {human(self.total)} at peak (model {human(self.model)}, cached activations "
+                f"{human(self.caches)}, largest pass {human(self.largest_pass)}, prompts {human(self.prompts)}, "
+                f"runtime {human(self.runtime)}){rough}")
+
+
+def human(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TB"
+
+
+def estimate_memory(spec: ir.Spec, datasets: tuple[Dataset, ...], size: ModelSize,
+                    token_count: Callable[[str], int] | None = None,
+                    batch_size: int | None = None, audit: bool | None = None) -> MemoryEstimate:
+    """`token_count(text)`: tokens of a prompt (BOS included); without it, a rough count (English
+    BPE text averages about 4 bytes a token). Binding makes every prompt of a template the same
+    length, so one prompt per template is measured. `audit`: as `verify --audit/--no-audit`; None
+    (it runs when cheap) counts it."""
+    count = token_count or rough_token_count
+    batch = batch_size or spec.settings.batch_size
+    caches, largest, prompts = 0, 0, 0
+    for dataset in datasets:
+        prompt_set = spec.prompt_set(dataset.name)
+        lengths = _template_lengths(dataset, count)
+        rows = sum(n * length for n, length in lengths)  # token positions over the set's clean prompts
+        longest = max(length for _, length in lengths)
+        caches += _cache_bytes(spec, prompt_set, size, rows, len(dataset.clean))
+        recorded = _recorded_inputs(spec, audit) if prompt_set.corruption is not None else 0
+        largest = max(largest, _largest_pass(size, lengths, batch, longest, recorded))
+        prompts += PROMPT_BYTES * (len(dataset.clean) + len(dataset.corrupt))
+    return MemoryEstimate(size.parameters * BYTES_PER_FLOAT, caches, largest, prompts,
+                          tokens_exact=token_count is not None)
+
+
+def rough_token_count(text: str) -> int:
+    return len(text.encode("utf-8")) // 4 + 2  # BOS, and the rounding up
+
+
+def _template_lengths(dataset: Dataset, count: Callable[[str], int]) -> list[tuple[int, int]]:
+    """(prompts, tokens per prompt) per template."""
+    first: dict[int, str] = {}
+    sizes: dict[int, int] = {}
+    for prompt in dataset.clean:
+        first.setdefault(prompt.template, prompt.text)
+        sizes[prompt.template] = sizes.get(prompt.template, 0) + 1
+    return [(sizes[t], count(text)) for t, text in first.items()]
+
+
+def _cache_bytes(spec: ir.Spec, prompt_set: ir.PromptSet, size: ModelSize, rows: int, n: int) -> int:
+    """Per token of every prompt: the residual entering each layer and the final one, z, k and v
+    of every head (n_heads x d_head = d_model each), each MLP's output: (5 L + 1) d_model floats;
+    once for the clean run, once more for the corrupt run; the clean logits for `kl`."""
+    runs = 2 if prompt_set.corruption is not None else 1
+    per_token = (5 * size.n_layers + 1) * size.d_model
+    metric = spec.metric_for(prompt_set)
+    logits = n * size.vocab if metric is not None and metric.name == "kl" else 0
+    return (runs * rows * per_token + logits) * BYTES_PER_FLOAT
+
+
+def _largest_pass(size: ModelSize, lengths: list[tuple[int, int]], batch: int, longest: int,
+                  recorded: int) -> int:
+    """What lives next to the caches for a while: the cache's batches while they are joined into one
+    tensor (a second copy of one run's cache, whose memory the allocator keeps afterwards), plus
+    the largest of: a batch of `batch` prompts through the whole model with its logits (the cache
+    is collected that way); the minimality base run, which keeps its residual at every layer; path
+    patching (declared edges, the audit), which runs all prompts of a template in one forward pass,
+    with every layer's z frozen and each receiver's input recorded."""
+    forward = _forward_floats(size, longest)
+    batched = batch * longest * (forward + size.vocab)
+    rows = max(n * length for n, length in lengths)
+    joined = rows * (5 * size.n_layers + 1) * size.d_model
+    trunk = rows * (size.n_layers + 1) * size.d_model
+    patched = rows * (forward + (size.n_layers + recorded) * size.d_model) if recorded else 0
+    return (joined + max(batched, trunk, patched)) * BYTES_PER_FLOAT
+
+
+def _recorded_inputs(spec: ir.Spec, audit: bool | None) -> int:
+    """Receivers' inputs one path-patching pass records ([prompts, positions, d_model] each), 0
+    when nothing is patched. A declared edge records its receiver's (q, k and v at most); the
+    audit records every circuit node's (q, k, v of a head, an MLP's) and the logits', twice (one
+    group per receiver and one with all of them)."""
+    if audit is not False:
+        return 2 * (sum(3 if member.node.kind == "head" else 1 for member in spec.circuit.nodes) + 1)
+    return 3 if spec.circuit.edges else 0
+
+
+def _forward_floats(size: ModelSize, tokens: int) -> int:
+    """Floats alive per token inside one layer's forward pass: the residual and its norms, q, k,
+    v, z and the attention output, the attention scores and pattern, the MLP's hidden layer."""
+    return 12 * size.d_model + 2 * size.d_mlp + 2 * size.n_heads * tokens
+
+
+# ---- the model's dimensions --------------------------------------------------------------------
+
+
+def model_size(model: ir.ModelRef, shape: ir.ModelShape | None) -> ModelSize | None:
+    """The model's dimensions without loading it, or None when they cannot be known offline."""
+    config = _config(model)
+    if config is not None:
+        return _size_from_config(config)
+    known = KNOWN_HUB_SIZES.get((model.hub_id or model.name).removeprefix("openai-community/"))
+    if known is None or shape is None:
+        return None
+    d_model, vocab, n_ctx, tied = known
+    return ModelSize(shape.n_layers, shape.n_heads, d_model, 4 * d_model, vocab, n_ctx, tied)
+
+
+def _config(model: ir.ModelRef) -> dict[str, Any] | None:
+    folders = [Path(model.path)] if model.path else list(_hub_cache_snapshots(model.hub_id or model.name))
+    for folder in folders:
+        try:
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(config, dict):
+            return config
+    return None
+
+
+def _hub_cache_snapshots(repo: str) -> Iterable[Path]:
+    """Snapshots of `repo` in the Hugging Face cache, as huggingface_hub lays it out."""
+    home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+    cache = Path(os.environ.get("HF_HUB_CACHE", home / "hub"))
+    return sorted((cache / f"models--{repo.replace('/', '--')}" / "snapshots").glob("*"))
+
+
+def _size_from_config(config: dict[str, Any]) -> ModelSize | None:
+    def first(*keys: str) -> int | None:
+        value = next((config[k] for k in keys if config.get(k) is not None), None)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+    layers, heads = first("n_layer", "num_hidden_layers"), first("n_head", "num_attention_heads")
+    d_model, vocab = first("n_embd", "hidden_size"), first("vocab_size")
+    if layers is None or heads is None or d_model is None or vocab is None:
+        return None
+    d_mlp = first("n_inner", "intermediate_size") or 4 * d_model
+    n_ctx = first("n_positions", "max_position_embeddings") or 0
+    tied = config.get("tie_word_embeddings", True) is not False
+    return ModelSize(layers, heads, d_model, d_mlp, vocab, n_ctx, tied)
+
+
+def offline_token_count(model: ir.ModelRef) -> Callable[[str], int] | None:
+    """Token counts from the model's tokenizer.json when it is at hand without network (BOS
+    counted: an upper bound by one where the model prepends none)."""
+    from circuitlang.data.tokenization import load_tokenizer_file, offline_tokenizer_file
+
+    path = offline_tokenizer_file(model)
+    if path is None:
+        return None
+    try:
+        tokenizer = load_tokenizer_file(path, model)
+    except Exception:  # noqa: BLE001 - no tokenizer only makes the estimate an upper bound
+        return None
+    return lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids) + 1
+
+
+def spec_memory(spec: ir.Spec, datasets: tuple[Dataset, ...], audit: bool | None = None) -> MemoryEstimate | None:
+    """The estimate for `plan` and `verify`, or None when the model's size is not known offline."""
+    size = model_size(spec.model, spec.shape)
+    return estimate_memory(spec, datasets, size, offline_token_count(spec.model), audit=audit) if size else None
+
+
+# ---- what the machine has ----------------------------------------------------------------------
+
+SKIP_CHECK_VARIABLE = "CIRCUITLANG_NO_MEMORY_CHECK"  # set to 1: run even when the estimate says it will not fit
+
+
+def memory_refusal(estimate: MemoryEstimate | None, device: str) -> str | None:
+    """One line saying why `verify` should not start, or None when it fits (or cannot be told)."""
+    if estimate is None or os.environ.get(SKIP_CHECK_VARIABLE) == "1":
+        return None
+    on_device = device.startswith("cuda")
+    needed = estimate.on_device if on_device else max(0, estimate.total - process_memory())
+    available = available_memory(device)
+    if available is None or needed <= available:
+        return None
+    where = f"free on {device}" if on_device else "available on this machine"
+    return (f"verify would need about {human(needed)} more memory ({estimate.render().removeprefix('memory: ')}), "
+            f"more than the {human(available)} {where}: verify fewer prompts (`set count = N` in a prompts block), "
+            f"or lower `set batch_size`; {SKIP_CHECK_VARIABLE}=1 runs it anyway")
+
+
+def available_memory(device: str) -> int | None:
+    """Bytes free for the run: the GPU's free memory for cuda, else Linux's MemAvailable (capped
+    by the cgroup's limit in a container); None where it cannot be read."""
+    if device.startswith("cuda"):
+        import torch
+
+        try:
+            free, _ = torch.cuda.mem_get_info(torch.device(device))
+        except (RuntimeError, AssertionError, ValueError):  # no CUDA: loading the model will say so
+            return None
+        return int(free)
+    host = _meminfo_available()
+    container = _cgroup_room()
+    return min(v for v in (host, container) if v is not None) if host or container else None
+
+
+def _meminfo_available() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _cgroup_room() -> int | None:
+    """cgroup v2: the limit less what the group uses ("max" is no limit)."""
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        return None if limit == "max" else max(0, int(limit) - used)
+    except (OSError, ValueError):
+        return None
+
+
+def process_memory() -> int:
+    """This process's resident memory (the runtime and prompts already made count against the peak)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0

@@ -1,0 +1,61 @@
+"""A session: one spec bound to its loaded model, the state every workflow runs on.
+
+`open_session` loads the model, expands and binds every prompt set once; engines (one per prompt
+set, with their caches of clean and ablation runs) are built on first use and kept, so the
+workflows (`verifier.verify`, `patching.patch`, `transfer.transfer_matrix`, `discover`) share
+the work of a session. The public Python API wraps it (`api.Run`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from circuitlang.data.datasets import Dataset, expand_all
+from circuitlang.engine.bind import BoundPromptSet, bind
+from circuitlang.engine.models import LoadedModel, load_model
+from circuitlang.engine.runner import Engine
+from circuitlang.engine.variants import Variant, circuit_variant, empty_variant, full_model_variant
+from circuitlang.ir import models as ir
+
+
+@dataclass
+class Session:
+    spec: ir.Spec
+    model: LoadedModel
+    datasets: tuple[Dataset, ...]
+    bound: dict[str, BoundPromptSet]
+    batch_size: int
+    _engines: dict[str, Engine] = field(default_factory=dict)
+
+    def engine(self, prompt_set: str | None = None) -> Engine:
+        name = prompt_set or self.spec.prompt_sets[0].name
+        if name not in self._engines:
+            self._engines[name] = Engine(self.model, self.bound[name], self.spec.ablation, self.batch_size)
+        return self._engines[name]
+
+    def circuit(self, without: frozenset[ir.Node] = frozenset()) -> Variant:
+        return circuit_variant(self.spec.circuit, without, embed_edges=self.spec.settings.embed_edges)
+
+    def full_model(self, without: frozenset[ir.Node] = frozenset()) -> Variant:
+        cfg = self.model.bridge.cfg
+        return full_model_variant(cfg.n_layers, cfg.n_heads, without)
+
+    def empty(self) -> Variant:
+        return empty_variant()
+
+
+def open_session(spec: ir.Spec, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                 batch_size: int | None = None) -> Session:
+    """Load the model, expand and bind every prompt set."""
+    model = load_model(spec.model, device, dtype)
+    datasets = expand_all(spec)
+    bound = bind(spec, datasets, model.tokenizer, prepends_bos(spec, model))
+    return Session(spec, model, datasets, {b.name: b for b in bound}, batch_size or spec.settings.batch_size)
+
+
+def prepends_bos(spec: ir.Spec, model: LoadedModel) -> bool:
+    """Whether prompts start with the BOS token: the spec's `set prepend_bos`, else the model's default."""
+    setting = spec.settings.prepend_bos
+    return model.prepends_bos if setting == "model" else setting == "true"

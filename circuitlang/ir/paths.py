@@ -1,0 +1,50 @@
+"""Paths written in a spec, confined to the project root.
+
+Specs arrive from pull requests, so a path in one is untrusted: `from "/etc/shadow"` must not
+put a line of that file into a diagnostic. Every path a spec names (data files, corrupt files,
+`use` files, local model folders) is relative to the file that wrote it and must resolve,
+symlinks followed, inside the root: the folder of the spec given on the command line, or the
+folder named with `--root`. The check runs before the file is opened.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from circuitlang.errors import Span, SpecError
+
+ROOT_HINT = ("keep the files a spec names in its folder or below it, or name a wider project root "
+             "with --root DIR")
+
+
+def default_root(spec_path: str | Path) -> Path:
+    """The root when none is named: the folder of the spec given on the command line."""
+    return Path(spec_path).resolve().parent
+
+
+def confined(written: str, span: Span, root: Path, what: str) -> Path:
+    """`written`, relative to the folder of the file at `span`, resolved and checked to lie in
+    `root`; a `SpecError` at `span` otherwise. The error names the root, never file content."""
+    base = Path(span.path).resolve().parent
+    try:
+        path = (base / Path(written).expanduser()).resolve()
+    except (OSError, RuntimeError, ValueError) as error:  # symlink loops, names the OS refuses
+        raise SpecError(f"cannot resolve the {what} path '{written}': {error}", span, "check the path") from None
+    if not path.is_relative_to(root.resolve()):
+        raise SpecError(f"the {what} '{written}' is outside the project root {root}", span, ROOT_HINT)
+    return path
+
+
+def is_file(path: Path) -> bool:
+    """`Path.is_file`, False where the OS refuses the name (too long, say) instead of raising."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False

@@ -1,0 +1,121 @@
+"""`patch`: activation and path patching sweeps on one prompt set, engine results -> PatchReport.
+
+The workflow behind `circuitlang patch`, as `verifier.verify` is behind `verify`: it runs the
+sweeps the engine implements (`engine.patching_sweeps`) and assembles the report model
+(`report.patching`) that the command draws and writes. Nothing here prints or exits; what cannot
+be patched raises `CannotPatch` with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from circuitlang.engine import patching_sweeps as sweeps
+from circuitlang.engine.path_patching import Receiver
+from circuitlang.engine.runner import Engine
+from circuitlang.engine.session import Session
+from circuitlang.ir import models as ir
+from circuitlang.report.patching import PatchContext, PatchMatrix
+
+Progress = Callable[[str], None]
+
+
+class CannotPatch(Exception):
+    """The sweep asked for cannot run on this spec; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class PatchRequest:
+    prompt_set: str
+    kinds: tuple[str, ...]  # heads, heads-by-position, mlps, path (the command's --kind)
+    receivers: tuple[Receiver, ...] = ()  # for "path"
+    all_positions: bool = False  # every token index instead of the named positions
+
+
+@dataclass(frozen=True)
+class PatchReport:
+    context: PatchContext
+    matrices: tuple[PatchMatrix, ...]
+
+
+def patch(session: Session, request: PatchRequest, progress: Progress | None = None) -> PatchReport:
+    say = progress or (lambda message: None)
+    engine = session.engine(request.prompt_set)
+    check_receivers([r.node for r in request.receivers], engine.n_layers, engine.n_heads, session.spec.model.name)
+    readout = engine.readout()
+    base = sweeps.baseline(engine, readout)
+    jobs = _jobs(engine, readout, base, request)
+    results = []
+    for number, (description, job) in enumerate(jobs, 1):
+        say(f"sweep {number}/{len(jobs)}: {description}")
+        results.append(job())
+    return PatchReport(_context(session, request, base, engine), tuple(_matrix(r) for r in results))
+
+
+def check_path_patching_possible(spec: ir.Spec, prompt_set: str) -> None:
+    """Path patching patches each sender from the paired corrupt prompt: the set needs one."""
+    chosen = spec.prompt_set(prompt_set)
+    if chosen.corruption is None and chosen.generator is None:
+        raise CannotPatch(_no_corruption(prompt_set))
+
+
+def check_receivers(receivers: Sequence[ir.Node], n_layers: int, n_heads: int, model: str) -> None:
+    for node in receivers:
+        if node.layer is not None and not 0 <= node.layer < n_layers:
+            raise CannotPatch(f"--receiver {node}: layer {node.layer} does not exist: {model} has layers 0-{n_layers - 1}")
+        if node.head is not None and not 0 <= node.head < n_heads:
+            raise CannotPatch(f"--receiver {node}: head {node.head} does not exist: {model} has heads 0-{n_heads - 1}")
+
+
+def _jobs(engine: Engine, readout, base, request: PatchRequest) -> list[tuple[str, Callable[[], sweeps.SweepResult]]]:
+    kinds = set(request.kinds)
+    columns = _columns(engine, request.all_positions) if {"heads-by-position", "mlps"} & kinds else ()
+    jobs: list[tuple[str, Callable[[], sweeps.SweepResult]]] = []
+    if "heads" in kinds:
+        jobs.append(("heads", lambda: sweeps.head_sweep(engine, readout, base)))
+    if "heads-by-position" in kinds:
+        jobs.append(("heads by position", lambda: sweeps.head_position_sweep(engine, readout, base, columns)))
+    if "mlps" in kinds:
+        jobs.append(("MLPs by position", lambda: sweeps.mlp_position_sweep(engine, readout, base, columns)))
+    for receiver in request.receivers if "path" in kinds else ():
+        jobs.append((f"path patching into {sweeps.receiver_label(receiver)}",
+                     lambda receiver=receiver: _path(engine, readout, base, receiver)))
+    return jobs
+
+
+def _columns(engine: Engine, all_positions: bool):
+    if not all_positions:
+        return sweeps.named_columns(engine)
+    try:
+        return sweeps.token_columns(engine)
+    except ValueError as error:
+        raise CannotPatch(f"--all-positions: {error}; sweep the named positions instead (leave out --all-positions)") from None
+
+
+def _path(engine: Engine, readout, base, receiver: Receiver) -> sweeps.SweepResult:
+    if any(t.corrupt is None for t in engine.bound.templates):
+        raise CannotPatch(_no_corruption(engine.bound.name))
+    return sweeps.path_sweep(engine, readout, base, receiver)
+
+
+def _no_corruption(prompt_set: str) -> str:
+    return (f"prompt set '{prompt_set}' has no corruption: path patching patches each sender from the paired "
+            "corrupt prompt; add a `corrupt` block to the prompt set")
+
+
+def _context(session: Session, request: PatchRequest, base, engine: Engine) -> PatchContext:
+    spec = session.spec
+    metric = spec.metric_for(spec.prompt_set(request.prompt_set))
+    shared = {name for column in sweeps.named_columns(engine) for name in column.names}
+    every = {name for template in engine.bound.templates for name in template.positions}
+    ablation = spec.ablation.kind + (f" of {spec.ablation.source}" if spec.ablation.source else "")
+    return PatchContext(spec.path, spec.name, spec.model.name, request.prompt_set, engine.bound.n_prompts,
+                        f"{metric.name}({', '.join(metric.args)})" if metric.args else metric.name, metric.name,
+                        ablation, float(base.model.mean()), float(base.empty.mean()),
+                        "token index" if request.all_positions else "named", tuple(sorted(every - shared)))
+
+
+def _matrix(result: sweeps.SweepResult) -> PatchMatrix:
+    return PatchMatrix(result.kind, result.rows, result.columns, result.examples, result.delta().numpy(),
+                       result.stderr().numpy(), result.normalized().numpy(), result.receiver)
