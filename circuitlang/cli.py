@@ -362,6 +362,9 @@ def run() -> None:
     except BrokenPipeError:  # the reader went away (`| head`): end as a process killed by SIGPIPE does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 128 + 13
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a torch traceback; output files are written whole or not at all
+        print("\ncircuitlang: interrupted", file=sys.stderr)
+        code = 128 + 2
     except Exception:  # noqa: BLE001 - the last line of defence for the exit code's meaning
         traceback.print_exc()
         print("circuitlang: internal error (a bug: please report it with the traceback above)", file=sys.stderr)

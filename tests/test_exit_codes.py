@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -233,3 +235,17 @@ def test_a_graph_file_larger_than_the_limit_is_not_read(tmp_path, capsys):
     graph.write_text(" " * 2001)
     assert main(["import", str(graph), "--base", str(SPECS / "organism_ioi.circ"), "--max-edges", "10"]) == 2
     assert "2,001 bytes, more than the 2,000 the graph size limit allows" in capsys.readouterr().err
+
+
+def test_ctrl_c_exits_130_with_one_line_and_leaves_no_empty_output_folder(tmp_path):
+    out = tmp_path / "patched"
+    process = subprocess.Popen([sys.executable, "-m", "circuitlang", "patch", str(SPEC), "-o", str(out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not out.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # the folder is made before the model loads: interrupt during the load
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "circuitlang: interrupted"
+    assert not out.exists()

@@ -47,3 +47,11 @@ def test_every_bound_error_is_reported_at_once(write_spec):
     with pytest.raises(SpecErrors) as caught:
         load_spec(write_spec('circuitlang 1\ncircuit c on "gpt2"\n' + BODY + 'role "r": 12.0, 0.12, 3.3\nmlp 12\n'))
     assert [(e.span.line, e.span.column) for e in caught.value.errors] == [(6, 11), (6, 17), (7, 5)]
+
+
+def test_a_misspelt_organism_names_the_nearest_shipped_one(write_spec):
+    from circuitlang.errors import ModelError
+
+    with pytest.raises(ModelError) as raised:
+        load_spec(write_spec('circuitlang 1\ncircuit c on "organism:seqcnt"\n' + BODY + 'role "r": 0.1\n'))
+    assert raised.value.hint == "did you mean 'organism:seqcont'? shipped organisms: seqcont"

@@ -56,6 +56,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    existed = args.output.exists()
+    try:
+        return _run(args)
+    finally:  # a failed or interrupted run leaves no empty folder it made
+        if not existed and args.output.is_dir() and not any(args.output.iterdir()):
+            args.output.rmdir()
+
+
+def _run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         spec = load_checked(args.file, args.root)

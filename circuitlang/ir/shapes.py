@@ -10,6 +10,7 @@ repo. Layer/head bounds come from a small table of known hub models, or from the
 
 from __future__ import annotations
 
+import difflib
 import json
 from importlib import resources
 from pathlib import Path
@@ -47,7 +48,7 @@ def organisms_root() -> Path:
 
 def shipped_organisms() -> list[str]:
     root = organisms_root()
-    return sorted(p.parent.name for p in root.glob("*/weights/config.json"))
+    return sorted(p.parent.parent.name for p in root.glob("*/weights/config.json"))  # NAME/weights/config.json
 
 
 def resolve_model(written: str, root: Path, span: Span) -> ModelRef:
@@ -56,9 +57,11 @@ def resolve_model(written: str, root: Path, span: Span) -> ModelRef:
         name = written[len(ORGANISM_PREFIX):]
         folder = organisms_root() / name / "weights"
         if not (folder / "config.json").is_file():
-            known = ", ".join(shipped_organisms()) or "none are built yet"
+            shipped = shipped_organisms()
+            nearest = difflib.get_close_matches(name, shipped, n=1)
+            guess = f"did you mean '{ORGANISM_PREFIX}{nearest[0]}'? " if nearest else ""
             raise ModelError(f"no shipped organism named '{name}'", span,
-                             f"shipped organisms: {known}")
+                             f"{guess}shipped organisms: {', '.join(shipped) or 'none are built yet'}")
         return ModelRef(source="organism", name=written, path=str(folder), span=span)
     if written.startswith((".", "/", "~")):
         folder = confined(written, span, root, "model folder")
