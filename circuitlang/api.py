@@ -13,7 +13,7 @@ run on; `run.session` hands it to them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence, Union
 
 import torch
 
@@ -21,13 +21,16 @@ from circuitlang.data.datasets import Dataset
 from circuitlang.engine.bind import BoundPromptSet
 from circuitlang.engine.models import LoadedModel
 from circuitlang.engine.path_patching import Receiver
-from circuitlang.engine.session import Session, open_session
+from circuitlang.engine.session import Session, open_session, set_threads
 from circuitlang.engine.variants import Variant
 from circuitlang.ir import models as ir
 from circuitlang.ir.lower import load_spec
+from circuitlang.ir.node_text import NODE_FORMS, parse_node
 
 if TYPE_CHECKING:
     from circuitlang.verify.report_model import Report
+
+NodeLike = Union[ir.Node, str]  # a node, or as a spec writes it: "9.1", "mlp 0", "logits"
 
 
 def load(path: str | Path, root: str | Path | None = None) -> ir.Spec:
@@ -64,13 +67,22 @@ class Run:
         engine = self.session.engine(prompt_set)
         return engine.run(variants, engine.readout())
 
-    def circuit(self, without: frozenset[ir.Node] = frozenset()) -> Variant:
-        """The spec's circuit (minus `without`), everything else ablated."""
-        return self.session.circuit(without)
+    def circuit(self, without: Iterable[NodeLike] = ()) -> Variant:
+        """The spec's circuit (minus `without`: nodes or text such as "9.1", "mlp 0"), everything
+        else ablated."""
+        return self.session.circuit(frozenset(self.nodes(without)))
 
-    def full_model(self, without: frozenset[ir.Node] = frozenset()) -> Variant:
+    def full_model(self, without: Iterable[NodeLike] = ()) -> Variant:
         """The whole model (minus `without`)."""
-        return self.session.full_model(without)
+        return self.session.full_model(frozenset(self.nodes(without)))
+
+    def nodes(self, written: Iterable[NodeLike]) -> list[ir.Node]:
+        """Nodes given as objects or text, checked against the model: a string that names no
+        node, or a layer or head the model lacks, is a ValueError (never silently ignored)."""
+        if isinstance(written, (str, ir.Node)):
+            written = [written]
+        cfg = self.session.model.bridge.cfg
+        return [_checked_node(item, cfg.n_layers, cfg.n_heads) for item in written]
 
     def empty(self) -> Variant:
         """Every node ablated."""
@@ -78,9 +90,12 @@ class Run:
 
 
 def open_run(spec: ir.Spec, device: str = "cpu", dtype: torch.dtype = torch.float32,
-             batch_size: int | None = None) -> Run:
-    """Load the model, expand and bind every prompt set."""
-    return Run(open_session(spec, device, dtype, batch_size))
+             batch_size: int | None = None, threads: int = 0) -> Run:
+    """Load the model, expand and bind every prompt set. `threads`: torch's CPU threads, chosen
+    as the command line chooses them when 0 (one for small models)."""
+    session = open_session(spec, device, dtype, batch_size)
+    set_threads(session, threads)
+    return Run(session)
 
 
 def verify(run: Run, progress: Callable[[str], None] | None = None, audit: bool | None = None) -> "Report":
@@ -90,10 +105,37 @@ def verify(run: Run, progress: Callable[[str], None] | None = None, audit: bool 
     return verify_session(run.session, progress, audit)
 
 
-def path_patch(run: Run, senders: Sequence[ir.Node], receivers: Sequence[Receiver], prompt_set: str | None = None,
-               freeze_mlps: bool = False) -> torch.Tensor:
-    """Per prompt: the metric after patching senders -> receivers (see engine.path_patching)."""
+def path_patch(run: Run, senders: Iterable[NodeLike], receivers: Sequence[Receiver | NodeLike],
+               prompt_set: str | None = None, freeze_mlps: bool = False) -> torch.Tensor:
+    """Per prompt: the metric after patching senders -> receivers (see engine.path_patching).
+    Nodes may be text ("9.1", "mlp 0", "logits"); a receiver given as a node gets every channel.
+    A sender that cannot reach a receiver (a later layer) is a ValueError: the patch would be a
+    silent no-op."""
     from circuitlang.engine.path_patching import path_patch as patch
+    from circuitlang.ir.eap_ig import feeds
 
+    sending = run.nodes(senders)
+    receiving = [r if isinstance(r, Receiver) else _receiver(run.nodes([r])[0]) for r in receivers]
+    parallel = bool(getattr(run.session.model.bridge.cfg, "parallel_attn_mlp", False))
+    for sender in sending:
+        for receiver in receiving:
+            if not feeds(sender, receiver.node, parallel):
+                raise ValueError(f"{sender} cannot send to {receiver.node}: path patching runs from earlier "
+                                 "nodes to later ones")
     engine = run.session.engine(prompt_set)
-    return patch(engine, senders, receivers, engine.readout(), freeze_mlps)
+    return patch(engine, sending, receiving, engine.readout(), freeze_mlps)
+
+
+def _receiver(node: ir.Node) -> Receiver:
+    return Receiver(node) if node.kind == "head" else Receiver(node, ())
+
+
+def _checked_node(item: NodeLike, n_layers: int, n_heads: int) -> ir.Node:
+    node = parse_node(item) if isinstance(item, str) else item
+    if not isinstance(node, ir.Node):
+        raise ValueError(f"{item!r} is not a node: write {NODE_FORMS}, or pass a circuitlang Node")
+    if node.layer is not None and not 0 <= node.layer < n_layers:
+        raise ValueError(f"{item!r}: layer {node.layer} does not exist: the model has layers 0-{n_layers - 1}")
+    if node.head is not None and not 0 <= node.head < n_heads:
+        raise ValueError(f"{item!r}: head {node.head} does not exist: layers have heads 0-{n_heads - 1}")
+    return node

@@ -68,13 +68,9 @@ def open_checked(spec: ir.Spec, device: str = "cpu", threads: int = 0) -> "Sessi
 
 
 def set_threads(session: "Session", threads: int) -> None:
-    import torch
+    from circuitlang.engine.session import set_threads as apply
 
-    parameters = sum(p.numel() for p in session.model.bridge.original_model.parameters())
-    if threads > 0:
-        torch.set_num_threads(threads)
-    elif parameters < 10_000_000 and session.model.device.type == "cpu":
-        torch.set_num_threads(1)  # measured: 8 s instead of 55 s for the organism on a busy 2-core machine
+    apply(session, threads)
 
 
 def why_unwritable(path: Path | None) -> str:

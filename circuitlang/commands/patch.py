@@ -12,7 +12,6 @@ F(patched) − F(M) in the metric's units; --normalized colours the pictures by
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from circuitlang.commands.common import (EXIT_OK, EXIT_RUNTIME_ERROR, EXIT_SPEC_
                                          open_checked, print_errors)
 from circuitlang.errors import CircuitlangError
 from circuitlang.ir import models as ir
+from circuitlang.ir.node_text import parse_node
 
 if TYPE_CHECKING:  # torch is imported only when the command runs
     from circuitlang.engine.session import Session
@@ -125,16 +125,14 @@ def _kinds(chosen: list[str] | None, receivers: list[str]) -> list[str]:
 
 def _parse_receiver(text: str) -> tuple[ir.Node, tuple[str, ...]]:
     """`logits`, `9.1`, `9.1:q`, `9.1:k,v`, `mlp3` (or `mlp 3`) -> (node, channels)."""
-    cleaned = text.strip().lower()
-    if cleaned == "logits":
-        return ir.Node(kind="logits"), ()
-    if match := re.fullmatch(r"mlp\s*(\d+)", cleaned):
-        return ir.Node(kind="mlp", layer=int(match[1])), ()
-    if match := re.fullmatch(r"(\d+)\.(\d+)(?::\s*([qkv](?:\s*,\s*[qkv])*))?", cleaned):
-        named = {c.strip() for c in match[3].split(",")} if match[3] else {"q", "k", "v"}
-        channels = tuple(c for c in ("q", "k", "v") if c in named)  # one order: 9.1:v,k is 9.1:k,v
-        return ir.Node(kind="head", layer=int(match[1]), head=int(match[2])), channels
-    raise _fail(f"--receiver {text!r}: expected {RECEIVER_FORMS}")
+    written, _, channel_text = text.partition(":")
+    node = parse_node(written)
+    named = {c.strip() for c in channel_text.lower().split(",")} if channel_text else {"q", "k", "v"}
+    if node is None or node.kind == "embed" or (channel_text and (node.kind != "head" or not named <= {"q", "k", "v"})):
+        raise _fail(f"--receiver {text!r}: expected {RECEIVER_FORMS}")
+    if node.kind != "head":
+        return node, ()
+    return node, tuple(c for c in ("q", "k", "v") if c in named)  # one order: 9.1:v,k is 9.1:k,v
 
 
 def _check_before_loading(spec: ir.Spec, request: "PatchRequest") -> None:

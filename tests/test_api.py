@@ -1,0 +1,67 @@
+"""The Python API refuses wrong input instead of giving a silently wrong number."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import circuitlang
+from circuitlang.api import path_patch
+from circuitlang.ir import models as ir
+from tests.conftest import SPECS
+
+
+@pytest.fixture(scope="module")
+def run():
+    return circuitlang.open_run(circuitlang.load(SPECS / "organism_incr_digits.circ"))
+
+
+def test_nodes_given_as_text_mean_what_they_say(run):
+    member = next(m.node for m in run.spec.circuit.nodes if m.node.kind == "head")
+    as_text = run.metric([run.circuit(without={str(member)})])
+    assert torch.equal(as_text, run.metric([run.circuit(without={member})]))
+    assert not torch.equal(as_text, run.metric([run.circuit()]))  # the string was not ignored
+    assert run.nodes(["mlp 0", "mlp1", " 1.2 ", "logits"]) == [
+        ir.Node(kind="mlp", layer=0), ir.Node(kind="mlp", layer=1), ir.Node(kind="head", layer=1, head=2),
+        ir.Node(kind="logits")]
+
+
+@pytest.mark.parametrize("written, message", [
+    ("0,0", "'0,0' is not a node: write L.H (a head), mlp L, embed or logits"),
+    ("9.0", "'9.0': layer 9 does not exist: the model has layers 0-3"),
+    ("0.9", "'0.9': head 9 does not exist: layers have heads 0-"),
+    ("mlp 4", "'mlp 4': layer 4 does not exist"),
+])
+def test_a_node_the_model_lacks_is_an_error(run, written, message):
+    with pytest.raises(ValueError, match=message.replace(".", r"\.").replace("(", r"\(").replace(")", r"\)")):
+        run.circuit(without={written})
+    with pytest.raises(ValueError):
+        run.full_model(without=[written])
+
+
+def test_path_patching_against_the_residual_order_is_an_error(run):
+    with pytest.raises(ValueError, match="3.0 cannot send to 0.0: path patching runs from earlier nodes to later ones"):
+        path_patch(run, ["3.0"], ["0.0"])
+    with pytest.raises(ValueError, match="cannot send to mlp 1"):
+        path_patch(run, ["mlp 2"], ["mlp 1"])
+
+
+def test_path_patching_with_text_equals_with_objects(run):
+    from circuitlang.engine.path_patching import Receiver
+
+    by_text = path_patch(run, ["0.0", "mlp 0"], ["logits"])
+    by_object = path_patch(run, [ir.Node(kind="head", layer=0, head=0), ir.Node(kind="mlp", layer=0)],
+                           [Receiver(ir.Node(kind="logits"), ())])
+    assert torch.equal(by_text, by_object)
+
+
+def test_open_run_chooses_threads_as_the_command_line_does(run):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        circuitlang.open_run(run.spec)
+        assert torch.get_num_threads() == 1  # the organism is a small model: one thread, as `verify` uses
+        circuitlang.open_run(run.spec, threads=2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
