@@ -289,6 +289,9 @@ def _emit_report(report, args: argparse.Namespace) -> None:
 def _print_verdict(report, console: Console) -> None:
     from circuitlang.report.render import claim_message
 
+    for prompt_set in report.prompt_sets:
+        for warning in prompt_set.warnings:
+            console.print(f"[yellow]warning: {escape(f'{report.spec_path}: {prompt_set.name}: {warning}')}[/yellow]")
     for claim in report.claims:
         if not claim.passed:
             console.print(f"[red]{escape(f'{report.spec_path}:{claim.line}: {claim_message(claim)}')}[/red]")

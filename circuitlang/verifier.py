@@ -28,7 +28,8 @@ from circuitlang.ir.stdlib import CHANNELS
 from circuitlang.verify.criteria import Criteria, VariantBank
 from circuitlang.verify.edges import edge_effect, untested
 from circuitlang.verify.audit import audit_report
-from circuitlang.verify.report_model import Audit, EdgeEffect, NodeScores, PromptSetReport, Report, Versions
+from circuitlang.verify.report_model import (Audit, EdgeEffect, Faithfulness, NodeScores, PromptSetReport, Report,
+                                             Versions)
 from circuitlang.verify.statistics import Estimate, Resamples
 
 Progress = Callable[[str], None]
@@ -103,8 +104,16 @@ def _prompt_set_report(session: Session, prompt_set: ir.PromptSet, resamples: Re
         faithfulness=faithfulness, completeness=completeness, minimality=minimality,
         node_scores=_node_scores(session, prompt_set.name, resamples), variants_evaluated=evaluated[0] + 1,
         edges=edges, patch_runs=PATCH_RUNS_PER_EDGE * sum(e.effect is not None for e in edges), steps=steps,
-        audit=audit,
+        audit=audit, warnings=_warnings(faithfulness),
     )
+
+
+def _warnings(faithfulness: Faithfulness) -> list[str]:
+    f = faithfulness.f_model
+    if f.includes_zero():
+        return [f"F(M) = {f.value:.4g} with CI [{f.low:.4g}, {f.high:.4g}] includes 0: faithfulness, incompleteness, "
+                "minimality and edge effects are ratios to it and mean nothing here; claims on them fail"]
+    return []
 
 
 def _edge_effects(session: Session, name: str, readout: Readout, model: np.ndarray, resamples: Resamples,

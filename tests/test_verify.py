@@ -167,3 +167,38 @@ def test_spec_error_exits_2_and_model_error_exits_3(folder, tmp_path, capsys):
                        "metric logit_diff(answer, wrong)\nablate zero\n")
     assert main(["verify", str(missing)]) == 3
     assert "not in the local Hugging Face cache" in capsys.readouterr().err
+
+
+def test_a_full_model_metric_that_cannot_be_told_from_zero_is_said_and_fails_ratio_claims(tmp_path):
+    """Half the prompts ask for the next number and half for the one before: F(M) averages near 0,
+    and F(C)/F(M) would be any number at all."""
+    from circuitlang.api import verify as verify_run
+    from tests.conftest import SPECS
+
+    text = (SPECS / "organism_incr_digits.circ").read_text()
+    text = text.replace("  answer = i + 4\n  wrong = i + 3\n", "  answer = i + 3 + i % 2\n  wrong = i + 4 - i % 2\n")
+    text += "expect f_model >= -100\nset bootstrap = 200\nset completeness_samples = 2\n"
+    spec = tmp_path / "balanced.circ"
+    spec.write_text(text)
+    report = verify_run(circuitlang.open_run(circuitlang.load(spec)), audit=False)
+    [prompt_set] = report.prompt_sets
+    assert prompt_set.faithfulness.f_model.includes_zero()
+    assert prompt_set.warnings and "includes 0" in prompt_set.warnings[0]
+    by_claim = {claim.claim: claim for claim in report.claims}
+    assert not by_claim["faithfulness >= 0.9"].passed
+    assert by_claim["faithfulness >= 0.9"].note.startswith("not meaningful: F(M) =")
+    assert by_claim["f_model >= -100"].passed  # not a ratio: still judged on its own
+    from circuitlang.report.render import to_github, to_junit, to_markdown
+
+    assert "::warning file=" in to_github(report) and "includes 0" in to_github(report)
+    assert "warning: F(M)" in to_junit(report) and "**Warning:**" in to_markdown(report)
+
+
+def test_a_clear_full_model_metric_gives_no_warning():
+    from circuitlang.api import verify as verify_run
+    from tests.conftest import SPECS
+
+    spec = circuitlang.load(SPECS / "organism_incr_digits.circ")
+    spec = spec.model_copy(update={"settings": spec.settings.model_copy(update={"bootstrap": 200, "completeness_samples": 2})})
+    report = verify_run(circuitlang.open_run(spec), audit=False)
+    assert report.prompt_sets[0].warnings == [] and report.passed

@@ -156,7 +156,8 @@ def to_junit(report: Report) -> str:
         if not claim.passed:
             lines.append(f'    <failure message={quoteattr(claim_message(claim))}>{escape(claim_message(claim))}</failure>')
         lines.append("  </testcase>")
-    edges = [f"{p.name}: {edge_message(e)}" for p in report.prompt_sets for e in p.edges]
+    edges = [f"{p.name}: warning: {w}" for p in report.prompt_sets for w in p.warnings]
+    edges += [f"{p.name}: {edge_message(e)}" for p in report.prompt_sets for e in p.edges]
     edges += [f"{p.name}: audit, missing edge {e.sender} -> {e.receiver}: effect {_estimate(e.effect)}"
               for p in report.prompt_sets if p.audit is not None for e in p.audit.edges]
     if edges:  # measurements, not claims: reported beside the test cases
@@ -171,6 +172,9 @@ def to_github(report: Report) -> str:
     for claim in report.claims:
         kind = "notice" if claim.passed else "error"
         lines.append(f"::{kind} file={report.spec_path},line={claim.line},title=circuitlang::{_escaped(claim_message(claim))}")
+    for prompt_set in report.prompt_sets:
+        lines += [f"::warning file={report.spec_path},title=circuitlang::{_escaped(prompt_set.name + ': ' + w)}"
+                  for w in prompt_set.warnings]
     for prompt_set in report.prompt_sets:  # a declared edge that carries nothing measurable: a warning at its line
         for edge in (e for e in prompt_set.edges if not e.needed):
             lines.append(f"::warning file={report.spec_path},line={edge.line},title=circuitlang::"
@@ -195,6 +199,7 @@ def to_markdown(report: Report) -> str:
                                ("incompleteness (worst K)", prompt_set.completeness.worst),
                                ("incompleteness (mean)", prompt_set.completeness.mean)):
             lines.append(f"| {name} | {estimate.value:.4g} | [{estimate.low:.4g}, {estimate.high:.4g}] |")
+        lines += [f"\n> **Warning:** {warning}" for warning in prompt_set.warnings]
         lines += ["", "| node | role | minimality | needed |", "| --- | --- | --- | --- |"]
         lines += [f"| {m.node} | {m.role} | {_estimate(m.score)} | {'yes' if m.needed else '**no**'} |"
                   for m in prompt_set.minimality]

@@ -44,7 +44,30 @@ def claim_text(claim: ir.Expectation) -> str:
     return f"{target} attends {queries} -> {keys}{on} {claim.op} {claim.threshold:g}"
 
 
+# Quantities divided by F(M) (or by F(M) - F(empty)): meaningless when F(M) cannot be told from zero.
+RATIOS_OF_F_MODEL = frozenset({"faithfulness", "normalized_faithfulness", "completeness", "completeness_mean",
+                               "minimality", "edge_effect"})
+
+
 def _check(claim: ir.Expectation, report: PromptSetReport, attention: Attention) -> list[ClaimResult]:
+    rows = _evaluated(claim, report, attention)
+    if _is_ratio(claim) and report.faithfulness.f_model.includes_zero():  # a ratio to an unknown: the claim is not supported
+        f = report.faithfulness.f_model
+        note = (f"not meaningful: F(M) = {f.value:.3g} with CI [{f.low:.3g}, {f.high:.3g}] includes 0; use a metric "
+                "the full model performs clearly, or more prompts")
+        return [row.model_copy(update={"passed": False, "note": note}) for row in rows]
+    return rows
+
+
+def _is_ratio(claim: ir.Expectation) -> bool:
+    if isinstance(claim, ir.MetricExpectation):
+        return claim.metric in RATIOS_OF_F_MODEL
+    if isinstance(claim, ir.EdgeExpectation):
+        return True  # an edge's effect is normalized by |F(M)|
+    return isinstance(claim, ir.ScoreExpectation) and claim.score == "minimality"
+
+
+def _evaluated(claim: ir.Expectation, report: PromptSetReport, attention: Attention) -> list[ClaimResult]:
     if isinstance(claim, ir.MetricExpectation) and claim.metric == "edge_effect":
         return [_least_needed_edge(claim, report)]
     if isinstance(claim, ir.MetricExpectation):

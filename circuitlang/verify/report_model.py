@@ -91,6 +91,7 @@ class PromptSetReport(Frozen):
     steps: dict[str, int] = {}  # variants each step of the schedule evaluated (`plan` printed the same steps)
     audit: Audit | None = None  # None: the prompt set has no corruption to patch from
     patch_runs: int = 0  # path-patching forward passes over the prompt set (two per tested edge)
+    warnings: list[str] = []  # what makes numbers of this prompt set unreliable (F(M) near zero)
 
 
 class ClaimResult(Frozen):

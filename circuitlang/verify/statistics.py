@@ -27,6 +27,10 @@ class Estimate(BaseModel):
     def __str__(self) -> str:
         return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"
 
+    def includes_zero(self) -> bool:
+        """Whether the interval cannot tell the number from zero (its sign is unknown)."""
+        return min(self.low, self.high) <= 0.0 <= max(self.low, self.high)
+
 
 @dataclass(frozen=True)
 class Resamples:
