@@ -249,3 +249,10 @@ def test_ctrl_c_exits_130_with_one_line_and_leaves_no_empty_output_folder(tmp_pa
     assert process.returncode == 130, err
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "circuitlang: interrupted"
     assert not out.exists()
+
+
+def test_a_clean_run_writes_nothing_but_its_report():
+    """No third-party progress bar ("Loading weights") on stderr: CI logs hold what circuitlang says."""
+    result = circuitlang("verify", str(SPEC), "--no-audit", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["passed"] and result.stderr == ""

@@ -270,7 +270,9 @@ def _layers(shapes: dict) -> set[int]:
 
 def _boot(location: str, device: str, dtype: torch.dtype) -> Any:
     from transformer_lens.model_bridge import TransformerBridge  # heavy import, only when a model is needed
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()  # its "Loading weights" bar on every load is noise in CI logs
     return TransformerBridge.boot_transformers(location, device=device, dtype=dtype)
 
 
