@@ -256,3 +256,15 @@ def test_a_clean_run_writes_nothing_but_its_report():
     result = circuitlang("verify", str(SPEC), "--no-audit", "--format", "json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["passed"] and result.stderr == ""
+
+
+def test_a_data_file_larger_than_the_limit_is_not_read(tmp_path, monkeypatch, capsys):
+    import circuitlang.data.files as files
+
+    monkeypatch.setattr(files, "MAX_DATA_FILE_BYTES", 100)
+    (tmp_path / "rows.csv").write_text("s1,s2,answer,wrong\n" + "1,2,3,2\n" * 20)
+    spec = tmp_path / "spec.circ"
+    spec.write_text('circuitlang 1\ncircuit c on "organism:seqcont"\nprompts p {\n  template "{s1} {s2}"\n'
+                    '  from "rows.csv"\n}\nmetric logit_diff(answer, wrong)\nablate zero\nrole "r": 0.0\n')
+    assert main(["check", "--no-tokenize", str(spec)]) == 2
+    assert f"{spec}:5:3: data error: rows.csv is 179 bytes, more than the 100 a data file may hold" in capsys.readouterr().out

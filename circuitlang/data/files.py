@@ -11,9 +11,19 @@ from circuitlang.errors import DataError
 from circuitlang.ir import models as ir
 
 
+# Rows are read whole: bound the file first. 100,000 prompts (the default limit) of a few short
+# cells each take a few MB; this leaves room for long texts without letting a file fill memory.
+MAX_DATA_FILE_BYTES = 256 * 2**20
+
+
 def read_rows(source: ir.FileSource) -> list[dict[str, Value]]:
     path = Path(source.path)
     try:
+        size = path.stat().st_size
+        if size > MAX_DATA_FILE_BYTES:
+            raise DataError(f"{source.written} is {size:,} bytes, more than the {MAX_DATA_FILE_BYTES:,} a data file may "
+                            "hold (the data file size limit)", source.span,
+                            "split the rows across prompt sets, or keep the rows the spec uses")
         data = path.read_bytes()
     except OSError as error:
         raise DataError(f"cannot read {source.written}: {error.strerror}", source.span,
