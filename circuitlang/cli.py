@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -28,7 +29,7 @@ from circuitlang.data.datasets import Dataset, expand_all
 from circuitlang.data.tokenization import check_tokenization
 from circuitlang.dsl.parser import parse
 from circuitlang.dsl.printer import format_spec
-from circuitlang.errors import CircuitlangError, DataError, flatten, render_diagnostic
+from circuitlang.errors import CircuitlangError, DataError, ModelError, flatten, render_diagnostic
 from circuitlang.ir import models as ir
 from circuitlang.ir.lower import load_spec
 from circuitlang.ir.structure import structure_warnings
@@ -95,6 +96,11 @@ def _argument_parser() -> argparse.ArgumentParser:
     verify.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
     verify.add_argument("--format", choices=("table", "json", "junit", "github", "markdown"), default="table")
     verify.add_argument("-o", "--output", type=Path, help="write the report here (atomically) instead of stdout")
+    verify.add_argument("--write", action="append", default=[], type=_output_request, metavar="FORMAT=PATH",
+                        help="also write the report in FORMAT to PATH (- for stdout), e.g. junit=report.xml or "
+                             "markdown=$GITHUB_STEP_SUMMARY; repeat for several. Errors reach every output")
+    verify.add_argument("--notices", action="store_true",
+                        help="github format: a ::notice for each passed claim too (by default only failures, warnings)")
     verify.add_argument("--threads", type=int, default=0,
                         help="CPU threads for torch (default: 1 for models under 10M parameters, whose many "
                              "small operations only wait on each other across threads; torch's default otherwise)")
@@ -214,38 +220,78 @@ def _print_check_result(console: Console, result: dict[str, object]) -> None:
 # ---- verify --------------------------------------------------------------------------------
 
 
+REPORT_FORMATS = ("table", "json", "junit", "github", "markdown")
+
+
+@dataclass(frozen=True)
+class Output:
+    format: str  # one of REPORT_FORMATS
+    path: Path | None  # None: stdout
+
+
+def _output_request(text: str) -> Output:
+    """`FORMAT=PATH` of `verify --write`."""
+    format_, separator, path = text.partition("=")
+    if not separator or format_ not in REPORT_FORMATS[1:] or not path:
+        raise argparse.ArgumentTypeError(f"expected FORMAT=PATH with FORMAT one of {', '.join(REPORT_FORMATS[1:])}")
+    return Output(format_, None if path == "-" else Path(path))
+
+
 def _verify(args: argparse.Namespace) -> int:
     """Exit 0 when every claim passes, 1 when one fails, 2 for spec errors, 3 for model/runtime."""
+    outputs = [Output(args.format, args.output), *args.write]
+    if sum(o.path is None and o.format != "table" for o in outputs) + (args.format == "table") > 1:
+        print("verify: one output at most can go to stdout (give the others a path)", file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    unwritable = next((f"{o.path}: cannot write the report: {why}" for o in outputs if (why := why_unwritable(o.path))), "")
+    if unwritable:  # said before the run, not after it
+        print(unwritable, file=sys.stderr)
+        return EXIT_RUNTIME_ERROR
     try:
         spec = load_spec(args.file, args.root)
         memory = spec_memory(spec, expand_all(spec), args.audit)  # the run makes the prompts again, bound
     except CircuitlangError as error:
-        for problem in flatten([error]):
-            print(render_diagnostic(problem), file=sys.stderr)
-        return EXIT_SPEC_ERROR
+        return _not_verified(str(args.file), flatten([error]), EXIT_SPEC_ERROR, outputs)
     too_big = memory_refusal(memory, args.device)
     if too_big:  # said before the model loads, not by the kernel's OOM killer an hour later
-        print(too_big, file=sys.stderr)
-        return EXIT_RUNTIME_ERROR
-    unwritable = why_unwritable(args.output)
-    if unwritable:  # said before the run, not after it
-        print(f"{args.output}: cannot write the report: {unwritable}", file=sys.stderr)
-        return EXIT_RUNTIME_ERROR
+        return _not_verified(str(args.file), [ModelError(too_big, spec.model.span)], EXIT_RUNTIME_ERROR, outputs)
     try:
         report = _run_verification(spec, args.device, args.threads, args.audit)
     except CircuitlangError as error:
         problems = flatten([error])
-        for problem in problems:
-            print(render_diagnostic(problem), file=sys.stderr)
         # Binding errors (a prompt the tokenizer splits differently) are the spec's to fix.
-        return EXIT_SPEC_ERROR if all(isinstance(p, DataError) for p in problems) else EXIT_RUNTIME_ERROR
-    try:
-        _emit_report(report, args)
-    except OSError as error:  # the run finished: its verdict is shown even though the file is lost
-        print(f"{args.output}: cannot write the report: {error.strerror or error}", file=sys.stderr)
+        code = EXIT_SPEC_ERROR if all(isinstance(p, DataError) for p in problems) else EXIT_RUNTIME_ERROR
+        return _not_verified(str(args.file), problems, code, outputs)
+    lost = False
+    for output in outputs:
+        try:
+            _emit_report(report, output, args.notices)
+        except OSError as error:  # the run finished: its verdict is shown even though a file is lost
+            print(f"{output.path}: cannot write the report: {error.strerror or error}", file=sys.stderr)
+            lost = True
+    if lost:
         _print_verdict(report, Console(emoji=False, stderr=True, highlight=False, soft_wrap=True))
         return EXIT_RUNTIME_ERROR
     return EXIT_OK if report.passed else EXIT_CLAIM_FAILED
+
+
+def _not_verified(spec_path: str, errors: list[CircuitlangError], code: int, outputs: list[Output]) -> int:
+    """Errors on stderr, and in every requested format (CI reads JUnit files and annotations)."""
+    from circuitlang.report.failures import FAILURE_FORMATS
+    from circuitlang.report.files import write_atomically
+
+    for problem in errors:
+        print(render_diagnostic(problem), file=sys.stderr)
+    for output in outputs:
+        format_ = "json" if output.format == "table" else output.format  # table -o: the JSON report
+        if output.format == "table" and output.path is None:
+            continue  # stderr said it
+        text = FAILURE_FORMATS[format_](spec_path, errors, code)
+        try:
+            write_atomically(output.path, text) if output.path else sys.stdout.write(text)
+        except OSError as error:
+            print(f"{output.path}: cannot write the report: {error.strerror or error}", file=sys.stderr)
+    return code
 
 
 def _run_verification(spec: ir.Spec, device: str, threads: int, audit: bool | None):  # -> Report; torch only here
@@ -267,21 +313,21 @@ def _run_verification(spec: ir.Spec, device: str, threads: int, audit: bool | No
         return verify(session, lambda message: progress.update(task, description=message), audit)
 
 
-def _emit_report(report, args: argparse.Namespace) -> None:
+def _emit_report(report, output: Output, notices: bool) -> None:
     from circuitlang.report.files import write_atomically
-    from circuitlang.report.render import TEXT_FORMATS, tables
+    from circuitlang.report.render import TEXT_FORMATS, tables, to_github
 
-    if args.format == "table":
-        if args.output:
-            write_atomically(args.output, TEXT_FORMATS["json"](report))
+    if output.format == "table":
+        if output.path:
+            write_atomically(output.path, TEXT_FORMATS["json"](report))
         console = Console(emoji=False, highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
         for table in tables(report):
             console.print(table)
         _print_verdict(report, console)
         return
-    text = TEXT_FORMATS[args.format](report)
-    if args.output:
-        write_atomically(args.output, text)
+    text = to_github(report, notices) if output.format == "github" else TEXT_FORMATS[output.format](report)
+    if output.path:
+        write_atomically(output.path, text)
     else:
         sys.stdout.write(text)
 

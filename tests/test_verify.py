@@ -152,7 +152,7 @@ def test_report_formats(folder, tmp_path, capsys):
     assert all(claim["passed"] for claim in data["claims"])
     assert main(["verify", str(path), "--format", "junit"]) == 0
     assert '<testsuite name="circuitlang copy" tests="3" failures="0"' in capsys.readouterr().out
-    assert main(["verify", str(path), "--format", "github"]) == 0
+    assert main(["verify", str(path), "--format", "github", "--notices"]) == 0
     assert f"::notice file={path},line=16,title=circuitlang::faithfulness >= 0.9 on copy: passed" in capsys.readouterr().out
     assert main(["verify", str(path), "--format", "markdown"]) == 0
     assert "| faithfulness |" in capsys.readouterr().out

@@ -166,10 +166,13 @@ def to_junit(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_github(report: Report) -> str:
-    """GitHub Actions workflow commands: an error per failed claim, a notice per passed one."""
+def to_github(report: Report, notices: bool = False) -> str:
+    """GitHub Actions workflow commands: an error per failed claim (a notice per passed one only
+    when asked for: a pull request's diff should show what is wrong), warnings."""
     lines = []
     for claim in report.claims:
+        if claim.passed and not notices:
+            continue
         kind = "notice" if claim.passed else "error"
         lines.append(f"::{kind} file={report.spec_path},line={claim.line},title=circuitlang::{_escaped(claim_message(claim))}")
     for prompt_set in report.prompt_sets:
