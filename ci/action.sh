@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The steps of the circuitlang GitHub Action (action.yml), as one script that runs anywhere:
+# check and fmt --check every spec, then verify each one with GitHub annotations on stdout, a JUnit
+# file per spec and a Markdown step summary. Every spec is verified even after one fails, so one
+# run shows every problem; the exit code is the worst one (1: a claim failed, 2: a spec error,
+# 3: a model or runtime error).
+#
+# Inputs (environment): SPECS (globs, default "specs/*.circ"), VERIFY (true|false, default true),
+# REPORTS (folder for the JUnit files, default circuitlang-reports), DEVICE (default cpu),
+# VERIFY_ARGS (more verify options), GITHUB_STEP_SUMMARY (set by GitHub; the summary is appended).
+set -uo pipefail
+
+shopt -s nullglob
+read -r -a patterns <<< "${SPECS:-specs/*.circ}"
+specs=()
+for pattern in "${patterns[@]}"; do
+    specs+=($pattern)
+done
+if [ "${#specs[@]}" -eq 0 ]; then
+    echo "::error title=circuitlang::no spec matches SPECS='${SPECS:-specs/*.circ}'"
+    exit 2
+fi
+
+worst=0
+note() { if [ "$1" -gt "$worst" ]; then worst=$1; fi; }
+
+circuitlang check "${specs[@]}"; note $?
+circuitlang fmt --check "${specs[@]}"; note $?
+
+if [ "${VERIFY:-true}" = "true" ]; then
+    reports="${REPORTS:-circuitlang-reports}"
+    mkdir -p "$reports"
+    read -r -a extra <<< "${VERIFY_ARGS:-}"
+    for spec in "${specs[@]}"; do
+        name="$(basename "$spec" .circ)"
+        summary="$reports/$name.md"
+        circuitlang verify "$spec" --device "${DEVICE:-cpu}" --format github \
+            --write "junit=$reports/$name.xml" --write "markdown=$summary" "${extra[@]}"
+        note $?
+        if [ -n "${GITHUB_STEP_SUMMARY:-}" ] && [ -f "$summary" ]; then
+            cat "$summary" >> "$GITHUB_STEP_SUMMARY"
+        fi
+    done
+fi
+exit "$worst"

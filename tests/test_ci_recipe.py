@@ -1,0 +1,86 @@
+"""The CI recipe: the GitHub Action's steps run as the script they are, and the pre-commit hooks'
+entries run as pre-commit runs them (with the staged .circ files appended)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import ROOT, SPECS
+
+BIN = str(Path(sys.executable).parent)  # the environment's `circuitlang` console script
+
+
+def run_action(tmp_path: Path, specs: list[Path]) -> subprocess.CompletedProcess:
+    env = os.environ | {"PATH": BIN + os.pathsep + os.environ["PATH"], "SPECS": " ".join(map(str, specs)),
+                        "REPORTS": str(tmp_path / "reports"), "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
+                        "VERIFY_ARGS": "--no-audit"}
+    return subprocess.run(["bash", str(ROOT / "ci" / "action.sh")], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=900)
+
+
+def test_the_action_verifies_every_spec_into_junit_and_a_step_summary(tmp_path):
+    specs = [shutil.copy(SPECS / name, tmp_path) for name in ("organism_incr_digits.circ", "organism_months.circ")]
+    result = run_action(tmp_path, [Path(s) for s in specs])
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in ("organism_incr_digits", "organism_months"):
+        suite = ElementTree.parse(tmp_path / "reports" / f"{name}.xml").getroot()
+        assert suite.get("failures") == "0" and int(suite.get("tests")) >= 1
+    summary = (tmp_path / "summary.md").read_text()
+    assert summary.count("(all claims pass)") == 2
+    assert "::error" not in result.stdout and "::notice" not in result.stdout  # quiet when all is well
+
+
+def test_the_action_reports_every_problem_and_exits_with_the_worst(tmp_path):
+    good = Path(shutil.copy(SPECS / "organism_incr_digits.circ", tmp_path / "good.circ"))
+    failing = tmp_path / "failing.circ"
+    failing.write_text(good.read_text().replace("expect faithfulness >= 0.9", "expect faithfulness >= 0.99"))
+    broken = tmp_path / "broken.circ"
+    broken.write_text(good.read_text().replace("ablate mean of corrupt", "ablate mean of nothing"))
+    result = run_action(tmp_path, [good, failing, broken])
+    assert result.returncode == 2, result.stdout + result.stderr  # a spec error is worse than a failed claim
+    errors = [line for line in result.stdout.splitlines() if line.startswith("::error")]
+    assert any(line.startswith(f"::error file={failing},line=") for line in errors)  # the failed claim, at its line
+    assert any(line.startswith(f"::error file={broken},line=") for line in errors)  # the spec error, at its line
+    assert ElementTree.parse(tmp_path / "reports" / "failing.xml").getroot().get("failures") == "1"
+    assert ElementTree.parse(tmp_path / "reports" / "broken.xml").getroot().get("errors") == "1"
+    assert ElementTree.parse(tmp_path / "reports" / "good.xml").getroot().get("failures") == "0"
+
+
+def test_the_action_runs_the_script_with_its_inputs():
+    action = yaml.safe_load((ROOT / "action.yml").read_text())
+    steps = action["runs"]["steps"]
+    install = next(step["run"] for step in steps if "pip install" in step.get("run", ""))
+    assert install.index("torch==2.13.0") < install.index("[engine]")  # CPU torch first
+    [script] = [step for step in steps if "ci/action.sh" in step.get("run", "")]
+    script_text = (ROOT / "ci" / "action.sh").read_text()
+    for variable in script["env"]:
+        assert f"${{{variable}" in script_text, f"the script ignores {variable}"
+    assert {key.upper().replace("-", "_") for key in action["inputs"]} - {"PYTHON_VERSION"} == set(script["env"])
+
+
+def test_the_pre_commit_hooks_check_and_format(tmp_path):
+    hooks = {hook["id"]: hook for hook in yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())}
+    assert set(hooks) == {"circuitlang-check", "circuitlang-fmt"}
+    env = os.environ | {"PATH": BIN + os.pathsep + os.environ["PATH"]}
+    messy = tmp_path / "messy.circ"
+    canonical = (SPECS / "organism_months.circ").read_text()
+    messy.write_text(canonical.replace("ablate mean of corrupt", "ablate    mean of corrupt"))
+    broken = tmp_path / "broken.circ"
+    broken.write_text(canonical.replace("ablate mean of corrupt", "ablate mean of nothing"))
+
+    def hook(name: str, *files: Path) -> subprocess.CompletedProcess:
+        assert hooks[name]["language"] == "python" and hooks[name]["files"] == r"\.circ$"
+        return subprocess.run([*shlex.split(hooks[name]["entry"]), *map(str, files)], env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    assert hook("circuitlang-check", messy).returncode == 0
+    assert hook("circuitlang-check", broken).returncode == 2
+    assert hook("circuitlang-fmt", messy).returncode == 0 and messy.read_text() == canonical
