@@ -90,6 +90,10 @@ class ModelError(CircuitlangError):
     stage = "model"
 
 
+MAX_ERRORS = 100  # errors kept from one pass over a file
+CARET_CONTEXT = 120  # characters of a long source line shown on each side of the error
+
+
 class SpecErrors(CircuitlangError):
     """Several errors found in one pass, reported together in source order."""
 
@@ -97,6 +101,11 @@ class SpecErrors(CircuitlangError):
 
     def __init__(self, errors: Sequence[CircuitlangError]) -> None:
         ordered = sorted(errors, key=_error_sort_key)
+        if len(ordered) > MAX_ERRORS:  # a mutated line can make thousands; the first ones say what to fix
+            rest = ordered[MAX_ERRORS]
+            kind = SpecError if isinstance(rest, SpecErrors) else type(rest)
+            ordered = ordered[:MAX_ERRORS] + [kind(f"... and {len(ordered) - MAX_ERRORS} more errors", rest.span,
+                                                         "fix the errors above first")]
         self.errors: tuple[CircuitlangError, ...] = tuple(ordered)
         first = ordered[0] if ordered else None
         message = f"{len(ordered)} error(s); first: {first.message}" if first else "no errors"
@@ -143,8 +152,10 @@ def _caret_lines(span: Span, text: str | None) -> list[str]:
         return []
     line = source_lines[span.line - 1]
     width = span.end_column - span.column if span.end_line == span.line else len(line) - span.column + 1
-    gutter = f"{span.line:>4} | "
-    return [gutter + line, " " * len(gutter) + " " * (span.column - 1) + "^" * max(1, width)]
+    start = max(0, span.column - 1 - CARET_CONTEXT)  # a long line is shown around the error, not whole
+    shown = line[start:span.column - 1 + min(width, CARET_CONTEXT) + CARET_CONTEXT]
+    gutter = f"{span.line:>4} | " + ("..." if start else "")
+    return [gutter + shown, " " * len(gutter) + " " * (span.column - 1 - start) + "^" * max(1, min(width, CARET_CONTEXT))]
 
 
 def _read_quietly(path: str) -> str | None:

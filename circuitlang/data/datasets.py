@@ -90,6 +90,10 @@ def _rows(prompt_set: ir.PromptSet, lists: dict[str, NamedValues], rng: random.R
     so a count bounds the work and the rows it drops are never made (nor draw from the RNG)."""
     if prompt_set.generator is not None:
         return _generated_rows(prompt_set, rng, settings)
+    known = None if prompt_set.source else _known_loop_product(prompt_set.loops, lists)
+    unbounded = prompt_set.count is None or prompt_set.count > settings.max_prompts
+    if unbounded and known is not None and len(prompt_set.templates) * known > settings.max_prompts:
+        raise _too_many_prompts(prompt_set, settings)  # known from the loops alone: refused before any row is made
     rows: list[Row] = []
     for row in _built_rows(prompt_set, lists, rng, settings):
         rows.append(row)
@@ -166,6 +170,35 @@ def _loop_bindings(loops: tuple[ir.Loop, ...], base: dict[str, Value], lists: di
         steps.take()
         for bound in _loop_bindings(inner, base | {loop.var: value}, lists, rng, name, steps):
             yield {loop.var: value} | bound
+
+
+def _known_loop_product(loops: tuple[ir.Loop, ...], lists: dict[str, NamedValues]) -> int | None:
+    """How many combinations the loops make, when every loop goes over a range of integer literals
+    or a declared list (nothing drawn, nothing depending on another loop); None otherwise."""
+    product = 1
+    for loop in loops:
+        size = _constant_size(loop.source, lists)
+        if size is None:
+            return None
+        product *= size
+    return product
+
+
+def _constant_size(source: ir.Expr, lists: dict[str, NamedValues]) -> int | None:
+    if isinstance(source, ir.RangeE):
+        start, stop = _literal(source.start), _literal(source.stop)
+        return None if start is None or stop is None else max(0, stop - start + 1)
+    if isinstance(source, ir.VarE) and source.name in lists:
+        return len(lists[source.name].values)
+    return None
+
+
+def _literal(expr: ir.Expr) -> int | None:
+    if isinstance(expr, ir.IntE):
+        return expr.value
+    if isinstance(expr, ir.NegE) and isinstance(expr.operand, ir.IntE):
+        return -expr.operand.value
+    return None
 
 
 def _too_many_prompts(prompt_set: ir.PromptSet, settings: ir.Settings) -> LimitError:

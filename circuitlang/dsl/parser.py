@@ -4,6 +4,7 @@ with the file, line, column and a hint, never a Lark traceback.
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 from importlib import resources
 from typing import Any, Iterator
@@ -17,24 +18,75 @@ from circuitlang.dsl.syntax_hints import hint_for_unexpected
 from circuitlang.errors import CircuitlangError, Span, SyntaxErrorInSpec
 
 SUPPORTED_VERSIONS = (1,)
+# Words that start statements (docs/language.md, section 16): never a slot, variable or loop name.
+STATEMENT_KEYWORDS = frozenset(("circuitlang", "circuit", "use", "list", "prompts", "template", "for", "from",
+                                "generate", "corrupt", "metric", "ablate", "set", "role", "mlp", "edge", "expect"))
+MAX_DEPTH = 200  # nesting of the syntax tree; building the AST recurses, so deeper input is refused here
+
+
+class _TooDeep(Exception):
+    """Raised by the post-lexer at the token that makes an expression nest past MAX_DEPTH."""
+
+    def __init__(self, token: Token) -> None:
+        super().__init__(token)
+        self.token = token
+
+
+class _Nesting:
+    """How deep the expression being lexed already nests, at one bracket level: a chain of `+`/`-`
+    nests one level per operator, a chain of `*`, `//`, `%` one per operator within a term, and
+    each unary minus one more. These are lower bounds of the tree's depth, so refusing past
+    MAX_DEPTH here refuses nothing the tree check would accept, and does it before Lark builds a
+    tree (thousands of `+` terms took seconds)."""
+
+    SUM, PRODUCT = {"PLUS", "MINUS"}, {"STAR", "__ANON_2", "PERCENT"}  # __ANON_2: "//"
+    OPERANDS = {"INT", "NAME", "STRING", "DECIMAL", "RPAR", "RSQB"}
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums = self.products = self.negations = 0
+        self.after_operand = False
+
+    def add(self, token: Token) -> bool:
+        """Count `token`; False when the expression now nests too deep."""
+        kind = token.type
+        if kind in self.OPERANDS:
+            self.negations, self.after_operand = 0, True
+        elif kind == "MINUS" and not self.after_operand:
+            self.negations += 1
+        elif kind in self.SUM:
+            self.sums, self.products, self.after_operand = self.sums + 1, 0, False
+        elif kind in self.PRODUCT:
+            self.products, self.after_operand = self.products + 1, False
+        else:  # a comma, `=`, `..`, a keyword, the end of the statement: a new expression starts
+            self.reset()
+        return max(self.sums, self.products, self.negations) <= MAX_DEPTH
 
 
 class _DropNewlinesInBrackets(PostLex):
-    """Newlines inside (...) and [...] continue the line, so long lists can span lines."""
+    """Newlines inside (...) and [...] continue the line, so long lists can span lines. Also
+    refuses brackets and operator chains nested past MAX_DEPTH as they stream by."""
 
     always_accept = ("_NL",)
     _open = {"LPAR", "LSQB"}
     _close = {"RPAR", "RSQB"}
 
     def process(self, stream: Iterator[Token]) -> Iterator[Token]:
-        depth = 0
+        levels = [_Nesting()]
         for token in stream:
-            if token.type in self._open:
-                depth += 1
+            if token.type in self._open:  # the group is one operand of the level around it
+                levels.append(_Nesting())
+                if len(levels) > MAX_DEPTH:
+                    raise _TooDeep(token)
             elif token.type in self._close:
-                depth = max(0, depth - 1)
-            elif token.type == "_NL" and depth > 0:
+                if len(levels) > 1:
+                    levels.pop()
+            elif token.type == "_NL" and len(levels) > 1:
                 continue
+            if not levels[-1].add(token):
+                raise _TooDeep(token)
             yield token
 
 
@@ -43,7 +95,22 @@ def _grammar_text() -> str:
     return resources.files("circuitlang.dsl").joinpath("grammar.lark").read_text(encoding="utf-8")
 
 
-def _make_parser(comments: list[Token]) -> Lark:
+class _CommentSink(threading.local):
+    """Where the lexer puts the comments of the parse running on this thread."""
+
+    comments: list[Token] | None = None
+
+    def append(self, token: Token) -> None:
+        if self.comments is not None:
+            self.comments.append(token)
+
+
+_COMMENTS = _CommentSink()
+
+
+@lru_cache(maxsize=1)
+def _parser() -> Lark:
+    """The parser, built once: compiling the grammar costs far more than parsing a spec."""
     return Lark(
         _grammar_text(),
         parser="lalr",
@@ -51,21 +118,25 @@ def _make_parser(comments: list[Token]) -> Lark:
         propagate_positions=True,
         maybe_placeholders=True,
         postlex=_DropNewlinesInBrackets(),
-        lexer_callbacks={"COMMENT": comments.append},
+        lexer_callbacks={"COMMENT": _COMMENTS.append},
     )
 
 
 def parse(text: str, path: str = "<string>") -> ast.SpecFile:
     """Parse `.circ` text into an AST. Raises `SyntaxErrorInSpec` pointing at the first mistake."""
-    comments: list[Token] = []
-    parser = _make_parser(comments)
+    parser = _parser()
+    text = text.removeprefix("\ufeff")  # a byte-order mark, as `check` reads it (utf-8-sig)
     source = text if text.endswith("\n") else text + "\n"
+    comments: list[Token] = []
+    _COMMENTS.comments = comments
     try:
         tree = parser.parse(source)
         _check_depth(tree, path)
         spec = _ToAst(path).transform(tree)
     except UnexpectedInput as error:
         raise _syntax_error(error, source, path, parser) from None
+    except _TooDeep as error:
+        raise _too_deep(_token_span(path, error.token)) from None
     except VisitError as error:  # an exception raised while building the AST
         if isinstance(error.orig_exc, CircuitlangError):
             raise error.orig_exc from None
@@ -73,12 +144,12 @@ def parse(text: str, path: str = "<string>") -> ast.SpecFile:
             raise SyntaxErrorInSpec("a number with more than 4300 digits", _span_of(error.obj, path),
                                     "numbers in a spec are counts, indices and thresholds: write a smaller one") from None
         raise
+    finally:
+        _COMMENTS.comments = None
     header, items = spec
     found = tuple(ast.Comment(c.value.rstrip(), c.line, c.column) for c in comments)
     return ast.SpecFile(path=path, header=header, items=tuple(items), comments=found)
 
-
-MAX_DEPTH = 200  # nesting of the syntax tree; building the AST recurses, so deeper input is refused here
 
 
 def _check_depth(tree: Tree, path: str) -> None:
@@ -88,9 +159,13 @@ def _check_depth(tree: Tree, path: str) -> None:
     while stack:
         node, depth = stack.pop()
         if depth > MAX_DEPTH:
-            raise SyntaxErrorInSpec(f"this expression nests more than {MAX_DEPTH} levels deep", _span_of(node, path),
-                                    "split it into several assignments, or use a list and a loop")
+            raise _too_deep(_span_of(node, path))
         stack.extend((child, depth + 1) for child in node.children if isinstance(child, Tree))
+
+
+def _too_deep(span: Span) -> SyntaxErrorInSpec:
+    return SyntaxErrorInSpec(f"this expression nests more than {MAX_DEPTH} levels deep", span,
+                             "split it into several assignments, or use a list and a loop")
 
 
 def _span_of(node: object, path: str) -> Span:
@@ -182,6 +257,16 @@ class _ToAst(Transformer):
     def _ident(self, token: Token) -> ast.Ident:
         return ast.Ident(str(token), _token_span(self.path, token))
 
+    def _variable(self, token: Token) -> ast.Ident:
+        """A slot, variable or loop name. A statement keyword is refused even where the lexer read
+        it as a name (`{ role = 1 }`): on a line of its own it starts a statement, so the
+        formatted file would no longer parse."""
+        if token.value in STATEMENT_KEYWORDS:
+            raise SyntaxErrorInSpec(f"'{token.value}' is a statement keyword and cannot name a slot or variable",
+                                    _token_span(self.path, token),
+                                    f"choose another name, e.g. {token.value}_1 (keywords: docs/language.md, section 16)")
+        return self._ident(token)
+
     def _str(self, token: Token) -> ast.StrLit:
         return ast.StrLit(_unquote(token, self.path), _token_span(self.path, token))
 
@@ -221,10 +306,10 @@ class _ToAst(Transformer):
         return ast.ForStmt(tuple(children), self._s(meta))
 
     def loop(self, meta: Any, children: list[Any]) -> ast.Loop:
-        return ast.Loop(self._ident(children[0]), children[1], self._s(meta))
+        return ast.Loop(self._variable(children[0]), children[1], self._s(meta))
 
     def assign_stmt(self, meta: Any, children: list[Any]) -> ast.AssignStmt:
-        targets = tuple(self._ident(token) for token in children[:-1])
+        targets = tuple(self._variable(token) for token in children[:-1])
         return ast.AssignStmt(targets, children[-1], self._s(meta))
 
     def from_stmt(self, meta: Any, children: list[Token]) -> ast.FromStmt:
@@ -377,7 +462,7 @@ class _ToAst(Transformer):
         return ast.StrLit(_unquote(children[0], self.path), self._s(meta))
 
     def var(self, meta: Any, children: list[Token]) -> ast.Var:
-        return ast.Var(str(children[0]), self._s(meta))
+        return ast.Var(self._variable(children[0]).name, self._s(meta))
 
     def index(self, meta: Any, children: list[Any]) -> ast.Index:
         return ast.Index(self._ident(children[0]), children[1], self._s(meta))

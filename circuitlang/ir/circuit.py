@@ -9,6 +9,9 @@ from circuitlang.ir import models as ir
 from circuitlang.ir.prompt_sets import slot_names
 from circuitlang.ir.stdlib import CHANNELS, POSITION_KEYWORDS
 
+# Past any transformer's depth: with the model's shape unknown, larger layer numbers are refused
+# (a range of them would otherwise enumerate billions of nodes).
+MAX_LAYER_WITHOUT_SHAPE = 1_000
 HEAD_CLAUSES = ("q", "k")
 MLP_CLAUSES = ("at",)
 
@@ -90,9 +93,21 @@ def where(first: Span, here: Span) -> str:
 
 def check_layer(layer: int, span: Span, shape: ir.ModelShape | None, model: ir.ModelRef,
                 errors: list[CircuitlangError]) -> bool:
-    if shape is None or layer < shape.n_layers:
+    if shape is None:
+        return _plausible_layer(layer, span, model, errors)
+    if layer < shape.n_layers:
         return True
     errors.append(SpecError(f"layer {layer} does not exist: {model.name} has layers 0-{shape.n_layers - 1}", span,
+                            "check the layer number against the model"))
+    return False
+
+
+def _plausible_layer(layer: int, span: Span, model: ir.ModelRef, errors: list[CircuitlangError]) -> bool:
+    if layer < MAX_LAYER_WITHOUT_SHAPE:
+        return True
+    shown = str(layer) if layer < 10**30 else f"{str(layer)[:12]}... ({len(str(layer))} digits)"
+    errors.append(SpecError(f"layer {shown} is deeper than any model: the shape of '{model.name}' is not known "
+                            f"offline, and layers from {MAX_LAYER_WITHOUT_SHAPE} on are refused", span,
                             "check the layer number against the model"))
     return False
 
@@ -215,12 +230,12 @@ def _edge(decl: ast.EdgeDecl, nodes: dict[ir.Node, ir.CircuitNode], errors: list
 
 def runs_forward(sender: ir.Node, receiver: ir.Node) -> bool:
     """Residual-stream order: embed, then per layer the attention heads, then the MLP."""
-    def order(node: ir.Node) -> float:
+    def order(node: ir.Node) -> tuple[int, int, int]:  # integers: a layer number may exceed any float
         if node.kind == "embed":
-            return -1
+            return (0, 0, 0)
         if node.kind == "logits":
-            return float("inf")
-        return node.layer + (0.5 if node.kind == "mlp" else 0.0)  # type: ignore[operator]
+            return (2, 0, 0)
+        return (1, node.layer, 1 if node.kind == "mlp" else 0)  # type: ignore[return-value]
     return order(sender) < order(receiver)
 
 

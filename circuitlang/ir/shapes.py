@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from importlib import resources
 from pathlib import Path
 
 from circuitlang.errors import ModelError, Span
 from circuitlang.ir.hub import nearest_hub_names, official_hub_name
 from circuitlang.ir.models import ModelRef, ModelShape
-from circuitlang.ir.paths import confined, is_dir
+from circuitlang.ir.paths import confined, is_dir, is_file
 
 ORGANISM_PREFIX = "organism:"
+ORGANISM_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 # (n_layers, n_heads) of hub models whose shape we know without downloading anything, keyed by
 # TransformerLens's official names (aliases resolve to these first) and by Hugging Face's own
@@ -56,7 +58,7 @@ def resolve_model(written: str, root: Path, span: Span) -> ModelRef:
     if written.startswith(ORGANISM_PREFIX):
         name = written[len(ORGANISM_PREFIX):]
         folder = organisms_root() / name / "weights"
-        if not (folder / "config.json").is_file():
+        if not ORGANISM_NAME.fullmatch(name) or not is_file(folder / "config.json"):  # a name, never a path
             shipped = shipped_organisms()
             nearest = difflib.get_close_matches(name, shipped, n=1)
             guess = f"did you mean '{ORGANISM_PREFIX}{nearest[0]}'? " if nearest else ""

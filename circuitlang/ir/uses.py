@@ -15,6 +15,9 @@ from circuitlang.errors import CircuitlangError, Span, SpecError, flatten
 from circuitlang.ir.paths import confined, is_file
 
 CIRCUIT_ITEMS = (ast.RoleDecl, ast.MlpDecl, ast.EdgeDecl)
+# Parsing costs about 40 microseconds a token; the largest shipped spec is under 10 KB. A spec
+# past this size is refused before it is read (a 256 KB spec parses in about 3 s).
+MAX_SPEC_BYTES = 256 * 2**10
 
 
 def read_spec_file(path: Path) -> ast.SpecFile:
@@ -25,6 +28,14 @@ def read_spec_file(path: Path) -> ast.SpecFile:
 def read_spec_text(path: Path) -> str:
     """A spec file's text: UTF-8, a byte-order mark dropped; a byte that is not UTF-8 is an error
     at its line and column."""
+    try:
+        size = path.stat().st_size
+    except (OSError, ValueError):
+        size = 0  # reading says why
+    if size > MAX_SPEC_BYTES:
+        raise SpecError(f"the spec is {size:,} bytes, more than the {MAX_SPEC_BYTES:,} a spec file may hold (the spec size "
+                        "limit)", Span(path=str(path), line=1, column=1, end_line=1, end_column=2),
+                        "move long lists into a data file (`from \"rows.csv\"`) or split the spec with `use`")
     try:
         data = path.read_bytes()
     except FileNotFoundError:

@@ -1,0 +1,5 @@
+"""A fuzzer for the spec front end: `check --no-tokenize`, `plan` and `fmt`, run in-process.
+
+Every input must end in success or in `CircuitlangError`s that each carry a span, within a time
+and a memory budget; `fmt`'s output must parse again and be a fixed point. See docs/fuzzing.md.
+"""

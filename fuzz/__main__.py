@@ -1,0 +1,67 @@
+"""`python -m fuzz --seed 1 --cases 100000 --jobs 2`: see docs/fuzzing.md."""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+from fuzz.runner import run_fuzz
+from fuzz.worker import DEFAULT_SECONDS, Budget, Outcome, replay
+
+DEFAULT_MEMORY = 1536 * 2**20  # address space per worker
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments().parse_args(argv)
+    budget = Budget(args.seconds, args.memory_mb * 2**20)
+    if args.replay:
+        return _replay(args.replay, budget)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # so the workers are stopped
+    out = args.out or Path(tempfile.mkdtemp(prefix=f"circuitlang-fuzz-findings-{args.seed}-"))
+    summary = run_fuzz(args.seed, args.cases, args.jobs, out, budget, progress=not args.quiet)
+    print(summary.line())
+    if summary.findings:
+        print(f"{len(summary.findings)} distinct finding(s) saved in {out}")
+    return 1 if summary.failed else 0
+
+
+def _arguments() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m fuzz", description=__doc__)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--cases", type=int, default=1000)
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes")
+    parser.add_argument("--out", type=Path, help="folder for findings (default: a new folder under the temp dir)")
+    parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS, help="time budget per case")
+    parser.add_argument("--memory-mb", type=int, default=DEFAULT_MEMORY // 2**20, help="address space per worker")
+    parser.add_argument("--replay", type=Path, help="run one saved input in a fresh worker and print the outcome")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    return parser
+
+
+def _replay(path: Path, budget: Budget) -> int:
+    """Run a saved input in a fresh case folder (with the data files), under the same budgets."""
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    folder = tempfile.mkdtemp(prefix="circuitlang-fuzz-replay-")
+    process = context.Process(target=replay, args=(child, path.read_bytes(), folder, budget))
+    process.start()
+    child.close()
+    try:
+        outcome = parent.recv()
+    except EOFError:
+        process.join()
+        outcome = Outcome(-1, "crash", f"worker died (exit code {process.exitcode})", "")
+    finally:
+        process.join()
+        shutil.rmtree(folder, ignore_errors=True)
+    print(f"{outcome.kind}: {outcome.key}\n{outcome.detail}".rstrip() if outcome.key else outcome.kind)
+    return 1 if outcome.kind in ("crash", "hang", "breach") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

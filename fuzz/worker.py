@@ -1,0 +1,146 @@
+"""The worker process: runs cases under a memory limit (RLIMIT_AS) and a CPU-time alarm per
+command, in a folder of its own that holds copies of the seeds' data files, reading nothing
+outside it."""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import signal
+import sys
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from fuzz import harness
+from fuzz.cases import build_case
+from fuzz.corpus import lay_out_data_files, seeds
+
+SPEC_NAME = "spec.circ"
+QUOTED_OR_NUMBER = re.compile(r"'[^']*'|\"[^\"]*\"|[0-9]+")
+
+
+class CaseTimeout(BaseException):
+    """Raised by the alarm. A BaseException, so that no `except Exception` in the code under test
+    can swallow it."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    index: int
+    kind: str  # ok | error | crash | hang | breach
+    key: str  # what deduplicates findings: exception type and innermost frame
+    detail: str  # the traceback, for findings
+
+
+# CPU seconds per command: the largest prompt set the limits allow (100,000 prompts) takes about
+# 8 s to expand, and is valid, so the budget must admit it.
+DEFAULT_SECONDS = 20.0
+
+
+@dataclass(frozen=True)
+class Budget:
+    seconds: float
+    memory_bytes: int
+
+
+def serve(conn: Connection, seed: int, folder: str, budget: Budget) -> None:
+    """Entry point of a worker: answer case numbers with outcomes until told to stop (None)."""
+    sandbox = _prepare(Path(folder), budget)
+    while (index := conn.recv()) is not None:
+        conn.send(run_case(index, build_case(seed, index), sandbox, budget))
+
+
+def _prepare(folder: Path, budget: Budget) -> Sandbox:
+    lay_out_data_files(folder)
+    os.environ.update(HOME=str(folder), HF_HOME=str(folder / "hf"), HF_HUB_OFFLINE="1")  # `~` stays inside
+    harness.reuse_argument_parser()
+    _warm_up(folder, seeds()[0].data)  # build the parser before the alarm and the limit apply
+    sandbox = Sandbox(folder)
+    sys.addaudithook(sandbox.audit)
+    resource.setrlimit(resource.RLIMIT_AS, (budget.memory_bytes, budget.memory_bytes))
+    signal.signal(signal.SIGPROF, _alarm)  # CPU time: a busy machine does not make a case hang
+    return sandbox
+
+
+def _warm_up(folder: Path, data: bytes) -> None:
+    spec = folder / SPEC_NAME
+    spec.write_bytes(data)
+    harness.run_spec(spec)
+
+
+def _alarm(signum: int, frame: object) -> None:
+    raise CaseTimeout
+
+
+class Sandbox:
+    """Refuses (and records) any file opened or listed outside the case folder and the Python
+    installation while a case runs."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.allowed = tuple(os.path.realpath(p) + os.sep for p in
+                             (folder, sys.prefix, sys.base_prefix, Path(__file__).parent,
+                              Path(__file__).parent.parent / "circuitlang"))
+        self.active = False
+        self.escapes: list[str] = []
+
+    def audit(self, event: str, args: tuple) -> None:
+        if not self.active or event not in ("open", "os.listdir", "os.scandir"):
+            return
+        path = args[0] if args else None
+        if not isinstance(path, (str, bytes, os.PathLike)):
+            return
+        real = os.path.realpath(os.fsdecode(path))
+        if not (real + os.sep).startswith(self.allowed) and real != os.devnull:
+            self.escapes.append(real)
+            raise PermissionError(f"fuzz sandbox: {real} is outside the case folder")
+
+
+def run_case(index: int, data: bytes, sandbox: Sandbox, budget: Budget) -> Outcome:
+    spec = sandbox.folder / SPEC_NAME
+    spec.write_bytes(data)
+    sandbox.escapes.clear()
+    sandbox.active = True
+    try:
+        kind = harness.run_spec(spec, lambda: signal.setitimer(signal.ITIMER_PROF, budget.seconds))
+    except CaseTimeout as timeout:
+        return _finding(index, "hang", timeout)
+    except MemoryError as breach:
+        return _finding(index, "breach", breach)
+    except BaseException as crash:  # noqa: BLE001 - anything else is what the fuzzer looks for
+        return _finding(index, "crash", crash)
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        sandbox.active = False
+    if sandbox.escapes:
+        return Outcome(index, "crash", "read outside the case folder", "\n".join(sandbox.escapes))
+    return Outcome(index, kind, "", "")
+
+
+def _finding(index: int, kind: str, exception: BaseException) -> Outcome:
+    frames = [f for f in traceback.extract_tb(exception.__traceback__) if f.name != "_alarm"]
+    where = f"{_short(frames[-1].filename)}:{frames[-1].lineno} in {frames[-1].name}" if frames else "?"
+    key = f"{type(exception).__name__} at {where}"
+    if type(exception).__name__ == "ContractBroken":  # raised in one place for every broken rule: keep them apart
+        key = f"{key}: {_without_particulars(str(exception))}"
+    detail = "".join(traceback.format_exception(exception))
+    return Outcome(index, kind, key, detail[-20_000:])
+
+
+def _without_particulars(message: str) -> str:
+    """The message with quoted text and numbers blanked, so one cause gives one key."""
+    return QUOTED_OR_NUMBER.sub("_", message)[:160]
+
+
+def _short(filename: str) -> str:
+    marker = filename.rfind("circuitlang" + os.sep)
+    return filename[marker:] if marker >= 0 else os.path.basename(filename)
+
+
+def replay(conn: Connection, data: bytes, folder: str, budget: Budget) -> None:
+    """Run one given input as a case would run (for `python -m fuzz --replay`)."""
+    sandbox = _prepare(Path(folder), budget)
+    conn.send(run_case(-1, data, sandbox, budget))
