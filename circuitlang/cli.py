@@ -294,17 +294,22 @@ def _not_verified(spec_path: str, errors: list[CircuitlangError], code: int, out
     return code
 
 
+PROGRESS_INTERVAL_S = 30.0  # seconds between progress lines without a terminal
+
+
 def _run_verification(spec: ir.Spec, device: str, threads: int, audit: bool | None):  # -> Report; torch only here
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from circuitlang.engine.session import open_session
     from circuitlang.verifier import verify
+    from circuitlang.verify.progress import EverySoOften
 
     console = Console(emoji=False, stderr=True)
-    if not console.is_terminal:
+    if not console.is_terminal:  # CI logs: a line every half minute, so a long run is visibly alive
         session = open_session(spec, device=device)
         set_threads(session, threads)
-        return verify(session, audit=audit)
+        return verify(session, EverySoOften(lambda line: print(f"verify: {line}", file=sys.stderr, flush=True),
+                                            PROGRESS_INTERVAL_S), audit)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("loading the model", total=None)

@@ -24,6 +24,7 @@ from circuitlang.engine.path_patching import Receiver, path_patch, path_patch_ea
 from circuitlang.engine.readouts import Readout
 from circuitlang.ir import models as ir
 from circuitlang.verify.claims import check_claims
+from circuitlang.verify.progress import Meter
 from circuitlang.ir.stdlib import CHANNELS
 from circuitlang.verify.criteria import Criteria, VariantBank
 from circuitlang.verify.edges import edge_effect, untested
@@ -37,13 +38,13 @@ Progress = Callable[[str], None]
 
 def verify(session: Session, progress: Progress | None = None, audit: bool | None = None) -> Report:
     """`audit`: None runs the audit where the plan finds it cheap; True or False forces it."""
-    say = progress or (lambda message: None)
     started = time.perf_counter()
     resamples: dict[str, Resamples] = {}
     reports = []
     cfg = session.model.bridge.cfg
     plan = compile_plan(session.spec, session.datasets, audit, ir.ModelShape(n_layers=cfg.n_layers, n_heads=cfg.n_heads,
                                                                      origin="the loaded model"))
+    say = Meter(sum(step.rows for step in plan.steps), progress or (lambda line: None))
     for prompt_set in session.spec.prompt_sets:
         say(f"{prompt_set.name}: caching clean and ablation runs")
         engine = session.engine(prompt_set.name)
@@ -71,19 +72,24 @@ def spec_hash(spec: ir.Spec) -> str:
 
 
 def _prompt_set_report(session: Session, prompt_set: ir.PromptSet, resamples: Resamples, plan: Plan,
-                       say: Progress) -> PromptSetReport:
+                       say: Meter) -> PromptSetReport:
     engine = session.engine(prompt_set.name)
     readout = engine.readout()
     circuit = session.circuit()
     evaluated = [0]
+    n = engine.bound.n_prompts
 
     def evaluate(kind: str, sets: list[frozenset[ir.Node]]) -> np.ndarray:
         say(f"{prompt_set.name}: {len(sets)} variants of {'the circuit' if kind == 'C' else 'the model'}")
         evaluated[0] += len(sets)
         variants = [session.circuit(without=s) if kind == "C" else session.full_model(without=s) for s in sets]
-        return engine.run(variants, readout, base=circuit if kind == "C" else None).numpy()
+        values = engine.run(variants, readout, base=circuit if kind == "C" else None).numpy()
+        say.advance(len(sets) * n)
+        return values
 
     empty = engine.run([session.empty()], readout).numpy()[0]
+    say.advance(sum(step.rows for step in plan.steps if step.id.startswith(f"{prompt_set.name}:")
+                    and step.kind == "cache") + n)  # the clean and corrupt caches, and the empty circuit
     criteria = Criteria(session.spec.circuit, session.spec.settings, VariantBank(evaluate), resamples, empty)
     faithfulness = criteria.faithfulness()  # the order of compile.subsets.schedule: what `plan` prints
     minimality = criteria.minimality()
@@ -117,7 +123,7 @@ def _warnings(faithfulness: Faithfulness) -> list[str]:
 
 
 def _edge_effects(session: Session, name: str, readout: Readout, model: np.ndarray, resamples: Resamples,
-                  say: Progress) -> list[EdgeEffect]:
+                  say: Meter) -> list[EdgeEffect]:
     """Every declared edge path-patched on its own, direct path only (MLPs frozen too)."""
     engine, declared = session.engine(name), session.spec.circuit.edges
     if declared and engine.bound.templates[0].corrupt is None:
@@ -127,11 +133,12 @@ def _edge_effects(session: Session, name: str, readout: Readout, model: np.ndarr
         say(f"{name}: path patching declared edge {number} of {len(declared)}")
         receiver = Receiver(edge.receiver, edge.channels or CHANNELS)
         patched = path_patch(engine, [edge.sender], [receiver], readout, freeze_mlps=True).numpy()
+        say.advance(PATCH_RUNS_PER_EDGE * engine.bound.n_prompts)
         effects.append(edge_effect(edge, model, patched, resamples, session.spec.settings.minimality_threshold))
     return effects
 
 
-def _audit(session: Session, name: str, readout: Readout, model: np.ndarray, resamples: Resamples, say: Progress) -> Audit:
+def _audit(session: Session, name: str, readout: Readout, model: np.ndarray, resamples: Resamples, say: Meter) -> Audit:
     """Each node outside the circuit path-patched into each circuit node and the logits it can reach
     (one recording run, one replay per receiver), and into all of them at once."""
     cfg = session.model.bridge.cfg
@@ -144,6 +151,7 @@ def _audit(session: Session, name: str, readout: Readout, model: np.ndarray, res
         edges.update({(str(sender), str(r)): values.numpy() for r, values in zip(receivers, patched)})
         nodes[(str(sender), "circuit")] = patched[-1].numpy()
         runs += len(groups) + 1
+        say.advance((len(groups) + 1) * engine.bound.n_prompts)
     return audit_report(model, edges, nodes, resamples, runs)
 
 
