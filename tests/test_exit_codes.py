@@ -255,7 +255,8 @@ def test_a_clean_run_writes_nothing_but_its_report():
     """No third-party progress bar ("Loading weights") on stderr: CI logs hold what circuitlang says."""
     result = circuitlang("verify", str(SPEC), "--no-audit", "--format", "json")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["passed"] and result.stderr == ""
+    assert json.loads(result.stdout)["passed"]
+    assert all(line.startswith("verify: ") for line in result.stderr.splitlines())  # progress lines at most
 
 
 def test_a_data_file_larger_than_the_limit_is_not_read(tmp_path, monkeypatch, capsys):
