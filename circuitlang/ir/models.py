@@ -363,6 +363,17 @@ class Spec(Frozen):
         assert metric is not None, "lowering guarantees every prompt set has a metric"
         return metric
 
+    def __repr__(self) -> str:  # the full pydantic dump runs to pages; this is what a notebook needs
+        sets = ", ".join(p.name for p in self.prompt_sets)
+        return (f"<Spec {self.name} on {self.model.name}: {len(self.circuit.nodes)} nodes, {len(self.circuit.edges)} "
+                f"edges, prompt sets {sets}, {len(self.expectations)} claims; {self.path}>")
+
+    def _repr_markdown_(self) -> str:
+        roles = "; ".join(f"**{role}**: {', '.join(map(str, nodes))}" for role, nodes in self.circuit.roles().items())
+        return (f"**{self.name}** on `{self.model.name}` ({self.path}): {roles}; "
+                f"{len(self.circuit.edges)} edges; prompt sets {', '.join(p.name for p in self.prompt_sets)}; "
+                f"{len(self.expectations)} claims")
+
     def canonical_json(self, spans: bool = False) -> str:
         """The IR as sorted JSON; without spans two specs that mean the same compare equal."""
         data = self.model_dump(mode="json")

@@ -128,3 +128,14 @@ class Report(Frozen):
     claims: list[ClaimResult]
     passed: bool
     seconds: float
+
+    def __repr__(self) -> str:
+        failed = sum(not claim.passed for claim in self.claims)
+        verdict = "all claims pass" if self.passed else f"{failed} of {len(self.claims)} claims failed"
+        sets = ", ".join(f"{p.name}: faithfulness {p.faithfulness.faithfulness}" for p in self.prompt_sets)
+        return f"<Report {self.circuit}: {verdict}; {sets}>"
+
+    def _repr_markdown_(self) -> str:  # a notebook shows the Markdown report
+        from circuitlang.report.render import to_markdown
+
+        return to_markdown(self)
