@@ -8,6 +8,7 @@ from circuitlang.errors import CircuitlangError, Span, SpecError
 from circuitlang.ir import models as ir
 from circuitlang.ir.prompt_sets import slot_names
 from circuitlang.ir.stdlib import CHANNELS, POSITION_KEYWORDS
+from circuitlang.ir.suggest import did_you_mean
 
 # Past any transformer's depth: with the model's shape unknown, larger layer numbers are refused
 # (a range of them would otherwise enumerate billions of nodes).
@@ -162,7 +163,8 @@ class _PositionChecker:
                 if ref.name not in slots:
                     self.errors.append(SpecError(
                         f"position '{ref.name}' is not a slot of prompt set '{prompt_set.name}'", ref.span,
-                        f"positions there: {', '.join((*slots, *POSITION_KEYWORDS))}"))
+                        did_you_mean(ref.name, (*slots, *POSITION_KEYWORDS))
+                        + f"positions there: {', '.join((*slots, *POSITION_KEYWORDS))}"))
         return ir.PositionRef(name=ref.name, offset=ref.offset, span=ref.span)
 
     def _check_order(self, position: ast.PosRange) -> None:

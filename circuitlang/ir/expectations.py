@@ -7,6 +7,7 @@ from circuitlang.errors import CircuitlangError, SpecError
 from circuitlang.ir import models as ir
 from circuitlang.ir.circuit import _PositionChecker, endpoint
 from circuitlang.ir.stdlib import EDGE_CLAIMS, METRIC_CLAIMS, SCORE_CLAIMS
+from circuitlang.ir.suggest import did_you_mean
 
 ExpectDecl = ast.ExpectMetric | ast.ExpectScore | ast.ExpectAttends | ast.ExpectEdge
 
@@ -78,7 +79,8 @@ def _targets(target: ast.Target, circuit: ir.Circuit,
         roles = circuit.roles()
         if target.name not in roles:
             errors.append(SpecError(f"no role named \"{target.name}\"", target.span,
-                                    f"roles: {', '.join(repr(r) for r in roles) or 'none declared'}"))
+                                    did_you_mean(target.name, roles)
+                                    + f"roles: {', '.join(repr(r) for r in roles) or 'none declared'}"))
             return None, None
         return roles[target.name], target.name
     node = ir.Node(kind="head", layer=target.layer, head=target.head) if isinstance(target, ast.HeadRef) \

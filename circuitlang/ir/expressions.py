@@ -9,6 +9,7 @@ from circuitlang.dsl import ast
 from circuitlang.errors import CircuitlangError, Span, SpecError
 from circuitlang.ir import models as ir
 from circuitlang.ir.stdlib import FUNCTIONS, POSITION_KEYWORDS
+from circuitlang.ir.suggest import did_you_mean
 
 _SLOT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -72,22 +73,22 @@ def _check_var(name: str, span: Span, scope: Scope, errors: list[CircuitlangErro
     known = sorted(scope.variables)
     errors.append(SpecError(
         f"unknown name '{name}'", span,
-        f"names defined here: {', '.join(known)}" if known
-        else "define it with a `for` loop or an assignment on an earlier line",
+        did_you_mean(name, [*known, *scope.lists]) + f"names defined here: {', '.join(known)}" if known
+        else did_you_mean(name, scope.lists) + "define it with a `for` loop or an assignment on an earlier line",
     ))
 
 
 def _unknown_list(name: ast.Ident, scope: Scope) -> SpecError:
     known = ", ".join(sorted(scope.lists))
     return SpecError(f"unknown list '{name.name}'", name.span,
-                     f"declare it with `list {name.name} = [...]`; lists known here: {known}")
+                     did_you_mean(name.name, scope.lists) + f"declare it with `list {name.name} = [...]`; lists known here: {known}")
 
 
 def _check_call(function: ast.Ident, n_args: int, errors: list[CircuitlangError]) -> None:
     signature = FUNCTIONS.get(function.name)
     if signature is None:
         errors.append(SpecError(f"unknown function '{function.name}'", function.span,
-                                f"functions: {', '.join(sorted(FUNCTIONS))}"))
+                                did_you_mean(function.name, FUNCTIONS) + f"functions: {', '.join(sorted(FUNCTIONS))}"))
         return
     low, high, description = signature
     if not low <= n_args <= high:

@@ -11,6 +11,7 @@ from circuitlang.ir import models as ir
 from circuitlang.ir.expressions import Scope, constant_value, lower_assigned, lower_expr, lower_template
 from circuitlang.ir.paths import confined, is_file
 from circuitlang.ir.stdlib import CORRUPTIONS, GENERATORS, METRICS, PROMPT_SETTINGS
+from circuitlang.ir.suggest import did_you_mean
 
 
 def lower_prompt_set(decl: ast.PromptsDecl, name: str, lists: set[str], root: Path,
@@ -255,7 +256,7 @@ def _corrupt_assignments(body: tuple[ast.AssignStmt, ...], slots: tuple[str, ...
         for target in stmt.targets:
             if slots is not None and target.name not in slots:
                 errors.append(SpecError(f"corruption assigns '{target.name}', which is not a slot", target.span,
-                                        f"slots: {', '.join(slots)}"))
+                                        did_you_mean(target.name, slots) + f"slots: {', '.join(slots)}"))
     inner = Scope(variables=set(scope.variables), lists=scope.lists, open_world=scope.open_world)
     return _assignments_allowing_redefinition(body, inner, errors)
 
@@ -277,7 +278,7 @@ def _check_slot_args(decl: ast.CorruptDecl, args: tuple[ir.Value, ...], slots: t
     for arg, expr in zip(args, decl.args or ()):
         if arg not in slots:
             errors.append(SpecError(f"swap names '{arg}', which is not a slot", expr.span,
-                                    f"slots: {', '.join(slots)}"))
+                                    did_you_mean(str(arg), slots) + f"slots: {', '.join(slots)}"))
     if args[0] == args[1]:
         errors.append(SpecError(f"swap needs two different slots; both are '{args[0]}'", decl.args[1].span,  # type: ignore[index]
                                 "a swap of a slot with itself leaves every prompt unchanged"))
