@@ -254,7 +254,9 @@ def _verify(args: argparse.Namespace) -> int:
         return _not_verified(str(args.file), flatten([error]), EXIT_SPEC_ERROR, outputs)
     too_big = memory_refusal(memory, args.device)
     if too_big:  # said before the model loads, not by the kernel's OOM killer an hour later
-        return _not_verified(str(args.file), [ModelError(too_big, spec.model.span)], EXIT_RUNTIME_ERROR, outputs)
+        print(too_big, file=sys.stderr)
+        _write_failures(str(args.file), [ModelError(too_big, spec.model.span)], EXIT_RUNTIME_ERROR, outputs)
+        return EXIT_RUNTIME_ERROR
     try:
         report = _run_verification(spec, args.device, args.threads, args.audit)
     except CircuitlangError as error:
@@ -277,11 +279,16 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _not_verified(spec_path: str, errors: list[CircuitlangError], code: int, outputs: list[Output]) -> int:
     """Errors on stderr, and in every requested format (CI reads JUnit files and annotations)."""
+    for problem in errors:
+        print(render_diagnostic(problem), file=sys.stderr)
+    _write_failures(spec_path, errors, code, outputs)
+    return code
+
+
+def _write_failures(spec_path: str, errors: list[CircuitlangError], code: int, outputs: list[Output]) -> None:
     from circuitlang.report.failures import FAILURE_FORMATS
     from circuitlang.report.files import write_atomically
 
-    for problem in errors:
-        print(render_diagnostic(problem), file=sys.stderr)
     for output in outputs:
         format_ = "json" if output.format == "table" else output.format  # table -o: the JSON report
         if output.format == "table" and output.path is None:
@@ -291,7 +298,6 @@ def _not_verified(spec_path: str, errors: list[CircuitlangError], code: int, out
             write_atomically(output.path, text) if output.path else sys.stdout.write(text)
         except OSError as error:
             print(f"{output.path}: cannot write the report: {error.strerror or error}", file=sys.stderr)
-    return code
 
 
 PROGRESS_INTERVAL_S = 30.0  # seconds between progress lines without a terminal

@@ -11,9 +11,8 @@ import tempfile
 from pathlib import Path
 
 from fuzz.runner import run_fuzz
-from fuzz.worker import DEFAULT_SECONDS, Budget, Outcome, replay
+from fuzz.worker import DEFAULT_MEMORY, DEFAULT_SECONDS, Budget, Outcome, replay
 
-DEFAULT_MEMORY = 1536 * 2**20  # address space per worker
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,9 +35,11 @@ class Outcome:
     detail: str  # the traceback, for findings
 
 
-# CPU seconds per command: the largest prompt set the limits allow (100,000 prompts) takes about
-# 8 s to expand, and is valid, so the budget must admit it.
-DEFAULT_SECONDS = 20.0
+# The budgets admit the largest valid spec the limits allow: `generate greater_than(n = 100000)`
+# with a corruption (200,000 prompts, each with a 100-token answer set) takes about 16 s of CPU
+# and 1.3 GB resident in `check`.
+DEFAULT_SECONDS = 40.0  # CPU seconds per command
+DEFAULT_MEMORY = 3 * 2**30  # address space per worker
 
 
 @dataclass(frozen=True)

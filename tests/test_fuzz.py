@@ -20,10 +20,10 @@ from fuzz.generate import generate_spec
 from fuzz.mutate import mutate
 from fuzz.runner import run_fuzz
 from fuzz.vocabulary import TOKENS
-from fuzz.worker import DEFAULT_SECONDS, Budget, Sandbox
+from fuzz.worker import DEFAULT_MEMORY, DEFAULT_SECONDS, Budget, Sandbox
 
 CI_SEED, CI_CASES = 20261129, 4000
-BUDGET = Budget(seconds=DEFAULT_SECONDS, memory_bytes=1536 * 2**20)
+BUDGET = Budget(seconds=DEFAULT_SECONDS, memory_bytes=DEFAULT_MEMORY)
 
 
 def test_a_seeded_run_ends_without_crash_hang_or_budget_breach(tmp_path):

@@ -7,6 +7,7 @@ value (searching finds the first of two equal numbers: the bug this design rules
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from circuitlang.data.values import Scalar, Value
 
@@ -34,36 +35,43 @@ def render(template: str, values: dict[str, Scalar]) -> tuple[str, tuple[tuple[s
     """Fill `{slot}` placeholders (`{{`/`}}` are literal braces) and record each slot's span."""
     pieces: list[str] = []
     spans: list[tuple[str, tuple[int, int]]] = []
-    length, i = 0, 0
-    while i < len(template):
-        if template.startswith(("{{", "}}"), i):
-            pieces.append(template[i])
-            length, i = length + 1, i + 2
-            continue
-        if template[i] == "{":
-            close = template.index("}", i)
-            name = template[i + 1:close]
-            text = str(values[name])
-            spans.append((name, (length, length + len(text))))
-            pieces.append(text)
-            length, i = length + len(text), close + 1
-            continue
-        pieces.append(template[i])
-        length, i = length + 1, i + 1
+    length = 0
+    for text, is_slot in _pieces(template):
+        if is_slot:
+            value = str(values[text])
+            spans.append((text, (length, length + len(value))))
+            text = value
+        pieces.append(text)
+        length += len(text)
     return "".join(pieces), tuple(spans)
 
 
 def template_slots(template: str) -> tuple[str, ...]:
     """Slot names of a (valid) template, in order."""
-    rendered_names: list[str] = []
+    return tuple(text for text, is_slot in _pieces(template) if is_slot)
+
+
+@lru_cache(maxsize=1024)
+def _pieces(template: str) -> tuple[tuple[str, bool], ...]:
+    """The template as (text, is a slot name) in order, literal braces unescaped. A prompt set
+    renders one template for thousands of prompts: it is read once."""
+    pieces: list[tuple[str, bool]] = []
+    literal: list[str] = []
     i = 0
     while i < len(template):
         if template.startswith(("{{", "}}"), i):
+            literal.append(template[i])
             i += 2
         elif template[i] == "{":
             close = template.index("}", i)
-            rendered_names.append(template[i + 1:close])
+            if literal:
+                pieces.append(("".join(literal), False))
+                literal = []
+            pieces.append((template[i + 1:close], True))
             i = close + 1
         else:
+            literal.append(template[i])
             i += 1
-    return tuple(rendered_names)
+    if literal:
+        pieces.append(("".join(literal), False))
+    return tuple(pieces)
