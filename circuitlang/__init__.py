@@ -2,7 +2,7 @@
 
 Pipeline (one direction, each stage a pure function on frozen data):
 `dsl` (text -> AST) -> `ir` (AST -> IR, validated) -> `data` (prompts) -> `compile` -> `engine`
--> `verify` -> `report`. `cli` drives them.
+-> `verification` (numbers and claims, driven by `verifier`) -> `report`. `cli` drives them.
 """
 
 __version__ = "0.1.0"

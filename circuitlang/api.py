@@ -28,7 +28,7 @@ from circuitlang.ir.lower import load_spec
 from circuitlang.ir.node_text import NODE_FORMS, parse_node
 
 if TYPE_CHECKING:
-    from circuitlang.verify.report_model import Report
+    from circuitlang.verification.report_model import Report
 
 NodeLike = Union[ir.Node, str]  # a node, or as a spec writes it: "9.1", "mlp 0", "logits"
 

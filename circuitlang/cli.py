@@ -308,7 +308,7 @@ def _run_verification(spec: ir.Spec, device: str, threads: int, audit: bool | No
 
     from circuitlang.engine.session import open_session
     from circuitlang.verifier import verify
-    from circuitlang.verify.progress import EverySoOften
+    from circuitlang.verification.progress import EverySoOften
 
     console = Console(emoji=False, stderr=True)
     if not console.is_terminal:  # CI logs: a line every half minute, so a long run is visibly alive

@@ -17,7 +17,7 @@ from circuitlang.data.datasets import expand_all
 from circuitlang.engine.variants import circuit_variant
 from circuitlang.errors import DataError, ModelError
 from circuitlang.ir import models as ir
-from circuitlang.verify.compare import (Transfer, TransferCell, TransferColumn, column_label, labels, resamples_for,
+from circuitlang.verification.compare import (Transfer, TransferCell, TransferColumn, column_label, labels, resamples_for,
                                         transfer_blocker, transfer_cell, transfer_column)
 
 OpenSession = Callable[[ir.Spec], Session]

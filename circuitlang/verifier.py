@@ -23,15 +23,15 @@ from circuitlang.compile.subsets import BASELINES
 from circuitlang.engine.path_patching import Receiver, path_patch, path_patch_each
 from circuitlang.engine.readouts import Readout
 from circuitlang.ir import models as ir
-from circuitlang.verify.claims import check_claims
-from circuitlang.verify.progress import Meter
+from circuitlang.verification.claims import check_claims
+from circuitlang.verification.progress import Meter
 from circuitlang.ir.stdlib import CHANNELS
-from circuitlang.verify.criteria import Criteria, VariantBank
-from circuitlang.verify.edges import edge_effect, untested
-from circuitlang.verify.audit import audit_report
-from circuitlang.verify.report_model import (Audit, EdgeEffect, Faithfulness, NodeScores, PromptSetReport, Report,
+from circuitlang.verification.criteria import Criteria, VariantBank
+from circuitlang.verification.edges import edge_effect, untested
+from circuitlang.verification.audit import audit_report
+from circuitlang.verification.report_model import (Audit, EdgeEffect, Faithfulness, NodeScores, PromptSetReport, Report,
                                              Versions)
-from circuitlang.verify.statistics import Estimate, Resamples
+from circuitlang.verification.statistics import Estimate, Resamples
 
 Progress = Callable[[str], None]
 

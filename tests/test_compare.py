@@ -18,7 +18,7 @@ from circuitlang.report.compare import to_markdown
 from circuitlang.transfer import transfer_matrix
 from circuitlang.api import verify
 from circuitlang.engine.session import open_session
-from circuitlang.verify.compare import Comparison, overlap, transfer_blocker
+from circuitlang.verification.compare import Comparison, overlap, transfer_blocker
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 from circuitlang.cli import main
-from circuitlang.verify.progress import EverySoOften, Meter, duration
+from circuitlang.verification.progress import EverySoOften, Meter, duration
 from tests.conftest import SPECS
 
 

@@ -27,7 +27,7 @@ from circuitlang.ir import models as ir
 
 if TYPE_CHECKING:  # numpy and torch are imported only when the command runs (the light install has neither)
     from circuitlang.engine.session import Session
-    from circuitlang.verify.compare import Comparison, Transfer
+    from circuitlang.verification.compare import Comparison, Transfer
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from circuitlang.verify.compare import Comparison, overlap
+    from circuitlang.verification.compare import Comparison, overlap
 
     if len(args.files) < 2:
         print("compare needs two or more specs", file=sys.stderr)

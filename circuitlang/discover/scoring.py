@@ -13,7 +13,7 @@ from typing import Sequence
 from circuitlang.engine.session import Session
 from circuitlang.engine.readouts import Readout
 from circuitlang.engine.runner import Engine
-from circuitlang.verify.criteria import faithfulness_point
+from circuitlang.verification.criteria import faithfulness_point
 from circuitlang.engine.variants import HeadKeep, MlpKeep, Variant
 from circuitlang.ir import models as ir
 from circuitlang.ir.eap_ig import feeds

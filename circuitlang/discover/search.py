@@ -21,7 +21,7 @@ from circuitlang.discover.roles import HeadRole, name_heads
 from circuitlang.discover.scoring import NO_SPAN, Scorer, variant_of
 from circuitlang.discover.write import BARE_MLP_ROLE, FoundCircuit, write_spec
 from circuitlang.ir import models as ir
-from circuitlang.verify.criteria import faithfulness_point
+from circuitlang.verification.criteria import faithfulness_point
 
 Progress = Callable[[str], None]
 

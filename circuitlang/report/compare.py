@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from rich.table import Table
 
 from circuitlang.report.cells import plain_cells
-from circuitlang.verify.compare import Comparison, Transfer, TransferCell
-from circuitlang.verify.statistics import Estimate
+from circuitlang.verification.compare import Comparison, Transfer, TransferCell
+from circuitlang.verification.statistics import Estimate
 
 
 @dataclass(frozen=True)

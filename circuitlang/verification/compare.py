@@ -25,8 +25,8 @@ from circuitlang.data.positions import check_positions_in_templates
 from circuitlang.errors import ModelError
 from circuitlang.ir import models as ir
 from circuitlang.ir.eap_ig import GraphConfig, circuit_edges, edge_name, graph_config
-from circuitlang.verify.criteria import faithfulness_of
-from circuitlang.verify.statistics import Estimate, Resamples
+from circuitlang.verification.criteria import faithfulness_of
+from circuitlang.verification.statistics import Estimate, Resamples
 
 
 class Frozen(BaseModel):

@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Callable
 
 from circuitlang.ir import models as ir
-from circuitlang.verify.edges import magnitude
-from circuitlang.verify.report_model import ClaimResult, PromptSetReport
-from circuitlang.verify.statistics import Estimate
+from circuitlang.verification.edges import magnitude
+from circuitlang.verification.report_model import ClaimResult, PromptSetReport
+from circuitlang.verification.statistics import Estimate
 
 # attention(prompt set, head, queries, keys) -> Estimate
 Attention = Callable[[str, ir.Node, tuple[ir.Position, ...], tuple[ir.Position, ...]], Estimate]

@@ -23,8 +23,8 @@ import numpy as np
 from circuitlang.compile.subsets import (BASELINES, COMPLETENESS, EMPTY, GREEDY, MINIMALITY, Nodes,
                                          completeness_sets, minimality_candidates, minimality_variants, nodes_of)
 from circuitlang.ir import models as ir
-from circuitlang.verify.report_model import Completeness, Faithfulness, NodeMinimality, SubsetScore
-from circuitlang.verify.statistics import Resamples, ratio
+from circuitlang.verification.report_model import Completeness, Faithfulness, NodeMinimality, SubsetScore
+from circuitlang.verification.statistics import Resamples, ratio
 
 # evaluate(kind, removed sets) -> per-prompt metric [len(sets), n_prompts]; kind "C" or "M"
 Evaluate = Callable[[str, list[Nodes]], np.ndarray]

@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from circuitlang.ir import models as ir
-from circuitlang.verify.report_model import EdgeEffect
-from circuitlang.verify.statistics import Estimate, Resamples, ratio
+from circuitlang.verification.report_model import EdgeEffect
+from circuitlang.verification.statistics import Estimate, Resamples, ratio
 
 
 def edge_effect(edge: ir.Edge, model: np.ndarray, patched: np.ndarray, resamples: Resamples,

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from circuitlang.verify.report_model import Audit, MissingEdge
-from circuitlang.verify.statistics import Resamples, ratio
+from circuitlang.verification.report_model import Audit, MissingEdge
+from circuitlang.verification.statistics import Resamples, ratio
 
 SHOWN = 10  # rows kept of each list
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from circuitlang.verify.statistics import Estimate
+from circuitlang.verification.statistics import Estimate
 
 REPORT_SCHEMA_VERSION = 1
 
