@@ -4,7 +4,8 @@
     spec = circuitlang.load("specs/incr_digits.circ")
     run = circuitlang.open_run(spec, device="cpu")
     values = run.metric([run.circuit(), run.full_model(), run.empty()])   # [3, n_prompts]
-    report = circuitlang.api.verify(run)                                  # what `circuitlang verify` reports
+    report = circuitlang.verify(run)           # what `circuitlang verify` reports (also from a path or a Spec)
+    report.table("minimality")                 # any of its tables, tidy: a DataFrame, or numpy without pandas
 
 `Run` is the public face of an engine session (`engine.session.Session`), which the workflows
 run on; `run.session` hands it to them.
@@ -98,11 +99,26 @@ def open_run(spec: ir.Spec, device: str = "cpu", dtype: torch.dtype = torch.floa
     return Run(session)
 
 
-def verify(run: Run, progress: Callable[[str], None] | None = None, audit: bool | None = None) -> "Report":
-    """Every experiment the spec needs and every claim: the Report `circuitlang verify` prints."""
+def verify(spec: str | Path | ir.Spec | Run, progress: Callable[[str], None] | None = None,
+           audit: bool | None = None, *, device: str = "cpu", root: str | Path | None = None) -> "Report":
+    """Every experiment the spec needs and every claim: the Report `circuitlang verify` prints.
+
+    `spec` is a path to a `.circ` file, a loaded Spec, or an open Run (which keeps the model
+    loaded between calls). `progress` is called with progress lines; `audit=None` audits where
+    it is cheap, as the command does."""
     from circuitlang.verifier import verify as verify_session
 
-    return verify_session(run.session, progress, audit)
+    return verify_session(_as_run(spec, device, root).session, progress, audit)
+
+
+def _as_run(spec: str | Path | ir.Spec | Run, device: str, root: str | Path | None) -> Run:
+    if isinstance(spec, Run):
+        return spec
+    if isinstance(spec, (str, Path)):
+        spec = load(spec, root)
+    if not isinstance(spec, ir.Spec):
+        raise TypeError(f"verify takes a path to a .circ file, a Spec or a Run, not {type(spec).__name__}")
+    return open_run(spec, device=device)
 
 
 def path_patch(run: Run, senders: Iterable[NodeLike], receivers: Sequence[Receiver | NodeLike],

@@ -38,6 +38,12 @@ class PatchReport:
     context: PatchContext
     matrices: tuple[PatchMatrix, ...]
 
+    def table(self, kind: str = "auto"):
+        """Every cell of every sweep as a tidy table (sweep, row, column, delta, stderr, normalized)."""
+        from circuitlang.report.tables import patch_rows, tidy
+
+        return tidy(patch_rows(self), kind)
+
 
 def patch(session: Session, request: PatchRequest, progress: Progress | None = None) -> PatchReport:
     say = progress or (lambda message: None)

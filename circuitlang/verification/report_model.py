@@ -135,6 +135,14 @@ class Report(Frozen):
         sets = ", ".join(f"{p.name}: faithfulness {p.faithfulness.faithfulness}" for p in self.prompt_sets)
         return f"<Report {self.circuit}: {verdict}; {sets}>"
 
+    def table(self, name: str = "claims", kind: str = "auto"):
+        """One of the report's tidy tables (report.tables.REPORT_TABLES: claims, faithfulness,
+        completeness, minimality, edges, audit, node_scores), every prompt set in one table: a pandas
+        DataFrame when pandas is installed, else a numpy structured array (`kind=` chooses)."""
+        from circuitlang.report.tables import report_rows, tidy
+
+        return tidy(report_rows(self, name), kind)
+
     def _repr_markdown_(self) -> str:  # a notebook shows the Markdown report
         from circuitlang.report.render import to_markdown
 
