@@ -269,3 +269,15 @@ def test_a_data_file_larger_than_the_limit_is_not_read(tmp_path, monkeypatch, ca
                     '  from "rows.csv"\n}\nmetric logit_diff(answer, wrong)\nablate zero\nrole "r": 0.0\n')
     assert main(["check", "--no-tokenize", str(spec)]) == 2
     assert f"{spec}:5:3: data error: rows.csv is 179 bytes, more than the 100 a data file may hold" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args", [["check", "--format", "json"], ["fmt"], ["plan"]])
+def test_a_reader_that_goes_away_ends_the_command_quietly(args):
+    """`circuitlang check --format json spec | head`: the reader has gone before the first write.
+    The command ends as a process killed by SIGPIPE does (141), without a BrokenPipe traceback."""
+    process = subprocess.Popen([sys.executable, "-m", "circuitlang", *args, str(SPEC)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # the reader is gone: every write to stdout fails with EPIPE
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGPIPE
+    assert b"Traceback" not in stderr and b"BrokenPipe" not in stderr, stderr.decode()
