@@ -1,5 +1,6 @@
 """Text -> AST. A Lark LALR parser with positions on; syntax errors become `SyntaxErrorInSpec`
-with the file, line, column and a hint, never a Lark traceback.
+with the file, line, column and a hint, never a Lark traceback. After a syntax error the parser
+reads on from the next statement (recovery.py), so every broken statement is reported.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from lark.exceptions import UnexpectedEOF, UnexpectedInput, UnexpectedToken, Vis
 from lark.lark import PostLex
 
 from circuitlang.dsl import ast
+from circuitlang.dsl.recovery import later_errors
 from circuitlang.dsl.syntax_hints import hint_for_unexpected
-from circuitlang.errors import CircuitlangError, Span, SyntaxErrorInSpec
+from circuitlang.errors import MAX_ERRORS, CircuitlangError, Span, SpecErrors, SyntaxErrorInSpec
 
 SUPPORTED_VERSIONS = (1,)
 # Words that start statements (docs/language.md, section 16): never a slot, variable or loop name.
@@ -123,18 +125,17 @@ def _parser() -> Lark:
 
 
 def parse(text: str, path: str = "<string>") -> ast.SpecFile:
-    """Parse `.circ` text into an AST. Raises `SyntaxErrorInSpec` pointing at the first mistake."""
+    """Parse `.circ` text into an AST. Raises `SyntaxErrorInSpec` pointing at the mistake, or
+    `SpecErrors` holding one syntax error per broken statement when there are several."""
     parser = _parser()
     text = text.removeprefix("\ufeff")  # a byte-order mark, as `check` reads it (utf-8-sig)
     source = text if text.endswith("\n") else text + "\n"
     comments: list[Token] = []
     _COMMENTS.comments = comments
     try:
-        tree = parser.parse(source)
+        tree = _syntax_tree(parser, source, path)
         _check_depth(tree, path)
         spec = _ToAst(path).transform(tree)
-    except UnexpectedInput as error:
-        raise _syntax_error(error, source, path, parser) from None
     except _TooDeep as error:
         raise _too_deep(_token_span(path, error.token)) from None
     except VisitError as error:  # an exception raised while building the AST
@@ -150,6 +151,22 @@ def parse(text: str, path: str = "<string>") -> ast.SpecFile:
     found = tuple(ast.Comment(c.value.rstrip(), c.line, c.column) for c in comments)
     return ast.SpecFile(path=path, header=header, items=tuple(items), comments=found)
 
+
+def _syntax_tree(parser: Lark, source: str, path: str) -> Tree:
+    """The parse tree of `source`. A syntax error is reported with every later one the recovery
+    finds; the tree of a file that does not parse is never used, so no meaning is checked in it."""
+    try:
+        return parser.parse(source)
+    except UnexpectedInput as error:
+        first = error
+    errors = [_syntax_error(first, source, path, parser)]
+    try:
+        for error in later_errors(first):
+            # Past the cap an error is only counted (SpecErrors): the first one there stands for the rest.
+            errors.append(_syntax_error(error, source, path, parser) if len(errors) <= MAX_ERRORS else errors[-1])
+    except _TooDeep as error:  # raised while reading on: the error stands, and reading stops there
+        errors.append(_too_deep(_token_span(path, error.token)))
+    raise errors[0] if len(errors) == 1 else SpecErrors(errors)
 
 
 def _check_depth(tree: Tree, path: str) -> None:
