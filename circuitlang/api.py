@@ -100,25 +100,30 @@ def open_run(spec: ir.Spec, device: str = "cpu", dtype: torch.dtype = torch.floa
 
 
 def verify(spec: str | Path | ir.Spec | Run, progress: Callable[[str], None] | None = None,
-           audit: bool | None = None, *, device: str = "cpu", root: str | Path | None = None) -> "Report":
+           audit: bool | None = None, *, device: str = "cpu", dtype: torch.dtype = torch.float32,
+           root: str | Path | None = None, cache: bool = False) -> "Report":
     """Every experiment the spec needs and every claim: the Report `circuitlang verify` prints.
 
     `spec` is a path to a `.circ` file, a loaded Spec, or an open Run (which keeps the model
-    loaded between calls). `progress` is called with progress lines; `audit=None` audits where
-    it is cheap, as the command does."""
+    loaded between calls; `device` and `dtype` are then the Run's). `progress` is called with
+    progress lines; `audit=None` audits where it is cheap, as the command does. `cache=True`
+    reads and writes the command line's result cache (docs/verify.md); it is off by default
+    because a notebook can change a loaded model's weights after they were hashed."""
+    from circuitlang.engine.result_cache import ResultCache
     from circuitlang.verifier import verify as verify_session
 
-    return verify_session(_as_run(spec, device, root).session, progress, audit)
+    results = ResultCache.from_environment() if cache else None
+    return verify_session(_as_run(spec, device, dtype, root).session, progress, audit, results)
 
 
-def _as_run(spec: str | Path | ir.Spec | Run, device: str, root: str | Path | None) -> Run:
+def _as_run(spec: str | Path | ir.Spec | Run, device: str, dtype: torch.dtype, root: str | Path | None) -> Run:
     if isinstance(spec, Run):
         return spec
     if isinstance(spec, (str, Path)):
         spec = load(spec, root)
     if not isinstance(spec, ir.Spec):
         raise TypeError(f"verify takes a path to a .circ file, a Spec or a Run, not {type(spec).__name__}")
-    return open_run(spec, device=device)
+    return open_run(spec, device=device, dtype=dtype)
 
 
 def path_patch(run: Run, senders: Iterable[NodeLike], receivers: Sequence[Receiver | NodeLike],

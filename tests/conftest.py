@@ -18,6 +18,12 @@ if "CIRCUITLANG_TEST_HF_HOME" not in os.environ:
     os.environ["CIRCUITLANG_TEST_HF_HOME"] = TEST_HF_HOME
     atexit.register(shutil.rmtree, TEST_HF_HOME, True)
 os.environ["HF_HOME"] = TEST_HF_HOME
+# The same for verify's result cache: the session's own folder, never the user's ~/.cache.
+TEST_CACHE_DIR = os.environ.get("CIRCUITLANG_TEST_CACHE_DIR") or tempfile.mkdtemp(prefix="circuitlang-test-cache-")
+if "CIRCUITLANG_TEST_CACHE_DIR" not in os.environ:
+    os.environ["CIRCUITLANG_TEST_CACHE_DIR"] = TEST_CACHE_DIR
+    atexit.register(shutil.rmtree, TEST_CACHE_DIR, True)
+os.environ["CIRCUITLANG_CACHE_DIR"] = TEST_CACHE_DIR
 
 from pathlib import Path
 

@@ -51,7 +51,7 @@ def tables(report: Report) -> list[Table]:
 def _summary(prompt_set: PromptSetReport, report: Report) -> Table:
     confidence = f"{report.settings.get('confidence', 0.95):.0%} CI"
     table = Table(title=f"{report.circuit} on {prompt_set.name}: {prompt_set.prompts} prompts, metric "
-                        f"{prompt_set.metric}, {prompt_set.variants_evaluated} variants")
+                        f"{prompt_set.metric}, {prompt_set.variants_evaluated} variants", caption=_cache_line(prompt_set))
     for column in ("number", "value", confidence, "definition"):
         table.add_column(column)
     f = prompt_set.faithfulness
@@ -65,6 +65,13 @@ def _summary(prompt_set: PromptSetReport, report: Report) -> Table:
     for name, estimate, definition in rows:
         table.add_row(*plain_cells(name, f"{estimate.value:.4g}", f"[{estimate.low:.4g}, {estimate.high:.4g}]", definition))
     return table
+
+
+def _cache_line(prompt_set: PromptSetReport) -> str:
+    use = prompt_set.cache
+    if not use.enabled:
+        return f"result cache: off, {use.misses} results computed"
+    return f"result cache: {use.hits} of {use.hits + use.misses} results reused, {use.misses} computed"
 
 
 def _nodes(prompt_set: PromptSetReport) -> Table:

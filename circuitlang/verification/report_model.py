@@ -78,6 +78,14 @@ class NodeScores(Frozen):
     next_score: Estimate | None = None
 
 
+class ResultCacheUse(Frozen):
+    """How many per-prompt arrays came from the result cache (docs/verify.md, "Result cache")."""
+
+    enabled: bool = False  # false with `verify --no-cache`, and in reports made before the cache
+    hits: int = 0  # arrays read from the cache
+    misses: int = 0  # arrays computed (and stored, when enabled)
+
+
 class PromptSetReport(Frozen):
     name: str
     prompts: int
@@ -92,6 +100,7 @@ class PromptSetReport(Frozen):
     audit: Audit | None = None  # None: the prompt set has no corruption to patch from
     patch_runs: int = 0  # path-patching forward passes over the prompt set (two per tested edge)
     warnings: list[str] = []  # what makes numbers of this prompt set unreliable (F(M) near zero)
+    cache: ResultCacheUse = ResultCacheUse()
 
 
 class ClaimResult(Frozen):
@@ -121,6 +130,7 @@ class Report(Frozen):
     circuit: str
     model: dict[str, object]
     device: str
+    dtype: str = "float32"  # the model's precision (verify --dtype)
     seed: int
     settings: dict[str, object]
     versions: Versions

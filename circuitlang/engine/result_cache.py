@@ -1,0 +1,415 @@
+"""The result cache: the per-prompt arrays `verify` computes, kept on disk between runs.
+
+Every number of a verification is computed from per-prompt arrays (float64 [n_prompts]): one per
+circuit variant, per path-patching run, per node score. Each array is stored under the SHA-256 of
+a canonical byte encoding (`encode`) of everything it depends on:
+
+- the prompt set's context (`prompt_set_context`): the cache format, the versions of
+  circuitlang, torch, transformers and TransformerLens, and the source of the code that computes
+  the arrays (`engine/`, `verifier.py`); the model's name, source, config, the
+  SHA-256 of its loaded weights (`ModelIdentity.weights_sha256`), its tokenizer, dtype and device;
+  the bound prompts (clean and corrupt token ids, positions, answer token ids), the metric and
+  the answer prefix;
+- the request: a variant (its kept heads and MLPs with their positions, its edges) with the
+  ablation; or the senders and receivers of a path-patching run; or a node score with its
+  arguments.
+
+Nothing else enters a per-prompt array (the seed, the bootstrap and the claims act on the arrays
+afterwards), so an edited claim reads everything from the cache and an edited circuit recomputes
+only the variants that changed.
+
+On disk: one file per array, `ROOT/v1/ab/abcd….f64`: a header (magic, format version, the key,
+the count), the values, and a SHA-256 of both. A reader checks all of it, so a torn, truncated or
+misfiled entry is a miss, never a wrong number; a writer writes a temporary file in the same
+folder and renames it over the entry, so concurrent runs see an entry whole or not at all. No
+pickle: an entry is numbers. The cache is bounded (`CIRCUITLANG_CACHE_LIMIT`, 1 GiB by default):
+after a run that wrote to it, the least recently used entries go (a read refreshes an entry's
+modification time) until it is back under 90% of its limit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import struct
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+from pydantic import BaseModel
+
+from circuitlang import __version__
+
+if TYPE_CHECKING:
+    from circuitlang.engine.bind import BoundPromptSet
+    from circuitlang.engine.models import LoadedModel
+    from circuitlang.engine.path_patching import Receiver
+    from circuitlang.engine.variants import Variant
+    from circuitlang.ir import models as ir
+
+FORMAT_VERSION = 1
+CACHE_DIR_VARIABLE = "CIRCUITLANG_CACHE_DIR"
+LIMIT_VARIABLE = "CIRCUITLANG_CACHE_LIMIT"
+DEFAULT_LIMIT_BYTES = 1 << 30
+TRIM_TO = 0.9  # evict below the limit, so that the next run's few new entries do not evict again
+STALE_TEMPORARY_S = 3600.0  # a temporary file this old belongs to a run that died before its rename
+
+_MAGIC = b"CLRC"
+_HEADER = struct.Struct("<4sI32sQ")  # magic, format version, key, count
+_CHECKSUM_BYTES = 32
+_TEMPORARY_PREFIX = ".tmp-"
+_BLOCK = 4096  # a file takes whole blocks of the file system: what the ledger counts per entry
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+# ---- the store ---------------------------------------------------------------------------------
+
+
+class ResultCache:
+    """Arrays of float64 on disk under 32-byte keys; every failure to read is a miss, every
+    failure to write is ignored (a full disk or a read-only cache costs time, never the run)."""
+
+    def __init__(self, root: Path, limit_bytes: int = DEFAULT_LIMIT_BYTES) -> None:
+        self.root = Path(root)
+        self.limit_bytes = limit_bytes
+        self.written_bytes = 0  # on disk, written by this process since its last trim
+
+    @classmethod
+    def from_environment(cls) -> "ResultCache":
+        return cls(default_root(), limit_from_environment())
+
+    def path_of(self, key: bytes) -> Path:
+        name = key.hex()
+        return self.root / f"v{FORMAT_VERSION}" / name[:2] / f"{name}.f64"
+
+    def get(self, key: bytes, length: int) -> np.ndarray | None:
+        path = self.path_of(key)
+        try:
+            values = _decoded(path.read_bytes(), key, length)
+        except OSError:
+            return None
+        if values is not None:
+            _touch(path)
+        return values
+
+    def put(self, key: bytes, values: np.ndarray) -> None:
+        path = self.path_of(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            data = _encoded(key, values)
+            _write_atomically(path, data)
+        except OSError:
+            return
+        self.written_bytes += -(-len(data) // _BLOCK) * _BLOCK
+
+    def trim(self) -> None:
+        """Evict the least recently used entries when the cache is over its limit. A ledger keeps
+        the bytes on disk (each run that writes adds its own), so the folder is listed only when
+        the ledger says the limit is reached, or cannot be read; two runs adding at once may lose
+        one's bytes, which only puts the next listing off."""
+        recorded = self._recorded_usage()
+        estimate = None if recorded is None else recorded + self.written_bytes
+        self.written_bytes = 0
+        if estimate is not None and estimate <= self.limit_bytes:
+            self._record_usage(estimate)
+            return
+        entries = sorted(self._entries())
+        total = sum(size for _, size, _ in entries)
+        if total > self.limit_bytes:
+            for _, size, path in entries:
+                if total <= self.limit_bytes * TRIM_TO:
+                    break
+                _remove(path)
+                total -= size
+        self._record_usage(total)
+
+    def usage(self) -> int:
+        """Bytes the entries take on disk."""
+        return sum(size for _, size, _ in self._entries())
+
+    def _recorded_usage(self) -> int | None:
+        try:
+            return int(self._ledger().read_text(encoding="ascii"))
+        except (OSError, ValueError):
+            return None
+
+    def _record_usage(self, total: int) -> None:
+        try:
+            _write_atomically(self._ledger(), str(total).encode("ascii"))
+        except OSError:
+            pass
+
+    def _ledger(self) -> Path:
+        return self.root / f"v{FORMAT_VERSION}" / "usage"
+
+    def _entries(self) -> list[tuple[float, int, str]]:
+        """(last used, bytes on disk, path) of every entry; stale temporary files are removed."""
+        found, now = [], time.time()
+        for shard in _listing(self.root / f"v{FORMAT_VERSION}"):
+            if not shard.is_dir():
+                continue
+            for entry in _listing(Path(shard.path)):
+                try:
+                    stat = entry.stat()
+                except OSError:  # evicted by another run meanwhile
+                    continue
+                if not entry.name.startswith(_TEMPORARY_PREFIX):
+                    found.append((stat.st_mtime, max(stat.st_size, getattr(stat, "st_blocks", 0) * 512), entry.path))
+                elif now - stat.st_mtime > STALE_TEMPORARY_S:
+                    _remove(entry.path)
+        return found
+
+
+def default_root() -> Path:
+    """`$CIRCUITLANG_CACHE_DIR`, else `$XDG_CACHE_HOME/circuitlang`, else `~/.cache/circuitlang`."""
+    if os.environ.get(CACHE_DIR_VARIABLE):
+        return Path(os.environ[CACHE_DIR_VARIABLE])
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "circuitlang"
+
+
+def limit_from_environment() -> int:
+    """`$CIRCUITLANG_CACHE_LIMIT` in bytes, with an optional K, M, G or T (powers of 1024): `2G`.
+    A value that cannot be read leaves the default: a typo costs disk, not the run."""
+    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)i?B?\s*", os.environ.get(LIMIT_VARIABLE, ""), flags=re.I)
+    return int(match.group(1)) * _UNITS[match.group(2).upper()] if match else DEFAULT_LIMIT_BYTES
+
+
+def _encoded(key: bytes, values: np.ndarray) -> bytes:
+    payload = np.ascontiguousarray(values, dtype="<f8").reshape(-1).tobytes()
+    body = _HEADER.pack(_MAGIC, FORMAT_VERSION, key, len(payload) // 8) + payload
+    return body + hashlib.sha256(body).digest()
+
+
+def _decoded(data: bytes, key: bytes, length: int) -> np.ndarray | None:
+    """The values of an entry that is whole and filed under `key`, else None."""
+    if len(data) != _HEADER.size + 8 * length + _CHECKSUM_BYTES:
+        return None
+    body, checksum = data[:-_CHECKSUM_BYTES], data[-_CHECKSUM_BYTES:]
+    if hashlib.sha256(body).digest() != checksum or _HEADER.unpack_from(body) != (_MAGIC, FORMAT_VERSION, key, length):
+        return None
+    return np.frombuffer(body, dtype="<f8", offset=_HEADER.size).astype(np.float64)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """A temporary file in the entry's folder, renamed over the entry: readers see one or the other.
+    No fsync: an entry a crash leaves half-written fails its checksum and is a miss."""
+    handle, temporary = tempfile.mkstemp(prefix=_TEMPORARY_PREFIX, dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        _remove(temporary)
+        raise
+
+
+def _touch(path: Path) -> None:
+    try:
+        os.utime(path)  # last used: what eviction orders by (access times are often not kept)
+    except OSError:
+        pass
+
+
+def _remove(path: str | Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _listing(folder: Path) -> list[os.DirEntry]:
+    try:
+        with os.scandir(folder) as entries:
+            return list(entries)
+    except OSError:
+        return []
+
+
+# ---- keys --------------------------------------------------------------------------------------
+
+
+def encode(value: Any) -> bytes:
+    """A canonical byte encoding: typed and length-prefixed (so no two values share one), with
+    dicts and sets in sorted order, arrays as dtype, shape and little-endian bytes, and pydantic
+    models and dataclasses as their type's name and fields (source spans left out: moving a line
+    changes no number). Anything else is a TypeError: never a repr or an object id."""
+    out = bytearray()
+    _write(out, value)
+    return bytes(out)
+
+
+def _write(out: bytearray, value: Any) -> None:
+    if value is None:
+        out += b"N"
+    elif isinstance(value, (bool, np.bool_)):
+        out += b"T" if value else b"F"
+    elif isinstance(value, (int, np.integer)):
+        _tagged(out, b"i", str(int(value)).encode())
+    elif isinstance(value, (float, np.floating)):
+        out += b"f" + struct.pack("<d", float(value))
+    elif isinstance(value, str):
+        _tagged(out, b"s", value.encode())
+    elif isinstance(value, bytes):
+        _tagged(out, b"b", value)
+    elif isinstance(value, (tuple, list)):
+        out += b"l" + struct.pack("<Q", len(value))
+        for item in value:
+            _write(out, item)
+    elif isinstance(value, (set, frozenset)):
+        _sequence(out, b"e", sorted(encode(item) for item in value))
+    elif isinstance(value, dict):
+        _sequence(out, b"d", sorted(encode(k) + encode(v) for k, v in value.items()))
+    elif isinstance(value, np.ndarray) and not value.dtype.hasobject:
+        array = np.ascontiguousarray(value)
+        array = array.astype(array.dtype.newbyteorder("<"), copy=False)
+        _write(out, ("array", array.dtype.str, array.shape))
+        _tagged(out, b"a", array.tobytes())
+    elif isinstance(value, BaseModel):
+        fields = {name: getattr(value, name) for name in type(value).model_fields
+                  if name != "span" and not name.endswith("_spans")}
+        _write(out, ("model", type(value).__name__, fields))
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
+        _write(out, ("dataclass", type(value).__name__, fields))
+    else:
+        raise TypeError(f"no canonical encoding for {type(value).__name__}")
+
+
+def _tagged(out: bytearray, tag: bytes, data: bytes) -> None:
+    out += tag + struct.pack("<Q", len(data)) + data
+
+
+def _sequence(out: bytearray, tag: bytes, encoded: list[bytes]) -> None:
+    out += tag + struct.pack("<Q", len(encoded))
+    for item in encoded:
+        out += item
+
+
+def prompt_set_context(model: "LoadedModel", bound: "BoundPromptSet") -> bytes:
+    """The digest of what every array of one prompt set depends on besides its request."""
+    return hashlib.sha256(encode({
+        "format": FORMAT_VERSION, "versions": _versions(), "code": _CODE_DIGEST, "model": _model_part(model),
+        "prompts": _prompts_part(bound),
+    })).digest()
+
+
+def _code_digest() -> str:
+    """The code that computes the arrays (the engine, and the verifier that asks it): an edited
+    copy (an editable install, a patched release) may compute other numbers under one version."""
+    package = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for path in [*sorted((package / "engine").glob("*.py")), package / "verifier.py"]:
+        digest.update(encode((path.name, path.read_bytes())))
+    return digest.hexdigest()
+
+
+# Read when the engine is imported (the verifier imports it with the rest of the engine), not
+# when the first key is made: a file edited during a run must not name the code that runs.
+_CODE_DIGEST = _code_digest()
+
+
+def _versions() -> dict[str, str]:
+    def version(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+    return {"circuitlang": __version__} | {name: version(name) for name in ("torch", "transformers", "transformer-lens")}
+
+
+def _model_part(model: "LoadedModel") -> dict[str, Any]:
+    """The model as it runs: the hash of its loaded weights (two weight sets never share one), its
+    config without the folder it was read from, its tokenizer (the copy and next scores re-encode
+    tokens), its dtype and device."""
+    import torch
+
+    original = model.bridge.original_model
+    config = {k: v for k, v in original.config.to_dict().items() if k != "_name_or_path"}
+    # Another GPU, or the CPU's work split over another number of threads, may round differently.
+    device: dict[str, Any] = {"type": model.device.type}
+    if model.device.type == "cuda":
+        device["name"] = torch.cuda.get_device_name(model.device)
+    else:
+        device["threads"] = torch.get_num_threads()
+    return {"name": model.identity.name, "source": model.identity.source,
+            "weights_sha256": model.identity.weights_sha256, "config": json.dumps(config, sort_keys=True, default=str),
+            "tokenizer": hashlib.sha256(model.tokenizer.backend_tokenizer.to_str().encode()).hexdigest(),
+            "dtype": str(next(original.parameters()).dtype), "device": device}
+
+
+def _prompts_part(bound: "BoundPromptSet") -> dict[str, Any]:
+    templates = [(t.template, t.prompt_indices, t.clean.cpu().numpy(), None if t.corrupt is None else t.corrupt.cpu().numpy(),
+                  t.positions, t.answers) for t in bound.templates]
+    return {"metric": (bound.metric.name, bound.metric.args), "answer_prefix": bound.answer_prefix,
+            "templates": templates}
+
+
+def variant_request(variant: "Variant", ablation: "ir.Ablation") -> tuple:
+    """A variant as the engine runs it: its kept heads and MLPs with their positions (in any
+    order), its edges (edge ablation reads them as a set), and the ablation (not its label)."""
+    heads = sorted(encode((h.layer, h.head, _positions(h.q), _positions(h.k), _positions(h.ablated_at)))
+                   for h in variant.heads)
+    mlps = sorted(encode((m.layer, _positions(m.at), _positions(m.ablated_at))) for m in variant.mlps)
+    edges = None if variant.edges is None else sorted(
+        encode((e.sender, e.receiver, sorted(e.channels))) for e in variant.edges)
+    return ("variant", (ablation.kind, None if ablation.kind == "zero" else ablation.source), heads, mlps, edges,
+            None if variant.edges is None else variant.embed_edges)  # embed_edges matters only to edge ablation
+
+
+def _positions(positions: "tuple[ir.Position, ...] | None") -> tuple | None:
+    """Positions as plain tuples, (name, offset) or (name, offset, name, offset) for a range: the
+    generic encoding of their models would do as well, at several times the cost per variant."""
+    if positions is None:
+        return None
+    return tuple((p.name, p.offset) if hasattr(p, "name") else (p.start.name, p.start.offset, p.stop.name, p.stop.offset)
+                 for p in positions)
+
+
+def path_patch_request(senders: Sequence["ir.Node"], receivers: Sequence["Receiver"], freeze_mlps: bool) -> tuple:
+    """A path-patching run: no ablation enters it, only the clean and corrupt prompts."""
+    return ("path_patch", sorted(encode(s) for s in senders), freeze_mlps,
+            sorted(encode((r.node, sorted(r.channels) if r.node.kind == "head" else ())) for r in receivers))
+
+
+class CachedArrays:
+    """One prompt set's per-prompt arrays: read from the cache when they are there, else computed
+    (and stored); counts both."""
+
+    def __init__(self, cache: ResultCache | None, context: bytes, length: int) -> None:
+        self.cache, self.context, self.length = cache, context, length
+        self.hits = self.misses = 0
+
+    @classmethod
+    def open(cls, cache: ResultCache | None, model: "LoadedModel", bound: "BoundPromptSet") -> "CachedArrays":
+        return cls(cache, prompt_set_context(model, bound) if cache is not None else b"", bound.n_prompts)
+
+    def many(self, requests: Sequence[Any], compute: Callable[[list[int]], Sequence[np.ndarray]]) -> list[np.ndarray]:
+        """The array of each request; `compute(indices)` gives those of the requests not cached
+        (a request made twice, as an audit sender's one receiver alone and "all at once", once)."""
+        keys = [hashlib.sha256(self.context + encode(request)).digest() for request in requests]
+        first: dict[bytes, int] = {}  # each key's first request, in the order of the requests
+        for i, key in enumerate(keys):
+            first.setdefault(key, i)
+        found = {key: values for key in first if (values := self._read(key)) is not None}
+        missing = [key for key in first if key not in found]
+        if missing:
+            for key, values in zip(missing, compute([first[key] for key in missing]), strict=True):
+                found[key] = np.asarray(values, dtype=np.float64)
+                if self.cache is not None:
+                    self.cache.put(key, found[key])
+        self.hits += len(found) - len(missing)
+        self.misses += len(missing)
+        return [found[key] for key in keys]
+
+    def one(self, request: Any, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        return self.many([request], lambda missing: [compute()])[0]
+
+    def _read(self, key: bytes) -> np.ndarray | None:
+        return None if self.cache is None else self.cache.get(key, self.length)
