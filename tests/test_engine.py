@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,8 @@ from circuitlang.organisms.tiny import build_random_gpt2
 from tests.reference_engine import ablation_values, hand_forward, plan_for
 
 WORDS = [str(i) for i in range(1, 25)] + ["then", "and", "after"]
+# benchmarks/gpu.sh runs these tests on a GPU: the engine there, the slow reference on the CPU
+DEVICE = os.environ.get("CIRCUITLANG_TEST_DEVICE", "cpu")
 
 SPEC = """circuitlang 1
 circuit tiny on "./tiny"
@@ -55,7 +60,7 @@ def open_spec(model_dir: Path, metric: str = "logit_diff(answer, wrong)", ablate
     path = model_dir / name
     path.write_text(SPEC % {"metric": metric, "ablate": ablate, "extra": extra})
     spec = circuitlang.load(path)
-    return circuitlang.open_run(spec, batch_size=7)  # a small batch: chunks split variants and prompts
+    return circuitlang.open_run(spec, device=DEVICE, batch_size=7)  # a small batch: chunks split variants and prompts
 
 
 def variants_of(run) -> list[Variant]:
@@ -71,6 +76,8 @@ def variants_of(run) -> list[Variant]:
 
 def reference_metric(run, variants: list[Variant], kind: str, source: str) -> torch.Tensor:
     hf = run.model.bridge.original_model
+    if DEVICE != "cpu":
+        hf = copy.deepcopy(hf).to("cpu")
     bound = run.bound[run.spec.prompt_sets[0].name]
     cfg = run.model.bridge.cfg
     out = torch.empty(len(variants), bound.n_prompts, dtype=torch.float64)
@@ -142,7 +149,7 @@ def test_probability_metrics_of_the_full_model(model_dir, metric):
     run = open_spec(model_dir, metric=metric, name=f"{metric[:4]}.circ")
     values = run.metric([run.full_model(), run.empty()])
     template = run.bound["digits"].templates[0]
-    logits = run.model.bridge(template.clean)[:, -1].double()
+    logits = run.model.bridge(template.clean.to(run.model.device))[:, -1].double().cpu()
     rows = list(template.prompt_indices)
     if metric == "kl":
         expected = torch.zeros(len(rows), dtype=torch.float64)
@@ -170,6 +177,49 @@ def test_starting_from_a_base_variant_changes_nothing(model_dir, ablate):
     assert torch.allclose(with_base, reference_metric(run, sweep, *{"mean of corrupt": ("mean", "corrupt"),
                                                                      "resample": ("resample", "corrupt")}[ablate]),
                           atol=1e-5)
+
+
+@pytest.mark.parametrize("extra", ["", "set embed_edges = declared"])
+def test_edge_variants_resuming_the_circuits_edge_run_change_nothing(model_dir, extra):
+    """C\\K with declared edges starts from the edge-ablated run of C at K's first layer (its running
+    total and senders' differences cached), instead of at layer 0: the numbers must not move."""
+    run = open_spec(model_dir, extra=extra, name=f"edge_base{len(extra)}.circ")
+    circuit = run.circuit()
+    nodes = [m.node for m in run.spec.circuit.nodes]
+    removals = [frozenset({node}) for node in nodes] + [frozenset(pair) for pair in zip(nodes, nodes[1:])]
+    sweep = [circuit] + [run.session.circuit(without=removed) for removed in removals]
+    # the same nodes with one edge fewer: the masks agree everywhere, only the edges tell them apart
+    sweep += [replace(circuit, edges=tuple(e for e in circuit.edges if e != dropped)) for dropped in circuit.edges]
+    engine = run.session.engine()
+    from circuitlang.engine.readouts import readout_for
+
+    readout = readout_for(engine.bound.metric, None)
+    starts: list[int] = []
+    forward_from = engine.forward_from
+    engine.forward_from = lambda layer, residual, *rest: starts.append(layer) or forward_from(layer, residual, *rest)
+    with_base = engine.run(sweep, readout, base=circuit)
+    assert max(starts) > 0  # some variants did resume past layer 0
+    starts.clear()
+    from_zero = engine.run(sweep, readout)
+    assert set(starts) == {0}
+    assert torch.allclose(with_base, from_zero, atol=1e-6)
+    assert torch.allclose(with_base, reference_metric(run, sweep, "mean", "corrupt"), atol=1e-5)
+
+
+@pytest.mark.parametrize("ablate", ["mean of corrupt", "resample", "zero"])
+def test_mlps_ablated_everywhere_are_not_computed_and_that_changes_nothing(model_dir, ablate, monkeypatch):
+    """An MLP that every row of a batch ablates at every position gives its ablation value without
+    running; the numbers equal the run that computes it and then replaces it."""
+    run = open_spec(model_dir, ablate=ablate, name=f"skip_{ablate[:4]}.circ")
+    variants = variants_of(run)
+    engine = run.session.engine()
+    skipped: list[int] = []
+    constant_mlps = engine._constant_mlps
+    monkeypatch.setattr(engine, "_constant_mlps", lambda *args: skipped.extend(constant_mlps(*args)) or constant_mlps(*args))
+    fast = run.metric(variants)
+    assert 1 in skipped  # mlp 1 is in no circuit of variants_of: its variants skip it
+    monkeypatch.setattr(engine, "_constant_mlps", lambda *args: {})
+    assert torch.allclose(fast, run.metric(variants), atol=1e-6)
 
 
 def test_every_metric_of_the_language_has_one_readout():

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 from circuitlang.data.datasets import Dataset
 from circuitlang.ir import models as ir
 
-BYTES_PER_FLOAT = 4  # verify runs in float32
+BYTES_PER_FLOAT = 4  # verify runs in float32 unless --dtype says otherwise
 # The Python runtime with torch, transformers and TransformerLens imported and a model booted,
 # before any activation: about 530 MB measured on CPU (Linux, torch 2.13, TransformerLens 4).
 RUNTIME_BYTES = 550 * 2**20
@@ -97,7 +97,8 @@ def human(size: float) -> str:
 
 def estimate_memory(spec: ir.Spec, datasets: tuple[Dataset, ...], size: ModelSize,
                     token_count: Callable[[str], int] | None = None,
-                    batch_size: int | None = None, audit: bool | None = None) -> MemoryEstimate:
+                    batch_size: int | None = None, audit: bool | None = None,
+                    bytes_per_float: int = BYTES_PER_FLOAT) -> MemoryEstimate:
     """`token_count(text)`: tokens of a prompt (BOS included); without it, a rough count (English
     BPE text averages about 4 bytes a token). Binding makes every prompt of a template the same
     length, so one prompt per template is measured. `audit`: as `verify --audit/--no-audit`; None
@@ -110,11 +111,11 @@ def estimate_memory(spec: ir.Spec, datasets: tuple[Dataset, ...], size: ModelSiz
         lengths = _template_lengths(dataset, count)
         rows = sum(n * length for n, length in lengths)  # token positions over the set's clean prompts
         longest = max(length for _, length in lengths)
-        caches += _cache_bytes(spec, prompt_set, size, rows, len(dataset.clean))
+        caches += _cache_bytes(spec, prompt_set, size, rows, len(dataset.clean)) * bytes_per_float
         recorded = _recorded_inputs(spec, audit) if prompt_set.corruption is not None else 0
-        largest = max(largest, _largest_pass(size, lengths, batch, longest, recorded))
+        largest = max(largest, _largest_pass(size, lengths, batch, longest, recorded, _edge_senders(spec)) * bytes_per_float)
         prompts += PROMPT_BYTES * (len(dataset.clean) + len(dataset.corrupt))
-    return MemoryEstimate(size.parameters * BYTES_PER_FLOAT, caches, largest, prompts,
+    return MemoryEstimate(size.parameters * bytes_per_float, caches, largest, prompts,
                           tokens_exact=token_count is not None)
 
 
@@ -140,24 +141,30 @@ def _cache_bytes(spec: ir.Spec, prompt_set: ir.PromptSet, size: ModelSize, rows:
     per_token = (5 * size.n_layers + 1) * size.d_model
     metric = spec.metric_for(prompt_set)
     logits = n * size.vocab if metric is not None and metric.name == "kl" else 0
-    return (runs * rows * per_token + logits) * BYTES_PER_FLOAT
+    return runs * rows * per_token + logits
 
 
 def _largest_pass(size: ModelSize, lengths: list[tuple[int, int]], batch: int, longest: int,
-                  recorded: int) -> int:
+                  recorded: int, edge_senders: int) -> int:
     """What lives next to the caches for a while: the cache's batches while they are joined into one
     tensor (a second copy of one run's cache, whose memory the allocator keeps afterwards), plus
     the largest of: a batch of `batch` prompts through the whole model with its logits (the cache
     is collected that way); the minimality base run, which keeps its residual at every layer; path
     patching (declared edges, the audit), which runs all prompts of a template in one forward pass,
-    with every layer's z frozen and each receiver's input recorded."""
+    with every layer's z frozen and each receiver's input recorded. With declared edges the base run
+    also keeps the running total entering each layer and each edge sender's contribution. In floats."""
     forward = _forward_floats(size, longest)
     batched = batch * longest * (forward + size.vocab)
     rows = max(n * length for n, length in lengths)
     joined = rows * (5 * size.n_layers + 1) * size.d_model
-    trunk = rows * (size.n_layers + 1) * size.d_model
+    trunk = rows * (size.n_layers + 1 + (size.n_layers + edge_senders if edge_senders else 0)) * size.d_model
     patched = rows * (forward + (size.n_layers + recorded) * size.d_model) if recorded else 0
-    return (joined + max(batched, trunk, patched)) * BYTES_PER_FLOAT
+    return joined + max(batched, trunk, patched)
+
+
+def _edge_senders(spec: ir.Spec) -> int:
+    """Senders whose contribution an edge-ablated base run keeps (the embeddings always)."""
+    return len({edge.sender for edge in spec.circuit.edges} | {"embed"}) if spec.circuit.edges else 0
 
 
 def _recorded_inputs(spec: ir.Spec, audit: bool | None) -> int:
@@ -240,10 +247,14 @@ def offline_token_count(model: ir.ModelRef) -> Callable[[str], int] | None:
     return lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids) + 1
 
 
-def spec_memory(spec: ir.Spec, datasets: tuple[Dataset, ...], audit: bool | None = None) -> MemoryEstimate | None:
+def spec_memory(spec: ir.Spec, datasets: tuple[Dataset, ...], audit: bool | None = None,
+                bytes_per_float: int = BYTES_PER_FLOAT) -> MemoryEstimate | None:
     """The estimate for `plan` and `verify`, or None when the model's size is not known offline."""
     size = model_size(spec.model, spec.shape)
-    return estimate_memory(spec, datasets, size, offline_token_count(spec.model), audit=audit) if size else None
+    if size is None:
+        return None
+    return estimate_memory(spec, datasets, size, offline_token_count(spec.model), audit=audit,
+                           bytes_per_float=bytes_per_float)
 
 
 # ---- what the machine has ----------------------------------------------------------------------

@@ -41,6 +41,52 @@ class _RowGroup:
     declared: dict[tuple, set[_Key]]  # (receiver key, channel) -> senders with a declared edge into it
 
 
+@dataclass(frozen=True)
+class EdgeState:
+    """What an edge-ablated run has accumulated before some layer, per prompt row: the running
+    total and the stored senders' differences. A variant that agrees with a cached edge-ablated
+    run below that layer resumes from it there instead of running from layer 0."""
+
+    total: torch.Tensor  # [rows, P, D]
+    diffs: dict[_Key, torch.Tensor]  # sender key -> [rows, P, D]
+
+
+def declared_edges(variant: Variant) -> dict[tuple, set[_Key]]:
+    """(receiver key, channel) -> senders with a declared edge into it."""
+    declared: dict[tuple, set[_Key]] = {}
+    for edge in variant.edges or ():
+        if edge.sender.kind == "embed" and variant.embed_edges == "all":
+            continue  # the embeddings reach every receiver anyway
+        for channel in edge.channels or ("in",):
+            declared.setdefault((_key(edge.receiver), channel), set()).add(_key(edge.sender))
+    return declared
+
+
+def sender_layer(sender: _Key) -> int:
+    """The layer whose run writes the sender's difference (-1: the embeddings, before layer 0)."""
+    return -1 if sender[0] == "embed" else sender[1]
+
+
+def edge_agreement(variant: Variant, base: Variant, n_layers: int) -> int:
+    """The first layer where edge ablation of `variant` can read anything `base`'s does not:
+    a receiver with other declared senders, a node kept in one and not the other, or a sender
+    whose difference `base` does not store. Layers before it can be taken from base's run.
+    The logits count as the last layer (they are read after it)."""
+    if (variant.edges is None) != (base.edges is None) or variant.embed_edges != base.embed_edges:
+        return 0
+    mine, theirs = declared_edges(variant), declared_edges(base)
+    layer = n_layers
+    for receiver, channel in mine.keys() | theirs.keys():
+        if mine.get((receiver, channel), set()) != theirs.get((receiver, channel), set()):
+            layer = min(layer, n_layers - 1 if receiver[0] == "logits" else receiver[1])
+    stored = set().union(*theirs.values())
+    for sender in set().union(*mine.values()) - stored:
+        layer = min(layer, max(sender_layer(sender), 0))
+    for node in variant.nodes() ^ base.nodes():
+        layer = min(layer, node.layer)
+    return layer
+
+
 def _in_circuit(kept: frozenset[ir.Node], receiver: _Key) -> bool:
     if receiver[0] == "logits":
         return True
@@ -53,20 +99,24 @@ class EdgeHooks:
     """Hooks for one chunk of rows; rows of variants without edges are left untouched."""
 
     def __init__(self, model: LoadedModel, variants: Sequence[Variant], v_idx: torch.Tensor, rows: torch.Tensor,
-                 template: BoundTemplate, source: AblationSource, masks: Masks, start: int) -> None:
+                 template: BoundTemplate, source: AblationSource, masks: Masks, start: int,
+                 resume: EdgeState | None = None) -> None:
         self.bridge = model.bridge
+        self.weights = model.attention
         self.rows = rows
         self.source = source
         self.masks = masks
         self.n_layers = model.bridge.cfg.n_layers
         self.row_variants = [variants[int(v)] for v in v_idx]
         self.active = torch.tensor([v.edges is not None for v in self.row_variants])
-        if start != 0 and bool(self.active.any()):
-            raise ValueError("edge variants run from layer 0")  # the runner guarantees this
+        if start != 0 and bool(self.active.any()) and resume is None:
+            raise ValueError("edge variants run from layer 0 or resume a cached edge run")  # the runner guarantees this
+        self.start = start
         self.groups = self._groups(v_idx)
         self.stored_senders = {s for group in self.groups for senders in group.declared.values() for s in senders}
-        self.total: torch.Tensor | None = None
-        self.diffs: dict[_Key, torch.Tensor] = {}
+        self.total: torch.Tensor | None = None if resume is None else resume.total
+        self.diffs: dict[_Key, torch.Tensor] = {} if resume is None else dict(resume.diffs)
+        self.entering: dict[int, torch.Tensor] = {}  # layer -> the running total entering it (to cache a run)
 
     def _groups(self, v_idx: torch.Tensor) -> list[_RowGroup]:
         """The chunk's rows of each edge variant: they share declared edges, so they are handled together."""
@@ -77,23 +127,12 @@ class EdgeHooks:
                 rows = torch.nonzero(v_idx == v).flatten()
                 if int(rows[-1] - rows[0]) + 1 == rows.numel():  # contiguous: slicing avoids a copy per sender
                     rows = slice(int(rows[0]), int(rows[-1]) + 1)
-                groups.append(_RowGroup(rows, variant.nodes(), self._declared(variant)))
+                groups.append(_RowGroup(rows, variant.nodes(), declared_edges(variant)))
         return groups
 
-    @staticmethod
-    def _declared(variant: Variant) -> dict[tuple, set[_Key]]:
-        """(receiver key, channel) -> senders with a declared edge into it."""
-        declared: dict[tuple, set[_Key]] = {}
-        for edge in variant.edges or ():
-            if edge.sender.kind == "embed" and variant.embed_edges == "all":
-                continue  # the embeddings reach every receiver anyway
-            for channel in edge.channels or ("in",):
-                declared.setdefault((_key(edge.receiver), channel), set()).add(_key(edge.sender))
-        return declared
-
     def hooks(self) -> list:
-        hooks: list = [("blocks.0.hook_resid_pre", self._start_total)]
-        for layer in range(self.n_layers):
+        hooks: list = [("blocks.0.hook_resid_pre", self._start_total)] if self.start == 0 else []
+        for layer in range(self.start, self.n_layers):
             for channel in ("q", "k", "v"):
                 hooks.append((f"blocks.{layer}.attn.hook_{channel}", self._head_input(layer, channel)))
             hooks.append((f"blocks.{layer}.hook_resid_pre", self._remember_resid(layer)))
@@ -118,19 +157,19 @@ class EdgeHooks:
     def _remember_resid(self, layer: int):
         def hook(resid: torch.Tensor, hook: object) -> torch.Tensor:
             self.diffs[("resid_pre", layer)] = resid
+            self.entering[layer] = self.total  # type: ignore[assignment]
             return resid
         return hook
 
     def _add_heads(self, layer: int):
-        w_out = self.bridge.W_O[layer]  # [H, dh, D]
+        w_out = self.weights.W_O[layer]  # [H, dh, D]
+        stored = [head for head in range(w_out.shape[0]) if ("head", layer, head) in self.stored_senders]
 
         def hook(z: torch.Tensor, hook: object) -> torch.Tensor:
             diff_z = z - self.source.value("z", layer, self.rows).to(z.device)
-            per_head = torch.einsum("rphe,hed->rphd", diff_z, w_out)
-            for head in range(z.shape[2]):
-                if ("head", layer, head) in self.stored_senders:
-                    self.diffs[("head", layer, head)] = per_head[:, :, head]
-            self.total = self.total + per_head.sum(2)  # type: ignore[operator]
+            for head in stored:  # one head's contribution only where an edge needs it
+                self.diffs[("head", layer, head)] = diff_z[:, :, head] @ w_out[head]
+            self.total = self.total + torch.einsum("rphe,hed->rpd", diff_z, w_out)  # type: ignore[operator]
             return z
         return hook
 
@@ -144,12 +183,14 @@ class EdgeHooks:
         return hook
 
     # ---- receivers read the residual without undeclared senders
-    def _removed(self, receiver: _Key, channel: str, like: torch.Tensor) -> torch.Tensor:
-        """Per row: the contributions the receiver must not see (zero for rows without edges)."""
+    def _removed(self, receiver: _Key, channel: str, like: torch.Tensor) -> torch.Tensor | None:
+        """Per row: the contributions the receiver must not see (zero for rows without edges);
+        None when the receiver is in no row's circuit (it reads the residual as it is)."""
+        groups = [group for group in self.groups if _in_circuit(group.kept, receiver)]
+        if not groups:
+            return None
         removed = torch.zeros_like(like)
-        for group in self.groups:
-            if not _in_circuit(group.kept, receiver):
-                continue
+        for group in groups:
             rows = group.rows if isinstance(group.rows, slice) else group.rows.to(like.device)
             kept = sum((self.diffs[s][rows] for s in group.declared.get((receiver, channel), ())),
                        torch.zeros_like(like[rows]))
@@ -157,8 +198,7 @@ class EdgeHooks:
         return removed
 
     def _head_input(self, layer: int, channel: str):
-        weight = {"q": self.bridge.W_Q, "k": self.bridge.W_K, "v": self.bridge.W_V}[channel][layer]
-        bias = {"q": self.bridge.b_Q, "k": self.bridge.b_K, "v": self.bridge.b_V}[channel][layer]
+        weight, bias = self.weights.input_weights(channel, layer)
         ln1 = self.bridge.blocks[layer].ln1
 
         def hook(vectors: torch.Tensor, hook: object) -> torch.Tensor:
@@ -166,6 +206,8 @@ class EdgeHooks:
             out = vectors.clone()
             for head in range(vectors.shape[2]):
                 removed = self._removed(("head", layer, head), channel, resid)
+                if removed is None:
+                    continue
                 rows = removed.flatten(1).abs().sum(1) > 0
                 if bool(rows.any()):
                     recomputed = ln1(resid[rows] - removed[rows]) @ weight[head] + bias[head]
@@ -178,8 +220,10 @@ class EdgeHooks:
 
     def _mlp_input(self, layer: int):
         def hook(resid_mid: torch.Tensor, hook: object) -> torch.Tensor:
-            return resid_mid - self._removed(("mlp", layer), "in", resid_mid)
+            removed = self._removed(("mlp", layer), "in", resid_mid)
+            return resid_mid if removed is None else resid_mid - removed
         return hook
 
     def _logits_input(self, resid: torch.Tensor, hook: object) -> torch.Tensor:
-        return resid - self._removed(("logits",), "in", resid)
+        removed = self._removed(("logits",), "in", resid)
+        return resid if removed is None else resid - removed

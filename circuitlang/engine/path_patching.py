@@ -9,6 +9,10 @@ what flows from S to R along direct paths. MLPs are recomputed in step 1, as in 
 `freeze_mlps=True` they are frozen too, which isolates the single edge S -> R (the quantity
 TransformerLens calls direct path patching, and the effect `verify` reports for a declared edge).
 A sender may be a head, an MLP or the embeddings.
+
+Both runs equal the clean run before the first layer anything in them changes (the earliest sender
+in step 1, the earliest receiver in step 2), so they start there from the cached clean residual;
+step 1 stops once the last receiver's input is recorded.
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ from circuitlang.engine.bind import BoundTemplate
 from circuitlang.engine.readouts import Readout
 from circuitlang.engine.runner import Engine
 from circuitlang.ir import models as ir
+
+
+class _Recorded(Exception):
+    """Raised on entering the layer after the last receiver: step 1 has what it needs."""
 
 
 @dataclass(frozen=True)
@@ -57,18 +65,38 @@ def _record(engine: Engine, template: BoundTemplate, senders: Sequence[ir.Node],
     clean, corrupt = engine.clean_cache(template), engine.corrupt_cache(template)
     recorded: dict[str, torch.Tensor] = {}
     hooks = _sender_hooks(engine, clean, corrupt, senders, freeze_mlps) + _recorders(receivers, recorded)
-    # The embeddings as a sender: the first run starts from the corrupt prompt's embeddings (every
-    # head, and with freeze_mlps every MLP, still frozen to its clean output).
-    start = corrupt if any(sender.kind == "embed" for sender in senders) else clean
-    engine.forward_from(0, start.resid_pre[0], hooks)
+    layers = [_layer(r.node, engine.n_layers) for r in receivers]
+    if max(layers) + 1 < engine.n_layers:
+        hooks.append((f"blocks.{max(layers) + 1}.hook_resid_pre", _stop))
+    if any(sender.kind == "embed" for sender in senders):
+        # The embeddings as a sender: the first run starts from the corrupt prompt's embeddings
+        # (every head, and with freeze_mlps every MLP, still frozen to its clean output).
+        first, residual = 0, corrupt.resid_pre[0]
+    else:  # every receiver's input must still be read: a sender after it leaves it clean
+        first = min([*(sender.layer for sender in senders), *layers, engine.n_layers - 1])  # type: ignore[misc]
+        residual = clean.resid_pre[first]
+    try:
+        engine.forward_from(first, residual, hooks)
+    except _Recorded:
+        pass
     return recorded
+
+
+def _stop(activation: torch.Tensor, hook: object) -> None:
+    raise _Recorded
+
+
+def _layer(node: ir.Node, n_layers: int) -> int:
+    """The layer whose run reads the node's input (the logits: after the last layer)."""
+    return n_layers if node.kind == "logits" else node.layer  # type: ignore[return-value]
 
 
 @torch.no_grad()
 def _replay(engine: Engine, template: BoundTemplate, receivers: Sequence[Receiver], recorded: dict[str, torch.Tensor],
             readout: Readout) -> torch.Tensor:
     """Step 2: the clean run with only these receivers' inputs replaced; the metric per row."""
-    final = engine.forward_from(0, engine.clean_cache(template).resid_pre[0], _replayers(receivers, recorded))
+    first = min(min(_layer(r.node, engine.n_layers) for r in receivers), engine.n_layers - 1)
+    final = engine.forward_from(first, engine.clean_cache(template).resid_pre[first], _replayers(receivers, recorded))
     rows = torch.arange(template.n_prompts)
     columns = readout.columns(template)
     logits = engine.logits_at(final[:, template.positions["end"]], None if columns is None else columns)

@@ -10,19 +10,21 @@ are computed, at the one position it reads. Rows (variant x prompt) are streamed
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Callable, Iterator, Sequence
 
 import torch
 
 from circuitlang.engine.ablation_source import AblationSource, ActivationCache, collect
 from circuitlang.engine.bind import BoundPromptSet, BoundTemplate
-from circuitlang.engine.edges import EdgeHooks
+from circuitlang.engine.edges import EdgeHooks, EdgeState, edge_agreement, sender_layer
 from circuitlang.engine.models import LoadedModel
 from circuitlang.engine.readouts import Readout, readout_for
 from circuitlang.engine.variants import Masks, Variant, masks_for
 from circuitlang.ir import models as ir
 
+MAX_CACHED_TRUNKS = 4  # base runs kept per engine: a verification uses one (the circuit's)
 # reduce(logits [rows, k], prompt rows [rows]) -> metric value per row
 Reduce = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -45,6 +47,7 @@ class Engine:
         self.n_layers, self.n_heads = cfg.n_layers, cfg.n_heads
         self._clean = {id(t): collect(model, t.clean, self.batch_size) for t in bound.templates}
         self._corrupt: dict[int, ActivationCache] = {}
+        self._trunks: dict[tuple[int, Variant], _Trunk] = {}  # base runs, kept across calls (one per base)
         self._blocks_callable = self._blocks_run_alone()
         uses_corrupt = ablation.kind != "zero" and ablation.source == "corrupt"
         self._sources = {id(t): AblationSource.build(ablation, self._clean[id(t)],
@@ -90,8 +93,8 @@ class Engine:
         named, n = template.positions, template.n_prompts
         masks = [self._masks(template, v) for v in variants]
         trunks = [_Trunk(None, self._clean[id(template)].resid_pre, self._clean[id(template)].final_residual)]
-        if base is not None and base.edges is None:
-            trunks.append(self._trunk(template, base))
+        if base is not None:
+            trunks.append(self._cached_trunk(template, base))
         columns = readout.columns(template)
         result = torch.empty(len(variants), n)
         for (trunk, start), members in _group_by_start(variants, masks, trunks, self.n_layers).items():
@@ -106,23 +109,41 @@ class Engine:
         return masks_for(variant, template.template, template.positions, template.seq_len, self.n_layers,
                          self.n_heads)
 
+    def _cached_trunk(self, template: BoundTemplate, base: Variant) -> "_Trunk":
+        """The base's run, computed once per template and base: a verification's criteria all
+        start from the circuit's run."""
+        key = (id(template), replace(base, label=""))
+        if key not in self._trunks:
+            if len(self._trunks) >= MAX_CACHED_TRUNKS:
+                self._trunks.pop(next(iter(self._trunks)))
+            self._trunks[key] = self._trunk(template, base)
+        return self._trunks[key]
+
     def _trunk(self, template: BoundTemplate, base: Variant) -> "_Trunk":
-        """Run `base` over every prompt, keeping the residual entering each layer."""
+        """Run `base` over every prompt, keeping the residual entering each layer; for an
+        edge-ablated base also the running total entering each layer and the stored senders'
+        differences, so that edge variants can resume from it."""
         masks = self._masks(template, base)
-        start = masks.first_ablated_layer()
+        start = masks.first_ablated_layer() if base.edges is None else 0
         clean = self._clean[id(template)]
+        source = self._sources[id(template)]
         layers: list[list[torch.Tensor]] = [[] for _ in range(self.n_layers)]
-        finals = []
+        finals, edge_runs = [], []
         for chunk in _chunks(list(range(template.n_prompts)), self.batch_size):
             r_idx = torch.tensor(chunk)
-            row_masks = _stack_rows([masks], torch.zeros(len(chunk), dtype=torch.long))
-            recorders = [(f"blocks.{layer}.hook_resid_pre", _recorder(layers[layer])) for layer in range(start, self.n_layers)]
-            hooks = self._sources[id(template)].hooks(row_masks, r_idx, start) + recorders
-            finals.append(self.forward_from(start, clean.resid_pre[start][r_idx], hooks) if start < self.n_layers
-                          else clean.final_residual[r_idx])
+            v_idx = torch.zeros(len(chunk), dtype=torch.long)
+            row_masks = _stack_rows([masks], v_idx)
+            hooks = source.hooks(row_masks, r_idx, start)
+            if base.edges is not None:
+                edge_runs.append(EdgeHooks(self.model, [base], v_idx, r_idx, template, source, row_masks, 0))
+                hooks += edge_runs[-1].hooks()
+            hooks += [(f"blocks.{layer}.hook_resid_pre", _recorder(layers[layer])) for layer in range(start, self.n_layers)]
+            finals.append(self.forward_from(start, clean.resid_pre[start][r_idx], hooks,
+                                            self._constant_mlps(template, row_masks, r_idx, start))
+                          if start < self.n_layers else clean.final_residual[r_idx])
         resid = tuple(clean.resid_pre[layer] if layer < start else torch.cat(layers[layer])
                       for layer in range(self.n_layers))
-        return _Trunk(masks, resid, torch.cat(finals))
+        return _Trunk(masks, resid, torch.cat(finals), _EdgeRun.join(base, edge_runs, self.n_layers) if edge_runs else None)
 
     def _final_residual(self, template: BoundTemplate, variants: Sequence[Variant], masks: list[Masks],
                         v_idx: torch.Tensor, r_idx: torch.Tensor, trunk: "_Trunk", start: int) -> torch.Tensor:
@@ -132,22 +153,39 @@ class Engine:
         source = self._sources[id(template)]
         hooks = source.hooks(row_masks, r_idx, start)
         if any(variants[int(v)].edges is not None for v in v_idx):
-            hooks += EdgeHooks(self.model, variants, v_idx, r_idx, template, source, row_masks, start).hooks()
-        return self.forward_from(start, trunk.resid_pre[start][r_idx], hooks)
+            resume = trunk.edges.state(start, r_idx) if start > 0 and trunk.edges is not None else None
+            hooks += EdgeHooks(self.model, variants, v_idx, r_idx, template, source, row_masks, start, resume).hooks()
+        return self.forward_from(start, trunk.resid_pre[start][r_idx], hooks,
+                                 self._constant_mlps(template, row_masks, r_idx, start))
 
-    def forward_from(self, layer: int, residual: torch.Tensor, hooks: list) -> torch.Tensor:
-        """Run from the residual entering `layer` with `hooks`; return the residual entering ln_final."""
+    def _constant_mlps(self, template: BoundTemplate, row_masks: Masks, r_idx: torch.Tensor,
+                       start: int) -> dict[int, torch.Tensor]:
+        """Layer -> the output of an MLP that every row ablates at every position: its ablation
+        value, known without running it (in a circuit's variants most MLPs are such)."""
+        if not self._blocks_callable:
+            return {}
+        source = self._sources[id(template)]
+        return {layer: source.value("mlp_out", layer, r_idx) for layer in range(start, self.n_layers)
+                if not bool(row_masks.mlp[:, layer].any())}
+
+    def forward_from(self, layer: int, residual: torch.Tensor, hooks: list,
+                     constant_mlps: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+        """Run from the residual entering `layer` with `hooks`; return the residual entering ln_final.
+        `constant_mlps`: layer -> that MLP's output, put in its place instead of computing it (its
+        hooks still see it)."""
         bridge = self.model.bridge
         residual = residual.to(self.model.device)
         with bridge.hooks(fwd_hooks=hooks):
             if self._blocks_callable:
-                return self._through_blocks(layer, residual)
+                return self._through_blocks(layer, residual, constant_mlps or {})
             return self._through_bridge(layer, residual)
 
-    def _through_blocks(self, layer: int, residual: torch.Tensor) -> torch.Tensor:
+    def _through_blocks(self, layer: int, residual: torch.Tensor,
+                        constant_mlps: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
         """Only the blocks from `layer` on run (the bridge's start_at_layer runs them all)."""
-        for block in self.model.bridge.blocks[layer:]:
-            out = block(residual)
+        for index, block in enumerate(self.model.bridge.blocks[layer:], start=layer):
+            with _mlp_replaced(block, (constant_mlps or {}).get(index)):
+                out = block(residual)
             residual = out[0] if isinstance(out, tuple) else out
         # The hook point on ln_final's input still fires: receivers of the logits (edge ablation,
         # path patching) read the residual there.
@@ -191,37 +229,79 @@ class Engine:
 
 
 @dataclass(frozen=True)
+class _EdgeRun:
+    """What an edge-ablated base run accumulated, over every prompt of a template."""
+
+    base: Variant
+    entering: tuple[torch.Tensor, ...]  # per layer: the running total entering it [n, P, D]
+    diffs: dict[tuple, torch.Tensor]  # stored sender -> its difference [n, P, D]
+
+    @classmethod
+    def join(cls, base: Variant, chunks: list[EdgeHooks], n_layers: int) -> "_EdgeRun":
+        senders = [key for key in chunks[0].diffs if key[0] != "resid_pre"]
+        return cls(base, tuple(torch.cat([c.entering[layer] for c in chunks]) for layer in range(n_layers)),
+                   {key: torch.cat([c.diffs[key] for c in chunks]) for key in senders})
+
+    def state(self, layer: int, rows: torch.Tensor) -> EdgeState:
+        return EdgeState(self.entering[layer][rows],
+                         {key: diff[rows] for key, diff in self.diffs.items() if sender_layer(key) < layer})
+
+
+@dataclass(frozen=True)
 class _Trunk:
-    """A run whose residual stream is cached: the clean run (masks None) or a base variant's."""
+    """A run whose residual stream is cached: the clean run (masks None) or a base variant's,
+    edge-ablated (`edges`) when the base declares edges."""
 
     masks: Masks | None
     resid_pre: tuple[torch.Tensor, ...]  # per layer [n, P, D]
     final: torch.Tensor  # [n, P, D]
+    edges: _EdgeRun | None = None
 
-    def agreement(self, masks: Masks) -> int:
+    def serves(self, variant: Variant) -> bool:
+        """Edge variants resume only edge-ablated runs, the others only runs without edges."""
+        return (variant.edges is not None) == (self.edges is not None)
+
+    def agreement(self, masks: Masks, variant: Variant) -> int:
         """The first layer where a variant with `masks` computes something else than this run."""
         if self.masks is None:
             return masks.first_ablated_layer()
         differs = (masks.z != self.masks.z).flatten(1).any(1) | (masks.kv != self.masks.kv).flatten(1).any(1) \
             | (masks.mlp != self.masks.mlp).any(1)
         layers = torch.nonzero(differs).flatten()
-        return int(layers[0]) if layers.numel() else int(masks.z.shape[0])
+        n_layers = int(masks.z.shape[0])
+        start = int(layers[0]) if layers.numel() else n_layers
+        return start if self.edges is None else min(start, edge_agreement(variant, self.edges.base, n_layers))
 
 
 def _group_by_start(variants: Sequence[Variant], masks: list[Masks], trunks: list[_Trunk],
                     n_layers: int) -> dict[tuple[int, int], list[int]]:
-    """Variants grouped by the cached run they start from and the layer they start at (latest first
-    wins). Edge ablation changes receivers' inputs from the first layer on, so those start at 0."""
+    """Variants grouped by the cached run they start from and the layer they start at (the latest
+    start wins; the first trunk on a tie). A variant no cached run serves starts at layer 0."""
     groups: dict[tuple[int, int], list[int]] = {}
     for index, (variant, mask) in enumerate(zip(variants, masks)):
-        if variant.edges is not None:
-            key = (0, 0)
-        else:
-            starts = [trunk.agreement(mask) for trunk in trunks]
-            best = max(range(len(trunks)), key=lambda t: starts[t])
-            key = (best, starts[best])
-        groups.setdefault(key, []).append(index)
+        starts = [(trunk.agreement(mask, variant), t) for t, trunk in enumerate(trunks) if trunk.serves(variant)]
+        start, best = max(starts, key=lambda pair: pair[0], default=(0, 0))
+        groups.setdefault((best, start), []).append(index)
     return groups
+
+
+@contextmanager
+def _mlp_replaced(block: torch.nn.Module, output: torch.Tensor | None) -> Iterator[None]:
+    """The block's MLP gives `output` (broadcast over the batch) instead of computing it. Only
+    the wrapped module's computation is replaced: the bridge's hooks around it still fire."""
+    if output is None:
+        yield
+        return
+    module = block.mlp.original_component
+
+    def constant(hidden: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        return output.to(hidden.device, hidden.dtype).expand(hidden.shape).contiguous()
+
+    module.forward = constant
+    try:
+        yield
+    finally:
+        del module.forward
 
 
 def _recorder(store: list[torch.Tensor]):

@@ -19,6 +19,8 @@ from circuitlang.engine.runner import Engine
 from circuitlang.engine.variants import Variant, circuit_variant, empty_variant, full_model_variant
 from circuitlang.ir import models as ir
 
+MAX_GPU_BATCH = 16384  # rows; beyond this a forward is long enough that larger batches gain nothing
+
 
 @dataclass
 class Session:
@@ -52,7 +54,21 @@ def open_session(spec: ir.Spec, device: str = "cpu", dtype: torch.dtype = torch.
     model = load_model(spec.model, device, dtype)
     datasets = expand_all(spec)
     bound = bind(spec, datasets, model.tokenizer, prepends_bos(spec, model))
-    return Session(spec, model, datasets, {b.name: b for b in bound}, batch_size or spec.settings.batch_size)
+    return Session(spec, model, datasets, {b.name: b for b in bound}, batch_size or _batch_size(spec, model, bound))
+
+
+def _batch_size(spec: ir.Spec, model: LoadedModel, bound: list[BoundPromptSet]) -> int:
+    """Rows per forward: `set batch_size`, or on a GPU as many as a quarter of its free memory
+    holds (a GPU is fast only with large batches; the CPU's default, 256, leaves it idle)."""
+    if "batch_size" in spec.settings.model_fields_set or model.device.type != "cuda":
+        return spec.settings.batch_size
+    free, _ = torch.cuda.mem_get_info(model.device)
+    cfg = model.bridge.cfg
+    tokens = max(t.seq_len for prompt_set in bound for t in prompt_set.templates)
+    # a row's transient activations: the residual at every layer entry (the cached trunks), the
+    # MLP's hidden layer and q, k, v, z of every head, with room for the hooks' copies
+    per_row = tokens * cfg.n_layers * (2 * cfg.d_model + 4 * cfg.d_model + cfg.d_mlp) * model.bridge.cfg.dtype.itemsize
+    return int(min(max(free // 4 // per_row, spec.settings.batch_size), MAX_GPU_BATCH))
 
 
 def prepends_bos(spec: ir.Spec, model: LoadedModel) -> bool:

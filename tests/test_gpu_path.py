@@ -1,0 +1,71 @@
+"""The GPU path's choices, checked without a GPU (benchmarks/gpu.sh runs the engine on one)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from circuitlang.engine import session as session_module
+from tests.conftest import SPECS
+
+GIB = 2**30
+
+
+def fake_model(device: str) -> SimpleNamespace:
+    cfg = SimpleNamespace(n_layers=12, d_model=768, d_mlp=3072, dtype=torch.float32)
+    return SimpleNamespace(device=torch.device(device), bridge=SimpleNamespace(cfg=cfg))
+
+
+def bound_sets(tokens: int) -> list:
+    return [SimpleNamespace(templates=[SimpleNamespace(seq_len=tokens)])]
+
+
+@pytest.fixture
+def spec():
+    import circuitlang
+
+    return circuitlang.load(SPECS / "organism_incr_digits.circ")
+
+
+def test_on_a_gpu_the_batch_follows_its_free_memory(spec, monkeypatch):
+    per_row = 6 * 12 * (6 * 768 + 3072) * 4  # bytes of one row's transients, as the session counts them
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (8 * GIB, 80 * GIB))
+    assert session_module._batch_size(spec, fake_model("cuda"), bound_sets(6)) == 8 * GIB // 4 // per_row
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1000 * GIB, 1000 * GIB))
+    assert session_module._batch_size(spec, fake_model("cuda"), bound_sets(6)) == session_module.MAX_GPU_BATCH
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (GIB // 100, 80 * GIB))
+    assert session_module._batch_size(spec, fake_model("cuda"), bound_sets(6)) == spec.settings.batch_size
+
+
+def test_the_cpu_and_a_set_batch_size_are_left_alone(spec, tmp_path, monkeypatch):
+    import circuitlang
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (80 * GIB, 80 * GIB))
+    assert session_module._batch_size(spec, fake_model("cpu"), bound_sets(6)) == spec.settings.batch_size
+    written = tmp_path / "batch.circ"
+    written.write_text((SPECS / "organism_incr_digits.circ").read_text() + "set batch_size = 32\n")
+    assert session_module._batch_size(circuitlang.load(written), fake_model("cuda"), bound_sets(6)) == 32
+
+
+def test_half_precision_halves_the_estimate_and_moves_the_numbers_only_slightly(capsys):
+    import json
+
+    from circuitlang.cli import main
+    from circuitlang.compile.memory import spec_memory
+    from circuitlang.data.datasets import expand_all
+    from circuitlang.ir.lower import load_spec
+
+    spec = load_spec(SPECS / "organism_incr_digits.circ")
+    full, half = spec_memory(spec, expand_all(spec)), spec_memory(spec, expand_all(spec), bytes_per_float=2)
+    assert (half.model, half.caches, half.largest_pass) == (full.model // 2, full.caches // 2, full.largest_pass // 2)
+    reports = {}
+    for dtype in ("float32", "float16"):
+        assert main(["verify", str(SPECS / "organism_incr_digits.circ"), "--dtype", dtype, "--no-cache",
+                     "--no-audit", "--format", "json"]) == 0
+        reports[dtype] = json.loads(capsys.readouterr().out)["prompt_sets"][0]
+    single, halved = (reports[d]["faithfulness"]["faithfulness"]["value"] for d in ("float32", "float16"))
+    assert single != halved and abs(single - halved) < 1e-3  # it ran in half precision, and stayed close
+    assert reports["float16"]["faithfulness"]["f_model"]["value"] == pytest.approx(
+        reports["float32"]["faithfulness"]["f_model"]["value"], rel=1e-3)
