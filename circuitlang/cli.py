@@ -12,6 +12,7 @@ import codecs
 import importlib
 import json
 import os
+import signal
 import sys
 import traceback
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from circuitlang import __version__
-from circuitlang.commands.common import add_root_argument, set_threads, why_unwritable
+from circuitlang.commands.common import add_root_argument, progress_display, set_threads, why_unwritable
 from circuitlang.compile.memory import memory_refusal, spec_memory
 from circuitlang.compile.plan import compile_plan
 from circuitlang.data.datasets import Dataset, expand_all
@@ -36,6 +37,7 @@ from circuitlang.ir.structure import structure_warnings
 from circuitlang.ir.uses import read_spec_text
 
 EXIT_OK, EXIT_CLAIM_FAILED, EXIT_SPEC_ERROR, EXIT_RUNTIME_ERROR = 0, 1, 2, 3
+DTYPES = {"float32": 4, "float16": 2, "bfloat16": 2}  # verify --dtype: bytes per number
 MAX_SHOWN_ERRORS = 20
 AUDIT_HELP = ("path-patch from every node outside the circuit into it and the logits, and list the strongest "
               "missing edges and nodes (default: only when it costs no more than the rest of the verification)")
@@ -94,6 +96,9 @@ def _argument_parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", help="run the experiments and check the spec's claims")
     verify.add_argument("file", type=Path)
     verify.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
+    verify.add_argument("--dtype", choices=DTYPES, default="float32",
+                        help="the model's precision (default float32); float16 and bfloat16 halve the memory and "
+                             "speed up GPUs, and move the numbers slightly (docs/verify.md, Precision)")
     verify.add_argument("--format", choices=("table", "json", "junit", "github", "markdown"), default="table")
     verify.add_argument("-o", "--output", type=Path, help="write the report here (atomically) instead of stdout")
     verify.add_argument("--write", action="append", default=[], type=_output_request, metavar="FORMAT=PATH",
@@ -105,6 +110,8 @@ def _argument_parser() -> argparse.ArgumentParser:
                         help="CPU threads for torch (default: 1 for models under 10M parameters, whose many "
                              "small operations only wait on each other across threads; torch's default otherwise)")
     verify.add_argument("--audit", action=argparse.BooleanOptionalAction, default=None, help=AUDIT_HELP)
+    verify.add_argument("--no-cache", action="store_true",
+                        help="neither read nor write the result cache ($CIRCUITLANG_CACHE_DIR, else ~/.cache/circuitlang)")
     verify.set_defaults(run=_verify)
     plan = commands.add_parser("plan", help="show the steps verify will run, without loading a model")
     plan.add_argument("file", type=Path)
@@ -249,7 +256,7 @@ def _verify(args: argparse.Namespace) -> int:
         return EXIT_RUNTIME_ERROR
     try:
         spec = load_spec(args.file, args.root)
-        memory = spec_memory(spec, expand_all(spec), args.audit)  # the run makes the prompts again, bound
+        memory = spec_memory(spec, expand_all(spec), args.audit, DTYPES[args.dtype])  # the run makes the prompts again, bound
     except CircuitlangError as error:
         return _not_verified(str(args.file), flatten([error]), EXIT_SPEC_ERROR, outputs)
     too_big = memory_refusal(memory, args.device)
@@ -258,7 +265,7 @@ def _verify(args: argparse.Namespace) -> int:
         _write_failures(str(args.file), [ModelError(too_big, spec.model.span)], EXIT_RUNTIME_ERROR, outputs)
         return EXIT_RUNTIME_ERROR
     try:
-        report = _run_verification(spec, args.device, args.threads, args.audit)
+        report = _run_verification(spec, args.device, args.threads, args.audit, not args.no_cache, args.dtype)
     except CircuitlangError as error:
         problems = flatten([error])
         # Binding errors (a prompt the tokenizer splits differently) are the spec's to fix.
@@ -300,28 +307,19 @@ def _write_failures(spec_path: str, errors: list[CircuitlangError], code: int, o
             print(f"{output.path}: cannot write the report: {error.strerror or error}", file=sys.stderr)
 
 
-PROGRESS_INTERVAL_S = 30.0  # seconds between progress lines without a terminal
+def _run_verification(spec: ir.Spec, device: str, threads: int, audit: bool | None,
+                      use_cache: bool = True, dtype: str = "float32"):  # -> Report; torch only here
+    import torch
 
-
-def _run_verification(spec: ir.Spec, device: str, threads: int, audit: bool | None):  # -> Report; torch only here
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
+    from circuitlang.engine.result_cache import ResultCache
     from circuitlang.engine.session import open_session
     from circuitlang.verifier import verify
-    from circuitlang.verification.progress import EverySoOften
 
-    console = Console(emoji=False, stderr=True)
-    if not console.is_terminal:  # CI logs: a line every half minute, so a long run is visibly alive
-        session = open_session(spec, device=device)
+    cache = ResultCache.from_environment() if use_cache else None
+    with progress_display("verify") as say:
+        session = open_session(spec, device=device, dtype=getattr(torch, dtype))
         set_threads(session, threads)
-        return verify(session, EverySoOften(lambda line: print(f"verify: {line}", file=sys.stderr, flush=True),
-                                            PROGRESS_INTERVAL_S), audit)
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("loading the model", total=None)
-        session = open_session(spec, device=device)
-        set_threads(session, threads)
-        return verify(session, lambda message: progress.update(task, description=message), audit)
+        return verify(session, say, audit, cache)
 
 
 def _emit_report(report, output: Output, notices: bool) -> None:
@@ -424,9 +422,22 @@ def run() -> None:
         code = 128 + 13
     except KeyboardInterrupt:  # Ctrl-C: one line, not a torch traceback; output files are written whole or not at all
         print("\ncircuitlang: interrupted", file=sys.stderr)
-        code = 128 + 2
+        _exit_now(128 + 2)
     except Exception:  # noqa: BLE001 - the last line of defence for the exit code's meaning
         traceback.print_exc()
         print("circuitlang: internal error (a bug: please report it with the traceback above)", file=sys.stderr)
         code = EXIT_RUNTIME_ERROR
     sys.exit(code)
+
+
+def _exit_now(code: int) -> None:
+    """Exit without the interpreter's shutdown. An interrupt that lands while Python 3.11 runs
+    code through `exec` (dataclasses are built so, during imports) leaves a flag that makes the
+    shutdown kill the process with SIGINT after all, whatever it printed and returned."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the flush short
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:  # a reader gone as well: nothing more can be said
+            pass
+    os._exit(code)

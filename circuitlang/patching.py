@@ -3,7 +3,8 @@
 The workflow behind `circuitlang patch`, as `verifier.verify` is behind `verify`: it runs the
 sweeps the engine implements (`engine.patching_sweeps`) and assembles the report model
 (`report.patching`) that the command draws and writes. Nothing here prints or exits; what cannot
-be patched raises `CannotPatch` with the reason.
+be patched raises `CannotPatch` with the reason. Progress counts prompt rows through the model:
+every sweep's grid (heads, positions, senders into receivers) is known before the first runs.
 """
 
 from __future__ import annotations
@@ -11,14 +12,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import torch
+
+from circuitlang.compile.plan import PATCH_RUNS_PER_EDGE
 from circuitlang.engine import patching_sweeps as sweeps
 from circuitlang.engine.path_patching import Receiver
 from circuitlang.engine.runner import Engine
 from circuitlang.engine.session import Session
 from circuitlang.ir import models as ir
 from circuitlang.report.patching import PatchContext, PatchMatrix
+from circuitlang.verification.progress import Meter
 
 Progress = Callable[[str], None]
+BASELINE_VARIANTS = 2  # the full model and the empty circuit
+BATCHES_PER_PIECE = 4  # a sweep's variants go to the engine in pieces of about this many batches
 
 
 class CannotPatch(Exception):
@@ -45,17 +52,27 @@ class PatchReport:
         return tidy(patch_rows(self), kind)
 
 
+@dataclass(frozen=True)
+class Sweep:
+    description: str
+    rows: int  # prompt rows it puts through the model
+    run: Callable[[Engine, sweeps.Baseline], sweeps.SweepResult]
+
+
 def patch(session: Session, request: PatchRequest, progress: Progress | None = None) -> PatchReport:
-    say = progress or (lambda message: None)
     engine = session.engine(request.prompt_set)
     check_receivers([r.node for r in request.receivers], engine.n_layers, engine.n_heads, session.spec.model.name)
     readout = engine.readout()
-    base = sweeps.baseline(engine, readout)
-    jobs = _jobs(engine, readout, base, request)
+    jobs = _jobs(engine, readout, request)
+    meter = Meter(BASELINE_VARIANTS * engine.bound.n_prompts + sum(job.rows for job in jobs),
+                  progress or (lambda line: None))
+    metered = _MeteredEngine(engine, meter)
+    meter("the full model and the empty circuit")
+    base = sweeps.baseline(metered, readout)  # type: ignore[arg-type]
     results = []
-    for number, (description, job) in enumerate(jobs, 1):
-        say(f"sweep {number}/{len(jobs)}: {description}")
-        results.append(job())
+    for number, job in enumerate(jobs, 1):
+        meter(f"sweep {number}/{len(jobs)}: {job.description}")
+        results.append(job.run(metered, base))  # type: ignore[arg-type]
     return PatchReport(_context(session, request, base, engine), tuple(_matrix(r) for r in results))
 
 
@@ -74,20 +91,51 @@ def check_receivers(receivers: Sequence[ir.Node], n_layers: int, n_heads: int, m
             raise CannotPatch(f"--receiver {node}: head {node.head} does not exist: {model} has heads 0-{n_heads - 1}")
 
 
-def _jobs(engine: Engine, readout, base, request: PatchRequest) -> list[tuple[str, Callable[[], sweeps.SweepResult]]]:
+def _jobs(engine: Engine, readout, request: PatchRequest) -> list[Sweep]:
     kinds = set(request.kinds)
     columns = _columns(engine, request.all_positions) if {"heads-by-position", "mlps"} & kinds else ()
-    jobs: list[tuple[str, Callable[[], sweeps.SweepResult]]] = []
+    layers, heads, prompts = engine.n_layers, engine.n_heads, engine.bound.n_prompts
+    jobs: list[Sweep] = []
     if "heads" in kinds:
-        jobs.append(("heads", lambda: sweeps.head_sweep(engine, readout, base)))
-    if "heads-by-position" in kinds:
-        jobs.append(("heads by position", lambda: sweeps.head_position_sweep(engine, readout, base, columns)))
+        jobs.append(Sweep("heads", layers * heads * prompts, lambda e, base: sweeps.head_sweep(e, readout, base)))
+    if "heads-by-position" in kinds:  # each position, then every position at once
+        jobs.append(Sweep("heads by position", layers * heads * (len(columns) + 1) * prompts,
+                          lambda e, base: sweeps.head_position_sweep(e, readout, base, columns)))
     if "mlps" in kinds:
-        jobs.append(("MLPs by position", lambda: sweeps.mlp_position_sweep(engine, readout, base, columns)))
+        jobs.append(Sweep("MLPs by position", layers * (len(columns) + 1) * prompts,
+                          lambda e, base: sweeps.mlp_position_sweep(e, readout, base, columns)))
     for receiver in request.receivers if "path" in kinds else ():
-        jobs.append((f"path patching into {sweeps.receiver_label(receiver)}",
-                     lambda receiver=receiver: _path(engine, readout, base, receiver)))
+        senders = sweeps.senders_reach(receiver, layers) * heads
+        jobs.append(Sweep(f"path patching into {sweeps.receiver_label(receiver)}",
+                          senders * PATCH_RUNS_PER_EDGE * prompts,
+                          lambda e, base, receiver=receiver: _path(e, readout, base, receiver)))
     return jobs
+
+
+class _MeteredEngine:
+    """The engine as the sweeps see it, telling the meter of every row it runs. A sweep's variants
+    go in pieces, so the line moves within a sweep (a variant's values do not depend on the
+    variants it runs with); each forward of path patching counts its prompts."""
+
+    def __init__(self, engine: Engine, meter: Meter) -> None:
+        self._engine, self._meter = engine, meter
+
+    def __getattr__(self, name: str):
+        return getattr(self._engine, name)
+
+    def run(self, variants: Sequence, readout, base=None) -> torch.Tensor:
+        prompts = self._engine.bound.n_prompts
+        size = max(1, BATCHES_PER_PIECE * self._engine.batch_size // prompts)
+        pieces = []
+        for start in range(0, len(variants), size):
+            pieces.append(self._engine.run(variants[start:start + size], readout, base))
+            self._meter.advance(len(pieces[-1]) * prompts)
+        return torch.cat(pieces) if pieces else self._engine.run(variants, readout, base)
+
+    def forward_from(self, layer: int, residual: torch.Tensor, hooks: list) -> torch.Tensor:
+        out = self._engine.forward_from(layer, residual, hooks)
+        self._meter.advance(len(residual))
+        return out
 
 
 def _columns(engine: Engine, all_positions: bool):

@@ -1,16 +1,20 @@
-"""What every command needs: load a spec or print its errors, and open a run on a device."""
+"""What every command needs: load a spec or print its errors, open a run on a device, show
+progress, and answer a misspelt option value with the nearest valid one."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from circuitlang.data.datasets import expand_all
 from circuitlang.errors import CircuitlangError, flatten, render_diagnostic
 from circuitlang.ir import models as ir
 from circuitlang.ir.lower import load_spec
+from circuitlang.ir.suggest import did_you_mean
 
 if TYPE_CHECKING:  # torch is imported only by commands that run a model
     from circuitlang.engine.session import Session
@@ -83,3 +87,43 @@ def why_unwritable(path: Path | None) -> str:
     if folder is not None and not (folder.is_dir() and os.access(folder, os.W_OK)):
         return f"{folder} is not a writable folder"
     return ""
+
+
+def unknown_value(value: str, choices: Sequence[str], forms: str = "") -> str:
+    """What to say of an option value that names nothing: the value, the nearest choice when one is
+    close, and the choices (or `forms`, the ways to write a value, when they are too many to list)."""
+    expected = f"expected {forms}" if forms else f"choose from {', '.join(choices)}"
+    return f"{value!r}: {did_you_mean(value, choices)}{expected}"
+
+
+def one_of(choices: Sequence[str]) -> Callable[[str], str]:
+    """An argparse `type` for an option with fixed choices: a misspelt value gets the nearest one
+    (argparse's own message for `choices` names none)."""
+    def checked(value: str) -> str:
+        if value not in choices:
+            raise argparse.ArgumentTypeError(unknown_value(value, choices))
+        return value
+    return checked
+
+
+PROGRESS_INTERVAL_S = 30.0  # seconds between progress lines without a terminal
+
+
+@contextmanager
+def progress_display(command: str) -> Iterator[Callable[[str], None]]:
+    """Where a long command's progress lines go: on a terminal one live line; without one (CI
+    logs) a line on stderr every PROGRESS_INTERVAL_S seconds, so a long run is visibly alive.
+    Never stdout, which carries the command's results."""
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from circuitlang.verification.progress import EverySoOften
+
+    console = Console(emoji=False, stderr=True)
+    if not console.is_terminal:
+        yield EverySoOften(lambda line: print(f"{command}: {line}", file=sys.stderr, flush=True), PROGRESS_INTERVAL_S)
+        return
+    columns = (SpinnerColumn(), TextColumn("{task.description}", markup=False), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("loading the model", total=None)
+        yield lambda line: progress.update(task, description=line)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 from circuitlang.commands.common import (EXIT_OK, EXIT_RUNTIME_ERROR, EXIT_SPEC_ERROR, CommandFailed, load_checked,
-                                         print_errors, set_threads)
+                                         print_errors, progress_display, set_threads)
 from circuitlang.errors import CircuitlangError, DataError
 from circuitlang.ir import models as ir
 
@@ -77,11 +77,8 @@ def _transfer(specs: list[ir.Spec], args: argparse.Namespace) -> Transfer:
         set_threads(session, args.threads)
         return session
 
-    console = Console(emoji=False, stderr=True)
-    if not console.is_terminal:
-        return transfer_matrix(specs, opened)
-    with console.status("comparing") as status:
-        return transfer_matrix(specs, opened, lambda message: status.update(message))
+    with progress_display("compare") as say:
+        return transfer_matrix(specs, opened, say)
 
 
 def _emit(comparison: Comparison, args: argparse.Namespace) -> None:

@@ -18,25 +18,26 @@ import shlex
 import sys
 from pathlib import Path
 
-from rich.console import Console
-from rich.markup import escape
-
 from circuitlang.commands.common import EXIT_CLAIM_FAILED, EXIT_OK, EXIT_RUNTIME_ERROR, EXIT_SPEC_ERROR, \
-    CommandFailed, load_checked, open_checked, print_errors, why_unwritable
+    CommandFailed, load_checked, one_of, open_checked, print_errors, progress_display, unknown_value, why_unwritable
 from circuitlang.discover.methods import METHODS
 from circuitlang.errors import CircuitlangError
+from circuitlang.ir import models as ir
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+METHOD_NAMES = tuple(m.name for m in METHODS)
+ORDERS = ("both", "fb", "bf", "forward", "backward")
+SCORES = ("kl", "metric")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, help="the spec: model, prompts, metric, ablation (its circuit is ignored)")
-    parser.add_argument("--method", choices=[m.name for m in METHODS], required=True,
+    parser.add_argument("--method", choices=METHOD_NAMES, type=one_of(METHOD_NAMES), required=True,
                         help="; ".join(f"{m.name}: {m.summary}" for m in METHODS))
     parser.add_argument("-o", "--output", type=Path, required=True, help="the .circ file to write")
     parser.add_argument("--target", type=float, default=0.9, help="faithfulness F(C)/F(M) to reach (default 0.9)")
     parser.add_argument("--prompts", help="the prompt set to search on (default: the first)")
-    parser.add_argument("--order", choices=("both", "fb", "bf", "forward", "backward"), default="both",
+    parser.add_argument("--order", choices=ORDERS, type=one_of(ORDERS), default="both",
                         help="prune: the pass order; `both` runs fb and bf and writes the smaller circuit")
     parser.add_argument("--edges", action="store_true",
                         help="prune: then find the edges among the kept nodes with ACDC (--score, --threshold)")
@@ -50,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float,
                         help="acdc: remove an edge when the score rises by less than this (default: the largest of a "
                              "schedule that reaches --target)")
-    parser.add_argument("--score", choices=("kl", "metric"), default="kl",
+    parser.add_argument("--score", choices=SCORES, type=one_of(SCORES), default="kl",
                         help="acdc: KL from the model's outputs, or the metric's drop as a fraction of |F(M)|")
     parser.add_argument("--positions", action=argparse.BooleanOptionalAction, default=True,
                         help="restrict each head to its role's query (q) and key (k) positions where faithfulness "
@@ -71,25 +72,13 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_RUNTIME_ERROR
     try:
         spec = load_checked(args.file, args.root)  # before torch is imported: a spec error costs no seconds
-        if args.prompts and args.prompts not in {p.name for p in spec.prompt_sets}:
-            names = ", ".join(p.name for p in spec.prompt_sets)
-            print(f"{args.file}: no prompt set named '{args.prompts}' (it has: {names})", file=sys.stderr)
+        names = [p.name for p in spec.prompt_sets]
+        if args.prompts and args.prompts not in names:
+            print(f"{args.file}: no prompt set named {unknown_value(args.prompts, names)}", file=sys.stderr)
             return EXIT_SPEC_ERROR
-        run_ = open_checked(spec, args.device, args.threads)
+        outcome = _search(spec, args)
     except CommandFailed as failure:
         return failure.exit_code
-    from circuitlang.discover.search import CannotSearch, Options, discover
-
-    console = Console(emoji=False, stderr=True, highlight=False)
-    options = Options(args.method, args.output, args.target, args.prompts, args.order, args.include_mlps,
-                      args.percentile, args.min_effect, args.threshold, args.score, args.positions,
-                      args.name or _name_from(args.output), args.edges, args.root)
-    try:
-        outcome = discover(run_, options, command=shlex.join(["circuitlang", *getattr(args, "argv", ["discover"])]),
-                           progress=lambda message: console.print(f"[dim]{escape(message)}[/dim]"))
-    except CannotSearch as error:
-        print(f"{args.file}: {error}", file=sys.stderr)
-        return EXIT_SPEC_ERROR
     except CircuitlangError as error:
         print_errors(error)
         return EXIT_RUNTIME_ERROR
@@ -104,6 +93,22 @@ def run(args: argparse.Namespace) -> int:
         print(line)
     print(f"wrote {args.output}")
     return EXIT_OK if outcome.reached else EXIT_CLAIM_FAILED
+
+
+def _search(spec: ir.Spec, args: argparse.Namespace):  # -> search.Outcome; torch is imported only here
+    """Load the model and search, with progress on stderr; a search refused for its spec -> CommandFailed(2)."""
+    from circuitlang.discover.search import CannotSearch, Options, discover
+
+    options = Options(args.method, args.output, args.target, args.prompts, args.order, args.include_mlps,
+                      args.percentile, args.min_effect, args.threshold, args.score, args.positions,
+                      args.name or _name_from(args.output), args.edges, args.root)
+    command = shlex.join(["circuitlang", *getattr(args, "argv", ["discover"])])
+    try:
+        with progress_display("discover") as say:
+            return discover(open_checked(spec, args.device, args.threads), options, command, say)
+    except CannotSearch as error:
+        print(f"{args.file}: {error}", file=sys.stderr)
+        raise CommandFailed(EXIT_SPEC_ERROR) from None
 
 
 def _bad_option(args: argparse.Namespace) -> str | None:

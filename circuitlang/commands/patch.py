@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from circuitlang.commands.common import (EXIT_OK, EXIT_RUNTIME_ERROR, EXIT_SPEC_ERROR, CommandFailed, load_checked,
-                                         open_checked, print_errors)
+                                         one_of, open_checked, print_errors, progress_display, unknown_value)
 from circuitlang.errors import CircuitlangError
 from circuitlang.ir import models as ir
 from circuitlang.ir.node_text import parse_node
@@ -31,7 +31,9 @@ if TYPE_CHECKING:  # torch is imported only when the command runs
     from circuitlang.patching import PatchReport, PatchRequest
 
 KINDS = ("heads", "heads-by-position", "mlps", "path")  # the sweeps circuitlang.patching runs
+IMAGES = ("png", "svg")
 RECEIVER_FORMS = "logits, L.H (q, k and v), L.H:q or L.H:k,v, or mlpL"
+CHANNELS = ("q", "k", "v")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR",
                         help="folder for the pictures, patching.json and the CSV files (created if missing)")
     parser.add_argument("--prompts", metavar="SET", help="prompt set to patch on (default: the spec's first)")
-    parser.add_argument("--kind", action="append", choices=KINDS,
+    parser.add_argument("--kind", action="append", choices=KINDS, type=one_of(KINDS),
                         help="sweep to run; repeat for several (default: heads, heads-by-position, mlps, and path "
                              "when --receiver is given)")
     parser.add_argument("--receiver", action="append", default=[], metavar="R",
@@ -49,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="colour the pictures by (F(patched) − F(M)) / (F(M) − F(∅)) instead of the metric change")
     parser.add_argument("--all-positions", action="store_true",
                         help="sweep every token index instead of the named positions (prompt sets with one template)")
-    parser.add_argument("--image", choices=("png", "svg"), default="png", help="picture format (default png)")
+    parser.add_argument("--image", choices=IMAGES, type=one_of(IMAGES), default="png",
+                        help="picture format (default png)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads for torch (default: 1 for models under 10M parameters, torch's default otherwise)")
@@ -72,10 +75,10 @@ def _run(args: argparse.Namespace) -> int:
         _check_before_loading(spec, request)
         _check_plotting()
         args.output.mkdir(parents=True, exist_ok=True)  # before the model runs: fail fast
-        with Console(emoji=False, stderr=True).status("loading the model") as progress:
+        with progress_display("patch") as say:
             session = open_checked(spec, args.device, args.threads)
-            report = _patch(session, request, progress.update)
-            progress.update("drawing")
+            report = _patch(session, request, say)
+            say("drawing")
             written = _write(report, args, time.perf_counter() - started)
     except CommandFailed as failure:
         return failure.exit_code
@@ -104,7 +107,7 @@ def _request(spec: ir.Spec, args: argparse.Namespace) -> "PatchRequest":
     kinds = _kinds(args.kind, args.receiver)
     written = args.receiver or (["logits"] if "path" in kinds else [])
     receivers = tuple(Receiver(node, channels) if node.kind == "head" else Receiver(node)
-                      for node, channels in dict.fromkeys(_parse_receiver(text) for text in written))
+                      for node, channels in dict.fromkeys(_parse_receiver(text, spec.shape) for text in written))
     return PatchRequest(_prompt_set(spec, args.prompts), tuple(kinds), receivers, args.all_positions)
 
 
@@ -113,7 +116,7 @@ def _prompt_set(spec: ir.Spec, name: str | None) -> str:
     if name is None:
         return names[0]
     if name not in names:
-        raise _fail(f"{spec.path}: no prompt set '{name}'; the spec has: {', '.join(names)}")
+        raise _fail(f"{spec.path}: no prompt set {unknown_value(name, names)}")
     return name
 
 
@@ -123,16 +126,28 @@ def _kinds(chosen: list[str] | None, receivers: list[str]) -> list[str]:
     return ["heads", "heads-by-position", "mlps"] + (["path"] if receivers else [])
 
 
-def _parse_receiver(text: str) -> tuple[ir.Node, tuple[str, ...]]:
+def _parse_receiver(text: str, shape: ir.ModelShape | None = None) -> tuple[ir.Node, tuple[str, ...]]:
     """`logits`, `9.1`, `9.1:q`, `9.1:k,v`, `mlp3` (or `mlp 3`) -> (node, channels)."""
     written, _, channel_text = text.partition(":")
     node = parse_node(written)
-    named = {c.strip() for c in channel_text.lower().split(",")} if channel_text else {"q", "k", "v"}
-    if node is None or node.kind == "embed" or (channel_text and (node.kind != "head" or not named <= {"q", "k", "v"})):
-        raise _fail(f"--receiver {text!r}: expected {RECEIVER_FORMS}")
+    named = {c.strip() for c in channel_text.lower().split(",")} if channel_text else set(CHANNELS)
+    if node is None or node.kind == "embed":
+        raise _fail("--receiver " + unknown_value(text, _receiver_names(written, shape), RECEIVER_FORMS))
+    if channel_text and (node.kind != "head" or not named <= set(CHANNELS)):
+        meant = [f"{written}:{c}" for c in CHANNELS] if node.kind == "head" else [written.strip()]  # no channels
+        raise _fail("--receiver " + unknown_value(text, meant, RECEIVER_FORMS))
     if node.kind != "head":
         return node, ()
-    return node, tuple(c for c in ("q", "k", "v") if c in named)  # one order: 9.1:v,k is 9.1:k,v
+    return node, tuple(c for c in CHANNELS if c in named)  # one order: 9.1:v,k is 9.1:k,v
+
+
+def _receiver_names(written: str, shape: ir.ModelShape | None) -> list[str]:
+    """Receivers to suggest, written as `written` is (`mlp 3` or `mlp3`); heads only when the
+    model's shape is known offline."""
+    mlp = "mlp {}" if " " in written.strip() else "mlp{}"
+    layers = range(shape.n_layers) if shape else ()
+    heads = [f"{layer}.{head}" for layer in layers for head in range(shape.n_heads)] if shape else []
+    return ["logits", *(mlp.format(layer) for layer in layers), *heads]
 
 
 def _check_before_loading(spec: ir.Spec, request: "PatchRequest") -> None:

@@ -12,6 +12,7 @@ distribution from the model's (`score="kl"`), or the metric's drop as a fraction
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
@@ -39,27 +40,49 @@ class AcdcResult:
 def acdc(scorer: Scorer, threshold: float, score: str = "kl", within: Sequence[ir.Node] | None = None) -> AcdcResult:
     """ACDC over the full graph, or over the edges among `within` (every other node ablated):
     the edges of a circuit found by node pruning."""
+    nodes, senders, edges = _graph(scorer, within)
+    receivers = sorted(nodes + [LOGITS], key=node_order, reverse=True)
+    with scorer.meter.part(acdc_rows(scorer, within)) as part:
+        current = _score(scorer, nodes, edges, score)
+        tried = 0
+        for index, receiver in enumerate(receivers):
+            part.left(scorer.rows(_untried(edges, receivers[index:]) + 1))  # skipped receivers give theirs back
+            if receiver not in _useful(edges):  # its output reaches the logits along no edge left: its
+                continue                        # inputs change nothing, and its edges go at the end
+            incoming = _incoming(receiver, senders, scorer.parallel_attn_mlp)
+            for key in sorted(incoming, key=lambda k: (node_order(k[0]), k[2]), reverse=True):
+                if key not in edges:
+                    continue
+                trial = edges - {key}
+                value = _score(scorer, nodes, trial, score)
+                tried += 1
+                if value - current < threshold:
+                    edges, current = trial, value
+        kept_nodes, kept_edges = _connected_to_logits(edges)
+        circuit = as_edges(kept_edges)
+        faithfulness = scorer.faithfulness([variant_of(kept_nodes, circuit, embed_edges=scorer.embed_edges)])[0]
+    return AcdcResult(threshold, score, kept_nodes, circuit, faithfulness, tried)
+
+
+def acdc_rows(scorer: Scorer, within: Sequence[ir.Node] | None = None) -> int:
+    """Rows of one ACDC pass, counted before it runs: the first score, one trial per edge of the
+    graph and the final faithfulness. Receivers cut off from the logits skip their trials, so this
+    errs long until the pass reaches them."""
+    return scorer.rows(len(_graph(scorer, within)[2]) + 2)
+
+
+def _graph(scorer: Scorer, within: Sequence[ir.Node] | None) -> tuple[list[ir.Node], list[ir.Node], set[EdgeKey]]:
+    """The nodes, the senders (the embeddings too with `embed_edges = declared`) and every edge among them."""
     nodes = sorted(within if within is not None else scorer.heads() + scorer.mlps(), key=node_order)
     senders = nodes + ([ir.Node(kind="embed")] if scorer.embed_edges == "declared" else [])
-    parallel = scorer.parallel_attn_mlp
-    edges = {key for receiver in nodes + [LOGITS] for key in _incoming(receiver, senders, parallel)}
-    current = _score(scorer, nodes, edges, score)
-    tried = 0
-    for receiver in sorted(nodes + [LOGITS], key=node_order, reverse=True):
-        if receiver not in _useful(edges):  # its output reaches the logits along no edge left: its
-            continue                        # inputs change nothing, and its edges go at the end
-        for key in sorted(_incoming(receiver, senders, parallel), key=lambda k: (node_order(k[0]), k[2]), reverse=True):
-            if key not in edges:
-                continue
-            trial = edges - {key}
-            value = _score(scorer, nodes, trial, score)
-            tried += 1
-            if value - current < threshold:
-                edges, current = trial, value
-    kept_nodes, kept_edges = _connected_to_logits(edges)
-    circuit = as_edges(kept_edges)
-    faithfulness = scorer.faithfulness([variant_of(kept_nodes, circuit, embed_edges=scorer.embed_edges)])[0]
-    return AcdcResult(threshold, score, kept_nodes, circuit, faithfulness, tried)
+    edges = {key for receiver in nodes + [LOGITS] for key in _incoming(receiver, senders, scorer.parallel_attn_mlp)}
+    return nodes, senders, edges
+
+
+def _untried(edges: set[EdgeKey], receivers: Sequence[ir.Node]) -> int:
+    """Edges still in the graph into these receivers: the most trials they can take."""
+    waiting = set(receivers)
+    return sum(1 for _, receiver, _ in edges if receiver in waiting)
 
 
 def search_threshold(scorer: Scorer, schedule: Sequence[float], target: float, score: str = "kl",
@@ -80,15 +103,22 @@ def search_threshold(scorer: Scorer, schedule: Sequence[float], target: float, s
             runs[thresholds[index]] = acdc(scorer, thresholds[index], score, within)
         return runs[thresholds[index]]
 
-    low, high = 0, len(thresholds) - 1  # find the first index (largest threshold) that reaches the target
-    while low < high:
-        middle = (low + high) // 2
-        if attempt(middle).faithfulness >= target:
-            high = middle
-        else:
-            low = middle + 1
-    best = attempt(low)
+    with scorer.meter.part(search_rows(scorer, len(thresholds), within)):
+        low, high = 0, len(thresholds) - 1  # find the first index (largest threshold) that reaches the target
+        while low < high:
+            middle = (low + high) // 2
+            if attempt(middle).faithfulness >= target:
+                high = middle
+            else:
+                low = middle + 1
+        best = attempt(low)
     return replace(best, tried=tuple(runs.values()))
+
+
+def search_rows(scorer: Scorer, thresholds: int, within: Sequence[ir.Node] | None = None) -> int:
+    """Rows of `search_threshold`, counted before it runs: the bisection's most passes, one more
+    than the halvings of the schedule (a pass it can reuse is not run again, so this errs long)."""
+    return (math.ceil(math.log2(thresholds)) + 1) * acdc_rows(scorer, within)
 
 
 def as_edges(keys: set[EdgeKey]) -> tuple[ir.Edge, ...]:

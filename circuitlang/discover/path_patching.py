@@ -40,20 +40,21 @@ class EdgeScores:
 
     def into(self, receiver: ir.Node, channel: Channel) -> dict[ir.Node, float]:
         """Score of every possible sender into (receiver, channel)."""
-        senders = [s for s in self._nodes() if self.scorer.precedes(s, receiver)]
+        senders = [s for s in self.nodes() if self.scorer.precedes(s, receiver)]
         for sender in senders:
             key = (sender, receiver, channel)
             if key not in self.scores:
                 self.scores[key] = self._patch(sender, receiver, channel)
         return {s: self.scores[(s, receiver, channel)] for s in senders}
 
-    def _nodes(self) -> list[ir.Node]:
+    def nodes(self) -> list[ir.Node]:
         return self.scorer.heads() + (self.scorer.mlps() if self.include_mlps else [])
 
     def _patch(self, sender: ir.Node, receiver: ir.Node, channel: Channel) -> float:
         target = Receiver(receiver, (channel,) if channel else ())
         values = path_patch(self.scorer.engine, [sender], [target], self.scorer.readout, freeze_mlps=True)
         self.scorer.evaluated += 1
+        self.scorer.meter.advance(self.scorer.patch_rows(1))
         return float(values.mean()) - self.scorer.f_model
 
 
@@ -91,16 +92,28 @@ def search_percentile(scores: EdgeScores, target: float, percentiles: tuple[floa
     loosest one tried when none does. Noise floors (absolute |score| values) are tried from the
     highest, and for each floor the percentiles from the highest."""
     result = None
-    for floor in floors:
-        for percentile in percentiles:
-            nodes, edges = grow(scores, percentile, floor)
-            variant = variant_of(nodes, edges, embed_edges=scores.scorer.embed_edges)
-            faithfulness = scores.scorer.faithfulness([variant])[0]  # an empty circuit scores F(empty)/F(M)
-            result = PathPatchingResult(percentile, floor, nodes, edges, _scores_of(scores, edges), faithfulness)
-            if faithfulness >= target:
-                return result
+    with scores.scorer.meter.part(search_rows(scores, len(percentiles) * len(floors))):
+        for floor in floors:
+            for percentile in percentiles:
+                nodes, edges = grow(scores, percentile, floor)
+                variant = variant_of(nodes, edges, embed_edges=scores.scorer.embed_edges)
+                faithfulness = scores.scorer.faithfulness([variant])[0]  # an empty circuit scores F(empty)/F(M)
+                result = PathPatchingResult(percentile, floor, nodes, edges, _scores_of(scores, edges), faithfulness)
+                if faithfulness >= target:
+                    return result
     assert result is not None, "percentiles and floors must not be empty"  # the command's arguments ensure it
     return result
+
+
+def search_rows(scores: EdgeScores, settings: int) -> int:
+    """Rows of `search_percentile`, counted before it runs: every sender patched into every channel
+    of every receiver, and one faithfulness per (floor, percentile) setting. The growth from the
+    logits reaches only the receivers of kept edges, usually few, so this errs long: what the
+    search did not need comes off the total when it ends."""
+    senders = scores.nodes()
+    patches = sum(len(_channels(receiver)) * sum(scores.scorer.precedes(s, receiver) for s in senders)
+                  for receiver in [*senders, LOGITS])
+    return scores.scorer.patch_rows(patches) + scores.scorer.rows(settings)
 
 
 def _selected(scores: dict[ir.Node, float], percentile: float, min_effect: float) -> list[ir.Node]:

@@ -36,6 +36,12 @@ def restrict_positions(scorer: Scorer, circuit: ir.Circuit, roles: dict[ir.Node,
     return circuit, current
 
 
+def positions_rows(scorer: Scorer, heads: int) -> int:
+    """Rows of `restrict_positions` for a circuit of this many heads, at most: the circuit, and a
+    trial of each head's query and key restriction (one whose position is not shared is skipped)."""
+    return scorer.rows(2 * heads + 1)
+
+
 def _with(circuit: ir.Circuit, index: int, clause: str, name: str) -> ir.Circuit:
     member = circuit.nodes[index].model_copy(update={clause: (ir.PositionRef(name=name, span=NO_SPAN),)})
     return circuit.model_copy(update={"nodes": circuit.nodes[:index] + (member,) + circuit.nodes[index + 1:]})

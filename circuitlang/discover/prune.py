@@ -63,18 +63,31 @@ def prune_nodes(scorer: Scorer, target: float = 0.9, schedule: str = "backward",
     kept = scorer.heads() + scorer.mlps()
     kept.sort(key=node_order)
     can_go = [n for n in kept if include_mlps or n.kind == "head"]
+    passes = SCHEDULES[schedule]
     changed = True
-    while changed:  # a removal can make a node kept earlier unnecessary: repeat rounds
-        changed = False
-        for direction in SCHEDULES[schedule]:
-            visit = list(reversed(can_go)) if direction == "backward" else list(can_go)
-            for node in visit:
-                trial = [n for n in kept if n != node]
-                if scorer.faithfulness([variant_of(trial)])[0] >= target:
-                    kept, changed = trial, True
-                    can_go.remove(node)
-    final = scorer.faithfulness([variant_of(kept)])[0]
+    with scorer.meter.part(prune_rows(scorer, schedule, include_mlps)) as part:
+        while changed:  # a removal can make a node kept earlier unnecessary: repeat rounds
+            changed = False
+            for number, direction in enumerate(passes):
+                # This round's passes left and one round that removes nothing (counted at the start
+                # too); a removal in that round adds another, so the total can grow by a few rows.
+                part.left(scorer.rows((2 * len(passes) - number) * len(can_go) + 1))
+                visit = list(reversed(can_go)) if direction == "backward" else list(can_go)
+                for node in visit:
+                    trial = [n for n in kept if n != node]
+                    if scorer.faithfulness([variant_of(trial)])[0] >= target:
+                        kept, changed = trial, True
+                        can_go.remove(node)
+        final = scorer.faithfulness([variant_of(kept)])[0]
     return PruneResult(schedule, tuple(kept), final, scorer.f_model, scorer.evaluated - start)
+
+
+def prune_rows(scorer: Scorer, schedule: str, include_mlps: bool) -> int:
+    """Rows of a pruning, counted before it runs: a round of the schedule visiting every candidate,
+    a round that finds nothing more to remove (it visits only what the first kept, so this errs
+    long), and the final evaluation."""
+    candidates = len(scorer.heads()) + (len(scorer.mlps()) if include_mlps else 0)
+    return scorer.rows(2 * len(SCHEDULES[schedule]) * candidates + 1)
 
 
 def compare_orders(scorer: Scorer, target: float = 0.9, include_mlps: bool = False) -> OrderComparison:
@@ -84,6 +97,11 @@ def compare_orders(scorer: Scorer, target: float = 0.9, include_mlps: bool = Fal
     union = tuple(sorted(set(fb.nodes) | set(bf.nodes), key=node_order))
     f_intersection, f_union = scorer.faithfulness([variant_of(intersection), variant_of(union)])
     return OrderComparison(fb, bf, intersection, f_intersection, union, f_union, include_mlps)
+
+
+def compare_rows(scorer: Scorer, include_mlps: bool) -> int:
+    """Rows of `compare_orders`: both prunings, then their intersection and union."""
+    return prune_rows(scorer, "fb", include_mlps) + prune_rows(scorer, "bf", include_mlps) + scorer.rows(2)
 
 
 def prune_heads(scorer: Scorer, target: float = 0.9, order: str = "backward") -> PruneResult:

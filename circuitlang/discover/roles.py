@@ -43,6 +43,7 @@ def name_heads(scorer: Scorer, circuit: Variant) -> dict[ir.Node, HeadRole]:
     base = scorer.means([circuit])[0]
     effects = torch.tensor(scorer.means(trials)).view(len(heads), len(names)) - base
     attention, moved = _attention_by_name(scorer, names)  # per layer [head, query name, key name]
+    scorer.meter.advance(scorer.rows(1))  # the prompts, run once with their attention cached
     roles = {}
     for index, keep in enumerate(heads):
         query = int(effects[index].abs().argmax())
@@ -51,6 +52,13 @@ def name_heads(scorer: Scorer, circuit: Variant) -> dict[ir.Node, HeadRole]:
             f"{names[query]} reads {names[key]}", names[query], names[key], float(effects[index, query]),
             float(attention[keep.layer][keep.head, query, key]), float(moved[keep.layer][keep.head, query, key]))
     return roles
+
+
+def naming_rows(scorer: Scorer, heads: int) -> int:
+    """Rows of `name_heads` for a circuit of this many heads: each head ablated at each shared
+    position, the circuit itself, and one run of the prompts for their attention."""
+    trials = heads * len(shared_position_names(scorer.engine.bound.templates))
+    return scorer.rows(trials + 2) if trials else 0
 
 
 def shared_position_names(templates) -> list[str]:

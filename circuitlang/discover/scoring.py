@@ -2,7 +2,7 @@
 
 A `Scorer` wraps a run and a prompt set: F(M) and F(∅) once, then the mean metric (or mean KL to
 the full model) of any list of variants, evaluated in one batched engine call, with a count of
-variants evaluated so that searches can report their cost.
+variants evaluated so that searches can report their cost, and a meter told of every prompt row.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from circuitlang.compile.plan import PATCH_RUNS_PER_EDGE
 from circuitlang.engine.session import Session
 from circuitlang.engine.readouts import Readout
 from circuitlang.engine.runner import Engine
@@ -17,6 +18,7 @@ from circuitlang.verification.criteria import faithfulness_point
 from circuitlang.engine.variants import HeadKeep, MlpKeep, Variant
 from circuitlang.ir import models as ir
 from circuitlang.ir.eap_ig import feeds
+from circuitlang.verification.progress import Meter
 
 NO_SPAN = ir.Span(path="<discover>", line=1, column=1, end_line=1, end_column=1)  # for IR built by a search
 KL = ir.Metric(name="kl", args=(), arg_spans=(), span=NO_SPAN)
@@ -58,6 +60,7 @@ class Scorer:
     session: Session
     prompt_set: str | None = None
     evaluated: int = 0
+    meter: Meter = field(default_factory=lambda: Meter(0, lambda line: None))  # discover's, when it shows progress
     engine: Engine = field(init=False)
     readout: Readout = field(init=False)
     f_model: float = field(init=False)
@@ -93,10 +96,19 @@ class Scorer:
     def mlps(self) -> list[ir.Node]:
         return [mlp(layer) for layer in range(self.n_layers)]
 
+    def rows(self, variants: int) -> int:
+        """Prompt rows through the model to evaluate this many variants."""
+        return variants * self.engine.bound.n_prompts
+
+    def patch_rows(self, patches: int) -> int:
+        """Prompt rows through the model for this many path-patching runs."""
+        return self.rows(PATCH_RUNS_PER_EDGE * patches)
+
     def means(self, variants: Sequence[Variant], readout: Readout | None = None) -> list[float]:
         """Mean over prompts of the metric (or of `readout`) for each variant."""
         self.evaluated += len(variants)
         values = self.engine.run(list(variants), readout or self.readout)
+        self.meter.advance(self.rows(len(variants)))
         return [float(v) for v in values.mean(1)]
 
     def faithfulness(self, variants: Sequence[Variant]) -> list[float]:

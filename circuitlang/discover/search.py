@@ -3,6 +3,11 @@
 Takes a run (spec bound to its model) and the command's options; gives the text to write, a short
 summary for the terminal, and whether the target was reached. The heads of the found circuit are
 named by `discover.roles`; every number that led to the circuit is written as a comment.
+
+Progress counts prompt rows through the model against a total counted before the search starts:
+each method's rows at their most (`Method.rows`), then naming and position restriction for every
+head of the model. What a search did not need comes off the total as soon as it is known, so the
+time-left estimate errs long, and tightens as the search goes.
 """
 
 from __future__ import annotations
@@ -13,15 +18,17 @@ from typing import Callable
 
 from circuitlang.engine.session import Session
 from circuitlang.discover.methods import BY_NAME
+from circuitlang.discover import acdc, path_patching
 from circuitlang.discover.acdc import KL_THRESHOLDS, METRIC_THRESHOLDS, search_threshold
 from circuitlang.discover.path_patching import MIN_EFFECTS, PERCENTILES, EdgeScores, PathPatchingResult, search_percentile
-from circuitlang.discover.prune import OrderComparison, PruneResult, compare_orders, prune_nodes
-from circuitlang.discover.positions import restrict_positions
-from circuitlang.discover.roles import HeadRole, name_heads
+from circuitlang.discover.prune import OrderComparison, PruneResult, compare_orders, compare_rows, prune_nodes, prune_rows
+from circuitlang.discover.positions import positions_rows, restrict_positions
+from circuitlang.discover.roles import HeadRole, name_heads, naming_rows
 from circuitlang.discover.scoring import NO_SPAN, Scorer, variant_of
 from circuitlang.discover.write import BARE_MLP_ROLE, FoundCircuit, write_spec
 from circuitlang.ir import models as ir
 from circuitlang.verification.criteria import faithfulness_point
+from circuitlang.verification.progress import Meter, Part
 
 Progress = Callable[[str], None]
 
@@ -70,15 +77,7 @@ class CannotSearch(Exception):
 def discover(session: Session, options: Options, command: str, progress: Progress = lambda message: None) -> Outcome:
     scorer = Scorer(session, options.prompts)
     _check_searchable(scorer, options)
-    progress(f"F(M) = {scorer.f_model:.4g}, F(empty) = {scorer.f_empty:.4g}; searching with {options.method}")
-    search = globals()[BY_NAME[options.method].search]  # the method's record names its function
-    found = search(scorer, options, progress)
-    progress(f"naming the {sum(n.kind == 'head' for n in found.nodes)} heads")
-    circuit, notes, roles = _circuit(scorer, found)
-    if options.positions:
-        progress("restricting heads to the positions their roles name, where faithfulness allows")
-        circuit, restricted = restrict_positions(scorer, circuit, roles, options.target)
-        found = replace(found, faithfulness=restricted, header=found.header + (_positions_line(circuit),))
+    found, circuit, notes = _find(scorer, options, progress)
     header = (f"Found by: {command}",
               f"on prompt set '{scorer.engine.bound.name}' ({scorer.engine.bound.n_prompts} prompts): "
               f"F(M) = {scorer.f_model:.4g}, F(empty) = {scorer.f_empty:.4g}; "
@@ -92,6 +91,43 @@ def discover(session: Session, options: Options, command: str, progress: Progres
     summary = (f"{len(found.nodes)} nodes, {len(found.edges or ())} edges; faithfulness {found.faithfulness:.4f} "
                f"({'reaches' if reached else 'does NOT reach'} the target {options.target})", *found.header)
     return Outcome(text, summary, reached, found.faithfulness)
+
+
+def _find(scorer: Scorer, options: Options, progress: Progress) -> tuple[Found, ir.Circuit, dict[ir.Node, str]]:
+    """Search, name the heads found and restrict their positions, telling `progress` how far it is."""
+    method = BY_NAME[options.method]  # its record names its functions here
+    searching = globals()[method.rows](scorer, options)
+    naming, restricting = _after_search(scorer, options, None)
+    meter = scorer.meter = Meter(searching + naming + restricting, progress)
+    meter(f"F(M) = {scorer.f_model:.4g}, F(empty) = {scorer.f_empty:.4g}; searching with {options.method}")
+    with meter.part(searching):
+        found = globals()[method.search](scorer, options, meter)
+    heads = sum(n.kind == "head" for n in found.nodes)
+    naming_part, restricting_part = (_tightened(meter, counted, needed) for counted, needed
+                                     in zip((naming, restricting), _after_search(scorer, options, heads)))
+    meter(f"naming the {heads} heads")
+    with naming_part:
+        circuit, notes, roles = _circuit(scorer, found)
+    if options.positions:
+        meter("restricting heads to the positions their roles name, where faithfulness allows")
+        with restricting_part:
+            circuit, restricted = restrict_positions(scorer, circuit, roles, options.target)
+        found = replace(found, faithfulness=restricted, header=found.header + (_positions_line(circuit),))
+    return found, circuit, notes
+
+
+def _after_search(scorer: Scorer, options: Options, heads: int | None) -> tuple[int, int]:
+    """Rows of naming the found heads and restricting their positions; before the search, for
+    every head of the model (the most it can find)."""
+    heads = len(scorer.heads()) if heads is None else heads
+    return naming_rows(scorer, heads), positions_rows(scorer, heads) if options.positions else 0
+
+
+def _tightened(meter: Meter, counted: int, needed: int) -> Part:
+    """A part counted as `counted` rows, now known to need `needed`."""
+    part = meter.part(counted)
+    part.left(needed)
+    return part
 
 
 def _check_searchable(scorer: Scorer, options: Options) -> None:
@@ -134,9 +170,18 @@ def search_by_pruning(scorer: Scorer, options: Options, progress: Progress) -> F
     return _edges_among(scorer, found, options, progress) if options.edges else found
 
 
+def rows_of_pruning(scorer: Scorer, options: Options) -> int:
+    """With --edges, ACDC among every node: the nodes it will run among are known when pruning ends."""
+    pruning = compare_rows(scorer, options.include_mlps) if options.order == "both" else \
+        prune_rows(scorer, options.order, options.include_mlps)
+    return pruning + (acdc.search_rows(scorer, len(_thresholds(options))) if options.edges else 0)
+
+
 def _edges_among(scorer: Scorer, found: Found, options: Options, progress: Progress) -> Found:
     """ACDC restricted to the pruned nodes: which of the edges among them the circuit needs."""
-    result = _acdc_search(scorer, options, progress, within=found.nodes)
+    counted = acdc.search_rows(scorer, len(_thresholds(options)))
+    with _tightened(scorer.meter, counted, acdc.search_rows(scorer, len(_thresholds(options)), found.nodes)):
+        result = _acdc_search(scorer, options, progress, within=found.nodes)
     return Found(result.nodes, result.edges, result.faithfulness, found.header + _acdc_lines(result, options), {})
 
 
@@ -165,11 +210,9 @@ def _comparison_lines(comparison: OrderComparison, chosen: PruneResult) -> tuple
 
 def search_by_path_patching(scorer: Scorer, options: Options, progress: Progress) -> Found:
     scores = EdgeScores(scorer)
-    percentiles = (options.percentile,) if options.percentile is not None else PERCENTILES
     progress("path patching from the logits backwards (MLPs frozen: each score is one direct edge)")
-    floors = (options.min_effect,) if options.min_effect is not None else MIN_EFFECTS
-    result: PathPatchingResult = search_percentile(scores, options.target, percentiles,
-                                                   tuple(f * abs(scorer.f_model) for f in floors))
+    result: PathPatchingResult = search_percentile(scores, options.target, _percentiles(options),
+                                                   tuple(f * abs(scorer.f_model) for f in _floors(options)))
     notes = {pair: ", ".join(f"{c or 'resid'} {v:+.3g}" for c, v in by_channel.items())
              for pair, by_channel in result.edge_scores.items()}
     header = (f"path patching: edges at or above the {result.percentile:g}th percentile of |score| into each receiver "
@@ -177,16 +220,37 @@ def search_by_path_patching(scorer: Scorer, options: Options, progress: Progress
     return Found(result.nodes, result.edges, result.faithfulness, header, notes)
 
 
+def rows_of_path_patching(scorer: Scorer, options: Options) -> int:
+    return path_patching.search_rows(EdgeScores(scorer), len(_percentiles(options)) * len(_floors(options)))
+
+
+def _percentiles(options: Options) -> tuple[float, ...]:
+    return (options.percentile,) if options.percentile is not None else PERCENTILES
+
+
+def _floors(options: Options) -> tuple[float, ...]:
+    """Noise floors as fractions of |F(M)|."""
+    return (options.min_effect,) if options.min_effect is not None else MIN_EFFECTS
+
+
 def search_by_acdc(scorer: Scorer, options: Options, progress: Progress) -> Found:
     result = _acdc_search(scorer, options, progress)
     return Found(result.nodes, result.edges, result.faithfulness, _acdc_lines(result, options), {})
 
 
+def rows_of_acdc(scorer: Scorer, options: Options) -> int:
+    return acdc.search_rows(scorer, len(_thresholds(options)))
+
+
 def _acdc_search(scorer: Scorer, options: Options, progress: Progress, within: tuple[ir.Node, ...] | None = None):
-    schedule = (options.threshold,) if options.threshold is not None else \
-        (KL_THRESHOLDS if options.score == "kl" else METRIC_THRESHOLDS)
-    return search_threshold(scorer, schedule, options.target, options.score,
+    return search_threshold(scorer, _thresholds(options), options.target, options.score,
                             lambda t: progress(f"acdc with threshold {t:g} ({options.score})"), within)
+
+
+def _thresholds(options: Options) -> tuple[float, ...]:
+    if options.threshold is not None:
+        return (options.threshold,)
+    return KL_THRESHOLDS if options.score == "kl" else METRIC_THRESHOLDS
 
 
 def _acdc_lines(result, options: Options) -> tuple[str, ...]:
