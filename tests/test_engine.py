@@ -222,6 +222,22 @@ def test_mlps_ablated_everywhere_are_not_computed_and_that_changes_nothing(model
     assert torch.allclose(fast, run.metric(variants), atol=1e-6)
 
 
+def test_edge_ablation_gives_the_same_bits_whatever_the_hash_seed(model_dir):
+    """Receivers sum their declared senders' contributions in a fixed order: Python's set order
+    follows string hashing, which changes from process to process, and so would the rounding."""
+    import subprocess
+    import sys
+
+    open_spec(model_dir, extra="edge 0.1 -> 2.1\nedge 0.3 -> 2.1\nedge 0.1 -> logits\nedge 1.0 -> logits",
+              name="seeded.circ")  # receivers with three and four senders: their sums depend on the order
+    script = ("import circuitlang, sys; run = circuitlang.open_run(circuitlang.load(sys.argv[1]), batch_size=7); "
+              "print(run.metric([run.circuit()]).numpy().tobytes().hex())")
+    outputs = {subprocess.run([sys.executable, "-c", script, str(model_dir / "seeded.circ")], capture_output=True,
+                              text=True, env={**os.environ, "PYTHONHASHSEED": seed}, check=True).stdout
+               for seed in ("1", "2", "3", "4", "5", "6")}
+    assert len(outputs) == 1
+
+
 def test_every_metric_of_the_language_has_one_readout():
     from circuitlang.engine.readouts import READOUTS
     from circuitlang.ir.stdlib import METRICS

@@ -192,7 +192,9 @@ class EdgeHooks:
         removed = torch.zeros_like(like)
         for group in groups:
             rows = group.rows if isinstance(group.rows, slice) else group.rows.to(like.device)
-            kept = sum((self.diffs[s][rows] for s in group.declared.get((receiver, channel), ())),
+            # in a fixed order: a set's order follows string hashing, which changes from run to run,
+            # and so would the float rounding of the sum
+            kept = sum((self.diffs[s][rows] for s in sorted(group.declared.get((receiver, channel), ()))),
                        torch.zeros_like(like[rows]))
             removed[rows] = self.total[rows] - kept  # type: ignore[index]
         return removed
