@@ -55,6 +55,7 @@ MODULE_COMMANDS: tuple[tuple[str, str], ...] = (
     ("export", "write a circuit as another tool's file (EAP-IG graph JSON)"),
     ("import", "read a circuit from another tool's file (EAP-IG graph JSON) into a .circ spec"),
     ("compare", "overlap of circuits' nodes and edges, and each circuit's faithfulness on the others' prompts"),
+    ("curve", "faithfulness curve of scored edges (an EAP-IG graph file, EAP, EAP-IG) and its areas, as MIB"),
 )
 
 

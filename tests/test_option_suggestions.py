@@ -21,7 +21,7 @@ def _error_line(argv: list[str], capsys) -> str:
 
 
 @pytest.mark.parametrize("option, wrong, nearest, choices", [
-    ("--method", "prun", "prune", "prune, path-patching, acdc"),
+    ("--method", "prun", "prune", "prune, path-patching, acdc, eap, eap-ig"),
     ("--order", "backwrd", "backward", "both, fb, bf, forward, backward"),
     ("--score", "kll", "kl", "kl, metric"),
     ("--prompts", "incr_digit", "incr_digits", "incr_digits"),

@@ -4,6 +4,7 @@ progress, and answer a misspelt option value with the nearest valid one."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from contextlib import contextmanager
@@ -20,6 +21,8 @@ if TYPE_CHECKING:  # torch is imported only by commands that run a model
     from circuitlang.engine.session import Session
 
 EXIT_OK, EXIT_CLAIM_FAILED, EXIT_SPEC_ERROR, EXIT_RUNTIME_ERROR = 0, 1, 2, 3
+# An edge's entry in an EAP-IG Graph.to_json file is ~70 bytes; room for long scores and indentation.
+BYTES_PER_EDGE = 200
 
 
 class CommandFailed(Exception):
@@ -89,6 +92,14 @@ def why_unwritable(path: Path | None) -> str:
     return ""
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of 1 or more."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
 def unknown_value(value: str, choices: Sequence[str], forms: str = "") -> str:
     """What to say of an option value that names nothing: the value, the nearest choice when one is
     close, and the choices (or `forms`, the ways to write a value, when they are too many to list)."""
@@ -127,3 +138,22 @@ def progress_display(command: str) -> Iterator[Callable[[str], None]]:
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("loading the model", total=None)
         yield lambda line: progress.update(task, description=line)
+
+
+def read_graph_json(path: Path, max_bytes: int) -> object:
+    """The graph file's JSON; its size is checked before it is read (json holds ~10x the file)."""
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            print(f"{path}: {size:,} bytes, more than the {max_bytes:,} the graph size limit allows "
+                  "(raise it with --max-edges N)", file=sys.stderr)
+            raise CommandFailed(EXIT_SPEC_ERROR)
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        print(f"{path}: cannot read: {error.strerror or error}", file=sys.stderr)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        print(f"{path}: not JSON: {error} (export the graph with EAP-IG's Graph.to_json)", file=sys.stderr)
+    except (ValueError, RecursionError):  # integers over 4300 digits, nesting past Python's stack
+        print(f"{path}: a number too long or nesting too deep for an EAP-IG graph (export the graph with "
+              "EAP-IG's Graph.to_json)", file=sys.stderr)
+    raise CommandFailed(EXIT_SPEC_ERROR)

@@ -3,7 +3,8 @@
 Methods: `prune` (node pruning, forward-then-backward and backward-then-forward, both reported
 with their intersection), `path-patching` (iterative path patching from the logits backwards, the
 edge threshold a percentile of each receiver's score distribution), `acdc` (edge pruning with a
-KL or metric threshold). Each searches for the smallest circuit whose faithfulness F(C)/F(M)
+KL or metric threshold), `eap` and `eap-ig` (edge attribution from gradients, then the top edges by
+|score|, every candidate evaluated exactly). Each searches for the smallest circuit whose faithfulness F(C)/F(M)
 reaches --target on the spec's first prompt set (or --prompts), writes the circuit into a copy of
 the spec (model, prompts, metric and ablation kept) with the scores as comments, and exits 1 when
 the target was not reached.
@@ -53,6 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "schedule that reaches --target)")
     parser.add_argument("--score", choices=SCORES, type=one_of(SCORES), default="kl",
                         help="acdc: KL from the model's outputs, or the metric's drop as a fraction of |F(M)|")
+    parser.add_argument("--top", type=int, metavar="N",
+                        help="eap, eap-ig: keep the N edges of largest |score| (default: the fewest that reach --target)")
+    parser.add_argument("--steps", type=int, default=5,
+                        help="eap-ig: integration steps from the corrupt inputs to the clean ones (default 5, as Hanna "
+                             "et al. 2024)")
     parser.add_argument("--positions", action=argparse.BooleanOptionalAction, default=True,
                         help="restrict each head to its role's query (q) and key (k) positions where faithfulness "
                              "stays at the target (default: on)")
@@ -101,7 +107,7 @@ def _search(spec: ir.Spec, args: argparse.Namespace):  # -> search.Outcome; torc
 
     options = Options(args.method, args.output, args.target, args.prompts, args.order, args.include_mlps,
                       args.percentile, args.min_effect, args.threshold, args.score, args.positions,
-                      args.name or _name_from(args.output), args.edges, args.root)
+                      args.name or _name_from(args.output), args.edges, args.root, args.steps, args.top)
     command = shlex.join(["circuitlang", *getattr(args, "argv", ["discover"])])
     try:
         with progress_display("discover") as say:
@@ -123,6 +129,10 @@ def _bad_option(args: argparse.Namespace) -> str | None:
         value = getattr(args, option)
         if value is not None and not (math.isfinite(value) and value >= 0):
             return f"--{option.replace('_', '-')} {value}: give a number >= 0"
+    if args.top is not None and (args.top < 1 or args.method not in ("eap", "eap-ig")):
+        return f"--top {args.top}: give a number of edges >= 1, with --method eap or eap-ig"
+    if not 1 <= args.steps <= 1000:
+        return f"--steps {args.steps}: give a number of integration steps in 1..1000 (the literature uses 5 to 30)"
     if args.name and not IDENTIFIER.fullmatch(args.name):
         return f"--name {args.name!r}: a circuit name is letters, digits and _ and starts with a letter or _"
     return None

@@ -13,12 +13,12 @@ select edges by |score| instead of the file's in_graph marks. See docs/interop.m
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from circuitlang.commands.common import EXIT_OK, EXIT_RUNTIME_ERROR, EXIT_SPEC_ERROR, CommandFailed, load_checked, \
-    print_errors
+from circuitlang.commands.common import (
+    BYTES_PER_EDGE, EXIT_OK, EXIT_RUNTIME_ERROR, EXIT_SPEC_ERROR, CommandFailed, load_checked, positive_int,
+    print_errors, read_graph_json)
 from circuitlang.discover.write import FoundCircuit, write_spec
 from circuitlang.dsl import ast
 from circuitlang.dsl.parser import parse
@@ -30,7 +30,6 @@ from circuitlang.ir.lower import load_spec
 from circuitlang.ir.paths import default_root
 from circuitlang.ir.uses import read_spec_text
 
-BYTES_PER_EDGE = 200  # an edge's entry in Graph.to_json is ~70 bytes; room for long scores and indentation
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,28 +39,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, help="write the spec here (default: stdout)")
     parser.add_argument("--from", dest="source_format", choices=("eap-ig",), default="eap-ig")
     select = parser.add_mutually_exclusive_group()
-    select.add_argument("--top", type=_positive, metavar="N",
+    select.add_argument("--top", type=positive_int, metavar="N",
                         help="take the N edges with the largest |score| (then prune as EAP-IG does), "
                              "ignoring the file's in_graph marks")
     select.add_argument("--threshold", type=float, metavar="T",
                         help="take the edges with |score| >= T (then prune), ignoring the file's in_graph marks")
     parser.add_argument("--name", help="the circuit's name (default: the base spec's)")
-    parser.add_argument("--max-edges", type=_positive, default=MAX_GRAPH_EDGES, metavar="N",
+    parser.add_argument("--max-edges", type=positive_int, default=MAX_GRAPH_EDGES, metavar="N",
                         help=f"refuse graphs of models with more than N edges (default {MAX_GRAPH_EDGES:,}); "
                              f"the file may be at most {BYTES_PER_EDGE} bytes per edge")
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         base = load_checked(args.base, args.root)
-        data = _read_json(args.graph, args.max_edges * BYTES_PER_EDGE)
+        data = read_graph_json(args.graph, args.max_edges * BYTES_PER_EDGE)
         imported = import_graph(data, str(args.graph), base.shape, args.top, args.threshold,
                                 base.settings.embed_edges, args.max_edges)
         base_ast = parse(read_spec_text(args.base), str(args.base))
@@ -90,25 +82,6 @@ def run(args: argparse.Namespace) -> int:
     except OSError as error:
         print(f"{args.output}: cannot write: {error.strerror}", file=sys.stderr)
         return EXIT_RUNTIME_ERROR
-
-
-def _read_json(path: Path, max_bytes: int) -> object:
-    """The graph file's JSON; its size is checked before it is read (json holds ~10x the file)."""
-    try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            print(f"{path}: {size:,} bytes, more than the {max_bytes:,} the graph size limit allows "
-                  "(raise it with --max-edges N)", file=sys.stderr)
-            raise CommandFailed(EXIT_SPEC_ERROR)
-        return json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        print(f"{path}: cannot read: {error.strerror or error}", file=sys.stderr)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        print(f"{path}: not JSON: {error} (export the graph with EAP-IG's Graph.to_json)", file=sys.stderr)
-    except (ValueError, RecursionError):  # integers over 4300 digits, nesting past Python's stack
-        print(f"{path}: a number too long or nesting too deep for an EAP-IG graph (export the graph with "
-              "EAP-IG's Graph.to_json)", file=sys.stderr)
-    raise CommandFailed(EXIT_SPEC_ERROR)
 
 
 def _claims(base_ast: ast.SpecFile, imported: ImportedGraph, base: ir.Spec, graph: Path) -> tuple[str, ...]:

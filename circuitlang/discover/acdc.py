@@ -40,7 +40,7 @@ class AcdcResult:
 def acdc(scorer: Scorer, threshold: float, score: str = "kl", within: Sequence[ir.Node] | None = None) -> AcdcResult:
     """ACDC over the full graph, or over the edges among `within` (every other node ablated):
     the edges of a circuit found by node pruning."""
-    nodes, senders, edges = _graph(scorer, within)
+    nodes, senders, edges = full_graph(scorer, within)
     receivers = sorted(nodes + [LOGITS], key=node_order, reverse=True)
     with scorer.meter.part(acdc_rows(scorer, within)) as part:
         current = _score(scorer, nodes, edges, score)
@@ -58,7 +58,7 @@ def acdc(scorer: Scorer, threshold: float, score: str = "kl", within: Sequence[i
                 tried += 1
                 if value - current < threshold:
                     edges, current = trial, value
-        kept_nodes, kept_edges = _connected_to_logits(edges)
+        kept_nodes, kept_edges = connected_to_logits(edges)
         circuit = as_edges(kept_edges)
         faithfulness = scorer.faithfulness([variant_of(kept_nodes, circuit, embed_edges=scorer.embed_edges)])[0]
     return AcdcResult(threshold, score, kept_nodes, circuit, faithfulness, tried)
@@ -68,10 +68,10 @@ def acdc_rows(scorer: Scorer, within: Sequence[ir.Node] | None = None) -> int:
     """Rows of one ACDC pass, counted before it runs: the first score, one trial per edge of the
     graph and the final faithfulness. Receivers cut off from the logits skip their trials, so this
     errs long until the pass reaches them."""
-    return scorer.rows(len(_graph(scorer, within)[2]) + 2)
+    return scorer.rows(len(full_graph(scorer, within)[2]) + 2)
 
 
-def _graph(scorer: Scorer, within: Sequence[ir.Node] | None) -> tuple[list[ir.Node], list[ir.Node], set[EdgeKey]]:
+def full_graph(scorer: Scorer, within: Sequence[ir.Node] | None) -> tuple[list[ir.Node], list[ir.Node], set[EdgeKey]]:
     """The nodes, the senders (the embeddings too with `embed_edges = declared`) and every edge among them."""
     nodes = sorted(within if within is not None else scorer.heads() + scorer.mlps(), key=node_order)
     senders = nodes + ([ir.Node(kind="embed")] if scorer.embed_edges == "declared" else [])
@@ -157,7 +157,7 @@ def _useful(edges: set[EdgeKey]) -> set[ir.Node]:
     return useful
 
 
-def _connected_to_logits(edges: set[EdgeKey]) -> tuple[tuple[ir.Node, ...], set[EdgeKey]]:
+def connected_to_logits(edges: set[EdgeKey]) -> tuple[tuple[ir.Node, ...], set[EdgeKey]]:
     """Nodes with a path to the logits, and the edges among them."""
     useful = _useful(edges)
     kept = {key for key in edges if key[0] in useful and key[1] in useful}

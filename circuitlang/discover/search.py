@@ -18,13 +18,15 @@ from typing import Callable
 
 from circuitlang.engine.session import Session
 from circuitlang.discover.methods import BY_NAME
-from circuitlang.discover import acdc, path_patching
+from circuitlang.discover import acdc, attribution, path_patching
 from circuitlang.discover.acdc import KL_THRESHOLDS, METRIC_THRESHOLDS, search_threshold
 from circuitlang.discover.path_patching import MIN_EFFECTS, PERCENTILES, EdgeScores, PathPatchingResult, search_percentile
 from circuitlang.discover.prune import OrderComparison, PruneResult, compare_orders, compare_rows, prune_nodes, prune_rows
 from circuitlang.discover.positions import positions_rows, restrict_positions
 from circuitlang.discover.roles import HeadRole, name_heads, naming_rows
+from circuitlang.discover.curves import on_graph, top_edges
 from circuitlang.discover.scoring import NO_SPAN, Scorer, variant_of
+from circuitlang.engine.attribution import EAP_IG_STEPS
 from circuitlang.discover.write import BARE_MLP_ROLE, FoundCircuit, write_spec
 from circuitlang.ir import models as ir
 from circuitlang.verification.criteria import faithfulness_point
@@ -51,6 +53,8 @@ class Options:
     name: str | None = None
     edges: bool = False  # prune: then find the edges among the kept nodes with ACDC
     root: Path | None = None  # the project root the spec was loaded with (None: its folder)
+    steps: int = EAP_IG_STEPS  # eap-ig: gradient steps from the corrupt inputs to the clean ones
+    top: int | None = None  # eap, eap-ig: keep this many edges (None: the fewest that reach the target)
 
 
 @dataclass(frozen=True)
@@ -141,10 +145,14 @@ def _check_searchable(scorer: Scorer, options: Options) -> None:
         raise CannotSearch(f"on prompt set '{name}' the empty circuit already has faithfulness "
                            f"{empty:.3f} >= the target {options.target}: the ablation does "
                            "not remove the behaviour (check the corruption and `ablate`)")
-    if BY_NAME[options.method].needs_corruption:
-        if any(t.corrupt is None for t in scorer.engine.bound.templates):
-            raise CannotSearch(f"prompt set '{name}' has no corruption; path patching patches from the corrupt "
-                               "prompts: add a `corrupt` line, or use --method prune or acdc")
+    needs_corruption = BY_NAME[options.method].needs_corruption
+    if needs_corruption and any(t.corrupt is None for t in scorer.engine.bound.templates):
+        raise CannotSearch(f"prompt set '{name}' has no corruption; {needs_corruption}: add a `corrupt` line, "
+                           "or use --method prune, acdc or eap")
+    if options.method in ("eap", "eap-ig") and scorer.engine.bound.metric.name == "accuracy":
+        raise CannotSearch("accuracy is a step function, so its gradient is zero everywhere and every edge would "
+                           "score 0: use a smooth metric (logit_diff, prob_diff, logprob) or --method acdc")
+    if options.method == "path-patching":
         if scorer.embed_edges == "declared":
             raise CannotSearch("path patching scores edges between heads and MLPs, not from the embeddings; with "
                                "`set embed_edges = declared` its circuit would see no tokens: use --method acdc "
@@ -258,6 +266,40 @@ def _acdc_lines(result, options: Options) -> tuple[str, ...]:
     score = "KL divergence" if options.score == "kl" else "metric drop / |F(M)|"
     return (f"acdc: threshold {result.threshold:g} on the {score}; {result.edges_tried} edge removals tried per "
             f"threshold; thresholds tried (faithfulness): {tried}",)
+
+
+def search_by_eap(scorer: Scorer, options: Options, progress: Progress) -> Found:
+    return _attribution_search(scorer, options, progress, "eap")
+
+
+def search_by_eap_ig(scorer: Scorer, options: Options, progress: Progress) -> Found:
+    return _attribution_search(scorer, options, progress, "eap-ig")
+
+
+def rows_of_eap(scorer: Scorer, options: Options) -> int:
+    return attribution.scoring_rows(scorer, "eap", 1) + attribution.selection_rows(scorer, options.top is None)
+
+
+def rows_of_eap_ig(scorer: Scorer, options: Options) -> int:
+    return attribution.scoring_rows(scorer, "eap-ig", options.steps) + \
+        attribution.selection_rows(scorer, options.top is None)
+
+
+def _attribution_search(scorer: Scorer, options: Options, progress: Progress, method: str) -> Found:
+    steps = 1 if method == "eap" else options.steps
+    progress(f"{method}: scoring every edge ({steps} forward and backward pass{'es' if steps > 1 else ''})")
+    scores = on_graph(scorer, attribution.edge_scores(scorer, method, steps))
+    progress("choosing the top edges, each candidate circuit evaluated exactly")
+    chosen = attribution.select_top(scorer, scores, options.top) if options.top is not None \
+        else attribution.smallest_reaching(scorer, scores, options.target)
+    nodes, edges = acdc.connected_to_logits(top_edges(scores, chosen.k))
+    tried = ", ".join(f"{k} -> {f:.3f}" for k, f in chosen.tried)
+    how = f"--top {chosen.k}" if options.top is not None else f"the fewest that reach {options.target}"
+    header = (f"{method}{f' ({steps} steps)' if method == 'eap-ig' else ''}: {len(scores)} edges scored over "
+              f"{scorer.engine.bound.n_prompts} prompts; kept the top {chosen.k} by |score| ({how}), "
+              f"{len(edges)} on a path to the logits; edge comments: estimated F(M) - F(without the edge) per channel",
+              f"top k (faithfulness, evaluated exactly): {tried}")
+    return Found(nodes, acdc.as_edges(edges), chosen.faithfulness, header, attribution.channel_notes(scores, edges))
 
 
 def _positions_line(circuit: ir.Circuit) -> str:

@@ -57,6 +57,10 @@ class Engine:
     def clean_cache(self, template: BoundTemplate) -> ActivationCache:
         return self._clean[id(template)]
 
+    def ablation_source(self, template: BoundTemplate) -> AblationSource:
+        """The ablation values of the template's prompts (every ablated activation's value)."""
+        return self._sources[id(template)]
+
     def clean_logits(self, template: BoundTemplate) -> torch.Tensor:
         """The clean run's full logits at the end position: [n, vocab] (KL and token-set readouts)."""
         return self.logits_at(self.clean_cache(template).final_residual[:, template.positions["end"]], None)

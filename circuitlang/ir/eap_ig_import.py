@@ -56,7 +56,7 @@ def import_graph(data: Any, source: str, shape: ir.ModelShape | None, top: int |
     """The circuit of an EAP-IG graph. `embed_edges` is the setting of the spec it goes into: with
     `all`, embedding edges are implied and written only when the graph leaves some out. A model
     whose graph has more than `max_edges` edges is refused before anything is built."""
-    parsed = _parse(data, source, shape, max_edges)
+    parsed = parse_graph(data, source, shape, max_edges)
     warnings: list[str] = []
     if top is not None or threshold is not None:
         edges = _select(parsed, source, top, threshold)
@@ -82,7 +82,7 @@ def import_graph(data: Any, source: str, shape: ir.ModelShape | None, top: int |
 # ---- reading and checking the file ------------------------------------------------------------------
 
 
-def _parse(data: Any, source: str, shape: ir.ModelShape | None, max_edges: int) -> _Parsed:
+def parse_graph(data: Any, source: str, shape: ir.ModelShape | None, max_edges: int) -> _Parsed:
     if not isinstance(data, dict) or not all(isinstance(data.get(k), dict) for k in ("cfg", "nodes", "edges")):
         raise DataError(f"{source}: not an EAP-IG graph file: expected a JSON object with 'cfg', 'nodes' and "
                         "'edges' objects", None, "write the file with EAP-IG's Graph.to_json")

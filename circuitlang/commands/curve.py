@@ -1,0 +1,222 @@
+"""The faithfulness curve of scored edges, as MIB (Mueller et al. 2025) defines it.
+
+    circuitlang curve spec.circ --graph scores.json [--json curve.json] [--plot curve.svg]
+    circuitlang curve spec.circ --method eap eap-ig [--steps N] [--plot curves.svg]
+
+Edge scores come from EAP-IG graph files (`--graph`, EAP-IG's Graph.to_json; an edge a file does
+not score scores 0) or from attribution methods run here (`--method eap|eap-ig`), one curve per
+source, all on one plot. For each fraction of the graph's edges (0.1% ... 100%) the circuit of the
+edges with the largest |score|, pruned to those that reach the logits, is evaluated with edge
+ablation on the spec's prompts; the table gives its normalized faithfulness
+f = (m(C) - m(∅)) / (m(M) - m(∅)) and the areas CPR (under f) and CMD (between f and 1).
+See docs/discover.md, "Faithfulness curves".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from circuitlang.commands.common import (
+    BYTES_PER_EDGE, EXIT_OK, EXIT_RUNTIME_ERROR, EXIT_SPEC_ERROR, CommandFailed, load_checked, one_of,
+    open_checked, positive_int, print_errors, progress_display, read_graph_json, unknown_value, why_unwritable)
+from circuitlang.errors import CircuitlangError
+from circuitlang.ir import models as ir
+from circuitlang.ir.eap_ig import GraphConfig
+from circuitlang.ir.eap_ig_import import MAX_GRAPH_EDGES, parse_graph
+
+if TYPE_CHECKING:  # torch is imported only inside run
+    from circuitlang.discover.curves import FaithfulnessCurve
+    from circuitlang.discover.scoring import Scorer
+
+METHODS = ("eap", "eap-ig")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path, help="the spec: model, prompts, metric and ablation (its circuit is ignored)")
+    parser.add_argument("--graph", type=Path, nargs="+", action="extend", default=[], metavar="GRAPH.json",
+                        help="take the edge scores from EAP-IG graph files (Graph.to_json); one curve each")
+    parser.add_argument("--method", choices=METHODS, type=one_of(METHODS), nargs="+", action="extend", default=[],
+                        help="score the edges here: eap (attribution patching) or eap-ig (with integrated "
+                             "gradients); one curve each, drawn on the same plot as the graphs'")
+    parser.add_argument("--steps", type=positive_int, metavar="N", help="eap-ig: integration steps")
+    parser.add_argument("--prompts", help="the prompt set to evaluate on (default: the first)")
+    parser.add_argument("--json", type=Path, metavar="OUT.json", help="write the curve and its areas as JSON")
+    parser.add_argument("--plot", type=Path, metavar="OUT.svg", help="draw f against the fraction of edges (SVG)")
+    parser.add_argument("--max-edges", type=positive_int, default=MAX_GRAPH_EDGES, metavar="N",
+                        help=f"refuse graph files of models with more than N edges (default {MAX_GRAPH_EDGES:,})")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    problem = _bad_option(args)
+    if problem:
+        print(f"curve: {problem}", file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    for path in (args.json, args.plot):
+        unwritable = why_unwritable(path)
+        if unwritable:  # said before the model loads, not after the evaluation
+            print(f"{path}: cannot write: {unwritable}", file=sys.stderr)
+            return EXIT_RUNTIME_ERROR
+    try:
+        spec = load_checked(args.file, args.root)  # before torch: a spec error costs no seconds
+        prompts = _prompt_set(spec, args)
+        graphs = [_graph_scores(path, args.max_edges, spec.shape) for path in args.graph]
+        curves = _evaluate(spec, args, graphs)
+    except CommandFailed as failure:
+        return failure.exit_code
+    except CircuitlangError as error:
+        print_errors(error)
+        return EXIT_RUNTIME_ERROR
+    for result in curves:
+        _print_curve(result, args)
+    return _write_outputs(curves, args, prompts)
+
+
+def _bad_option(args: argparse.Namespace) -> str | None:
+    """What is wrong with the options, found before the model loads."""
+    if not args.graph and not args.method:
+        return "give the scores: --graph GRAPH.json (an EAP-IG graph file) or --method eap|eap-ig"
+    if args.steps is not None and "eap-ig" not in args.method:
+        return "--steps applies to --method eap-ig only"
+    if args.plot is not None and args.plot.suffix.lower() != ".svg":
+        return f"--plot {args.plot}: the plot is written as SVG; give a file ending in .svg"
+    return None
+
+
+def _prompt_set(spec: ir.Spec, args: argparse.Namespace) -> str:
+    """The prompt set to evaluate on: --prompts, checked, or the spec's first."""
+    names = [p.name for p in spec.prompt_sets]
+    if args.prompts and args.prompts not in names:
+        print(f"{args.file}: no prompt set named {unknown_value(args.prompts, names)}", file=sys.stderr)
+        raise CommandFailed(EXIT_SPEC_ERROR)
+    return args.prompts or names[0]
+
+
+# ---- the scores ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GraphScores:
+    """The scores of an EAP-IG graph file, keyed as circuitlang's edges (channel "" into MLPs and
+    the logits), with the model shape the file states."""
+
+    path: Path
+    config: GraphConfig
+    scores: dict[tuple[ir.Node, ir.Node, str], float]
+
+
+def _graph_scores(path: Path, max_edges: int, shape: ir.ModelShape | None) -> GraphScores:
+    """Read and check a graph file before the model loads; problems -> CommandFailed(2)."""
+    data = read_graph_json(path, max_edges * BYTES_PER_EDGE)
+    try:
+        parsed = parse_graph(data, str(path), shape, max_edges)
+    except CircuitlangError as error:
+        print_errors(error)
+        raise CommandFailed(EXIT_SPEC_ERROR) from None
+    if not any(parsed.edge_scores.values()):
+        print(f"{path}: the graph has no edge scores (all are 0 or null), so it ranks no edge; write it from an "
+              "attribution run (EAP-IG's attribute) or score the edges here with --method", file=sys.stderr)
+        raise CommandFailed(EXIT_SPEC_ERROR)
+    scores = {(s, r, c or ""): value for (s, r, c), value in parsed.edge_scores.items()}
+    return GraphScores(path, parsed.config, scores)
+
+
+def _check_shape(graph: GraphScores, scorer: "Scorer", spec_path: Path) -> None:
+    """The graph's model against the loaded one, for specs whose shape is unknown before loading."""
+    if (graph.config.n_layers, graph.config.n_heads) != (scorer.n_layers, scorer.n_heads):
+        print(f"{graph.path}: the graph is of a model with {graph.config.n_layers} layers x {graph.config.n_heads} "
+              f"heads, but {spec_path}'s model has {scorer.n_layers} x {scorer.n_heads}; score the edges on the "
+              "spec's model", file=sys.stderr)
+        raise CommandFailed(EXIT_SPEC_ERROR)
+
+
+def _method_scores(scorer: "Scorer", method: str, steps: int | None) -> dict:
+    try:
+        from circuitlang.discover.attribution import edge_scores
+    except ImportError as missing:
+        print(f"curve: --method {method} is not available in this installation ({missing})", file=sys.stderr)
+        raise CommandFailed(EXIT_RUNTIME_ERROR) from None
+    return edge_scores(scorer, method, *([steps] if steps and method == "eap-ig" else []))
+
+
+# ---- evaluation and output ---------------------------------------------------------------------------
+
+
+def _evaluate(spec: ir.Spec, args: argparse.Namespace, graphs: list[GraphScores]) -> list["FaithfulnessCurve"]:
+    """Load the model once, score the edges by each method asked for, and evaluate every curve."""
+    from circuitlang.discover.curves import curve
+    from circuitlang.discover.scoring import Scorer
+
+    with progress_display("curve") as say:
+        session = open_checked(spec, args.device, args.threads)
+        say("the full model and the empty circuit")
+        scorer = Scorer(session, args.prompts)
+        _check_defined(scorer, args.file)
+        for graph in graphs:
+            _check_shape(graph, scorer, args.file)
+        sources = [(graph.path.name, graph.scores) for graph in graphs]
+        for method in args.method:
+            say(f"scoring the edges with {method}")
+            sources.append((_method_label(method, args.steps), _method_scores(scorer, method, args.steps)))
+        curves = []
+        for label, scores in sources:
+            say(f"evaluating the circuits of {label}")
+            curves.append(curve(scorer, scores, label=label))
+        return curves
+
+
+def _check_defined(scorer: "Scorer", spec_path: Path) -> None:
+    if scorer.f_model == scorer.f_empty:
+        print(f"{spec_path}: the model and the empty circuit give the same mean metric ({scorer.f_model:.4g}) on "
+              "these prompts, so f = (m(C) - m(∅)) / (m(M) - m(∅)) is undefined; check the ablation", file=sys.stderr)
+        raise CommandFailed(EXIT_SPEC_ERROR)
+
+
+def _method_label(method: str, steps: int | None) -> str:
+    return f"{method} ({steps} steps)" if method == "eap-ig" and steps else method
+
+
+def _print_curve(result: "FaithfulnessCurve", args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"faithfulness curve of {result.label} on {args.file.name} "
+                        f"({result.total_edges:,} edges; m(M) = {result.f_model:.4g}, m(∅) = {result.f_empty:.4g})",
+                  title_justify="left")
+    for column in ("fraction", "k", "edges", "nodes", "m(C)", "f"):
+        table.add_column(column, justify="right")
+    for fraction, point in zip(result.fractions, result.points):
+        table.add_row(f"{fraction:g}", f"{point.k:,}", f"{point.edges:,}", f"{point.nodes:,}", f"{point.metric:.4g}",
+                      f"{point.faithfulness:.4f}")
+    console = Console(emoji=False, highlight=False, soft_wrap=True)
+    console.print(table)
+    console.print(f"CPR (area under f) {result.cpr:.4f}; CMD (area between f and 1) {result.cmd:.4f}; "
+                  f"over ln(fraction): CPR {result.cpr_log:.4f}, CMD {result.cmd_log:.4f}")
+
+
+def _write_outputs(curves: list["FaithfulnessCurve"], args: argparse.Namespace, prompts: str) -> int:
+    from circuitlang.report.files import write_atomically
+
+    outputs: list[tuple[Path, str | bytes]] = []
+    if args.json is not None:
+        document = {"spec": str(args.file), "prompts": prompts, "curves": [c.to_json() for c in curves]}
+        outputs.append((args.json, json.dumps(document, indent=2) + "\n"))
+    if args.plot is not None:
+        from circuitlang.report.curve_plot import faithfulness_svg
+
+        outputs.append((args.plot, faithfulness_svg(curves, title=f"faithfulness curve: {args.file.name}, "
+                                                                  f"prompts {prompts}")))
+    for path, text in outputs:
+        try:
+            write_atomically(path, text)
+        except OSError as error:
+            print(f"{path}: cannot write: {error.strerror}", file=sys.stderr)
+            return EXIT_RUNTIME_ERROR
+        print(f"wrote {path}")
+    return EXIT_OK
