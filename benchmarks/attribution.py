@@ -15,8 +15,13 @@ spec, prompts and graph (every head and MLP, edges into q, k, v, MLP inputs and 
 Reported per method: seconds (wall and CPU), passes over the prompts, peak resident memory above
 the loaded model, edges, faithfulness F(C)/F(M). The time ratios are against ACDC in the same run.
 
+With `--correlations`, instead: every edge's EAP and EAP-IG score against its exact effect
+(F(M) minus F of the full graph without that edge, by edge ablation), as Spearman rank
+correlations of the signed values and of their magnitudes, and the overlap of the top 1% and 10%.
+
     python benchmarks/attribution.py                      # the organism, full ACDC pass
     python benchmarks/attribution.py --model gpt2 --prompts 20 --acdc-trials 40 --hf-home /tmp/hf
+    python benchmarks/attribution.py --correlations       # the organism, every edge
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="EAP-IG's integration steps")
     parser.add_argument("--hf-home", type=Path, help="a HF_HOME holding the GPT-2 stand-in (built there if missing)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--correlations", action="store_true", help="scores against exact single-edge ablation")
     parser.add_argument("--side", help=argparse.SUPPRESS)  # the subprocess: one method
     parser.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -53,6 +59,9 @@ def main() -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
     if args.side:
         print(json.dumps(run_side(args)))
+        return
+    if args.correlations:
+        correlations(args)
         return
     if args.model == "gpt2":
         from circuitlang.organisms.gpt2_standin import install_in_hub_cache
@@ -74,8 +83,8 @@ def compare(args: argparse.Namespace, hf_home: Path) -> None:
         if name == "acdc" and r.get("extrapolated"):
             print(_acdc_range(r, results))
             continue
-        ratio = acdc["cpu"] / r["cpu"] if name != "acdc" else 1.0
-        print(f"{name:8} {r['wall']:9.1f} {r['cpu']:9.1f} {ratio:8.1f} {r['passes']:8} {r['peak_mb']:8.0f} "
+        ratio = "-" if acdc.get("extrapolated") else f"{acdc['cpu'] / r['cpu']:.1f}"
+        print(f"{name:8} {r['wall']:9.1f} {r['cpu']:9.1f} {ratio:>8} {r['passes']:8} {r['peak_mb']:8.0f} "
               f"{r['edges']:6} {_faithfulness(r):>12}")
 
 
@@ -86,6 +95,52 @@ def _acdc_range(acdc: dict, results: dict) -> str:
     return (f"acdc     {acdc['per_trial_cpu']:.2f} CPU s per trial ({acdc['trials']} timed, peak {acdc['peak_mb']:.0f} MB); "
             f"a pass of {acdc['logit_edges'] + 2}-{acdc['passes']} trials: {low:.0f}-{high:.0f} CPU s; "
             f"x ACDC: eap {ratios['eap']}, eap-ig {ratios['eap-ig']}")
+
+
+def correlations(args: argparse.Namespace) -> None:
+    import numpy as np
+    import torch
+
+    import circuitlang
+    from circuitlang.discover.acdc import as_edges, full_graph
+    from circuitlang.discover.attribution import edge_scores
+    from circuitlang.discover.scoring import Scorer, variant_of
+    from circuitlang.verification.statistics import rank_correlation
+
+    torch.set_num_threads(args.threads)
+    scorer = Scorer(circuitlang.open_run(_spec(args)).session)
+    nodes, _, graph = full_graph(scorer, None)
+    edges = sorted(graph, key=str)
+    started = time.process_time()
+    variants = [variant_of(nodes, as_edges(graph - {edge}), embed_edges=scorer.embed_edges) for edge in edges]
+    exact = scorer.f_model - np.array(scorer.means(variants))
+    print(f"model {args.model}, {scorer.engine.bound.n_prompts} prompts, {len(edges)} edges; exact effects in "
+          f"{time.process_time() - started:.0f} CPU s")
+    print(f"{'method':8} {'rho':>7} {'rho |.|':>8} {'top 1%':>7} {'top 10%':>8}")
+    for method in ("eap", "eap-ig"):
+        scores = edge_scores(scorer, method, args.steps)
+        estimate = np.array([scores[edge] for edge in edges])
+        print(f"{method:8} {rank_correlation(estimate, exact):7.3f} {rank_correlation(abs(estimate), abs(exact)):8.3f} "
+              f"{_overlap(estimate, exact, 0.01):7.2f} {_overlap(estimate, exact, 0.1):8.2f}")
+
+
+def _overlap(estimate, exact, fraction: float) -> float:
+    """The share of the exact top edges (by |effect|) among the estimate's top, at this fraction."""
+    import numpy as np
+
+    k = max(1, int(fraction * len(exact)))
+    top = set(np.argsort(-abs(estimate), kind="stable")[:k])
+    return len(top & set(np.argsort(-abs(exact), kind="stable")[:k])) / k
+
+
+def _spec(args: argparse.Namespace):
+    import circuitlang
+
+    spec = circuitlang.load(SPECS[args.model])
+    if args.prompts:
+        spec = spec.model_copy(update={"prompt_sets": tuple(p.model_copy(update={"count": args.prompts})
+                                                            for p in spec.prompt_sets)})
+    return spec
 
 
 def _faithfulness(result: dict) -> str:
@@ -109,11 +164,7 @@ def run_side(args: argparse.Namespace) -> dict:
     from circuitlang.discover.scoring import Scorer
 
     torch.set_num_threads(args.threads)
-    spec = circuitlang.load(SPECS[args.model])
-    if args.prompts:
-        spec = spec.model_copy(update={"prompt_sets": tuple(p.model_copy(update={"count": args.prompts})
-                                                            for p in spec.prompt_sets)})
-    scorer = Scorer(circuitlang.open_run(spec).session)
+    scorer = Scorer(circuitlang.open_run(_spec(args)).session)
     loaded_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     wall, cpu = time.perf_counter(), time.process_time()
     result = run_acdc(scorer, args) if args.side == "acdc" else run_attribution(scorer, args)

@@ -48,9 +48,7 @@ def verify(session: Session, progress: Progress | None = None, audit: bool | Non
     resamples: dict[str, Resamples] = {}
     results: dict[str, CachedArrays] = {}
     reports = []
-    cfg = session.model.bridge.cfg
-    plan = compile_plan(session.spec, session.datasets, audit, ir.ModelShape(n_layers=cfg.n_layers, n_heads=cfg.n_heads,
-                                                                     origin="the loaded model"))
+    plan = compile_plan(session.spec, session.datasets, audit, loaded_shape(session, "the loaded model"))
     say = Meter(sum(step.rows for step in plan.steps), progress or (lambda line: None))
     for prompt_set in session.spec.prompt_sets:
         say(f"{prompt_set.name}: caching clean and ablation runs")
@@ -183,8 +181,7 @@ def _audit(session: Session, name: str, results: CachedArrays, model: np.ndarray
            say: Meter) -> Audit:
     """Each node outside the circuit path-patched into each circuit node and the logits it can reach
     (one recording run, one replay per receiver), and into all of them at once."""
-    cfg = session.model.bridge.cfg
-    pairs = audit_pairs(session.spec.circuit, ir.ModelShape(n_layers=cfg.n_layers, n_heads=cfg.n_heads, origin="loaded"))
+    pairs = audit_pairs(session.spec.circuit, loaded_shape(session, "loaded"))
     n, edges, nodes, runs = session.bound[name].n_prompts, {}, {}, 0
     for number, (sender, receivers) in enumerate(pairs, 1):
         say(f"{name}: audit, sender {number} of {len(pairs)}")
@@ -236,3 +233,10 @@ def _versions() -> Versions:
             return "not installed"
     return Versions(circuitlang=__version__, torch=version("torch"), transformer_lens=version("transformer-lens"),
                     python=platform.python_version())
+
+
+def loaded_shape(session: Session, origin: str) -> ir.ModelShape:
+    """The loaded model's shape, as `check` reads it offline (heads: query heads)."""
+    family = session.model.family
+    return ir.ModelShape(n_layers=family.n_layers, n_heads=family.n_heads, n_kv_heads=family.n_kv_heads,
+                         parallel_attn_mlp=family.parallel_attn_mlp, origin=origin)

@@ -8,7 +8,6 @@ import json
 import random
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -20,6 +19,7 @@ from circuitlang.discover.path_patching import LOGITS
 from circuitlang.discover.scoring import Scorer, head, mlp, variant_of
 from circuitlang.engine import attribution
 from circuitlang.engine.session import open_session
+from circuitlang.verification.statistics import rank_correlation
 from tests.micro_model import WORDS, build_copy_model
 from tests.test_discover import KNOWN, NO_CIRCUIT
 from tests.test_verify import SPEC
@@ -144,20 +144,6 @@ def test_eap_ig_differs_from_eap_with_more_steps(organism: Scorer, eap: dict) ->
 
 # ---- the scores against exact edge ablation ------------------------------------------------------
 
-def spearman(a, b) -> float:
-    """Rank correlation (Spearman's rho, ties given their mean rank): the obvious way."""
-    def ranks(values):
-        values = np.asarray(values, dtype=float)
-        order = values.argsort(kind="stable")
-        result = np.empty(len(values))
-        result[order] = np.arange(len(values), dtype=float)
-        for value in np.unique(values):
-            tied = values == value
-            result[tied] = result[tied].mean()
-        return result
-    return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
-
-
 def exact_effects(scorer: Scorer, edges: list) -> list[float]:
     """F(full graph) - F(full graph without the edge), by edge ablation: what a score estimates."""
     nodes, _, graph = full_graph(scorer, None)
@@ -173,14 +159,14 @@ def test_scores_rank_edges_as_exact_single_edge_ablation_does(organism: Scorer, 
     ranked = sorted(scores, key=lambda e: -abs(scores[e]))
     sample = ranked[:30] + random.Random(0).sample(ranked[30:], 30)
     exact = exact_effects(organism, sample)
-    assert spearman([abs(scores[e]) for e in sample], [abs(x) for x in exact]) > 0.85
-    assert spearman([scores[e] for e in sample], exact) > 0.8
+    assert rank_correlation([abs(scores[e]) for e in sample], [abs(x) for x in exact]) > 0.85
+    assert rank_correlation([scores[e] for e in sample], exact) > 0.8
 
 
-def test_spearman_is_the_textbook_one() -> None:
-    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
-    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
-    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486833, abs=1e-6)  # with a tie
+def test_the_rank_correlation_is_spearmans() -> None:
+    assert rank_correlation([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert rank_correlation([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert rank_correlation([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486833, abs=1e-6)  # with a tie
 
 
 # ---- discovery ----------------------------------------------------------------------------------

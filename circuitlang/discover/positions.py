@@ -3,7 +3,9 @@
 A head found by a search is kept at every position. For each head in turn, try keeping it clean
 only at the query position its role names (`q end`), then reading clean keys and values only at
 the key position its role names (`k s3`); keep each restriction when faithfulness stays at or
-above the target. The result is a sharper claim that `verify` checks like any other.
+above the target. The result is a sharper claim that `verify` checks like any other. With
+grouped-query attention a head's keys are its group's, so key positions are not restricted (one
+head's restriction would change what the other heads of its group read).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from circuitlang.engine.variants import circuit_variant
 from circuitlang.ir import models as ir
 
 
-
 def restrict_positions(scorer: Scorer, circuit: ir.Circuit, roles: dict[ir.Node, HeadRole],
                        target: float) -> tuple[ir.Circuit, float]:
     """The circuit with every restriction that keeps faithfulness >= target, and its faithfulness.
@@ -22,11 +23,12 @@ def restrict_positions(scorer: Scorer, circuit: ir.Circuit, roles: dict[ir.Node,
     applies its circuit to all of them."""
     everywhere = set(shared_position_names([t for bound in scorer.session.bound.values() for t in bound.templates]))
     current = _faithfulness(scorer, circuit)
+    clauses = ("q",) if scorer.session.model.family.grouped else ("q", "k")
     for index, member in enumerate(circuit.nodes):
         role = roles.get(member.node)
         if role is None:
             continue
-        for clause, name in (("q", role.query), ("k", role.key)):
+        for clause, name in ((c, role.query if c == "q" else role.key) for c in clauses):
             if name not in everywhere:
                 continue
             trial = _with(circuit, index, clause, name)

@@ -95,15 +95,17 @@ def _attention_by_name(scorer: Scorer, names: list[str]) -> tuple[list[torch.Ten
 
 def _attention(scorer: Scorer, template) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Per layer: attention [n, head, query, key], and attention weighted by |v_k W_O|."""
-    bridge = scorer.session.model.bridge
-    wanted = ("hook_pattern", "hook_v")
-    _, cache = bridge.run_with_cache(template.clean.to(scorer.session.model.device),
-                                     names_filter=lambda n: n.endswith(wanted))
+    model = scorer.session.model
+    family = model.family
+    wanted = {name for layer in range(scorer.n_layers)
+              for name in (family.pattern(layer), family.head_input("v", layer))}
+    _, cache = model.bridge.run_with_cache(template.clean.to(model.device), names_filter=lambda n: n in wanted)
+    heads_kv = [family.kv_head(h) for h in range(family.n_heads)]  # each query head reads its group's values
     patterns, moved = [], []
     for layer in range(scorer.n_layers):
-        pattern = cache[f"blocks.{layer}.attn.hook_pattern"]
-        values = cache[f"blocks.{layer}.attn.hook_v"]  # [n, key, head, d_head]
-        written = torch.einsum("nkhd,hde->nkhe", values, bridge.W_O[layer]).norm(dim=-1)  # [n, key, head]
+        pattern = cache[family.pattern(layer)]
+        values = cache[family.head_input("v", layer)][:, :, heads_kv]  # [n, key, head, d_head]
+        written = torch.einsum("nkhd,hde->nkhe", values, model.attention.W_O[layer]).norm(dim=-1)  # [n, key, head]
         patterns.append(pattern)
         moved.append(pattern * written.permute(0, 2, 1)[:, :, None, :])
     return patterns, moved

@@ -145,6 +145,7 @@ def _check_searchable(scorer: Scorer, options: Options) -> None:
         raise CannotSearch(f"on prompt set '{name}' the empty circuit already has faithfulness "
                            f"{empty:.3f} >= the target {options.target}: the ablation does "
                            "not remove the behaviour (check the corruption and `ablate`)")
+    _check_edges_possible(scorer, options)
     needs_corruption = BY_NAME[options.method].needs_corruption
     if needs_corruption and any(t.corrupt is None for t in scorer.engine.bound.templates):
         raise CannotSearch(f"prompt set '{name}' has no corruption; {needs_corruption}: add a `corrupt` line, "
@@ -157,6 +158,21 @@ def _check_searchable(scorer: Scorer, options: Options) -> None:
             raise CannotSearch("path patching scores edges between heads and MLPs, not from the embeddings; with "
                                "`set embed_edges = declared` its circuit would see no tokens: use --method acdc "
                                "(which prunes embedding edges too) or remove the setting")
+
+
+def _check_edges_possible(scorer: Scorer, options: Options) -> None:
+    """Edge searches need every head's q, k and v inputs apart and heads that add into the
+    residual stream (docs/engine.md, "Model families")."""
+    if options.method == "prune" and not options.edges:
+        return
+    family = scorer.session.model.family
+    why = family.why_no_edges()
+    if why is None and family.grouped:
+        why = (f"{family.architecture} shares keys and values between groups of {family.group_size} query heads, "
+               "and edge searches score k and v edges per query head")
+    if why:
+        raise CannotSearch(f"--method {options.method}{' --edges' if options.edges else ''} searches edges, but {why}; "
+                           "use --method prune (node pruning)")
 
 
 def _claim(session: Session, scorer: Scorer, options: Options) -> str:

@@ -10,9 +10,11 @@ clean) prompts at that position, the paired corrupt prompt's value, or zero.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Collection
 
 import torch
 
+from circuitlang.engine.family import Family
 from circuitlang.engine.models import LoadedModel
 from circuitlang.engine.variants import Masks
 from circuitlang.ir import models as ir
@@ -27,14 +29,13 @@ class ActivationCache:
     acts: dict[str, tuple[torch.Tensor, ...]]  # kind -> per layer; z/k/v [n, P, H, dh], mlp_out [n, P, D]
 
 
-def hook_name(kind: str, layer: int) -> str:
-    return f"blocks.{layer}.hook_mlp_out" if kind == "mlp_out" else f"blocks.{layer}.attn.hook_{kind}"
+hook_name = Family.activation  # (kind, layer) -> the hook point of that activation
 
 
 @torch.no_grad()
 def collect(model: LoadedModel, tokens: torch.Tensor, batch_size: int) -> ActivationCache:
     n_layers = model.bridge.cfg.n_layers
-    names = [f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)] + ["ln_final.hook_in"]
+    names = [Family.resid_pre(layer) for layer in range(n_layers)] + [Family.final_residual]
     names += [hook_name(kind, layer) for kind in KINDS for layer in range(n_layers)]
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     for start in range(0, tokens.shape[0], batch_size):
@@ -44,10 +45,19 @@ def collect(model: LoadedModel, tokens: torch.Tensor, batch_size: int) -> Activa
             parts[name].append(cache[name].detach())
     joined = {name: torch.cat(chunks) for name, chunks in parts.items()}
     return ActivationCache(
-        resid_pre=tuple(joined[f"blocks.{layer}.hook_resid_pre"] for layer in range(n_layers)),
-        final_residual=joined["ln_final.hook_in"],
+        resid_pre=tuple(joined[Family.resid_pre(layer)] for layer in range(n_layers)),
+        final_residual=joined[Family.final_residual],
         acts={kind: tuple(joined[hook_name(kind, layer)] for layer in range(n_layers)) for kind in KINDS},
     )
+
+
+def per_kv_head(keep: torch.Tensor, n_kv_heads: int) -> torch.Tensor:
+    """Keep masks [..., H] of query heads -> [..., H_kv] of the key/value heads they read: with
+    grouped-query attention a key is clean where every query head of its group keeps it (the
+    spec is checked so that the circuit's heads of a group agree; heads outside it keep all)."""
+    if keep.shape[-1] == n_kv_heads:
+        return keep
+    return keep.unflatten(-1, (n_kv_heads, keep.shape[-1] // n_kv_heads)).all(-1)
 
 
 @dataclass(frozen=True)
@@ -81,17 +91,25 @@ class AblationSource:
     def embed_value(self, rows: torch.Tensor) -> torch.Tensor:
         return self.value("embed", 0, rows)
 
-    def hooks(self, masks: Masks, rows: torch.Tensor, start: int) -> list:
-        """Forward hooks replacing every masked-out activation from layer `start` on."""
+    def hooks(self, masks: Masks, rows: torch.Tensor, start: int, attention_given: Collection[int] = ()) -> list:
+        """Forward hooks replacing every masked-out activation from layer `start` on. Layers in
+        `attention_given` get no attention hooks: the runner writes their attention itself, the
+        ablated keys, values and z included (runner.Shortcuts)."""
         hooks = []
         for layer in range(start, masks.z.shape[1]):
-            keep_kv = masks.kv[:, layer]
-            if not bool(keep_kv.all()):
-                for kind in ("k", "v"):
-                    hooks.append((hook_name(kind, layer), self._replace(kind, layer, rows, keep_kv.unsqueeze(-1))))
-            hooks.append((hook_name("z", layer), self._replace("z", layer, rows, masks.z[:, layer].unsqueeze(-1))))
+            if layer not in attention_given:
+                hooks += self._attention_hooks(masks, rows, layer)
             hooks.append((hook_name("mlp_out", layer),
                           self._replace("mlp_out", layer, rows, masks.mlp[:, layer].unsqueeze(-1))))
+        return hooks
+
+    def _attention_hooks(self, masks: Masks, rows: torch.Tensor, layer: int) -> list:
+        hooks = []
+        keep_kv = per_kv_head(masks.kv[:, layer], self.values["k"][layer].shape[2])
+        if not bool(keep_kv.all()):
+            for kind in ("k", "v"):
+                hooks.append((hook_name(kind, layer), self._replace(kind, layer, rows, keep_kv.unsqueeze(-1))))
+        hooks.append((hook_name("z", layer), self._replace("z", layer, rows, masks.z[:, layer].unsqueeze(-1))))
         return hooks
 
     def _replace(self, kind: str, layer: int, rows: torch.Tensor, keep: torch.Tensor):

@@ -24,7 +24,7 @@ from typing import Iterator
 
 import torch
 
-from circuitlang.engine.ablation_source import AblationSource, hook_name
+from circuitlang.engine.ablation_source import AblationSource
 from circuitlang.engine.bind import BoundTemplate
 from circuitlang.engine.readouts import Readout
 from circuitlang.engine.runner import Engine
@@ -107,6 +107,8 @@ def edge_scores(engine: Engine, graph: Graph, method: str, steps: int = EAP_IG_S
     prompt set's metric under its ablation, averaged over its prompts."""
     if method not in ("eap", "eap-ig"):
         raise ValueError(f"unknown attribution method {method!r}")
+    if engine.model.family.grouped:  # discovery refuses these models first, with the reason
+        raise ValueError("edge attribution over grouped key/value heads is not implemented")
     steps = 1 if method == "eap" else steps
     readout = engine.readout()
     senders = graph.senders()
@@ -193,7 +195,7 @@ def run_with_offsets(engine: Engine, template: BoundTemplate, readout: Readout, 
 
 
 def _offset_hooks(engine: Engine, offsets: _Offsets) -> list:
-    bridge, weights = engine.model.bridge, engine.model.attention
+    bridge, weights, family = engine.model.bridge, engine.model.attention, engine.model.family
     residual: dict[int, torch.Tensor] = {}
 
     def remember(layer: int):
@@ -217,10 +219,10 @@ def _offset_hooks(engine: Engine, offsets: _Offsets) -> list:
 
     hooks: list = []
     for layer in range(bridge.cfg.n_layers):
-        hooks.append((f"blocks.{layer}.hook_resid_pre", remember(layer)))
-        hooks += [(hook_name(channel, layer), head_input(layer, channel)) for channel in CHANNELS]
-        hooks.append((f"blocks.{layer}.ln2.hook_in", add(offsets.mlps[layer])))
-    hooks.append(("ln_final.hook_in", add(offsets.logits)))
+        hooks.append((family.resid_pre(layer), remember(layer)))
+        hooks += [(family.head_input(channel, layer), head_input(layer, channel)) for channel in CHANNELS]
+        hooks.append((family.mlp_input(layer), add(offsets.mlps[layer])))
+    hooks.append((family.final_residual, add(offsets.logits)))
     return hooks
 
 

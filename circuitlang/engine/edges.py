@@ -17,7 +17,7 @@ from typing import Sequence
 
 import torch
 
-from circuitlang.engine.ablation_source import AblationSource, hook_name
+from circuitlang.engine.ablation_source import AblationSource
 from circuitlang.engine.bind import BoundTemplate
 from circuitlang.engine.models import LoadedModel
 from circuitlang.engine.variants import Masks, Variant
@@ -95,6 +95,18 @@ def _in_circuit(kept: frozenset[ir.Node], receiver: _Key) -> bool:
     return node in kept
 
 
+def _declared_into(group: _RowGroup, receivers: Sequence[_Key], channel: str) -> list[_Key]:
+    """The senders declared into any of `receivers` that the row group's circuit keeps, in a fixed
+    order: a set's order follows string hashing, which changes from run to run, and so would the
+    float rounding of their sum. Several receivers: the query heads of one key/value group, whose
+    k and v inputs are one (the spec is checked to declare the same senders into each)."""
+    senders: set[_Key] = set()
+    for receiver in receivers:
+        if _in_circuit(group.kept, receiver):
+            senders |= group.declared.get((receiver, channel), set())
+    return sorted(senders)
+
+
 class EdgeHooks:
     """Hooks for one chunk of rows; rows of variants without edges are left untouched."""
 
@@ -102,6 +114,7 @@ class EdgeHooks:
                  template: BoundTemplate, source: AblationSource, masks: Masks, start: int,
                  resume: EdgeState | None = None) -> None:
         self.bridge = model.bridge
+        self.family = model.family
         self.weights = model.attention
         self.rows = rows
         self.source = source
@@ -131,15 +144,16 @@ class EdgeHooks:
         return groups
 
     def hooks(self) -> list:
-        hooks: list = [("blocks.0.hook_resid_pre", self._start_total)] if self.start == 0 else []
+        family = self.family
+        hooks: list = [(family.resid_pre(0), self._start_total)] if self.start == 0 else []
         for layer in range(self.start, self.n_layers):
             for channel in ("q", "k", "v"):
-                hooks.append((f"blocks.{layer}.attn.hook_{channel}", self._head_input(layer, channel)))
-            hooks.append((f"blocks.{layer}.hook_resid_pre", self._remember_resid(layer)))
-            hooks.append((hook_name("z", layer), self._add_heads(layer)))
-            hooks.append((f"blocks.{layer}.ln2.hook_in", self._mlp_input(layer)))
-            hooks.append((hook_name("mlp_out", layer), self._add_mlp(layer)))
-        hooks.append(("ln_final.hook_in", self._logits_input))
+                hooks.append((family.head_input(channel, layer), self._head_input(layer, channel)))
+            hooks.append((family.resid_pre(layer), self._remember_resid(layer)))
+            hooks.append((family.activation("z", layer), self._add_heads(layer)))
+            hooks.append((family.mlp_input(layer), self._mlp_input(layer)))
+            hooks.append((family.activation("mlp_out", layer), self._add_mlp(layer)))
+        hooks.append((family.final_residual, self._logits_input))
         return hooks
 
     # ---- accumulate what the circuit adds over full ablation
@@ -183,49 +197,58 @@ class EdgeHooks:
         return hook
 
     # ---- receivers read the residual without undeclared senders
-    def _removed(self, receiver: _Key, channel: str, like: torch.Tensor) -> torch.Tensor | None:
+    def _removed(self, receivers: Sequence[_Key], channel: str, like: torch.Tensor,
+                 total: torch.Tensor | None = None) -> torch.Tensor | None:
         """Per row: the contributions the receiver must not see (zero for rows without edges);
-        None when the receiver is in no row's circuit (it reads the residual as it is)."""
-        groups = [group for group in self.groups if _in_circuit(group.kept, receiver)]
+        None when the receiver is in no row's circuit (it reads the residual as it is). `total`:
+        what the receiver's input holds of the circuit's additions (default: all written so far)."""
+        total = self.total if total is None else total
+        groups = [group for group in self.groups if any(_in_circuit(group.kept, r) for r in receivers)]
         if not groups:
             return None
         removed = torch.zeros_like(like)
         for group in groups:
             rows = group.rows if isinstance(group.rows, slice) else group.rows.to(like.device)
-            # in a fixed order: a set's order follows string hashing, which changes from run to run,
-            # and so would the float rounding of the sum
-            kept = sum((self.diffs[s][rows] for s in sorted(group.declared.get((receiver, channel), ()))),
+            kept = sum((self.diffs[s][rows] for s in _declared_into(group, receivers, channel)),
                        torch.zeros_like(like[rows]))
-            removed[rows] = self.total[rows] - kept  # type: ignore[index]
+            removed[rows] = total[rows] - kept  # type: ignore[index]
         return removed
 
     def _head_input(self, layer: int, channel: str):
+        """q of each head, or k and v of each key/value head (one per group of query heads with
+        grouped-query attention), recomputed from the residual without the undeclared senders."""
         weight, bias = self.weights.input_weights(channel, layer)
         ln1 = self.bridge.blocks[layer].ln1
+        family = self.family
 
         def hook(vectors: torch.Tensor, hook: object) -> torch.Tensor:
             resid = self.diffs[("resid_pre", layer)]
             out = vectors.clone()
-            for head in range(vectors.shape[2]):
-                removed = self._removed(("head", layer, head), channel, resid)
+            for index in range(vectors.shape[2]):
+                heads = [index] if channel == "q" else list(family.group(index))
+                removed = self._removed([("head", layer, head) for head in heads], channel, resid)
                 if removed is None:
                     continue
                 rows = removed.flatten(1).abs().sum(1) > 0
                 if bool(rows.any()):
-                    recomputed = ln1(resid[rows] - removed[rows]) @ weight[head] + bias[head]
-                    if channel != "q":  # keys/values outside the head's k positions stay ablated
-                        keep = self.masks.kv[rows.to(self.masks.kv.device), layer, :, head].unsqueeze(-1).to(recomputed.device)
-                        recomputed = torch.where(keep, recomputed, vectors[rows, :, head])
-                    out[rows, :, head] = recomputed
+                    recomputed = ln1(resid[rows] - removed[rows]) @ weight[index] + bias[index]
+                    if channel != "q":  # keys/values outside the heads' k positions stay ablated
+                        kv = self.masks.kv[rows.to(self.masks.kv.device), layer][..., heads].all(-1)
+                        recomputed = torch.where(kv.unsqueeze(-1).to(recomputed.device), recomputed,
+                                                 vectors[rows, :, index])
+                    out[rows, :, index] = recomputed
             return out
         return hook
 
     def _mlp_input(self, layer: int):
-        def hook(resid_mid: torch.Tensor, hook: object) -> torch.Tensor:
-            removed = self._removed(("mlp", layer), "in", resid_mid)
-            return resid_mid if removed is None else resid_mid - removed
+        def hook(resid: torch.Tensor, hook: object) -> torch.Tensor:
+            # with parallel attention and MLP the MLP reads the residual entering its layer, which
+            # holds none of the layer's heads' additions
+            entering = self.entering[layer] if self.family.parallel_attn_mlp else None
+            removed = self._removed([("mlp", layer)], "in", resid, entering)
+            return resid if removed is None else resid - removed
         return hook
 
     def _logits_input(self, resid: torch.Tensor, hook: object) -> torch.Tensor:
-        removed = self._removed(("logits",), "in", resid)
+        removed = self._removed([("logits",)], "in", resid)
         return resid if removed is None else resid - removed

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import torch
 
+from circuitlang.engine.family import Family
 from circuitlang.errors import ModelError
 from circuitlang.ir import models as ir
 from circuitlang.ir.shapes import unknown_hub_hint
@@ -58,18 +59,31 @@ class LoadedModel:
         return bool(self.bridge.cfg.default_prepend_bos)
 
     @cached_property
+    def family(self) -> Family:
+        return Family.of(self.bridge)
+
+    @cached_property
     def attention(self) -> "AttentionWeights":
         """Every layer's attention weights, stacked once: the bridge's W_Q, W_K... properties
-        stack all blocks' parameters anew on each access (28 MB for one of GPT-2 small's)."""
+        stack all blocks' parameters anew on each access (28 MB for one of GPT-2 small's).
+        Projections without a bias (Llama, Gemma) get zeros."""
         bridge = self.bridge
-        return AttentionWeights(W_Q=bridge.W_Q, W_K=bridge.W_K, W_V=bridge.W_V, W_O=bridge.W_O,
-                                b_Q=bridge.b_Q, b_K=bridge.b_K, b_V=bridge.b_V)
+        weights = {"W_Q": bridge.W_Q, "W_K": bridge.W_K, "W_V": bridge.W_V}
+        biases = {f"b_{name[-1]}": _bias(bridge, f"b_{name[-1]}", weight) for name, weight in weights.items()}
+        return AttentionWeights(**weights, W_O=bridge.W_O, **biases)
+
+
+def _bias(bridge: Any, name: str, weight: torch.Tensor) -> torch.Tensor:
+    try:
+        return getattr(bridge, name)
+    except AttributeError:  # the bridge exposes no stacked bias for bias-free projections
+        return torch.zeros(weight.shape[0], weight.shape[1], weight.shape[3], dtype=weight.dtype, device=weight.device)
 
 
 @dataclass(frozen=True)
 class AttentionWeights:
-    """Per layer and head, as TransformerLens names them: W_Q/W_K/W_V [L, H, D, dh], W_O
-    [L, H, dh, D], biases [L, H, dh]."""
+    """Per layer and head, as TransformerLens names them: W_Q [L, H, D, dh], W_O [L, H, dh, D],
+    W_K/W_V [L, H_kv, D, dh] (H_kv < H with grouped-query attention), biases [L, H or H_kv, dh]."""
 
     W_Q: torch.Tensor
     W_K: torch.Tensor
@@ -80,7 +94,8 @@ class AttentionWeights:
     b_V: torch.Tensor
 
     def input_weights(self, channel: str, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The weight [H, D, dh] and bias [H, dh] that make a layer's q, k or v from its input."""
+        """The weight [H, D, dh] and bias [H, dh] that make a layer's q, k or v from its input (k and
+        v: one per key/value head)."""
         weight = {"q": self.W_Q, "k": self.W_K, "v": self.W_V}[channel]
         bias = {"q": self.b_Q, "k": self.b_K, "v": self.b_V}[channel]
         return weight[layer], bias[layer]
@@ -203,6 +218,9 @@ def _check_weights_match_config(location: str, model: ir.ModelRef) -> None:
     if not stored:
         return
     skeleton = _skeleton(location)
+    stored = _as_loaded(skeleton, stored)
+    if stored is None:
+        return
     prefix = skeleton.base_model_prefix + "."
     stored = {_without(prefix, name): shape for name, shape in stored.items()}
     expected = {_without(prefix, name): tuple(t.shape) for name, t in skeleton.state_dict().items()}
@@ -222,6 +240,27 @@ def _skeleton(location: str) -> torch.nn.Module:
 
     with torch.device("meta"):
         return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(location))
+
+
+def _as_loaded(skeleton: torch.nn.Module, stored: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]] | None:
+    """The checkpoint's tensor names as transformers renames them when it loads them (GPT-NeoX's
+    `embed_out` is `lm_head` since transformers 5). None when the model's conversions do more than
+    rename (tensors merged or split on load): names cannot then be compared, and the check is skipped."""
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightRenaming
+    except ImportError:  # transformers 4 renames nothing it does not also save that way
+        return stored
+    transforms = get_model_conversion_mapping(skeleton)
+    if not all(isinstance(t, WeightRenaming) for t in transforms):
+        return None
+    renamed = {}
+    for name, shape in stored.items():
+        for transform in transforms:
+            for source in transform.source_patterns:
+                name = re.sub(source, transform.target_patterns[0], name)
+        renamed[name] = shape
+    return renamed
 
 
 def _tied_names(skeleton: torch.nn.Module) -> set[str]:

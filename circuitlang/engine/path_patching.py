@@ -22,8 +22,9 @@ from typing import Sequence
 
 import torch
 
-from circuitlang.engine.ablation_source import ActivationCache, hook_name
+from circuitlang.engine.ablation_source import ActivationCache
 from circuitlang.engine.bind import BoundTemplate
+from circuitlang.engine.family import Family
 from circuitlang.engine.readouts import Readout
 from circuitlang.engine.runner import Engine
 from circuitlang.ir import models as ir
@@ -64,10 +65,11 @@ def _record(engine: Engine, template: BoundTemplate, senders: Sequence[ir.Node],
     """Step 1: the receivers' inputs with the senders patched from the corrupt run."""
     clean, corrupt = engine.clean_cache(template), engine.corrupt_cache(template)
     recorded: dict[str, torch.Tensor] = {}
-    hooks = _sender_hooks(engine, clean, corrupt, senders, freeze_mlps) + _recorders(receivers, recorded)
+    family = engine.model.family
+    hooks = _sender_hooks(engine, clean, corrupt, senders, freeze_mlps) + _recorders(family, receivers, recorded)
     layers = [_layer(r.node, engine.n_layers) for r in receivers]
     if max(layers) + 1 < engine.n_layers:
-        hooks.append((f"blocks.{max(layers) + 1}.hook_resid_pre", _stop))
+        hooks.append((family.resid_pre(max(layers) + 1), _stop))
     if any(sender.kind == "embed" for sender in senders):
         # The embeddings as a sender: the first run starts from the corrupt prompt's embeddings
         # (every head, and with freeze_mlps every MLP, still frozen to its clean output).
@@ -96,7 +98,8 @@ def _replay(engine: Engine, template: BoundTemplate, receivers: Sequence[Receive
             readout: Readout) -> torch.Tensor:
     """Step 2: the clean run with only these receivers' inputs replaced; the metric per row."""
     first = min(min(_layer(r.node, engine.n_layers) for r in receivers), engine.n_layers - 1)
-    final = engine.forward_from(first, engine.clean_cache(template).resid_pre[first], _replayers(receivers, recorded))
+    final = engine.forward_from(first, engine.clean_cache(template).resid_pre[first],
+                                _replayers(engine.model.family, receivers, recorded))
     rows = torch.arange(template.n_prompts)
     columns = readout.columns(template)
     logits = engine.logits_at(final[:, template.positions["end"]], None if columns is None else columns)
@@ -105,14 +108,15 @@ def _replay(engine: Engine, template: BoundTemplate, receivers: Sequence[Receive
 
 def _sender_hooks(engine: Engine, clean: ActivationCache, corrupt: ActivationCache, senders: Sequence[ir.Node],
                   freeze_mlps: bool) -> list:
-    hooks = []
+    hooks, family = [], engine.model.family
     for layer in range(engine.n_layers):
         patched_heads = [s.head for s in senders if s.kind == "head" and s.layer == layer]
-        hooks.append((hook_name("z", layer), _heads_from(clean.acts["z"][layer], corrupt.acts["z"][layer], patched_heads)))
+        hooks.append((family.activation("z", layer),
+                      _heads_from(clean.acts["z"][layer], corrupt.acts["z"][layer], patched_heads)))
         if any(s.kind == "mlp" and s.layer == layer for s in senders):
-            hooks.append((hook_name("mlp_out", layer), _constant(corrupt.acts["mlp_out"][layer])))
+            hooks.append((family.activation("mlp_out", layer), _constant(corrupt.acts["mlp_out"][layer])))
         elif freeze_mlps:
-            hooks.append((hook_name("mlp_out", layer), _constant(clean.acts["mlp_out"][layer])))
+            hooks.append((family.activation("mlp_out", layer), _constant(clean.acts["mlp_out"][layer])))
     return hooks
 
 
@@ -129,9 +133,9 @@ def _constant(value: torch.Tensor):
     return hook
 
 
-def _recorders(receivers: Sequence[Receiver], recorded: dict[str, torch.Tensor]) -> list:
+def _recorders(family: Family, receivers: Sequence[Receiver], recorded: dict[str, torch.Tensor]) -> list:
     hooks = []
-    for name in _receiver_hook_names(receivers):
+    for name in _receiver_hook_names(family, receivers):
         def record(activation: torch.Tensor, hook: object, name: str = name) -> torch.Tensor:
             recorded[name] = activation.clone()
             return activation
@@ -139,16 +143,19 @@ def _recorders(receivers: Sequence[Receiver], recorded: dict[str, torch.Tensor])
     return hooks
 
 
-def _replayers(receivers: Sequence[Receiver], recorded: dict[str, torch.Tensor]) -> list:
+def _replayers(family: Family, receivers: Sequence[Receiver], recorded: dict[str, torch.Tensor]) -> list:
     hooks = []
     for receiver in receivers:
         if receiver.node.kind != "head":
-            name = _input_hook(receiver.node)
+            name = _input_hook(family, receiver.node)
             hooks.append((name, _constant(recorded[name])))
             continue
         for channel in receiver.channels:
-            name = f"blocks.{receiver.node.layer}.attn.hook_{channel}"
-            hooks.append((name, _one_head(recorded[name], receiver.node.head)))  # type: ignore[arg-type]
+            name = family.head_input(channel, receiver.node.layer)  # type: ignore[arg-type]
+            # with grouped-query attention a head's k and v are its group's: patching them patches
+            # what every query head of the group reads (docs/engine.md, "Model families")
+            index = receiver.node.head if channel == "q" else family.kv_head(receiver.node.head)  # type: ignore[arg-type]
+            hooks.append((name, _one_head(recorded[name], index)))
     return hooks
 
 
@@ -160,16 +167,16 @@ def _one_head(recorded: torch.Tensor, head: int):
     return hook
 
 
-def _input_hook(node: ir.Node) -> str:
+def _input_hook(family: Family, node: ir.Node) -> str:
     """The hook on a single-input receiver's input (it changes only that input, not the residual)."""
-    return "ln_final.hook_in" if node.kind == "logits" else f"blocks.{node.layer}.ln2.hook_in"
+    return family.final_residual if node.kind == "logits" else family.mlp_input(node.layer)  # type: ignore[arg-type]
 
 
-def _receiver_hook_names(receivers: Sequence[Receiver]) -> list[str]:
+def _receiver_hook_names(family: Family, receivers: Sequence[Receiver]) -> list[str]:
     names = []
     for receiver in receivers:
         if receiver.node.kind != "head":
-            names.append(_input_hook(receiver.node))
+            names.append(_input_hook(family, receiver.node))
         else:
-            names.extend(f"blocks.{receiver.node.layer}.attn.hook_{c}" for c in receiver.channels)
+            names.extend(family.head_input(c, receiver.node.layer) for c in receiver.channels)  # type: ignore[arg-type]
     return list(dict.fromkeys(names))

@@ -5,19 +5,23 @@ stream at every layer and the ablation values (`AblationSource`). A variant then
 the first layer its masks touch, starting from the cached clean residual; variants are stacked
 along the batch; the forward stops before the unembedding and only the logits the metric asks for
 are computed, at the one position it reads. Rows (variant x prompt) are streamed in chunks of
-`batch_size`, so memory is bounded by the batch, not by the number of variants.
+`batch_size`, so memory is bounded by the batch, not by the number of variants. Within a chunk,
+arithmetic whose result is known is left out (`Shortcuts`): MLPs and attention layers that every
+row ablates everywhere give their ablation value, and MLPs whose output nothing reads but the
+metric run at the end position only.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Sequence
 
 import torch
 
 from circuitlang.engine.ablation_source import AblationSource, ActivationCache, collect
 from circuitlang.engine.bind import BoundPromptSet, BoundTemplate
+from circuitlang.engine.family import Family
 from circuitlang.engine.edges import EdgeHooks, EdgeState, edge_agreement, sender_layer
 from circuitlang.engine.models import LoadedModel
 from circuitlang.engine.readouts import Readout, readout_for
@@ -27,6 +31,66 @@ from circuitlang.ir import models as ir
 MAX_CACHED_TRUNKS = 4  # base runs kept per engine: a verification uses one (the circuit's)
 # reduce(logits [rows, k], prompt rows [rows]) -> metric value per row
 Reduce = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class _AblatedAttention:
+    """An attention layer every head of which gives its ablation value at every position."""
+
+    z: torch.Tensor  # [1 or rows, P, H, dh]
+    output: Callable[[], torch.Tensor]  # what the layer then writes: [1 or rows, P, D]
+
+    def write(self, attention: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        batch, positions = hidden.shape[:2]
+        if attention.o.hook_in._forward_hooks:  # the hook point of hook_z: edge ablation reads z
+            z = self.z.to(hidden.device, hidden.dtype).expand(batch, positions, -1, -1)
+            return attention.o(z.reshape(batch, positions, -1).contiguous())
+        return self.output().to(hidden.device, hidden.dtype).expand(batch, positions, -1)
+
+
+@dataclass(frozen=True)
+class _KeptHeads:
+    """An attention layer computed by hand for the n heads some row keeps; every other head gives
+    its ablation value. Keys, values and z are ablated where the rows' masks say, as the ablation
+    source's hooks would do (the runner leaves those hooks out for this layer)."""
+
+    weights: torch.Tensor  # [D, 3 * n * dh]: the kept heads' W_Q, W_K and W_V side by side
+    bias: torch.Tensor  # [3 * n * dh]
+    w_out: torch.Tensor  # [n * dh, D]
+    others: Callable[[], torch.Tensor]  # what the other heads write, plus b_O: [1 or rows, P, D]
+    keep_kv: torch.Tensor  # [rows, P, n, 1]
+    keep_z: torch.Tensor  # [rows, P, n, 1]
+    ablated: dict[str, torch.Tensor]  # "k", "v", "z" of the kept heads: [1 or rows, P, n, dh]
+    scale: float
+
+    def write(self, attention: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        batch, positions, width = hidden.shape
+        qkv = torch.addmm(self.bias, hidden.reshape(-1, width), self.weights)
+        q, k, v = qkv.view(batch, positions, 3, self.keep_z.shape[2], -1).unbind(2)
+        k = torch.where(self.keep_kv, k, self.ablated["k"])
+        v = torch.where(self.keep_kv, v, self.ablated["v"])
+        z = torch.where(self.keep_z, _causal_attention(q, k, v, self.scale), self.ablated["z"])
+        return self.others() + z.flatten(-2) @ self.w_out
+
+
+def _causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """z [B, P, n, dh] of causal softmax attention from q, k, v [B, P, n, dh]."""
+    scores = torch.einsum("bqhe,bkhe->bhqk", q, k) * scale
+    later = torch.ones(q.shape[1], k.shape[1], dtype=torch.bool, device=q.device).triu(1)
+    pattern = scores.masked_fill(later, torch.finfo(scores.dtype).min).softmax(-1)
+    return torch.einsum("bhqk,bkhe->bqhe", pattern, v)
+
+
+@dataclass(frozen=True)
+class Shortcuts:
+    """Arithmetic a run leaves out because its result is known or unread: layer -> an MLP's
+    output; layer -> an attention layer written without computing its ablated heads; and the
+    layers whose MLP runs at the `end` position only (nothing after them reads the others)."""
+
+    mlps: dict[int, torch.Tensor] = field(default_factory=dict)
+    attention: dict[int, _AblatedAttention | _KeptHeads] = field(default_factory=dict)
+    end_only_mlps: frozenset[int] = frozenset()
+    end: int = -1
 
 
 class _StopBeforeUnembed(Exception):
@@ -48,7 +112,10 @@ class Engine:
         self._clean = {id(t): collect(model, t.clean, self.batch_size) for t in bound.templates}
         self._corrupt: dict[int, ActivationCache] = {}
         self._trunks: dict[tuple[int, Variant], _Trunk] = {}  # base runs, kept across calls (one per base)
+        self._attention_outputs: dict[tuple, torch.Tensor] = {}  # (template, layer, heads) -> ablated heads' output
+        self._head_weights: dict[tuple[int, tuple[int, ...]], tuple[torch.Tensor, ...]] = {}
         self._blocks_callable = self._blocks_run_alone()
+        self._heads_by_hand = self._blocks_callable and self._hand_attention_agrees()
         uses_corrupt = ablation.kind != "zero" and ablation.source == "corrupt"
         self._sources = {id(t): AblationSource.build(ablation, self._clean[id(t)],
                                                      self.corrupt_cache(t) if uses_corrupt else None)
@@ -137,13 +204,13 @@ class Engine:
             r_idx = torch.tensor(chunk)
             v_idx = torch.zeros(len(chunk), dtype=torch.long)
             row_masks = _stack_rows([masks], v_idx)
-            hooks = source.hooks(row_masks, r_idx, start)
+            shortcuts = self._shortcuts(template, row_masks, r_idx, start, plain=False)
+            hooks = source.hooks(row_masks, r_idx, start, shortcuts.attention.keys())
             if base.edges is not None:
                 edge_runs.append(EdgeHooks(self.model, [base], v_idx, r_idx, template, source, row_masks, 0))
                 hooks += edge_runs[-1].hooks()
-            hooks += [(f"blocks.{layer}.hook_resid_pre", _recorder(layers[layer])) for layer in range(start, self.n_layers)]
-            finals.append(self.forward_from(start, clean.resid_pre[start][r_idx], hooks,
-                                            self._constant_mlps(template, row_masks, r_idx, start))
+            hooks += [(Family.resid_pre(layer), _recorder(layers[layer])) for layer in range(start, self.n_layers)]
+            finals.append(self.forward_from(start, clean.resid_pre[start][r_idx], hooks, shortcuts)
                           if start < self.n_layers else clean.final_residual[r_idx])
         resid = tuple(clean.resid_pre[layer] if layer < start else torch.cat(layers[layer])
                       for layer in range(self.n_layers))
@@ -155,12 +222,118 @@ class Engine:
             return trunk.final[r_idx]
         row_masks = _stack_rows(masks, v_idx)
         source = self._sources[id(template)]
-        hooks = source.hooks(row_masks, r_idx, start)
-        if any(variants[int(v)].edges is not None for v in v_idx):
+        edges = any(variants[int(v)].edges is not None for v in v_idx)
+        # Edge ablation reads the residual at every position (its running total), so only rows
+        # without edges may leave the other positions unfinished.
+        shortcuts = self._shortcuts(template, row_masks, r_idx, start, plain=not edges)
+        hooks = source.hooks(row_masks, r_idx, start, shortcuts.attention.keys())
+        if edges:
             resume = trunk.edges.state(start, r_idx) if start > 0 and trunk.edges is not None else None
             hooks += EdgeHooks(self.model, variants, v_idx, r_idx, template, source, row_masks, start, resume).hooks()
-        return self.forward_from(start, trunk.resid_pre[start][r_idx], hooks,
-                                 self._constant_mlps(template, row_masks, r_idx, start))
+        return self.forward_from(start, trunk.resid_pre[start][r_idx], hooks, shortcuts)
+
+    def _shortcuts(self, template: BoundTemplate, row_masks: Masks, r_idx: torch.Tensor, start: int,
+                   plain: bool) -> Shortcuts:
+        """What a run of these rows from `start` can leave out. `plain`: the only hooks are the
+        ablation source's and only the metric reads the final residual, at the end position."""
+        if not self._blocks_callable:
+            return Shortcuts()
+        mlps = self._constant_mlps(template, row_masks, r_idx, start)
+        attention: dict[int, _AblatedAttention | _KeptHeads] = {}
+        attention |= self._constant_attention(template, row_masks, r_idx, start)
+        if not plain:
+            return Shortcuts(mlps, attention)
+        for layer in range(start, self.n_layers):
+            kept = None if layer in attention else self._kept_heads(template, row_masks, r_idx, layer)
+            if kept is not None:
+                attention[layer] = kept
+        end_only_mlps = _mlps_read_at_end_only(row_masks, start) - mlps.keys()
+        return Shortcuts(mlps, attention, frozenset(end_only_mlps), template.positions["end"])
+
+    def _kept_heads(self, template: BoundTemplate, row_masks: Masks, r_idx: torch.Tensor,
+                    layer: int) -> _KeptHeads | None:
+        """The layer's attention for the heads some row keeps, when they are at most half of the
+        layer's heads (a circuit keeps one or two per layer; then the model's own attention costs
+        many times more)."""
+        heads = torch.nonzero(row_masks.z[:, layer].flatten(0, 1).any(0)).flatten().tolist()
+        if not self._heads_by_hand or 2 * len(heads) > self.n_heads:
+            return None
+        source, device = self._sources[id(template)], self.model.device
+        weights, bias, w_out = self._weights_of(layer, tuple(heads))
+        return _KeptHeads(
+            weights, bias, w_out, lambda: self._attention_output(template, layer, r_idx, tuple(heads)),
+            keep_kv=row_masks.kv[:, layer][:, :, heads].unsqueeze(-1).to(device),
+            keep_z=row_masks.z[:, layer][:, :, heads].unsqueeze(-1).to(device),
+            ablated={kind: source.value(kind, layer, r_idx)[:, :, heads].to(device) for kind in ("k", "v", "z")},
+            scale=self.model.bridge.cfg.d_head ** -0.5)
+
+    def _weights_of(self, layer: int, heads: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+        """The heads' W_Q, W_K, W_V as one [D, 3 * n * dh] matrix, their biases, and their W_O rows."""
+        if (layer, heads) not in self._head_weights:
+            weights, index = self.model.attention, list(heads)
+            qkv = torch.stack([weights.W_Q[layer][index], weights.W_K[layer][index], weights.W_V[layer][index]])
+            bias = torch.stack([weights.b_Q[layer][index], weights.b_K[layer][index], weights.b_V[layer][index]])
+            d_model = qkv.shape[2]
+            self._head_weights[(layer, heads)] = (qkv.permute(2, 0, 1, 3).reshape(d_model, -1).contiguous(),
+                                                  bias.reshape(-1), weights.W_O[layer][index].reshape(-1, d_model))
+        return self._head_weights[(layer, heads)]
+
+    def _hand_attention_agrees(self) -> bool:
+        """Whether attention computed by hand (`_KeptHeads`: causal softmax of q.k / sqrt(dh))
+        gives each layer's output as the model computes it, on two clean prompts: true for
+        GPT-2; a model whose attention differs (scaling, local windows) never uses it."""
+        template = self.bound.templates[0]
+        clean = self._clean[id(template)]
+        rows = torch.arange(min(2, template.n_prompts))
+        every = tuple(range(self.n_heads))
+        try:
+            with torch.no_grad():
+                for layer, block in enumerate(self.model.bridge.blocks):
+                    if not self._layer_by_hand_agrees(layer, block, clean, rows, every):
+                        return False
+        except Exception:  # an attention the hand computation cannot even express
+            return False
+        return True
+
+    def _layer_by_hand_agrees(self, layer: int, block: torch.nn.Module, clean: ActivationCache,
+                              rows: torch.Tensor, every: tuple[int, ...]) -> bool:
+        device = self.model.device
+        z = clean.acts["z"][layer][rows].to(device)
+        keep = torch.ones(*z.shape[:3], 1, dtype=torch.bool, device=device)
+        projection = block.attn.o.original_component
+        bias = projection(torch.zeros_like(z.flatten(-2)))
+        hand = _KeptHeads(*self._weights_of(layer, every), lambda: bias, keep, keep, {"k": z, "v": z, "z": z},
+                          self.model.bridge.cfg.d_head ** -0.5)
+        mine = hand.write(block.attn, block.ln1(clean.resid_pre[layer][rows].to(device)))
+        theirs = projection(z.flatten(-2))
+        return bool(torch.allclose(mine, theirs, rtol=1e-4, atol=1e-5 * float(theirs.abs().max())))
+
+    def _constant_attention(self, template: BoundTemplate, row_masks: Masks, r_idx: torch.Tensor,
+                            start: int) -> dict[int, _AblatedAttention]:
+        """Layer -> an attention layer whose every head every row ablates at every position: its
+        z is the ablation value, so its queries, keys, values and pattern need not be computed."""
+        source = self._sources[id(template)]
+        return {layer: _AblatedAttention(source.value("z", layer, r_idx),
+                                         lambda layer=layer: self._attention_output(template, layer, r_idx))
+                for layer in range(start, self.n_layers) if not bool(row_masks.z[:, layer].any())}
+
+    def _attention_output(self, template: BoundTemplate, layer: int, rows: torch.Tensor,
+                          left_out: tuple[int, ...] = ()) -> torch.Tensor:
+        """What the layer's heads, but those `left_out`, write at their ablation value: the sum over
+        heads of the ablation value of z times W_O, plus b_O. Computed once per template and layer
+        when the value is shared by every prompt (mean, zero); per row for resampling."""
+        source = self._sources[id(template)]
+        key = (id(template), layer, left_out)
+        if key in self._attention_outputs:
+            return self._attention_outputs[key]
+        z = source.value("z", layer, rows).to(self.model.device)
+        if left_out:
+            z = z.clone()
+            z[:, :, list(left_out)] = 0
+        output = self.model.bridge.blocks[layer].attn.o.original_component(z.flatten(-2))
+        if not source.per_prompt:
+            self._attention_outputs[key] = output
+        return output
 
     def _constant_mlps(self, template: BoundTemplate, row_masks: Masks, r_idx: torch.Tensor,
                        start: int) -> dict[int, torch.Tensor]:
@@ -173,22 +346,24 @@ class Engine:
                 if not bool(row_masks.mlp[:, layer].any())}
 
     def forward_from(self, layer: int, residual: torch.Tensor, hooks: list,
-                     constant_mlps: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+                     shortcuts: Shortcuts | None = None) -> torch.Tensor:
         """Run from the residual entering `layer` with `hooks`; return the residual entering ln_final.
-        `constant_mlps`: layer -> that MLP's output, put in its place instead of computing it (its
-        hooks still see it)."""
+        `shortcuts`: arithmetic to leave out (only when the blocks run one by one); the hooks on
+        what it replaces still fire where it has a value (an MLP's output, z)."""
         bridge = self.model.bridge
         residual = residual.to(self.model.device)
         with bridge.hooks(fwd_hooks=hooks):
             if self._blocks_callable:
-                return self._through_blocks(layer, residual, constant_mlps or {})
+                return self._through_blocks(layer, residual, shortcuts or Shortcuts())
             return self._through_bridge(layer, residual)
 
-    def _through_blocks(self, layer: int, residual: torch.Tensor,
-                        constant_mlps: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+    def _through_blocks(self, layer: int, residual: torch.Tensor, shortcuts: Shortcuts | None = None) -> torch.Tensor:
         """Only the blocks from `layer` on run (the bridge's start_at_layer runs them all)."""
+        shortcuts = shortcuts or Shortcuts()
         for index, block in enumerate(self.model.bridge.blocks[layer:], start=layer):
-            with _mlp_replaced(block, (constant_mlps or {}).get(index)):
+            end = shortcuts.end if index in shortcuts.end_only_mlps else None
+            with _attention_replaced(block, shortcuts.attention.get(index)), \
+                    _mlp_replaced(block, shortcuts.mlps.get(index)), _mlp_at(block, end):
                 out = block(residual)
             residual = out[0] if isinstance(out, tuple) else out
         # The hook point on ln_final's input still fires: receivers of the logits (edge ablation,
@@ -200,7 +375,7 @@ class Engine:
             raise _StopBeforeUnembed(tensor)
 
         try:
-            with self.model.bridge.hooks(fwd_hooks=[("ln_final.hook_in", stop)]):
+            with self.model.bridge.hooks(fwd_hooks=[(Family.final_residual, stop)]):
                 self.model.bridge(residual, start_at_layer=layer)
         except _StopBeforeUnembed as stopped:
             return stopped.residual
@@ -209,6 +384,8 @@ class Engine:
     def _blocks_run_alone(self) -> bool:
         """Whether calling the blocks one by one reproduces the model (true for GPT-2-style
         models; others, e.g. with rotary embeddings passed from the top, use the bridge)."""
+        if self.model.family.rotary:  # the bridge passes the rotation to each block from the top
+            return False
         template = self.bound.templates[0]
         clean = self._clean[id(template)]
         rows = torch.arange(min(2, template.n_prompts))
@@ -225,11 +402,17 @@ class Engine:
         normalized = bridge.ln_final(end_residual)
         bias = getattr(bridge, "b_U", None)
         if columns is None:
-            return normalized @ bridge.W_U + (bias if bias is not None else 0)
+            return _soft_capped(normalized @ bridge.W_U + (bias if bias is not None else 0), bridge.cfg)
         columns = columns.to(normalized.device)
         weights = bridge.W_U.T[columns]  # [rows, k, d_model]
         logits = torch.einsum("rd,rkd->rk", normalized, weights)
-        return logits + (bias[columns] if bias is not None else 0)
+        return _soft_capped(logits + (bias[columns] if bias is not None else 0), bridge.cfg)
+
+
+def _soft_capped(logits: torch.Tensor, cfg: object) -> torch.Tensor:
+    """The model's own cap on its logits (Gemma 2: cap * tanh(logits / cap)); none when cap <= 0."""
+    cap = float(getattr(cfg, "output_logits_soft_cap", -1.0) or -1.0)
+    return cap * torch.tanh(logits / cap) if cap > 0 else logits
 
 
 @dataclass(frozen=True)
@@ -306,6 +489,58 @@ def _mlp_replaced(block: torch.nn.Module, output: torch.Tensor | None) -> Iterat
         yield
     finally:
         del module.forward
+
+
+@contextmanager
+def _attention_replaced(block: torch.nn.Module, replacement: _AblatedAttention | _KeptHeads | None) -> Iterator[None]:
+    """The block's attention is written by `replacement` instead of the model's computation of
+    every head. An ablated layer's hooks on z still see z when any is registered (edge ablation
+    reads it); the output is then projected from what they leave, as the model does."""
+    if replacement is None:
+        yield
+        return
+    attention = block.attn
+
+    def given(hidden: torch.Tensor, *args: object, **kwargs: object) -> tuple[torch.Tensor, None]:
+        return attention.hook_out(attention.hook_hidden_states(replacement.write(attention, hidden))), None
+
+    # set on the bridge itself: its __setattr__ would pass the name on to the wrapped module
+    object.__setattr__(attention, "forward", given)
+    try:
+        yield
+    finally:
+        object.__delattr__(attention, "forward")
+
+
+@contextmanager
+def _mlp_at(block: torch.nn.Module, end: int | None) -> Iterator[None]:
+    """The block's MLP runs at position `end` only; it writes zeros elsewhere, where nothing reads
+    its output (the hooks on it, which replace ablated positions, still see every position)."""
+    if end is None:
+        yield
+        return
+    module = block.mlp.original_component
+    compute = module.forward
+
+    def at_end(hidden: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        out = torch.zeros_like(hidden)
+        out[:, end] = compute(hidden[:, end:end + 1], *args, **kwargs)[:, 0]
+        return out
+
+    module.forward = at_end
+    try:
+        yield
+    finally:
+        del module.forward
+
+
+def _mlps_read_at_end_only(row_masks: Masks, start: int) -> set[int]:
+    """Layers from `start` on whose MLP output reaches the final residual only at its own position:
+    no later layer runs attention for any row (every later head is ablated everywhere)."""
+    runs_attention = row_masks.z.transpose(0, 1).flatten(1).any(1)  # [L]
+    later = torch.nonzero(runs_attention).flatten()
+    first = max(start, int(later[-1]) if later.numel() else 0)
+    return set(range(first, int(runs_attention.shape[0])))
 
 
 def _recorder(store: list[torch.Tensor]):

@@ -40,7 +40,7 @@ def attention_mass(engine: Engine, head: ir.Node, queries: Sequence[ir.Position]
     def compute(template: BoundTemplate) -> torch.Tensor:
         q = list(resolve(tuple(queries), template.template, template.positions, template.seq_len))
         k = list(resolve(tuple(keys), template.template, template.positions, template.seq_len))
-        name = f"blocks.{head.layer}.attn.hook_pattern"
+        name = engine.model.family.pattern(head.layer)  # type: ignore[arg-type]
         _, cache = engine.model.bridge.run_with_cache(template.clean.to(engine.model.device),
                                                       names_filter=lambda n: n == name)
         pattern = cache[name][:, head.head]  # [n, query, key]
@@ -51,8 +51,9 @@ def attention_mass(engine: Engine, head: ir.Node, queries: Sequence[ir.Position]
 @torch.no_grad()
 def ov_scores(engine: Engine, head: ir.Node, kind: str, top_k: int) -> torch.Tensor:
     """Copy (kind="copy") or next (kind="next") score of a head, per prompt."""
-    bridge = engine.model.bridge
-    ov = bridge.W_V[head.layer, head.head] @ bridge.W_O[head.layer, head.head]  # [D, D]
+    bridge, weights = engine.model.bridge, engine.model.attention
+    value_head = engine.model.family.kv_head(head.head)  # type: ignore[arg-type]  # with grouped keys: its group's
+    ov = weights.W_V[head.layer, value_head] @ weights.W_O[head.layer, head.head]  # [D, D]
     ln1 = bridge.blocks[head.layer].ln1
 
     as_answer = _answer_forms(engine)
@@ -106,21 +107,37 @@ def direct_logit(engine: Engine, node: ir.Node) -> torch.Tensor:
         clean = engine.clean_cache(template)
         end = template.positions["end"]
         if node.kind == "head":
-            output = clean.acts["z"][node.layer][:, end, node.head] @ bridge.W_O[node.layer, node.head]
+            output = clean.acts["z"][node.layer][:, end, node.head] @ engine.model.attention.W_O[node.layer, node.head]
         else:
             output = clean.acts["mlp_out"][node.layer][:, end]
         final = clean.final_residual[:, end]
-        scale = (final - final.mean(-1, keepdim=True)).pow(2).mean(-1, keepdim=True).add(_ln_eps(bridge)).sqrt()
-        centred = output - output.mean(-1, keepdim=True)
+        centring = not _rms_norm(bridge)  # LayerNorm subtracts the mean; RMSNorm does not
+        if centring:
+            final, output = final - final.mean(-1, keepdim=True), output - output.mean(-1, keepdim=True)
+        scale = final.pow(2).mean(-1, keepdim=True).add(_norm_eps(bridge)).sqrt()  # frozen at the clean run's
         direction = _metric_direction(engine, template)  # [n, D]
-        weight = getattr(bridge.ln_final, "w", None)
-        weight = weight if isinstance(weight, torch.Tensor) else torch.ones(final.shape[-1])
-        return ((centred / scale) * weight.to(centred.device) * direction.to(centred.device)).sum(-1)
+        weight = _final_norm_weight(bridge, final.shape[-1]).to(output.device)
+        return ((output / scale) * weight * direction.to(output.device)).sum(-1)
     return _per_prompt(engine, compute)
 
 
-def _ln_eps(bridge: object) -> float:
+def _norm_eps(bridge: object) -> float:
     return float(getattr(bridge.cfg, "eps", 1e-5))  # type: ignore[attr-defined]
+
+
+def _rms_norm(bridge: object) -> bool:
+    return str(getattr(bridge.cfg, "normalization_type", "LN")).startswith("RMS")  # type: ignore[attr-defined]
+
+
+def _final_norm_weight(bridge, d_model: int) -> torch.Tensor:
+    """The final norm's per-dimension gain as it acts. For RMSNorm it is read off the norm itself
+    (Gemma's norms multiply by 1 + weight, Llama's by weight): on a vector of ones the norm's
+    output times sqrt(1 + eps) is the gain."""
+    if _rms_norm(bridge):
+        ones = torch.ones(1, d_model, device=bridge.W_U.device, dtype=bridge.W_U.dtype)
+        return bridge.ln_final(ones)[0] * (1.0 + _norm_eps(bridge)) ** 0.5
+    weight = getattr(bridge.ln_final, "w", None)
+    return weight if isinstance(weight, torch.Tensor) else torch.ones(d_model)
 
 
 def _metric_direction(engine: Engine, template: BoundTemplate) -> torch.Tensor:

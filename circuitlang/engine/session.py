@@ -14,9 +14,11 @@ import torch
 
 from circuitlang.data.datasets import Dataset, expand_all
 from circuitlang.engine.bind import BoundPromptSet, bind
+from circuitlang.engine.family import circuit_problems
 from circuitlang.engine.models import LoadedModel, load_model
 from circuitlang.engine.runner import Engine
 from circuitlang.engine.variants import Variant, circuit_variant, empty_variant, full_model_variant
+from circuitlang.errors import raise_if_any
 from circuitlang.ir import models as ir
 
 MAX_GPU_BATCH = 16384  # rows; beyond this a forward is long enough that larger batches gain nothing
@@ -52,6 +54,7 @@ def open_session(spec: ir.Spec, device: str = "cpu", dtype: torch.dtype = torch.
                  batch_size: int | None = None) -> Session:
     """Load the model, expand and bind every prompt set."""
     model = load_model(spec.model, device, dtype)
+    raise_if_any(circuit_problems(spec.circuit, model.family))  # before any number is computed
     datasets = expand_all(spec)
     bound = bind(spec, datasets, model.tokenizer, prepends_bos(spec, model))
     return Session(spec, model, datasets, {b.name: b for b in bound}, batch_size or _batch_size(spec, model, bound))

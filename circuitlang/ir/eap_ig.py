@@ -188,7 +188,7 @@ def graph_config(spec: ir.Spec) -> GraphConfig:
         raise ModelError(f"the layer and head counts of '{spec.model.name}' are not known offline", spec.model.span,
                          "point the spec at a local model folder (with config.json) to export it")
     d_model, parallel = _model_details(spec.model)
-    return GraphConfig(spec.shape.n_layers, spec.shape.n_heads, parallel, d_model)
+    return GraphConfig(spec.shape.n_layers, spec.shape.n_heads, parallel or spec.shape.parallel_attn_mlp, d_model)
 
 
 def _model_details(model: ir.ModelRef) -> tuple[int | None, bool]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from circuitlang.errors import Span
 from circuitlang.ir.stdlib import LIMIT_SETTINGS
@@ -116,6 +116,19 @@ class ModelShape(Frozen):
     n_layers: int
     n_heads: int
     origin: str  # where the shape was read from, for messages
+    # Key/value heads (fewer than n_heads under grouped-query attention; n_heads when not given) and
+    # whether attention and MLP read the same residual (GPT-NeoX/Pythia, GPT-J). Both are read from
+    # the same place as the counts, so like ModelRef.hub_id they stay out of the canonical JSON:
+    # golden IR and spec hashes do not change with them.
+    n_kv_heads: int = Field(default=0, exclude=True)  # never 0 once built: see below
+    parallel_attn_mlp: bool = Field(default=False, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kv_heads_default_to_heads(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("n_kv_heads") is None:
+            return {**data, "n_kv_heads": data.get("n_heads")}
+        return data
 
 
 # ---- prompt sets ---------------------------------------------------------------------------

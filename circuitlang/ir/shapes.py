@@ -4,8 +4,10 @@
 HF-format folder, relative to the spec file; `on "organism:NAME"` is a model shipped inside
 circuitlang. A hub name is resolved as TransformerLens resolves it (`gpt2-small` is `gpt2`, see
 `ir.hub`); a bare name TransformerLens does not know is an error, while `org/name` may be any
-repo. Layer/head bounds come from a small table of known hub models, or from the folder's
-`config.json`, so `circuitlang check` works offline.
+repo. Layer/head bounds come from a table of known hub models (`hub_shapes.json`, next to this
+module), or from the folder's `config.json`, so `circuitlang check` works offline. The shape also
+carries the key/value head count and whether attention and MLP read the same residual, which the
+engine needs and which differ between families (GPT-2, GPT-NeoX/Pythia, GPT-J, Llama, Qwen2, Gemma 2).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import re
 from importlib import resources
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from circuitlang.errors import ModelError, Span
 from circuitlang.ir.hub import nearest_hub_names, official_hub_name
@@ -24,24 +27,35 @@ from circuitlang.ir.paths import confined, is_dir, is_file
 ORGANISM_PREFIX = "organism:"
 ORGANISM_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
-# (n_layers, n_heads) of hub models whose shape we know without downloading anything, keyed by
-# TransformerLens's official names (aliases resolve to these first) and by Hugging Face's own
-# names for the same repos, which TransformerLens does not list.
-KNOWN_HUB_SHAPES: dict[str, tuple[int, int]] = {
-    "gpt2": (12, 12),
-    "openai-community/gpt2": (12, 12),
-    "gpt2-medium": (24, 16),
-    "openai-community/gpt2-medium": (24, 16),
-    "gpt2-large": (36, 20),
-    "openai-community/gpt2-large": (36, 20),
-    "gpt2-xl": (48, 25),
-    "openai-community/gpt2-xl": (48, 25),
-    "distilgpt2": (6, 12),
-    "distilbert/distilgpt2": (6, 12),
-    "EleutherAI/pythia-70m": (6, 8),
-    "EleutherAI/pythia-160m": (12, 12),
-    "EleutherAI/pythia-410m": (24, 16),
-}
+SHAPES_FILE = "hub_shapes.json"
+
+# Where each family's config.json keeps its counts, the first key present winning: GPT-2 and GPT-J
+# write n_layer/n_head; GPT-NeoX, Llama, Qwen2, Gemma and Mistral num_hidden_layers/num_attention_heads,
+# and those with grouped-query attention num_key_value_heads (absent: one key/value head per head).
+LAYER_KEYS = ("n_layer", "num_hidden_layers")
+HEAD_KEYS = ("n_head", "num_attention_heads")
+KV_HEAD_KEYS = ("num_key_value_heads",)
+# Families whose blocks add attention and MLP outputs read from one residual, without a config field
+# saying so (GPT-NeoX says it with `use_parallel_residual`, true when absent).
+PARALLEL_MODEL_TYPES = ("gptj", "codegen", "phi")
+
+
+class HubShape(NamedTuple):
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    parallel_attn_mlp: bool
+
+
+def _known_hub_shapes() -> dict[str, HubShape]:
+    """Hub models whose shape is known without downloading anything, keyed by TransformerLens's
+    official names (aliases resolve to these first) and by Hugging Face repo ids it does not list."""
+    text = resources.files("circuitlang.ir").joinpath(SHAPES_FILE).read_text(encoding="utf-8")
+    return {name: HubShape(*counts, family["parallel_attn_mlp"])
+            for family in json.loads(text)["families"] for name, counts in family["models"].items()}
+
+
+KNOWN_HUB_SHAPES: dict[str, HubShape] = _known_hub_shapes()
 
 
 def organisms_root() -> Path:
@@ -98,10 +112,21 @@ def model_shape(model: ModelRef) -> ModelShape | None:
     if model.path is not None:
         return _shape_from_config(Path(model.path) / "config.json", model.span)
     known = KNOWN_HUB_SHAPES.get(model.hub_id or model.name)
-    return ModelShape(n_layers=known[0], n_heads=known[1], origin=model.name) if known else None
+    return ModelShape(origin=model.name, **known._asdict()) if known else None
 
 
 def _shape_from_config(config_path: Path, span: Span) -> ModelShape:
+    fields = _language_model_fields(_read_config(config_path, span))
+    layers, heads = _count(fields, LAYER_KEYS), _count(fields, HEAD_KEYS)
+    if layers is None or heads is None:
+        raise ModelError(f"{config_path} names no layer/head counts", span,
+                         "expected n_layer/n_head or num_hidden_layers/num_attention_heads")
+    return ModelShape(n_layers=layers, n_heads=heads, origin=str(config_path),
+                      n_kv_heads=_kv_heads(fields, heads, config_path, span),
+                      parallel_attn_mlp=_reads_one_residual(fields))
+
+
+def _read_config(config_path: Path, span: Span) -> dict[str, Any]:
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:  # ValueError: not JSON, not UTF-8, numbers too long
@@ -110,9 +135,34 @@ def _shape_from_config(config_path: Path, span: Span) -> ModelShape:
     if not isinstance(config, dict):
         raise ModelError(f"{config_path} is a JSON {type(config).__name__}, not an object", span,
                          "a Hugging Face config.json is one JSON object ({...})")
-    layers = config.get("n_layer", config.get("num_hidden_layers"))
-    heads = config.get("n_head", config.get("num_attention_heads"))
-    if not isinstance(layers, int) or not isinstance(heads, int):
-        raise ModelError(f"{config_path} names no layer/head counts", span,
-                         "expected n_layer/n_head or num_hidden_layers/num_attention_heads")
-    return ModelShape(n_layers=layers, n_heads=heads, origin=str(config_path))
+    return config
+
+
+def _language_model_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """The config's fields, with those of a nested `text_config` on top: multimodal configs
+    (Gemma 3, LLaVA) keep the language model's counts there."""
+    text = config.get("text_config")
+    return {**config, **text} if isinstance(text, dict) else config
+
+
+def _count(fields: dict[str, Any], keys: tuple[str, ...]) -> int | None:
+    value = next((fields[key] for key in keys if fields.get(key) is not None), None)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _kv_heads(fields: dict[str, Any], heads: int, config_path: Path, span: Span) -> int:
+    if fields.get("model_type") == "gpt_bigcode" and fields.get("multi_query", True):
+        return 1  # multi-query attention: one key/value head, and no field that counts it
+    kv_heads = _count(fields, KV_HEAD_KEYS)
+    if kv_heads is None:
+        return heads
+    if kv_heads <= 0 or heads % kv_heads:
+        raise ModelError(f"{config_path} gives {kv_heads} key/value heads for {heads} heads", span,
+                         "num_key_value_heads must divide num_attention_heads")
+    return kv_heads
+
+
+def _reads_one_residual(fields: dict[str, Any]) -> bool:
+    model_type = fields.get("model_type")
+    parallel = fields.get("use_parallel_residual", model_type == "gpt_neox")
+    return parallel is True or model_type in PARALLEL_MODEL_TYPES

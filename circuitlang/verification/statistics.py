@@ -62,3 +62,19 @@ def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     """numerator / denominator, NaN where the denominator is 0 (reported, never silently inf)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(denominator != 0, numerator / np.where(denominator != 0, denominator, 1), np.nan)
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation: Pearson's correlation of the ranks, tied values sharing their
+    mean rank (how edge scores are compared with exact effects)."""
+    return float(np.corrcoef(_ranks(np.asarray(a, dtype=float)), _ranks(np.asarray(b, dtype=float)))[0, 1])
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(len(values), dtype=float)
+    for value in np.unique(values):
+        tied = values == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks

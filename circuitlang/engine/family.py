@@ -1,0 +1,184 @@
+"""What differs between model families, in one place: hook names, attention layout, what feeds what.
+
+TransformerBridge (TransformerLens 4) gives every family it supports the same hook points (GPT-2,
+GPT-NeoX/Pythia, Llama, Qwen2, Gemma 2 ... all have `blocks.L.attn.hook_z`), but the
+architectures still differ in ways the engine's semantics depend on:
+
+- grouped-query attention: `hook_k` and `hook_v` have `n_kv_heads` heads, each read by a group of
+  `n_heads / n_kv_heads` query heads (Llama, Qwen2, Gemma 2);
+- parallel attention and MLP: the MLP reads the residual entering its layer, not the one after
+  the layer's heads (GPT-NeoX/Pythia, GPT-J);
+- rotary positions: q and k are rotated after `hook_q`/`hook_k`, so an activation replaced there is
+  rotated at its own position, as the clean one was (the blocks then cannot run alone: the bridge
+  passes the rotation from the top);
+- a norm on the attention output before it joins the residual stream (Gemma 2's
+  `post_attention_layernorm`): the heads' outputs then do not add up in the residual stream, so a
+  single head's contribution, and with it edge ablation, is undefined.
+
+The engine, discovery and the attribution code ask a `Family` for hook names and these facts; no
+other module of the engine spells a hook name. docs/engine.md, "Model families", gives the
+semantics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from circuitlang.errors import DataError
+from circuitlang.ir import models as ir
+from circuitlang.ir.eap_ig import feeds
+
+ACTIVATION_KINDS = ("z", "k", "v", "mlp_out")
+FINAL_RESIDUAL = "ln_final.hook_in"  # the residual entering the final norm: the logits' input
+
+
+@dataclass(frozen=True)
+class Family:
+    architecture: str  # the Hugging Face architecture, e.g. "LlamaForCausalLM"
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_model: int
+    d_head: int
+    parallel_attn_mlp: bool
+    rotary: bool
+    attention_output_norm: bool
+
+    @classmethod
+    def of(cls, bridge: Any) -> "Family":
+        cfg = bridge.cfg
+        return cls(architecture=_architecture(bridge), n_layers=cfg.n_layers, n_heads=cfg.n_heads,
+                   n_kv_heads=getattr(cfg, "n_key_value_heads", None) or cfg.n_heads, d_model=cfg.d_model,
+                   d_head=cfg.d_head, parallel_attn_mlp=bool(getattr(cfg, "parallel_attn_mlp", False)),
+                   rotary=getattr(cfg, "positional_embedding_type", "standard") == "rotary",
+                   attention_output_norm=_has_attention_output_norm(bridge))
+
+    # ---- hook names -------------------------------------------------------------------------------
+
+    @staticmethod
+    def resid_pre(layer: int) -> str:
+        return f"blocks.{layer}.hook_resid_pre"
+
+    @staticmethod
+    def head_input(channel: str, layer: int) -> str:
+        """q, k or v of every head of a layer (k and v: of every key/value head), before rotary."""
+        return f"blocks.{layer}.attn.hook_{channel}"
+
+    @staticmethod
+    def activation(kind: str, layer: int) -> str:
+        """An activation the engine caches and ablates: z (every head's output before W_O), k, v, mlp_out."""
+        return f"blocks.{layer}.hook_mlp_out" if kind == "mlp_out" else f"blocks.{layer}.attn.hook_{kind}"
+
+    @staticmethod
+    def mlp_input(layer: int) -> str:
+        """The residual the MLP's norm reads (after the layer's heads, or with parallel attention
+        and MLP the one entering the layer)."""
+        return f"blocks.{layer}.ln2.hook_in"
+
+    @staticmethod
+    def pattern(layer: int) -> str:
+        return f"blocks.{layer}.attn.hook_pattern"
+
+    final_residual = FINAL_RESIDUAL
+
+    # ---- attention layout ---------------------------------------------------------------------------
+
+    @property
+    def group_size(self) -> int:
+        """Query heads per key/value head (1 without grouped-query attention)."""
+        return self.n_heads // self.n_kv_heads
+
+    @property
+    def grouped(self) -> bool:
+        return self.n_kv_heads != self.n_heads
+
+    def kv_head(self, head: int) -> int:
+        """The key/value head that query head `head` reads (heads are grouped consecutively)."""
+        return head // self.group_size
+
+    def group(self, kv_head: int) -> range:
+        """The query heads that read key/value head `kv_head`."""
+        return range(kv_head * self.group_size, (kv_head + 1) * self.group_size)
+
+    # ---- the graph ------------------------------------------------------------------------------------
+
+    def feeds(self, sender: ir.Node, receiver: ir.Node) -> bool:
+        """Whether the sender writes to the residual stream before the receiver reads it."""
+        return feeds(sender, receiver, self.parallel_attn_mlp)
+
+    def why_no_edges(self) -> str | None:
+        """Why edge ablation cannot be exact on this model (None when it can)."""
+        if self.attention_output_norm:
+            return (f"{self.architecture} normalizes the sum of a layer's head outputs before it joins the residual "
+                    "stream, so one head's contribution is not defined and neither are edges from heads")
+        return None
+
+
+def _architecture(bridge: Any) -> str:
+    config = getattr(getattr(bridge, "original_model", None), "config", None)
+    architectures = getattr(config, "architectures", None) or [type(getattr(bridge, "original_model", bridge)).__name__]
+    return str(architectures[0])
+
+
+def _has_attention_output_norm(bridge: Any) -> bool:
+    """Gemma 2's blocks carry `ln1_post` (post_attention_layernorm) between attention and residual."""
+    return any(hasattr(block, "ln1_post") for block in bridge.blocks)
+
+
+def circuit_problems(circuit: ir.Circuit, family: Family) -> list[DataError]:
+    """What a circuit asks that this model cannot give it: edges where heads do not add into the
+    residual stream, an edge into an MLP that does not read its sender, and on a grouped-query
+    model, heads of one key/value group that disagree about the keys and values they share."""
+    problems = _edge_problems(circuit, family)
+    if family.grouped:
+        problems += _group_problems(circuit, family)
+    return problems
+
+
+def _edge_problems(circuit: ir.Circuit, family: Family) -> list[DataError]:
+    reason = family.why_no_edges()
+    if reason and circuit.edges:
+        return [DataError(f"edges cannot be evaluated on this model: {reason}", circuit.edges[0].span,
+                          "declare the circuit's nodes without edges (node ablation is exact on this model)")]
+    return [DataError(f"{edge.receiver} does not read {edge.sender}: attention and MLP of one layer read the same "
+                      "residual stream in this model (parallel attention and MLP)", edge.span,
+                      "remove the edge; the MLP reads the heads of earlier layers")
+            for edge in circuit.edges if not family.feeds(edge.sender, edge.receiver)]
+
+
+def _group_problems(circuit: ir.Circuit, family: Family) -> list[DataError]:
+    """Keys and values belong to a key/value head, which a group of query heads shares: `k`
+    positions and k/v edges of the group's heads in the circuit must agree (docs/engine.md)."""
+    problems: list[DataError] = []
+    groups: dict[tuple[int, int], list[ir.CircuitNode]] = {}
+    for member in circuit.nodes:
+        if member.node.kind == "head":
+            groups.setdefault((member.node.layer, family.kv_head(member.node.head)), []).append(member)  # type: ignore[arg-type]
+    for (layer, kv_head), members in groups.items():
+        first = members[0]
+        for other in members[1:]:
+            if _positions_key(other.k) != _positions_key(first.k):
+                problems.append(_group_error(family, layer, kv_head, other, first, "`k` positions",
+                                             "give every head of the group the same `k` positions"))
+            for channel in ("k", "v"):
+                if _senders(circuit, other.node, channel) != _senders(circuit, first.node, channel):
+                    problems.append(_group_error(family, layer, kv_head, other, first, f"senders into {channel}",
+                                                 f"declare the same edges into the {channel} of every head of the group"))
+    return problems
+
+
+def _group_error(family: Family, layer: int, kv_head: int, member: ir.CircuitNode, first: ir.CircuitNode,
+                 what: str, hint: str) -> DataError:
+    heads = ", ".join(f"{layer}.{h}" for h in family.group(kv_head))
+    return DataError(f"{member.node} and {first.node} read the same keys and values (key/value head {kv_head} of "
+                     f"layer {layer}, shared by {heads}), but their {what} differ", member.span, hint)
+
+
+def _positions_key(positions: tuple[ir.Position, ...] | None) -> tuple[str, ...] | None:
+    return None if positions is None else tuple(sorted(str(p) for p in positions))
+
+
+def _senders(circuit: ir.Circuit, receiver: ir.Node, channel: str) -> set[ir.Node]:
+    return {edge.sender for edge in circuit.edges
+            if edge.receiver == receiver and (channel in edge.channels or not edge.channels)}
