@@ -124,7 +124,7 @@ class _ReferenceRun:
             for channel in ("q", "k", "v"):
                 hooks.append((family.head_input(channel, layer), self._head_input(layer, channel)))
             hooks.append((family.activation("z", layer), self._z(layer)))
-            hooks.append((family.mlp_input(layer), self._receiver_input(ir.Node(kind="mlp", layer=layer), "")))
+            hooks.append((family.mlp_input(layer), self._receiver_input(ir.Node(kind="mlp", layer=layer), "", layer)))
             hooks.append((family.activation("mlp_out", layer), self._mlp_out(layer)))
         hooks.append((family.final_residual, self._receiver_input(ir.Node(kind="logits"), "")))
         return hooks
@@ -169,11 +169,14 @@ class _ReferenceRun:
             total = total + self.b_o[bias_layer]
         return total
 
-    def _receiver_input(self, receiver: ir.Node, channel: str):
-        def hook(resid, hook):
+    def _receiver_input(self, receiver: ir.Node, channel: str, layer: int | None = None):
+        normalized = receiver.kind == "mlp" and self.family.mlp_reads_normalized  # GPT-J, Phi: after ln1
+
+        def hook(value, hook):
             if self.variant.edges is None or (receiver.kind == "mlp" and receiver not in self.kept):
-                return resid
-            return self._visible([receiver], channel)
+                return value
+            visible = self._visible([receiver], channel)
+            return self.bridge.blocks[layer].ln1(visible) if normalized else visible
         return hook
 
     def _head_input(self, layer: int, channel: str):

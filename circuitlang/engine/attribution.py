@@ -217,11 +217,17 @@ def _offset_hooks(engine: Engine, offsets: _Offsets) -> list:
     def add(offset: torch.Tensor):
         return lambda resid, hook: resid + offset
 
+    def mlp_input(layer: int):
+        if not family.mlp_reads_normalized:
+            return add(offsets.mlps[layer])
+        ln1 = bridge.blocks[layer].ln1  # a norm shared with attention: the input is reached after it
+        return lambda normalized, hook: ln1(residual[layer] + offsets.mlps[layer])
+
     hooks: list = []
     for layer in range(bridge.cfg.n_layers):
         hooks.append((family.resid_pre(layer), remember(layer)))
         hooks += [(family.head_input(channel, layer), head_input(layer, channel)) for channel in CHANNELS]
-        hooks.append((family.mlp_input(layer), add(offsets.mlps[layer])))
+        hooks.append((family.mlp_input(layer), mlp_input(layer)))
     hooks.append((family.final_residual, add(offsets.logits)))
     return hooks
 

@@ -241,12 +241,19 @@ class EdgeHooks:
         return hook
 
     def _mlp_input(self, layer: int):
-        def hook(resid: torch.Tensor, hook: object) -> torch.Tensor:
+        normalized = self.family.mlp_reads_normalized
+        ln1 = self.bridge.blocks[layer].ln1
+
+        def hook(value: torch.Tensor, hook: object) -> torch.Tensor:
             # with parallel attention and MLP the MLP reads the residual entering its layer, which
             # holds none of the layer's heads' additions
             entering = self.entering[layer] if self.family.parallel_attn_mlp else None
+            resid = self.diffs[("resid_pre", layer)] if normalized else value
             removed = self._removed([("mlp", layer)], "in", resid, entering)
-            return resid if removed is None else resid - removed
+            if removed is None:
+                return value
+            # a norm shared with attention (GPT-J, Phi): the MLP's input is reached after it
+            return ln1(resid - removed) if normalized else resid - removed
         return hook
 
     def _logits_input(self, resid: torch.Tensor, hook: object) -> torch.Tensor:

@@ -7,7 +7,8 @@ architectures still differ in ways the engine's semantics depend on:
 - grouped-query attention: `hook_k` and `hook_v` have `n_kv_heads` heads, each read by a group of
   `n_heads / n_kv_heads` query heads (Llama, Qwen2, Gemma 2);
 - parallel attention and MLP: the MLP reads the residual entering its layer, not the one after
-  the layer's heads (GPT-NeoX/Pythia, GPT-J);
+  the layer's heads (GPT-NeoX/Pythia, GPT-J, Phi); GPT-J and Phi also share one norm between the
+  two, so the MLP's input can only be reached after that norm (`mlp.hook_in`);
 - rotary positions: q and k are rotated after `hook_q`/`hook_k`, so an activation replaced there is
   rotated at its own position, as the clean one was (the blocks then cannot run alone: the bridge
   passes the rotation from the top);
@@ -44,6 +45,7 @@ class Family:
     parallel_attn_mlp: bool
     rotary: bool
     attention_output_norm: bool
+    shared_norm: bool = False  # attention and MLP read one norm's output (GPT-J, Phi): no ln2
 
     @classmethod
     def of(cls, bridge: Any) -> "Family":
@@ -52,7 +54,8 @@ class Family:
                    n_kv_heads=getattr(cfg, "n_key_value_heads", None) or cfg.n_heads, d_model=cfg.d_model,
                    d_head=cfg.d_head, parallel_attn_mlp=bool(getattr(cfg, "parallel_attn_mlp", False)),
                    rotary=getattr(cfg, "positional_embedding_type", "standard") == "rotary",
-                   attention_output_norm=_has_attention_output_norm(bridge))
+                   attention_output_norm=_has_attention_output_norm(bridge),
+                   shared_norm=not any(_has(block, "ln2") for block in bridge.blocks))
 
     # ---- hook names -------------------------------------------------------------------------------
 
@@ -70,11 +73,17 @@ class Family:
         """An activation the engine caches and ablates: z (every head's output before W_O), k, v, mlp_out."""
         return f"blocks.{layer}.hook_mlp_out" if kind == "mlp_out" else f"blocks.{layer}.attn.hook_{kind}"
 
-    @staticmethod
-    def mlp_input(layer: int) -> str:
-        """The residual the MLP's norm reads (after the layer's heads, or with parallel attention
-        and MLP the one entering the layer)."""
-        return f"blocks.{layer}.ln2.hook_in"
+    def mlp_input(self, layer: int) -> str:
+        """The MLP's input: the residual its norm reads (after the layer's heads, or with parallel
+        attention and MLP the one entering the layer); with a shared norm, that norm's output
+        (`mlp_reads_normalized`)."""
+        return f"blocks.{layer}.mlp.hook_in" if self.shared_norm else f"blocks.{layer}.ln2.hook_in"
+
+    @property
+    def mlp_reads_normalized(self) -> bool:
+        """Whether `mlp_input` carries the norm's output (the residual must be normalized by the
+        block's ln1 before it is put there) rather than the residual itself."""
+        return self.shared_norm
 
     @staticmethod
     def pattern(layer: int) -> str:
@@ -123,7 +132,14 @@ def _architecture(bridge: Any) -> str:
 
 def _has_attention_output_norm(bridge: Any) -> bool:
     """Gemma 2's blocks carry `ln1_post` (post_attention_layernorm) between attention and residual."""
-    return any(hasattr(block, "ln1_post") for block in bridge.blocks)
+    return any(_has(block, "ln1_post") for block in bridge.blocks)
+
+
+def _has(block: Any, name: str) -> bool:
+    try:
+        return getattr(block, name) is not None
+    except (AttributeError, KeyError):  # the bridge's blocks raise either for a missing submodule
+        return False
 
 
 def circuit_problems(circuit: ir.Circuit, family: Family) -> list[DataError]:
