@@ -342,3 +342,34 @@ def _direct(engine, template, contribution: torch.Tensor) -> torch.Tensor:
     wrongs = torch.tensor([w[0] for w in template.answers["wrong"]])
     direction = (bridge.W_U[:, answers] - bridge.W_U[:, wrongs]).T
     return ((part / scale) * gain * direction).sum(-1).double()
+
+
+@pytest.mark.parametrize("family", ["neox", "gptj", "phi"])
+def test_attribution_gradients_equal_finite_differences_with_parallel_blocks(models: Path, family: str) -> None:
+    """EAP on parallel blocks (and GPT-J's and Phi's shared norm, where an MLP's input is reached
+    after the norm): each score equals the central difference of adding and removing a little of
+    the edge. Central, with a step of 1e-3: these models' attention takes its softmax in float32
+    even in a float64 model, which drowns one-sided differences with smaller steps."""
+    from circuitlang.discover import attribution as discovery
+    from circuitlang.engine import attribution
+    from circuitlang.engine.session import open_session
+    from tests.test_attribution import _offset_of, _zero_offsets
+
+    scorer = Scorer(open_session(circuitlang.load(write_spec(models, family, "", name="_eap")), dtype=torch.float64))
+    scores = discovery.edge_scores(scorer, "eap")
+    engine, graph = scorer.engine, discovery.attribution_graph(scorer)
+    template = engine.bound.templates[0]
+    rows = torch.arange(template.n_prompts)
+    start = engine.clean_cache(template).resid_pre[0][rows]
+    differences = attribution._sender_differences(engine, template, graph, rows)
+    head, mlp = (lambda layer, h: ir.Node(kind="head", layer=layer, head=h)), (lambda layer: ir.Node(kind="mlp", layer=layer))
+    for sender, receiver, channel in [(head(0, 1), mlp(1), ""), (mlp(0), mlp(2), ""), (mlp(1), head(2, 3), "k"),
+                                      (head(1, 2), ir.Node(kind="logits"), "")]:
+        values = []
+        for step in (-1e-3, 1e-3):  # removing, then adding, a thousandth of the sender's difference
+            offsets = _zero_offsets(scorer, len(rows), start)
+            with torch.no_grad():
+                _offset_of(offsets, receiver, channel).add_(step * differences[graph.senders().index(sender)])
+                values.append(float(attribution.run_with_offsets(engine, template, engine.readout(), rows, start,
+                                                                 offsets).mean()))
+        assert (values[1] - values[0]) / 2e-3 == pytest.approx(scores[(sender, receiver, channel)], rel=2e-3, abs=2e-6)
