@@ -304,6 +304,8 @@ class Engine:
         bias = projection(torch.zeros_like(z.flatten(-2)))
         hand = _KeptHeads(*self._weights_of(layer, every), lambda: bias, keep, keep, {"k": z, "v": z, "z": z},
                           self.model.bridge.cfg.d_head ** -0.5)
+        # every head's weights (8 MB a layer for GPT-2 small) are not kept: runs use a few heads'
+        self._head_weights.pop((layer, every))
         mine = hand.write(block.attn, block.ln1(clean.resid_pre[layer][rows].to(device)))
         theirs = projection(z.flatten(-2))
         return bool(torch.allclose(mine, theirs, rtol=1e-4, atol=1e-5 * float(theirs.abs().max())))
