@@ -373,3 +373,18 @@ def test_attribution_gradients_equal_finite_differences_with_parallel_blocks(mod
                 values.append(float(attribution.run_with_offsets(engine, template, engine.readout(), rows, start,
                                                                  offsets).mean()))
         assert (values[1] - values[0]) / 2e-3 == pytest.approx(scores[(sender, receiver, channel)], rel=2e-3, abs=2e-6)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2"])
+def test_edge_searches_and_curves_are_refused_where_the_graph_does_not_fit(models: Path, family: str, capsys) -> None:
+    spec = write_spec(models, family, "", name="_refused")
+    assert main(["discover", str(spec), "--method", "acdc", "-o", str(models / f"{family}_found.circ")]) == 2
+    assert "use --method prune" in capsys.readouterr().err
+    assert main(["curve", str(spec), "--method", "eap"]) == 2
+    assert "a faithfulness curve evaluates circuits of edges, but" in capsys.readouterr().err
+
+
+def test_the_engine_refuses_edge_variants_where_edges_are_undefined(models: Path) -> None:
+    run = open_family(models, "gemma2")
+    with pytest.raises(ValueError, match="edge ablation is not defined on this model"):
+        run.metric([variant_of([ir.Node(kind="head", layer=0, head=1)], [])])

@@ -158,6 +158,7 @@ def _evaluate(spec: ir.Spec, args: argparse.Namespace, graphs: list[GraphScores]
         say("the full model and the empty circuit")
         scorer = Scorer(session, args.prompts)
         _check_defined(scorer, args.file)
+        _check_edge_graph(scorer, args.file)
         for graph in graphs:
             _check_shape(graph, scorer, args.file)
         sources = [(graph.path.name, graph.scores) for graph in graphs]
@@ -175,6 +176,15 @@ def _check_defined(scorer: "Scorer", spec_path: Path) -> None:
     if scorer.f_model == scorer.f_empty:
         print(f"{spec_path}: the model and the empty circuit give the same mean metric ({scorer.f_model:.4g}) on "
               "these prompts, so f = (m(C) - m(∅)) / (m(M) - m(∅)) is undefined; check the ablation", file=sys.stderr)
+        raise CommandFailed(EXIT_SPEC_ERROR)
+
+
+def _check_edge_graph(scorer: "Scorer", spec_path: Path) -> None:
+    """A curve ranks and ablates edges of the full graph; some models have no such graph."""
+    why = scorer.session.model.family.why_no_edge_graph()
+    if why:
+        print(f"{spec_path}: a faithfulness curve evaluates circuits of edges, but {why} "
+              "(docs/engine.md, \"Model families\")", file=sys.stderr)
         raise CommandFailed(EXIT_SPEC_ERROR)
 
 

@@ -135,6 +135,7 @@ def _tightened(meter: Meter, counted: int, needed: int) -> Part:
 
 
 def _check_searchable(scorer: Scorer, options: Options) -> None:
+    _check_edges_possible(scorer, options)  # first: what the model allows comes before what the prompts show
     name = scorer.engine.bound.name
     if not scorer.f_model > 0:
         raise CannotSearch(f"on prompt set '{name}' the full model's metric F(M) = {scorer.f_model:.4g} is not positive, "
@@ -145,7 +146,6 @@ def _check_searchable(scorer: Scorer, options: Options) -> None:
         raise CannotSearch(f"on prompt set '{name}' the empty circuit already has faithfulness "
                            f"{empty:.3f} >= the target {options.target}: the ablation does "
                            "not remove the behaviour (check the corruption and `ablate`)")
-    _check_edges_possible(scorer, options)
     needs_corruption = BY_NAME[options.method].needs_corruption
     if needs_corruption and any(t.corrupt is None for t in scorer.engine.bound.templates):
         raise CannotSearch(f"prompt set '{name}' has no corruption; {needs_corruption}: add a `corrupt` line, "
@@ -165,11 +165,7 @@ def _check_edges_possible(scorer: Scorer, options: Options) -> None:
     residual stream (docs/engine.md, "Model families")."""
     if options.method == "prune" and not options.edges:
         return
-    family = scorer.session.model.family
-    why = family.why_no_edges()
-    if why is None and family.grouped:
-        why = (f"{family.architecture} shares keys and values between groups of {family.group_size} query heads, "
-               "and edge searches score k and v edges per query head")
+    why = scorer.session.model.family.why_no_edge_graph()
     if why:
         raise CannotSearch(f"--method {options.method}{' --edges' if options.edges else ''} searches edges, but {why}; "
                            "use --method prune (node pruning)")

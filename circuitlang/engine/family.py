@@ -123,6 +123,16 @@ class Family:
                     "stream, so one head's contribution is not defined and neither are edges from heads")
         return None
 
+    def why_no_edge_graph(self) -> str | None:
+        """Why the full graph of edges that searches, attribution and curves rank (q, k and v apart
+        for every query head) does not fit this model (None when it does)."""
+        if self.why_no_edges():
+            return self.why_no_edges()
+        if self.grouped:
+            return (f"{self.architecture} shares keys and values between groups of {self.group_size} query heads, "
+                    "while the graph has k and v edges per query head")
+        return None
+
 
 def _architecture(bridge: Any) -> str:
     config = getattr(getattr(bridge, "original_model", None), "config", None)

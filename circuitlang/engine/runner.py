@@ -151,6 +151,9 @@ class Engine:
         `base` is a variant many of `variants` agree with up to some layer (the circuit, for a
         minimality sweep of C minus one node): it is run once with its residual stream cached, and
         each variant starts from it at the first layer where the two differ."""
+        why = self.model.family.why_no_edges()
+        if why and any(v.edges is not None for v in variants):  # specs are refused earlier, with the edge's line
+            raise ValueError(f"edge ablation is not defined on this model: {why}")
         out = torch.empty(len(variants), self.bound.n_prompts, dtype=torch.float64)
         for template in self.bound.templates:
             rows = torch.tensor(template.prompt_indices)
