@@ -200,12 +200,16 @@ def _node_scores(session: Session, name: str, results: CachedArrays, resamples: 
     def estimate(node: ir.Node, score: str) -> Estimate:
         return resamples.estimate({"v": _node_score(session, name, results, node, score)}, lambda a: a["v"])
 
+    # a norm of the heads' sum before the residual stream (Gemma 2): a head's own write, which these
+    # scores read through W_O, is not defined (docs/engine.md, "Model families"); left empty
+    heads_write_alone = not session.model.family.attention_output_norm
     rows = []
     for member in session.spec.circuit.nodes:
         node = member.node
-        direct = estimate(node, "direct_logit") if has_answer else None
+        defined = node.kind != "head" or heads_write_alone
+        direct = estimate(node, "direct_logit") if has_answer and defined else None
         copy = next_ = None
-        if node.kind == "head":
+        if node.kind == "head" and defined:
             copy, next_ = estimate(node, "copy"), estimate(node, "next")
         rows.append(NodeScores(node=str(node), role=member.role, direct_logit=direct, copy_score=copy,
                                next_score=next_))

@@ -131,7 +131,7 @@ def test_one_batched_call_equals_each_circuit_evaluated_alone(micro: Scorer):
         points = evaluate_top(micro, scores, ks)
     finally:
         del micro.engine.run
-    assert calls == [len(ks)]
+    assert calls == [len(ks) + 1]  # and the circuit without edges, m(∅), in the same call
     for k, point in zip(ks, points):
         edges = top_edges(scores, k)
         nodes = sorted({s for s, _, _ in edges if s.kind in ("head", "mlp")}, key=str)
@@ -167,6 +167,11 @@ def test_with_declared_embedding_edges_the_graph_is_eap_igs(task: Path):
     declared.write_text(task.read_text().replace("set bootstrap = 200", "set bootstrap = 200\nset embed_edges = declared"))
     scorer = Scorer(open_session(circuitlang.load(declared)))
     assert len(graph_edges(scorer)) == model_edge_count(GraphConfig(n_layers=1, n_heads=4)) == 23
+    # f's zero is the graph's circuit without edges, which here loses the embeddings too (MIB's
+    # fully corrupted run), not verify's empty circuit, which keeps them
+    result = curve(scorer, {key: 1.0 for key in graph_edges(scorer)}, fractions=(0.01, 1.0))
+    assert result.points[0].k == 0 and result.points[0].faithfulness == pytest.approx(0.0, abs=1e-9)
+    assert result.f_empty != pytest.approx(scorer.f_empty, abs=1e-3)
 
 
 # ---- the command ------------------------------------------------------------------------------------------

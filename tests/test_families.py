@@ -388,3 +388,12 @@ def test_the_engine_refuses_edge_variants_where_edges_are_undefined(models: Path
     run = open_family(models, "gemma2")
     with pytest.raises(ValueError, match="edge ablation is not defined on this model"):
         run.metric([variant_of([ir.Node(kind="head", layer=0, head=1)], [])])
+
+
+def test_head_scores_through_w_o_are_left_empty_where_heads_do_not_write_alone(models: Path, capsys) -> None:
+    path = write_spec(models, "gemma2", NODES + "expect 0.1 direct_logit > 0\nexpect mlp 0 direct_logit > -1000\n",
+                      name="_scores")
+    assert main(["verify", str(path), "--no-audit"]) == 1
+    out = capsys.readouterr().out
+    assert "0.1 direct_logit > 0 on copy for 0.1: not computed" in out
+    assert "mlp 0 direct_logit > -1000" in out and out.count("not computed") == 1

@@ -27,6 +27,7 @@ from circuitlang.commands.common import (
 from circuitlang.errors import CircuitlangError
 from circuitlang.ir import models as ir
 from circuitlang.ir.eap_ig import GraphConfig
+from circuitlang.discover.methods import MAX_STEPS
 from circuitlang.ir.eap_ig_import import MAX_GRAPH_EDGES, parse_graph
 
 if TYPE_CHECKING:  # torch is imported only inside run
@@ -84,6 +85,8 @@ def _bad_option(args: argparse.Namespace) -> str | None:
         return "give the scores: --graph GRAPH.json (an EAP-IG graph file) or --method eap|eap-ig"
     if args.steps is not None and "eap-ig" not in args.method:
         return "--steps applies to --method eap-ig only"
+    if args.steps is not None and args.steps > MAX_STEPS:
+        return f"--steps {args.steps}: give at most {MAX_STEPS} integration steps (the literature uses 5 to 30)"
     if args.plot is not None and args.plot.suffix.lower() != ".svg":
         return f"--plot {args.plot}: the plot is written as SVG; give a file ending in .svg"
     return None
@@ -137,11 +140,8 @@ def _check_shape(graph: GraphScores, scorer: "Scorer", spec_path: Path) -> None:
 
 
 def _method_scores(scorer: "Scorer", method: str, steps: int | None) -> dict:
-    try:
-        from circuitlang.discover.attribution import edge_scores
-    except ImportError as missing:
-        print(f"curve: --method {method} is not available in this installation ({missing})", file=sys.stderr)
-        raise CommandFailed(EXIT_RUNTIME_ERROR) from None
+    from circuitlang.discover.attribution import edge_scores
+
     return edge_scores(scorer, method, *([steps] if steps and method == "eap-ig" else []))
 
 
@@ -162,6 +162,7 @@ def _evaluate(spec: ir.Spec, args: argparse.Namespace, graphs: list[GraphScores]
         for graph in graphs:
             _check_shape(graph, scorer, args.file)
         sources = [(graph.path.name, graph.scores) for graph in graphs]
+        _check_attributable(scorer, args)
         for method in args.method:
             say(f"scoring the edges with {method}")
             sources.append((_method_label(method, args.steps), _method_scores(scorer, method, args.steps)))
@@ -177,6 +178,16 @@ def _check_defined(scorer: "Scorer", spec_path: Path) -> None:
         print(f"{spec_path}: the model and the empty circuit give the same mean metric ({scorer.f_model:.4g}) on "
               "these prompts, so f = (m(C) - m(∅)) / (m(M) - m(∅)) is undefined; check the ablation", file=sys.stderr)
         raise CommandFailed(EXIT_SPEC_ERROR)
+
+
+def _check_attributable(scorer: "Scorer", args: argparse.Namespace) -> None:
+    from circuitlang.discover.attribution import why_not_attributable
+
+    for method in args.method:
+        why = why_not_attributable(scorer, method)
+        if why:
+            print(f"{args.file}: --method {method}: {why}", file=sys.stderr)
+            raise CommandFailed(EXIT_SPEC_ERROR)
 
 
 def _check_edge_graph(scorer: "Scorer", spec_path: Path) -> None:

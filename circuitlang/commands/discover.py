@@ -21,7 +21,7 @@ from pathlib import Path
 
 from circuitlang.commands.common import EXIT_CLAIM_FAILED, EXIT_OK, EXIT_RUNTIME_ERROR, EXIT_SPEC_ERROR, \
     CommandFailed, load_checked, one_of, open_checked, print_errors, progress_display, unknown_value, why_unwritable
-from circuitlang.discover.methods import METHODS
+from circuitlang.discover.methods import EAP_IG_STEPS, MAX_STEPS, METHODS
 from circuitlang.errors import CircuitlangError
 from circuitlang.ir import models as ir
 
@@ -56,9 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="acdc: KL from the model's outputs, or the metric's drop as a fraction of |F(M)|")
     parser.add_argument("--top", type=int, metavar="N",
                         help="eap, eap-ig: keep the N edges of largest |score| (default: the fewest that reach --target)")
-    parser.add_argument("--steps", type=int, default=5,
-                        help="eap-ig: integration steps from the corrupt inputs to the clean ones (default 5, as Hanna "
-                             "et al. 2024)")
+    parser.add_argument("--steps", type=int,
+                        help=f"eap-ig: integration steps from the corrupt inputs to the clean ones (default "
+                             f"{EAP_IG_STEPS}, as Hanna et al. 2024)")
     parser.add_argument("--positions", action=argparse.BooleanOptionalAction, default=True,
                         help="restrict each head to its role's query (q) and key (k) positions where faithfulness "
                              "stays at the target (default: on)")
@@ -107,7 +107,7 @@ def _search(spec: ir.Spec, args: argparse.Namespace):  # -> search.Outcome; torc
 
     options = Options(args.method, args.output, args.target, args.prompts, args.order, args.include_mlps,
                       args.percentile, args.min_effect, args.threshold, args.score, args.positions,
-                      args.name or _name_from(args.output), args.edges, args.root, args.steps, args.top)
+                      args.name or _name_from(args.output), args.edges, args.root, args.steps or EAP_IG_STEPS, args.top)
     command = shlex.join(["circuitlang", *getattr(args, "argv", ["discover"])])
     try:
         with progress_display("discover") as say:
@@ -131,8 +131,10 @@ def _bad_option(args: argparse.Namespace) -> str | None:
             return f"--{option.replace('_', '-')} {value}: give a number >= 0"
     if args.top is not None and (args.top < 1 or args.method not in ("eap", "eap-ig")):
         return f"--top {args.top}: give a number of edges >= 1, with --method eap or eap-ig"
-    if not 1 <= args.steps <= 1000:
-        return f"--steps {args.steps}: give a number of integration steps in 1..1000 (the literature uses 5 to 30)"
+    if args.steps is not None and args.method != "eap-ig":
+        return f"--steps {args.steps}: integration steps apply to --method eap-ig only"
+    if args.steps is not None and not 1 <= args.steps <= MAX_STEPS:
+        return f"--steps {args.steps}: give a number of integration steps in 1..{MAX_STEPS} (the literature uses 5 to 30)"
     if args.name and not IDENTIFIER.fullmatch(args.name):
         return f"--name {args.name!r}: a circuit name is letters, digits and _ and starts with a letter or _"
     return None

@@ -7,8 +7,8 @@ path to the logits: `--top N` of them, or the fewest whose circuit reaches the f
 Every candidate is evaluated exactly by edge ablation, so the faithfulness written into the spec is
 what `verify` measures, never the scores' estimate.
 
-Finding the fewest: the sizes 1, 2, 4, ... are evaluated in one batched call up to the first that
-reaches the target, then the last doubling is bisected. This assumes faithfulness grows with k,
+Finding the fewest: the sizes 1, 2, 4, ... and every edge are evaluated in one batched call, then
+the doubling below the first size that reaches the target is bisected. This assumes faithfulness grows with k,
 which a ranking need not give exactly; every size tried is written into the spec's header, so a
 non-monotone curve is visible there.
 """
@@ -22,7 +22,8 @@ from circuitlang.discover.acdc import EdgeKey
 from circuitlang.discover.curves import CurvePoint, evaluate_top, graph_edges
 from circuitlang.discover.scoring import Scorer
 from circuitlang.engine import attribution
-from circuitlang.engine.attribution import EAP_IG_STEPS, Graph
+from circuitlang.discover.methods import EAP_IG_STEPS
+from circuitlang.engine.attribution import Graph
 from circuitlang.verification.criteria import faithfulness_point
 
 BACKWARD_ROWS = 2  # a backward pass costs about two forwards: progress counts a step as three rows
@@ -34,6 +35,17 @@ class Selection:
     point: CurvePoint  # the pruned circuit's exact evaluation
     faithfulness: float  # F(C)/F(M), the target's measure
     tried: tuple[tuple[int, float], ...]  # (k, faithfulness) of every size evaluated, in order
+
+
+def why_not_attributable(scorer: Scorer, method: str) -> str | None:
+    """Why `method` cannot score this prompt set's edges (None when it can)."""
+    if scorer.engine.bound.metric.name == "accuracy":
+        return ("accuracy is a step function, so its gradient is zero everywhere and every edge would score 0: use a "
+                "smooth metric such as logit_diff or prob_diff")
+    if method == "eap-ig" and any(t.corrupt is None for t in scorer.engine.bound.templates):
+        return (f"prompt set '{scorer.engine.bound.name}' has no corruption, and EAP-IG integrates the gradient from "
+                "the corrupt prompts' inputs to the clean ones: add a `corrupt` line, or use eap")
+    return None
 
 
 def attribution_graph(scorer: Scorer) -> Graph:

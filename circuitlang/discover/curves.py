@@ -126,19 +126,28 @@ def on_graph(scorer: Scorer, scores: Mapping[EdgeKey, float]) -> dict[EdgeKey, f
 
 def evaluate_top(scorer: Scorer, scores: Mapping[EdgeKey, float], ks: Sequence[int]) -> list[CurvePoint]:
     """The top-k circuit for each k, all evaluated in one batched engine call."""
+    return _evaluate_top(scorer, scores, ks)[0]
+
+
+def _evaluate_top(scorer: Scorer, scores: Mapping[EdgeKey, float],
+                  ks: Sequence[int]) -> tuple[list[CurvePoint], float]:
+    """The points, and m(∅): the graph's empty circuit (no edge), evaluated in the same call. With
+    `embed_edges = all` it is the empty circuit of `verify`; with `declared` the embeddings are a
+    sender too, so the circuit without edges also loses them (MIB's fully corrupted run)."""
     order = ranked(on_graph(scorer, scores))
     circuits = [_pruned(order, k) for k in ks]
-    variants = [variant_of(nodes, as_edges(edges), label=f"top {k}", embed_edges=scorer.embed_edges)
-                for k, (nodes, edges) in zip(ks, circuits)]
-    values = scorer.means(variants)
-    return [CurvePoint(k, len(edges), len(nodes), value, normalized_faithfulness(value, scorer))
-            for k, (nodes, edges), value in zip(ks, circuits, values)]
+    variants = [variant_of([], (), label="no edge", embed_edges=scorer.embed_edges)]
+    variants += [variant_of(nodes, as_edges(edges), label=f"top {k}", embed_edges=scorer.embed_edges)
+                 for k, (nodes, edges) in zip(ks, circuits)]
+    empty, *values = scorer.means(variants)
+    return [CurvePoint(k, len(edges), len(nodes), value, normalized_faithfulness(value, scorer.f_model, empty))
+            for k, (nodes, edges), value in zip(ks, circuits, values)], empty
 
 
-def normalized_faithfulness(value: float, scorer: Scorer) -> float:
+def normalized_faithfulness(value: float, m_model: float, m_empty: float) -> float:
     """MIB's f: 0 at the empty circuit, 1 at the model; NaN when the two agree."""
-    span = scorer.f_model - scorer.f_empty
-    return (value - scorer.f_empty) / span if span else float("nan")
+    span = m_model - m_empty
+    return (value - m_empty) / span if span else float("nan")
 
 
 def sizes(total: int, fractions: Sequence[float]) -> list[int]:
@@ -152,5 +161,5 @@ def curve(scorer: Scorer, scores: Mapping[EdgeKey, float], fractions: Sequence[f
     if not fractions or any(not 0 < x <= 1 for x in fractions) or list(fractions) != sorted(set(fractions)):
         raise ValueError("fractions must be increasing, distinct, and in (0, 1]")
     total = len(graph_edges(scorer))
-    points = evaluate_top(scorer, scores, sizes(total, fractions))
-    return FaithfulnessCurve(label, total, tuple(fractions), tuple(points), scorer.f_model, scorer.f_empty)
+    points, empty = _evaluate_top(scorer, scores, sizes(total, fractions))
+    return FaithfulnessCurve(label, total, tuple(fractions), tuple(points), scorer.f_model, empty)

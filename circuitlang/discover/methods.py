@@ -33,3 +33,5 @@ METHODS: tuple[Method, ...] = (
            "EAP-IG integrates the gradient from the corrupt prompts' inputs to the clean ones"),
 )
 BY_NAME = {method.name: method for method in METHODS}
+EAP_IG_STEPS = 5  # Hanna et al. (2024) found 5 integration steps enough for EAP-IG's ranking
+MAX_STEPS = 1000

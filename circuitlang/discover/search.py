@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from circuitlang.engine.session import Session
-from circuitlang.discover.methods import BY_NAME
+from circuitlang.discover.methods import BY_NAME, EAP_IG_STEPS
 from circuitlang.discover import acdc, attribution, path_patching
 from circuitlang.discover.acdc import KL_THRESHOLDS, METRIC_THRESHOLDS, search_threshold
 from circuitlang.discover.path_patching import MIN_EFFECTS, PERCENTILES, EdgeScores, PathPatchingResult, search_percentile
@@ -26,7 +26,6 @@ from circuitlang.discover.positions import positions_rows, restrict_positions
 from circuitlang.discover.roles import HeadRole, name_heads, naming_rows
 from circuitlang.discover.curves import on_graph, top_edges
 from circuitlang.discover.scoring import NO_SPAN, Scorer, variant_of
-from circuitlang.engine.attribution import EAP_IG_STEPS
 from circuitlang.discover.write import BARE_MLP_ROLE, FoundCircuit, write_spec
 from circuitlang.ir import models as ir
 from circuitlang.verification.criteria import faithfulness_point
@@ -151,8 +150,7 @@ def _check_searchable(scorer: Scorer, options: Options) -> None:
         raise CannotSearch(f"prompt set '{name}' has no corruption; {needs_corruption}: add a `corrupt` line, "
                            "or use --method prune, acdc or eap")
     if options.method in ("eap", "eap-ig") and scorer.engine.bound.metric.name == "accuracy":
-        raise CannotSearch("accuracy is a step function, so its gradient is zero everywhere and every edge would "
-                           "score 0: use a smooth metric (logit_diff, prob_diff, logprob) or --method acdc")
+        raise CannotSearch(f"{attribution.why_not_attributable(scorer, options.method)}, or --method acdc")
     if options.method == "path-patching":
         if scorer.embed_edges == "declared":
             raise CannotSearch("path patching scores edges between heads and MLPs, not from the embeddings; with "

@@ -31,7 +31,6 @@ from circuitlang.engine.runner import Engine
 from circuitlang.ir import models as ir
 
 CHANNELS = ("q", "k", "v")
-EAP_IG_STEPS = 5  # Hanna et al. (2024) found 5 steps enough for EAP-IG's ranking
 LOGITS = ir.Node(kind="logits")
 EMBED = ir.Node(kind="embed")
 EdgeKey = tuple[ir.Node, ir.Node, str]  # sender, receiver, channel ("" into MLPs and the logits)
@@ -102,7 +101,7 @@ class _Offsets:
         return [*self.heads.values(), *self.mlps.values(), self.logits]
 
 
-def edge_scores(engine: Engine, graph: Graph, method: str, steps: int = EAP_IG_STEPS) -> Attribution:
+def edge_scores(engine: Engine, graph: Graph, method: str, steps: int) -> Attribution:
     """EAP (`method="eap"`) or EAP-IG (`"eap-ig"`) scores of every edge of `graph`, for the
     prompt set's metric under its ablation, averaged over its prompts."""
     if method not in ("eap", "eap-ig"):
