@@ -13,6 +13,7 @@ metric run at the end position only.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Sequence
@@ -28,6 +29,7 @@ from circuitlang.engine.readouts import Readout, readout_for
 from circuitlang.engine.variants import Masks, Variant, masks_for
 from circuitlang.ir import models as ir
 
+MAX_HEAD_WEIGHTS = 2  # kept-head weight sets held per layer (8 MB at most each for GPT-2 small)
 MAX_CACHED_TRUNKS = 4  # base runs kept per engine: a verification uses one (the circuit's)
 # reduce(logits [rows, k], prompt rows [rows]) -> metric value per row
 Reduce = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -113,7 +115,9 @@ class Engine:
         self._corrupt: dict[int, ActivationCache] = {}
         self._trunks: dict[tuple[int, Variant], _Trunk] = {}  # base runs, kept across calls (one per base)
         self._attention_outputs: dict[tuple, torch.Tensor] = {}  # (template, layer, heads) -> ablated heads' output
-        self._head_weights: dict[tuple[int, tuple[int, ...]], tuple[torch.Tensor, ...]] = {}
+        # the kept heads' weights per (layer, heads), most recently used last: a batch needs one entry
+        # per layer, and completeness draws many head sets, so older entries go (MAX_HEAD_WEIGHTS)
+        self._head_weights: OrderedDict[tuple[int, tuple[int, ...]], tuple[torch.Tensor, ...]] = OrderedDict()
         self._blocks_callable = self._blocks_run_alone()
         self._heads_by_hand = self._blocks_callable and self._hand_attention_agrees()
         uses_corrupt = ablation.kind != "zero" and ablation.source == "corrupt"
@@ -272,7 +276,11 @@ class Engine:
 
     def _weights_of(self, layer: int, heads: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
         """The heads' W_Q, W_K, W_V as one [D, 3 * n * dh] matrix, their biases, and their W_O rows."""
-        if (layer, heads) not in self._head_weights:
+        if (layer, heads) in self._head_weights:
+            self._head_weights.move_to_end((layer, heads))
+        else:
+            while len(self._head_weights) >= MAX_HEAD_WEIGHTS * self.n_layers:
+                self._head_weights.popitem(last=False)
             weights, index = self.model.attention, list(heads)
             qkv = torch.stack([weights.W_Q[layer][index], weights.W_K[layer][index], weights.W_V[layer][index]])
             bias = torch.stack([weights.b_Q[layer][index], weights.b_K[layer][index], weights.b_V[layer][index]])
