@@ -6,6 +6,7 @@
     values = run.metric([run.circuit(), run.full_model(), run.empty()])   # [3, n_prompts]
     report = circuitlang.verify(run)           # what `circuitlang verify` reports (also from a path or a Spec)
     report.table("minimality")                 # any of its tables, tidy: a DataFrame, or numpy without pandas
+    circuitlang.edge_scores(run, "eap-ig")     # every edge's attribution score, tidy
 
 `Run` is the public face of an engine session (`engine.session.Session`), which the workflows
 run on; `run.session` hands it to them.
@@ -145,6 +146,32 @@ def path_patch(run: Run, senders: Iterable[NodeLike], receivers: Sequence[Receiv
                                  "nodes to later ones")
     engine = run.session.engine(prompt_set)
     return patch(engine, sending, receiving, engine.readout(), freeze_mlps)
+
+
+def edge_scores(run: Run, method: str = "eap-ig", steps: int | None = None, prompt_set: str | None = None,
+                kind: str = "auto"):
+    """Every edge's EAP or EAP-IG score (the estimated drop of the metric when that edge alone is
+    removed, under the spec's ablation; docs/discover.md), as a tidy table: one row per edge with
+    `sender`, `receiver`, `channel` ("" into MLPs and the logits) and `score`, largest |score|
+    first. A DataFrame with pandas installed, else a numpy structured array (`kind=` chooses).
+    A method this spec or model cannot attribute is a ValueError saying why."""
+    from circuitlang.discover.attribution import edge_scores as scores_of
+    from circuitlang.discover.attribution import why_not_attributable
+    from circuitlang.discover.curves import ranked
+    from circuitlang.discover.methods import EAP_IG_STEPS
+    from circuitlang.discover.scoring import Scorer
+    from circuitlang.report.tables import tidy
+
+    if method not in ("eap", "eap-ig"):
+        raise ValueError(f"method {method!r}: choose eap or eap-ig")
+    scorer = Scorer(run.session, prompt_set)
+    why = run.session.model.family.why_no_edge_graph() or why_not_attributable(scorer, method)
+    if why:
+        raise ValueError(why)
+    scores = scores_of(scorer, method, steps or EAP_IG_STEPS)
+    rows = [{"sender": str(s), "receiver": str(r), "channel": c, "score": scores[(s, r, c)]}
+            for s, r, c in ranked(scores)]
+    return tidy(rows, kind)
 
 
 def _receiver(node: ir.Node) -> Receiver:

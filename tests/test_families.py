@@ -397,3 +397,10 @@ def test_head_scores_through_w_o_are_left_empty_where_heads_do_not_write_alone(m
     out = capsys.readouterr().out
     assert "0.1 direct_logit > 0 on copy for 0.1: not computed" in out
     assert "mlp 0 direct_logit > -1000" in out and out.count("not computed") == 1
+
+
+def test_the_api_refuses_to_attribute_where_the_graph_does_not_fit(models: Path) -> None:
+    with pytest.raises(ValueError, match="shares keys and values between groups"):
+        circuitlang.edge_scores(open_family(models, "llama"), "eap")
+    scores = circuitlang.edge_scores(open_family(models, "gptj"), "eap", kind="records")
+    assert len(scores) > 0 and abs(scores[0]["score"]) >= abs(scores[-1]["score"])
