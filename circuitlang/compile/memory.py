@@ -22,6 +22,7 @@ from circuitlang.data.datasets import Dataset
 from circuitlang.ir import models as ir
 
 BYTES_PER_FLOAT = 4  # verify runs in float32 unless --dtype says otherwise
+MIN_CPU_BATCH, MAX_CPU_BATCH = 64, 256  # rows per forward on the CPU (`cpu_batch_size`)
 # The Python runtime with torch, transformers and TransformerLens imported and a model booted,
 # before any activation: about 530 MB measured on CPU (Linux, torch 2.13, TransformerLens 4).
 RUNTIME_BYTES = 550 * 2**20
@@ -104,19 +105,29 @@ def estimate_memory(spec: ir.Spec, datasets: tuple[Dataset, ...], size: ModelSiz
     length, so one prompt per template is measured. `audit`: as `verify --audit/--no-audit`; None
     (it runs when cheap) counts it."""
     count = token_count or rough_token_count
-    batch = batch_size or spec.settings.batch_size
+    lengths_of = {dataset.name: _template_lengths(dataset, count) for dataset in datasets}
+    batch = batch_size or _default_batch(spec, size, list(lengths_of.values()))
     caches, largest, prompts = 0, 0, 0
     for dataset in datasets:
         prompt_set = spec.prompt_set(dataset.name)
-        lengths = _template_lengths(dataset, count)
+        lengths = lengths_of[dataset.name]
         rows = sum(n * length for n, length in lengths)  # token positions over the set's clean prompts
         longest = max(length for _, length in lengths)
-        caches += _cache_bytes(spec, prompt_set, size, rows, len(dataset.clean)) * bytes_per_float
+        caches += _cache_bytes(spec, prompt_set, size, rows, len(dataset.clean), audit) * bytes_per_float
         recorded = _recorded_inputs(spec, audit) if prompt_set.corruption is not None else 0
         largest = max(largest, _largest_pass(size, lengths, batch, longest, recorded, _edge_senders(spec)) * bytes_per_float)
         prompts += PROMPT_BYTES * (len(dataset.clean) + len(dataset.corrupt))
     return MemoryEstimate(size.parameters * bytes_per_float, caches, largest, prompts,
                           tokens_exact=token_count is not None)
+
+
+def _default_batch(spec: ir.Spec, size: ModelSize, lengths: list[list[tuple[int, int]]]) -> int:
+    """The session's choice on the CPU (engine.session): `set batch_size`, else `cpu_batch_size`
+    of the smallest prompt set."""
+    if "batch_size" in spec.settings.model_fields_set or not lengths:
+        return spec.settings.batch_size
+    smallest = min(sum(n * length for n, length in per_set) for per_set in lengths)
+    return cpu_batch_size(size, smallest, max(length for per_set in lengths for _, length in per_set))
 
 
 def rough_token_count(text: str) -> int:
@@ -133,12 +144,17 @@ def _template_lengths(dataset: Dataset, count: Callable[[str], int]) -> list[tup
     return [(sizes[t], count(text)) for t, text in first.items()]
 
 
-def _cache_bytes(spec: ir.Spec, prompt_set: ir.PromptSet, size: ModelSize, rows: int, n: int) -> int:
+def _cache_bytes(spec: ir.Spec, prompt_set: ir.PromptSet, size: ModelSize, rows: int, n: int,
+                 audit: bool | None) -> int:
     """Per token of every prompt: the residual entering each layer and the final one, z, k and v
     of every head (n_heads x d_head = d_model each), each MLP's output: (5 L + 1) d_model floats;
-    once for the clean run, once more for the corrupt run; the clean logits for `kl`."""
-    runs = 2 if prompt_set.corruption is not None else 1
-    per_token = (5 * size.n_layers + 1) * size.d_model
+    once for the clean run, once more for the corrupt run when it is kept (resampling from it,
+    path patching declared edges or the audit; a mean over it keeps only the means); the clean
+    logits for `kl`."""
+    resampled = spec.ablation.kind == "resample" and spec.ablation.source == "corrupt"
+    patched = bool(spec.circuit.edges) or audit is not False
+    runs = 2 if prompt_set.corruption is not None and (resampled or patched) else 1
+    per_token = _cached_floats_per_token(size)
     metric = spec.metric_for(prompt_set)
     logits = n * size.vocab if metric is not None and metric.name == "kl" else 0
     return runs * rows * per_token + logits
@@ -146,20 +162,18 @@ def _cache_bytes(spec: ir.Spec, prompt_set: ir.PromptSet, size: ModelSize, rows:
 
 def _largest_pass(size: ModelSize, lengths: list[tuple[int, int]], batch: int, longest: int,
                   recorded: int, edge_senders: int) -> int:
-    """What lives next to the caches for a while: the cache's batches while they are joined into one
-    tensor (a second copy of one run's cache, whose memory the allocator keeps afterwards), plus
-    the largest of: a batch of `batch` prompts through the whole model with its logits (the cache
-    is collected that way); the minimality base run, which keeps its residual at every layer; path
-    patching (declared edges, the audit), which runs all prompts of a template in one forward pass,
-    with every layer's z frozen and each receiver's input recorded. With declared edges the base run
-    also keeps the running total entering each layer and each edge sender's contribution. In floats."""
+    """What lives next to the caches for a while, the largest of: a batch of `batch` rows through
+    the whole model (the caches are collected a batch at a time, and variants run that way); the
+    minimality base run, which keeps its residual at every layer; path patching (declared edges,
+    the audit), which runs all prompts of a template in one forward pass, with every layer's z
+    frozen and each receiver's input recorded. With declared edges the base run also keeps the
+    running total entering each layer and each edge sender's contribution. In floats."""
     forward = _forward_floats(size, longest)
-    batched = batch * longest * (forward + size.vocab)
+    batched = batch * longest * forward
     rows = max(n * length for n, length in lengths)
-    joined = rows * (5 * size.n_layers + 1) * size.d_model
     trunk = rows * (size.n_layers + 1 + (size.n_layers + edge_senders if edge_senders else 0)) * size.d_model
     patched = rows * (forward + (size.n_layers + recorded) * size.d_model) if recorded else 0
-    return joined + max(batched, trunk, patched)
+    return max(batched, trunk, patched)
 
 
 def _edge_senders(spec: ir.Spec) -> int:
@@ -175,6 +189,22 @@ def _recorded_inputs(spec: ir.Spec, audit: bool | None) -> int:
     if audit is not False:
         return 2 * (sum(3 if member.node.kind == "head" else 1 for member in spec.circuit.nodes) + 1)
     return 3 if spec.circuit.edges else 0
+
+
+def cpu_batch_size(size: ModelSize, token_positions: int, longest: int) -> int:
+    """Rows per forward on the CPU when the spec sets none: as many as keep a batch's transient
+    activations (`_forward_floats` per token of its `longest` prompts) within the cached ones of
+    a prompt set of `token_positions` tokens (all its clean prompts together), so that a
+    verification's peak stays near twice one cached forward of its prompts (benchmarks/README.md,
+    "Peak memory"); at least MIN_CPU_BATCH, below which a forward's fixed costs dominate, and at
+    most MAX_CPU_BATCH, beyond which the CPU gains nothing."""
+    cached = token_positions * _cached_floats_per_token(size)
+    per_row = longest * _forward_floats(size, longest)
+    return max(MIN_CPU_BATCH, min(MAX_CPU_BATCH, cached // per_row))
+
+
+def _cached_floats_per_token(size: ModelSize) -> int:
+    return (5 * size.n_layers + 1) * size.d_model
 
 
 def _forward_floats(size: ModelSize, tokens: int) -> int:

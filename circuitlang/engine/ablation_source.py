@@ -32,23 +32,59 @@ class ActivationCache:
 hook_name = Family.activation  # (kind, layer) -> the hook point of that activation
 
 
+class _ReachedFinalResidual(Exception):
+    """Raised by the hook on ln_final's input: the forward stops before the unembedding."""
+
+
 @torch.no_grad()
-def collect(model: LoadedModel, tokens: torch.Tensor, batch_size: int) -> ActivationCache:
-    n_layers = model.bridge.cfg.n_layers
+def collect(model: LoadedModel, tokens: torch.Tensor, batch_size: int, mean: bool = False) -> ActivationCache:
+    """The activations the engine reuses, for every row of `tokens` ([n, P, ...] each), or with
+    `mean` their mean over the rows ([1, P, ...]). Rows run `batch_size` at a time and each batch
+    is written into tensors allocated once (or added into the means), so that no more than the
+    result and one batch's activations are alive at once; the forward stops at ln_final's input,
+    since no logits are needed (GPT-2's, vocabulary-wide, are larger than the whole cache)."""
+    n_layers, n = model.bridge.cfg.n_layers, tokens.shape[0]
     names = [Family.resid_pre(layer) for layer in range(n_layers)] + [Family.final_residual]
     names += [hook_name(kind, layer) for kind in KINDS for layer in range(n_layers)]
-    parts: dict[str, list[torch.Tensor]] = {name: [] for name in names}
-    for start in range(0, tokens.shape[0], batch_size):
-        _, cache = model.bridge.run_with_cache(tokens[start:start + batch_size].to(model.device),
-                                               names_filter=lambda name: name in parts)
-        for name in names:
-            parts[name].append(cache[name].detach())
-    joined = {name: torch.cat(chunks) for name, chunks in parts.items()}
+    joined: dict[str, torch.Tensor] = {}
+    for start in range(0, n, batch_size):
+        for name, activation in _run_to_final_residual(model, tokens[start:start + batch_size], names).items():
+            if mean:
+                part = activation.sum(0, keepdim=True)
+                joined[name] = joined[name] + part if name in joined else part
+            else:
+                if name not in joined:
+                    joined[name] = activation.new_empty((n, *activation.shape[1:]))
+                joined[name][start:start + activation.shape[0]] = activation
+    if mean:
+        joined = {name: total / n for name, total in joined.items()}
     return ActivationCache(
         resid_pre=tuple(joined[Family.resid_pre(layer)] for layer in range(n_layers)),
         final_residual=joined[Family.final_residual],
         acts={kind: tuple(joined[hook_name(kind, layer)] for layer in range(n_layers)) for kind in KINDS},
     )
+
+
+def _run_to_final_residual(model: LoadedModel, tokens: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+    recorded: dict[str, torch.Tensor] = {}
+
+    def recorder(name: str):
+        def hook(activation: torch.Tensor, hook: object) -> torch.Tensor:
+            recorded[name] = activation.detach()
+            if name == Family.final_residual:
+                raise _ReachedFinalResidual
+            return activation
+        return hook
+
+    with model.bridge.hooks(fwd_hooks=[(name, recorder(name)) for name in names]):
+        try:
+            model.bridge(tokens.to(model.device))
+        except _ReachedFinalResidual:
+            pass
+    missing = [name for name in names if name not in recorded]
+    if missing:  # an architecture whose hook points we do not know
+        raise RuntimeError(f"the model's forward did not reach {', '.join(missing[:3])}")
+    return recorded
 
 
 def per_kv_head(keep: torch.Tensor, n_kv_heads: int) -> torch.Tensor:

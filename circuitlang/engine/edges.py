@@ -112,7 +112,7 @@ class EdgeHooks:
 
     def __init__(self, model: LoadedModel, variants: Sequence[Variant], v_idx: torch.Tensor, rows: torch.Tensor,
                  template: BoundTemplate, source: AblationSource, masks: Masks, start: int,
-                 resume: EdgeState | None = None) -> None:
+                 resume: EdgeState | None = None, keep_totals: bool = False) -> None:
         self.bridge = model.bridge
         self.family = model.family
         self.weights = model.attention
@@ -129,7 +129,12 @@ class EdgeHooks:
         self.stored_senders = {s for group in self.groups for senders in group.declared.values() for s in senders}
         self.total: torch.Tensor | None = None if resume is None else resume.total
         self.diffs: dict[_Key, torch.Tensor] = {} if resume is None else dict(resume.diffs)
-        self.entering: dict[int, torch.Tensor] = {}  # layer -> the running total entering it (to cache a run)
+        # layer -> the running total entering it: every layer's when the run is cached
+        # (`keep_totals`), else only the current layer's (a parallel MLP reads it), so that a
+        # batch holds a few [rows, P, D] tensors, not two per layer
+        self.keep_totals = keep_totals
+        self.entering: dict[int, torch.Tensor] = {}
+        self.resid: torch.Tensor | None = None  # the residual entering the current layer
 
     def _groups(self, v_idx: torch.Tensor) -> list[_RowGroup]:
         """The chunk's rows of each edge variant: they share declared edges, so they are handled together."""
@@ -170,7 +175,9 @@ class EdgeHooks:
 
     def _remember_resid(self, layer: int):
         def hook(resid: torch.Tensor, hook: object) -> torch.Tensor:
-            self.diffs[("resid_pre", layer)] = resid
+            self.resid = resid
+            if not self.keep_totals:
+                self.entering.clear()
             self.entering[layer] = self.total  # type: ignore[assignment]
             return resid
         return hook
@@ -222,7 +229,7 @@ class EdgeHooks:
         family = self.family
 
         def hook(vectors: torch.Tensor, hook: object) -> torch.Tensor:
-            resid = self.diffs[("resid_pre", layer)]
+            resid = self.resid
             out = vectors.clone()
             for index in range(vectors.shape[2]):
                 heads = [index] if channel == "q" else list(family.group(index))
@@ -248,7 +255,7 @@ class EdgeHooks:
             # with parallel attention and MLP the MLP reads the residual entering its layer, which
             # holds none of the layer's heads' additions
             entering = self.entering[layer] if self.family.parallel_attn_mlp else None
-            resid = self.diffs[("resid_pre", layer)] if normalized else value
+            resid = self.resid if normalized else value
             removed = self._removed([("mlp", layer)], "in", resid, entering)
             if removed is None:
                 return value

@@ -64,34 +64,22 @@ class LoadedModel:
 
     @cached_property
     def attention(self) -> "AttentionWeights":
-        """Every layer's attention weights, stacked once: the bridge's W_Q, W_K... properties
-        stack all blocks' parameters anew on each access (28 MB for one of GPT-2 small's).
-        Projections without a bias (Llama, Gemma) get zeros."""
-        bridge = self.bridge
-        weights = {"W_Q": bridge.W_Q, "W_K": bridge.W_K, "W_V": bridge.W_V}
-        biases = {f"b_{name[-1]}": _bias(bridge, f"b_{name[-1]}", weight) for name, weight in weights.items()}
-        return AttentionWeights(**weights, W_O=bridge.W_O, **biases)
+        """Every layer's attention weights, read from each block's own parameters."""
+        return AttentionWeights(self.bridge)
 
 
-def _bias(bridge: Any, name: str, weight: torch.Tensor) -> torch.Tensor:
-    try:
-        return getattr(bridge, name)
-    except AttributeError:  # the bridge exposes no stacked bias for bias-free projections
-        return torch.zeros(weight.shape[0], weight.shape[1], weight.shape[3], dtype=weight.dtype, device=weight.device)
-
-
-@dataclass(frozen=True)
 class AttentionWeights:
-    """Per layer and head, as TransformerLens names them: W_Q [L, H, D, dh], W_O [L, H, dh, D],
-    W_K/W_V [L, H_kv, D, dh] (H_kv < H with grouped-query attention), biases [L, H or H_kv, dh]."""
+    """Per layer and head, indexed as TransformerLens' stacked weights are: W_Q [L, H, D, dh],
+    W_O [L, H, dh, D], W_K/W_V [L, H_kv, D, dh] (H_kv < H with grouped-query attention), biases
+    [L, H or H_kv, dh]. `W_Q[layer]` is the block's own W_Q: a view of its parameters, no copy.
+    (The bridge's stacked W_Q, W_K... copy every block's weights on each access: 113 MB for the
+    four of GPT-2 small, more than one cached forward of a small prompt set.) Projections without
+    a bias (Llama, Gemma) get zeros."""
 
-    W_Q: torch.Tensor
-    W_K: torch.Tensor
-    W_V: torch.Tensor
-    W_O: torch.Tensor
-    b_Q: torch.Tensor
-    b_K: torch.Tensor
-    b_V: torch.Tensor
+    def __init__(self, bridge: Any) -> None:
+        self.W_Q, self.W_K, self.W_V, self.W_O = (_PerLayer(bridge, name) for name in ("W_Q", "W_K", "W_V", "W_O"))
+        self.b_Q, self.b_K, self.b_V = (_PerLayer(bridge, name, weight)
+                                        for name, weight in (("b_Q", self.W_Q), ("b_K", self.W_K), ("b_V", self.W_V)))
 
     def input_weights(self, channel: str, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The weight [H, D, dh] and bias [H, dh] that make a layer's q, k or v from its input (k and
@@ -99,6 +87,31 @@ class AttentionWeights:
         weight = {"q": self.W_Q, "k": self.W_K, "v": self.W_V}[channel]
         bias = {"q": self.b_Q, "k": self.b_K, "v": self.b_V}[channel]
         return weight[layer], bias[layer]
+
+
+class _PerLayer:
+    """One attention weight of every layer: `[layer]` or `[layer, head...]` reads the block's
+    property (kept: a view costs nothing). `weight_of_bias`: for a bias, its weight, whose shape
+    gives the zeros of a projection without one."""
+
+    def __init__(self, bridge: Any, name: str, weight_of_bias: "_PerLayer | None" = None) -> None:
+        self._bridge, self._name, self._weight = bridge, name, weight_of_bias
+        self._layers: dict[int, torch.Tensor] = {}
+
+    def __getitem__(self, index: int | tuple) -> torch.Tensor:
+        layer, rest = (index[0], index[1:]) if isinstance(index, tuple) else (index, ())
+        if layer not in self._layers:
+            self._layers[layer] = self._read(layer)
+        return self._layers[layer][rest] if rest else self._layers[layer]
+
+    def _read(self, layer: int) -> torch.Tensor:
+        tensor = getattr(self._bridge.blocks[layer].attn, self._name, None)
+        if tensor is None and self._weight is not None:  # a projection without a bias
+            weight = self._weight[layer]
+            return torch.zeros(weight.shape[0], weight.shape[2], dtype=weight.dtype, device=weight.device)
+        if tensor is None:
+            raise ValueError(f"the model's attention in layer {layer} has no {self._name}")
+        return tensor.detach()
 
 
 def load_model(model: ir.ModelRef, device: str = "cpu", dtype: torch.dtype = torch.float32) -> LoadedModel:

@@ -120,10 +120,18 @@ class Engine:
         self._head_weights: OrderedDict[tuple[int, tuple[int, ...]], tuple[torch.Tensor, ...]] = OrderedDict()
         self._blocks_callable = self._blocks_run_alone()
         self._heads_by_hand = self._blocks_callable and self._hand_attention_agrees()
-        uses_corrupt = ablation.kind != "zero" and ablation.source == "corrupt"
-        self._sources = {id(t): AblationSource.build(ablation, self._clean[id(t)],
-                                                     self.corrupt_cache(t) if uses_corrupt else None)
-                         for t in bound.templates}
+        self._sources = {id(t): self._build_source(t) for t in bound.templates}
+
+    def _build_source(self, template: BoundTemplate) -> AblationSource:
+        clean = self._clean[id(template)]
+        if self.ablation.kind == "zero" or self.ablation.source == "clean":
+            return AblationSource.build(self.ablation, clean, None)
+        if self.ablation.kind == "resample":  # the values are the corrupt activations themselves
+            return AblationSource.build(self.ablation, clean, self.corrupt_cache(template))
+        # A mean needs only the means: the corrupt activations (as large as the clean cache) are
+        # summed batch by batch, and collected whole only if path patching or attribution asks.
+        means = collect(self.model, self._corrupt_tokens(template), self.batch_size, mean=True)
+        return AblationSource.build(self.ablation, clean, means)
 
     def clean_cache(self, template: BoundTemplate) -> ActivationCache:
         return self._clean[id(template)]
@@ -144,10 +152,13 @@ class Engine:
     def corrupt_cache(self, template: BoundTemplate) -> ActivationCache:
         """Activations of the corrupt prompts (for path patching), computed on first use."""
         if id(template) not in self._corrupt:
-            if template.corrupt is None:
-                raise ValueError(f"prompt set '{self.bound.name}' has no corruption to patch from")
-            self._corrupt[id(template)] = collect(self.model, template.corrupt, self.batch_size)
+            self._corrupt[id(template)] = collect(self.model, self._corrupt_tokens(template), self.batch_size)
         return self._corrupt[id(template)]
+
+    def _corrupt_tokens(self, template: BoundTemplate) -> torch.Tensor:
+        if template.corrupt is None:
+            raise ValueError(f"prompt set '{self.bound.name}' has no corruption to patch from")
+        return template.corrupt
 
     def run(self, variants: Sequence[Variant], readout: Readout, base: Variant | None = None) -> torch.Tensor:
         """Metric value per variant and prompt: [n_variants, n_prompts] (prompts in dataset order).
@@ -214,7 +225,8 @@ class Engine:
             shortcuts = self._shortcuts(template, row_masks, r_idx, start, plain=False)
             hooks = source.hooks(row_masks, r_idx, start, shortcuts.attention.keys())
             if base.edges is not None:
-                edge_runs.append(EdgeHooks(self.model, [base], v_idx, r_idx, template, source, row_masks, 0))
+                edge_runs.append(EdgeHooks(self.model, [base], v_idx, r_idx, template, source, row_masks, 0,
+                                            keep_totals=True))
                 hooks += edge_runs[-1].hooks()
             hooks += [(Family.resid_pre(layer), _recorder(layers[layer])) for layer in range(start, self.n_layers)]
             finals.append(self.forward_from(start, clean.resid_pre[start][r_idx], hooks, shortcuts)
@@ -438,9 +450,8 @@ class _EdgeRun:
 
     @classmethod
     def join(cls, base: Variant, chunks: list[EdgeHooks], n_layers: int) -> "_EdgeRun":
-        senders = [key for key in chunks[0].diffs if key[0] != "resid_pre"]
         return cls(base, tuple(torch.cat([c.entering[layer] for c in chunks]) for layer in range(n_layers)),
-                   {key: torch.cat([c.diffs[key] for c in chunks]) for key in senders})
+                   {key: torch.cat([c.diffs[key] for c in chunks]) for key in chunks[0].diffs})
 
     def state(self, layer: int, rows: torch.Tensor) -> EdgeState:
         return EdgeState(self.entering[layer][rows],

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from circuitlang.compile.memory import ModelSize, cpu_batch_size
 from circuitlang.data.datasets import Dataset, expand_all
 from circuitlang.engine.bind import BoundPromptSet, bind
 from circuitlang.engine.family import circuit_problems
@@ -61,13 +62,19 @@ def open_session(spec: ir.Spec, device: str = "cpu", dtype: torch.dtype = torch.
 
 
 def _batch_size(spec: ir.Spec, model: LoadedModel, bound: list[BoundPromptSet]) -> int:
-    """Rows per forward: `set batch_size`, or on a GPU as many as a quarter of its free memory
-    holds (a GPU is fast only with large batches; the CPU's default, 256, leaves it idle)."""
-    if "batch_size" in spec.settings.model_fields_set or model.device.type != "cuda":
+    """Rows per forward: `set batch_size`; on a GPU as many as a quarter of its free memory holds
+    (a GPU is fast only with large batches); on the CPU as many as keep a batch's activations
+    within the smallest prompt set's cached ones (`compile.memory.cpu_batch_size`), so that the
+    peak follows the prompt set, not the variants."""
+    if "batch_size" in spec.settings.model_fields_set:
         return spec.settings.batch_size
-    free, _ = torch.cuda.mem_get_info(model.device)
     cfg = model.bridge.cfg
     tokens = max(t.seq_len for prompt_set in bound for t in prompt_set.templates)
+    if model.device.type != "cuda":
+        smallest = min(sum(t.n_prompts * t.seq_len for t in prompt_set.templates) for prompt_set in bound)
+        size = ModelSize(cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.d_mlp, cfg.d_vocab, cfg.n_ctx, tied=False)
+        return cpu_batch_size(size, smallest, tokens)
+    free, _ = torch.cuda.mem_get_info(model.device)
     # a row's transient activations: the residual at every layer entry (the cached trunks), the
     # MLP's hidden layer and q, k, v, z of every head, with room for the hooks' copies
     per_row = tokens * cfg.n_layers * (2 * cfg.d_model + 4 * cfg.d_model + cfg.d_mlp) * model.bridge.cfg.dtype.itemsize
