@@ -14,12 +14,13 @@ GIB = 2**30
 
 
 def fake_model(device: str) -> SimpleNamespace:
-    cfg = SimpleNamespace(n_layers=12, d_model=768, d_mlp=3072, dtype=torch.float32)
+    cfg = SimpleNamespace(n_layers=12, n_heads=12, d_model=768, d_mlp=3072, d_vocab=50257, n_ctx=1024,
+                          dtype=torch.float32)
     return SimpleNamespace(device=torch.device(device), bridge=SimpleNamespace(cfg=cfg))
 
 
-def bound_sets(tokens: int) -> list:
-    return [SimpleNamespace(templates=[SimpleNamespace(seq_len=tokens)])]
+def bound_sets(tokens: int, prompts: int = 20) -> list:
+    return [SimpleNamespace(templates=[SimpleNamespace(seq_len=tokens, n_prompts=prompts)])]
 
 
 @pytest.fixture
@@ -39,11 +40,15 @@ def test_on_a_gpu_the_batch_follows_its_free_memory(spec, monkeypatch):
     assert session_module._batch_size(spec, fake_model("cuda"), bound_sets(6)) == spec.settings.batch_size
 
 
-def test_the_cpu_and_a_set_batch_size_are_left_alone(spec, tmp_path, monkeypatch):
+def test_the_cpu_batch_ignores_the_gpu_and_a_set_batch_size_is_left_alone(spec, tmp_path, monkeypatch):
     import circuitlang
+    from circuitlang.compile.memory import ModelSize, cpu_batch_size
 
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (80 * GIB, 80 * GIB))
-    assert session_module._batch_size(spec, fake_model("cpu"), bound_sets(6)) == spec.settings.batch_size
+    gpt2 = ModelSize(12, 12, 768, 3072, 50257, 1024, tied=False)
+    for prompts in (20, 40, 95):
+        chosen = session_module._batch_size(spec, fake_model("cpu"), bound_sets(6, prompts))
+        assert chosen == cpu_batch_size(gpt2, prompts * 6, 6)
     written = tmp_path / "batch.circ"
     written.write_text((SPECS / "organism_incr_digits.circ").read_text() + "set batch_size = 32\n")
     assert session_module._batch_size(circuitlang.load(written), fake_model("cuda"), bound_sets(6)) == 32

@@ -162,18 +162,19 @@ def _cache_bytes(spec: ir.Spec, prompt_set: ir.PromptSet, size: ModelSize, rows:
 
 def _largest_pass(size: ModelSize, lengths: list[tuple[int, int]], batch: int, longest: int,
                   recorded: int, edge_senders: int) -> int:
-    """What lives next to the caches for a while, the largest of: a batch of `batch` rows through
-    the whole model (the caches are collected a batch at a time, and variants run that way); the
-    minimality base run, which keeps its residual at every layer; path patching (declared edges,
-    the audit), which runs all prompts of a template in one forward pass, with every layer's z
-    frozen and each receiver's input recorded. With declared edges the base run also keeps the
-    running total entering each layer and each edge sender's contribution. In floats."""
+    """What lives next to the caches for a while: the minimality base run, which keeps its
+    residual at every layer (with declared edges also the running total entering each layer and
+    each edge sender's contribution) from the first criterion to the end, plus the larger of a
+    batch of `batch` rows through the whole model (the caches are collected a batch at a time,
+    and variants run that way) and path patching (declared edges, the audit), which runs all
+    prompts of a template in one forward pass, with every layer's z frozen and each receiver's
+    input recorded. In floats."""
     forward = _forward_floats(size, longest)
     batched = batch * longest * forward
     rows = max(n * length for n, length in lengths)
     trunk = rows * (size.n_layers + 1 + (size.n_layers + edge_senders if edge_senders else 0)) * size.d_model
     patched = rows * (forward + (size.n_layers + recorded) * size.d_model) if recorded else 0
-    return max(batched, trunk, patched)
+    return trunk + max(batched, patched)
 
 
 def _edge_senders(spec: ir.Spec) -> int:

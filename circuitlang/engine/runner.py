@@ -29,7 +29,7 @@ from circuitlang.engine.readouts import Readout, readout_for
 from circuitlang.engine.variants import Masks, Variant, masks_for
 from circuitlang.ir import models as ir
 
-MAX_HEAD_WEIGHTS = 2  # kept-head weight sets held per layer (8 MB at most each for GPT-2 small)
+MAX_HEAD_WEIGHTS = 1  # kept-head weight sets held per layer (up to 4.7 MB each for GPT-2 small: 6 heads)
 MAX_CACHED_TRUNKS = 4  # base runs kept per engine: a verification uses one (the circuit's)
 # reduce(logits [rows, k], prompt rows [rows]) -> metric value per row
 Reduce = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
