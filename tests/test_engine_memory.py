@@ -112,6 +112,26 @@ def test_an_edge_batch_holds_one_layers_running_total_unless_its_run_is_cached(m
     assert cached and all(len(hooks.entering) == run.model.bridge.cfg.n_layers for hooks in cached)
     assert batches and all(len(hooks.entering) <= 1 for hooks in batches)
     assert all(key[0] != "resid_pre" for hooks in made for key in hooks.diffs)
+    # a batch holds no sender's difference past its last reader: at the end, the logits' sums only
+    for hooks in batches:
+        assert not hooks.to_fold and not hooks.diffs and hooks.logits_kept
+    assert all(("head", 2, 1) in hooks.diffs and ("mlp", 2) in hooks.diffs for hooks in cached)
+
+
+def test_a_variants_numbers_do_not_depend_on_the_variants_it_shares_a_batch_with(model_dir):
+    """Bit for bit: the result cache reuses a variant's array whatever it was computed beside.
+    The logits' sums of the senders' differences are added in one order in every batch."""
+    # 7 rows a batch, so variants share batches; five senders into the logits, whose sum's
+    # rounding depends on the order they are added in
+    more = "edge 1.0 -> logits\nedge 0.1 -> logits\nedge mlp 0 -> logits\nedge 0.3 -> logits"
+    run = open_spec(model_dir, extra=more, name="many_into_logits.circ")
+    engine, session = run.session.engine(), run.session
+    variants = [session.circuit(frozenset({ir.Node(kind="head", layer=layer, head=head)}))
+                for layer, head in ((2, 1), (0, 1), (1, 0), (0, 3))] + [session.circuit(), session.full_model()]
+    together = engine.run(variants, engine.readout(), base=session.circuit())
+    for index, variant in enumerate(variants):
+        alone = engine.run([variant], engine.readout())
+        assert torch.equal(alone[0], together[index]), variant.label
 
 
 def test_the_cpu_batch_follows_the_prompt_set_within_its_bounds():

@@ -95,6 +95,14 @@ def _in_circuit(kept: frozenset[ir.Node], receiver: _Key) -> bool:
     return node in kept
 
 
+def _fold_order(sender: _Key) -> tuple[int, int, int]:
+    return (sender_layer(sender), 1 if sender[0] == "mlp" else 0, sender[2] if sender[0] == "head" else 0)
+
+
+def _on(rows: torch.Tensor | slice, like: torch.Tensor) -> torch.Tensor | slice:
+    return rows if isinstance(rows, slice) else rows.to(like.device)
+
+
 def _declared_into(group: _RowGroup, receivers: Sequence[_Key], channel: str) -> list[_Key]:
     """The senders declared into any of `receivers` that the row group's circuit keeps, in a fixed
     order: a set's order follows string hashing, which changes from run to run, and so would the
@@ -127,8 +135,13 @@ class EdgeHooks:
         self.start = start
         self.groups = self._groups(v_idx)
         self.stored_senders = {s for group in self.groups for senders in group.declared.values() for s in senders}
+        self.readers = self._reader_layers()
         self.total: torch.Tensor | None = None if resume is None else resume.total
         self.diffs: dict[_Key, torch.Tensor] = {} if resume is None else dict(resume.diffs)
+        # the senders declared into the logits are added, layer by layer, into one sum per row
+        # group (index into self.groups) instead of all being held to the end (`_fold_before`)
+        self.logits_kept: dict[int, torch.Tensor] = {}
+        self.to_fold: set[_Key] = set(self.diffs)
         # layer -> the running total entering it: every layer's when the run is cached
         # (`keep_totals`), else only the current layer's (a parallel MLP reads it), so that a
         # batch holds a few [rows, P, D] tensors, not two per layer
@@ -147,6 +160,45 @@ class EdgeHooks:
                     rows = slice(int(rows[0]), int(rows[-1]) + 1)
                 groups.append(_RowGroup(rows, variant.nodes(), declared_edges(variant)))
         return groups
+
+    def _reader_layers(self) -> dict[_Key, set[int]]:
+        """Sender -> the layers whose receivers other than the logits read its difference."""
+        readers: dict[_Key, set[int]] = {}
+        for group in self.groups:
+            for (receiver, _), senders in group.declared.items():
+                for sender in senders:
+                    layers = readers.setdefault(sender, set())
+                    if receiver[0] != "logits":
+                        layers.add(receiver[1])
+        return readers
+
+    def _keep(self, sender: _Key, diff: torch.Tensor) -> None:
+        """Hold a sender's difference for the receivers that read it, until `_fold_before` has
+        added it to the logits' sums and `_forget_read` has seen its last other reader pass."""
+        if self.keep_totals or sender in self.readers:
+            self.diffs[sender] = diff
+            self.to_fold.add(sender)
+
+    def _fold_before(self, layer: int) -> None:
+        """Add the held differences of senders before `layer` into the logits' sum of each row
+        group that declares them into the logits, in one order whatever the batch or the layer
+        a run resumes at (the embeddings, then by layer, heads before the MLP), so that a
+        variant's numbers do not depend on the variants it shares a batch with."""
+        for sender in sorted((s for s in self.to_fold if sender_layer(s) < layer), key=_fold_order):
+            self.to_fold.discard(sender)
+            diff = self.diffs[sender]
+            for index, group in enumerate(self.groups):
+                if sender in group.declared.get((("logits",), "in"), ()):
+                    part = diff[_on(group.rows, diff)]
+                    self.logits_kept[index] = self.logits_kept[index] + part if index in self.logits_kept else part
+
+    def _forget_read(self, layer: int) -> None:
+        """In a batch (not a cached run), drop the differences folded into the logits' sums that
+        no other receiver from `layer` on reads: a batch holds the differences still to be read,
+        not one per declared sender."""
+        self._fold_before(layer)
+        for sender in [s for s in self.diffs if s not in self.to_fold and max(self.readers.get(s, set()), default=-1) < layer]:
+            del self.diffs[sender]
 
     def hooks(self) -> list:
         family = self.family
@@ -167,7 +219,7 @@ class EdgeHooks:
         declared_mode = torch.tensor([v.embed_edges == "declared" for v in self.row_variants], device=resid.device)
         self.total = torch.where(declared_mode.view(-1, 1, 1) & self.active.view(-1, 1, 1).to(resid.device),
                                  embed_diff, torch.zeros_like(resid))
-        self.diffs[("embed",)] = embed_diff
+        self._keep(("embed",), embed_diff)
         return resid
 
     def _embed_value(self, resid: torch.Tensor) -> torch.Tensor:
@@ -176,8 +228,11 @@ class EdgeHooks:
     def _remember_resid(self, layer: int):
         def hook(resid: torch.Tensor, hook: object) -> torch.Tensor:
             self.resid = resid
-            if not self.keep_totals:
+            if self.keep_totals:
+                self._fold_before(layer)
+            else:
                 self.entering.clear()
+                self._forget_read(layer)
             self.entering[layer] = self.total  # type: ignore[assignment]
             return resid
         return hook
@@ -189,7 +244,7 @@ class EdgeHooks:
         def hook(z: torch.Tensor, hook: object) -> torch.Tensor:
             diff_z = z - self.source.value("z", layer, self.rows).to(z.device)
             for head in stored:  # one head's contribution only where an edge needs it
-                self.diffs[("head", layer, head)] = diff_z[:, :, head] @ w_out[head]
+                self._keep(("head", layer, head), diff_z[:, :, head] @ w_out[head])
             self.total = self.total + torch.einsum("rphe,hed->rpd", diff_z, w_out)  # type: ignore[operator]
             return z
         return hook
@@ -198,7 +253,7 @@ class EdgeHooks:
         def hook(out: torch.Tensor, hook: object) -> torch.Tensor:
             diff = out - self.source.value("mlp_out", layer, self.rows).to(out.device)
             if ("mlp", layer) in self.stored_senders:
-                self.diffs[("mlp", layer)] = diff
+                self._keep(("mlp", layer), diff)
             self.total = self.total + diff  # type: ignore[operator]
             return out
         return hook
@@ -210,14 +265,18 @@ class EdgeHooks:
         None when the receiver is in no row's circuit (it reads the residual as it is). `total`:
         what the receiver's input holds of the circuit's additions (default: all written so far)."""
         total = self.total if total is None else total
-        groups = [group for group in self.groups if any(_in_circuit(group.kept, r) for r in receivers)]
-        if not groups:
+        reading = [(index, group) for index, group in enumerate(self.groups)
+                   if any(_in_circuit(group.kept, r) for r in receivers)]
+        if not reading:
             return None
         removed = torch.zeros_like(like)
-        for group in groups:
-            rows = group.rows if isinstance(group.rows, slice) else group.rows.to(like.device)
-            kept = sum((self.diffs[s][rows] for s in _declared_into(group, receivers, channel)),
-                       torch.zeros_like(like[rows]))
+        for index, group in reading:
+            rows = _on(group.rows, like)
+            if receivers == [("logits",)]:  # summed layer by layer (`_fold_before`)
+                kept = self.logits_kept.get(index, torch.zeros_like(like[rows]))
+            else:
+                kept = sum((self.diffs[s][rows] for s in _declared_into(group, receivers, channel)),
+                           torch.zeros_like(like[rows]))
             removed[rows] = total[rows] - kept  # type: ignore[index]
         return removed
 
@@ -264,5 +323,9 @@ class EdgeHooks:
         return hook
 
     def _logits_input(self, resid: torch.Tensor, hook: object) -> torch.Tensor:
+        if self.keep_totals:
+            self._fold_before(self.n_layers)
+        else:
+            self._forget_read(self.n_layers)
         removed = self._removed([("logits",)], "in", resid)
         return resid if removed is None else resid - removed
