@@ -8,8 +8,9 @@ passes the loaded model's tokenizer (a Hugging Face fast tokenizer wraps the sam
 `check` finds exactly the mistakes `verify` would.
 
 A mistake is reported where the spec can fix it: a slot at the line that assigns it (or the
-template's line), a length mismatch at the template, an answer at its assignment; one message per
-problem and template, saying how many other prompts share it.
+template's line), a length mismatch at the template, an answer at its assignment, a word the
+tokenizer does not know at the list item or literal that holds it (`data.unknown_words`); one message
+per problem and template, saying how many other prompts share it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from circuitlang.data.datasets import Dataset
 from circuitlang.data.positions import SlotError, slot_token_indices
 from circuitlang.data.prompts import Prompt
+from circuitlang.data.unknown_words import slot_at, unknown_spans, unknown_token_id, written_at
 from circuitlang.errors import CircuitlangError, DataError, ModelError, Span, raise_if_any
 from circuitlang.ir import models as ir
 
@@ -45,8 +47,15 @@ class _Problems:
 
     first: dict[str, DataError] = field(default_factory=dict)
     repeats: dict[str, int] = field(default_factory=dict)
+    prompts: dict[str, set[str]] = field(default_factory=dict)  # kind -> prompts counted, where given
 
-    def add(self, kind: str, error: DataError) -> None:
+    def add(self, kind: str, error: DataError, prompt: str | None = None) -> None:
+        """Record a problem; with `prompt` (its label), a prompt that has it twice counts once."""
+        counted = self.prompts.setdefault(kind, set())
+        if prompt is not None and prompt in counted:
+            return
+        if prompt is not None:
+            counted.add(prompt)
         if kind in self.first:
             self.repeats[kind] = self.repeats.get(kind, 0) + 1
         else:
@@ -56,15 +65,20 @@ class _Problems:
         return [_with_repeats(error, self.repeats.get(kind, 0)) for kind, error in self.first.items()]
 
 
-def tokenize_dataset(dataset: Dataset, prompt_set: ir.PromptSet, answer_fields: tuple[str, ...], tokenizer: Any,
+def tokenize_dataset(dataset: Dataset, prompt_set: ir.PromptSet, lists: tuple[ir.NamedList, ...],
+                     answer_fields: tuple[str, ...], tokenizer: Any,
                      bos_id: int | None) -> tuple[tuple[TokenizedTemplate, ...], list[DataError]]:
     """Tokenize every prompt of `dataset`, template by template; `bos_id`, when given, is prepended.
+    `lists` are the spec's declared lists, where an unknown word may have been written.
     Returns the templates that tokenized cleanly and the errors of the others."""
     tokenized, errors = [], []
+    unknown_id = unknown_token_id(tokenizer)
+    unknown_token = tokenizer.id_to_token(unknown_id) if unknown_id is not None else None
     for number, template in enumerate(dataset.templates):
         rows = tuple(i for i, p in enumerate(dataset.clean) if p.template == number)
         problems = _Problems()
-        result = _tokenize_template(dataset, template, rows, prompt_set, answer_fields, tokenizer, bos_id, problems)
+        where = _Spans(prompt_set, template, lists, unknown_id, unknown_token)
+        result = _tokenize_template(dataset, template, rows, where, answer_fields, tokenizer, bos_id, problems)
         if problems.first:
             errors.extend(problems.errors())
         else:
@@ -72,10 +86,9 @@ def tokenize_dataset(dataset: Dataset, prompt_set: ir.PromptSet, answer_fields: 
     return tuple(tokenized), errors
 
 
-def _tokenize_template(dataset: Dataset, template: str, rows: tuple[int, ...], prompt_set: ir.PromptSet,
+def _tokenize_template(dataset: Dataset, template: str, rows: tuple[int, ...], where: _Spans,
                        answer_fields: tuple[str, ...], tokenizer: Any, bos_id: int | None,
                        problems: _Problems) -> TokenizedTemplate:
-    where = _Spans(prompt_set, template)
     clean = [_encode(dataset.clean[i], tokenizer, bos_id, where, problems, corrupt=False) for i in rows]
     reference = dataset.clean[rows[0]], *clean[0]
     for i, encoded in zip(rows, clean):
@@ -95,6 +108,8 @@ def _encode(prompt: Prompt, tokenizer: Any, bos_id: int | None, where: _Spans, p
             corrupt: bool) -> tuple[tuple[int, ...], dict[str, int]]:
     encoding = tokenizer.encode(prompt.text, add_special_tokens=False)
     ids, offsets = list(encoding.ids), list(encoding.offsets)
+    for start, end in unknown_spans(ids, offsets, where.unknown_id):
+        _unknown_in_prompt(prompt, start, end, where, problems, corrupt)
     if bos_id is not None:
         ids, offsets = [bos_id, *ids], [(0, 0), *offsets]
     try:
@@ -102,6 +117,26 @@ def _encode(prompt: Prompt, tokenizer: Any, bos_id: int | None, where: _Spans, p
     except SlotError as error:
         problems.add(f"slot {error.slot}", DataError(error.message, where.slot(error.slot, corrupt), error.hint))
         return tuple(ids), {}
+
+
+def _unknown_in_prompt(prompt: Prompt, start: int, end: int, where: _Spans, problems: _Problems,
+                       corrupt: bool) -> None:
+    word = prompt.text[start:end].strip() or prompt.text[start:end]
+    slot = slot_at(prompt.slot_spans, start, end)
+    if slot is None:
+        source, span = "in the template's own text", where.template()
+    else:
+        value = str(dict(prompt.values)[slot])
+        source = f"in slot '{slot}'" if value == word else f"in slot '{slot}' = {value!r}"
+        span = where.word(slot, value, corrupt)
+    problems.add(f"unknown {word} at {span}", DataError(
+        f"{prompt.label}: the tokenizer does not know {word!r} ({source} of {prompt.text!r}): it becomes the "
+        f"unknown token {where.unknown_token!r}, so the prompt would be run on that token instead of the word",
+        span, _UNKNOWN_HINT), prompt.label)
+
+
+_UNKNOWN_HINT = ("check the spelling, or choose words in the model's vocabulary; an unknown token is never "
+                 "scored as the word it replaced")
 
 
 def _same_shape(prompt: Prompt, ids: tuple[int, ...], positions: dict[str, int],
@@ -132,7 +167,13 @@ def _answer_ids(prompt: Prompt, name: str, prefix: str, tokenizer: Any, where: _
     ids = []
     for member in members:
         encoded = list(tokenizer.encode(prefix + str(member), add_special_tokens=False).ids)
-        if len(encoded) != 1:
+        if where.unknown_id is not None and where.unknown_id in encoded:
+            span = where.word(name, str(member), corrupt=False)
+            problems.add(f"unknown {member} at {span}", DataError(
+                f"{prompt.label}: the tokenizer does not know the answer {prefix + str(member)!r} ({name}): it "
+                f"becomes the unknown token {where.unknown_token!r}, and the metric would score that token",
+                span, _UNKNOWN_HINT), prompt.label)
+        elif len(encoded) != 1:
             pieces = [tokenizer.decode([token]) for token in encoded]
             problems.add(f"answer {name}", DataError(
                 f"{prompt.label}: answer {prefix + str(member)!r} ({name}) is {len(encoded)} tokens {pieces}, not one",
@@ -152,8 +193,10 @@ def _with_repeats(error: DataError, repeats: int) -> DataError:
 class _Spans:
     """Where in the spec a tokenization problem of one template is fixed."""
 
-    def __init__(self, prompt_set: ir.PromptSet, template: str) -> None:
-        self.prompt_set, self.template_text = prompt_set, template
+    def __init__(self, prompt_set: ir.PromptSet, template: str, lists: tuple[ir.NamedList, ...],
+                 unknown_id: int | None, unknown_token: str | None) -> None:
+        self.prompt_set, self.template_text, self.lists = prompt_set, template, lists
+        self.unknown_id, self.unknown_token = unknown_id, unknown_token
 
     def _source(self) -> Span:
         source = self.prompt_set.generator or self.prompt_set.source
@@ -176,6 +219,17 @@ class _Spans:
             found = [a.span for a in corruption.assignments if name in a.targets]
             return found[0] if found else corruption.span
         return self._assigned(name) or self.template()
+
+    def word(self, name: str, word: str, corrupt: bool) -> Span:
+        """Where the word `word` of slot or answer field `name` was written: the string literal or
+        list item holding it, else the line assigning `name`, else the data file or generator."""
+        corruption = self.prompt_set.corruption if corrupt else None
+        if corruption is not None and corruption.path is not None:
+            return corruption.span  # a corrupt prompt read from a file: the message names the prompt
+        assigning = [a for a in (corruption.assignments if corruption else ()) if name in a.targets]
+        assigning = assigning or [a for a in self.prompt_set.assignments if name in a.targets]
+        found = written_at(word, [a.value for a in assigning], self.prompt_set, self.lists)
+        return found or (assigning[0].span if assigning else self._source())
 
 
 # ---- tokenizers available without a model -------------------------------------------------------
@@ -215,6 +269,7 @@ def check_tokenization(spec: ir.Spec, datasets: tuple[Dataset, ...]) -> Path | N
     errors: list[CircuitlangError] = []
     for dataset in datasets:
         prompt_set = spec.prompt_set(dataset.name)
-        errors.extend(tokenize_dataset(dataset, prompt_set, spec.metric_for(prompt_set).args, tokenizer, None)[1])
+        errors.extend(tokenize_dataset(dataset, prompt_set, spec.lists, spec.metric_for(prompt_set).args,
+                                        tokenizer, None)[1])
     raise_if_any(errors)
     return path

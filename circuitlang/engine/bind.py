@@ -60,7 +60,7 @@ def bind(spec: ir.Spec, datasets: tuple[Dataset, ...], tokenizer: Any, prepend_b
     for dataset in datasets:
         prompt_set = spec.prompt_set(dataset.name)
         metric = spec.metric_for(prompt_set)
-        templates, problems = tokenize_dataset(dataset, prompt_set, metric.args, backend, bos_id)
+        templates, problems = tokenize_dataset(dataset, prompt_set, spec.lists, metric.args, backend, bos_id)
         errors.extend(problems)
         bound.append(BoundPromptSet(dataset.name, metric, tuple(_as_tensors(t) for t in templates),
                                     dataset.answer_prefix))

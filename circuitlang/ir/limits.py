@@ -62,28 +62,11 @@ def _template_errors(templates: tuple[ir.Template, ...], settings: ir.Settings) 
 def _expression_errors(prompt_set: ir.PromptSet, settings: ir.Settings) -> Iterator[LimitError]:
     assignments = prompt_set.assignments + (prompt_set.corruption.assignments if prompt_set.corruption else ())
     roots = [loop.source for loop in prompt_set.loops] + [assignment.value for assignment in assignments]
-    for expr in (node for root in roots for node in _walk(root)):
+    for expr in (node for root in roots for node in ir.subexpressions(root)):
         if isinstance(expr, ir.StrE) and len(expr.value) > settings.max_text:
             yield _literal_error(expr.value, expr.span, settings)
         elif isinstance(expr, ir.ListE) and len(expr.items) > settings.max_list:
             yield _list_error(len(expr.items), expr.span, settings)
-
-
-def _walk(expr: ir.Expr) -> Iterator[ir.Expr]:
-    """Every node of an expression (its depth is bounded by the parser's)."""
-    yield expr
-    children: tuple[ir.Expr, ...] = ()
-    match expr:
-        case ir.IndexE(index=index):
-            children = (index,)
-        case ir.CallE(args=args) | ir.ListE(items=args):
-            children = args
-        case ir.BinE(left=left, right=right) | ir.RangeE(start=left, stop=right):
-            children = (left, right)
-        case ir.NegE(operand=operand) | ir.RandomE(source=operand):
-            children = (operand,)
-    for child in children:
-        yield from _walk(child)
 
 
 def _list_error(size: int, span: Span, settings: ir.Settings) -> LimitError:

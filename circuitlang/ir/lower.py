@@ -113,8 +113,10 @@ def _lists(items: list[ast.Item], errors: list[CircuitlangError]) -> tuple[ir.Na
                                         'for example: list colors = ["red", "green"]'))
         if not values:
             errors.append(SpecError(f"list '{decl.name.name}' is empty", decl.items.span, "give it at least one item"))
-        clean = tuple(v for v in values if v is not None)
-        lowered[decl.name.name] = ir.NamedList(name=decl.name.name, values=clean, cyclic=decl.cyclic, span=decl.span)
+        kept = [(value, item.span) for value, item in zip(values, decl.items.items) if value is not None]
+        lowered[decl.name.name] = ir.NamedList(name=decl.name.name, values=tuple(value for value, _ in kept),
+                                               cyclic=decl.cyclic, span=decl.span,
+                                               value_spans=tuple(span for _, span in kept))
     return tuple(lowered.values())
 
 

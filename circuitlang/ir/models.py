@@ -8,7 +8,7 @@ position ranges are kept as written (they are expanded per template by `data`).
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Iterator, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -97,6 +97,23 @@ Expr = Annotated[
 Value = Union[int, str]
 
 
+def subexpressions(expr: Expr) -> Iterator[Expr]:
+    """Every node of an expression, itself first (its depth is bounded by the parser's)."""
+    yield expr
+    children: tuple[Expr, ...] = ()
+    match expr:
+        case IndexE(index=index):
+            children = (index,)
+        case CallE(args=args) | ListE(items=args):
+            children = args
+        case BinE(left=left, right=right) | RangeE(start=left, stop=right):
+            children = (left, right)
+        case NegE(operand=operand) | RandomE(source=operand):
+            children = (operand,)
+    for child in children:
+        yield from subexpressions(child)
+
+
 # ---- model ---------------------------------------------------------------------------------
 
 
@@ -139,6 +156,9 @@ class NamedList(Frozen):
     values: tuple[Value, ...]
     cyclic: bool
     span: Span
+    # Where each value was written, so that a problem with one word (one the tokenizer does not
+    # know) is reported at that word. Like ModelRef.hub_id, kept out of the canonical JSON.
+    value_spans: tuple[Span, ...] = Field(default=(), exclude=True)
 
 
 class Template(Frozen):
@@ -379,12 +399,12 @@ class Spec(Frozen):
     def __repr__(self) -> str:  # the full pydantic dump runs to pages; this is what a notebook needs
         sets = ", ".join(p.name for p in self.prompt_sets)
         return (f"<Spec {self.name} on {self.model.name}: {len(self.circuit.nodes)} nodes, {len(self.circuit.edges)} "
-                f"edges, prompt sets {sets}, {len(self.expectations)} claims; {self.path}>")
+                f"declared edges, prompt sets {sets}, {len(self.expectations)} claims; {self.path}>")
 
     def _repr_markdown_(self) -> str:
         roles = "; ".join(f"**{role}**: {', '.join(map(str, nodes))}" for role, nodes in self.circuit.roles().items())
         return (f"**{self.name}** on `{self.model.name}` ({self.path}): {roles}; "
-                f"{len(self.circuit.edges)} edges; prompt sets {', '.join(p.name for p in self.prompt_sets)}; "
+                f"{len(self.circuit.edges)} declared edges; prompt sets {', '.join(p.name for p in self.prompt_sets)}; "
                 f"{len(self.expectations)} claims")
 
     def canonical_json(self, spans: bool = False) -> str:
