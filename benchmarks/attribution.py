@@ -8,9 +8,10 @@ spec, prompts and graph (every head and MLP, edges into q, k, v, MLP inputs and 
   (`--acdc-trials N`), N single-edge trials are timed and the pass is given as a range: ACDC tries
   every edge into a receiver that still reaches the logits, so a pass tries at least the logits'
   edges and at most every edge of the graph (on the organism it tried 122 of 1,418).
-- EAP (one forward and backward pass) and EAP-IG (`--steps` of them), then the exact evaluation
-  of their top-k circuit, for k the number of edges ACDC kept (or 1% of the graph when ACDC's
-  pass was not run): the faithfulness of circuits of equal size.
+- EAP (one forward and backward pass) and EAP-IG (`--steps` of them, at the points of
+  `--ig-grid`), then the exact evaluation of their top-k circuit, for k the number of edges ACDC
+  kept (or 1% of the graph when ACDC's pass was not run): the faithfulness of circuits of equal
+  size.
 
 Reported per method: seconds (wall and CPU), passes over the prompts, peak resident memory above
 the loaded model, edges, faithfulness F(C)/F(M). The time ratios are against ACDC in the same run.
@@ -48,6 +49,9 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.01, help="ACDC's threshold (metric score)")
     parser.add_argument("--acdc-trials", type=int, default=0, help="time only this many ACDC trials (0: a full pass)")
     parser.add_argument("--steps", type=int, default=5, help="EAP-IG's integration steps")
+    parser.add_argument("--ig-grid", choices=("left", "right"), default="left",
+                        help="EAP-IG's points: left, alpha = k/steps for k = 0..steps-1 (Hanna et al., MIB); "
+                             "right, k = 1..steps")
     parser.add_argument("--hf-home", type=Path, help="a HF_HOME holding the GPT-2 stand-in (built there if missing)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--correlations", action="store_true", help="scores against exact single-edge ablation")
@@ -104,6 +108,7 @@ def correlations(args: argparse.Namespace) -> None:
     import circuitlang
     from circuitlang.discover.acdc import as_edges, full_graph
     from circuitlang.discover.attribution import edge_scores
+    from circuitlang.discover.methods import IGGrid
     from circuitlang.discover.scoring import Scorer, variant_of
     from circuitlang.verification.statistics import rank_correlation
 
@@ -118,7 +123,7 @@ def correlations(args: argparse.Namespace) -> None:
           f"{time.process_time() - started:.0f} CPU s")
     print(f"{'method':8} {'rho':>7} {'rho |.|':>8} {'top 1%':>7} {'top 10%':>8}")
     for method in ("eap", "eap-ig"):
-        scores = edge_scores(scorer, method, args.steps)
+        scores = edge_scores(scorer, method, args.steps, IGGrid(args.ig_grid))
         estimate = np.array([scores[edge] for edge in edges])
         print(f"{method:8} {rank_correlation(estimate, exact):7.3f} {rank_correlation(abs(estimate), abs(exact)):8.3f} "
               f"{_overlap(estimate, exact, 0.01):7.2f} {_overlap(estimate, exact, 0.1):8.2f}")
@@ -151,7 +156,7 @@ def _faithfulness(result: dict) -> str:
 def side(args: argparse.Namespace, hf_home: Path, method: str, size: int) -> dict:
     command = [sys.executable, __file__, "--side", method, "--size", str(size), "--model", args.model,
                "--prompts", str(args.prompts), "--threshold", str(args.threshold), "--acdc-trials",
-               str(args.acdc_trials), "--steps", str(args.steps), "--hf-home", str(hf_home),
+               str(args.acdc_trials), "--steps", str(args.steps), "--ig-grid", args.ig_grid, "--hf-home", str(hf_home),
                "--threads", str(args.threads)]
     out = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -194,8 +199,9 @@ def run_acdc(scorer, args: argparse.Namespace) -> dict:
 
 def run_attribution(scorer, args: argparse.Namespace) -> dict:
     from circuitlang.discover.attribution import edge_scores, select_top
+    from circuitlang.discover.methods import IGGrid
 
-    scores = edge_scores(scorer, args.side, args.steps)
+    scores = edge_scores(scorer, args.side, args.steps, IGGrid(args.ig_grid))
     chosen = select_top(scorer, scores, args.size)
     return {"graph": len(scores), "edges": chosen.point.edges, "faithfulness": chosen.faithfulness,
             "passes": 1 if args.side == "eap" else args.steps}

@@ -149,26 +149,30 @@ def path_patch(run: Run, senders: Iterable[NodeLike], receivers: Sequence[Receiv
 
 
 def edge_scores(run: Run, method: str = "eap-ig", steps: int | None = None, prompt_set: str | None = None,
-                kind: str = "auto"):
+                kind: str = "auto", ig_grid: str = "left"):
     """Every edge's EAP or EAP-IG score (the estimated drop of the metric when that edge alone is
     removed, under the spec's ablation; docs/discover.md), as a tidy table: one row per edge with
     `sender`, `receiver`, `channel` ("" into MLPs and the logits) and `score`, largest |score|
-    first. A DataFrame with pandas installed, else a numpy structured array (`kind=` chooses).
-    A method this spec or model cannot attribute is a ValueError saying why."""
+    first. EAP-IG takes `steps` gradients (default 5) at the points of `ig_grid`: "left", alpha =
+    k/steps for k = 0..steps-1 from the corrupt inputs, as Hanna et al.'s code and MIB, or "right",
+    k = 1..steps. A DataFrame with pandas installed, else a numpy structured array (`kind=`
+    chooses). A method this spec or model cannot attribute is a ValueError saying why."""
     from circuitlang.discover.attribution import edge_scores as scores_of
     from circuitlang.discover.attribution import why_not_attributable
     from circuitlang.discover.curves import ranked
-    from circuitlang.discover.methods import EAP_IG_STEPS
+    from circuitlang.discover.methods import EAP_IG_STEPS, IG_GRIDS, IGGrid
     from circuitlang.discover.scoring import Scorer
     from circuitlang.report.tables import tidy
 
     if method not in ("eap", "eap-ig"):
         raise ValueError(f"method {method!r}: choose eap or eap-ig")
+    if ig_grid not in IG_GRIDS:
+        raise ValueError(f"ig_grid {ig_grid!r}: choose one of {', '.join(IG_GRIDS)}")
     scorer = Scorer(run.session, prompt_set)
     why = run.session.model.family.why_no_edge_graph() or why_not_attributable(scorer, method)
     if why:
         raise ValueError(why)
-    scores = scores_of(scorer, method, steps or EAP_IG_STEPS)
+    scores = scores_of(scorer, method, steps or EAP_IG_STEPS, IGGrid(ig_grid))
     rows = [{"sender": str(s), "receiver": str(r), "channel": c, "score": scores[(s, r, c)]}
             for s, r, c in ranked(scores)]
     return tidy(rows, kind)

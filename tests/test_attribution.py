@@ -15,11 +15,14 @@ import circuitlang
 from circuitlang.cli import main
 from circuitlang.discover import attribution as discovery
 from circuitlang.discover.acdc import as_edges, full_graph
+from circuitlang.discover.methods import DEFAULT_IG_GRID, IGGrid
 from circuitlang.discover.path_patching import LOGITS
 from circuitlang.discover.scoring import Scorer, head, mlp, variant_of
 from circuitlang.engine import attribution
 from circuitlang.engine.session import open_session
+from circuitlang.ir.eap_ig import GraphConfig, model_edge_count
 from circuitlang.verification.statistics import rank_correlation
+from tests import reference_attribution
 from tests.micro_model import WORDS, build_copy_model
 from tests.test_discover import KNOWN, NO_CIRCUIT
 from tests.test_verify import SPEC
@@ -132,14 +135,103 @@ def _offset_of(offsets, receiver, channel: str) -> torch.Tensor:
     return offsets.mlps[receiver.layer] if receiver.kind == "mlp" else offsets.logits
 
 
-def test_eap_ig_with_one_step_is_eap(organism: Scorer, eap: dict) -> None:
-    one_step = discovery.edge_scores(organism, "eap-ig", steps=1)
+def test_eap_ig_with_one_step_of_the_right_grid_is_eap(organism: Scorer, eap: dict) -> None:
+    one_step = discovery.edge_scores(organism, "eap-ig", steps=1, grid=IGGrid.RIGHT)
     assert one_step == eap
+
+
+def test_eap_ig_with_one_step_of_the_left_grid_is_not_eap(organism: Scorer,
+                                                         eap: dict) -> None:
+    one_step = discovery.edge_scores(organism, "eap-ig", steps=1, grid=IGGrid.LEFT)
+    assert max(abs(one_step[k] - eap[k]) for k in eap) > 1e-3  # not EAP: the reference below pins what it is
 
 
 def test_eap_ig_differs_from_eap_with_more_steps(organism: Scorer, eap: dict) -> None:
     integrated = discovery.edge_scores(organism, "eap-ig", steps=3)
     assert max(abs(integrated[k] - eap[k]) for k in eap) > 1e-3
+
+
+def test_the_grids_are_left_and_right_riemann_sums() -> None:
+    assert IGGrid.LEFT.alphas(4) == (0.0, 0.25, 0.5, 0.75)
+    assert IGGrid.RIGHT.alphas(4) == (0.25, 0.5, 0.75, 1.0)
+    assert DEFAULT_IG_GRID is IGGrid.LEFT  # Hanna et al.'s code and MIB
+    assert IGGrid.LEFT.formula(5) == "alpha = k/5, k = 0..4"
+
+
+def test_the_api_takes_the_grid(micro_root: Path) -> None:
+    run = circuitlang.open_run(circuitlang.load(_micro_spec(micro_root, "api.circ")))
+    eap = circuitlang.edge_scores(run, "eap", kind="records")
+    right = circuitlang.edge_scores(run, "eap-ig", steps=1, ig_grid="right", kind="records")
+    left = circuitlang.edge_scores(run, "eap-ig", steps=1, kind="records")
+    assert right == eap and left != eap
+    with pytest.raises(ValueError, match="ig_grid 'middle': choose one of left, right"):
+        circuitlang.edge_scores(run, "eap-ig", ig_grid="middle")
+
+
+# ---- EAP-IG against a slow reference of Hanna et al.'s formula -----------------------------------
+
+REFERENCE_SPEC = """circuitlang 1
+circuit tiny on "./tiny"
+prompts digits {
+  template "{s1} {s2} {s3} {s4}"
+  template "{s1} then {s2} and {s3} after {s4}"
+  for i in 1..4
+  s1 = i; s2 = i + 1; s3 = i + 2; s4 = i + 3
+  answer = i + 4; wrong = i + 3
+  corrupt random { s1, s2, s3, s4 = random 1..20 }
+}
+metric logit_diff(answer, wrong)
+ablate resample
+set embed_edges = declared
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[Scorer, object]:
+    """A random 2-layer GPT-2 (every weight matters, unlike the micro model's) in float64, with
+    Hanna et al.'s setting: patching from the corrupt prompts, the embeddings a sender."""
+    from transformers import GPT2LMHeadModel
+
+    from circuitlang.organisms.tiny import build_random_gpt2
+
+    root = tmp_path_factory.mktemp("tiny_attribution")
+    words = [str(i) for i in range(1, 25)] + ["then", "and", "after"]
+    build_random_gpt2(root / "tiny", words, n_layers=2, n_heads=4, d_model=32, seed=3)
+    (root / "tiny.circ").write_text(REFERENCE_SPEC)
+    scorer = Scorer(open_session(circuitlang.load(root / "tiny.circ"), dtype=torch.float64))
+    hf = GPT2LMHeadModel.from_pretrained(root / "tiny", torch_dtype=torch.float64).eval()
+    return scorer, hf
+
+
+def _reference_prompts(scorer: Scorer):
+    for template in scorer.engine.bound.templates:
+        for row in range(template.n_prompts):
+            yield (template.clean[row:row + 1], template.corrupt[row:row + 1], template.positions["end"],
+                   template.answers["answer"][row][0], template.answers["wrong"][row][0])
+
+
+@pytest.mark.parametrize("grid, ks, other", [(IGGrid.LEFT, range(0, 3), range(1, 4)),
+                                             (IGGrid.RIGHT, range(1, 4), range(0, 3))], ids=["left", "right"])
+def test_eap_ig_equals_the_reference_formula_on_every_edge(tiny, grid: IGGrid, ks: range, other: range) -> None:
+    """left: alpha = k/3 for k = 0, 1, 2 (Hanna et al., MIB); right: k = 1, 2, 3."""
+    scorer, hf = tiny
+    fast = discovery.edge_scores(scorer, "eap-ig", steps=3, grid=grid)
+    slow = reference_attribution.eap_ig_scores(hf, _reference_prompts(scorer), ks, steps=3)
+    assert set(fast) == set(slow) and len(slow) == model_edge_count(GraphConfig(n_layers=2, n_heads=4)) == 110
+    largest = max(abs(value) for value in slow.values())
+    assert largest > 1e-3  # gradients that vanish would match anything
+    assert max(abs(fast[key] - slow[key]) for key in slow) < 1e-9 * largest
+    shifted = reference_attribution.eap_ig_scores(hf, _reference_prompts(scorer), other, steps=3)
+    assert max(abs(fast[key] - shifted[key]) for key in slow) > 0.05 * largest  # the test tells the grids apart
+
+
+def test_the_default_grid_is_the_references_with_one_step(tiny) -> None:
+    """One step of the default grid: the gradient at the corrupt inputs (alpha = 0) only."""
+    scorer, hf = tiny
+    fast = discovery.edge_scores(scorer, "eap-ig", steps=1)
+    slow = reference_attribution.eap_ig_scores(hf, _reference_prompts(scorer), [0], steps=1)
+    largest = max(abs(value) for value in slow.values())
+    assert max(abs(fast[key] - slow[key]) for key in slow) < 1e-9 * largest
 
 
 # ---- the scores against exact edge ablation ------------------------------------------------------
@@ -202,8 +294,17 @@ def test_discover_with_eap_ig_writes_a_spec_that_verifies(tmp_path: Path) -> Non
     found = tmp_path / "found.circ"
     assert main(["discover", str(spec), "--method", "eap-ig", "--target", "0.9", "-o", str(found)]) == 0
     text = found.read_text()
-    assert "eap-ig (5 steps): 1418 edges scored" in text and "edge mlp 0 -> logits  # resid" in text
+    assert "eap-ig (5 steps, left grid): 1418 graph edges scored" in text and "edge mlp 0 -> logits  # resid" in text
+    assert "alpha = k/5, k = 0..4 (--ig-grid left)" in text  # the default grid, Hanna et al.'s
     assert main(["verify", str(found)]) == 0
+
+
+def test_discover_writes_the_grid_it_was_given(micro_root: Path) -> None:
+    out = micro_root / "right.circ"
+    spec = _micro_spec(micro_root, "grid.circ")
+    assert main(["discover", str(spec), "--method", "eap-ig", "--steps", "2", "--ig-grid", "right", "-o", str(out)]) == 0
+    text = out.read_text()
+    assert "eap-ig (2 steps, right grid)" in text and "alpha = k/2, k = 1..2 (--ig-grid right)" in text
 
 
 def test_top_keeps_that_many_edges(micro_root: Path, capsys) -> None:
@@ -219,6 +320,8 @@ def test_top_keeps_that_many_edges(micro_root: Path, capsys) -> None:
     (["--method", "acdc", "--top", "3"], "--top 3: give a number of edges >= 1, with --method eap or eap-ig"),
     (["--method", "eap", "--top", "0"], "--top 0"),
     (["--method", "eap-ig", "--steps", "0"], "--steps 0"),
+    (["--method", "eap", "--ig-grid", "right"], "--ig-grid right: the integration grid applies to --method eap-ig only"),
+    (["--method", "eap-ig", "--ig-grid", "middle"], "choose from left, right"),
 ])
 def test_bad_attribution_options_are_refused_before_the_model_loads(micro_root: Path, capsys, options, says) -> None:
     args = ["discover", str(_micro_spec(micro_root, "opts.circ")), "-o", str(micro_root / "o.circ"), *options]

@@ -15,7 +15,9 @@ import circuitlang
 from circuitlang.cli import main
 from circuitlang.discover.curves import MIB_FRACTIONS, CurvePoint, FaithfulnessCurve, curve, evaluate_top, \
     graph_edges, on_graph, top_edges
+from circuitlang.discover.methods import IGGrid
 from circuitlang.discover.path_patching import LOGITS
+from circuitlang.discover.ranking import Ranking
 from circuitlang.discover.scoring import Scorer, head, mlp, variant_of
 from circuitlang.discover.acdc import as_edges
 from circuitlang.engine.session import open_session
@@ -59,17 +61,26 @@ def test_edges_that_do_not_reach_the_logits_are_pruned():
     assert top_edges(scores, 4) == set(scores)
 
 
-def test_unscored_edges_rank_last():
-    scores = {(head(0, 0), LOGITS, ""): float("nan"), (head(0, 1), LOGITS, ""): 0.0}
-    assert top_edges(scores, 1) == {(head(0, 1), LOGITS, "")}
+@pytest.mark.parametrize("ranking", list(Ranking))
+def test_unscored_edges_rank_last(ranking: Ranking):
+    scores = {(head(0, 0), LOGITS, ""): float("nan"), (head(0, 1), LOGITS, ""): -5.0}
+    assert top_edges(scores, 1, ranking) == {(head(0, 1), LOGITS, "")}
+
+
+def test_signed_ranking_orders_edges_by_score_not_magnitude():
+    helps, hurts, nothing = (head(0, 0), LOGITS, ""), (head(0, 1), LOGITS, ""), (mlp(0), LOGITS, "")
+    scores = {helps: 2.0, hurts: -3.0, nothing: 0.0}
+    assert top_edges(scores, 1, Ranking.SIGNED) == {helps}
+    assert top_edges(scores, 2, Ranking.SIGNED) == {helps, nothing}  # a harmful edge comes after a useless one
+    assert top_edges(scores, 1, Ranking.ABSOLUTE) == {hurts}
 
 
 # ---- the areas, by hand -------------------------------------------------------------------------------
 
 
 def _made_up(fractions: tuple[float, ...], values: tuple[float, ...]) -> FaithfulnessCurve:
-    points = tuple(CurvePoint(k=i, edges=i, nodes=i, metric=v, faithfulness=v) for i, v in enumerate(values))
-    return FaithfulnessCurve("made up", 100, fractions, points, f_model=1.0, f_empty=0.0)
+    points = tuple(CurvePoint(k=i, edges=i, nodes=i, metric=v, normalized_faithfulness=v) for i, v in enumerate(values))
+    return FaithfulnessCurve("made up", 100, fractions, points, m_model=1.0, m_empty=0.0)
 
 
 def test_areas_are_mib_trapezoids_over_the_fraction_of_edges():
@@ -93,7 +104,7 @@ def test_the_json_form_has_every_point_and_area():
     made_up = _made_up((0.1, 0.5, 1.0), (0.0, 0.5, 1.0))
     document = json.loads(json.dumps(made_up.to_json()))
     assert [p["fraction"] for p in document["points"]] == [0.1, 0.5, 1.0]
-    assert [p["faithfulness"] for p in document["points"]] == [0.0, 0.5, 1.0]
+    assert [p["normalized_faithfulness"] for p in document["points"]] == [0.0, 0.5, 1.0]
     assert document["cpr"] == pytest.approx(0.475) and document["cmd"] == pytest.approx(0.425)
 
 
@@ -139,17 +150,17 @@ def test_one_batched_call_equals_each_circuit_evaluated_alone(micro: Scorer):
         metric = alone * micro.f_model  # scorer.faithfulness is F(C) / F(M)
         assert (point.k, point.edges, point.nodes) == (k, len(edges), len(nodes))
         assert point.metric == pytest.approx(metric, rel=1e-6, abs=1e-9)
-        assert point.faithfulness == pytest.approx((metric - micro.f_empty) / (micro.f_model - micro.f_empty),
+        assert point.normalized_faithfulness == pytest.approx((metric - micro.f_empty) / (micro.f_model - micro.f_empty),
                                                    rel=1e-6, abs=1e-9)
 
 
 def test_the_known_circuit_ranked_first_is_faithful_at_its_own_size(micro: Scorer):
     scores = {key: 0.01 for key in graph_edges(micro)} | {key: 1.0 for key in KNOWN_EDGES}
     empty, known, everything = evaluate_top(micro, scores, [0, len(KNOWN_EDGES), len(scores)])
-    assert empty.faithfulness == pytest.approx(0.0, abs=1e-6)
+    assert empty.normalized_faithfulness == pytest.approx(0.0, abs=1e-6)
     assert (known.edges, known.nodes) == (2, 2)
-    assert known.faithfulness == pytest.approx(1.0, abs=1e-4)
-    assert everything.faithfulness == pytest.approx(1.0, abs=1e-6)
+    assert known.normalized_faithfulness == pytest.approx(1.0, abs=1e-4)
+    assert everything.normalized_faithfulness == pytest.approx(1.0, abs=1e-6)
 
 
 def test_a_curve_takes_mib_fractions_of_the_removable_edges(micro: Scorer):
@@ -158,7 +169,7 @@ def test_a_curve_takes_mib_fractions_of_the_removable_edges(micro: Scorer):
     assert len(graph_edges(micro)) == 9
     result = curve(micro, {key: 1.0 for key in KNOWN_EDGES}, label="known")
     assert [p.k for p in result.points] == [int(x * 9 + 1e-9) for x in MIB_FRACTIONS]
-    assert result.points[-1].faithfulness == pytest.approx(1.0, abs=1e-6)
+    assert result.points[-1].normalized_faithfulness == pytest.approx(1.0, abs=1e-6)
     assert set(on_graph(micro, {})) == graph_edges(micro)
 
 
@@ -170,8 +181,77 @@ def test_with_declared_embedding_edges_the_graph_is_eap_igs(task: Path):
     # f's zero is the graph's circuit without edges, which here loses the embeddings too (MIB's
     # fully corrupted run), not verify's empty circuit, which keeps them
     result = curve(scorer, {key: 1.0 for key in graph_edges(scorer)}, fractions=(0.01, 1.0))
-    assert result.points[0].k == 0 and result.points[0].faithfulness == pytest.approx(0.0, abs=1e-9)
-    assert result.f_empty != pytest.approx(scorer.f_empty, abs=1e-3)
+    assert result.points[0].k == 0 and result.points[0].normalized_faithfulness == pytest.approx(0.0, abs=1e-9)
+    assert result.m_empty != pytest.approx(scorer.f_empty, abs=1e-3)
+
+
+# ---- MIB's evaluate_area_under_curve, written out -----------------------------------------------------------
+
+
+MIB_PERCENTAGES = (.001, .002, .005, .01, .02, .05, .1, .2, .5, 1)
+
+
+def mib_area_under_curve(scorer: Scorer, scores: dict, absolute: bool) -> tuple[list[float], float, float]:
+    """(faithfulnesses, area_under, area_from_1) as MIB's evaluate_area_under_curve computes them:
+    the top int(pct * N) edges by |score| (absolute) or by score, largest first; f normalized
+    between the circuit without edges and the model; trapezoids over the percentages. Circuits are
+    pruned to the edges that reach the logits and evaluated by the engine, as docs/discover.md says."""
+    order = sorted(scores, key=lambda edge: -(abs(scores[edge]) if absolute else scores[edge]))
+    empty = _mean_metric(scorer, set())
+    faithfulnesses = [(_mean_metric(scorer, _reaching_logits(set(order[:int(pct * len(order))]))) - empty)
+                      / (scorer.f_model - empty) for pct in MIB_PERCENTAGES]
+    area_under, area_from_1 = 0.0, 0.0
+    for i in range(len(faithfulnesses) - 1):
+        width = MIB_PERCENTAGES[i + 1] - MIB_PERCENTAGES[i]
+        area_under += width * (faithfulnesses[i] + faithfulnesses[i + 1]) / 2
+        area_from_1 += width * (abs(1 - faithfulnesses[i]) + abs(1 - faithfulnesses[i + 1])) / 2
+    return faithfulnesses, area_under, area_from_1
+
+
+def _reaching_logits(chosen: set) -> set:
+    kept, reached = set(), {LOGITS}
+    while any(edge[1] in reached for edge in chosen - kept):
+        for edge in [edge for edge in chosen - kept if edge[1] in reached]:
+            kept.add(edge)
+            reached.add(edge[0])
+    return kept
+
+
+def _mean_metric(scorer: Scorer, edges: set) -> float:
+    nodes = sorted({s for s, _, _ in edges if s.kind in ("head", "mlp")}, key=str)
+    return scorer.means([variant_of(nodes, as_edges(edges), embed_edges=scorer.embed_edges)])[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_spec(tmp_path_factory) -> Path:
+    """A random 2-layer GPT-2 with MIB's setting (patching, the embeddings a sender): 110 edges."""
+    from circuitlang.organisms.tiny import build_random_gpt2
+    from tests.test_attribution import REFERENCE_SPEC
+
+    root = tmp_path_factory.mktemp("tiny_curves")
+    build_random_gpt2(root / "tiny", [str(i) for i in range(1, 25)] + ["then", "and", "after"], seed=3)
+    (root / "tiny.circ").write_text(REFERENCE_SPEC)
+    return root / "tiny.circ"
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_spec: Path) -> Scorer:
+    return Scorer(open_session(circuitlang.load(tiny_spec)))
+
+
+@pytest.mark.parametrize("ranking", list(Ranking))
+def test_the_curve_equals_mibs_formula_for_both_rankings(tiny: Scorer, ranking: Ranking):
+    from circuitlang.discover.attribution import edge_scores
+
+    scores = on_graph(tiny, edge_scores(tiny, "eap"))
+    assert len(set(scores.values())) == len(scores) == 110  # no ties, which each side would break its own way
+    assert min(scores.values()) < 0 < max(scores.values())
+    faithfulnesses, area_under, area_from_1 = mib_area_under_curve(tiny, scores, absolute=ranking is Ranking.ABSOLUTE)
+    result = curve(tiny, scores, ranking=ranking)
+    assert [p.normalized_faithfulness for p in result.points] == pytest.approx(faithfulnesses, abs=1e-6)
+    assert (result.cpr, result.cmd) == pytest.approx((area_under, area_from_1), abs=1e-6)
+    other = curve(tiny, scores, ranking=Ranking.SIGNED if ranking is Ranking.ABSOLUTE else Ranking.ABSOLUTE)
+    assert abs(other.cpr - result.cpr) > 1e-3  # the two rankings choose different circuits here
 
 
 # ---- the command ------------------------------------------------------------------------------------------
@@ -204,11 +284,47 @@ def test_the_command_writes_the_table_json_and_plot(task: Path, tmp_path: Path, 
     [written] = document["curves"]
     assert written["label"] == graph.name and written["total_edges"] == 9
     assert [p["fraction"] for p in written["points"]] == list(MIB_FRACTIONS)
-    assert written["points"][-1]["faithfulness"] == pytest.approx(1.0, abs=1e-6)
+    assert written["points"][-1]["normalized_faithfulness"] == pytest.approx(1.0, abs=1e-6)
     assert 0 < written["cpr"] < 1 and written["cmd"] >= 0
     svg = ElementTree.parse(out_svg).getroot()
     assert len(svg.findall("{http://www.w3.org/2000/svg}polyline")) == 1
     assert graph.name in out_svg.read_text()
+
+
+def test_rank_signed_ranks_a_graphs_edges_by_signed_score(task: Path, tmp_path: Path, capsys):
+    graph = _scored_graph(task, tmp_path)  # 0.0 -> logits scores 2.0, the backup 0.1 -> logits -1.5, the rest ~0
+    curves = {}
+    for rank, by in (("abs", "by |score|"), ("signed", "by signed score")):
+        out_json, out_svg = tmp_path / f"{rank}.json", tmp_path / f"{rank}.svg"
+        assert main(["curve", str(task), "--graph", str(graph), "--rank", rank, "--json", str(out_json),
+                     "--plot", str(out_svg)]) == 0
+        printed = capsys.readouterr().out
+        assert f"edges ranked {by}: CPR" in printed and f"edges ranked {by};" in printed
+        assert f"edges ranked {by}" in ElementTree.parse(out_svg).getroot().findtext("{http://www.w3.org/2000/svg}text")
+        [curves[rank]] = json.loads(out_json.read_text())["curves"]
+        assert curves[rank]["ranking"] == rank
+    # at half of the 9 edges (k = 4) |score| keeps both copying heads; the signed score ranks 0.1 last
+    half = {rank: curves[rank]["points"][MIB_FRACTIONS.index(0.5)] for rank in curves}
+    assert half["abs"]["k"] == half["signed"]["k"] == 4
+    assert half["abs"]["normalized_faithfulness"] == pytest.approx(1.0, abs=1e-4)
+    assert half["signed"]["normalized_faithfulness"] < 0.9
+    assert curves["signed"]["cpr"] < curves["abs"]["cpr"]
+
+
+def test_the_command_scores_eap_ig_on_the_grid_it_names(tiny_spec: Path, tiny: Scorer, tmp_path: Path):
+    from circuitlang.discover.attribution import edge_scores
+
+    written = {}
+    for grid in IGGrid:
+        out = tmp_path / f"{grid.value}.json"
+        assert main(["curve", str(tiny_spec), "--method", "eap-ig", "--steps", "2", "--ig-grid", grid.value,
+                     "--json", str(out)]) == 0
+        [written[grid]] = json.loads(out.read_text())["curves"]
+        assert written[grid]["label"] == f"eap-ig (2 steps, {grid.value} grid)"
+        expected = curve(tiny, edge_scores(tiny, "eap-ig", 2, grid))
+        assert [p["normalized_faithfulness"] for p in written[grid]["points"]] == \
+            pytest.approx([p.normalized_faithfulness for p in expected.points], abs=1e-9)
+    assert written[IGGrid.LEFT]["points"] != written[IGGrid.RIGHT]["points"]  # the grid changes the ranking here
 
 
 def test_several_graphs_give_one_curve_each_on_one_plot(task: Path, tmp_path: Path):
@@ -241,7 +357,25 @@ def test_an_unknown_prompt_set_is_refused_before_the_model_loads(task: Path, tmp
     assert str(task) in error and "'cpy'" in error and "copy" in error and "Traceback" not in error
 
 
-@pytest.mark.parametrize("options", [[], ["--graph", "g.json", "--steps", "3"], ["--graph", "g.json", "--plot", "x.png"]])
-def test_bad_options_are_refused(task: Path, capsys, options: list[str]):
+@pytest.mark.parametrize("options, message", [
+    ([], "give the scores: --graph GRAPH.json"),
+    (["--graph", "g.json", "--steps", "3"], "--steps applies to --method eap-ig only"),
+    (["--graph", "g.json", "--plot", "x.png"], "the plot is written as SVG"),
+    (["--graph", "g.json", "--ig-grid", "left"], "--ig-grid applies to --method eap-ig only"),
+    (["--graph", "g.json", "--rank", "sign"], "argument --rank: 'sign': did you mean 'signed'?")])
+def test_bad_options_are_refused(task: Path, capsys, options: list[str], message: str):
+    """Each for its own reason, before the graph file (which does not exist) is read."""
     assert main(["curve", str(task), *options]) == 2
-    assert "Traceback" not in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert message in error and "Traceback" not in error
+
+
+def test_a_curve_whose_zero_is_the_model_is_refused(tmp_path, capsys):
+    """answer = wrong: every circuit's logit difference is 0, so f's denominator m(M) - m(∅) is 0."""
+    from tests.conftest import SPECS
+
+    spec = tmp_path / "same.circ"
+    spec.write_text((SPECS / "organism_months.circ").read_text().replace("  wrong = months[i + 3]",
+                                                                           "  wrong = months[i + 4]"))
+    assert main(["curve", str(spec), "--method", "eap"]) == 2
+    assert "the model and the graph without edges give the same mean metric (0)" in capsys.readouterr().err

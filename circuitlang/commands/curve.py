@@ -1,13 +1,13 @@
 """The faithfulness curve of scored edges, as MIB (Mueller et al. 2025) defines it.
 
-    circuitlang curve spec.circ --graph scores.json [--json curve.json] [--plot curve.svg]
-    circuitlang curve spec.circ --method eap eap-ig [--steps N] [--plot curves.svg]
+    circuitlang curve spec.circ --graph scores.json [--rank abs|signed] [--json curve.json] [--plot curve.svg]
+    circuitlang curve spec.circ --method eap eap-ig [--steps N] [--ig-grid left|right] [--plot curves.svg]
 
 Edge scores come from EAP-IG graph files (`--graph`, EAP-IG's Graph.to_json; an edge a file does
 not score scores 0) or from attribution methods run here (`--method eap|eap-ig`), one curve per
 source, all on one plot. For each fraction of the graph's edges (0.1% ... 100%) the circuit of the
-edges with the largest |score|, pruned to those that reach the logits, is evaluated with edge
-ablation on the spec's prompts; the table gives its normalized faithfulness
+edges ranked first (by |score|, or with `--rank signed` by the signed score), pruned to those that
+reach the logits, is evaluated with edge ablation on the spec's prompts; the table gives its normalized faithfulness
 f = (m(C) - m(∅)) / (m(M) - m(∅)) and the areas CPR (under f) and CMD (between f and 1).
 See docs/discover.md, "Faithfulness curves".
 """
@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from circuitlang.commands.common import (
-    BYTES_PER_EDGE, EXIT_OK, EXIT_RUNTIME_ERROR, EXIT_SPEC_ERROR, CommandFailed, load_checked, one_of,
+    BYTES_PER_EDGE, EXIT_OK, EXIT_RUNTIME_ERROR, EXIT_SPEC_ERROR, CommandFailed, add_device_argument, load_checked, one_of,
     open_checked, positive_int, print_errors, progress_display, read_graph_json, unknown_value, why_unwritable)
-from circuitlang.errors import CircuitlangError
+from circuitlang.errors import CircuitlangError, exit_code
 from circuitlang.ir import models as ir
 from circuitlang.ir.eap_ig import GraphConfig
-from circuitlang.discover.methods import MAX_STEPS
+from circuitlang.discover.methods import DEFAULT_IG_GRID, EAP_IG_STEPS, IG_GRID_HELP, IG_GRIDS, MAX_STEPS, IGGrid, \
+    attribution_label
+from circuitlang.discover.ranking import RANKINGS, Ranking
 from circuitlang.ir.eap_ig_import import MAX_GRAPH_EDGES, parse_graph
 
 if TYPE_CHECKING:  # torch is imported only inside run
@@ -35,6 +37,11 @@ if TYPE_CHECKING:  # torch is imported only inside run
     from circuitlang.discover.scoring import Scorer
 
 METHODS = ("eap", "eap-ig")
+# What the table's words count and mean: f is not verify's faithfulness F(C)/F(M), and the edges are
+# the graph edges edge ablation can remove, not every graph edge `compare` counts (docs/discover.md).
+CURVE_CAPTION = ("f = normalized faithfulness (m(C) - m(∅)) / (m(M) - m(∅)), m(∅): no edge kept (verify's "
+                 "faithfulness is F(C)/F(M)); edges: graph edges edge ablation can remove, one per q/k/v channel "
+                 "(with embed_edges = all the embeddings' edges are always kept and not counted)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,13 +51,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=METHODS, type=one_of(METHODS), nargs="+", action="extend", default=[],
                         help="score the edges here: eap (attribution patching) or eap-ig (with integrated "
                              "gradients); one curve each, drawn on the same plot as the graphs'")
-    parser.add_argument("--steps", type=positive_int, metavar="N", help="eap-ig: integration steps")
+    parser.add_argument("--steps", type=positive_int, metavar="N",
+                        help=f"eap-ig: integration steps (default {EAP_IG_STEPS})")
+    parser.add_argument("--ig-grid", choices=IG_GRIDS, type=one_of(IG_GRIDS), help=IG_GRID_HELP)
+    parser.add_argument("--rank", choices=RANKINGS, type=one_of(RANKINGS), default=Ranking.ABSOLUTE.value,
+                        help="rank edges by |score| (abs, the default; MIB takes CMD this way) or by signed score, "
+                             "the largest first (signed; MIB takes CPR this way)")
     parser.add_argument("--prompts", help="the prompt set to evaluate on (default: the first)")
     parser.add_argument("--json", type=Path, metavar="OUT.json", help="write the curve and its areas as JSON")
-    parser.add_argument("--plot", type=Path, metavar="OUT.svg", help="draw f against the fraction of edges (SVG)")
+    parser.add_argument("--plot", type=Path, metavar="OUT.svg", help="draw the normalized faithfulness f against the fraction of edges (SVG)")
     parser.add_argument("--max-edges", type=positive_int, default=MAX_GRAPH_EDGES, metavar="N",
                         help=f"refuse graph files of models with more than N edges (default {MAX_GRAPH_EDGES:,})")
-    parser.add_argument("--device", default="cpu")
+    add_device_argument(parser)
     parser.add_argument("--threads", type=int, default=0)
 
 
@@ -73,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         return failure.exit_code
     except CircuitlangError as error:
         print_errors(error)
-        return EXIT_RUNTIME_ERROR
+        return exit_code([error])
     for result in curves:
         _print_curve(result, args)
     return _write_outputs(curves, args, prompts)
@@ -85,6 +97,8 @@ def _bad_option(args: argparse.Namespace) -> str | None:
         return "give the scores: --graph GRAPH.json (an EAP-IG graph file) or --method eap|eap-ig"
     if args.steps is not None and "eap-ig" not in args.method:
         return "--steps applies to --method eap-ig only"
+    if args.ig_grid is not None and "eap-ig" not in args.method:
+        return "--ig-grid applies to --method eap-ig only"
     if args.steps is not None and args.steps > MAX_STEPS:
         return f"--steps {args.steps}: give at most {MAX_STEPS} integration steps (the literature uses 5 to 30)"
     if args.plot is not None and args.plot.suffix.lower() != ".svg":
@@ -121,7 +135,7 @@ def _graph_scores(path: Path, max_edges: int, shape: ir.ModelShape | None) -> Gr
         parsed = parse_graph(data, str(path), shape, max_edges)
     except CircuitlangError as error:
         print_errors(error)
-        raise CommandFailed(EXIT_SPEC_ERROR) from None
+        raise CommandFailed(exit_code([error])) from None
     if not any(parsed.edge_scores.values()):
         print(f"{path}: the graph has no edge scores (all are 0 or null), so it ranks no edge; write it from an "
               "attribution run (EAP-IG's attribute) or score the edges here with --method", file=sys.stderr)
@@ -139,10 +153,18 @@ def _check_shape(graph: GraphScores, scorer: "Scorer", spec_path: Path) -> None:
         raise CommandFailed(EXIT_SPEC_ERROR)
 
 
-def _method_scores(scorer: "Scorer", method: str, steps: int | None) -> dict:
+def _method_scores(scorer: "Scorer", method: str, args: argparse.Namespace) -> dict:
     from circuitlang.discover.attribution import edge_scores
 
-    return edge_scores(scorer, method, *([steps] if steps and method == "eap-ig" else []))
+    return edge_scores(scorer, method, _steps(args), _ig_grid(args))
+
+
+def _steps(args: argparse.Namespace) -> int:
+    return args.steps or EAP_IG_STEPS
+
+
+def _ig_grid(args: argparse.Namespace) -> IGGrid:
+    return IGGrid(args.ig_grid or DEFAULT_IG_GRID.value)
 
 
 # ---- evaluation and output ---------------------------------------------------------------------------
@@ -165,17 +187,23 @@ def _evaluate(spec: ir.Spec, args: argparse.Namespace, graphs: list[GraphScores]
         _check_attributable(scorer, args)
         for method in args.method:
             say(f"scoring the edges with {method}")
-            sources.append((_method_label(method, args.steps), _method_scores(scorer, method, args.steps)))
+            label = attribution_label(method, _steps(args), _ig_grid(args))
+            sources.append((label, _method_scores(scorer, method, args)))
         curves = []
         for label, scores in sources:
             say(f"evaluating the circuits of {label}")
-            curves.append(curve(scorer, scores, label=label))
+            curves.append(curve(scorer, scores, label=label, ranking=Ranking(args.rank)))
         return curves
 
 
 def _check_defined(scorer: "Scorer", spec_path: Path) -> None:
-    if scorer.f_model == scorer.f_empty:
-        print(f"{spec_path}: the model and the empty circuit give the same mean metric ({scorer.f_model:.4g}) on "
+    """f's zero is m(∅), the graph without edges (with `embed_edges = declared` it also loses the
+    embeddings, so it is not verify's F(empty))."""
+    from circuitlang.discover.curves import empty_graph
+
+    (m_empty,) = scorer.means([empty_graph(scorer)])
+    if scorer.f_model == m_empty:
+        print(f"{spec_path}: the model and the graph without edges give the same mean metric ({m_empty:.4g}) on "
               "these prompts, so f = (m(C) - m(∅)) / (m(M) - m(∅)) is undefined; check the ablation", file=sys.stderr)
         raise CommandFailed(EXIT_SPEC_ERROR)
 
@@ -199,26 +227,23 @@ def _check_edge_graph(scorer: "Scorer", spec_path: Path) -> None:
         raise CommandFailed(EXIT_SPEC_ERROR)
 
 
-def _method_label(method: str, steps: int | None) -> str:
-    return f"{method} ({steps} steps)" if method == "eap-ig" and steps else method
-
-
 def _print_curve(result: "FaithfulnessCurve", args: argparse.Namespace) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"faithfulness curve of {result.label} on {args.file.name} "
-                        f"({result.total_edges:,} edges; m(M) = {result.f_model:.4g}, m(∅) = {result.f_empty:.4g})",
-                  title_justify="left")
-    for column in ("fraction", "k", "edges", "nodes", "m(C)", "f"):
+                        f"({result.total_edges:,} edges ranked {result.ranking.by}; m(M) = {result.m_model:.4g}, "
+                        f"m(∅) = {result.m_empty:.4g})",
+                  title_justify="left", caption=CURVE_CAPTION, caption_justify="left")
+    for column in ("fraction", "k", "edges", "nodes", "m(C)", "normalized faithfulness f"):
         table.add_column(column, justify="right")
     for fraction, point in zip(result.fractions, result.points):
         table.add_row(f"{fraction:g}", f"{point.k:,}", f"{point.edges:,}", f"{point.nodes:,}", f"{point.metric:.4g}",
-                      f"{point.faithfulness:.4f}")
+                      f"{point.normalized_faithfulness:.4f}")
     console = Console(emoji=False, highlight=False, soft_wrap=True)
     console.print(table)
-    console.print(f"CPR (area under f) {result.cpr:.4f}; CMD (area between f and 1) {result.cmd:.4f}; "
-                  f"over ln(fraction): CPR {result.cpr_log:.4f}, CMD {result.cmd_log:.4f}")
+    console.print(f"edges ranked {result.ranking.by}: CPR (area under f) {result.cpr:.4f}; CMD (area between f "
+                  f"and 1) {result.cmd:.4f}; over ln(fraction): CPR {result.cpr_log:.4f}, CMD {result.cmd_log:.4f}")
 
 
 def _write_outputs(curves: list["FaithfulnessCurve"], args: argparse.Namespace, prompts: str) -> int:
@@ -231,8 +256,8 @@ def _write_outputs(curves: list["FaithfulnessCurve"], args: argparse.Namespace, 
     if args.plot is not None:
         from circuitlang.report.curve_plot import faithfulness_svg
 
-        outputs.append((args.plot, faithfulness_svg(curves, title=f"faithfulness curve: {args.file.name}, "
-                                                                  f"prompts {prompts}")))
+        title = f"faithfulness curve: {args.file.name}, prompts {prompts}, edges ranked {Ranking(args.rank).by}"
+        outputs.append((args.plot, faithfulness_svg(curves, title=title)))
     for path, text in outputs:
         try:
             write_atomically(path, text)

@@ -20,9 +20,11 @@ import sys
 from pathlib import Path
 
 from circuitlang.commands.common import EXIT_CLAIM_FAILED, EXIT_OK, EXIT_RUNTIME_ERROR, EXIT_SPEC_ERROR, \
-    CommandFailed, load_checked, one_of, open_checked, print_errors, progress_display, unknown_value, why_unwritable
-from circuitlang.discover.methods import EAP_IG_STEPS, MAX_STEPS, METHODS
-from circuitlang.errors import CircuitlangError
+    CommandFailed, add_device_argument, load_checked, one_of, open_checked, print_errors, progress_display, \
+    unknown_value, why_unwritable
+from circuitlang.discover.methods import DEFAULT_IG_GRID, EAP_IG_STEPS, IG_GRID_HELP, IG_GRIDS, MAX_STEPS, METHODS, \
+    IGGrid
+from circuitlang.errors import CircuitlangError, exit_code
 from circuitlang.ir import models as ir
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -59,11 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int,
                         help=f"eap-ig: integration steps from the corrupt inputs to the clean ones (default "
                              f"{EAP_IG_STEPS}, as Hanna et al. 2024)")
+    parser.add_argument("--ig-grid", choices=IG_GRIDS, type=one_of(IG_GRIDS), help=IG_GRID_HELP)
     parser.add_argument("--positions", action=argparse.BooleanOptionalAction, default=True,
                         help="restrict each head to its role's query (q) and key (k) positions where faithfulness "
                              "stays at the target (default: on)")
     parser.add_argument("--name", help="the written circuit's name (default: the output file's stem)")
-    parser.add_argument("--device", default="cpu")
+    add_device_argument(parser)
     parser.add_argument("--threads", type=int, default=0)
 
 
@@ -87,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         return failure.exit_code
     except CircuitlangError as error:
         print_errors(error)
-        return EXIT_RUNTIME_ERROR
+        return exit_code([error])
     from circuitlang.report.files import write_atomically
 
     try:
@@ -107,7 +110,8 @@ def _search(spec: ir.Spec, args: argparse.Namespace):  # -> search.Outcome; torc
 
     options = Options(args.method, args.output, args.target, args.prompts, args.order, args.include_mlps,
                       args.percentile, args.min_effect, args.threshold, args.score, args.positions,
-                      args.name or _name_from(args.output), args.edges, args.root, args.steps or EAP_IG_STEPS, args.top)
+                      args.name or _name_from(args.output), args.edges, args.root, args.steps or EAP_IG_STEPS, args.top,
+                      IGGrid(args.ig_grid or DEFAULT_IG_GRID.value))
     command = shlex.join(["circuitlang", *getattr(args, "argv", ["discover"])])
     try:
         with progress_display("discover") as say:
@@ -133,6 +137,8 @@ def _bad_option(args: argparse.Namespace) -> str | None:
         return f"--top {args.top}: give a number of edges >= 1, with --method eap or eap-ig"
     if args.steps is not None and args.method != "eap-ig":
         return f"--steps {args.steps}: integration steps apply to --method eap-ig only"
+    if args.ig_grid is not None and args.method != "eap-ig":
+        return f"--ig-grid {args.ig_grid}: the integration grid applies to --method eap-ig only"
     if args.steps is not None and not 1 <= args.steps <= MAX_STEPS:
         return f"--steps {args.steps}: give a number of integration steps in 1..{MAX_STEPS} (the literature uses 5 to 30)"
     if args.name and not IDENTIFIER.fullmatch(args.name):

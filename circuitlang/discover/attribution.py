@@ -1,8 +1,9 @@
 """Discovery by edge attribution (EAP, EAP-IG): score every edge from gradients, keep the best.
 
-Scoring costs one forward and one backward pass over the prompts per step (EAP: one step; EAP-IG:
-`--steps`, 5 by default), whatever the number of edges: GPT-2 small's 32,491 edges cost what the
-organism's 1,418 do, per prompt. The circuit is then the top edges by |score|, pruned to those on a
+Scoring costs one forward and one backward pass over the prompts per step (EAP: one step, at the
+clean inputs; EAP-IG: `--steps`, 5 by default, at the points of `--ig-grid` on the line from the
+corrupt inputs to the clean ones), whatever the number of edges: GPT-2 small's 32,491 edges cost
+what the organism's 1,418 do, per prompt. The circuit is then the top edges by |score|, pruned to those on a
 path to the logits: `--top N` of them, or the fewest whose circuit reaches the faithfulness target.
 Every candidate is evaluated exactly by edge ablation, so the faithfulness written into the spec is
 what `verify` measures, never the scores' estimate.
@@ -22,7 +23,7 @@ from circuitlang.discover.acdc import EdgeKey
 from circuitlang.discover.curves import CurvePoint, evaluate_top, graph_edges
 from circuitlang.discover.scoring import Scorer
 from circuitlang.engine import attribution
-from circuitlang.discover.methods import EAP_IG_STEPS
+from circuitlang.discover.methods import DEFAULT_IG_GRID, EAP_IG_STEPS, IGGrid
 from circuitlang.engine.attribution import Graph
 from circuitlang.verification.criteria import faithfulness_point
 
@@ -52,12 +53,23 @@ def attribution_graph(scorer: Scorer) -> Graph:
     return Graph(scorer.n_layers, scorer.n_heads, scorer.parallel_attn_mlp, scorer.embed_edges == "declared")
 
 
-def edge_scores(scorer: Scorer, method: str, steps: int = EAP_IG_STEPS) -> dict[EdgeKey, float]:
-    """Every edge's estimated metric drop when it alone is removed (`method`: eap or eap-ig),
-    for the graph `acdc` and `curves` use."""
-    result = attribution.edge_scores(scorer.engine, attribution_graph(scorer), method, steps)
+def edge_scores(scorer: Scorer, method: str, steps: int = EAP_IG_STEPS,
+                grid: IGGrid = DEFAULT_IG_GRID) -> dict[EdgeKey, float]:
+    """Every edge's estimated metric drop when it alone is removed (`method`: eap or eap-ig, whose
+    gradients are taken at `steps` points of `grid`), for the graph `acdc` and `curves` use."""
+    result = attribution.edge_scores(scorer.engine, attribution_graph(scorer), gradient_points(method, steps, grid))
     scorer.meter.advance(scoring_rows(scorer, method, steps))
     return result.scores
+
+
+def gradient_points(method: str, steps: int, grid: IGGrid) -> tuple[float, ...]:
+    """Where on the line from the corrupt inputs (0) to the clean ones (1) the method takes its
+    gradients: EAP at the clean inputs only."""
+    if method == "eap":
+        return (1.0,)
+    if method == "eap-ig":
+        return grid.alphas(steps)
+    raise ValueError(f"unknown attribution method {method!r}")
 
 
 def scoring_rows(scorer: Scorer, method: str, steps: int) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from circuitlang.engine.session import Session
-from circuitlang.discover.methods import BY_NAME, EAP_IG_STEPS
+from circuitlang.discover.methods import BY_NAME, DEFAULT_IG_GRID, EAP_IG_STEPS, IGGrid, attribution_label
 from circuitlang.discover import acdc, attribution, path_patching
 from circuitlang.discover.acdc import KL_THRESHOLDS, METRIC_THRESHOLDS, search_threshold
 from circuitlang.discover.path_patching import MIN_EFFECTS, PERCENTILES, EdgeScores, PathPatchingResult, search_percentile
@@ -54,6 +54,7 @@ class Options:
     root: Path | None = None  # the project root the spec was loaded with (None: its folder)
     steps: int = EAP_IG_STEPS  # eap-ig: gradient steps from the corrupt inputs to the clean ones
     top: int | None = None  # eap, eap-ig: keep this many edges (None: the fewest that reach the target)
+    ig_grid: IGGrid = DEFAULT_IG_GRID  # eap-ig: the points of the gradient steps
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ def discover(session: Session, options: Options, command: str, progress: Progres
                                                         notes, found.edge_notes),
                       options.output, options.name or options.output.stem, options.root)
     reached = found.faithfulness >= options.target
-    summary = (f"{len(found.nodes)} nodes, {len(found.edges or ())} edges; faithfulness {found.faithfulness:.4f} "
+    summary = (f"{len(found.nodes)} nodes, {len(found.edges or ())} declared edges; faithfulness {found.faithfulness:.4f} "
                f"({'reaches' if reached else 'does NOT reach'} the target {options.target})", *found.header)
     return Outcome(text, summary, reached, found.faithfulness)
 
@@ -298,18 +299,26 @@ def rows_of_eap_ig(scorer: Scorer, options: Options) -> int:
 def _attribution_search(scorer: Scorer, options: Options, progress: Progress, method: str) -> Found:
     steps = 1 if method == "eap" else options.steps
     progress(f"{method}: scoring every edge ({steps} forward and backward pass{'es' if steps > 1 else ''})")
-    scores = on_graph(scorer, attribution.edge_scores(scorer, method, steps))
+    scores = on_graph(scorer, attribution.edge_scores(scorer, method, steps, options.ig_grid))
     progress("choosing the top edges, each candidate circuit evaluated exactly")
     chosen = attribution.select_top(scorer, scores, options.top) if options.top is not None \
         else attribution.smallest_reaching(scorer, scores, options.target)
     nodes, edges = acdc.connected_to_logits(top_edges(scores, chosen.k))
     tried = ", ".join(f"{k} -> {f:.3f}" for k, f in chosen.tried)
     how = f"--top {chosen.k}" if options.top is not None else f"the fewest that reach {options.target}"
-    header = (f"{method}{f' ({steps} steps)' if method == 'eap-ig' else ''}: {len(scores)} edges scored over "
+    header = (f"{attribution_label(method, steps, options.ig_grid)}: {len(scores)} graph edges scored over "
               f"{scorer.engine.bound.n_prompts} prompts; kept the top {chosen.k} by |score| ({how}), "
-              f"{len(edges)} on a path to the logits; edge comments: estimated F(M) - F(without the edge) per channel",
+              f"{len(edges)} graph edges on a path to the logits; edge comments: estimated F(M) - F(without the edge) per channel",
+              *_gradient_line(method, steps, options.ig_grid),
               f"top k (faithfulness, evaluated exactly): {tried}")
     return Found(nodes, acdc.as_edges(edges), chosen.faithfulness, header, attribution.channel_notes(scores, edges))
+
+
+def _gradient_line(method: str, steps: int, grid: IGGrid) -> tuple[str, ...]:
+    """Where EAP-IG took its gradients, so that a reader can recompute the scores."""
+    if method != "eap-ig":
+        return ()
+    return (f"gradients at inputs corrupt + alpha (clean - corrupt), {grid.formula(steps)} (--ig-grid {grid.value})",)
 
 
 def _positions_line(circuit: ir.Circuit) -> str:

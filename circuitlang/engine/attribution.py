@@ -5,11 +5,12 @@ value, diff_s = out_s - abl_s, out of receiver r's input. To first order the met
 
     score(s -> r) = sum over positions of  diff_s . dm/d(input_r)
 
-averaged over prompts. EAP (Syed et al. 2023) takes the gradient at the clean run. EAP-IG (Hanna
-et al. 2024) averages it over `steps` runs whose input embeddings move from the corrupt prompts'
-to the clean ones': alpha = k/steps for k = 1..steps, so that one step is EAP. The differences
-diff_s are always the clean run's, under the spec's ablation, so a score estimates exactly what
-edge ablation (and so `verify`) measures.
+averaged over prompts. The gradient is averaged over runs whose input embeddings lie at the points
+`alphas` of the line from the corrupt prompts' embeddings (alpha = 0) to the clean ones' (alpha = 1):
+EAP (Syed et al. 2023) takes it at the clean run, alphas = (1,); EAP-IG (Hanna et al. 2024) at the
+points of a Riemann sum (discover.methods.IGGrid chooses which). The differences diff_s are always
+the clean run's, under the spec's ablation, so a score estimates exactly what edge ablation (and
+so `verify`) measures.
 
 Each receiver gets its own gradient: it reads the residual plus an offset of its own, zero in
 value, and one backward pass gives dm/d(offset) for every receiver. A head's q, k and v are three
@@ -20,7 +21,7 @@ its own offset); an MLP's input and the logits' input are one each.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 
@@ -80,7 +81,7 @@ class Graph:
 @dataclass(frozen=True)
 class Attribution:
     scores: dict[EdgeKey, float]  # estimated drop of the metric when the edge alone is removed
-    steps: int  # gradient passes over every prompt (1 for EAP)
+    alphas: tuple[float, ...]  # where on the line from the corrupt inputs to the clean ones gradients were taken
     rows_per_pass: int
 
 
@@ -101,28 +102,28 @@ class _Offsets:
         return [*self.heads.values(), *self.mlps.values(), self.logits]
 
 
-def edge_scores(engine: Engine, graph: Graph, method: str, steps: int) -> Attribution:
-    """EAP (`method="eap"`) or EAP-IG (`"eap-ig"`) scores of every edge of `graph`, for the
-    prompt set's metric under its ablation, averaged over its prompts."""
-    if method not in ("eap", "eap-ig"):
-        raise ValueError(f"unknown attribution method {method!r}")
+def edge_scores(engine: Engine, graph: Graph, alphas: Sequence[float]) -> Attribution:
+    """Scores of every edge of `graph`, for the prompt set's metric under its ablation, averaged
+    over its prompts and over gradients taken at each of `alphas` (EAP: (1.0,), the clean run)."""
     if engine.model.family.grouped:  # discovery refuses these models first, with the reason
         raise ValueError("edge attribution over grouped key/value heads is not implemented")
-    steps = 1 if method == "eap" else steps
+    if not alphas:
+        raise ValueError("edge attribution needs at least one point to take the gradient at")
     readout = engine.readout()
     senders = graph.senders()
     total = torch.zeros(len(senders), graph.n_layers * (3 * graph.n_heads + 1) + 1, dtype=torch.float64)
     rows_per_pass = _rows_per_pass(engine)
+    interpolates = any(alpha != 1.0 for alpha in alphas)  # only then are the corrupt inputs needed
     for template in engine.bound.templates:
-        corrupt = engine.corrupt_cache(template).resid_pre[0] if method == "eap-ig" else None
+        corrupt = engine.corrupt_cache(template).resid_pre[0] if interpolates else None
         for rows in _row_chunks(template.n_prompts, rows_per_pass):
             differences = _sender_differences(engine, template, graph, rows)
-            for step in range(1, steps + 1):
-                start = _interpolated_input(engine, template, corrupt, rows, step / steps)
+            for alpha in alphas:
+                start = _interpolated_input(engine, template, corrupt, rows, alpha)
                 gradients = _receiver_gradients(engine, template, readout, rows, start)
                 total += _dot_products(graph, differences, gradients)
-    scores = total / (engine.bound.n_prompts * steps)
-    return Attribution(_as_edge_scores(graph, scores), steps, rows_per_pass)
+    scores = total / (engine.bound.n_prompts * len(alphas))
+    return Attribution(_as_edge_scores(graph, scores), tuple(alphas), rows_per_pass)
 
 
 def _rows_per_pass(engine: Engine) -> int:
@@ -139,11 +140,13 @@ def _row_chunks(n: int, size: int) -> Iterator[torch.Tensor]:
 
 def _interpolated_input(engine: Engine, template: BoundTemplate, corrupt: torch.Tensor | None,
                         rows: torch.Tensor, alpha: float) -> torch.Tensor:
-    """The residual entering layer 0: the clean prompts' embeddings, or (EAP-IG) the point at
-    `alpha` on the line from the corrupt prompts' embeddings to them."""
+    """The residual entering layer 0: the point at `alpha` on the line from the corrupt prompts'
+    embeddings (0) to the clean prompts' (1)."""
     clean = engine.clean_cache(template).resid_pre[0][rows]
-    if corrupt is None or alpha == 1.0:
+    if alpha == 1.0:
         return clean
+    if corrupt is None:
+        raise ValueError(f"a gradient at alpha = {alpha} needs the corrupt prompts' embeddings")
     return corrupt[rows] + alpha * (clean - corrupt[rows])
 
 

@@ -1,4 +1,5 @@
-"""Faithfulness curves -> an SVG line plot: f against the fraction of the graph's edges kept.
+"""Faithfulness curves -> an SVG line plot: the normalized faithfulness f against the fraction of
+the graph's edges kept.
 
 The x axis is logarithmic, as in MIB's plots, so the small circuits a method is judged by are not
 squeezed into the left edge; dashed lines mark f = 0 (the empty circuit) and f = 1 (the model).
@@ -22,6 +23,7 @@ LEFT, RIGHT, TOP, BOTTOM = 64, 230, 40, 52  # margins: the legend sits on the ri
 FONT = 'font-family="sans-serif" font-size="12"'
 TITLE_FONT = 'font-family="sans-serif" font-size="14"'
 MARKERS = ("circle", "square", "diamond", "triangle")  # with colour, so curves differ without colour too
+Y_LABEL = "normalized faithfulness f (0: no edge, 1: model)"  # not verify's faithfulness F(C)/F(M)
 
 
 def faithfulness_svg(curves: Sequence["FaithfulnessCurve"], title: str = "faithfulness curve") -> str:
@@ -73,7 +75,7 @@ class _LinearAxis:
 
 def _y_range(curves: Sequence["FaithfulnessCurve"]) -> tuple[float, float]:
     """At least 0..1 (the empty circuit and the model), widened to every finite f, with a margin."""
-    values = [p.faithfulness for c in curves for p in c.points if math.isfinite(p.faithfulness)]
+    values = [p.normalized_faithfulness for c in curves for p in c.points if math.isfinite(p.normalized_faithfulness)]
     low, high = min([0.0, *values]), max([1.0, *values])
     margin = 0.05 * (high - low)
     return low - margin, high + margin
@@ -107,14 +109,14 @@ def _axes(x_axis: _LogAxis, y_axis: _LinearAxis) -> list[str]:
     parts.append(f'<text x="{_f(middle)}" y="{bottom + 40}" {FONT} text-anchor="middle">'
                  'edges kept (fraction of the graph, log scale)</text>')
     parts.append(f'<text x="16" y="{_f((top + bottom) / 2)}" {FONT} text-anchor="middle" '
-                 f'transform="rotate(-90 16 {_f((top + bottom) / 2)})">faithfulness f (0: empty, 1: model)</text>')
+                 f'transform="rotate(-90 16 {_f((top + bottom) / 2)})">{Y_LABEL}</text>')
     return parts
 
 
 def _curve(curve: "FaithfulnessCurve", index: int, x_axis: _LogAxis, y_axis: _LinearAxis) -> list[str]:
     colour = SPEC_COLOURS[index % len(SPEC_COLOURS)]
-    points = [(x_axis.at(x), y_axis.at(p.faithfulness))
-              for x, p in zip(curve.fractions, curve.points) if math.isfinite(p.faithfulness)]
+    points = [(x_axis.at(x), y_axis.at(p.normalized_faithfulness))
+              for x, p in zip(curve.fractions, curve.points) if math.isfinite(p.normalized_faithfulness)]
     line = " ".join(f"{_f(x)},{_f(y)}" for x, y in points)
     parts = [f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="2"/>']
     parts += [_marker(MARKERS[index % len(MARKERS)], x, y, colour) for x, y in points]
