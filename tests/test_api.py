@@ -72,7 +72,7 @@ def test_a_spec_and_a_report_show_themselves_briefly_and_in_notebooks(run):
     from circuitlang.report.render import to_markdown
 
     spec_text = repr(run.spec)
-    assert spec_text.startswith("<Spec organism_incr_digits on organism:seqcont: 7 nodes, 13 edges") and len(spec_text) < 300
+    assert spec_text.startswith("<Spec organism_incr_digits on organism:seqcont: 7 nodes, 13 declared edges") and len(spec_text) < 300
     assert "**end reads s3 (q end)**: 0.0, 0.2" in run.spec._repr_markdown_()
     report = verify(run, audit=False)
     assert repr(report).startswith("<Report organism_incr_digits: all claims pass; incr_digits: faithfulness 0.9")

@@ -72,9 +72,10 @@ def test_overlap_matches_sets_counted_by_hand(tmp_path: Path) -> None:
     assert len(edges[0]) == 18 and edges[2] == {("0.1", "2.3", "v"), ("2.3", "logits", ""), ("mlp 1", "logits", "")}
     for i, j in [(0, 1), (0, 2), (1, 2)]:
         expected = len(edges[i] & edges[j]) / len(edges[i] | edges[j])
-        assert result.edge_jaccard[i][j] == result.edge_jaccard[j][i] == pytest.approx(expected)
-    assert [s.edges for s in summaries] == [len(e) for e in edges]
-    assert result.shared_edges == len(edges[0] & edges[1] & edges[2])
+        assert result.graph_edge_jaccard[i][j] == result.graph_edge_jaccard[j][i] == pytest.approx(expected)
+    assert [s.graph_edges for s in summaries] == [len(e) for e in edges]
+    assert [s.declared_edges for s in summaries] == [0, 0, 3]  # `via v` is one declared edge, one graph edge
+    assert result.shared_graph_edges == len(edges[0] & edges[1] & edges[2])
     assert result.notes == []
 
 

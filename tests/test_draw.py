@@ -12,6 +12,7 @@ import pytest
 
 from circuitlang.cli import main
 from circuitlang.ir import models as ir
+from circuitlang.ir.eap_ig import kept_graph_edges
 from circuitlang.ir.lower import load_spec
 from circuitlang.report.diagram import EDGE_COLOUR, NEUTRAL, ROLE_COLOURS, SPEC_COLOURS, build_diagram
 from tests.conftest import ROOT, SPECS
@@ -87,7 +88,11 @@ def test_shared_nodes_are_marked_with_their_specs(tmp_path):
     assert nodes["0.2"].specs == ("A", "B") and nodes["0.2"].shared and "in A,B" in nodes["0.2"].lines
     assert nodes["0.0"].specs == ("A",) and not nodes["0.0"].shared
     assert nodes["0.6"].specs == ("C",) and all(nodes[f"mlp {i}"].specs == ("A", "B", "C") for i in range(4))
-    assert diagram.caption == "7 nodes (5 shared), 0 edges"
+    union = set().union(*(kept_graph_edges(load_spec(path)) for path in paths))
+    assert diagram.caption == f"7 nodes (5 shared), 0 declared edges, {len(union)} graph edges"
+    sizes = [spec.size for spec in diagram.specs]
+    assert sizes == [f"{n} nodes, 0 declared edges, {len(kept_graph_edges(load_spec(p)))} graph edges"
+                     for n, p in zip((6, 5, 5), paths)]
     assert [(s.tag, s.name) for s in diagram.specs] == [("A", "a"), ("B", "b"), ("C", "c")]
 
 
@@ -118,8 +123,8 @@ def test_svg_is_xml_with_every_node_label_and_the_legend(tmp_path):
     texts = {t.text for t in ElementTree.parse(path).iter("{http://www.w3.org/2000/svg}text")}
     diagram = build_diagram([load_spec(SPECS / "ioi.circ")])
     assert all(line in texts for node in diagram.nodes for line in node.lines)
-    nodes = f"{len(diagram.nodes)} nodes, 0 edges"
-    assert {"ioi on gpt2", nodes, "no edges declared: nodes drawn by layer only"} <= texts
+    assert diagram.caption.startswith(f"{len(diagram.nodes)} nodes, 0 declared edges, ")
+    assert {"ioi on gpt2", diagram.caption, "no edges declared: nodes drawn by layer only"} <= texts
     assert [p.name for p in path.parent.iterdir()] == ["ioi.svg"]  # no temporary file left behind
 
 
@@ -176,3 +181,16 @@ def test_committed_pictures_are_current(tmp_path):
 def _texts(path: Path) -> list[str]:
     """The SVG's words and their colours, independent of the exact coordinates of a Graphviz version."""
     return sorted(f"{e.text}:{e.get('fill')}" for e in ElementTree.parse(path).iter("{http://www.w3.org/2000/svg}text"))
+
+
+def test_an_edge_eap_igs_graph_lacks_is_drawn_without_a_graph_edge_count(write_spec, tmp_path):
+    """Pythia's attention and MLP read one residual: head 1.0 does not feed mlp 1 in EAP-IG's graph.
+    `check` accepts the spec, so `draw` draws it, and says the graph-edge count is not given."""
+    body = 'role "x": 0.0, 1.0\nmlp 1\nedge 0.0 -> 1.0\nedge 1.0 -> mlp 1\nedge mlp 1 -> logits'
+    text = SMALL.format(name="c", body=body)
+    path = write_spec(text.replace('on "gpt2"', 'on "EleutherAI/pythia-70m"'))
+    assert main(["check", "--no-tokenize", str(path)]) == 0
+    diagram = build_diagram([load_spec(path)])
+    assert diagram.caption == "3 nodes, 3 declared edges, graph edges n/a (a declared edge is not in EAP-IG's graph " \
+                              "of this model)"
+    assert main(["draw", str(path), "-o", str(tmp_path / "c.svg")]) == 0

@@ -70,7 +70,7 @@ def test_missing_head_fails_faithfulness_and_says_by_how_much(folder, capsys):
     report = report_of(path)
     value = report.prompt_sets[0].faithfulness.faithfulness.value
     assert value < 0.9
-    assert f"{path}:16: faithfulness >= 0.9 on copy: FAILED, measured {value:.3f}" in out
+    assert f"{path}:16: faithfulness >= 0.9 on copy: FAILED, measured faithfulness {value:.3f}" in out
     assert f"short by {0.9 - value:.3g}" in out
 
 

@@ -2,8 +2,9 @@
 
     circuitlang compare a.circ b.circ ... [--no-transfer] [--format table|json|markdown] [-o FILE]
 
-Overlap: a nodes x specs table (each cell the node's role there), the Jaccard index of node sets
-and of edge sets for each pair, and the nodes every spec shares. Transfer: the faithfulness
+Overlap: a nodes x specs table (each cell the node's role there; under it each spec's nodes,
+declared edges and graph edges), the Jaccard index of node sets and of graph-edge sets (EAP-IG's
+edges, one per q/k/v channel) for each pair, and the nodes every spec shares. Transfer: the faithfulness
 F(C)/F(M) and normalized faithfulness of each spec's circuit on each spec's prompt sets, with that
 spec's metric and ablation (one model load per spec). A cell is "n/a" with its reason when the
 circuit names a position those prompts lack or the specs are on different models.
@@ -20,9 +21,9 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from circuitlang.commands.common import (EXIT_OK, EXIT_RUNTIME_ERROR, EXIT_SPEC_ERROR, CommandFailed, load_checked,
+from circuitlang.commands.common import (EXIT_OK, EXIT_RUNTIME_ERROR, EXIT_SPEC_ERROR, CommandFailed, add_device_argument, load_checked,
                                          print_errors, progress_display, set_threads)
-from circuitlang.errors import CircuitlangError, DataError
+from circuitlang.errors import CircuitlangError, exit_code
 from circuitlang.ir import models as ir
 
 if TYPE_CHECKING:  # numpy and torch are imported only when the command runs (the light install has neither)
@@ -36,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("table", "json", "markdown"), default="table")
     parser.add_argument("-o", "--output", type=Path, help="write the comparison here instead of stdout "
                                                           "(with --format table: its JSON)")
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
+    add_device_argument(parser)
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads for torch (default: as verify: 1 for models under 10M parameters)")
 
@@ -53,12 +54,9 @@ def run(args: argparse.Namespace) -> int:
         transfer = None if args.no_transfer else _transfer(specs, args)
     except CommandFailed as failed:
         return failed.exit_code
-    except DataError as error:  # binding found a prompt the tokenizer splits differently
+    except CircuitlangError as error:  # binding found a prompt the tokenizer splits differently (2), a model failed (3)
         print_errors(error)
-        return EXIT_SPEC_ERROR
-    except CircuitlangError as error:
-        print_errors(error)
-        return EXIT_RUNTIME_ERROR
+        return exit_code([error])
     try:
         _emit(Comparison(specs=summaries, overlap=shared, transfer=transfer), args)
     except OSError as error:

@@ -15,9 +15,9 @@ import json
 import sys
 from pathlib import Path
 
-from circuitlang.commands.common import EXIT_OK, EXIT_RUNTIME_ERROR, EXIT_SPEC_ERROR, CommandFailed, load_checked, \
+from circuitlang.commands.common import EXIT_OK, EXIT_RUNTIME_ERROR, CommandFailed, load_checked, \
     print_errors
-from circuitlang.errors import CircuitlangError
+from circuitlang.errors import CircuitlangError, exit_code
 from circuitlang.ir.eap_ig import export_graph, export_warnings
 
 FORMATS = ("eap-ig", "eap-ig-legacy")
@@ -37,9 +37,9 @@ def run(args: argparse.Namespace) -> int:
         data = export_graph(spec, legacy=args.to == "eap-ig-legacy")
     except CommandFailed as failed:
         return failed.exit_code
-    except CircuitlangError as error:  # the model's shape is unknown offline, or an edge EAP-IG lacks
+    except CircuitlangError as error:  # the model's shape is unknown offline (3), or an edge EAP-IG lacks (2)
         print_errors(error)
-        return EXIT_SPEC_ERROR
+        return exit_code([error])
     for warning in export_warnings(spec):
         print(f"warning: {warning}", file=sys.stderr)
     text = json.dumps(data)
@@ -58,7 +58,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _summary(data: dict) -> str:
-    nodes = data["nodes"].values()
-    in_graph = sum(bool(v["in_graph"] if isinstance(v, dict) else v) for v in nodes)
+    """Nodes (heads and MLPs) and graph edges in_graph, in the words `draw` and `compare` use."""
+    chosen = {name for name, v in data["nodes"].items() if (v["in_graph"] if isinstance(v, dict) else v)}
+    nodes = [name for name in data["nodes"] if name not in ("input", "logits")]
+    ends = " and ".join(name for name in ("input", "logits") if name in chosen)
+    besides = f", besides {ends}" if ends else ""
     edges = sum(e["in_graph"] for e in data["edges"].values())
-    return f"{in_graph} of {len(nodes)} nodes and {edges} of {len(data['edges'])} edges in the graph"
+    return (f"in the graph: {len(chosen & set(nodes))} of {len(nodes)} nodes (heads and MLPs{besides}) and "
+            f"{edges} of {len(data['edges'])} graph edges")

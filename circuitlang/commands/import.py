@@ -17,13 +17,13 @@ import sys
 from pathlib import Path
 
 from circuitlang.commands.common import (
-    BYTES_PER_EDGE, EXIT_OK, EXIT_RUNTIME_ERROR, EXIT_SPEC_ERROR, CommandFailed, load_checked, positive_int,
+    BYTES_PER_EDGE, EXIT_OK, EXIT_RUNTIME_ERROR, CommandFailed, load_checked, positive_int,
     print_errors, read_graph_json)
 from circuitlang.discover.write import FoundCircuit, write_spec
 from circuitlang.dsl import ast
 from circuitlang.dsl.parser import parse
 from circuitlang.dsl.printer import statement_text
-from circuitlang.errors import CircuitlangError
+from circuitlang.errors import CircuitlangError, exit_code
 from circuitlang.ir import models as ir
 from circuitlang.ir.eap_ig_import import MAX_GRAPH_EDGES, ImportedGraph, import_graph
 from circuitlang.ir.lower import load_spec
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         return failed.exit_code
     except CircuitlangError as error:
         print_errors(error)
-        return EXIT_SPEC_ERROR
+        return exit_code([error])
     for warning in imported.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     claims = _claims(base_ast, imported, base, args.graph)
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         text = write_spec(args.base, found, out, name=args.name, root=args.root)
     except CircuitlangError as error:  # e.g. a --name that is not a circuit name
         print_errors(error)
-        return EXIT_SPEC_ERROR
+        return exit_code([error])
     if args.output is None:
         sys.stdout.write(text)
         return EXIT_OK
@@ -103,7 +103,7 @@ def _header(imported: ImportedGraph, args: argparse.Namespace) -> tuple[str, ...
     mlps = len(imported.circuit.nodes) - heads
     how = f" --top {args.top}" if args.top else f" --threshold {args.threshold}" if args.threshold is not None else ""
     lines = [f"Imported from the EAP-IG graph {args.graph.name} ({config.n_layers} layers x {config.n_heads} heads): "
-             f"{imported.selected} of {imported.total} edges, {heads} heads, {mlps} MLPs,",
+             f"{imported.selected} of {imported.total} graph edges, {heads} heads, {mlps} MLPs,",
              f"with circuitlang import {args.graph.name} --base {args.base.name}{how}."]
     if not imported.circuit.edges:
         lines.append("The graph holds every edge among these nodes: a node circuit, written without edges.")
@@ -127,7 +127,7 @@ def _write_checked(path: Path, text: str, imported: ImportedGraph, root: Path) -
         load_spec(path, root)
     except CircuitlangError as error:
         print_errors(error)
-        return EXIT_SPEC_ERROR
+        return exit_code([error])
     edges = len(imported.circuit.edges)
-    print(f"wrote {path}: {len(imported.circuit.nodes)} nodes" + (f", {edges} edges" if edges else " (node circuit)"))
+    print(f"wrote {path}: {len(imported.circuit.nodes)} nodes" + (f", {edges} declared edges" if edges else " (node circuit)"))
     return EXIT_OK

@@ -179,6 +179,25 @@ def circuit_edges(circuit: ir.Circuit, embed_edges: str, config: GraphConfig) ->
     return kept
 
 
+def kept_graph_edges(spec: ir.Spec) -> set[EdgeKey]:
+    """The spec's "graph edges": the edges of EAP-IG's graph its circuit keeps (one per q, k, v
+    channel into a head; the embeddings' edges included), exactly those `export` marks in_graph.
+    `draw`, `compare` and `export` count these, and `check`, `draw` and `verify` count declared
+    edges (`edge` lines) beside them (docs/decisions.md, "Counts and names")."""
+    return circuit_edges(spec.circuit, spec.settings.embed_edges, counting_config(spec))
+
+
+def counting_config(spec: ir.Spec) -> GraphConfig:
+    """`graph_config`, or for a hub model of a shape unknown offline the smallest model holding
+    the nodes named (a circuit keeps the same edges in any larger one)."""
+    try:
+        return graph_config(spec)
+    except ModelError:
+        nodes = [m.node for m in spec.circuit.nodes]
+        return GraphConfig(1 + max((n.layer or 0 for n in nodes), default=0),
+                           1 + max((n.head or 0 for n in nodes), default=0))
+
+
 # ---- configuration of a spec's model -------------------------------------------------------------
 
 

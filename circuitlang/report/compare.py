@@ -1,8 +1,9 @@
 """Comparison -> rich tables, Markdown or JSON (`circuitlang compare`). Nothing here prints.
 
-Tables: nodes x specs (each cell the node's role in that spec), Jaccard of node sets and of edge
-sets per pair, the nodes shared by all, and the transfer matrix (faithfulness, then normalized
-faithfulness) with a numbered note under it for every cell that has no number.
+Tables: nodes x specs (each cell the node's role in that spec; under it each spec's nodes,
+declared edges and graph edges, in the words of `report/counts.py`), Jaccard of node sets and of
+graph-edge sets per pair, the nodes shared by all, and the transfer matrix (faithfulness, then
+normalized faithfulness) with a numbered note under it for every cell that has no number.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from rich.table import Table
 
 from circuitlang.report.cells import plain_cells
+from circuitlang.report.counts import GRAPH_EDGES_MEANING, counted, size_text
 from circuitlang.verification.compare import Comparison, Transfer, TransferCell
 from circuitlang.verification.statistics import Estimate
 
@@ -29,16 +31,17 @@ class Grid:
 def grids(comparison: Comparison) -> list[Grid]:
     names = [s.label for s in comparison.specs]
     overlap = comparison.overlap
-    sizes = [f"{s.nodes} nodes, {s.edges} edges" for s in comparison.specs]
+    sizes = [size_text(s.nodes, s.declared_edges, s.graph_edges) for s in comparison.specs]
     out = [
         Grid("nodes x specs (cell: the node's role)", ["node", *names],
              [[row.node, *(role or "" for role in row.roles)] for row in overlap.nodes],
-             [f"{name}: {size} ({s.path}, model {s.model})" for name, size, s in zip(names, sizes, comparison.specs)]),
+             [f"{name}: {size} ({s.path}, model {s.model})" for name, size, s in zip(names, sizes, comparison.specs)]
+             + [GRAPH_EDGES_MEANING]),
         Grid("Jaccard of node sets", ["", *names], _matrix_rows(names, overlap.node_jaccard), []),
-        Grid("Jaccard of edge sets (edges as EAP-IG names them, one per q/k/v channel)", ["", *names],
-             _matrix_rows(names, overlap.edge_jaccard),
+        Grid("Jaccard of graph-edge sets (EAP-IG's edges, one per q/k/v channel)", ["", *names],
+             _matrix_rows(names, overlap.graph_edge_jaccard),
              [f"nodes in every spec: {', '.join(overlap.shared_nodes) or 'none'}; "
-              f"edges in every spec: {overlap.shared_edges}", *overlap.notes]),
+              f"{counted(overlap.shared_graph_edges, 'graph edge')} in every spec", *overlap.notes]),
     ]
     if comparison.transfer is not None:
         out += _transfer_grids(comparison.transfer, names)

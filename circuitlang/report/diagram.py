@@ -7,6 +7,10 @@ its MLP, then `logits`; only ranks that hold a node are kept. Several specs draw
 one diagram of the union of their nodes and edges: each node lists the specs that declare it
 (tags A, B, ...), a node in more than one spec is marked shared, and edges take their spec's
 colour.
+
+The caption counts nodes, declared edges (the arrows) and graph edges in the words of
+`report/counts.py`, the words `check` and `compare` use; with several specs, the legend gives each
+spec's own counts as `compare` prints them.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from typing import Sequence
 
 from circuitlang.errors import SpecError
 from circuitlang.ir import models as ir
+from circuitlang.ir.eap_ig import EdgeKey, kept_graph_edges
+from circuitlang.report.counts import GRAPH_EDGES_MEANING, NO_GRAPH_EDGES, counted, size_text
 
 # Paul Tol's "light" scheme (colour-blind safe, dark text stays readable), ordered so that
 # neighbours in the sequence differ strongly; cycled when a diagram has more roles.
@@ -54,12 +60,13 @@ class DiagramSpec:
     name: str
     path: str
     colour: str
+    size: str  # the spec's nodes, declared edges and graph edges (report/counts.py)
 
 
 @dataclass(frozen=True)
 class Diagram:
     title: str
-    caption: str  # node and edge counts
+    caption: str  # nodes, declared edges and graph edges of the union (report/counts.py)
     ranks: tuple[str, ...]  # top to bottom
     nodes: tuple[DiagramNode, ...]
     edges: tuple[DiagramEdge, ...]
@@ -71,14 +78,27 @@ class Diagram:
 def build_diagram(specs: Sequence[ir.Spec]) -> Diagram:
     """One diagram for one or several specs of one model shape (SpecError otherwise)."""
     _check_same_shape(specs)
+    graph_edges = [_graph_edges(spec) for spec in specs]
     drawn = tuple(DiagramSpec(_tag(i), s.name, s.path, SPEC_COLOURS[i % len(SPEC_COLOURS)] if len(specs) > 1
-                              else EDGE_COLOUR) for i, s in enumerate(specs))
+                              else EDGE_COLOUR, size_text(len(s.circuit.nodes), len(s.circuit.edges),
+                                                          None if kept is None else len(kept)))
+                  for i, (s, kept) in enumerate(zip(specs, graph_edges)))
     roles = _role_colours(specs)
     nodes = _nodes(specs, drawn, roles)
     edges = _edges(specs, drawn)
-    title, caption = _title(specs, nodes, edges)
+    union = None if None in graph_edges else set().union(*graph_edges)
+    title, caption = _title(specs, drawn, nodes, edges, union)
     return Diagram(title=title, caption=caption, ranks=tuple(dict.fromkeys(n.rank for n in nodes)), nodes=nodes,
                    edges=edges, roles=tuple(roles.items()), specs=drawn, notes=_notes(specs, drawn, edges))
+
+
+def _graph_edges(spec: ir.Spec) -> set[EdgeKey] | None:
+    """The spec's graph edges; None where EAP-IG's graph lacks one of its declared edges, which a
+    drawing shows all the same (the count is then not given)."""
+    try:
+        return kept_graph_edges(spec)
+    except SpecError:
+        return None
 
 
 def _tag(index: int) -> str:
@@ -170,14 +190,17 @@ def _edges(specs: Sequence[ir.Spec], drawn: Sequence[DiagramSpec]) -> tuple[Diag
                  for (sender, receiver, label), infos in found.items())
 
 
-def _title(specs: Sequence[ir.Spec], nodes: Sequence[DiagramNode], edges: Sequence[DiagramEdge]) -> tuple[str, str]:
-    """The title (circuits and model) and the caption (node and edge counts)."""
-    names = " + ".join(spec.name for spec in specs)
-    models = ", ".join(dict.fromkeys(spec.model.name for spec in specs))
+def _title(specs: Sequence[ir.Spec], drawn: Sequence[DiagramSpec], nodes: Sequence[DiagramNode],
+           edges: Sequence[DiagramEdge], graph_edges: set[EdgeKey] | None) -> tuple[str, str]:
+    """The title (circuits and model) and the caption: nodes, declared edges and graph edges (of
+    the union, when several specs are drawn)."""
+    title = f"{' + '.join(spec.name for spec in specs)} on {', '.join(dict.fromkeys(s.model.name for s in specs))}"
+    if len(specs) == 1:
+        return title, drawn[0].size
     count = sum(1 for n in nodes if n.kind in ("head", "mlp"))
     shared = sum(1 for n in nodes if n.shared)
-    nodes_text = f"{count} nodes" + (f" ({shared} shared)" if len(specs) > 1 else "")
-    return f"{names} on {models}", f"{nodes_text}, {len(edges)} edge{'' if len(edges) == 1 else 's'}"
+    graphed = NO_GRAPH_EDGES if graph_edges is None else counted(len(graph_edges), "graph edge")
+    return title, f"{counted(count, 'node')} ({shared} shared), {counted(len(edges), 'declared edge')}, {graphed}"
 
 
 def _notes(specs: Sequence[ir.Spec], drawn: Sequence[DiagramSpec], edges: Sequence[DiagramEdge]) -> tuple[str, ...]:
@@ -187,8 +210,9 @@ def _notes(specs: Sequence[ir.Spec], drawn: Sequence[DiagramSpec], edges: Sequen
     if not edges:
         notes.append("no edges declared: nodes drawn by layer only")
     else:
-        notes.append("edge labels: the receiving head's inputs (q, k, v)")
+        notes.append("arrows: the declared edges · edge labels: the receiving head's inputs (q, k, v)")
         bare = [info.name for spec, info in zip(specs, drawn) if not spec.circuit.edges]
         if bare and len(specs) > 1:
             notes.append("no edges declared in " + ", ".join(bare))
+    notes.append(GRAPH_EDGES_MEANING)
     return tuple(notes)

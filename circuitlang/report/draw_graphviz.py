@@ -97,7 +97,7 @@ def _legend(diagram: Diagram) -> str:
     roles = [f'<FONT COLOR="{colour}" POINT-SIZE="13">■</FONT> {_small(role)}' for role, colour in diagram.roles]
     lines += ["   ".join(roles[i:i + ROLES_PER_ROW]) for i in range(0, len(roles), ROLES_PER_ROW)]
     if len(diagram.specs) > 1:
-        lines += [f'<FONT COLOR="{s.colour}" POINT-SIZE="11"><B>━━ {s.tag}</B></FONT> {_small(f"{s.name}  ({s.path})")}'
+        lines += [f'<FONT COLOR="{s.colour}" POINT-SIZE="11"><B>━━ {s.tag}</B></FONT> {_small(f"{s.name}  ({s.path}): {s.size}")}'
                   for s in diagram.specs]
     lines += [_small(note) for note in diagram.notes]
     rows = "".join(f'<TR><TD ALIGN="LEFT">{line}</TD></TR>' for line in lines)

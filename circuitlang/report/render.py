@@ -23,7 +23,13 @@ def claim_message(claim: ClaimResult) -> str:
     verdict = "passed" if claim.passed else "FAILED"
     by = f"by {abs(claim.margin):.3g}" if claim.passed else f"short by {abs(claim.margin):.3g}"
     note = f"; {claim.note}" if claim.note else ""
-    return f"{claim.claim}{where}: {verdict}, measured {_estimate(claim.value)} ({by}){note}"
+    return f"{claim.claim}{where}: {verdict}, measured {measured(claim)} ({by}){note}"
+
+
+def measured(claim: ClaimResult) -> str:
+    """The claim's number named as the tables name it: "|effect| 0.004 [0.000, 0.008]" for
+    `edge_effect`, whose interval is not the signed one of the edges table's "effect" column."""
+    return " ".join(part for part in (claim.quantity, _estimate(claim.value)) if part)
 
 
 def _estimate(estimate: Estimate | None) -> str:
@@ -59,8 +65,8 @@ def _summary(prompt_set: PromptSetReport, report: Report) -> Table:
         ("F(M)", f.f_model, "metric of the full model"), ("F(C)", f.f_circuit, "circuit, complement ablated"),
         ("F(empty)", f.f_empty, "everything ablated"), ("faithfulness", f.faithfulness, "F(C) / F(M)"),
         ("normalized faithfulness", f.normalized_faithfulness, "(F(C) - F(empty)) / (F(M) - F(empty))"),
-        ("incompleteness, worst K", prompt_set.completeness.worst, "max |F(C\\K) - F(M\\K)| / |F(M)|"),
-        ("incompleteness, mean", prompt_set.completeness.mean, "mean over the K tried"),
+        ("incompleteness (worst K)", prompt_set.completeness.worst, "max |F(C\\K) - F(M\\K)| / |F(M)|"),
+        ("incompleteness (mean)", prompt_set.completeness.mean, "mean over the K tried"),
     ]
     for name, estimate, definition in rows:
         table.add_row(*plain_cells(name, f"{estimate.value:.4g}", f"[{estimate.low:.4g}, {estimate.high:.4g}]", definition))
@@ -76,7 +82,7 @@ def _cache_line(prompt_set: PromptSetReport) -> str:
 
 def _nodes(prompt_set: PromptSetReport) -> Table:
     table = Table(title=f"nodes on {prompt_set.name}")
-    for column in ("node", "role", "minimality", "needed", "direct logit", "copy", "next"):
+    for column in ("node", "role", "minimality", "needed", "direct logit", "copy score", "next score"):
         table.add_column(column)
     scores = {s.node: s for s in prompt_set.node_scores}
     for node in prompt_set.minimality:
@@ -136,12 +142,12 @@ def _completeness_sets(prompt_set: PromptSetReport, shown: int = 5) -> Table:
 
 def _claims(report: Report) -> Table:
     table = Table(title="claims")
-    for column in ("line", "claim", "on", "node", "measured", "verdict", "note"):
+    for column in ("line", "claim", "on", "target", "measured", "verdict", "note"):
         table.add_column(column)
     for claim in report.claims:
         verdict = Text("pass", style="green") if claim.passed else Text("FAIL", style="bold red")
         table.add_row(*plain_cells(str(claim.line), claim.claim, claim.prompt_set, claim.target if claim.target != "circuit" else "",
-                      _estimate(claim.value), verdict, claim.note))
+                      measured(claim), verdict, claim.note))
     return table
 
 

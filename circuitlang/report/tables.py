@@ -80,7 +80,7 @@ REPORT_TABLES = ("claims", *PER_PROMPT_SET)
 
 def _claims(report: Report) -> list[Row]:
     return [{"prompt_set": claim.prompt_set, "line": claim.line, "claim": claim.claim, "target": claim.target,
-             **estimate_columns("value", claim.value), "op": claim.op, "threshold": claim.threshold,
+             "quantity": claim.quantity, **estimate_columns("value", claim.value), "op": claim.op, "threshold": claim.threshold,
              "passed": claim.passed, "margin": np.nan if claim.margin is None else claim.margin, "note": claim.note}
             for claim in report.claims]
 

@@ -44,6 +44,29 @@ def claim_text(claim: ir.Expectation) -> str:
     return f"{target} attends {queries} -> {keys}{on} {claim.op} {claim.threshold:g}"
 
 
+# What a claim's value is, in the words the report's tables use for the same number. One word, one
+# number: `edge_effect` compares the weakest edge's |effect|, so its value is named "|effect|", not
+# "effect" (the signed number of the edges table).
+CIRCUIT_QUANTITIES = {
+    "faithfulness": "faithfulness", "normalized_faithfulness": "normalized faithfulness", "f_model": "F(M)",
+    "f_circuit": "F(C)", "f_empty": "F(empty)", "completeness": "incompleteness (worst K)",
+    "completeness_mean": "incompleteness (mean)", "minimality": "minimality", "edge_effect": "|effect|",
+}
+NODE_QUANTITIES = {"minimality": "minimality", "direct_logit": "direct logit", "copy_score": "copy score",
+                   "next_score": "next score"}
+
+
+def quantity(claim: ir.Expectation) -> str:
+    """The name of the number a claim compares with its threshold."""
+    if isinstance(claim, ir.MetricExpectation):
+        return CIRCUIT_QUANTITIES[claim.metric]
+    if isinstance(claim, ir.EdgeExpectation):
+        return claim.score  # "effect": signed, the edges table's number
+    if isinstance(claim, ir.ScoreExpectation):
+        return NODE_QUANTITIES[claim.score]
+    return "attention"
+
+
 # Quantities divided by F(M) (or by F(M) - F(empty)): meaningless when F(M) cannot be told from zero.
 RATIOS_OF_F_MODEL = frozenset({"faithfulness", "normalized_faithfulness", "completeness", "completeness_mean",
                                "minimality", "edge_effect"})
@@ -89,7 +112,8 @@ def _evaluated(claim: ir.Expectation, report: PromptSetReport, attention: Attent
 
 
 def _least_needed_edge(claim: ir.MetricExpectation, report: PromptSetReport) -> ClaimResult:
-    """`edge_effect`: every declared edge is needed, i.e. the smallest |effect| passes."""
+    """`edge_effect`: every declared edge is needed, i.e. the smallest |effect| passes. The row's
+    value is that edge's |effect| with its interval (`edges.magnitude`), named so (`quantity`)."""
     tested = [e for e in report.edges if e.effect is not None]
     if not tested:
         note = report.edges[0].note if report.edges else "no declared edges"
@@ -120,11 +144,11 @@ def _node_value(score: str, node: str, report: PromptSetReport) -> Estimate | No
 def _row(claim: ir.Expectation, prompt_set: str, target: str, value: Estimate | None, why: str = "") -> ClaimResult:
     if value is None or value.value != value.value:  # missing or NaN: the claim cannot be checked
         return ClaimResult(claim=claim_text(claim), line=claim.span.line, prompt_set=prompt_set, target=target,
-                           value=value, op=claim.op, threshold=claim.threshold, passed=False, margin=None,
+                           quantity=quantity(claim), value=value, op=claim.op, threshold=claim.threshold, passed=False, margin=None,
                            note=f"no value: {why or 'the number could not be computed (see the report)'}")
     passed = _COMPARE[claim.op](value.value, claim.threshold)
     margin = value.value - claim.threshold if claim.op in (">=", ">") else claim.threshold - value.value
     straddles = min(value.low, value.high) < claim.threshold < max(value.low, value.high)
     note = f"the confidence interval [{value.low:.3g}, {value.high:.3g}] includes the threshold" if straddles else ""
     return ClaimResult(claim=claim_text(claim), line=claim.span.line, prompt_set=prompt_set, target=target,
-                       value=value, op=claim.op, threshold=claim.threshold, passed=passed, margin=margin, note=note)
+                       quantity=quantity(claim), value=value, op=claim.op, threshold=claim.threshold, passed=passed, margin=margin, note=note)

@@ -5,9 +5,10 @@ Takes specs (IR) and, for the transfer matrix, per-prompt metric arrays computed
 `Comparison` (pydantic; its JSON is `circuitlang compare --format json`). No torch.
 
 - Nodes are matched by name (`9.1`, `mlp 3`); a node's cell is its role in each spec.
-- Edges are the edges each circuit keeps, named as EAP-IG names them (one per q/k/v channel):
-  a circuit without declared edges keeps every edge among its nodes, from the embeddings and
-  into the logits (circuitlang's semantics, docs/engine.md).
+- Edges are graph edges: the edges of EAP-IG's graph each circuit keeps, one per q/k/v channel
+  (`ir.eap_ig.kept_graph_edges`): a circuit without declared edges keeps every edge among its
+  nodes, from the embeddings and into the logits (circuitlang's semantics, docs/engine.md). Each
+  spec's declared edges (its `edge` lines) are counted beside them.
 - Jaccard(A, B) = |A & B| / |A | B|, and 1 when both are empty.
 - Transfer: circuit A on spec B's prompt sets, with B's metric and ablation: faithfulness
   F(C_A) / F(M) and normalized faithfulness (F(C_A) - F(empty)) / (F(M) - F(empty)), each with a
@@ -22,9 +23,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from circuitlang.data.positions import check_positions_in_templates
-from circuitlang.errors import ModelError
 from circuitlang.ir import models as ir
-from circuitlang.ir.eap_ig import GraphConfig, circuit_edges, edge_name, graph_config
+from circuitlang.ir.eap_ig import edge_name, kept_graph_edges
 from circuitlang.verification.criteria import faithfulness_of
 from circuitlang.verification.statistics import Estimate, Resamples
 
@@ -37,8 +37,9 @@ class SpecSummary(Frozen):
     label: str  # the spec's circuit name (with its path when two specs share it)
     path: str
     model: str
-    nodes: int
-    edges: int  # kept edges, one per channel (see the module docstring)
+    nodes: int  # heads and MLPs
+    declared_edges: int  # the spec's `edge` lines
+    graph_edges: int  # EAP-IG's edges the circuit keeps, one per channel (see the module docstring)
 
 
 class NodeRow(Frozen):
@@ -49,9 +50,9 @@ class NodeRow(Frozen):
 class Overlap(Frozen):
     nodes: list[NodeRow]  # every node of any spec, in layer order (heads, then the layer's MLP)
     node_jaccard: list[list[float]]  # [spec][spec]
-    edge_jaccard: list[list[float]]
+    graph_edge_jaccard: list[list[float]]
     shared_nodes: list[str]  # in every spec
-    shared_edges: int
+    shared_graph_edges: int  # graph edges in every spec
     notes: list[str]
 
 
@@ -97,16 +98,8 @@ def node_sort_key(node: ir.Node) -> tuple[int, int, int]:
 
 
 def kept_edges(spec: ir.Spec) -> frozenset[str]:
-    return frozenset(edge_name(e) for e in circuit_edges(spec.circuit, spec.settings.embed_edges, _config(spec)))
-
-
-def _config(spec: ir.Spec) -> GraphConfig:
-    try:
-        return graph_config(spec)
-    except ModelError:  # a hub model of unknown shape: the nodes named are the ones that exist
-        nodes = [m.node for m in spec.circuit.nodes]
-        return GraphConfig(1 + max((n.layer or 0 for n in nodes), default=0),
-                           1 + max((n.head or 0 for n in nodes), default=0))
+    """The spec's graph edges, by their EAP-IG names."""
+    return frozenset(edge_name(e) for e in kept_graph_edges(spec))
 
 
 def jaccard(a: frozenset, b: frozenset) -> float:
@@ -120,16 +113,17 @@ def overlap(specs: list[ir.Spec]) -> tuple[list[SpecSummary], Overlap]:
     roles = [{m.node: m.role for m in spec.circuit.nodes} for spec in specs]
     rows = [NodeRow(node=str(node), roles=[r.get(node) for r in roles])
             for node in sorted(frozenset().union(*node_sets), key=node_sort_key)]
-    summaries = [SpecSummary(label=label, path=spec.path, model=spec.model.name, nodes=len(nodes), edges=len(edges))
+    summaries = [SpecSummary(label=label, path=spec.path, model=spec.model.name, nodes=len(nodes),
+                             declared_edges=len(spec.circuit.edges), graph_edges=len(edges))
                  for label, spec, nodes, edges in zip(labels(specs), specs, node_sets, edge_sets)]
     shared = frozenset.intersection(*node_sets) if node_sets else frozenset()
     notes = []
     if len({model_key(spec) for spec in specs}) > 1:
         notes.append("the specs are on different models: nodes and edges are matched by name only")
     return summaries, Overlap(
-        nodes=rows, node_jaccard=_matrix(node_sets), edge_jaccard=_matrix(edge_sets),
+        nodes=rows, node_jaccard=_matrix(node_sets), graph_edge_jaccard=_matrix(edge_sets),
         shared_nodes=[str(n) for n in sorted(shared, key=node_sort_key)],
-        shared_edges=len(frozenset.intersection(*edge_sets)) if edge_sets else 0, notes=notes)
+        shared_graph_edges=len(frozenset.intersection(*edge_sets)) if edge_sets else 0, notes=notes)
 
 
 def _matrix(sets: list[frozenset]) -> list[list[float]]:

@@ -107,7 +107,10 @@ class ClaimResult(Frozen):
     claim: str  # the expectation as written
     line: int
     prompt_set: str
-    target: str  # "circuit", a node, or a role's node
+    target: str  # "circuit", a node, a role's node, or a declared edge
+    # What `value` measures, in the words of the report's tables: "faithfulness", "effect" (signed,
+    # as in the edges table), "|effect|" (edge_effect: the weakest edge's magnitude), ...
+    quantity: str = ""
     value: Estimate | None
     op: Literal[">=", "<=", ">", "<"]
     threshold: float
