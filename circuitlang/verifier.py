@@ -53,7 +53,7 @@ def verify(session: Session, progress: Progress | None = None, audit: bool | Non
     for prompt_set in session.spec.prompt_sets:
         say(f"{prompt_set.name}: caching clean and ablation runs")
         bound = session.bound[prompt_set.name]
-        results[prompt_set.name] = CachedArrays.open(cache, session.model, bound)
+        results[prompt_set.name] = CachedArrays.open(cache, session.model, bound, session.batch_size)
         resamples[prompt_set.name] = Resamples.draw(bound.n_prompts, session.spec.settings.bootstrap,
                                                    session.spec.settings.confidence, session.spec.settings.seed)
         reports.append(_prompt_set_report(session, prompt_set, resamples[prompt_set.name], plan, say,
@@ -133,7 +133,8 @@ def _prompt_set_report(session: Session, prompt_set: ir.PromptSet, resamples: Re
 def _variant_metrics(session: Session, name: str, results: CachedArrays, variants: list[Variant],
                      base: Variant | None = None) -> np.ndarray:
     """Metric per variant and prompt, [len(variants), n_prompts]; only the variants the cache
-    lacks run, together, from `base` where they agree with it."""
+    lacks run (each on its own, so the cache cannot change a number), from `base` where they
+    agree with it."""
     def compute(missing: list[int]) -> np.ndarray:
         engine = session.engine(name)
         return engine.run([variants[i] for i in missing], engine.readout(), base=base).numpy()

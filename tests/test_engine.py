@@ -60,7 +60,7 @@ def open_spec(model_dir: Path, metric: str = "logit_diff(answer, wrong)", ablate
     path = model_dir / name
     path.write_text(SPEC % {"metric": metric, "ablate": ablate, "extra": extra})
     spec = circuitlang.load(path)
-    return circuitlang.open_run(spec, device=DEVICE, batch_size=7)  # a small batch: chunks split variants and prompts
+    return circuitlang.open_run(spec, device=DEVICE, batch_size=7)  # a small batch: chunks split a template's prompts
 
 
 def variants_of(run) -> list[Variant]:

@@ -83,8 +83,8 @@ def node_variants(run) -> list[Variant]:
 
 
 def metric(run, variants: list[Variant]) -> torch.Tensor:
-    """The metric in chunks of 7 rows (variants mixed in a chunk: a shortcut must hold for the
-    union of its rows) and of one variant each (8 prompts per template): both must agree."""
+    """The metric in chunks of 7 rows (a template's 8 prompts split in two) and of 8 (each
+    template's prompts in one): both must agree."""
     engine = run.session.engine()
     mixed = engine.run(variants, engine.readout())
     engine.batch_size, size = 8, engine.batch_size

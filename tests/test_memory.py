@@ -84,8 +84,8 @@ def _peak_of_verify(path: Path) -> int:
 def test_the_estimate_is_within_a_quarter_of_the_measured_peak(tmp_path):
     """Two real runs of the organism, 95 and 3,800 prompts: the estimated peak within 25% of the
     measured one, and the growth between them (the part that scales with the prompts, which is
-    what a refusal is about) within 25%. Measured on a 2-core Linux VM: 500 and 817 MB against
-    estimates of 565 and 837 MB (growth 317 against 272)."""
+    what a refusal is about) within 25%. Measured on a 2-core Linux VM: 504 and 827-836 MB against
+    estimates of 565 and 843 MB (growth 323-332 against 278)."""
     small, large = _light_spec(tmp_path, 1), _light_spec(tmp_path, 40)
     measured = {path: _peak_of_verify(path) for path in (small, large)}
     estimated = {path: _estimate(path).total for path in (small, large)}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -85,6 +86,26 @@ def light_spec(folder: Path, model: str = "organism:seqcont") -> Path:
     return path
 
 
+CSV_ROWS = "s1,s2,s3,s4,answer,wrong\n3,4,5,6,7,6\n10,11,12,13,14,13\n21,22,23,24,25,24\n"
+
+
+def few_prompts_spec(folder: Path, kind: str) -> Path:
+    """The organism's digit circuit on a few prompts, light settings, quick to verify: `small`
+    (6 prompts of a loop, its mean ablation), `csv` (3 prompts read from a CSV file, `ablate zero`,
+    no corruption) or `edges` (`small` with the declared edges, path-patched); only `edges` keeps
+    the edge lines."""
+    text = light_spec(folder).read_text().replace("for i in 1..95", "for i in 1..6")
+    if kind == "csv":
+        (folder / "rows.csv").write_text(CSV_ROWS)
+        text = re.sub(r"  for i in .*?\n  }\n}\n", '  from "rows.csv"\n}\n', text, count=1, flags=re.S)
+        text = text.replace("ablate mean of corrupt", "ablate zero")
+    if kind != "edges":
+        text = re.sub(r"^edge .*\n", "", text, flags=re.M)
+    path = folder / f"{kind}.circ"
+    path.write_text(text)
+    return path
+
+
 @pytest.fixture(scope="module")
 def warm(tmp_path_factory) -> tuple[Path, dict, Path]:
     """A cache filled by one verify of the shipped organism spec (the audit included), its report,
@@ -150,6 +171,37 @@ def test_removing_a_node_evaluates_only_what_changed_and_gives_the_uncached_numb
     assert misses < cache_use(cold)[1]
     fresh = run_verify(spec, tmp_path / "unused", monkeypatch, "--no-cache")
     assert without_cache_fields(cached) == without_cache_fields(fresh)
+
+
+@pytest.mark.parametrize("kind", ["small", "csv", "edges"])
+def test_a_report_from_the_cache_wholly_or_in_part_is_the_uncached_report(kind, tmp_path, monkeypatch):
+    """Byte for byte. In part, the variants left to compute are run without those the cache had
+    (other batch companions, batches of other sizes): none of that may reach a number."""
+    spec = few_prompts_spec(tmp_path, kind)
+    fresh = run_verify(spec, tmp_path / "unused", monkeypatch, "--no-audit", "--no-cache")
+    edited = tmp_path / "edited.circ"  # the circuit without 0.2: its variants are part of the spec's
+    edited.write_text(spec.read_text().replace(": 0.0, 0.2 q end", ": 0.0 q end").replace("edge 0.2 -> mlp 0", ""))
+    run_verify(edited, tmp_path / "cache", monkeypatch, "--no-audit")
+    partly = run_verify(spec, tmp_path / "cache", monkeypatch, "--no-audit")
+    wholly = run_verify(spec, tmp_path / "cache", monkeypatch, "--no-audit")
+    assert min(cache_use(partly)) > 0 and cache_use(wholly)[1] == 0
+    assert without_cache_fields(partly) == without_cache_fields(fresh)
+    assert without_cache_fields(wholly) == without_cache_fields(fresh)
+
+
+def test_the_rows_a_forward_takes_are_keyed_where_they_split_a_template(tmp_path, monkeypatch):
+    """A batch size that splits the 6 prompts into other chunks (whose means and matrix shapes can
+    round differently) reads nothing; one that leaves them one chunk reads everything."""
+    spec = few_prompts_spec(tmp_path, "small")
+    text = spec.read_text()
+    cold = run_verify(spec, tmp_path / "cache", monkeypatch, "--no-audit")
+    spec.write_text(text + "set batch_size = 100\n")
+    assert cache_use(run_verify(spec, tmp_path / "cache", monkeypatch, "--no-audit")) == (cache_use(cold)[1], 0)
+    spec.write_text(text + "set batch_size = 4\n")
+    split = run_verify(spec, tmp_path / "cache", monkeypatch, "--no-audit")
+    assert cache_use(split) == (0, cache_use(cold)[1])
+    fresh = run_verify(spec, tmp_path / "unused", monkeypatch, "--no-audit", "--no-cache")
+    assert without_cache_fields(split) == without_cache_fields(fresh)
 
 
 def test_a_corrupt_entry_is_a_miss_and_is_repaired(warm, tmp_path, monkeypatch):

@@ -30,6 +30,7 @@ RUNTIME_BYTES = 550 * 2**20
 # token ids: 1.5-5.7 KB allocated per prompt expanding the shipped specs (answer token sets are the
 # large ones), about 3 KB resident per prompt of the organism's digits.
 PROMPT_BYTES = 4 * 2**10
+INDEX_BYTES = 8  # numpy's int64 indices and float64 values of the bootstrap (verification.statistics)
 
 # d_model, vocab, context, tied embeddings of hub models known without a download (GPT-2 and
 # Pythia families; d_mlp is 4 d_model in all of them). Layers and heads are in ir.shapes.
@@ -69,12 +70,13 @@ class MemoryEstimate:
     caches: int  # activations kept for every prompt, all prompt sets together
     largest_pass: int  # the largest transient: a batch, or a pass over every prompt of a template
     prompts: int  # expanded and bound prompts as Python objects
+    bootstrap: int = 0  # the resamples' prompt indices of every set, and one set's gathered metric values
     runtime: int = RUNTIME_BYTES
     tokens_exact: bool = True  # False: prompt lengths are rough (no tokenizer at hand)
 
     @property
     def total(self) -> int:
-        return self.model + self.caches + self.largest_pass + self.prompts + self.runtime
+        return self.model + self.caches + self.largest_pass + self.prompts + self.bootstrap + self.runtime
 
     @property
     def on_device(self) -> int:
@@ -85,7 +87,7 @@ class MemoryEstimate:
         rough = "" if self.tokens_exact else " (prompt lengths guessed: no tokenizer at hand)"
         return (f"memory: about {human(self.total)} at peak (model {human(self.model)}, cached activations "
                 f"{human(self.caches)}, largest pass {human(self.largest_pass)}, prompts {human(self.prompts)}, "
-                f"runtime {human(self.runtime)}){rough}")
+                f"bootstrap {human(self.bootstrap)}, runtime {human(self.runtime)}){rough}")
 
 
 def human(size: float) -> str:
@@ -118,7 +120,13 @@ def estimate_memory(spec: ir.Spec, datasets: tuple[Dataset, ...], size: ModelSiz
         largest = max(largest, _largest_pass(size, lengths, batch, longest, recorded, _edge_senders(spec)) * bytes_per_float)
         prompts += PROMPT_BYTES * (len(dataset.clean) + len(dataset.corrupt))
     return MemoryEstimate(size.parameters * bytes_per_float, caches, largest, prompts,
-                          tokens_exact=token_count is not None)
+                          _bootstrap_bytes(spec, [len(d.clean) for d in datasets]), tokens_exact=token_count is not None)
+
+
+def _bootstrap_bytes(spec: ir.Spec, prompts: list[int]) -> int:
+    """Every set's resamples ([bootstrap, n] prompt indices, int64, kept for the whole run) and one
+    [bootstrap, n] float64 gather of a metric, alive while an estimate is taken, for the largest set."""
+    return INDEX_BYTES * spec.settings.bootstrap * (sum(prompts) + max(prompts, default=0))
 
 
 def _default_batch(spec: ir.Spec, size: ModelSize, lengths: list[list[tuple[int, int]]]) -> int:

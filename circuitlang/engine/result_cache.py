@@ -9,7 +9,10 @@ a canonical byte encoding (`encode`) of everything it depends on:
   the arrays (`engine/`, `verifier.py`); the model's name, source, config, the
   SHA-256 of its loaded weights (`ModelIdentity.weights_sha256`), its tokenizer, dtype and device;
   the bound prompts (clean and corrupt token ids, positions, answer token ids), the metric and
-  the answer prefix;
+  the answer prefix; and the prompts a forward takes at once (each template's, up to the batch
+  size: the engine runs every variant on its own in such chunks, so that nothing else in a
+  batch changes its numbers, but the chunks' shapes and the ablation means summed chunk by
+  chunk can change their rounding);
 - the request: a variant (its kept heads and MLPs with their positions, its edges) with the
   ablation; or the senders and receivers of a path-patching run; or a node score with its
   arguments.
@@ -292,11 +295,12 @@ def _sequence(out: bytearray, tag: bytes, encoded: list[bytes]) -> None:
         out += item
 
 
-def prompt_set_context(model: "LoadedModel", bound: "BoundPromptSet") -> bytes:
-    """The digest of what every array of one prompt set depends on besides its request."""
+def prompt_set_context(model: "LoadedModel", bound: "BoundPromptSet", batch_size: int) -> bytes:
+    """The digest of what every array of one prompt set depends on besides its request, when its
+    engine runs `batch_size` rows at a time."""
     return hashlib.sha256(encode({
         "format": FORMAT_VERSION, "versions": _versions(), "code": _CODE_DIGEST, "model": _model_part(model),
-        "prompts": _prompts_part(bound),
+        "prompts": _prompts_part(bound), "chunks": [min(batch_size, t.n_prompts) for t in bound.templates],
     })).digest()
 
 
@@ -387,8 +391,10 @@ class CachedArrays:
         self.hits = self.misses = 0
 
     @classmethod
-    def open(cls, cache: ResultCache | None, model: "LoadedModel", bound: "BoundPromptSet") -> "CachedArrays":
-        return cls(cache, prompt_set_context(model, bound) if cache is not None else b"", bound.n_prompts)
+    def open(cls, cache: ResultCache | None, model: "LoadedModel", bound: "BoundPromptSet",
+             batch_size: int) -> "CachedArrays":
+        context = prompt_set_context(model, bound, batch_size) if cache is not None else b""
+        return cls(cache, context, bound.n_prompts)
 
     def many(self, requests: Sequence[Any], compute: Callable[[list[int]], Sequence[np.ndarray]]) -> list[np.ndarray]:
         """The array of each request; `compute(indices)` gives those of the requests not cached

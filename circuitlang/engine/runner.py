@@ -2,13 +2,14 @@
 
 Work that does not depend on the variant is done once per template: the clean run's residual
 stream at every layer and the ablation values (`AblationSource`). A variant then runs only from
-the first layer its masks touch, starting from the cached clean residual; variants are stacked
-along the batch; the forward stops before the unembedding and only the logits the metric asks for
-are computed, at the one position it reads. Rows (variant x prompt) are streamed in chunks of
-`batch_size`, so memory is bounded by the batch, not by the number of variants. Within a chunk,
-arithmetic whose result is known is left out (`Shortcuts`): MLPs and attention layers that every
-row ablates everywhere give their ablation value, and MLPs whose output nothing reads but the
-metric run at the end position only.
+the first layer its masks touch, starting from the cached clean residual (or from a base
+variant's cached run); the forward stops before the unembedding and only the logits the metric
+asks for are computed, at the one position it reads. Each variant runs on its own, its prompts in
+chunks of `batch_size`, so memory is bounded by the batch, not by the number of variants, and a
+variant's numbers do not depend on the variants run with it. Within a chunk, arithmetic whose
+result is known is left out (`Shortcuts`): MLPs and attention layers that the variant ablates
+everywhere give their ablation value, and MLPs whose output nothing reads but the metric run at
+the end position only.
 """
 
 from __future__ import annotations
@@ -179,19 +180,24 @@ class Engine:
     @torch.no_grad()
     def _run_template(self, template: BoundTemplate, variants: Sequence[Variant], readout: Readout,
                       base: Variant | None) -> torch.Tensor:
-        named, n = template.positions, template.n_prompts
-        masks = [self._masks(template, v) for v in variants]
-        trunks = [_Trunk(None, self._clean[id(template)].resid_pre, self._clean[id(template)].final_residual)]
+        """Each variant runs alone, its prompts in the chunks of `batch_size` the clean run and the
+        base's run were made in: a variant's numbers are then the same bytes whichever variants
+        are run with it (the result cache relies on it), since which shortcuts a chunk takes and
+        the shapes its matrix products get (which can change their rounding) are its own."""
+        clean = self._clean[id(template)]
+        trunks = [_Trunk(None, clean.resid_pre, clean.final_residual)]
         if base is not None:
             trunks.append(self._cached_trunk(template, base))
         columns = readout.columns(template)
-        result = torch.empty(len(variants), n)
-        for (trunk, start), members in _group_by_start(variants, masks, trunks, self.n_layers).items():
-            for chunk in _chunks([(v, r) for v in members for r in range(n)], self.batch_size):
-                v_idx, r_idx = torch.tensor([v for v, _ in chunk]), torch.tensor([r for _, r in chunk])
-                residual = self._final_residual(template, variants, masks, v_idx, r_idx, trunks[trunk], start)
-                logits = self.logits_at(residual[:, named["end"]], None if columns is None else columns[r_idx])
-                result[v_idx, r_idx] = readout.reduce(template, logits, r_idx).float().cpu()
+        result = torch.empty(len(variants), template.n_prompts)
+        for index, variant in enumerate(variants):
+            masks = self._masks(template, variant)
+            trunk, start = _resume_point(variant, masks, trunks, self.n_layers)
+            for chunk in _chunks(list(range(template.n_prompts)), self.batch_size):
+                r_idx = torch.tensor(chunk)
+                residual = self._final_residual(template, variant, masks, r_idx, trunk, start)
+                logits = self.logits_at(residual[:, template.positions["end"]], None if columns is None else columns[r_idx])
+                result[index, r_idx] = readout.reduce(template, logits, r_idx).float().cpu()
         return result
 
     def _masks(self, template: BoundTemplate, variant: Variant) -> Masks:
@@ -216,39 +222,47 @@ class Engine:
         start = masks.first_ablated_layer() if base.edges is None else 0
         clean = self._clean[id(template)]
         source = self._sources[id(template)]
-        layers: list[list[torch.Tensor]] = [[] for _ in range(self.n_layers)]
-        finals, edge_runs = [], []
+        # written chunk by chunk into tensors allocated once: joining chunks at the end would hold
+        # every layer's residual twice at the run's peak
+        layers: list[torch.Tensor | None] = [None] * self.n_layers
+        final: list[torch.Tensor | None] = [None]
+        edge_runs = []
         for chunk in _chunks(list(range(template.n_prompts)), self.batch_size):
             r_idx = torch.tensor(chunk)
             v_idx = torch.zeros(len(chunk), dtype=torch.long)
             row_masks = _stack_rows([masks], v_idx)
-            shortcuts = self._shortcuts(template, row_masks, r_idx, start, plain=False)
+            # each layer as a variant agreeing with the base up to it computes it alone (resuming
+            # changes no number), at every position: variants resume at any later layer
+            shortcuts = replace(self._shortcuts(template, row_masks, r_idx, start, plain=base.edges is None),
+                                end_only_mlps=frozenset())
             hooks = source.hooks(row_masks, r_idx, start, shortcuts.attention.keys())
             if base.edges is not None:
                 edge_runs.append(EdgeHooks(self.model, [base], v_idx, r_idx, template, source, row_masks, 0,
                                             keep_totals=True))
                 hooks += edge_runs[-1].hooks()
-            hooks += [(Family.resid_pre(layer), _recorder(layers[layer])) for layer in range(start, self.n_layers)]
-            finals.append(self.forward_from(start, clean.resid_pre[start][r_idx], hooks, shortcuts)
-                          if start < self.n_layers else clean.final_residual[r_idx])
-        resid = tuple(clean.resid_pre[layer] if layer < start else torch.cat(layers[layer])
-                      for layer in range(self.n_layers))
-        return _Trunk(masks, resid, torch.cat(finals), _EdgeRun.join(base, edge_runs, self.n_layers) if edge_runs else None)
+            hooks += [(Family.resid_pre(layer), _row_writer(layers, layer, r_idx, template.n_prompts))
+                      for layer in range(start, self.n_layers)]
+            _write_rows(final, 0, r_idx, template.n_prompts,
+                        self.forward_from(start, clean.resid_pre[start][r_idx], hooks, shortcuts)
+                        if start < self.n_layers else clean.final_residual[r_idx])
+        resid = tuple(clean.resid_pre[layer] if layer < start else layers[layer] for layer in range(self.n_layers))
+        return _Trunk(masks, resid, final[0], _EdgeRun.join(base, edge_runs, self.n_layers) if edge_runs else None)
 
-    def _final_residual(self, template: BoundTemplate, variants: Sequence[Variant], masks: list[Masks],
-                        v_idx: torch.Tensor, r_idx: torch.Tensor, trunk: "_Trunk", start: int) -> torch.Tensor:
+    def _final_residual(self, template: BoundTemplate, variant: Variant, masks: Masks, r_idx: torch.Tensor,
+                        trunk: "_Trunk", start: int) -> torch.Tensor:
         if start >= self.n_layers:
             return trunk.final[r_idx]
-        row_masks = _stack_rows(masks, v_idx)
+        v_idx = torch.zeros(len(r_idx), dtype=torch.long)
+        row_masks = _stack_rows([masks], v_idx)
         source = self._sources[id(template)]
-        edges = any(variants[int(v)].edges is not None for v in v_idx)
-        # Edge ablation reads the residual at every position (its running total), so only rows
+        edges = variant.edges is not None
+        # Edge ablation reads the residual at every position (its running total), so only variants
         # without edges may leave the other positions unfinished.
         shortcuts = self._shortcuts(template, row_masks, r_idx, start, plain=not edges)
         hooks = source.hooks(row_masks, r_idx, start, shortcuts.attention.keys())
         if edges:
             resume = trunk.edges.state(start, r_idx) if start > 0 and trunk.edges is not None else None
-            hooks += EdgeHooks(self.model, variants, v_idx, r_idx, template, source, row_masks, start, resume).hooks()
+            hooks += EdgeHooks(self.model, [variant], v_idx, r_idx, template, source, row_masks, start, resume).hooks()
         return self.forward_from(start, trunk.resid_pre[start][r_idx], hooks, shortcuts)
 
     def _shortcuts(self, template: BoundTemplate, row_masks: Masks, r_idx: torch.Tensor, start: int,
@@ -484,16 +498,18 @@ class _Trunk:
         return start if self.edges is None else min(start, edge_agreement(variant, self.edges.base, n_layers))
 
 
-def _group_by_start(variants: Sequence[Variant], masks: list[Masks], trunks: list[_Trunk],
-                    n_layers: int) -> dict[tuple[int, int], list[int]]:
-    """Variants grouped by the cached run they start from and the layer they start at (the latest
-    start wins; the first trunk on a tie). A variant no cached run serves starts at layer 0."""
-    groups: dict[tuple[int, int], list[int]] = {}
-    for index, (variant, mask) in enumerate(zip(variants, masks)):
-        starts = [(trunk.agreement(mask, variant), t) for t, trunk in enumerate(trunks) if trunk.serves(variant)]
-        start, best = max(starts, key=lambda pair: pair[0], default=(0, 0))
-        groups.setdefault((best, start), []).append(index)
-    return groups
+def _resume_point(variant: Variant, masks: Masks, trunks: list[_Trunk], n_layers: int) -> tuple[_Trunk, int]:
+    """The cached run a variant resumes and the layer it starts at: the latest layer up to which
+    a run that serves it agrees with it (the first on a tie; layer 0 when none serves it), but no
+    later than its first MLP that runs at the end position only (`_mlps_read_at_end_only`), which
+    a cached run, kept at every position, computes otherwise. So the layers before the start are
+    the ones the variant would compute alone, the same way, and resuming changes no number."""
+    starts = [(trunk.agreement(masks, variant), t) for t, trunk in enumerate(trunks) if trunk.serves(variant)]
+    start, best = max(starts, key=lambda pair: pair[0], default=(0, 0))
+    if variant.edges is None:  # only runs without edges take end-only MLPs
+        alone = _mlps_read_at_end_only(_stack_rows([masks], torch.zeros(1, dtype=torch.long)), masks.first_ablated_layer())
+        start = min(start, min(alone, default=n_layers))
+    return trunks[best], start
 
 
 @contextmanager
@@ -567,9 +583,17 @@ def _mlps_read_at_end_only(row_masks: Masks, start: int) -> set[int]:
     return set(range(first, int(runs_attention.shape[0])))
 
 
-def _recorder(store: list[torch.Tensor]):
+def _write_rows(store: list[torch.Tensor | None], index: int, rows: torch.Tensor, n: int,
+                activation: torch.Tensor) -> None:
+    """Write a chunk's rows into `store[index]`, a tensor of `n` rows allocated at the first chunk."""
+    if store[index] is None:
+        store[index] = activation.new_empty((n, *activation.shape[1:]))
+    store[index][rows.to(activation.device)] = activation.detach()
+
+
+def _row_writer(store: list[torch.Tensor | None], index: int, rows: torch.Tensor, n: int):
     def hook(activation: torch.Tensor, hook: object) -> torch.Tensor:
-        store.append(activation.detach())
+        _write_rows(store, index, rows, n, activation)
         return activation
     return hook
 
