@@ -23,20 +23,20 @@ from rich.console import Console
 from rich.markup import escape
 
 from circuitlang import __version__
-from circuitlang.commands.common import add_root_argument, progress_display, set_threads, why_unwritable
+from circuitlang.commands.common import add_device_argument, add_root_argument, progress_display, set_threads, why_unwritable
 from circuitlang.compile.memory import memory_refusal, spec_memory
 from circuitlang.compile.plan import compile_plan
 from circuitlang.data.datasets import Dataset, expand_all
 from circuitlang.data.tokenization import check_tokenization
 from circuitlang.dsl.parser import parse
 from circuitlang.dsl.printer import format_spec
-from circuitlang.errors import CircuitlangError, DataError, ModelError, flatten, render_diagnostic
+from circuitlang.errors import (EXIT_CLAIM_FAILED, EXIT_OK, EXIT_RUNTIME_ERROR, EXIT_SPEC_ERROR, CircuitlangError,
+                                ModelError, exit_code, flatten, render_diagnostic)
 from circuitlang.ir import models as ir
 from circuitlang.ir.lower import load_spec
 from circuitlang.ir.structure import structure_warnings
 from circuitlang.ir.uses import read_spec_text
 
-EXIT_OK, EXIT_CLAIM_FAILED, EXIT_SPEC_ERROR, EXIT_RUNTIME_ERROR = 0, 1, 2, 3
 DTYPES = {"float32": 4, "float16": 2, "bfloat16": 2}  # verify --dtype: bytes per number
 MAX_SHOWN_ERRORS = 20
 AUDIT_HELP = ("path-patch from every node outside the circuit into it and the logits, and list the strongest "
@@ -96,7 +96,7 @@ def _argument_parser() -> argparse.ArgumentParser:
     fmt.set_defaults(run=_fmt)
     verify = commands.add_parser("verify", help="run the experiments and check the spec's claims")
     verify.add_argument("file", type=Path)
-    verify.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
+    add_device_argument(verify)
     verify.add_argument("--dtype", choices=DTYPES, default="float32",
                         help="the model's precision (default float32); float16 and bfloat16 halve the memory and "
                              "speed up GPUs, and move the numbers slightly (docs/verify.md, Precision)")
@@ -133,17 +133,19 @@ def _argument_parser() -> argparse.ArgumentParser:
 
 
 def _check(args: argparse.Namespace) -> int:
-    results = [_check_one(path, args.root, tokenize=not args.no_tokenize) for path in args.files]
+    """Exit 0 when every file is valid; else 2, or 3 when a model folder could not be read (errors.exit_code)."""
+    checked = [_check_one(path, args.root, tokenize=not args.no_tokenize) for path in args.files]
+    results = [result for result, _ in checked]
     if args.format == "json":
         print(json.dumps({"files": results}, indent=2))
     else:
         console = Console(emoji=False, highlight=False, soft_wrap=True)
         for result in results:
             _print_check_result(console, result)
-    return EXIT_OK if all(r["ok"] for r in results) else EXIT_SPEC_ERROR
+    return max(code for _, code in checked)
 
 
-def _check_one(path: Path, root: Path | None, tokenize: bool) -> dict[str, object]:
+def _check_one(path: Path, root: Path | None, tokenize: bool) -> tuple[dict[str, object], int]:
     try:
         spec = load_spec(path, root)
         datasets = expand_all(spec)
@@ -151,10 +153,10 @@ def _check_one(path: Path, root: Path | None, tokenize: bool) -> dict[str, objec
     except CircuitlangError as error:
         errors = flatten([error])
         return {"path": str(path), "ok": False, "errors": [e.to_dict() for e in errors],
-                "rendered": [render_diagnostic(e) for e in errors]}
+                "rendered": [render_diagnostic(e) for e in errors]}, exit_code(errors)
     return {"path": str(path), "ok": True, "errors": [], "warnings": _warnings(spec),
             "tokenizer": str(tokenizer) if tokenizer else None, "notes": _notes(spec, tokenize, tokenizer),
-            "summary": _summary(spec, datasets)}
+            "summary": _summary(spec, datasets)}, EXIT_OK
 
 
 def _notes(spec: ir.Spec, tokenize: bool, tokenizer: Path | None) -> list[str]:
@@ -220,7 +222,7 @@ def _print_check_result(console: Console, result: dict[str, object]) -> None:
                      for p in summary["prompt_sets"])  # type: ignore[union-attr]
     line = (f"{result['path']}: circuit {summary['circuit']} on {summary['model']}: "
             f"{summary['nodes']} nodes in {len(summary['roles'])} roles, "  # type: ignore[arg-type]
-            f"{len(summary['edges'])} edges, {summary['expectations']} expectations; "  # type: ignore[arg-type]
+            f"{len(summary['edges'])} declared edges, {summary['expectations']} expectations; "  # type: ignore[arg-type]
             f"prompts: {sets}; ablate {summary['ablation']}")
     console.print(f"[green]ok[/green] {escape(line)}", markup=True, highlight=False)
 
@@ -259,7 +261,7 @@ def _verify(args: argparse.Namespace) -> int:
         spec = load_spec(args.file, args.root)
         memory = spec_memory(spec, expand_all(spec), args.audit, DTYPES[args.dtype])  # the run makes the prompts again, bound
     except CircuitlangError as error:
-        return _not_verified(str(args.file), flatten([error]), EXIT_SPEC_ERROR, outputs)
+        return _not_verified(str(args.file), flatten([error]), exit_code([error]), outputs)
     too_big = memory_refusal(memory, args.device)
     if too_big:  # said before the model loads, not by the kernel's OOM killer an hour later
         print(too_big, file=sys.stderr)
@@ -268,10 +270,8 @@ def _verify(args: argparse.Namespace) -> int:
     try:
         report = _run_verification(spec, args.device, args.threads, args.audit, not args.no_cache, args.dtype)
     except CircuitlangError as error:
-        problems = flatten([error])
-        # Binding errors (a prompt the tokenizer splits differently) are the spec's to fix.
-        code = EXIT_SPEC_ERROR if all(isinstance(p, DataError) for p in problems) else EXIT_RUNTIME_ERROR
-        return _not_verified(str(args.file), problems, code, outputs)
+        # Binding errors (a prompt the tokenizer splits differently) are the spec's to fix (2).
+        return _not_verified(str(args.file), flatten([error]), exit_code([error]), outputs)
     lost = False
     for output in outputs:
         try:
@@ -366,7 +366,7 @@ def _plan(args: argparse.Namespace) -> int:
     except CircuitlangError as error:
         for problem in flatten([error]):
             print(render_diagnostic(problem))
-        return EXIT_SPEC_ERROR
+        return exit_code([error])
     print(plan.render())
     memory = spec_memory(spec, datasets, args.audit)
     print(memory.render() if memory else "memory: not estimated (the model's dimensions are not known offline)")

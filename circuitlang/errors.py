@@ -125,6 +125,19 @@ def flatten(errors: Iterable[CircuitlangError]) -> list[CircuitlangError]:
     return sorted(flat, key=_error_sort_key)
 
 
+# Exit codes, as the README states them: 0 ok, 1 a claim failed, 2 the spec, its data or the command
+# line must change, 3 a model or the machine failed.
+EXIT_OK, EXIT_CLAIM_FAILED, EXIT_SPEC_ERROR, EXIT_RUNTIME_ERROR = 0, 1, 2, 3
+
+
+def exit_code(errors: Iterable[CircuitlangError]) -> int:
+    """The one map from errors to an exit code: 3 when any is a model error (a model that is there
+    but cannot be read, downloaded or loaded, found while reading the spec or while loading the
+    weights), else 2 (the spec, its data or the command line must change; a model name that names
+    nothing is a spec error)."""
+    return EXIT_RUNTIME_ERROR if any(isinstance(e, ModelError) for e in flatten(errors)) else EXIT_SPEC_ERROR
+
+
 def raise_if_any(errors: Sequence[CircuitlangError]) -> None:
     if len(errors) == 1:
         raise errors[0]

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from circuitlang.cli import main
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 
 
-def test_an_unknown_device_is_a_model_error(capsys) -> None:
-    assert main(["verify", str(SPECS / "organism_months.circ"), "--device", "bogus"]) == 3
-    assert "unknown device 'bogus'" in capsys.readouterr().err
+def test_an_unknown_device_is_a_usage_error_at_the_option(capsys) -> None:
+    assert main(["verify", str(SPECS / "organism_months.circ"), "--device", "bogus"]) == 2
+    assert "argument --device: unknown device 'bogus'" in capsys.readouterr().err
+
+
+def test_an_unknown_device_through_the_api_is_a_model_error() -> None:
+    import circuitlang
+    from circuitlang.errors import ModelError
+
+    with pytest.raises(ModelError, match="unknown device 'bogus'"):
+        circuitlang.open_run(circuitlang.load(SPECS / "organism_months.circ"), device="bogus")
 
 
 def test_an_unwritable_output_is_a_runtime_error(tmp_path: Path, capsys) -> None:

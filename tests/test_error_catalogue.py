@@ -172,9 +172,9 @@ CASES: tuple[Case, ...] = (
     Case("missing_circuit_line.circ", semantic(2, 1, 'missing `circuit NAME on "MODEL"` line')),
     Case("second_circuit_line.circ", semantic(21, 1, "a spec has one `circuit` line; this is a second one")),
     Case("model_folder_missing.circ",
-         model(3, 19, "model folder './no_model_here' does not exist (looked in <DIR>/no_model_here)")),
-    Case("unknown_organism.circ", model(3, 19, "no shipped organism named 'nope'")),
-    Case("hub_name_misspelled.circ", model(3, 19, "'gtp2' is not a model name TransformerLens knows")),
+         semantic(3, 19, "model folder './no_model_here' does not exist (looked in <DIR>/no_model_here)")),
+    Case("unknown_organism.circ", semantic(3, 19, "no shipped organism named 'nope'")),
+    Case("hub_name_misspelled.circ", semantic(3, 19, "'gtp2' is not a model name TransformerLens knows")),
     # ---- expectations ---------------------------------------------------------------------------
     Case("unknown_claim.circ", semantic(21, 8, "unknown claim 'faithfullness'")),
     Case("expect_node_not_in_circuit.circ", semantic(21, 8, "claim about 9.2, which is not in the circuit")),

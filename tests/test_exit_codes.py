@@ -77,7 +77,7 @@ def _no_tokenizer(folder: Path) -> None:
 MODEL_FAILURES = [
     ("truncated weights", _truncated, 3, "cannot load the model in"),
     ("weights that are not safetensors", _garbage, 3, "cannot load the model in"),
-    ("config is a list", _config_is_a_list, 2, "config.json is a JSON list, not an object"),
+    ("config is a list", _config_is_a_list, 3, "config.json is a JSON list, not an object"),
     ("config claims 6 layers, weights hold 4", _config(n_layer=6), 3,
      "has 6 layers, but its weights hold none for layer(s) 4, 5: they would run with random weights"),
     ("config with other widths", _config(n_embd=96), 3, "cannot load the model in"),
@@ -94,7 +94,7 @@ def circuitlang(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("name, damage, code, message", MODEL_FAILURES, ids=[m[0] for m in MODEL_FAILURES])
 def test_a_broken_model_folder_exits_with_its_code_and_one_clear_line(tmp_path, name, damage, code, message):
-    """Found when the weights load: a model error (3); found when the spec is read: a spec error (2)."""
+    """A model error is 3 whether it is found when the spec is read or when the weights load."""
     folder = shutil.copytree(ORGANISM, tmp_path / "model")
     damage(folder)
     spec = tmp_path / "spec.circ"
@@ -104,6 +104,65 @@ def test_a_broken_model_folder_exits_with_its_code_and_one_clear_line(tmp_path, 
     assert f"{spec}:8:" in result.stderr  # at the `circuit ... on` line
     assert message in result.stderr, result.stderr[-2000:]
     assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize("command", ["check", "verify", "plan", "draw"])
+def test_a_model_folder_that_cannot_be_read_is_exit_3_in_every_command(tmp_path, command, capsys):
+    """`check` says "model error" as verify does, and exits with the code the README gives it."""
+    folder = shutil.copytree(ORGANISM, tmp_path / "model")
+    _config_is_a_list(folder)
+    spec = tmp_path / "spec.circ"
+    spec.write_text(SPEC.read_text().replace('"organism:seqcont"', '"./model"'))
+    extra = ["-o", str(tmp_path / "c.svg")] if command == "draw" else []
+    assert main([command, str(spec), *extra]) == 3
+    said = "".join(capsys.readouterr())
+    assert "model error" in said and "config.json is a JSON list" in said and "Traceback" not in said
+
+
+@pytest.mark.parametrize("on, message", [("organism:nope", "no shipped organism named 'nope'"),
+                                         ("./missing", "model folder './missing' does not exist"),
+                                         ("./empty", "empty is not a model folder: it has no config.json")])
+def test_a_model_name_that_resolves_to_nothing_is_the_specs_to_fix(tmp_path, on, message, capsys):
+    """Exit 2, and the spec's other errors are reported with it."""
+    (tmp_path / "empty").mkdir()
+    spec = tmp_path / "spec.circ"
+    spec.write_text(SPEC.read_text().replace('"organism:seqcont"', f'"{on}"') + "expect bogus_metric >= 1\n")
+    for command in ("check", "verify"):
+        assert main([command, str(spec)]) == 2
+        said = "".join(capsys.readouterr())
+        assert message in said and "unknown claim 'bogus_metric'" in said and "Traceback" not in said
+
+
+DEVICE_COMMANDS = [["verify", str(SPEC)], ["compare", str(SPEC)], ["patch", str(SPEC)], ["curve", str(SPEC)],
+                   ["discover", str(SPEC), "--method", "prune"]]
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda", "cuda:7"])
+def test_a_device_this_machine_lacks_is_a_usage_error_at_the_option(device, capsys):
+    import torch
+
+    if (device == "cuda" and torch.cuda.is_available()) or (device == "cuda:7" and torch.cuda.device_count() > 7):
+        pytest.skip("this machine has that GPU")
+    for command in DEVICE_COMMANDS:
+        assert main([*command, "--device", device]) == 2, command
+        err = capsys.readouterr().err
+        assert "argument --device" in err and f"'{device}'" in err and "model error" not in err, err
+
+
+def test_the_exit_code_tables_say_what_the_code_does():
+    """README and docs/ci.md give the same codes as circuitlang.errors, which every command uses."""
+    from circuitlang import errors
+
+    table = (ROOT / "docs" / "ci.md").read_text().split("## Exit codes")[1].split("##")[0]
+    rows = {int(line.split("|")[1]): line.split("|")[2] for line in table.splitlines() if line.startswith("| ") and
+            line.split("|")[1].strip().isdigit()}
+    assert errors.EXIT_CLAIM_FAILED == 1 and "claim failed" in rows[1]
+    assert errors.EXIT_SPEC_ERROR == 2 and "command-line option" in rows[2]
+    assert errors.EXIT_RUNTIME_ERROR == 3 and "model" in rows[3]
+    readme = (ROOT / "README.md").read_text()
+    assert "2 spec or usage error" in readme and "3 model or runtime error" in readme
+    assert errors.exit_code([errors.ModelError("m", None), errors.DataError("d", None)]) == 3
+    assert errors.exit_code([errors.DataError("d", None), errors.SpecError("s", None)]) == 2
 
 
 def test_a_config_with_fewer_layers_than_its_weights_is_a_model_error(tmp_path):

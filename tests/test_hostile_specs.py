@@ -17,7 +17,7 @@ import pytest
 from circuitlang import cli
 from circuitlang.data.datasets import expand_all
 from circuitlang.dsl.parser import parse
-from circuitlang.errors import CircuitlangError, LimitError, ModelError, SpecError, SyntaxErrorInSpec, flatten
+from circuitlang.errors import CircuitlangError, LimitError, SpecError, SyntaxErrorInSpec, flatten
 from circuitlang.ir import models as ir
 from circuitlang.ir.circuit import runs_forward
 from circuitlang.ir.lower import load_spec
@@ -94,9 +94,9 @@ CASES = (
     Hostile("latin-1 byte", latin1_comment, SpecError, 2, "byte 0xe9 is not UTF-8 text"),
     Hostile("lone surrogate bytes", lone_surrogate_in_template, SpecError, 11, "byte 0xed is not UTF-8 text"),
     Hostile("organism name longer than a file name may be", replaced('"organism:seqcont"', '"organism:' + "x" * 300 + '"'),
-            ModelError, 8, "no shipped organism named", fmt_parses=True),
+            SpecError, 8, "no shipped organism named", fmt_parses=True),
     Hostile("organism name that is a path", replaced('"organism:seqcont"', '"organism:../../../../tmp/h/evil"'),
-            ModelError, 8, "no shipped organism named '../../../../tmp/h/evil'", fmt_parses=True),
+            SpecError, 8, "no shipped organism named '../../../../tmp/h/evil'", fmt_parses=True),
     Hostile("spec over 256 KB", lambda: (BASE + "# " + "x" * 300_000 + "\n").encode("utf-8"),
             SpecError, 1, "a spec file may hold"),
     Hostile("loop of 10**12 values with assignments", replaced("for i in 1..95", "for i in 1..1000000000000"),

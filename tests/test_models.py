@@ -50,8 +50,8 @@ def test_every_bound_error_is_reported_at_once(write_spec):
 
 
 def test_a_misspelt_organism_names_the_nearest_shipped_one(write_spec):
-    from circuitlang.errors import ModelError
+    from circuitlang.errors import SpecError
 
-    with pytest.raises(ModelError) as raised:
+    with pytest.raises(SpecError) as raised:  # the spec's to fix: exit 2
         load_spec(write_spec('circuitlang 1\ncircuit c on "organism:seqcnt"\n' + BODY + 'role "r": 0.1\n'))
     assert raised.value.hint == "did you mean 'organism:seqcont'? shipped organisms: seqcont"

@@ -12,7 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from circuitlang.data.datasets import expand_all
-from circuitlang.errors import CircuitlangError, flatten, render_diagnostic
+# The commands' exit codes are defined once, in circuitlang.errors, and re-exported here.
+from circuitlang.errors import EXIT_CLAIM_FAILED as EXIT_CLAIM_FAILED
+from circuitlang.errors import EXIT_OK as EXIT_OK
+from circuitlang.errors import EXIT_RUNTIME_ERROR as EXIT_RUNTIME_ERROR
+from circuitlang.errors import EXIT_SPEC_ERROR, CircuitlangError, exit_code, flatten, render_diagnostic
 from circuitlang.ir import models as ir
 from circuitlang.ir.lower import load_spec
 from circuitlang.ir.suggest import did_you_mean
@@ -20,7 +24,6 @@ from circuitlang.ir.suggest import did_you_mean
 if TYPE_CHECKING:  # torch is imported only by commands that run a model
     from circuitlang.engine.session import Session
 
-EXIT_OK, EXIT_CLAIM_FAILED, EXIT_SPEC_ERROR, EXIT_RUNTIME_ERROR = 0, 1, 2, 3
 # An edge's entry in an EAP-IG Graph.to_json file is ~70 bytes; room for long scores and indentation.
 BYTES_PER_EDGE = 200
 
@@ -42,34 +45,64 @@ ROOT_HELP = ("the project root: every file the spec names (data, `use`, model fo
              "(default: the spec's folder)")
 
 
+DEVICE_HELP = "cpu (default), cuda, cuda:1, ..."
+
+
+def device_option(text: str) -> str:
+    """`--device`, checked as the command line is read: a device torch does not know, or a GPU this
+    machine lacks, is a usage error (exit 2) naming the option, before any spec or model is read."""
+    if text == "cpu":  # the default: torch stays unimported until the spec has been checked
+        return text
+    try:
+        import torch
+    except ModuleNotFoundError:  # the command itself then says which extra it needs
+        return text
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"unknown device '{text}': use cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(f"device '{text}' is not supported: use cpu, cuda or cuda:N")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"'{text}' was asked for, but torch sees no Apple GPU (MPS): use --device cpu")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"'{text}' was asked for, but torch sees no CUDA device: use --device cpu, "
+                                         "or run on a machine with a GPU and a CUDA build of torch")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"'{text}': this machine has {torch.cuda.device_count()} CUDA device(s), "
+                                         "numbered from 0")
+    return text
+
+
+def add_device_argument(parser) -> None:  # argparse.ArgumentParser
+    parser.add_argument("--device", default="cpu", type=device_option, help=DEVICE_HELP)
+
+
 def add_root_argument(parser) -> None:  # argparse.ArgumentParser
     parser.add_argument("--root", type=Path, default=None, metavar="DIR", help=ROOT_HELP)
 
 
 def load_checked(path: Path, root: Path | None = None) -> ir.Spec:
-    """The spec, validated and with its prompts expanded once; errors printed -> CommandFailed(2)."""
+    """The spec, validated and with its prompts expanded once; errors printed -> CommandFailed(2, or
+    3 for a model folder that cannot be read)."""
     try:
         spec = load_spec(path, root)
         expand_all(spec)
     except CircuitlangError as error:
         print_errors(error)
-        raise CommandFailed(EXIT_SPEC_ERROR) from None
+        raise CommandFailed(exit_code([error])) from None
     return spec
 
 
 def open_checked(spec: ir.Spec, device: str = "cpu", threads: int = 0) -> "Session":
     """Load the model and bind the prompts; binding errors -> 2, model errors -> 3 (printed)."""
     from circuitlang.engine.session import open_session
-    from circuitlang.errors import DataError
 
     try:
         session = open_session(spec, device=device)
-    except DataError as error:
-        print_errors(error)
-        raise CommandFailed(EXIT_SPEC_ERROR) from None
     except CircuitlangError as error:
         print_errors(error)
-        raise CommandFailed(EXIT_RUNTIME_ERROR) from None
+        raise CommandFailed(exit_code([error])) from None
     set_threads(session, threads)
     return session
 

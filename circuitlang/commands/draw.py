@@ -12,7 +12,7 @@ from pathlib import Path
 
 from circuitlang.commands.common import EXIT_OK, EXIT_RUNTIME_ERROR, EXIT_SPEC_ERROR, CommandFailed, load_checked, \
     print_errors
-from circuitlang.errors import CircuitlangError
+from circuitlang.errors import CircuitlangError, exit_code
 from circuitlang.report.diagram import build_diagram
 from circuitlang.report.draw_graphviz import FORMATS, picture_format
 
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         return failure.exit_code
     except CircuitlangError as error:
         print_errors(error)
-        return EXIT_SPEC_ERROR
+        return exit_code([error])
     try:
         from circuitlang.report.draw_graphviz import render
 

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Callable
 from rich.console import Console
 from rich.markup import escape
 
-from circuitlang.commands.common import (EXIT_OK, EXIT_RUNTIME_ERROR, EXIT_SPEC_ERROR, CommandFailed, load_checked,
+from circuitlang.commands.common import (EXIT_OK, EXIT_RUNTIME_ERROR, EXIT_SPEC_ERROR, CommandFailed, add_device_argument, load_checked,
                                          one_of, open_checked, print_errors, progress_display, unknown_value)
-from circuitlang.errors import CircuitlangError
+from circuitlang.errors import CircuitlangError, exit_code
 from circuitlang.ir import models as ir
 from circuitlang.ir.node_text import parse_node
 
@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sweep every token index instead of the named positions (prompt sets with one template)")
     parser.add_argument("--image", choices=IMAGES, type=one_of(IMAGES), default="png",
                         help="picture format (default png)")
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
+    add_device_argument(parser)
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads for torch (default: 1 for models under 10M parameters, torch's default otherwise)")
 
@@ -84,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
         return failure.exit_code
     except CircuitlangError as error:  # found while running (the spec itself was checked above)
         print_errors(error)
-        return EXIT_RUNTIME_ERROR
+        return exit_code([error])
     except OSError as error:
         print(f"error: cannot write to {args.output}: {error.strerror or error}", file=sys.stderr)
         return EXIT_RUNTIME_ERROR

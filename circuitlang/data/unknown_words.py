@@ -50,8 +50,9 @@ def slot_at(slot_spans: Iterable[tuple[str, tuple[int, int]]], start: int, end: 
 def written_at(word: str, roots: Sequence[ir.Expr], prompt_set: ir.PromptSet,
                lists: Sequence[ir.NamedList]) -> Span | None:
     """Where the spec wrote `word`: a string literal or declared list item reachable from the
-    expressions `roots` (through loop variables and earlier assignments), else any declared list
-    item equal to it; None when it came from elsewhere (a data file, a built-in list, arithmetic)."""
+    expressions `roots` (through loop variables and earlier assignments), else, when there are
+    such expressions, any declared list item equal to it; None when it came from elsewhere (a data
+    file, a generator, a built-in list, arithmetic)."""
     declared = {named.name: named for named in lists}
     for expr in _reachable(roots, prompt_set):
         if isinstance(expr, ir.StrE) and expr.value == word:
@@ -59,6 +60,8 @@ def written_at(word: str, roots: Sequence[ir.Expr], prompt_set: ir.PromptSet,
         named = _list_named(expr, declared)
         if named is not None and (span := _item_span(named, word)) is not None:
             return span
+    if not roots:  # a data file's or a generator's word: an equal list item elsewhere is not where it came from
+        return None
     return next((span for named in lists if (span := _item_span(named, word)) is not None), None)
 
 

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import torch
 
 from circuitlang.engine.family import Family
-from circuitlang.errors import ModelError
+from circuitlang.errors import ModelError, SpecError
 from circuitlang.ir import models as ir
 from circuitlang.ir.shapes import unknown_hub_hint
 
@@ -158,8 +158,9 @@ def _hub_location(model: ir.ModelRef) -> str:
     answer, detail = probe_hub(repo)
     if answer == "unreachable":
         return _cached_snapshot(model, repo, f"the hub cannot be reached ({detail})")
-    if answer == "missing":
-        raise ModelError(f"the Hugging Face hub has no model '{repo}' ({detail})", model.span, unknown_hub_hint(repo))
+    if answer == "missing":  # the spec names nothing the hub has: the spec's to fix (exit 2)
+        raise SpecError(f"the Hugging Face hub has no model '{repo}' ({detail})", model.span,
+                        unknown_hub_hint(repo) + "; a private repo needs a login (hf auth login, or HF_TOKEN)")
     if answer == "gated":
         raise ModelError(f"'{repo}' is gated on the Hugging Face hub, and this machine has no access to it", model.span,
                          "accept the model's licence on its hub page, then log in (hf auth login) or set HF_TOKEN")

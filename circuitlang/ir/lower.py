@@ -90,7 +90,7 @@ def _shape(model: ir.ModelRef, errors: list[CircuitlangError]) -> ir.ModelShape 
         return None
     try:
         return model_shape(model)
-    except ModelError as error:
+    except (ModelError, SpecError) as error:  # SpecError: a folder with no config.json
         errors.append(error)
         return None
 

@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from circuitlang.errors import ModelError, Span
+from circuitlang.errors import ModelError, Span, SpecError
 from circuitlang.ir.hub import nearest_hub_names, official_hub_name
 from circuitlang.ir.models import ModelRef, ModelShape
 from circuitlang.ir.paths import confined, is_dir, is_file
@@ -68,7 +68,9 @@ def shipped_organisms() -> list[str]:
 
 
 def resolve_model(written: str, root: Path, span: Span) -> ModelRef:
-    """Classify the `on "..."` string and resolve local and shipped models to a folder."""
+    """Classify the `on "..."` string and resolve local and shipped models to a folder. A name that
+    resolves to nothing is the spec's to fix (a SpecError, exit 2); a model that is there but cannot
+    be read is a ModelError (exit 3)."""
     if written.startswith(ORGANISM_PREFIX):
         name = written[len(ORGANISM_PREFIX):]
         folder = organisms_root() / name / "weights"
@@ -76,13 +78,13 @@ def resolve_model(written: str, root: Path, span: Span) -> ModelRef:
             shipped = shipped_organisms()
             nearest = difflib.get_close_matches(name, shipped, n=1)
             guess = f"did you mean '{ORGANISM_PREFIX}{nearest[0]}'? " if nearest else ""
-            raise ModelError(f"no shipped organism named '{name}'", span,
+            raise SpecError(f"no shipped organism named '{name}'", span,
                              f"{guess}shipped organisms: {', '.join(shipped) or 'none are built yet'}")
         return ModelRef(source="organism", name=written, path=str(folder), span=span)
     if written.startswith((".", "/", "~")):
         folder = confined(written, span, root, "model folder")
         if not is_dir(folder):
-            raise ModelError(f"model folder '{written}' does not exist (looked in {folder})", span,
+            raise SpecError(f"model folder '{written}' does not exist (looked in {folder})", span,
                              "paths are relative to the spec file; point at a folder with config.json")
         return ModelRef(source="local", name=written, path=str(folder), span=span)
     return ModelRef(source="hub", name=written, hub_id=_hub_id(written, span), span=span)
@@ -96,7 +98,7 @@ def _hub_id(written: str, span: Span) -> str:
         return official
     if "/" in written:
         return written
-    raise ModelError(f"'{written}' is not a model name TransformerLens knows", span, unknown_hub_hint(written))
+    raise SpecError(f"'{written}' is not a model name TransformerLens knows", span, unknown_hub_hint(written))
 
 
 def unknown_hub_hint(written: str) -> str:
@@ -129,6 +131,9 @@ def _shape_from_config(config_path: Path, span: Span) -> ModelShape:
 def _read_config(config_path: Path, span: Span) -> dict[str, Any]:
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:  # the spec names a folder that holds no model: the spec's to fix (exit 2)
+        raise SpecError(f"{config_path.parent} is not a model folder: it has no config.json", span,
+                        "point `on` at a Hugging Face model folder (config.json, tokenizer, weights)") from None
     except (OSError, ValueError) as error:  # ValueError: not JSON, not UTF-8, numbers too long
         raise ModelError(f"cannot read the model's {config_path}: {error}", span,
                          "a local model folder needs a valid HF config.json") from None
