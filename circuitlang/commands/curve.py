@@ -179,8 +179,8 @@ def _evaluate(spec: ir.Spec, args: argparse.Namespace, graphs: list[GraphScores]
         session = open_checked(spec, args.device, args.threads)
         say("the full model and the empty circuit")
         scorer = Scorer(session, args.prompts)
+        _check_edge_graph(scorer, args.file)  # first: m(∅) below is a run of edges
         _check_defined(scorer, args.file)
-        _check_edge_graph(scorer, args.file)
         for graph in graphs:
             _check_shape(graph, scorer, args.file)
         sources = [(graph.path.name, graph.scores) for graph in graphs]
