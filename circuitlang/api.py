@@ -17,11 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence, Union
 
-import torch
-
 from circuitlang.data.datasets import Dataset
 from circuitlang.engine.bind import BoundPromptSet
-from circuitlang.engine.models import LoadedModel
+from circuitlang.engine.models import LoadedModel, torch_dtype
 from circuitlang.engine.path_patching import Receiver
 from circuitlang.engine.session import Session, open_session, set_threads
 from circuitlang.engine.variants import Variant
@@ -30,6 +28,8 @@ from circuitlang.ir.lower import load_spec
 from circuitlang.ir.node_text import NODE_FORMS, parse_node
 
 if TYPE_CHECKING:
+    import torch
+
     from circuitlang.verification.report_model import Report
 
 NodeLike = Union[ir.Node, str]  # a node, or as a spec writes it: "9.1", "mlp 0", "logits"
@@ -81,7 +81,7 @@ class Run:
     def nodes(self, written: Iterable[NodeLike]) -> list[ir.Node]:
         """Nodes given as objects or text, checked against the model: a string that names no
         node, or a layer or head the model lacks, is a ValueError (never silently ignored)."""
-        if isinstance(written, (str, ir.Node)):
+        if isinstance(written, (str, *ir.NODE_TYPES)):
             written = [written]
         cfg = self.session.model.bridge.cfg
         return [_checked_node(item, cfg.n_layers, cfg.n_heads) for item in written]
@@ -91,17 +91,18 @@ class Run:
         return self.session.empty()
 
 
-def open_run(spec: ir.Spec, device: str = "cpu", dtype: torch.dtype = torch.float32,
+def open_run(spec: ir.Spec, device: str = "cpu", dtype: str | torch.dtype = "float32",
              batch_size: int | None = None, threads: int = 0) -> Run:
-    """Load the model, expand and bind every prompt set. `threads`: torch's CPU threads, chosen
+    """Load the model, expand and bind every prompt set. `dtype`: the model's precision, named
+    ("float32", "float16", "bfloat16") or a torch.dtype. `threads`: torch's CPU threads, chosen
     as the command line chooses them when 0 (one for small models)."""
-    session = open_session(spec, device, dtype, batch_size)
+    session = open_session(spec, device, torch_dtype(dtype), batch_size)
     set_threads(session, threads)
     return Run(session)
 
 
 def verify(spec: str | Path | ir.Spec | Run, progress: Callable[[str], None] | None = None,
-           audit: bool | None = None, *, device: str = "cpu", dtype: torch.dtype = torch.float32,
+           audit: bool | None = None, *, device: str = "cpu", dtype: str | torch.dtype = "float32",
            root: str | Path | None = None, cache: bool = False) -> "Report":
     """Every experiment the spec needs and every claim: the Report `circuitlang verify` prints.
 
@@ -117,7 +118,7 @@ def verify(spec: str | Path | ir.Spec | Run, progress: Callable[[str], None] | N
     return verify_session(_as_run(spec, device, dtype, root).session, progress, audit, results)
 
 
-def _as_run(spec: str | Path | ir.Spec | Run, device: str, dtype: torch.dtype, root: str | Path | None) -> Run:
+def _as_run(spec: str | Path | ir.Spec | Run, device: str, dtype: str | torch.dtype, root: str | Path | None) -> Run:
     if isinstance(spec, Run):
         return spec
     if isinstance(spec, (str, Path)):
@@ -184,7 +185,7 @@ def _receiver(node: ir.Node) -> Receiver:
 
 def _checked_node(item: NodeLike, n_layers: int, n_heads: int) -> ir.Node:
     node = parse_node(item) if isinstance(item, str) else item
-    if not isinstance(node, ir.Node):
+    if not isinstance(node, ir.NODE_TYPES):
         raise ValueError(f"{item!r} is not a node: write {NODE_FORMS}, or pass a circuitlang Node")
     if node.layer is not None and not 0 <= node.layer < n_layers:
         raise ValueError(f"{item!r}: layer {node.layer} does not exist: the model has layers 0-{n_layers - 1}")

@@ -3,6 +3,8 @@
 
 Exit codes: 0 ok, 1 a claim failed (verify) or a file is not formatted (fmt --check),
 2 spec or usage error, 3 model or runtime error. `check` and `fmt` never import torch.
+A command never chooses its exit code: it returns a `Verdict` (or nothing) or raises a
+`CircuitlangError`, and `main` turns either into the code with `_exit_status`, the one map.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence, TypedDict, Union
 
 from rich.console import Console
 from rich.markup import escape
@@ -30,8 +32,9 @@ from circuitlang.data.datasets import Dataset, expand_all
 from circuitlang.data.tokenization import check_tokenization
 from circuitlang.dsl.parser import parse
 from circuitlang.dsl.printer import format_spec
-from circuitlang.errors import (EXIT_CLAIM_FAILED, EXIT_OK, EXIT_RUNTIME_ERROR, EXIT_SPEC_ERROR, CircuitlangError,
-                                ModelError, exit_code, flatten, render_diagnostic)
+from circuitlang.errors import (EXIT_BROKEN_PIPE, EXIT_CLAIM_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME_ERROR,
+                                CircuitlangError, CommandError, MissingExtra, ModelError, OutputError, Reported,
+                                UsageError, Verdict, exit_code, flatten, render_diagnostic)
 from circuitlang.ir import models as ir
 from circuitlang.ir.lower import load_spec
 from circuitlang.ir.structure import structure_warnings
@@ -46,8 +49,8 @@ EXTRA_OF_MODULE = {"numpy": "engine", "torch": "engine", "transformer_lens": "en
                    "matplotlib": "pictures", "pygraphviz": "pictures"}
 
 # Commands kept in their own modules (circuitlang/commands/NAME.py): each defines
-# add_arguments(parser) and run(args) -> exit code, and imports torch or plotting libraries only
-# inside run, so that `check` and `fmt` stay light.
+# add_arguments(parser) and run(args) -> Verdict | None (raising CircuitlangError), and imports
+# torch or plotting libraries only inside run, so that `check` and `fmt` stay light.
 MODULE_COMMANDS: tuple[tuple[str, str], ...] = (
     ("discover", "find a circuit (node pruning, iterative path patching, ACDC) and write it as a .circ"),
     ("draw", "draw circuits as layered diagrams (svg, png, pdf, dot), without a model"),
@@ -60,22 +63,52 @@ MODULE_COMMANDS: tuple[tuple[str, str], ...] = (
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command and return its exit code. An error that ends the command is said here, on
+    stderr, unless the command has shown it already (`Reported`)."""
+    try:
+        return _exit_status(_run_command(argv))
+    except CircuitlangError as error:
+        _say(error)
+        return _exit_status(error)
+
+
+def _exit_status(ending: Verdict | None | CircuitlangError) -> int:
+    """The one map from how a command ended to its exit code: 0 when it did its work or every claim
+    held, 1 when a claim failed (a verdict, not an error), 2 or 3 for an error (errors.exit_code)."""
+    if isinstance(ending, CircuitlangError):
+        return exit_code([ending])
+    return EXIT_CLAIM_FAILED if ending is Verdict.FAILED else EXIT_OK
+
+
+def _run_command(argv: Sequence[str] | None) -> Verdict | None:
     parser = _argument_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exit_request:  # argparse exits 2 on usage errors, 0 on --help
-        return int(exit_request.code or 0)
+    except SystemExit as exit_request:  # argparse has printed a usage error, or --help or --version
+        if exit_request.code:
+            raise Reported([UsageError("argparse has printed the usage error")]) from None
+        return None
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for files that record the command that wrote them
     try:
-        return int(args.run(args))
+        return args.run(args)
     except ModuleNotFoundError as missing:
         extra = EXTRA_OF_MODULE.get((missing.name or "").split(".")[0])
         if extra is None:
             raise
-        print(f"error: `circuitlang {args.command}` needs {missing.name}, which is not installed\n"
-              f"  hint: pip install 'circuitlang[{extra}]' (install torch==2.13.0 first for the CPU build; see README)",
-              file=sys.stderr)
-        return EXIT_RUNTIME_ERROR
+        raise MissingExtra(f"error: `circuitlang {args.command}` needs {missing.name}, which is not installed\n"
+                           f"  hint: pip install 'circuitlang[{extra}]' (install torch==2.13.0 first for the CPU "
+                           "build; see README)") from None
+
+
+def _say(error: CircuitlangError) -> None:
+    """An error on stderr: a command's own line as it is, others as diagnostics with their source line."""
+    if isinstance(error, Reported):
+        return
+    if isinstance(error, CommandError):
+        print(error.message, file=sys.stderr)
+        return
+    for problem in flatten([error]):
+        print(render_diagnostic(problem), file=sys.stderr)
 
 
 def _argument_parser() -> argparse.ArgumentParser:
@@ -132,8 +165,50 @@ def _argument_parser() -> argparse.ArgumentParser:
 # ---- check ---------------------------------------------------------------------------------
 
 
-def _check(args: argparse.Namespace) -> int:
-    """Exit 0 when every file is valid; else 2, or 3 when a model folder could not be read (errors.exit_code)."""
+class PromptSetSummary(TypedDict):
+    name: str
+    prompts: int
+    templates: int
+    corruption: str
+    metric: str
+    example: str
+
+
+class CheckSummary(TypedDict):
+    circuit: str
+    model: str
+    shape: dict[str, object] | None
+    nodes: int
+    roles: dict[str, list[str]]
+    edges: list[str]
+    prompt_sets: list[PromptSetSummary]
+    ablation: str
+    expectations: int
+
+
+class CheckFailed(TypedDict):
+    path: str
+    ok: Literal[False]
+    errors: list[dict[str, object]]
+    rendered: list[str]
+
+
+class CheckPassed(TypedDict):
+    path: str
+    ok: Literal[True]
+    errors: list[dict[str, object]]
+    warnings: list[str]
+    tokenizer: str | None
+    notes: list[str]
+    summary: CheckSummary
+
+
+CheckResult = Union[CheckFailed, CheckPassed]  # one file's entry in `check --format json`
+
+
+def _check(args: argparse.Namespace) -> None:
+    """Every file's result, valid or not. The invalid files' errors are in the results, so they are
+    raised as Reported: the exit code is 3 when a model folder could not be read, else 2."""
     checked = [_check_one(path, args.root, tokenize=not args.no_tokenize) for path in args.files]
     results = [result for result, _ in checked]
     if args.format == "json":
@@ -142,10 +217,13 @@ def _check(args: argparse.Namespace) -> int:
         console = Console(emoji=False, highlight=False, soft_wrap=True)
         for result in results:
             _print_check_result(console, result)
-    return max(code for _, code in checked)
+    errors = [error for _, found in checked for error in found]
+    if errors:
+        raise Reported(errors)
 
 
-def _check_one(path: Path, root: Path | None, tokenize: bool) -> tuple[dict[str, object], int]:
+def _check_one(path: Path, root: Path | None, tokenize: bool) -> tuple[CheckResult, list[CircuitlangError]]:
+    """The file's result, and its errors (none when it is valid)."""
     try:
         spec = load_spec(path, root)
         datasets = expand_all(spec)
@@ -153,10 +231,10 @@ def _check_one(path: Path, root: Path | None, tokenize: bool) -> tuple[dict[str,
     except CircuitlangError as error:
         errors = flatten([error])
         return {"path": str(path), "ok": False, "errors": [e.to_dict() for e in errors],
-                "rendered": [render_diagnostic(e) for e in errors]}, exit_code(errors)
+                "rendered": [render_diagnostic(e) for e in errors]}, errors
     return {"path": str(path), "ok": True, "errors": [], "warnings": _warnings(spec),
             "tokenizer": str(tokenizer) if tokenizer else None, "notes": _notes(spec, tokenize, tokenizer),
-            "summary": _summary(spec, datasets)}, EXIT_OK
+            "summary": _summary(spec, datasets)}, []
 
 
 def _notes(spec: ir.Spec, tokenize: bool, tokenizer: Path | None) -> list[str]:
@@ -174,7 +252,7 @@ def _warnings(spec: ir.Spec) -> list[str]:
     return warnings
 
 
-def _summary(spec: ir.Spec, datasets: tuple[Dataset, ...]) -> dict[str, object]:
+def _summary(spec: ir.Spec, datasets: tuple[Dataset, ...]) -> CheckSummary:
     roles = spec.circuit.roles()
     return {
         "circuit": spec.name,
@@ -203,9 +281,9 @@ def _metric_text(metric: ir.Metric) -> str:
     return f"{metric.name}({', '.join(metric.args)})" if metric.args else metric.name
 
 
-def _print_check_result(console: Console, result: dict[str, object]) -> None:
+def _print_check_result(console: Console, result: CheckResult) -> None:
     if not result["ok"]:
-        rendered: list[str] = result["rendered"]  # type: ignore[assignment]
+        rendered = result["rendered"]
         for text in rendered[:MAX_SHOWN_ERRORS]:
             console.print(text, markup=False)
             console.print()
@@ -213,16 +291,16 @@ def _print_check_result(console: Console, result: dict[str, object]) -> None:
             console.print(f"... and {len(rendered) - MAX_SHOWN_ERRORS} more")
         console.print(f"[red]{escape(str(result['path']))}: {len(rendered)} error(s)[/red]")
         return
-    summary: dict[str, object] = result["summary"]  # type: ignore[assignment]
-    for warning in result["warnings"]:  # type: ignore[union-attr]
+    summary = result["summary"]
+    for warning in result["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}", markup=True)
-    for note in result["notes"]:  # type: ignore[union-attr]
+    for note in result["notes"]:
         console.print(f"note: {note}", markup=False)
     sets = ", ".join(f"{p['name']} ({p['prompts']} prompts, corrupt {p['corruption']}, {p['metric']})"
-                     for p in summary["prompt_sets"])  # type: ignore[union-attr]
+                     for p in summary["prompt_sets"])
     line = (f"{result['path']}: circuit {summary['circuit']} on {summary['model']}: "
-            f"{summary['nodes']} nodes in {len(summary['roles'])} roles, "  # type: ignore[arg-type]
-            f"{len(summary['edges'])} declared edges, {summary['expectations']} expectations; "  # type: ignore[arg-type]
+            f"{summary['nodes']} nodes in {len(summary['roles'])} roles, "
+            f"{len(summary['edges'])} declared edges, {summary['expectations']} expectations; "
             f"prompts: {sets}; ablate {summary['ablation']}")
     console.print(f"[green]ok[/green] {escape(line)}", markup=True, highlight=False)
 
@@ -247,56 +325,66 @@ def _output_request(text: str) -> Output:
     return Output(format_, None if path == "-" else Path(path))
 
 
-def _verify(args: argparse.Namespace) -> int:
-    """Exit 0 when every claim passes, 1 when one fails, 2 for spec errors, 3 for model/runtime."""
+def _verify(args: argparse.Namespace) -> Verdict:
+    """PASSED when every claim holds, FAILED when one does not; errors are raised, and those found
+    once the outputs are known reach every output too (Reported)."""
     outputs = [Output(args.format, args.output), *args.write]
     if sum(o.path is None and o.format != "table" for o in outputs) + (args.format == "table") > 1:
-        print("verify: one output at most can go to stdout (give the others a path)", file=sys.stderr)
-        return EXIT_SPEC_ERROR
+        raise UsageError("verify: one output at most can go to stdout (give the others a path)")
     unwritable = next((f"{o.path}: cannot write the report: {why}" for o in outputs if (why := why_unwritable(o.path))), "")
     if unwritable:  # said before the run, not after it
-        print(unwritable, file=sys.stderr)
-        return EXIT_RUNTIME_ERROR
+        raise OutputError(unwritable)
     try:
         spec = load_spec(args.file, args.root)
-        memory = spec_memory(spec, expand_all(spec), args.audit, DTYPES[args.dtype])  # the run makes the prompts again, bound
+        datasets = expand_all(spec)  # once: the memory estimate and the run read the same prompts
+        memory = spec_memory(spec, datasets, args.audit, DTYPES[args.dtype])
     except CircuitlangError as error:
-        return _not_verified(str(args.file), flatten([error]), exit_code([error]), outputs)
+        raise _not_verified(str(args.file), error, outputs) from None
     too_big = memory_refusal(memory, args.device)
     if too_big:  # said before the model loads, not by the kernel's OOM killer an hour later
         print(too_big, file=sys.stderr)
-        _write_failures(str(args.file), [ModelError(too_big, spec.model.span)], EXIT_RUNTIME_ERROR, outputs)
-        return EXIT_RUNTIME_ERROR
+        refusal = ModelError(too_big, spec.model.span)
+        _write_failures(str(args.file), [refusal], outputs)
+        raise Reported([refusal])
     try:
-        report = _run_verification(spec, args.device, args.threads, args.audit, not args.no_cache, args.dtype)
+        report = _run_verification(spec, datasets, args.device, args.threads, args.audit, not args.no_cache, args.dtype)
     except CircuitlangError as error:
         # Binding errors (a prompt the tokenizer splits differently) are the spec's to fix (2).
-        return _not_verified(str(args.file), flatten([error]), exit_code([error]), outputs)
-    lost = False
-    for output in outputs:
-        try:
-            _emit_report(report, output, args.notices)
-        except OSError as error:  # the run finished: its verdict is shown even though a file is lost
-            print(f"{output.path}: cannot write the report: {error.strerror or error}", file=sys.stderr)
-            lost = True
-    if lost:
+        raise _not_verified(str(args.file), error, outputs) from None
+    lost = [problem for output in outputs if (problem := _emitted(report, output, args.notices))]
+    if lost:  # the run finished: its verdict is shown even though a file is lost
         _print_verdict(report, Console(emoji=False, stderr=True, highlight=False, soft_wrap=True))
-        return EXIT_RUNTIME_ERROR
-    return EXIT_OK if report.passed else EXIT_CLAIM_FAILED
+        raise Reported(lost)
+    return Verdict.PASSED if report.passed else Verdict.FAILED
 
 
-def _not_verified(spec_path: str, errors: list[CircuitlangError], code: int, outputs: list[Output]) -> int:
+def _emitted(report, output: Output, notices: bool) -> OutputError | None:
+    """Write the report to one output; an output that cannot be written is said at once and
+    returned, and the other outputs are still written."""
+    try:
+        _emit_report(report, output, notices)
+    except OSError as error:
+        problem = OutputError(f"{output.path}: cannot write the report: {error.strerror or error}")
+        _say(problem)
+        return problem
+    return None
+
+
+def _not_verified(spec_path: str, error: CircuitlangError, outputs: list[Output]) -> Reported:
     """Errors on stderr, and in every requested format (CI reads JUnit files and annotations)."""
+    errors = flatten([error])
     for problem in errors:
         print(render_diagnostic(problem), file=sys.stderr)
-    _write_failures(spec_path, errors, code, outputs)
-    return code
+    _write_failures(spec_path, errors, outputs)
+    return Reported(errors)
 
 
-def _write_failures(spec_path: str, errors: list[CircuitlangError], code: int, outputs: list[Output]) -> None:
+def _write_failures(spec_path: str, errors: list[CircuitlangError], outputs: list[Output]) -> None:
+    """The errors in every output, each with the exit code the command will end with (errors.exit_code)."""
     from circuitlang.report.failures import FAILURE_FORMATS
     from circuitlang.report.files import write_atomically
 
+    code = exit_code(errors)
     for output in outputs:
         format_ = "json" if output.format == "table" else output.format  # table -o: the JSON report
         if output.format == "table" and output.path is None:
@@ -308,7 +396,7 @@ def _write_failures(spec_path: str, errors: list[CircuitlangError], code: int, o
             print(f"{output.path}: cannot write the report: {error.strerror or error}", file=sys.stderr)
 
 
-def _run_verification(spec: ir.Spec, device: str, threads: int, audit: bool | None,
+def _run_verification(spec: ir.Spec, datasets: tuple[Dataset, ...], device: str, threads: int, audit: bool | None,
                       use_cache: bool = True, dtype: str = "float32"):  # -> Report; torch only here
     import torch
 
@@ -318,7 +406,7 @@ def _run_verification(spec: ir.Spec, device: str, threads: int, audit: bool | No
 
     cache = ResultCache.from_environment() if use_cache else None
     with progress_display("verify") as say:
-        session = open_session(spec, device=device, dtype=getattr(torch, dtype))
+        session = open_session(spec, device=device, dtype=getattr(torch, dtype), datasets=datasets)
         set_threads(session, threads)
         return verify(session, say, audit, cache)
 
@@ -358,7 +446,8 @@ def _print_verdict(report, console: Console) -> None:
 # ---- plan ----------------------------------------------------------------------------------
 
 
-def _plan(args: argparse.Namespace) -> int:
+def _plan(args: argparse.Namespace) -> None:
+    """The steps and the memory estimate on stdout, or the spec's errors there in their place (Reported)."""
     try:
         spec = load_spec(args.file, args.root)
         datasets = expand_all(spec)
@@ -366,51 +455,71 @@ def _plan(args: argparse.Namespace) -> int:
     except CircuitlangError as error:
         for problem in flatten([error]):
             print(render_diagnostic(problem))
-        return exit_code([error])
+        raise Reported([error]) from None
     print(plan.render())
     memory = spec_memory(spec, datasets, args.audit)
     print(memory.render() if memory else "memory: not estimated (the model's dimensions are not known offline)")
-    return EXIT_OK
 
 
 # ---- fmt -----------------------------------------------------------------------------------
 
 
-def _fmt(args: argparse.Namespace) -> int:
-    status = EXIT_OK
+def _fmt(args: argparse.Namespace) -> Verdict:
+    """Each file printed, rewritten (-w) or compared (--check: FAILED when one is not canonical).
+    The first file that does not parse ends the command; a file that cannot be rewritten does not
+    stop the others, and the command then ends with their OutputErrors (Reported)."""
+    canonical = True
+    unwritten: list[OutputError] = []
     for path in args.files:
-        text = ""
-        try:
-            text = read_spec_text(path)  # as check reads it: a byte-order mark is dropped
-            formatted = format_spec(parse(text, str(path)))
-        except CircuitlangError as error:
-            for problem in flatten([error]):
-                print(render_diagnostic(problem, text or None), file=sys.stderr)
-            return EXIT_SPEC_ERROR
-        if path.read_bytes().startswith(codecs.BOM_UTF8):
-            text = "\ufeff" + text  # the canonical form has no byte-order mark: --check flags it, -w drops it
-        status = max(status, _emit_formatted(args, path, text, formatted))
-    return status
+        text, formatted = _text_and_canonical_form(path)
+        if args.check:
+            canonical &= _is_canonical(path, text, formatted)
+        elif args.write:
+            unwritten += _rewritten(path, text, formatted)
+        else:
+            sys.stdout.write(formatted)
+    if unwritten:
+        raise Reported(unwritten)
+    return Verdict.PASSED if canonical else Verdict.FAILED
 
 
-def _emit_formatted(args: argparse.Namespace, path: Path, text: str, formatted: str) -> int:
-    if args.check:
-        if formatted != text:
-            print(f"{path}: not in canonical form (run circuitlang fmt -w {path})", file=sys.stderr)
-            return EXIT_CLAIM_FAILED
-        return EXIT_OK
-    if args.write:
-        if formatted != text:
-            from circuitlang.report.files import write_atomically
+def _text_and_canonical_form(path: Path) -> tuple[str, str]:
+    """The file's text (a byte-order mark kept, so that --check flags it) and its canonical form;
+    errors on stderr, with the text as read, then Reported."""
+    text = ""
+    try:
+        text = read_spec_text(path)  # as check reads it: a byte-order mark is dropped
+        formatted = format_spec(parse(text, str(path)))
+    except CircuitlangError as error:
+        for problem in flatten([error]):
+            print(render_diagnostic(problem, text or None), file=sys.stderr)
+        raise Reported([error]) from None
+    if path.read_bytes().startswith(codecs.BOM_UTF8):
+        text = "\ufeff" + text  # the canonical form has no byte-order mark: --check flags it, -w drops it
+    return text, formatted
 
-            try:
-                write_atomically(path, formatted)
-            except OSError as error:
-                print(f"{path}: cannot write: {error.strerror or error}", file=sys.stderr)
-                return EXIT_RUNTIME_ERROR
-        return EXIT_OK
-    sys.stdout.write(formatted)
-    return EXIT_OK
+
+def _is_canonical(path: Path, text: str, formatted: str) -> bool:
+    """Whether the file is in canonical form; when it is not, --check says so on stderr."""
+    if formatted != text:
+        print(f"{path}: not in canonical form (run circuitlang fmt -w {path})", file=sys.stderr)
+        return False
+    return True
+
+
+def _rewritten(path: Path, text: str, formatted: str) -> list[OutputError]:
+    """Rewrite the file in canonical form; the error, said at once, when it cannot be written."""
+    if formatted == text:
+        return []
+    from circuitlang.report.files import write_atomically
+
+    try:
+        write_atomically(path, formatted)
+    except OSError as error:
+        problem = OutputError(f"{path}: cannot write: {error.strerror or error}")
+        _say(problem)
+        return [problem]
+    return []
 
 
 def run() -> None:
@@ -420,10 +529,10 @@ def run() -> None:
         code = main()
     except BrokenPipeError:  # the reader went away (`| head`): end as a process killed by SIGPIPE does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        code = 128 + 13
+        code = EXIT_BROKEN_PIPE
     except KeyboardInterrupt:  # Ctrl-C: one line, not a torch traceback; output files are written whole or not at all
         print("\ncircuitlang: interrupted", file=sys.stderr)
-        _exit_now(128 + 2)
+        _exit_now(EXIT_INTERRUPTED)
     except Exception:  # noqa: BLE001 - the last line of defence for the exit code's meaning
         traceback.print_exc()
         print("circuitlang: internal error (a bug: please report it with the traceback above)", file=sys.stderr)

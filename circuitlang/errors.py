@@ -4,10 +4,15 @@
 that a semantic error found late still points at the line that caused it. Every user-facing error
 is a `CircuitlangError` with a message (what is wrong), an optional span and a hint (one sentence
 on how to fix it). Stages collect several errors and raise them together as `SpecErrors`.
+
+Commands raise these errors and never choose an exit code: `exit_code` below is the one map from
+errors to codes, and the command line's entry point (`circuitlang.cli.main`) the one place that
+applies it, or maps a command's `Verdict` to 0 or 1.
 """
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -90,6 +95,39 @@ class ModelError(CircuitlangError):
     stage = "model"
 
 
+class CommandError(CircuitlangError):
+    """What a command refuses or fails to do, said in the command's own words: the message is the
+    whole text shown, without a stage word or a source line."""
+
+    stage = "command"
+
+
+class UsageError(CommandError):
+    """The command line asks for what the command cannot do: options that do not go together, a
+    value that names nothing in the spec (`--prompts`), an output format the command lacks."""
+
+    stage = "usage"
+
+
+class InputError(CommandError):
+    """A file the command reads, or the spec's task, rules out what was asked: a graph file that
+    is not JSON or scores nothing, a search or sweep that these prompts cannot support."""
+
+    stage = "input"
+
+
+class OutputError(CommandError):
+    """A file the command must write cannot be written (a directory, a read-only folder, a full disk)."""
+
+    stage = "output"
+
+
+class MissingExtra(CommandError):
+    """A library that one of circuitlang's optional extras installs is not installed."""
+
+    stage = "install"
+
+
 MAX_ERRORS = 100  # errors kept from one pass over a file
 CARET_CONTEXT = 120  # characters of a long source line shown on each side of the error
 
@@ -125,17 +163,45 @@ def flatten(errors: Iterable[CircuitlangError]) -> list[CircuitlangError]:
     return sorted(flat, key=_error_sort_key)
 
 
+class Reported(CircuitlangError):
+    """Errors the command has already shown where its output goes (check's report, plan's stdout,
+    verify's report files) or beside output it still produced: the entry point maps them to the
+    exit code and says nothing more."""
+
+    stage = "reported"
+
+    def __init__(self, errors: Sequence[CircuitlangError]) -> None:
+        self.errors: tuple[CircuitlangError, ...] = tuple(flatten(errors))
+        super().__init__(f"{len(self.errors)} error(s), already shown")
+
+
 # Exit codes, as the README states them: 0 ok, 1 a claim failed, 2 the spec, its data or the command
-# line must change, 3 a model or the machine failed.
+# line must change, 3 a model or the machine failed. 130 and 141 end the process as SIGINT and
+# SIGPIPE would (128 + the signal's number), as shells expect.
 EXIT_OK, EXIT_CLAIM_FAILED, EXIT_SPEC_ERROR, EXIT_RUNTIME_ERROR = 0, 1, 2, 3
+EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 128 + 2, 128 + 13
+
+# The errors a model or the machine caused (exit 3); every other error is for the spec, its data or
+# the command line to fix (exit 2).
+RUNTIME_ERRORS: tuple[type[CircuitlangError], ...] = (ModelError, OutputError, MissingExtra)
+
+
+class Verdict(Enum):
+    """What a command that judges found (verify's claims, fmt --check, discover's target): an
+    answer, not an error. The entry point maps PASSED to 0 and FAILED to 1."""
+
+    PASSED = "passed"
+    FAILED = "failed"
 
 
 def exit_code(errors: Iterable[CircuitlangError]) -> int:
-    """The one map from errors to an exit code: 3 when any is a model error (a model that is there
+    """The one map from errors to an exit code: 3 when any is a runtime error (a model that is there
     but cannot be read, downloaded or loaded, found while reading the spec or while loading the
-    weights), else 2 (the spec, its data or the command line must change; a model name that names
-    nothing is a spec error)."""
-    return EXIT_RUNTIME_ERROR if any(isinstance(e, ModelError) for e in flatten(errors)) else EXIT_SPEC_ERROR
+    weights; an output that cannot be written; a missing extra), else 2 (the spec, its data or the
+    command line must change; a model name that names nothing is a spec error)."""
+    found = flatten(errors)
+    found += [shown for error in found if isinstance(error, Reported) for shown in error.errors]
+    return EXIT_RUNTIME_ERROR if any(isinstance(e, RUNTIME_ERRORS) for e in found) else EXIT_SPEC_ERROR
 
 
 def raise_if_any(errors: Sequence[CircuitlangError]) -> None:

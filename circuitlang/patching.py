@@ -10,20 +10,23 @@ every sweep's grid (heads, positions, senders into receivers) is known before th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from circuitlang.compile.plan import PATCH_RUNS_PER_EDGE
 from circuitlang.engine import patching_sweeps as sweeps
-from circuitlang.engine.path_patching import Receiver
+from circuitlang.engine.path_patching import PatchingEngine, Receiver
+from circuitlang.engine.readouts import Readout
 from circuitlang.engine.runner import Engine
 from circuitlang.engine.session import Session
 from circuitlang.ir import models as ir
 from circuitlang.report.patching import PatchContext, PatchMatrix
 from circuitlang.verification.progress import Meter
 
+if TYPE_CHECKING:
+    import torch
+
 Progress = Callable[[str], None]
+SweepRun = Callable[[PatchingEngine, sweeps.Baseline], sweeps.SweepResult]
 BASELINE_VARIANTS = 2  # the full model and the empty circuit
 BATCHES_PER_PIECE = 4  # a sweep's variants go to the engine in pieces of about this many batches
 
@@ -56,7 +59,7 @@ class PatchReport:
 class Sweep:
     description: str
     rows: int  # prompt rows it puts through the model
-    run: Callable[[Engine, sweeps.Baseline], sweeps.SweepResult]
+    run: SweepRun
 
 
 def patch(session: Session, request: PatchRequest, progress: Progress | None = None) -> PatchReport:
@@ -68,11 +71,11 @@ def patch(session: Session, request: PatchRequest, progress: Progress | None = N
                   progress or (lambda line: None))
     metered = _MeteredEngine(engine, meter)
     meter("the full model and the empty circuit")
-    base = sweeps.baseline(metered, readout)  # type: ignore[arg-type]
+    base = sweeps.baseline(metered, readout)
     results = []
     for number, job in enumerate(jobs, 1):
         meter(f"sweep {number}/{len(jobs)}: {job.description}")
-        results.append(job.run(metered, base))  # type: ignore[arg-type]
+        results.append(job.run(metered, base))
     return PatchReport(_context(session, request, base, engine), tuple(_matrix(r) for r in results))
 
 
@@ -107,9 +110,12 @@ def _jobs(engine: Engine, readout, request: PatchRequest) -> list[Sweep]:
     for receiver in request.receivers if "path" in kinds else ():
         senders = sweeps.senders_reach(receiver, layers) * heads
         jobs.append(Sweep(f"path patching into {sweeps.receiver_label(receiver)}",
-                          senders * PATCH_RUNS_PER_EDGE * prompts,
-                          lambda e, base, receiver=receiver: _path(e, readout, base, receiver)))
+                          senders * PATCH_RUNS_PER_EDGE * prompts, _path_job(readout, receiver)))
     return jobs
+
+
+def _path_job(readout: Readout, receiver: Receiver) -> SweepRun:
+    return lambda engine, base: _path(engine, readout, base, receiver)
 
 
 class _MeteredEngine:
@@ -120,10 +126,12 @@ class _MeteredEngine:
     def __init__(self, engine: Engine, meter: Meter) -> None:
         self._engine, self._meter = engine, meter
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:  # everything but run and forward_from is the engine's own
         return getattr(self._engine, name)
 
     def run(self, variants: Sequence, readout, base=None) -> torch.Tensor:
+        import torch  # at a module's top only in engine/ (README, Layout)
+
         prompts = self._engine.bound.n_prompts
         size = max(1, BATCHES_PER_PIECE * self._engine.batch_size // prompts)
         pieces = []
@@ -147,7 +155,7 @@ def _columns(engine: Engine, all_positions: bool):
         raise CannotPatch(f"--all-positions: {error}; sweep the named positions instead (leave out --all-positions)") from None
 
 
-def _path(engine: Engine, readout, base, receiver: Receiver) -> sweeps.SweepResult:
+def _path(engine: PatchingEngine, readout: Readout, base: sweeps.Baseline, receiver: Receiver) -> sweeps.SweepResult:
     if any(t.corrupt is None for t in engine.bound.templates):
         raise CannotPatch(_no_corruption(engine.bound.name))
     return sweeps.path_sweep(engine, readout, base, receiver)

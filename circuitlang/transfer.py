@@ -50,8 +50,8 @@ def transfer_matrix(specs: list[ir.Spec], open_session: OpenSession, progress: P
             column, cells = _column(session, specs, index, datasets[index][prompt_set.name], names, say)
             columns.append(column)
             by_column.append(cells)
-    rows = [[cells[row] for cells in by_column] for row in range(len(specs))]
-    return Transfer(columns=columns, rows=rows)
+    by_row = [[cells[row] for cells in by_column] for row in range(len(specs))]
+    return Transfer(columns=columns, rows=by_row)
 
 
 def _rows(specs: list[ir.Spec], index: int, datasets: dict[str, Dataset]) -> int:

@@ -1,9 +1,13 @@
-"""`verify`: run every experiment a spec needs on its model and build the Report.
+"""`verify`: run the plan of a spec on its model and build the Report.
 
-The glue between the engine (torch) and the verifier's pure computations (numpy): it turns
-variants into per-prompt metric arrays, node scores into estimates, and assembles the Report.
-With a result cache (`engine.result_cache`) every per-prompt array is read from it when it is
-there; a prompt set's engine (its clean and corrupt runs) is built only when something is not.
+`verify` compiles the plan `circuitlang plan` prints (compile.plan), with the loaded model's shape,
+and runs its steps in order, each by the function its kind maps to in STEP_RUNNERS: a new kind of
+experiment is a StepKind, a runner here and its entry in that table. The runners are the glue
+between the engine (torch) and the verifier's pure computations (numpy): they turn variants into
+per-prompt metric arrays, node scores into estimates, and leave their results in the prompt set's
+run, from which the claims step assembles the reports. With a result cache
+(`engine.result_cache`) every per-prompt array is read from it when it is there; a prompt set's
+engine (its clean and corrupt runs) is built only when something is not.
 """
 
 from __future__ import annotations
@@ -11,8 +15,9 @@ from __future__ import annotations
 import hashlib
 import platform
 import time
+from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Callable
+from typing import Callable, TypeVar
 
 import numpy as np
 
@@ -20,8 +25,9 @@ from circuitlang import __version__
 from circuitlang.engine.session import Session
 from circuitlang.engine import scores
 from circuitlang.compile.audit import audit_pairs
-from circuitlang.compile.plan import PATCH_RUNS_PER_EDGE, Plan, compile_plan
-from circuitlang.compile.subsets import BASELINES
+from circuitlang.compile.plan import PATCH_RUNS_PER_EDGE, Step, StepKind, compile_plan
+from circuitlang.compile.subsets import BASELINES, COMPLETENESS, GREEDY, MINIMALITY
+from circuitlang.engine.bind import BoundPromptSet
 from circuitlang.engine.path_patching import Receiver, path_patch_each
 from circuitlang.engine.result_cache import CachedArrays, ResultCache, path_patch_request, variant_request
 from circuitlang.engine.variants import Variant
@@ -32,11 +38,13 @@ from circuitlang.ir.stdlib import CHANNELS
 from circuitlang.verification.criteria import Criteria, VariantBank
 from circuitlang.verification.edges import edge_effect, untested
 from circuitlang.verification.audit import audit_report
-from circuitlang.verification.report_model import (Audit, EdgeEffect, Faithfulness, NodeScores, PromptSetReport, Report,
+from circuitlang.verification.report_model import (Audit, ClaimResult, Completeness, EdgeEffect, Faithfulness,
+                                                   NodeMinimality, NodeScores, PromptSetReport, Report,
                                                    ResultCacheUse, Versions)
 from circuitlang.verification.statistics import Estimate, Resamples
 
 Progress = Callable[[str], None]
+T = TypeVar("T")
 
 
 def verify(session: Session, progress: Progress | None = None, audit: bool | None = None,
@@ -45,30 +53,16 @@ def verify(session: Session, progress: Progress | None = None, audit: bool | Non
     `cache`: where per-prompt arrays are read from and stored (None: computed, kept nowhere; the
     command line uses the user's cache unless `--no-cache`)."""
     started = time.perf_counter()
-    resamples: dict[str, Resamples] = {}
-    results: dict[str, CachedArrays] = {}
-    reports = []
-    plan = compile_plan(session.spec, session.datasets, audit, loaded_shape(session, "the loaded model"))
-    say = Meter(sum(step.rows for step in plan.steps), progress or (lambda line: None))
-    for prompt_set in session.spec.prompt_sets:
-        say(f"{prompt_set.name}: caching clean and ablation runs")
-        bound = session.bound[prompt_set.name]
-        results[prompt_set.name] = CachedArrays.open(cache, session.model, bound, session.batch_size)
-        resamples[prompt_set.name] = Resamples.draw(bound.n_prompts, session.spec.settings.bootstrap,
-                                                   session.spec.settings.confidence, session.spec.settings.seed)
-        reports.append(_prompt_set_report(session, prompt_set, resamples[prompt_set.name], plan, say,
-                                          results[prompt_set.name]))
-    say("checking claims")
-
-    def attention(name: str, head: ir.Node, queries: tuple, keys: tuple) -> Estimate:
-        mass = results[name].one(("attention", head, queries, keys),
-                                 lambda: scores.attention_mass(session.engine(name), head, queries, keys).numpy())
-        return resamples[name].estimate({"a": mass}, lambda a: a["a"])
-
-    claims = check_claims(session.spec, reports, attention)
+    plan = compile_plan(session.spec, session.datasets, audit, session.shape)
+    verification = Verification(session, cache, Meter(sum(step.rows for step in plan.steps),
+                                                       progress or (lambda line: None)))
+    for step in plan.steps:
+        STEP_RUNNERS[step.kind](verification, step)
+    claims = _finished(verification.claims, "claims step")
     if cache is not None and cache.written_bytes:
         cache.trim()
-    reports = [r.model_copy(update={"cache": _cache_use(cache, results[r.name])}) for r in reports]
+    reports = [r.model_copy(update={"cache": _cache_use(cache, verification.runs[r.name].results)})
+               for r in verification.reports]
     return Report(
         spec_path=session.spec.path, spec_sha256=spec_hash(session.spec), circuit=session.spec.name,
         model=session.model.identity.as_dict(), device=str(session.model.device),
@@ -87,47 +81,217 @@ def _cache_use(cache: ResultCache | None, results: CachedArrays) -> ResultCacheU
     return ResultCacheUse(enabled=cache is not None, hits=results.hits, misses=results.misses)
 
 
-def _prompt_set_report(session: Session, prompt_set: ir.PromptSet, resamples: Resamples, plan: Plan,
-                       say: Meter, results: CachedArrays) -> PromptSetReport:
-    name = prompt_set.name
-    bound = session.bound[name]
-    circuit = session.circuit()
-    evaluated = [0]
-    n = bound.n_prompts
+# ---- what the steps share ----------------------------------------------------------------------
 
-    def evaluate(kind: str, sets: list[frozenset[ir.Node]]) -> np.ndarray:
-        say(f"{name}: {len(sets)} variants of {'the circuit' if kind == 'C' else 'the model'}")
-        evaluated[0] += len(sets)
+
+@dataclass
+class PromptSetRun:
+    """One prompt set's verification: what its steps need, and what they found, in plan order."""
+
+    session: Session
+    say: Meter
+    name: str
+    results: CachedArrays
+    resamples: Resamples
+    circuit: Variant  # the circuit's variants run from it where they agree with it
+    caches: list[Step] = field(default_factory=list)  # its cache steps so far (see _run_cache)
+    criteria: Criteria | None = None  # from the baselines on
+    faithfulness: Faithfulness | None = None
+    minimality: list[NodeMinimality] | None = None
+    completeness: Completeness | None = None
+    edges: list[EdgeEffect] = field(default_factory=list)  # the declared edges path-patched so far
+    audit: Audit | None = None
+    node_scores: list[NodeScores] | None = None
+    variants_evaluated: int = 0  # by the criteria (the empty circuit is counted in the report)
+
+    @classmethod
+    def open(cls, session: Session, say: Meter, cache: ResultCache | None, name: str) -> PromptSetRun:
+        bound, settings = session.bound[name], session.spec.settings
+        return cls(session, say, name, CachedArrays.open(cache, session.model, bound, session.batch_size),
+                   Resamples.draw(bound.n_prompts, settings.bootstrap, settings.confidence, settings.seed),
+                   session.circuit())
+
+    @property
+    def bound(self) -> BoundPromptSet:
+        return self.session.bound[self.name]
+
+    @property
+    def n(self) -> int:
+        return self.bound.n_prompts
+
+    @property
+    def started_criteria(self) -> Criteria:
+        return _finished(self.criteria, f"{self.name}:baselines step")
+
+    def evaluate(self, kind: str, sets: list[frozenset[ir.Node]]) -> np.ndarray:
+        """The criteria's variants (kind "C": the circuit, "M": the model, without each set), with progress."""
+        self.say(f"{self.name}: {len(sets)} variants of {'the circuit' if kind == 'C' else 'the model'}")
+        self.variants_evaluated += len(sets)
+        session = self.session
         variants = [session.circuit(without=s) if kind == "C" else session.full_model(without=s) for s in sets]
-        values = _variant_metrics(session, name, results, variants, base=circuit if kind == "C" else None)
-        say.advance(len(sets) * n)
+        values = _variant_metrics(session, self.name, self.results, variants, base=self.circuit if kind == "C" else None)
+        self.say.advance(len(sets) * self.n)
         return values
 
-    empty = _variant_metrics(session, name, results, [session.empty()])[0]
-    say.advance(sum(step.rows for step in plan.steps if step.id.startswith(f"{prompt_set.name}:")
-                    and step.kind == "cache") + n)  # the clean and corrupt caches, and the empty circuit
-    criteria = Criteria(session.spec.circuit, session.spec.settings, VariantBank(evaluate), resamples, empty)
-    faithfulness = criteria.faithfulness()  # the order of compile.subsets.schedule: what `plan` prints
-    minimality = criteria.minimality()
-    completeness = criteria.completeness()
-    steps = dict(criteria.bank.executed)
-    steps[BASELINES] = steps.get(BASELINES, 0) + 1  # the empty circuit, run on its own
-    model_metric = criteria.bank.get("M", frozenset())
-    edges = _edge_effects(session, name, results, model_metric, resamples, say)
-    audit_step = next((s for s in plan.steps if s.id == f"{name}:audit"), None)
-    audit = None if audit_step is None else (
-        _audit(session, name, results, model_metric, resamples, say) if audit_step.rows
-        else Audit(ran=False, note=audit_step.what.split(": not run ", 1)[-1]))
-    say(f"{name}: node scores")
-    metric = bound.metric
-    return PromptSetReport(
-        name=name, prompts=n,
-        metric=f"{metric.name}({', '.join(metric.args)})" if metric.args else metric.name,
-        faithfulness=faithfulness, completeness=completeness, minimality=minimality,
-        node_scores=_node_scores(session, name, results, resamples), variants_evaluated=evaluated[0] + 1,
-        edges=edges, patch_runs=PATCH_RUNS_PER_EDGE * sum(e.effect is not None for e in edges), steps=steps,
-        audit=audit, warnings=_warnings(faithfulness),
-    )
+    def report(self) -> PromptSetReport:
+        metric, criteria = self.bound.metric, self.started_criteria
+        faithfulness = _finished(self.faithfulness, f"{self.name}:baselines step")
+        steps = dict(criteria.bank.executed)
+        steps[BASELINES] = steps.get(BASELINES, 0) + 1  # the empty circuit, run on its own
+        edges = self._edge_report()
+        return PromptSetReport(
+            name=self.name, prompts=self.n,
+            metric=f"{metric.name}({', '.join(metric.args)})" if metric.args else metric.name,
+            faithfulness=faithfulness, completeness=_finished(self.completeness, f"{self.name}:{GREEDY} step"),
+            minimality=_finished(self.minimality, f"{self.name}:{MINIMALITY} step"),
+            node_scores=_finished(self.node_scores, f"{self.name}:node scores step"),
+            variants_evaluated=self.variants_evaluated + 1, edges=edges,
+            patch_runs=PATCH_RUNS_PER_EDGE * sum(e.effect is not None for e in edges), steps=steps,
+            audit=self.audit, warnings=_warnings(faithfulness),
+        )
+
+    def _edge_report(self) -> list[EdgeEffect]:
+        """The patch steps' effects; without a corruption the plan has none, and each edge says why."""
+        declared = self.session.spec.circuit.edges
+        if declared and self.bound.templates[0].corrupt is None:
+            return [untested(edge, "the prompt set has no corruption to patch from") for edge in declared]
+        return self.edges
+
+
+@dataclass
+class Verification:
+    """What every step of one verification shares; the claims step leaves the reports and claims."""
+
+    session: Session
+    cache: ResultCache | None
+    say: Meter
+    runs: dict[str, PromptSetRun] = field(default_factory=dict)  # in the plan's order of prompt sets
+    reports: list[PromptSetReport] = field(default_factory=list)
+    claims: list[ClaimResult] | None = None
+
+    def prompt_set(self, step: Step) -> PromptSetRun:
+        """The run of the step's prompt set, opened by its first step."""
+        name = _finished(step.prompt_set, f"prompt set in step {step.id}")
+        if name not in self.runs:
+            self.runs[name] = PromptSetRun.open(self.session, self.say, self.cache, name)
+        return self.runs[name]
+
+    def attention(self, name: str, head: ir.Node, queries: tuple, keys: tuple) -> Estimate:
+        """A head's attention from the query positions to the key positions (claims)."""
+        run = self.runs[name]
+        mass = run.results.one(("attention", head, queries, keys),
+                               lambda: scores.attention_mass(self.session.engine(name), head, queries, keys).numpy())
+        return run.resamples.estimate({"a": mass}, lambda a: a["a"])
+
+
+def _finished(value: T | None, what: str) -> T:
+    """What an earlier step of the plan (or the plan itself) gives a later step: a plan that lacks
+    the step fails here, saying which, rather than with a None deep in a computation."""
+    if value is None:
+        raise RuntimeError(f"the plan has no {what}, which verify needs")
+    return value
+
+
+# ---- the steps ---------------------------------------------------------------------------------
+
+
+def _already_done(verification: Verification, step: Step) -> None:
+    """Expansion and binding: `open_session` did both for every prompt set before the plan ran.
+    The prompt set's run opens here, at its first step."""
+    verification.prompt_set(step)
+
+
+def _run_cache(verification: Verification, step: Step) -> None:
+    """The engine builds a prompt set's clean and corrupt runs on first use, in its first variant
+    run (the baselines): this step says so once per prompt set, and its rows are counted then."""
+    run = verification.prompt_set(step)
+    if not run.caches:
+        verification.say(f"{run.name}: caching clean and ablation runs")
+    run.caches.append(step)
+
+
+def _run_variants(verification: Verification, step: Step) -> None:
+    """One step of the schedule (compile.subsets), by the part of the criteria that evaluates it."""
+    SCHEDULE_STEPS[_finished(step.schedule_step, f"schedule step in step {step.id}")](verification.prompt_set(step))
+
+
+def _baselines(run: PromptSetRun) -> None:
+    """F(empty) on its own, then F(M) and F(C): faithfulness."""
+    session = run.session
+    empty = _variant_metrics(session, run.name, run.results, [session.empty()])[0]
+    run.say.advance(sum(step.rows for step in run.caches) + run.n)  # the caches (built for this run), and it
+    run.criteria = Criteria(session.spec.circuit, session.spec.settings, VariantBank(run.evaluate), run.resamples,
+                            empty)
+    run.faithfulness = run.criteria.faithfulness()
+
+
+def _minimality(run: PromptSetRun) -> None:
+    run.minimality = run.started_criteria.minimality()
+
+
+def _fixed_completeness_sets(run: PromptSetRun) -> None:
+    run.started_criteria.fixed_completeness_sets()
+
+
+def _greedy_completeness(run: PromptSetRun) -> None:
+    run.completeness = run.started_criteria.greedy_completeness()
+
+
+SCHEDULE_STEPS: dict[str, Callable[[PromptSetRun], None]] = {
+    BASELINES: _baselines, MINIMALITY: _minimality, COMPLETENESS: _fixed_completeness_sets,
+    GREEDY: _greedy_completeness,
+}
+
+
+def _run_patch(verification: Verification, step: Step) -> None:
+    """A declared edge path-patched on its own, direct path only (MLPs frozen too)."""
+    run, edge = verification.prompt_set(step), _finished(step.edge, f"edge in step {step.id}")
+    declared = verification.session.spec.circuit.edges
+    run.say(f"{run.name}: path patching declared edge {len(run.edges) + 1} of {len(declared)}")
+    [patched] = _path_patched(run.session, run.name, run.results, edge.sender,
+                              [[Receiver(edge.receiver, edge.channels or CHANNELS)]])
+    run.say.advance(PATCH_RUNS_PER_EDGE * run.n)
+    model = run.started_criteria.bank.get("M", frozenset())
+    run.edges.append(edge_effect(edge, model, patched, run.resamples, verification.session.spec.settings.minimality_threshold))
+
+
+def _run_audit(verification: Verification, step: Step) -> None:
+    run = verification.prompt_set(step)
+    if step.skipped is not None:
+        run.audit = Audit(ran=False, note=f"({step.skipped})")  # the report's note reads "(why)"
+    elif not step.rows:  # every node of the model is in the circuit: nothing outside it to patch from
+        run.audit = Audit(ran=False, note=step.what)
+    else:
+        run.audit = _audit(run, run.started_criteria.bank.get("M", frozenset()))
+
+
+def _run_node_scores(verification: Verification, step: Step) -> None:
+    run = verification.prompt_set(step)
+    run.say(f"{run.name}: node scores")
+    run.node_scores = _node_scores(run.session, run.name, run.results, run.resamples)
+
+
+def _run_claims(verification: Verification, step: Step) -> None:
+    """Every claim of the spec, on the prompt sets' reports (attention claims run the model again)."""
+    verification.say("checking claims")
+    verification.reports = [run.report() for run in verification.runs.values()]
+    verification.claims = check_claims(verification.session.spec, verification.reports, verification.attention)
+
+
+StepRunner = Callable[[Verification, Step], None]
+STEP_RUNNERS: dict[StepKind, StepRunner] = {
+    StepKind.EXPAND: _already_done,
+    StepKind.BIND: _already_done,
+    StepKind.CACHE: _run_cache,
+    StepKind.RUN: _run_variants,
+    StepKind.PATCH: _run_patch,
+    StepKind.AUDIT: _run_audit,
+    StepKind.NODE_SCORES: _run_node_scores,
+    StepKind.CLAIMS: _run_claims,
+}
+
+
+# ---- the engine's numbers ----------------------------------------------------------------------
 
 
 def _variant_metrics(session: Session, name: str, results: CachedArrays, variants: list[Variant],
@@ -135,9 +299,9 @@ def _variant_metrics(session: Session, name: str, results: CachedArrays, variant
     """Metric per variant and prompt, [len(variants), n_prompts]; only the variants the cache
     lacks run (each on its own, so the cache cannot change a number), from `base` where they
     agree with it."""
-    def compute(missing: list[int]) -> np.ndarray:
+    def compute(missing: list[int]) -> list[np.ndarray]:
         engine = session.engine(name)
-        return engine.run([variants[i] for i in missing], engine.readout(), base=base).numpy()
+        return list(engine.run([variants[i] for i in missing], engine.readout(), base=base).numpy())  # a row each
 
     requests = [variant_request(variant, session.spec.ablation) for variant in variants]
     return np.stack(results.many(requests, compute))
@@ -163,36 +327,20 @@ def _warnings(faithfulness: Faithfulness) -> list[str]:
     return []
 
 
-def _edge_effects(session: Session, name: str, results: CachedArrays, model: np.ndarray, resamples: Resamples,
-                  say: Meter) -> list[EdgeEffect]:
-    """Every declared edge path-patched on its own, direct path only (MLPs frozen too)."""
-    bound, declared = session.bound[name], session.spec.circuit.edges
-    if declared and bound.templates[0].corrupt is None:
-        return [untested(edge, "the prompt set has no corruption to patch from") for edge in declared]
-    effects = []
-    for number, edge in enumerate(declared, 1):
-        say(f"{name}: path patching declared edge {number} of {len(declared)}")
-        [patched] = _path_patched(session, name, results, edge.sender, [[Receiver(edge.receiver, edge.channels or CHANNELS)]])
-        say.advance(PATCH_RUNS_PER_EDGE * bound.n_prompts)
-        effects.append(edge_effect(edge, model, patched, resamples, session.spec.settings.minimality_threshold))
-    return effects
-
-
-def _audit(session: Session, name: str, results: CachedArrays, model: np.ndarray, resamples: Resamples,
-           say: Meter) -> Audit:
+def _audit(run: PromptSetRun, model: np.ndarray) -> Audit:
     """Each node outside the circuit path-patched into each circuit node and the logits it can reach
     (one recording run, one replay per receiver), and into all of them at once."""
-    pairs = audit_pairs(session.spec.circuit, loaded_shape(session, "loaded"))
-    n, edges, nodes, runs = session.bound[name].n_prompts, {}, {}, 0
+    pairs = audit_pairs(run.session.spec.circuit, run.session.shape)
+    edges, nodes, runs = {}, {}, 0
     for number, (sender, receivers) in enumerate(pairs, 1):
-        say(f"{name}: audit, sender {number} of {len(pairs)}")
+        run.say(f"{run.name}: audit, sender {number} of {len(pairs)}")
         groups = [[Receiver(r)] for r in receivers] + [[Receiver(r) for r in receivers]]
-        patched = _path_patched(session, name, results, sender, groups)
+        patched = _path_patched(run.session, run.name, run.results, sender, groups)
         edges.update({(str(sender), str(r)): values for r, values in zip(receivers, patched)})
         nodes[(str(sender), "circuit")] = patched[-1]
         runs += len(groups) + 1
-        say.advance((len(groups) + 1) * n)
-    return audit_report(model, edges, nodes, resamples, runs)
+        run.say.advance((len(groups) + 1) * run.n)
+    return audit_report(model, edges, nodes, run.resamples, runs)
 
 
 def _node_scores(session: Session, name: str, results: CachedArrays, resamples: Resamples) -> list[NodeScores]:
@@ -238,10 +386,3 @@ def _versions() -> Versions:
             return "not installed"
     return Versions(circuitlang=__version__, torch=version("torch"), transformer_lens=version("transformer-lens"),
                     python=platform.python_version())
-
-
-def loaded_shape(session: Session, origin: str) -> ir.ModelShape:
-    """The loaded model's shape, as `check` reads it offline (heads: query heads)."""
-    family = session.model.family
-    return ir.ModelShape(n_layers=family.n_layers, n_heads=family.n_heads, n_kv_heads=family.n_kv_heads,
-                         parallel_attn_mlp=family.parallel_attn_mlp, origin=origin)

@@ -12,17 +12,29 @@ import tempfile
 # receives the GPT-2 stand-in when a test asks for it (`gpt2_hub`).
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
-# This module is imported twice (by pytest, and as `tests.conftest` by test modules): one folder.
-TEST_HF_HOME = os.environ.get("CIRCUITLANG_TEST_HF_HOME") or tempfile.mkdtemp(prefix="circuitlang-test-hf-")
-if "CIRCUITLANG_TEST_HF_HOME" not in os.environ:
-    os.environ["CIRCUITLANG_TEST_HF_HOME"] = TEST_HF_HOME
-    atexit.register(shutil.rmtree, TEST_HF_HOME, True)
+
+
+def session_folder(variable: str, prefix: str) -> str:
+    """The session's own folder, made once: this module is imported twice (by pytest, and as
+    `tests.conftest` by test modules), and pytest-xdist's workers inherit the controller's
+    environment. Each worker (`-n 2`) gets its own subfolder, so that workers never write the same
+    files (the GPT-2 stand-in, cached results) at the same time."""
+    folder = os.environ.get(variable)
+    if folder is None:
+        folder = tempfile.mkdtemp(prefix=prefix)
+        os.environ[variable] = folder
+        atexit.register(shutil.rmtree, folder, True)
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        folder = os.path.join(folder, worker)
+        os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+TEST_HF_HOME = session_folder("CIRCUITLANG_TEST_HF_HOME", "circuitlang-test-hf-")
 os.environ["HF_HOME"] = TEST_HF_HOME
 # The same for verify's result cache: the session's own folder, never the user's ~/.cache.
-TEST_CACHE_DIR = os.environ.get("CIRCUITLANG_TEST_CACHE_DIR") or tempfile.mkdtemp(prefix="circuitlang-test-cache-")
-if "CIRCUITLANG_TEST_CACHE_DIR" not in os.environ:
-    os.environ["CIRCUITLANG_TEST_CACHE_DIR"] = TEST_CACHE_DIR
-    atexit.register(shutil.rmtree, TEST_CACHE_DIR, True)
+TEST_CACHE_DIR = session_folder("CIRCUITLANG_TEST_CACHE_DIR", "circuitlang-test-cache-")
 os.environ["CIRCUITLANG_CACHE_DIR"] = TEST_CACHE_DIR
 
 from pathlib import Path
@@ -43,6 +55,21 @@ GPT2_TOKENIZER_FILES = ROOT / "tests" / "data" / "gpt2-tokenizer"  # OpenAI's en
 # on a busy 2-core machine, long waits); speed is measured in benchmarks/, not here.
 torch.set_num_threads(1)
 SPECS = ROOT / "specs"
+
+
+def fast_cases(values, keep, *, unpack: bool = False) -> list:
+    """Cases for `pytest.mark.parametrize` of which only some run in the fast loop (`pytest -m "not
+    slow"`): those `keep` names (a collection of values, or a predicate) stay unmarked, the others
+    are marked slow; every case still runs in the full suite. With several argument names
+    (`unpack`), a case is a tuple, and a collection in `keep` names its first value."""
+    def kept(value) -> bool:
+        if callable(keep):
+            return keep(value)
+        return (value[0] if unpack else value) in keep
+
+    def slow(value):
+        return pytest.param(*value, marks=pytest.mark.slow) if unpack else pytest.param(value, marks=pytest.mark.slow)
+    return [value if kept(value) else slow(value) for value in values]
 
 
 def lower_text(text: str, path: str = "test.circ") -> ir.Spec:

@@ -25,7 +25,7 @@ import torch
 
 from circuitlang.ir import models as ir
 
-EMBED, LOGITS = ir.Node(kind="embed"), ir.Node(kind="logits")
+EMBED, LOGITS = ir.EMBED, ir.LOGITS
 Receiver = tuple[ir.Node, str]  # a head with its channel q, k or v; an MLP or the logits with ""
 
 
@@ -65,9 +65,9 @@ def _forward(hf_model, start: torch.Tensor, inputs: dict) -> tuple[torch.Tensor,
     for layer, block in enumerate(hf_model.transformer.h):
         written = [_head(hf_model, block, layer, h, residual, inputs, list(outputs)) for h in range(_n_heads(hf_model))]
         for h, out in enumerate(written):  # every head of a layer reads the residual before any writes
-            outputs[ir.Node(kind="head", layer=layer, head=h)] = out
+            outputs[ir.HeadNode(layer=layer, head=h)] = out
         residual = residual + sum(written) + block.attn.c_proj.bias
-        mlp = ir.Node(kind="mlp", layer=layer)
+        mlp = ir.MlpNode(layer=layer)
         outputs[mlp] = block.mlp(block.ln_2(_receiver_input(residual, (mlp, ""), inputs, list(outputs))))
         residual = residual + outputs[mlp]
     final = _receiver_input(residual, (LOGITS, ""), inputs, list(outputs))
@@ -78,7 +78,7 @@ def _head(hf_model, block, layer: int, h: int, residual: torch.Tensor, inputs: d
           senders: list[ir.Node]) -> torch.Tensor:
     """Head h's output z W_O (without W_O's bias), each of q, k and v from its own input copy."""
     d_model, d_head = residual.shape[-1], residual.shape[-1] // _n_heads(hf_model)
-    node = ir.Node(kind="head", layer=layer, head=h)
+    node = ir.HeadNode(layer=layer, head=h)
     vectors = []
     for index, channel in enumerate("qkv"):
         x = block.ln_1(_receiver_input(residual, (node, channel), inputs, senders))

@@ -22,8 +22,8 @@ def test_nodes_given_as_text_mean_what_they_say(run):
     assert torch.equal(as_text, run.metric([run.circuit(without={member})]))
     assert not torch.equal(as_text, run.metric([run.circuit()]))  # the string was not ignored
     assert run.nodes(["mlp 0", "mlp1", " 1.2 ", "logits"]) == [
-        ir.Node(kind="mlp", layer=0), ir.Node(kind="mlp", layer=1), ir.Node(kind="head", layer=1, head=2),
-        ir.Node(kind="logits")]
+        ir.MlpNode(layer=0), ir.MlpNode(layer=1), ir.HeadNode(layer=1, head=2),
+        ir.LOGITS]
 
 
 @pytest.mark.parametrize("written, message", [
@@ -50,8 +50,8 @@ def test_path_patching_with_text_equals_with_objects(run):
     from circuitlang.engine.path_patching import Receiver
 
     by_text = path_patch(run, ["0.0", "mlp 0"], ["logits"])
-    by_object = path_patch(run, [ir.Node(kind="head", layer=0, head=0), ir.Node(kind="mlp", layer=0)],
-                           [Receiver(ir.Node(kind="logits"), ())])
+    by_object = path_patch(run, [ir.HeadNode(layer=0, head=0), ir.MlpNode(layer=0)],
+                           [Receiver(ir.LOGITS, ())])
     assert torch.equal(by_text, by_object)
 
 
@@ -67,6 +67,7 @@ def test_open_run_chooses_threads_as_the_command_line_does(run):
         torch.set_num_threads(before)
 
 
+@pytest.mark.slow
 def test_a_spec_and_a_report_show_themselves_briefly_and_in_notebooks(run):
     from circuitlang.api import verify
     from circuitlang.report.render import to_markdown
@@ -77,3 +78,16 @@ def test_a_spec_and_a_report_show_themselves_briefly_and_in_notebooks(run):
     report = verify(run, audit=False)
     assert repr(report).startswith("<Report organism_incr_digits: all claims pass; incr_digits: faithfulness 0.9")
     assert report._repr_markdown_() == to_markdown(report)
+
+
+@pytest.mark.slow
+def test_the_precision_is_named_or_a_torch_dtype(run):
+    """`dtype` as the command line writes it ("float32") or as torch does: the same model, the same
+    numbers; a name that is no precision is a ValueError, before the model loads."""
+    named = circuitlang.open_run(run.spec, dtype="float64")
+    given = circuitlang.open_run(run.spec, dtype=torch.float64)
+    assert named.model.bridge.cfg.dtype == given.model.bridge.cfg.dtype == torch.float64
+    assert torch.equal(named.metric([named.circuit()]), given.metric([given.circuit()]))
+    assert run.model.bridge.cfg.dtype == torch.float32  # the default
+    with pytest.raises(ValueError, match="dtype 'float33' is not a torch precision"):
+        circuitlang.open_run(run.spec, dtype="float33")

@@ -23,6 +23,7 @@ from circuitlang.engine.session import open_session
 from circuitlang.ir.eap_ig import GraphConfig, model_edge_count
 from circuitlang.verification.statistics import rank_correlation
 from tests import reference_attribution
+from tests.conftest import fast_cases
 from tests.micro_model import WORDS, build_copy_model
 from tests.test_discover import KNOWN, NO_CIRCUIT
 from tests.test_verify import SPEC
@@ -103,7 +104,7 @@ EDGES = [  # one of each kind of receiver: q, k and v of heads in several layers
 ]
 
 
-@pytest.mark.parametrize("edge", EDGES, ids=lambda e: f"{e[0]}->{e[1]}{e[2]}")
+@pytest.mark.parametrize("edge", fast_cases(EDGES, (EDGES[0], EDGES[4])), ids=lambda e: f"{e[0]}->{e[1]}{e[2]}")
 def test_each_score_equals_the_finite_difference_of_removing_that_much_of_the_edge(organism: Scorer, eap: dict,
                                                                                     edge) -> None:
     """(m(0) - m(-eps diff_s at r)) / eps -> the score, for a step small against the curvature."""
@@ -140,12 +141,14 @@ def test_eap_ig_with_one_step_of_the_right_grid_is_eap(organism: Scorer, eap: di
     assert one_step == eap
 
 
+@pytest.mark.slow
 def test_eap_ig_with_one_step_of_the_left_grid_is_not_eap(organism: Scorer,
                                                          eap: dict) -> None:
     one_step = discovery.edge_scores(organism, "eap-ig", steps=1, grid=IGGrid.LEFT)
     assert max(abs(one_step[k] - eap[k]) for k in eap) > 1e-3  # not EAP: the reference below pins what it is
 
 
+@pytest.mark.slow
 def test_eap_ig_differs_from_eap_with_more_steps(organism: Scorer, eap: dict) -> None:
     integrated = discovery.edge_scores(organism, "eap-ig", steps=3)
     assert max(abs(integrated[k] - eap[k]) for k in eap) > 1e-3
@@ -210,8 +213,9 @@ def _reference_prompts(scorer: Scorer):
                    template.answers["answer"][row][0], template.answers["wrong"][row][0])
 
 
-@pytest.mark.parametrize("grid, ks, other", [(IGGrid.LEFT, range(0, 3), range(1, 4)),
-                                             (IGGrid.RIGHT, range(1, 4), range(0, 3))], ids=["left", "right"])
+@pytest.mark.parametrize("grid, ks, other", fast_cases([(IGGrid.LEFT, range(0, 3), range(1, 4)),
+                                                        (IGGrid.RIGHT, range(1, 4), range(0, 3))], (IGGrid.RIGHT,),
+                                                       unpack=True), ids=["left", "right"])
 def test_eap_ig_equals_the_reference_formula_on_every_edge(tiny, grid: IGGrid, ks: range, other: range) -> None:
     """left: alpha = k/3 for k = 0, 1, 2 (Hanna et al., MIB); right: k = 1, 2, 3."""
     scorer, hf = tiny
@@ -245,6 +249,7 @@ def exact_effects(scorer: Scorer, edges: list) -> list[float]:
     return [values[0] - value for value in values[1:]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["eap", "eap-ig"])
 def test_scores_rank_edges_as_exact_single_edge_ablation_does(organism: Scorer, method: str) -> None:
     scores = discovery.edge_scores(organism, method)
@@ -277,6 +282,7 @@ def test_both_methods_recover_the_micro_models_known_circuit(micro_root: Path, m
     assert max(abs(scores[e]) for e in useless) < 1e-6 < min(abs(scores[(h, LOGITS, "")]) for h in KNOWN)
 
 
+@pytest.mark.slow
 def test_the_fewest_edges_that_reach_the_target_are_found_as_the_slow_scan_finds_them(organism: Scorer,
                                                                                          eap: dict) -> None:
     from circuitlang.discover.curves import evaluate_top
@@ -288,6 +294,7 @@ def test_the_fewest_edges_that_reach_the_target_are_found_as_the_slow_scan_finds
     assert reaching and reaching[0] == chosen.k
 
 
+@pytest.mark.slow
 def test_discover_with_eap_ig_writes_a_spec_that_verifies(tmp_path: Path) -> None:
     spec = tmp_path / "digits.circ"
     spec.write_text(NO_CIRCUIT)

@@ -30,6 +30,7 @@ def test_one_run_writes_the_table_junit_markdown_and_json(tmp_path, capsys):
     assert json.loads(report.read_text())["passed"] is True
 
 
+@pytest.mark.slow
 def test_github_annotations_stay_quiet_on_passing_claims(capsys):
     assert main(["verify", str(SPEC), "--no-audit", "--format", "github"]) == 0
     assert "::notice" not in capsys.readouterr().out

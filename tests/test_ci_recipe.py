@@ -11,6 +11,7 @@ import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import ROOT, SPECS
@@ -26,6 +27,7 @@ def run_action(tmp_path: Path, specs: list[Path]) -> subprocess.CompletedProcess
                           text=True, timeout=900)
 
 
+@pytest.mark.slow
 def test_the_action_verifies_every_spec_into_junit_and_a_step_summary(tmp_path):
     specs = [shutil.copy(SPECS / name, tmp_path) for name in ("organism_incr_digits.circ", "organism_months.circ")]
     result = run_action(tmp_path, [Path(s) for s in specs])
@@ -38,6 +40,7 @@ def test_the_action_verifies_every_spec_into_junit_and_a_step_summary(tmp_path):
     assert "::error" not in result.stdout and "::notice" not in result.stdout  # quiet when all is well
 
 
+@pytest.mark.slow
 def test_the_action_reports_every_problem_and_exits_with_the_worst(tmp_path):
     good = Path(shutil.copy(SPECS / "organism_incr_digits.circ", tmp_path / "good.circ"))
     failing = tmp_path / "failing.circ"
@@ -66,6 +69,7 @@ def test_the_action_runs_the_script_with_its_inputs():
     assert {key.upper().replace("-", "_") for key in action["inputs"]} - {"PYTHON_VERSION"} == set(script["env"])
 
 
+@pytest.mark.slow
 def test_the_pre_commit_hooks_check_and_format(tmp_path):
     hooks = {hook["id"]: hook for hook in yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())}
     assert set(hooks) == {"circuitlang-check", "circuitlang-fmt"}

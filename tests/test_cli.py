@@ -69,6 +69,7 @@ def test_check_and_fmt_do_not_import_torch():
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 def test_console_script_runs(tmp_path):
     result = subprocess.run([sys.executable, "-m", "circuitlang", "check", SHIPPED[0]], cwd=ROOT,
                             capture_output=True, text=True)
@@ -84,6 +85,7 @@ def test_plan_lists_steps_and_costs(capsys):
     assert "digits:patch 4.4 -> 9.1 via k, v" in out and "digits:patch 9.1 -> logits" in out
 
 
+@pytest.mark.slow
 def test_plan_does_not_import_torch():
     code = ("import sys; from circuitlang.cli import main; "
             f"assert main(['plan', {str(SPECS / 'ioi.circ')!r}]) == 0; assert 'torch' not in sys.modules")

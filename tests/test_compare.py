@@ -52,9 +52,9 @@ def _reference_edges(spec: ir.Spec) -> set[tuple[str, str, str]]:
     if spec.circuit.edges:
         kept = {(str(e.sender), str(e.receiver), c) for e in spec.circuit.edges for c in (e.channels or ("",))}
         if spec.settings.embed_edges == "all":
-            kept |= {("embed", str(r), c) for r in [*nodes, ir.Node(kind="logits")] for c in channels(r)}
+            kept |= {("embed", str(r), c) for r in [*nodes, ir.LOGITS] for c in channels(r)}
         return kept
-    ends = [ir.Node(kind="embed"), *nodes, ir.Node(kind="logits")]
+    ends = [ir.EMBED, *nodes, ir.LOGITS]
     return {(str(s), str(r), c) for s in ends for r in ends if rank(s) < rank(r) for c in channels(r)}
 
 
@@ -79,6 +79,7 @@ def test_overlap_matches_sets_counted_by_hand(tmp_path: Path) -> None:
     assert result.notes == []
 
 
+@pytest.mark.slow
 def test_overlap_alone_runs_no_model(capsys) -> None:
     args = ["compare", str(SPECS / "ioi.circ"), str(SPECS / "organism_ioi.circ"), "--no-transfer", "--format", "json"]
     assert main(args) == 0
@@ -112,6 +113,7 @@ def test_a_circuit_naming_a_missing_position_gets_an_na_cell_with_its_reason(tmp
     assert "| with_s4 | " in text and "n/a [1]" in text and "[1] with_s4 names positions" in text
 
 
+@pytest.mark.slow
 def test_transfer_diagonal_is_verify_faithfulness_and_the_table_is_printed(tmp_path: Path, capsys) -> None:
     names = ["organism_incr_digits", "organism_months"]
     out = tmp_path / "compare.json"

@@ -22,6 +22,7 @@ from circuitlang.discover.scoring import Scorer, head, mlp, variant_of
 from circuitlang.discover.acdc import as_edges
 from circuitlang.engine.session import open_session
 from circuitlang.ir.eap_ig import GraphConfig, model_edge_count
+from tests.conftest import fast_cases
 from tests.micro_model import WORDS, build_copy_model
 from tests.test_verify import SPEC
 
@@ -239,7 +240,7 @@ def tiny(tiny_spec: Path) -> Scorer:
     return Scorer(open_session(circuitlang.load(tiny_spec)))
 
 
-@pytest.mark.parametrize("ranking", list(Ranking))
+@pytest.mark.parametrize("ranking", fast_cases(list(Ranking), (Ranking.ABSOLUTE,)))
 def test_the_curve_equals_mibs_formula_for_both_rankings(tiny: Scorer, ranking: Ranking):
     from circuitlang.discover.attribution import edge_scores
 
@@ -311,6 +312,7 @@ def test_rank_signed_ranks_a_graphs_edges_by_signed_score(task: Path, tmp_path: 
     assert curves["signed"]["cpr"] < curves["abs"]["cpr"]
 
 
+@pytest.mark.slow
 def test_the_command_scores_eap_ig_on_the_grid_it_names(tiny_spec: Path, tiny: Scorer, tmp_path: Path):
     from circuitlang.discover.attribution import edge_scores
 

@@ -28,10 +28,12 @@ def test_the_api_document_has_examples():
     assert len(blocks(API_DOC, "python")) >= 6
 
 
+@pytest.mark.slow
 def test_every_example_runs(namespace):
     assert namespace["report"].passed
 
 
+@pytest.mark.slow
 def test_top_level_verify_takes_a_path_a_spec_or_a_run(namespace):
     import circuitlang
 
@@ -44,6 +46,7 @@ def test_top_level_verify_takes_a_path_a_spec_or_a_run(namespace):
         circuitlang.verify(42)
 
 
+@pytest.mark.slow
 def test_every_table_is_tidy_and_matches_the_report(namespace):
     report = namespace["report"]
     for name in REPORT_TABLES:
@@ -60,11 +63,13 @@ def test_every_table_is_tidy_and_matches_the_report(namespace):
     assert [row["minimality"] for row in minimality] == [row.score.value for row in report.prompt_sets[0].minimality]
 
 
+@pytest.mark.slow
 def test_an_unknown_table_is_named(namespace):
     with pytest.raises(ValueError, match="no table 'minimal'.*minimality"):
         namespace["report"].table("minimal")
 
 
+@pytest.mark.slow
 def test_without_pandas_a_table_is_a_numpy_structured_array(namespace, monkeypatch):
     import sys
 

@@ -162,6 +162,7 @@ def test_spec_errors_exit_2(write_spec, capsys, tmp_path):
     assert "layer 12 does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_check_does_not_import_plotting_libraries():
     code = ("import sys; from circuitlang.cli import main; "
             f"assert main(['check', {str(SPECS / 'ioi.circ')!r}]) == 0; "

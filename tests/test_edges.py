@@ -109,6 +109,7 @@ def _two_pass_by_hand(run, sender: tuple[int, int], receiver: tuple[int, int], c
     return out
 
 
+@pytest.mark.slow
 def test_edge_effects_equal_a_hand_written_two_pass_path_patch(model_dir):  # noqa: F811
     path = model_dir / "edges.circ"
     path.write_text(TINY_SPEC % {"metric": "logit_diff(answer, wrong)", "ablate": "mean of corrupt",
@@ -125,6 +126,7 @@ def test_edge_effects_equal_a_hand_written_two_pass_path_patch(model_dir):  # no
     assert len(effects) == len(run.spec.circuit.edges) and all(e.effect is not None for e in prompt_set.edges)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["organism_incr_digits.circ", "organism_months.circ"])
 def test_the_plan_is_what_verify_executes(name):
     """Every step `plan` prints is executed with the printed count (the greedy search: at most it),

@@ -14,6 +14,7 @@ import circuitlang
 from circuitlang.engine.variants import Variant, circuit_variant
 from circuitlang.ir import models as ir
 from circuitlang.organisms.tiny import build_random_gpt2
+from tests.conftest import fast_cases
 from tests.reference_engine import ablation_values, hand_forward, plan_for
 
 WORDS = [str(i) for i in range(1, 25)] + ["then", "and", "after"]
@@ -65,12 +66,12 @@ def open_spec(model_dir: Path, metric: str = "logit_diff(answer, wrong)", ablate
 
 def variants_of(run) -> list[Variant]:
     circuit = run.spec.circuit
-    detector = frozenset(ir.Node(kind="head", layer=1, head=h) for h in (0,))
+    detector = frozenset(ir.HeadNode(layer=1, head=h) for h in (0,))
     return [
         run.full_model(), run.empty(), run.circuit(),
         circuit_variant(circuit, use_edges=False, label="nodes only"),
         run.circuit(without=detector),
-        run.full_model(without=frozenset({ir.Node(kind="head", layer=2, head=1), ir.Node(kind="mlp", layer=0)})),
+        run.full_model(without=frozenset({ir.HeadNode(layer=2, head=1), ir.MlpNode(layer=0)})),
     ]
 
 
@@ -96,10 +97,10 @@ def reference_metric(run, variants: list[Variant], kind: str, source: str) -> to
     return out
 
 
-@pytest.mark.parametrize("ablate, kind, source", [
+@pytest.mark.parametrize("ablate, kind, source", fast_cases([
     ("mean of corrupt", "mean", "corrupt"), ("resample", "resample", "corrupt"), ("zero", "zero", "clean"),
     ("mean of clean", "mean", "clean"),
-])
+], ("mean of corrupt",), unpack=True))
 def test_engine_matches_reference(model_dir, ablate, kind, source):
     run = open_spec(model_dir, ablate=ablate, name=f"{kind}_{source}.circ")
     variants = variants_of(run)
@@ -108,6 +109,23 @@ def test_engine_matches_reference(model_dir, ablate, kind, source):
     assert torch.allclose(fast, slow, atol=1e-5, rtol=0), (fast - slow).abs().max()
 
 
+@pytest.mark.slow
+def test_the_bridges_own_forward_matches_reference(model_dir, monkeypatch):
+    """Where the blocks cannot run one by one (rotary models), variants run through the bridge from
+    their start layer, with no shortcut: forced here on GPT-2, the numbers are the reference's, from
+    layer 0 and resuming the circuit's runs (with edges and without)."""
+    monkeypatch.setattr("circuitlang.engine.forward.blocks_run_alone", lambda *args: False)
+    run = open_spec(model_dir, name="bridge_path.circ")
+    engine = run.session.engine()
+    assert not engine.shortcuts.blocks_callable and not engine.shortcuts.heads_by_hand
+    variants = variants_of(run)
+    fast = run.metric(variants)
+    assert torch.allclose(fast, reference_metric(run, variants, "mean", "corrupt"), atol=1e-5, rtol=0)
+    for base in (run.circuit(), circuit_variant(run.spec.circuit, use_edges=False)):
+        assert torch.allclose(engine.run(variants, engine.readout(), base=base), fast, atol=1e-6, rtol=0)
+
+
+@pytest.mark.slow
 def test_declared_embed_edges_match_reference(model_dir):
     run = open_spec(model_dir, extra="set embed_edges = declared", name="embed.circ")
     variants = [run.circuit()]
@@ -127,8 +145,8 @@ def test_invariants(model_dir):
     # An ablation of nothing changes nothing: the circuit of every node everywhere, with no edges.
     everything = circuit_variant(ir.Circuit(nodes=tuple(
         ir.CircuitNode(node=node.node if hasattr(node, "node") else node, role="all", span=run.spec.circuit.nodes[0].span)
-        for node in [ir.Node(kind="head", layer=layer, head=head) for layer in range(3) for head in range(4)]
-        + [ir.Node(kind="mlp", layer=layer) for layer in range(3)])), use_edges=False)
+        for node in [ir.HeadNode(layer=layer, head=head) for layer in range(3) for head in range(4)]
+        + [ir.MlpNode(layer=layer) for layer in range(3)])), use_edges=False)
     assert torch.allclose(run.metric([everything]), clean, atol=1e-6)
     # Reruns are bit-identical.
     variants = variants_of(run)
@@ -137,6 +155,7 @@ def test_invariants(model_dir):
     assert torch.equal(again.metric(variants), run.metric(variants))
 
 
+@pytest.mark.slow
 def test_empty_circuit_equals_fully_ablated_run(model_dir):
     run = open_spec(model_dir, ablate="resample", name="resample_empty.circ")
     empty = run.metric([run.empty()])
@@ -162,6 +181,7 @@ def test_probability_metrics_of_the_full_model(model_dir, metric):
         assert bool((values[1] > 0).all())  # ablating everything moves the distribution
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ablate", ["mean of corrupt", "resample"])
 def test_starting_from_a_base_variant_changes_nothing(model_dir, ablate):
     run = open_spec(model_dir, ablate=ablate, name=f"base_{ablate[:4]}.circ")
@@ -179,6 +199,7 @@ def test_starting_from_a_base_variant_changes_nothing(model_dir, ablate):
                           atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", ["", "set embed_edges = declared"])
 def test_edge_variants_resuming_the_circuits_edge_run_change_nothing(model_dir, extra):
     """C\\K with declared edges starts from the edge-ablated run of C at K's first layer (its running
@@ -206,6 +227,7 @@ def test_edge_variants_resuming_the_circuits_edge_run_change_nothing(model_dir, 
     assert torch.allclose(with_base, reference_metric(run, sweep, "mean", "corrupt"), atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ablate", ["mean of corrupt", "resample", "zero"])
 def test_mlps_ablated_everywhere_are_not_computed_and_that_changes_nothing(model_dir, ablate, monkeypatch):
     """An MLP that every row of a batch ablates at every position gives its ablation value without
@@ -214,14 +236,16 @@ def test_mlps_ablated_everywhere_are_not_computed_and_that_changes_nothing(model
     variants = variants_of(run)
     engine = run.session.engine()
     skipped: list[int] = []
-    constant_mlps = engine._constant_mlps
-    monkeypatch.setattr(engine, "_constant_mlps", lambda *args: skipped.extend(constant_mlps(*args)) or constant_mlps(*args))
+    constant_mlps = engine.shortcuts.constant_mlps
+    monkeypatch.setattr(engine.shortcuts, "constant_mlps",
+                        lambda *args: skipped.extend(constant_mlps(*args)) or constant_mlps(*args))
     fast = run.metric(variants)
     assert 1 in skipped  # mlp 1 is in no circuit of variants_of: its variants skip it
-    monkeypatch.setattr(engine, "_constant_mlps", lambda *args: {})
+    monkeypatch.setattr(engine.shortcuts, "constant_mlps", lambda *args: {})
     assert torch.allclose(fast, run.metric(variants), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_edge_ablation_gives_the_same_bits_whatever_the_hash_seed(model_dir):
     """Receivers sum their declared senders' contributions in a fixed order: Python's set order
     follows string hashing, which changes from process to process, and so would the rounding."""

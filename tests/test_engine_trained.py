@@ -41,6 +41,7 @@ def trained_dir(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_invariants_on_a_trained_model(trained_dir):
     from tests.test_engine import open_spec
 

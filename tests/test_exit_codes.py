@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from circuitlang.cli import main
-from tests.conftest import ROOT, SPECS
+from tests.conftest import ROOT, SPECS, fast_cases
 
 ORGANISM = ROOT / "circuitlang" / "organisms" / "seqcont" / "weights"
 SPEC = SPECS / "organism_incr_digits.circ"
@@ -92,7 +92,8 @@ def circuitlang(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
-@pytest.mark.parametrize("name, damage, code, message", MODEL_FAILURES, ids=[m[0] for m in MODEL_FAILURES])
+@pytest.mark.parametrize("name, damage, code, message", fast_cases(MODEL_FAILURES, ("config is a list",), unpack=True),
+                         ids=[m[0] for m in MODEL_FAILURES])
 def test_a_broken_model_folder_exits_with_its_code_and_one_clear_line(tmp_path, name, damage, code, message):
     """A model error is 3 whether it is found when the spec is read or when the weights load."""
     folder = shutil.copytree(ORGANISM, tmp_path / "model")
@@ -178,6 +179,7 @@ def test_a_config_with_fewer_layers_than_its_weights_is_a_model_error(tmp_path):
         load_model(model)
 
 
+@pytest.mark.slow
 def test_a_pickle_only_checkpoint_that_agrees_with_its_config_loads(tmp_path):
     """transformers reads it with torch's weights-only unpickler: tensors, no code."""
     folder = shutil.copytree(ORGANISM, tmp_path / "model")
@@ -211,6 +213,7 @@ def test_a_report_lost_after_the_run_still_shows_the_verdict(tmp_path, monkeypat
     assert "all claims pass" in err
 
 
+@pytest.mark.slow
 def test_discover_refuses_an_output_it_cannot_write_before_loading_torch(tmp_path):
     blocked = tmp_path / "file"
     blocked.write_text("")
@@ -245,6 +248,7 @@ def test_fmt_write_failure_is_a_runtime_error_and_the_file_is_untouched(tmp_path
     assert spec.read_text() == messy
 
 
+@pytest.mark.slow
 def test_fmt_reads_a_spec_as_check_does(tmp_path, capsys):
     """A byte-order mark is dropped (check accepts it); a byte that is not UTF-8 is an error at its place."""
     canonical = subprocess.run([sys.executable, "-m", "circuitlang", "fmt", str(SPEC)], capture_output=True,
@@ -296,6 +300,7 @@ def test_a_graph_file_larger_than_the_limit_is_not_read(tmp_path, capsys):
     assert "2,001 bytes, more than the 2,000 the graph size limit allows" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("delay", [0.0, 0.08, 0.3])
 def test_ctrl_c_exits_130_with_one_line_and_leaves_no_empty_output_folder(tmp_path, delay):
     """At any moment of the model load, imports included: an interrupt inside code that Python
@@ -314,6 +319,7 @@ def test_ctrl_c_exits_130_with_one_line_and_leaves_no_empty_output_folder(tmp_pa
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_a_clean_run_writes_nothing_but_its_report():
     """No third-party progress bar ("Loading weights") on stderr: CI logs hold what circuitlang says."""
     result = circuitlang("verify", str(SPEC), "--no-audit", "--format", "json")
@@ -334,7 +340,7 @@ def test_a_data_file_larger_than_the_limit_is_not_read(tmp_path, monkeypatch, ca
     assert f"{spec}:5:3: data error: rows.csv is 179 bytes, more than the 100 a data file may hold" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args", [["check", "--format", "json"], ["fmt"], ["plan"]])
+@pytest.mark.parametrize("args", fast_cases([["check", "--format", "json"], ["fmt"], ["plan"]], (["fmt"],)))
 def test_a_reader_that_goes_away_ends_the_command_quietly(args):
     """`circuitlang check --format json spec | head`: the reader has gone before the first write.
     The command ends as a process killed by SIGPIPE does (141), without a BrokenPipe traceback."""

@@ -26,11 +26,26 @@ CI_SEED, CI_CASES = 20261129, 4000
 BUDGET = Budget(seconds=DEFAULT_SECONDS, memory_bytes=DEFAULT_MEMORY)
 
 
+@pytest.mark.slow
 def test_a_seeded_run_ends_without_crash_hang_or_budget_breach(tmp_path):
     summary = run_fuzz(CI_SEED, CI_CASES, jobs=2, out=tmp_path, budget=BUDGET)
     assert sum(summary.counts.values()) == CI_CASES
     assert summary.counts["ok"] > 0 and summary.counts["error"] > 0  # both ends of the front end are reached
     assert not summary.failed, f"{summary.line()}; findings saved in {tmp_path}: {list(summary.findings)}"
+
+
+def test_the_seeded_runs_first_cases_pass_the_harness_in_this_process(tmp_path):
+    """The fast loop's share of the seeded run: its first cases through the same harness, without
+    worker processes or budgets, so that a change that breaks the harness fails here in seconds
+    (in the run above every case would crash and restart its worker)."""
+    from fuzz.harness import run_spec
+
+    outcomes = []
+    for index in range(10):
+        path = tmp_path / f"case-{index}.circ"
+        path.write_bytes(build_case(CI_SEED, index))
+        outcomes.append(run_spec(path))
+    assert set(outcomes) == {"ok", "error"}  # both ends of the front end are reached
 
 
 def test_a_case_is_the_same_for_the_same_seed_and_number():
@@ -59,6 +74,7 @@ def _parse_or_located_error(text: str) -> object:
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+@pytest.mark.slow
 @FAST
 @given(st.randoms(use_true_random=False))
 def test_fmt_is_a_fixed_point_on_generated_specs(rng: random.Random):
@@ -69,6 +85,7 @@ def test_fmt_is_a_fixed_point_on_generated_specs(rng: random.Random):
     assert format_spec(parse(formatted, "fuzz.circ")) == formatted
 
 
+@pytest.mark.slow
 @FAST
 @given(st.randoms(use_true_random=False), st.sampled_from(seeds()))
 def test_fmt_is_a_fixed_point_on_mutated_seeds(rng: random.Random, seed):

@@ -16,7 +16,8 @@ GIB = 2**30
 def fake_model(device: str) -> SimpleNamespace:
     cfg = SimpleNamespace(n_layers=12, n_heads=12, d_model=768, d_mlp=3072, d_vocab=50257, n_ctx=1024,
                           dtype=torch.float32)
-    return SimpleNamespace(device=torch.device(device), bridge=SimpleNamespace(cfg=cfg))
+    family = SimpleNamespace(n_layers=12, n_heads=12, n_kv_heads=12, parallel_attn_mlp=False)  # the shape's one source
+    return SimpleNamespace(device=torch.device(device), bridge=SimpleNamespace(cfg=cfg), family=family)
 
 
 def bound_sets(tokens: int, prompts: int = 20) -> list:
@@ -54,6 +55,7 @@ def test_the_cpu_batch_ignores_the_gpu_and_a_set_batch_size_is_left_alone(spec, 
     assert session_module._batch_size(circuitlang.load(written), fake_model("cuda"), bound_sets(6)) == 32
 
 
+@pytest.mark.slow
 def test_half_precision_halves_the_estimate_and_moves_the_numbers_only_slightly(capsys):
     import json
 

@@ -154,9 +154,9 @@ def test_fmt_output_of_a_valid_hostile_spec_is_canonical(tmp_path):
 
 def test_residual_order_of_layers_beyond_any_float():
     """Edges between nodes of layers past 2**1024 once overflowed a float conversion."""
-    deep = ir.Node(kind="mlp", layer=10**400)
-    deeper_head = ir.Node(kind="head", layer=10**400 + 1, head=0)
-    assert runs_forward(deep, deeper_head) and runs_forward(deep, ir.Node(kind="logits"))
+    deep = ir.MlpNode(layer=10**400)
+    deeper_head = ir.HeadNode(layer=10**400 + 1, head=0)
+    assert runs_forward(deep, deeper_head) and runs_forward(deep, ir.LOGITS)
     assert not runs_forward(deeper_head, deep)
 
 

@@ -93,6 +93,7 @@ def test_shipped_alias_table_equals_transformer_lens():
 # ---- loading ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("offline", [True, False], ids=["HF_HUB_OFFLINE=1", "hub-unreachable"])
 def test_uncached_hub_model_fails_within_five_seconds(tmp_path, offline):
     spec = _write(tmp_path, "gpt2")
@@ -131,6 +132,7 @@ def test_a_hub_that_accepts_but_never_answers_is_given_up_on_in_time(monkeypatch
     assert elapsed < 1.5
 
 
+@pytest.mark.slow
 def test_hub_model_downloads_then_loads_from_the_cache_offline(tmp_path, fake_hub: FakeHub):
     spec = _write(tmp_path, REPO)
     online = _env(tmp_path, offline=False)
@@ -149,6 +151,7 @@ def test_hub_model_downloads_then_loads_from_the_cache_offline(tmp_path, fake_hu
     assert json.loads(second.stdout)["model"] == report["model"]  # the same weights, from the cache
 
 
+@pytest.mark.slow
 def test_repo_the_hub_does_not_have_names_the_nearest_known_ones(tmp_path, fake_hub: FakeHub):
     spec = _write(tmp_path, "EleutherAI/pythia-71m")
     env = _env(tmp_path, offline=False)

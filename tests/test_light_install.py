@@ -46,6 +46,7 @@ def circuitlang_without_extras(*args: str | Path, cwd: Path = ROOT,
 SHIPPED = sorted(SPECS.glob("*.circ"))
 
 
+@pytest.mark.slow
 def test_check_fmt_and_plan_run_without_the_extras():
     checked = circuitlang_without_extras("check", *SHIPPED)
     assert checked.returncode == 0, checked.stdout + checked.stderr
@@ -56,6 +57,7 @@ def test_check_fmt_and_plan_run_without_the_extras():
         assert planned.returncode == 0 and "total:" in planned.stdout, planned.stderr
 
 
+@pytest.mark.slow
 def test_the_engines_commands_say_which_extra_they_need(tmp_path):
     result = circuitlang_without_extras("verify", SPECS / "organism_incr_digits.circ")
     assert result.returncode == 3 and "Traceback" not in result.stderr
@@ -111,6 +113,7 @@ def test_check_catches_a_tokenization_mistake_without_torch(gpt2_tokenizer_folde
     assert "Traceback" not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_check_places_an_answer_mistake_at_its_line(gpt2_tokenizer_folder):
     spec = gpt2_tokenizer_folder.parent / "year_answer.circ"
     spec.write_text(NUMBER_WORDS.format(model="./gpt2", first=1, last=3, s1="number_words[i]")
@@ -121,6 +124,7 @@ def test_check_places_an_answer_mistake_at_its_line(gpt2_tokenizer_folder):
     assert (error["line"], error["column"]) == (10, 3) and "answer ' 1732' (answer) is 2 tokens [' 17', '32']" in error["message"]
 
 
+@pytest.mark.slow
 def test_check_without_a_tokenizer_says_so_and_no_tokenize_skips(gpt2_tokenizer_folder, tmp_path):
     spec = gpt2_tokenizer_folder.parent / "untokenized.circ"
     spec.write_text(NUMBER_WORDS.format(model="./gpt2", first=1, last=12,

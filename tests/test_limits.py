@@ -14,7 +14,7 @@ from circuitlang.cli import main
 from circuitlang.data.datasets import expand_all
 from circuitlang.ir.lower import load_spec
 from circuitlang.ir.stdlib import LIMIT_SETTINGS, LIMITS, SPEC_SETTINGS
-from tests.conftest import ROOT
+from tests.conftest import ROOT, fast_cases
 
 BASE = """circuitlang 1
 circuit c on "organism:seqcont"
@@ -106,7 +106,8 @@ def _line_column(text: str, needle: str) -> tuple[int, int]:
     return before.count("\n") + 1, len(before) - before.rfind("\n")
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.limit for case in CASES])
+@pytest.mark.parametrize("case", fast_cases(CASES, lambda case: case.limit not in ("prompts per set", "list length")),
+                         ids=[case.limit for case in CASES])
 def test_a_spec_past_a_limit_is_an_error_at_its_place(tmp_path, capsys, case):
     path = _write(tmp_path, case)
     assert main(["check", "--no-tokenize", str(path)]) == 2
@@ -120,7 +121,11 @@ def test_a_spec_past_a_limit_is_an_error_at_its_place(tmp_path, capsys, case):
         assert f"raise it with `{case.raised.split(' = ')[0]} = N`" in out
 
 
-@pytest.mark.parametrize("case", [case for case in CASES if case.raised], ids=lambda case: case.limit)
+SLOW_TO_RAISE = ("loop product", "generated prompts", "prompts per set", "list length")  # seconds each: the slow set
+
+
+@pytest.mark.parametrize("case", fast_cases([case for case in CASES if case.raised], lambda case: case.limit not in SLOW_TO_RAISE),
+                         ids=lambda case: case.limit)
 def test_its_setting_raises_the_limit(tmp_path, capsys, case):
     path = _write(tmp_path, case, case.raised + "\n")
     assert main(["check", "--no-tokenize", str(path)]) == 0, capsys.readouterr().out[:2000]

@@ -49,6 +49,22 @@ def test_the_parameter_count_is_the_organisms(tmp_path):
     assert size is not None and size.parameters == stored
 
 
+def test_the_loaded_models_shape_and_size_are_those_read_offline():
+    """engine.session reads the loaded model's shape and size in one place (what verify, its batch
+    size and its audit use); for the organism they are what `plan` reads from its config offline."""
+    from dataclasses import replace
+
+    from circuitlang.api import open_run
+    from circuitlang.engine.session import loaded_size
+
+    spec = load_spec(ORGANISM)
+    session = open_run(spec).session
+    assert spec.shape is not None and (session.shape.n_layers, session.shape.n_heads) == (spec.shape.n_layers,
+                                                                                          spec.shape.n_heads)
+    offline = model_size(spec.model, spec.shape)
+    assert offline is not None and loaded_size(session.model) == replace(offline, tied=False)
+
+
 def test_the_cache_estimate_is_the_engines_tensors_exactly():
     """The cached-activation term against the bytes of the tensors the engine holds."""
     from circuitlang.api import open_run
@@ -141,7 +157,7 @@ def test_verify_refuses_a_run_that_does_not_fit_before_loading_the_model(monkeyp
 def test_the_refusal_can_be_overridden(monkeypatch, capsys):
     monkeypatch.setattr(memory, "available_memory", lambda device: 100 * 2**20)
     monkeypatch.setenv(memory.SKIP_CHECK_VARIABLE, "1")
-    monkeypatch.setattr(cli, "_run_verification", lambda *args: (_ for _ in ()).throw(RuntimeError("ran")))
+    monkeypatch.setattr(cli, "_run_verification", lambda *args, **kwargs: (_ for _ in ()).throw(RuntimeError("ran")))
     with pytest.raises(RuntimeError, match="ran"):
         main(["verify", str(ORGANISM)])
 

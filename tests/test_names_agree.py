@@ -33,7 +33,7 @@ from circuitlang.report.render import tables, to_github, to_junit, to_markdown
 from circuitlang.verification.claims import check_claims
 from circuitlang.verification.edges import magnitude
 from circuitlang.verification.statistics import Estimate
-from tests.conftest import SPECS
+from tests.conftest import SPECS, fast_cases
 from tests.micro_model import WORDS, build_copy_model
 from tests.test_edges import micro_report  # noqa: F401  (fixture)
 from tests.test_verify import SPEC as MICRO_SPEC
@@ -55,7 +55,7 @@ def _counts(text: str) -> dict[str, set[int]]:
     return found
 
 
-@pytest.mark.parametrize("name", ["organism_months", "incr_digits", "ioi"])
+@pytest.mark.parametrize("name", fast_cases(["organism_months", "incr_digits", "ioi"], ("organism_months",)))
 def test_check_draw_compare_and_export_state_one_count_per_word(name, capsys, tmp_path):
     """`4.4 -> 9.1 via k, v` is one declared edge and two graph edges: every command that counts
     a circuit says which it counts, and states the same number for the same word."""

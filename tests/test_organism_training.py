@@ -168,6 +168,7 @@ def test_shipped_tokenizer_is_the_one_the_code_builds(tokenizer):
     assert json.loads((WEIGHTS / "config.json").read_text())["vocab_size"] == len(tokenizer)
 
 
+@pytest.mark.slow
 @shipped
 def test_shipped_organism_meets_the_bar_on_held_out_prompts():
     from circuitlang.organisms.seqcont.evaluate import evaluate, load

@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from circuitlang.cli import main
 from circuitlang.report.files import write_atomically
 from tests.conftest import SPECS
@@ -80,6 +82,7 @@ def test_names_in_a_spec_are_shown_as_written_not_as_markup_or_emoji(tmp_path, c
     assert f"{spec}: 1 error(s)" in out
 
 
+@pytest.mark.slow
 def test_verify_tables_show_role_names_as_written(tmp_path):
     text = (SPECS / "organism_incr_digits.circ").read_text()
     role = next(line for line in text.splitlines() if line.startswith("role ")).split('"')[1]

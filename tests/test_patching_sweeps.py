@@ -172,6 +172,7 @@ def test_token_index_columns_agree_with_named_ones(micro):
 # ---- random model, two templates of different lengths ----------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ablate", ["mean of corrupt", "resample", "zero"])
 def test_sweeps_match_hooked_forwards_across_templates(tiny, ablate):
     run = open_tiny(tiny, ablate)
@@ -206,13 +207,13 @@ def test_path_sweep_cells_are_single_path_patches(tiny):
     run = open_tiny(tiny, "resample")
     engine, readout, base = run_sweeps(run)
     f_model = float(base.model.mean())
-    head = ir.Node(kind="head", layer=2, head=1)
-    receivers = [Receiver(head, ("k", "v")), Receiver(ir.Node(kind="mlp", layer=1)), Receiver(ir.Node(kind="logits"))]
+    head = ir.HeadNode(layer=2, head=1)
+    receivers = [Receiver(head, ("k", "v")), Receiver(ir.MlpNode(layer=1)), Receiver(ir.LOGITS)]
     for receiver, reach in zip(receivers, (2, 2, 3)):
         result = sweeps.path_sweep(engine, readout, base, receiver)
         delta = result.delta()
         assert torch.isnan(delta[reach:]).all() and not torch.isnan(delta[:reach]).any()
-        sender = ir.Node(kind="head", layer=1, head=3)
+        sender = ir.HeadNode(layer=1, head=3)
         expected = float(path_patch(run, [sender], [receiver]).mean()) - f_model
         assert float(delta[1, 3]) == pytest.approx(expected, abs=1e-9)
     assert result.receiver == "logits" and sweeps.receiver_label(receivers[0]) == "2.1 (k, v)"
@@ -249,6 +250,7 @@ def test_patch_command_writes_pictures_and_numbers(micro, tmp_path, capsys):
     assert "Δ logit_diff (logits)" in printed and "wrote 9 files" in printed
 
 
+@pytest.mark.slow
 def test_patch_command_png_is_a_picture_with_the_delta_unit(micro, tmp_path):
     from PIL import Image
 

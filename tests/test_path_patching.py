@@ -13,7 +13,7 @@ from tests.test_engine import model_dir, open_spec  # noqa: F401  (fixture)
 
 
 def head(layer: int, index: int) -> ir.Node:
-    return ir.Node(kind="head", layer=layer, head=index)
+    return ir.HeadNode(layer=layer, head=index)
 
 
 def tl_inputs(run):
@@ -54,7 +54,7 @@ def test_last_layer_heads_to_logits_match_tl_activation_patching(model_dir):  # 
     template, clean_cache, corrupt_cache, metric = tl_inputs(run)
     expected = patching.get_act_patch_attn_head_out_all_pos(run.model.bridge, template.clean, corrupt_cache, metric)
     rows = list(template.prompt_indices)
-    logits = Receiver(ir.Node(kind="logits"))
+    logits = Receiver(ir.LOGITS)
     for index in range(4):
         ours = path_patch(run, [head(2, index)], [logits])
         assert ours[rows].mean().item() == pytest.approx(expected[2, index].item(), abs=1e-5)
@@ -63,7 +63,7 @@ def test_last_layer_heads_to_logits_match_tl_activation_patching(model_dir):  # 
 def test_patching_nothing_gives_the_clean_metric_and_patching_changes_it(model_dir):  # noqa: F811
     run = open_spec(model_dir, ablate="resample", name="pp3.circ")
     clean = run.metric([run.full_model()])[0]
-    logits = Receiver(ir.Node(kind="logits"))
+    logits = Receiver(ir.LOGITS)
     assert torch.allclose(path_patch(run, [], [logits]), clean, atol=1e-6)
     assert not torch.allclose(path_patch(run, [head(0, 1), head(1, 2)], [logits]), clean, atol=1e-4)
     # Receivers' inputs recorded in a run where only frozen heads differ from clean change nothing
@@ -95,5 +95,5 @@ def test_mlp_receiver_matches_a_hand_written_patch(model_dir):  # noqa: F811
     answers = torch.tensor([a[0] for a in template.answers["answer"]])
     wrongs = torch.tensor([w[0] for w in template.answers["wrong"]])
     expected = (logits.gather(1, answers[:, None]) - logits.gather(1, wrongs[:, None]))[:, 0].double()
-    ours = path_patch(run, [sender], [Receiver(ir.Node(kind="mlp", layer=2))], freeze_mlps=True)
+    ours = path_patch(run, [sender], [Receiver(ir.MlpNode(layer=2))], freeze_mlps=True)
     assert torch.allclose(ours[list(template.prompt_indices)], expected, atol=1e-5)

@@ -122,6 +122,7 @@ def _check_progress(lines: list[str], out: str, err: str) -> None:
     assert "it/s" not in err and "Loading" not in err  # no third-party progress bars
 
 
+@pytest.mark.slow
 def test_patch_without_a_terminal_prints_progress_over_its_senders_and_receivers(tmp_path, monkeypatch, capsys):
     spec = SPECS / "organism_incr_digits.circ"
     code, lines, out, err = _run_command(["patch", str(spec), "-o", str(tmp_path), "--kind", "heads",
@@ -142,6 +143,7 @@ def test_compare_without_a_terminal_prints_progress_over_specs_and_models(monkey
     assert len({PROGRESS_LINE.search(line)[2] for line in lines}) == 1  # the total is known before the first model
 
 
+@pytest.mark.slow
 def test_discover_without_a_terminal_prints_progress_with_an_estimate(tmp_path, monkeypatch, capsys):
     spec = SPECS / "organism_incr_digits.circ"
     code, lines, out, err = _run_command(["discover", str(spec), "--method", "prune", "--order", "backward",

@@ -18,7 +18,7 @@ import pytest
 
 from circuitlang.cli import main
 from circuitlang.engine.result_cache import CACHE_DIR_VARIABLE, ResultCache, encode
-from tests.conftest import ROOT, SPECS
+from tests.conftest import ROOT, SPECS, fast_cases
 
 ORGANISM = SPECS / "organism_incr_digits.circ"
 WEIGHTS = ROOT / "circuitlang" / "organisms" / "seqcont" / "weights"
@@ -128,6 +128,7 @@ def copy_of(warm_cache: Path, tmp_path: Path) -> Path:
 # ---- verify with the cache -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_first_run_misses_everything_and_stores_it(warm):
     cache_dir, report, _ = warm
     hits, misses = cache_use(report)
@@ -135,6 +136,7 @@ def test_the_first_run_misses_everything_and_stores_it(warm):
     assert len(entries(cache_dir)) == misses
 
 
+@pytest.mark.slow
 def test_an_identical_run_reads_everything_and_evaluates_nothing(warm, tmp_path, monkeypatch):
     cache_dir, cold, spec = warm
     forwards = Forwards(monkeypatch)
@@ -144,6 +146,7 @@ def test_an_identical_run_reads_everything_and_evaluates_nothing(warm, tmp_path,
     assert without_cache_fields(again) == without_cache_fields(cold)
 
 
+@pytest.mark.slow
 def test_editing_a_claim_threshold_or_the_bootstrap_evaluates_nothing(warm, tmp_path, monkeypatch):
     cache_dir, cold, _ = warm
     copy = copy_of(cache_dir, tmp_path)
@@ -159,6 +162,7 @@ def test_editing_a_claim_threshold_or_the_bootstrap_evaluates_nothing(warm, tmp_
     assert cache_use(resampled)[1] == 0 and forwards.total == 0
 
 
+@pytest.mark.slow
 def test_removing_a_node_evaluates_only_what_changed_and_gives_the_uncached_numbers(warm, tmp_path, monkeypatch):
     cache_dir, cold, _ = warm
     text = ORGANISM.read_text().replace(": 0.0, 0.2 q end", ": 0.0 q end").replace("edge 0.2 -> mlp 0", "")
@@ -173,7 +177,7 @@ def test_removing_a_node_evaluates_only_what_changed_and_gives_the_uncached_numb
     assert without_cache_fields(cached) == without_cache_fields(fresh)
 
 
-@pytest.mark.parametrize("kind", ["small", "csv", "edges"])
+@pytest.mark.parametrize("kind", fast_cases(["small", "csv", "edges"], ("small",)))
 def test_a_report_from_the_cache_wholly_or_in_part_is_the_uncached_report(kind, tmp_path, monkeypatch):
     """Byte for byte. In part, the variants left to compute are run without those the cache had
     (other batch companions, batches of other sizes): none of that may reach a number."""
@@ -189,6 +193,7 @@ def test_a_report_from_the_cache_wholly_or_in_part_is_the_uncached_report(kind, 
     assert without_cache_fields(wholly) == without_cache_fields(fresh)
 
 
+@pytest.mark.slow
 def test_the_rows_a_forward_takes_are_keyed_where_they_split_a_template(tmp_path, monkeypatch):
     """A batch size that splits the 6 prompts into other chunks (whose means and matrix shapes can
     round differently) reads nothing; one that leaves them one chunk reads everything."""
@@ -204,6 +209,7 @@ def test_the_rows_a_forward_takes_are_keyed_where_they_split_a_template(tmp_path
     assert without_cache_fields(split) == without_cache_fields(fresh)
 
 
+@pytest.mark.slow
 def test_a_corrupt_entry_is_a_miss_and_is_repaired(warm, tmp_path, monkeypatch):
     cache_dir, cold, spec = warm
     copy = copy_of(cache_dir, tmp_path)
@@ -218,6 +224,7 @@ def test_a_corrupt_entry_is_a_miss_and_is_repaired(warm, tmp_path, monkeypatch):
     assert cache_use(run_verify(spec, copy, monkeypatch))[1] == 0
 
 
+@pytest.mark.slow
 def test_other_weights_under_the_same_name_miss(tmp_path, monkeypatch):
     """Two folders named alike in their specs: the same weights share every entry, weights that
     differ in one number share none."""
@@ -241,6 +248,7 @@ def test_other_weights_under_the_same_name_miss(tmp_path, monkeypatch):
     assert cache_use(perturbed) == (0, cache_use(cold)[1])
 
 
+@pytest.mark.slow
 def test_edited_engine_code_misses(tmp_path, monkeypatch):
     from circuitlang.engine import result_cache
 
@@ -251,6 +259,7 @@ def test_edited_engine_code_misses(tmp_path, monkeypatch):
     assert cache_use(edited) == (0, cache_use(cold)[1])
 
 
+@pytest.mark.slow
 def test_no_cache_neither_reads_nor_writes(tmp_path, monkeypatch):
     cache_dir = tmp_path / "cache"
     report = run_verify(light_spec(tmp_path), cache_dir, monkeypatch, "--no-audit", "--no-cache")
@@ -259,6 +268,7 @@ def test_no_cache_neither_reads_nor_writes(tmp_path, monkeypatch):
     assert prompt_set["cache"]["enabled"] is False and prompt_set["cache"]["hits"] == 0
 
 
+@pytest.mark.slow
 def test_the_table_says_how_much_came_from_the_cache(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv(CACHE_DIR_VARIABLE, str(tmp_path / "cache"))
     spec = light_spec(tmp_path)
@@ -290,6 +300,25 @@ def test_an_entry_round_trips_and_a_wrong_length_is_a_miss(tmp_path):
     cache.put(key(1), values)
     assert np.array_equal(cache.get(key(1), 7), values)
     assert cache.get(key(1), 8) is None and cache.get(key(2), 7) is None
+
+
+def test_entries_are_written_by_the_one_atomic_writer_and_stay_private(tmp_path):
+    """The cache writes with report.files' atomic writer (temporary file, then rename), its entries
+    and ledger readable by their owner only, whatever the umask."""
+    import circuitlang.engine.result_cache as result_cache
+    from circuitlang.report.files import write_then_rename
+
+    assert result_cache.write_then_rename is write_then_rename
+    umask = os.umask(0o022)
+    try:
+        cache = ResultCache(tmp_path)
+        cache.put(key(1), np.ones(3))
+        cache.trim()
+    finally:
+        os.umask(umask)
+    written = [cache.path_of(key(1)), tmp_path / "v1" / "usage"]
+    assert [oct(os.stat(path).st_mode & 0o777) for path in written] == [oct(0o600)] * 2
+    assert not list(tmp_path.rglob(".*.tmp"))
 
 
 def test_an_entry_filed_under_another_key_is_a_miss(tmp_path):
@@ -367,6 +396,7 @@ print(wrong)
 """
 
 
+@pytest.mark.slow
 def test_two_processes_writing_one_cache_do_not_corrupt_it(tmp_path):
     """Both write the same entries, read them and evict (the bound holds about 100 of 300):
     a read gives the right values or nothing, and every entry left reads back whole."""
@@ -382,7 +412,7 @@ def test_two_processes_writing_one_cache_do_not_corrupt_it(tmp_path):
     left = [number for number in range(300) if cache.get(key(number), 50) is not None]
     assert left and all(np.array_equal(cache.get(key(n), 50), np.arange(50.0) + n) for n in left)
     assert len(entries(tmp_path / "cache")) == len(left)
-    assert not list((tmp_path / "cache").rglob(".tmp-*"))  # no temporary file left behind
+    assert not list((tmp_path / "cache").rglob(".*.tmp"))  # no temporary file left behind
 
 
 def test_the_cache_lives_where_the_environment_says(tmp_path, monkeypatch):

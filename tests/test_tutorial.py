@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 from tests.doc_blocks import blocks, run_python_blocks
 
@@ -64,6 +66,7 @@ def check_command(command: str, code: int, shown: list[str], folder: Path, line:
         assert squeeze(expected) in actual, f"{where} did not print: {expected}\n{printed}"
 
 
+@pytest.mark.slow
 def test_the_tutorial_runs_as_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}

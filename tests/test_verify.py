@@ -120,8 +120,8 @@ def test_numbers_agree_with_the_slow_reference(folder):
         return float(np.mean(values))
 
     def nodes(names: list[str]) -> frozenset:
-        return frozenset(ir.Node(kind="mlp", layer=int(n.split()[1])) if n.startswith("mlp")
-                         else ir.Node(kind="head", layer=int(n.split(".")[0]), head=int(n.split(".")[1])) for n in names)
+        return frozenset(ir.MlpNode(layer=int(n.split()[1])) if n.startswith("mlp")
+                         else ir.HeadNode(layer=int(n.split(".")[0]), head=int(n.split(".")[1])) for n in names)
 
     f_model = reference(full_model_variant(1, 4))
     f_circuit = reference(circuit_variant(run.spec.circuit))
@@ -169,6 +169,7 @@ def test_spec_error_exits_2_and_model_error_exits_3(folder, tmp_path, capsys):
     assert "not in the local Hugging Face cache" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_full_model_metric_that_cannot_be_told_from_zero_is_said_and_fails_ratio_claims(tmp_path):
     """Half the prompts ask for the next number and half for the one before: F(M) averages near 0,
     and F(C)/F(M) would be any number at all."""
@@ -194,6 +195,7 @@ def test_a_full_model_metric_that_cannot_be_told_from_zero_is_said_and_fails_rat
     assert "warning: F(M)" in to_junit(report) and "**Warning:**" in to_markdown(report)
 
 
+@pytest.mark.slow
 def test_a_clear_full_model_metric_gives_no_warning():
     from circuitlang.api import verify as verify_run
     from tests.conftest import SPECS
@@ -202,3 +204,47 @@ def test_a_clear_full_model_metric_gives_no_warning():
     spec = spec.model_copy(update={"settings": spec.settings.model_copy(update={"bootstrap": 200, "completeness_samples": 2})})
     report = verify_run(circuitlang.open_run(spec), audit=False)
     assert report.prompt_sets[0].warnings == [] and report.passed
+
+
+def test_verify_runs_the_plans_steps_in_order_and_the_rows_it_counted(folder, monkeypatch):
+    """The plan is what runs: every step kind has a runner, `verify` runs exactly the steps
+    `compile_plan` gives (in order, none added or left out), and each runs the prompt rows the plan
+    counts for it (the caches with the baselines, whose first run builds them; the greedy search
+    at most its bound). Catches a step the verifier stops running, or work it does outside a step."""
+    from circuitlang import verifier
+    from circuitlang.compile.plan import StepKind, compile_plan
+    from circuitlang.compile.subsets import BASELINES, GREEDY
+    from circuitlang.data.datasets import expand_all
+    from circuitlang.engine.session import open_session
+
+    assert set(verifier.STEP_RUNNERS) == set(StepKind)
+    ran = []  # (step, prompt rows the progress meter advanced while it ran)
+
+    def recording(runner):
+        def run(verification, step):
+            before = verification.say.done
+            runner(verification, step)
+            ran.append((step, verification.say.done - before))
+        return run
+
+    monkeypatch.setattr(verifier, "STEP_RUNNERS", {kind: recording(r) for kind, r in verifier.STEP_RUNNERS.items()})
+    spec = circuitlang.load(write(folder, "planned.circ", 'role "mover": 0.0, 0.1 q end k s1\nedge 0.0 -> logits\nedge 0.1 -> logits',
+                                  "expect 0.1 attends end -> s1 >= 0.5"))
+    datasets = expand_all(spec)
+    session = open_session(spec, datasets=datasets)
+    assert session.datasets is datasets  # expanded once, by the caller
+    report = verifier.verify(session, audit=True)
+    plan = compile_plan(spec, datasets, True, session.shape)
+    assert [step for step, _ in ran] == list(plan.steps)
+    caches = sum(step.rows for step in plan.steps if step.kind is StepKind.CACHE)
+    for step, advanced in ran:
+        counted = step.rows + (caches if step.schedule_step == BASELINES else 0)
+        if step.kind is StepKind.CACHE:
+            assert advanced == 0, step.id  # counted with the baselines
+        elif step.schedule_step == GREEDY:
+            assert advanced <= counted, step.id  # variants evaluated before are not run again
+        else:
+            assert advanced == counted, step.id
+    [prompt_set] = report.prompt_sets
+    assert prompt_set.audit is not None and prompt_set.audit.ran and prompt_set.patch_runs == 4
+    assert [claim.passed for claim in report.claims] == [True]

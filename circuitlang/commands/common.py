@@ -1,5 +1,6 @@
-"""What every command needs: load a spec or print its errors, open a run on a device, show
-progress, and answer a misspelt option value with the nearest valid one."""
+"""What every command needs: load a spec, open a run on a device, show progress, and answer a
+misspelt option value with the nearest valid one. Problems are raised as typed errors
+(circuitlang.errors); the command line's entry point prints them and picks the exit code."""
 
 from __future__ import annotations
 
@@ -12,11 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from circuitlang.data.datasets import expand_all
-# The commands' exit codes are defined once, in circuitlang.errors, and re-exported here.
-from circuitlang.errors import EXIT_CLAIM_FAILED as EXIT_CLAIM_FAILED
-from circuitlang.errors import EXIT_OK as EXIT_OK
-from circuitlang.errors import EXIT_RUNTIME_ERROR as EXIT_RUNTIME_ERROR
-from circuitlang.errors import EXIT_SPEC_ERROR, CircuitlangError, exit_code, flatten, render_diagnostic
+from circuitlang.errors import InputError
 from circuitlang.ir import models as ir
 from circuitlang.ir.lower import load_spec
 from circuitlang.ir.suggest import did_you_mean
@@ -26,19 +23,6 @@ if TYPE_CHECKING:  # torch is imported only by commands that run a model
 
 # An edge's entry in an EAP-IG Graph.to_json file is ~70 bytes; room for long scores and indentation.
 BYTES_PER_EDGE = 200
-
-
-class CommandFailed(Exception):
-    """Raised after the problem was printed; carries the exit code."""
-
-    def __init__(self, exit_code: int) -> None:
-        super().__init__(exit_code)
-        self.exit_code = exit_code
-
-
-def print_errors(error: CircuitlangError) -> None:
-    for problem in flatten([error]):
-        print(render_diagnostic(problem), file=sys.stderr)
 
 
 ROOT_HELP = ("the project root: every file the spec names (data, `use`, model folder) must lie inside it "
@@ -83,26 +67,19 @@ def add_root_argument(parser) -> None:  # argparse.ArgumentParser
 
 
 def load_checked(path: Path, root: Path | None = None) -> ir.Spec:
-    """The spec, validated and with its prompts expanded once; errors printed -> CommandFailed(2, or
-    3 for a model folder that cannot be read)."""
-    try:
-        spec = load_spec(path, root)
-        expand_all(spec)
-    except CircuitlangError as error:
-        print_errors(error)
-        raise CommandFailed(exit_code([error])) from None
+    """The spec, validated and with its prompts expanded once (so that a data error is found before
+    any model loads); raises the spec's CircuitlangError."""
+    spec = load_spec(path, root)
+    expand_all(spec)
     return spec
 
 
 def open_checked(spec: ir.Spec, device: str = "cpu", threads: int = 0) -> "Session":
-    """Load the model and bind the prompts; binding errors -> 2, model errors -> 3 (printed)."""
+    """Load the model and bind the prompts; raises a DataError (a prompt the tokenizer splits
+    differently) or a ModelError."""
     from circuitlang.engine.session import open_session
 
-    try:
-        session = open_session(spec, device=device)
-    except CircuitlangError as error:
-        print_errors(error)
-        raise CommandFailed(exit_code([error])) from None
+    session = open_session(spec, device=device)
     set_threads(session, threads)
     return session
 
@@ -174,19 +151,18 @@ def progress_display(command: str) -> Iterator[Callable[[str], None]]:
 
 
 def read_graph_json(path: Path, max_bytes: int) -> object:
-    """The graph file's JSON; its size is checked before it is read (json holds ~10x the file)."""
+    """The graph file's JSON; its size is checked before it is read (json holds ~10x the file).
+    A file that cannot be read or is not JSON raises an InputError."""
     try:
         size = path.stat().st_size
         if size > max_bytes:
-            print(f"{path}: {size:,} bytes, more than the {max_bytes:,} the graph size limit allows "
-                  "(raise it with --max-edges N)", file=sys.stderr)
-            raise CommandFailed(EXIT_SPEC_ERROR)
+            raise InputError(f"{path}: {size:,} bytes, more than the {max_bytes:,} the graph size limit allows "
+                             "(raise it with --max-edges N)")
         return json.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
-        print(f"{path}: cannot read: {error.strerror or error}", file=sys.stderr)
+        raise InputError(f"{path}: cannot read: {error.strerror or error}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        print(f"{path}: not JSON: {error} (export the graph with EAP-IG's Graph.to_json)", file=sys.stderr)
+        raise InputError(f"{path}: not JSON: {error} (export the graph with EAP-IG's Graph.to_json)") from None
     except (ValueError, RecursionError):  # integers over 4300 digits, nesting past Python's stack
-        print(f"{path}: a number too long or nesting too deep for an EAP-IG graph (export the graph with "
-              "EAP-IG's Graph.to_json)", file=sys.stderr)
-    raise CommandFailed(EXIT_SPEC_ERROR)
+        raise InputError(f"{path}: a number too long or nesting too deep for an EAP-IG graph (export the graph "
+                         "with EAP-IG's Graph.to_json)") from None

@@ -21,9 +21,8 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from circuitlang.commands.common import (EXIT_OK, EXIT_RUNTIME_ERROR, EXIT_SPEC_ERROR, CommandFailed, add_device_argument, load_checked,
-                                         print_errors, progress_display, set_threads)
-from circuitlang.errors import CircuitlangError, exit_code
+from circuitlang.commands.common import add_device_argument, load_checked, progress_display, set_threads
+from circuitlang.errors import ModelError, OutputError, Reported, UsageError
 from circuitlang.ir import models as ir
 
 if TYPE_CHECKING:  # numpy and torch are imported only when the command runs (the light install has neither)
@@ -42,28 +41,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CPU threads for torch (default: as verify: 1 for models under 10M parameters)")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> None:
+    """Raises the specs' errors, a DataError from binding (a prompt the tokenizer splits differently),
+    and after the output a Reported ModelError when a spec's model did not load."""
     from circuitlang.verification.compare import Comparison, overlap
 
     if len(args.files) < 2:
-        print("compare needs two or more specs", file=sys.stderr)
-        return EXIT_SPEC_ERROR
-    try:
-        specs = [load_checked(path, args.root) for path in args.files]
-        summaries, shared = overlap(specs)
-        transfer = None if args.no_transfer else _transfer(specs, args)
-    except CommandFailed as failed:
-        return failed.exit_code
-    except CircuitlangError as error:  # binding found a prompt the tokenizer splits differently (2), a model failed (3)
-        print_errors(error)
-        return exit_code([error])
+        raise UsageError("compare needs two or more specs")
+    specs = [load_checked(path, args.root) for path in args.files]
+    summaries, shared = overlap(specs)
+    transfer = None if args.no_transfer else _transfer(specs, args)
     try:
         _emit(Comparison(specs=summaries, overlap=shared, transfer=transfer), args)
     except OSError as error:
-        print(f"{args.output}: cannot write: {error.strerror}", file=sys.stderr)
-        return EXIT_RUNTIME_ERROR
-    unloaded = transfer is not None and any(column.f_model is None for column in transfer.columns)
-    return EXIT_RUNTIME_ERROR if unloaded else EXIT_OK
+        raise OutputError(f"{args.output}: cannot write: {error.strerror}") from None
+    unloaded = [column for column in transfer.columns if column.f_model is None] if transfer is not None else []
+    if unloaded:  # the output says why in each n/a cell
+        raise Reported([ModelError(f"{column.label}: the model did not load") for column in unloaded])
 
 
 def _transfer(specs: list[ir.Spec], args: argparse.Namespace) -> Transfer:

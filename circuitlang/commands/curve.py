@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from circuitlang.commands.common import (
-    BYTES_PER_EDGE, EXIT_OK, EXIT_RUNTIME_ERROR, EXIT_SPEC_ERROR, CommandFailed, add_device_argument, load_checked, one_of,
-    open_checked, positive_int, print_errors, progress_display, read_graph_json, unknown_value, why_unwritable)
-from circuitlang.errors import CircuitlangError, exit_code
+    BYTES_PER_EDGE, add_device_argument, load_checked, one_of, open_checked, positive_int, progress_display,
+    read_graph_json, unknown_value, why_unwritable)
+from circuitlang.errors import InputError, OutputError, UsageError
 from circuitlang.ir import models as ir
 from circuitlang.ir.eap_ig import GraphConfig
 from circuitlang.discover.methods import DEFAULT_IG_GRID, EAP_IG_STEPS, IG_GRID_HELP, IG_GRIDS, MAX_STEPS, IGGrid, \
@@ -66,29 +65,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> None:
     problem = _bad_option(args)
     if problem:
-        print(f"curve: {problem}", file=sys.stderr)
-        return EXIT_SPEC_ERROR
+        raise UsageError(f"curve: {problem}")
     for path in (args.json, args.plot):
         unwritable = why_unwritable(path)
         if unwritable:  # said before the model loads, not after the evaluation
-            print(f"{path}: cannot write: {unwritable}", file=sys.stderr)
-            return EXIT_RUNTIME_ERROR
-    try:
-        spec = load_checked(args.file, args.root)  # before torch: a spec error costs no seconds
-        prompts = _prompt_set(spec, args)
-        graphs = [_graph_scores(path, args.max_edges, spec.shape) for path in args.graph]
-        curves = _evaluate(spec, args, graphs)
-    except CommandFailed as failure:
-        return failure.exit_code
-    except CircuitlangError as error:
-        print_errors(error)
-        return exit_code([error])
+            raise OutputError(f"{path}: cannot write: {unwritable}")
+    spec = load_checked(args.file, args.root)  # before torch: a spec error costs no seconds
+    prompts = _prompt_set(spec, args)
+    graphs = [_graph_scores(path, args.max_edges, spec.shape) for path in args.graph]
+    curves = _evaluate(spec, args, graphs)
     for result in curves:
         _print_curve(result, args)
-    return _write_outputs(curves, args, prompts)
+    _write_outputs(curves, args, prompts)
 
 
 def _bad_option(args: argparse.Namespace) -> str | None:
@@ -110,8 +101,7 @@ def _prompt_set(spec: ir.Spec, args: argparse.Namespace) -> str:
     """The prompt set to evaluate on: --prompts, checked, or the spec's first."""
     names = [p.name for p in spec.prompt_sets]
     if args.prompts and args.prompts not in names:
-        print(f"{args.file}: no prompt set named {unknown_value(args.prompts, names)}", file=sys.stderr)
-        raise CommandFailed(EXIT_SPEC_ERROR)
+        raise UsageError(f"{args.file}: no prompt set named {unknown_value(args.prompts, names)}")
     return args.prompts or names[0]
 
 
@@ -129,17 +119,12 @@ class GraphScores:
 
 
 def _graph_scores(path: Path, max_edges: int, shape: ir.ModelShape | None) -> GraphScores:
-    """Read and check a graph file before the model loads; problems -> CommandFailed(2)."""
+    """Read and check a graph file before the model loads; raises an InputError, or the parser's errors."""
     data = read_graph_json(path, max_edges * BYTES_PER_EDGE)
-    try:
-        parsed = parse_graph(data, str(path), shape, max_edges)
-    except CircuitlangError as error:
-        print_errors(error)
-        raise CommandFailed(exit_code([error])) from None
+    parsed = parse_graph(data, str(path), shape, max_edges)
     if not any(parsed.edge_scores.values()):
-        print(f"{path}: the graph has no edge scores (all are 0 or null), so it ranks no edge; write it from an "
-              "attribution run (EAP-IG's attribute) or score the edges here with --method", file=sys.stderr)
-        raise CommandFailed(EXIT_SPEC_ERROR)
+        raise InputError(f"{path}: the graph has no edge scores (all are 0 or null), so it ranks no edge; write it "
+                         "from an attribution run (EAP-IG's attribute) or score the edges here with --method")
     scores = {(s, r, c or ""): value for (s, r, c), value in parsed.edge_scores.items()}
     return GraphScores(path, parsed.config, scores)
 
@@ -147,10 +132,9 @@ def _graph_scores(path: Path, max_edges: int, shape: ir.ModelShape | None) -> Gr
 def _check_shape(graph: GraphScores, scorer: "Scorer", spec_path: Path) -> None:
     """The graph's model against the loaded one, for specs whose shape is unknown before loading."""
     if (graph.config.n_layers, graph.config.n_heads) != (scorer.n_layers, scorer.n_heads):
-        print(f"{graph.path}: the graph is of a model with {graph.config.n_layers} layers x {graph.config.n_heads} "
-              f"heads, but {spec_path}'s model has {scorer.n_layers} x {scorer.n_heads}; score the edges on the "
-              "spec's model", file=sys.stderr)
-        raise CommandFailed(EXIT_SPEC_ERROR)
+        raise InputError(f"{graph.path}: the graph is of a model with {graph.config.n_layers} layers x "
+                         f"{graph.config.n_heads} heads, but {spec_path}'s model has {scorer.n_layers} x "
+                         f"{scorer.n_heads}; score the edges on the spec's model")
 
 
 def _method_scores(scorer: "Scorer", method: str, args: argparse.Namespace) -> dict:
@@ -203,9 +187,9 @@ def _check_defined(scorer: "Scorer", spec_path: Path) -> None:
 
     (m_empty,) = scorer.means([empty_graph(scorer)])
     if scorer.f_model == m_empty:
-        print(f"{spec_path}: the model and the graph without edges give the same mean metric ({m_empty:.4g}) on "
-              "these prompts, so f = (m(C) - m(∅)) / (m(M) - m(∅)) is undefined; check the ablation", file=sys.stderr)
-        raise CommandFailed(EXIT_SPEC_ERROR)
+        raise InputError(f"{spec_path}: the model and the graph without edges give the same mean metric "
+                         f"({m_empty:.4g}) on these prompts, so f = (m(C) - m(∅)) / (m(M) - m(∅)) is undefined; "
+                         "check the ablation")
 
 
 def _check_attributable(scorer: "Scorer", args: argparse.Namespace) -> None:
@@ -214,17 +198,15 @@ def _check_attributable(scorer: "Scorer", args: argparse.Namespace) -> None:
     for method in args.method:
         why = why_not_attributable(scorer, method)
         if why:
-            print(f"{args.file}: --method {method}: {why}", file=sys.stderr)
-            raise CommandFailed(EXIT_SPEC_ERROR)
+            raise UsageError(f"{args.file}: --method {method}: {why}")
 
 
 def _check_edge_graph(scorer: "Scorer", spec_path: Path) -> None:
     """A curve ranks and ablates edges of the full graph; some models have no such graph."""
     why = scorer.session.model.family.why_no_edge_graph()
     if why:
-        print(f"{spec_path}: a faithfulness curve evaluates circuits of edges, but {why} "
-              "(docs/engine.md, \"Model families\")", file=sys.stderr)
-        raise CommandFailed(EXIT_SPEC_ERROR)
+        raise InputError(f"{spec_path}: a faithfulness curve evaluates circuits of edges, but {why} "
+                         "(docs/engine.md, \"Model families\")")
 
 
 def _print_curve(result: "FaithfulnessCurve", args: argparse.Namespace) -> None:
@@ -246,7 +228,8 @@ def _print_curve(result: "FaithfulnessCurve", args: argparse.Namespace) -> None:
                   f"and 1) {result.cmd:.4f}; over ln(fraction): CPR {result.cpr_log:.4f}, CMD {result.cmd_log:.4f}")
 
 
-def _write_outputs(curves: list["FaithfulnessCurve"], args: argparse.Namespace, prompts: str) -> int:
+def _write_outputs(curves: list["FaithfulnessCurve"], args: argparse.Namespace, prompts: str) -> None:
+    """Write --json and --plot; the first that cannot be written raises an OutputError."""
     from circuitlang.report.files import write_atomically
 
     outputs: list[tuple[Path, str | bytes]] = []
@@ -262,7 +245,5 @@ def _write_outputs(curves: list["FaithfulnessCurve"], args: argparse.Namespace, 
         try:
             write_atomically(path, text)
         except OSError as error:
-            print(f"{path}: cannot write: {error.strerror}", file=sys.stderr)
-            return EXIT_RUNTIME_ERROR
+            raise OutputError(f"{path}: cannot write: {error.strerror}") from None
         print(f"wrote {path}")
-    return EXIT_OK

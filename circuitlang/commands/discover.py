@@ -16,15 +16,13 @@ import argparse
 import math
 import re
 import shlex
-import sys
 from pathlib import Path
 
-from circuitlang.commands.common import EXIT_CLAIM_FAILED, EXIT_OK, EXIT_RUNTIME_ERROR, EXIT_SPEC_ERROR, \
-    CommandFailed, add_device_argument, load_checked, one_of, open_checked, print_errors, progress_display, \
+from circuitlang.commands.common import add_device_argument, load_checked, one_of, open_checked, progress_display, \
     unknown_value, why_unwritable
 from circuitlang.discover.methods import DEFAULT_IG_GRID, EAP_IG_STEPS, IG_GRID_HELP, IG_GRIDS, MAX_STEPS, METHODS, \
     IGGrid
-from circuitlang.errors import CircuitlangError, exit_code
+from circuitlang.errors import InputError, OutputError, UsageError, Verdict
 from circuitlang.ir import models as ir
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -70,42 +68,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> Verdict:
+    """PASSED when the written circuit reaches --target, FAILED when the smallest found does not."""
     problem = _bad_option(args)
     if problem:
-        print(f"discover: {problem}", file=sys.stderr)
-        return EXIT_SPEC_ERROR
+        raise UsageError(f"discover: {problem}")
     unwritable = why_unwritable(args.output)
     if unwritable:  # said before a search that can take minutes, not after it
-        print(f"{args.output}: cannot write the spec: {unwritable}", file=sys.stderr)
-        return EXIT_RUNTIME_ERROR
-    try:
-        spec = load_checked(args.file, args.root)  # before torch is imported: a spec error costs no seconds
-        names = [p.name for p in spec.prompt_sets]
-        if args.prompts and args.prompts not in names:
-            print(f"{args.file}: no prompt set named {unknown_value(args.prompts, names)}", file=sys.stderr)
-            return EXIT_SPEC_ERROR
-        outcome = _search(spec, args)
-    except CommandFailed as failure:
-        return failure.exit_code
-    except CircuitlangError as error:
-        print_errors(error)
-        return exit_code([error])
+        raise OutputError(f"{args.output}: cannot write the spec: {unwritable}")
+    spec = load_checked(args.file, args.root)  # before torch is imported: a spec error costs no seconds
+    names = [p.name for p in spec.prompt_sets]
+    if args.prompts and args.prompts not in names:
+        raise UsageError(f"{args.file}: no prompt set named {unknown_value(args.prompts, names)}")
+    outcome = _search(spec, args)
     from circuitlang.report.files import write_atomically
 
     try:
         write_atomically(args.output, outcome.text)
     except OSError as error:
-        print(f"{args.output}: cannot write: {error.strerror}", file=sys.stderr)
-        return EXIT_RUNTIME_ERROR
+        raise OutputError(f"{args.output}: cannot write: {error.strerror}") from None
     for line in outcome.summary:
         print(line)
     print(f"wrote {args.output}")
-    return EXIT_OK if outcome.reached else EXIT_CLAIM_FAILED
+    return Verdict.PASSED if outcome.reached else Verdict.FAILED
 
 
 def _search(spec: ir.Spec, args: argparse.Namespace):  # -> search.Outcome; torch is imported only here
-    """Load the model and search, with progress on stderr; a search refused for its spec -> CommandFailed(2)."""
+    """Load the model and search, with progress on stderr; a search refused for its spec -> InputError."""
     from circuitlang.discover.search import CannotSearch, Options, discover
 
     options = Options(args.method, args.output, args.target, args.prompts, args.order, args.include_mlps,
@@ -117,8 +106,7 @@ def _search(spec: ir.Spec, args: argparse.Namespace):  # -> search.Outcome; torc
         with progress_display("discover") as say:
             return discover(open_checked(spec, args.device, args.threads), options, command, say)
     except CannotSearch as error:
-        print(f"{args.file}: {error}", file=sys.stderr)
-        raise CommandFailed(EXIT_SPEC_ERROR) from None
+        raise InputError(f"{args.file}: {error}") from None
 
 
 def _bad_option(args: argparse.Namespace) -> str | None:

@@ -7,12 +7,10 @@ or .dot (the graph source)."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from circuitlang.commands.common import EXIT_OK, EXIT_RUNTIME_ERROR, EXIT_SPEC_ERROR, CommandFailed, load_checked, \
-    print_errors
-from circuitlang.errors import CircuitlangError, exit_code
+from circuitlang.commands.common import load_checked
+from circuitlang.errors import MissingExtra, OutputError, UsageError
 from circuitlang.report.diagram import build_diagram
 from circuitlang.report.draw_graphviz import FORMATS, picture_format
 
@@ -23,27 +21,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"the picture to write (atomically); its extension picks the format: {', '.join(FORMATS)}")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> None:
+    """Raises the specs' errors, or the diagram's (specs on models of different shapes)."""
     if picture_format(args.output) is None:
-        print(f"{args.output}: unknown picture format '{args.output.suffix}'; "
-              f"name the output with one of: {', '.join('.' + f for f in FORMATS)}", file=sys.stderr)
-        return EXIT_SPEC_ERROR
-    try:
-        diagram = build_diagram([load_checked(path, args.root) for path in args.files])
-    except CommandFailed as failure:
-        return failure.exit_code
-    except CircuitlangError as error:
-        print_errors(error)
-        return exit_code([error])
+        raise UsageError(f"{args.output}: unknown picture format '{args.output.suffix}'; "
+                         f"name the output with one of: {', '.join('.' + f for f in FORMATS)}")
+    diagram = build_diagram([load_checked(path, args.root) for path in args.files])
     try:
         from circuitlang.report.draw_graphviz import render
 
         render(diagram, args.output)
     except ImportError:
-        print("drawing needs pygraphviz: pip install 'circuitlang[pictures]'", file=sys.stderr)
-        return EXIT_RUNTIME_ERROR
+        raise MissingExtra("drawing needs pygraphviz: pip install 'circuitlang[pictures]'") from None
     except OSError as error:
-        print(f"{args.output}: cannot write: {error.strerror}", file=sys.stderr)
-        return EXIT_RUNTIME_ERROR
+        raise OutputError(f"{args.output}: cannot write: {error.strerror}") from None
     print(f"wrote {args.output}: {diagram.title}: {diagram.caption}")
-    return EXIT_OK

@@ -15,9 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-from circuitlang.commands.common import EXIT_OK, EXIT_RUNTIME_ERROR, CommandFailed, load_checked, \
-    print_errors
-from circuitlang.errors import CircuitlangError, exit_code
+from circuitlang.commands.common import load_checked
+from circuitlang.errors import OutputError
 from circuitlang.ir.eap_ig import export_graph, export_warnings
 
 FORMATS = ("eap-ig", "eap-ig-legacy")
@@ -31,30 +30,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, help="write the file here (default: stdout)")
 
 
-def run(args: argparse.Namespace) -> int:
-    try:
-        spec = load_checked(args.file, args.root)
-        data = export_graph(spec, legacy=args.to == "eap-ig-legacy")
-    except CommandFailed as failed:
-        return failed.exit_code
-    except CircuitlangError as error:  # the model's shape is unknown offline (3), or an edge EAP-IG lacks (2)
-        print_errors(error)
-        return exit_code([error])
+def run(args: argparse.Namespace) -> None:
+    """Raises the spec's errors, a ModelError when the model's shape is unknown offline, or a
+    SpecError for an edge EAP-IG lacks."""
+    spec = load_checked(args.file, args.root)
+    data = export_graph(spec, legacy=args.to == "eap-ig-legacy")
     for warning in export_warnings(spec):
         print(f"warning: {warning}", file=sys.stderr)
     text = json.dumps(data)
     if args.output is None:
         sys.stdout.write(text + "\n")
-        return EXIT_OK
+        return
     from circuitlang.report.files import write_atomically
 
     try:
         write_atomically(args.output, text)
     except OSError as error:
-        print(f"{args.output}: cannot write: {error.strerror}", file=sys.stderr)
-        return EXIT_RUNTIME_ERROR
+        raise OutputError(f"{args.output}: cannot write: {error.strerror}") from None
     print(f"wrote {args.output}: {_summary(data)}")
-    return EXIT_OK
 
 
 def _summary(data: dict) -> str:

@@ -16,14 +16,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from circuitlang.commands.common import (
-    BYTES_PER_EDGE, EXIT_OK, EXIT_RUNTIME_ERROR, CommandFailed, load_checked, positive_int,
-    print_errors, read_graph_json)
+from circuitlang.commands.common import BYTES_PER_EDGE, load_checked, positive_int, read_graph_json
 from circuitlang.discover.write import FoundCircuit, write_spec
 from circuitlang.dsl import ast
 from circuitlang.dsl.parser import parse
 from circuitlang.dsl.printer import statement_text
-from circuitlang.errors import CircuitlangError, exit_code
+from circuitlang.errors import OutputError
 from circuitlang.ir import models as ir
 from circuitlang.ir.eap_ig_import import MAX_GRAPH_EDGES, ImportedGraph, import_graph
 from circuitlang.ir.lower import load_spec
@@ -50,18 +48,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"the file may be at most {BYTES_PER_EDGE} bytes per edge")
 
 
-def run(args: argparse.Namespace) -> int:
-    try:
-        base = load_checked(args.base, args.root)
-        data = read_graph_json(args.graph, args.max_edges * BYTES_PER_EDGE)
-        imported = import_graph(data, str(args.graph), base.shape, args.top, args.threshold,
-                                base.settings.embed_edges, args.max_edges)
-        base_ast = parse(read_spec_text(args.base), str(args.base))
-    except CommandFailed as failed:
-        return failed.exit_code
-    except CircuitlangError as error:
-        print_errors(error)
-        return exit_code([error])
+def run(args: argparse.Namespace) -> None:
+    """Raises the base spec's errors, the graph file's (InputError, or the importer's DataError), and
+    the written spec's (a --name that is not a circuit name)."""
+    base = load_checked(args.base, args.root)
+    data = read_graph_json(args.graph, args.max_edges * BYTES_PER_EDGE)
+    imported = import_graph(data, str(args.graph), base.shape, args.top, args.threshold,
+                            base.settings.embed_edges, args.max_edges)
+    base_ast = parse(read_spec_text(args.base), str(args.base))
     for warning in imported.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     claims = _claims(base_ast, imported, base, args.graph)
@@ -69,19 +63,14 @@ def run(args: argparse.Namespace) -> int:
                          node_notes={n: f"score {s:.4g}" for n, s in imported.node_scores.items()},
                          edge_notes={pair: _score_note(scores) for pair, scores in imported.edge_scores.items()})
     out = args.output or Path.cwd() / "imported.circ"
-    try:
-        text = write_spec(args.base, found, out, name=args.name, root=args.root)
-    except CircuitlangError as error:  # e.g. a --name that is not a circuit name
-        print_errors(error)
-        return exit_code([error])
+    text = write_spec(args.base, found, out, name=args.name, root=args.root)
     if args.output is None:
         sys.stdout.write(text)
-        return EXIT_OK
+        return
     try:
-        return _write_checked(args.output, text, imported, args.root or default_root(args.base))
+        _write_checked(args.output, text, imported, args.root or default_root(args.base))
     except OSError as error:
-        print(f"{args.output}: cannot write: {error.strerror}", file=sys.stderr)
-        return EXIT_RUNTIME_ERROR
+        raise OutputError(f"{args.output}: cannot write: {error.strerror}") from None
 
 
 def _claims(base_ast: ast.SpecFile, imported: ImportedGraph, base: ir.Spec, graph: Path) -> tuple[str, ...]:
@@ -118,16 +107,11 @@ def _score_note(scores: dict[str, float]) -> str:
     return "scores " + ", ".join(f"{channel} {value:.4g}" for channel, value in scores.items())
 
 
-def _write_checked(path: Path, text: str, imported: ImportedGraph, root: Path) -> int:
-    """Write the spec and load it back: what `verify` will read must be a valid spec."""
+def _write_checked(path: Path, text: str, imported: ImportedGraph, root: Path) -> None:
+    """Write the spec and load it back (raising its errors): what `verify` will read must be a valid spec."""
     from circuitlang.report.files import write_atomically
 
     write_atomically(path, text)
-    try:
-        load_spec(path, root)
-    except CircuitlangError as error:
-        print_errors(error)
-        return exit_code([error])
+    load_spec(path, root)
     edges = len(imported.circuit.edges)
     print(f"wrote {path}: {len(imported.circuit.nodes)} nodes" + (f", {edges} declared edges" if edges else " (node circuit)"))
-    return EXIT_OK

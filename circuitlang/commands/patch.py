@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Callable
 from rich.console import Console
 from rich.markup import escape
 
-from circuitlang.commands.common import (EXIT_OK, EXIT_RUNTIME_ERROR, EXIT_SPEC_ERROR, CommandFailed, add_device_argument, load_checked,
-                                         one_of, open_checked, print_errors, progress_display, unknown_value)
-from circuitlang.errors import CircuitlangError, exit_code
+from circuitlang.commands.common import (add_device_argument, load_checked, one_of, open_checked, progress_display,
+                                         unknown_value)
+from circuitlang.errors import InputError, MissingExtra, OutputError, UsageError
 from circuitlang.ir import models as ir
 from circuitlang.ir.node_text import parse_node
 
@@ -58,16 +58,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CPU threads for torch (default: 1 for models under 10M parameters, torch's default otherwise)")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> None:
     existed = args.output.exists()
     try:
-        return _run(args)
+        _run(args)
     finally:  # a failed or interrupted run leaves no empty folder it made
         if not existed and args.output.is_dir() and not any(args.output.iterdir()):
             args.output.rmdir()
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> None:
+    """Raises the spec's errors, a UsageError or InputError for a sweep that cannot run, and an
+    OutputError when OUTDIR cannot take the files. patch's own lines start with "error: "."""
     started = time.perf_counter()
     try:
         spec = load_checked(args.file, args.root)
@@ -80,24 +82,12 @@ def _run(args: argparse.Namespace) -> int:
             report = _patch(session, request, say)
             say("drawing")
             written = _write(report, args, time.perf_counter() - started)
-    except CommandFailed as failure:
-        return failure.exit_code
-    except CircuitlangError as error:  # found while running (the spec itself was checked above)
-        print_errors(error)
-        return exit_code([error])
     except OSError as error:
-        print(f"error: cannot write to {args.output}: {error.strerror or error}", file=sys.stderr)
-        return EXIT_RUNTIME_ERROR
+        raise OutputError(f"error: cannot write to {args.output}: {error.strerror or error}") from None
     _print_summary(report, written, args.output, time.perf_counter() - started)
-    return EXIT_OK
 
 
 # ---- arguments -------------------------------------------------------------------------------
-
-
-def _fail(message: str, code: int = EXIT_SPEC_ERROR) -> CommandFailed:
-    print(f"error: {message}", file=sys.stderr)
-    return CommandFailed(code)
 
 
 def _request(spec: ir.Spec, args: argparse.Namespace) -> "PatchRequest":
@@ -116,7 +106,7 @@ def _prompt_set(spec: ir.Spec, name: str | None) -> str:
     if name is None:
         return names[0]
     if name not in names:
-        raise _fail(f"{spec.path}: no prompt set {unknown_value(name, names)}")
+        raise UsageError(f"error: {spec.path}: no prompt set {unknown_value(name, names)}")
     return name
 
 
@@ -132,10 +122,10 @@ def _parse_receiver(text: str, shape: ir.ModelShape | None = None) -> tuple[ir.N
     node = parse_node(written)
     named = {c.strip() for c in channel_text.lower().split(",")} if channel_text else set(CHANNELS)
     if node is None or node.kind == "embed":
-        raise _fail("--receiver " + unknown_value(text, _receiver_names(written, shape), RECEIVER_FORMS))
+        raise UsageError("error: --receiver " + unknown_value(text, _receiver_names(written, shape), RECEIVER_FORMS))
     if channel_text and (node.kind != "head" or not named <= set(CHANNELS)):
         meant = [f"{written}:{c}" for c in CHANNELS] if node.kind == "head" else [written.strip()]  # no channels
-        raise _fail("--receiver " + unknown_value(text, meant, RECEIVER_FORMS))
+        raise UsageError("error: --receiver " + unknown_value(text, meant, RECEIVER_FORMS))
     if node.kind != "head":
         return node, ()
     return node, tuple(c for c in CHANNELS if c in named)  # one order: 9.1:v,k is 9.1:k,v
@@ -161,15 +151,14 @@ def _check_before_loading(spec: ir.Spec, request: "PatchRequest") -> None:
             check_receivers([r.node for r in request.receivers], spec.shape.n_layers, spec.shape.n_heads,
                             spec.model.name)
     except CannotPatch as error:
-        raise _fail(str(error)) from None
+        raise InputError(f"error: {error}") from None
 
 
 def _check_plotting() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise _fail("drawing the heatmaps needs matplotlib: pip install 'circuitlang[pictures]'",
-                    EXIT_RUNTIME_ERROR) from None
+        raise MissingExtra("error: drawing the heatmaps needs matplotlib: pip install 'circuitlang[pictures]'") from None
 
 
 # ---- the workflow --------------------------------------------------------------------------------
@@ -181,7 +170,7 @@ def _patch(session: "Session", request: "PatchRequest", status: Callable[[str], 
     try:
         return patch(session, request, status)
     except CannotPatch as error:
-        raise _fail(str(error)) from None
+        raise InputError(f"error: {error}") from None
 
 
 # ---- output ------------------------------------------------------------------------------------

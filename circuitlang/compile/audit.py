@@ -14,15 +14,15 @@ from __future__ import annotations
 from circuitlang.ir import models as ir
 from circuitlang.ir.circuit import runs_forward
 
-LOGITS = ir.Node(kind="logits")
+LOGITS = ir.LOGITS
 
 
 def model_nodes(shape: ir.ModelShape) -> list[ir.Node]:
     """Every head and MLP, in residual-stream order."""
-    nodes = []
+    nodes: list[ir.Node] = []
     for layer in range(shape.n_layers):
-        nodes += [ir.Node(kind="head", layer=layer, head=head) for head in range(shape.n_heads)]
-        nodes.append(ir.Node(kind="mlp", layer=layer))
+        nodes += [ir.HeadNode(layer=layer, head=head) for head in range(shape.n_heads)]
+        nodes.append(ir.MlpNode(layer=layer))
     return nodes
 
 

@@ -56,6 +56,12 @@ class ModelSize:
     n_ctx: int
     tied: bool  # the unembedding is the embedding's transpose (one matrix, not two)
 
+    @classmethod
+    def of(cls, shape: ir.ModelShape, d_model: int, d_mlp: int, vocab: int, n_ctx: int, tied: bool) -> ModelSize:
+        """Layers and heads from the model's shape (ir.shapes offline, engine.session.loaded_shape
+        once loaded), the widths from where the caller read them."""
+        return cls(shape.n_layers, shape.n_heads, d_model, d_mlp, vocab, n_ctx, tied)
+
     @property
     def parameters(self) -> int:
         d, layers = self.d_model, self.n_layers
@@ -234,7 +240,7 @@ def model_size(model: ir.ModelRef, shape: ir.ModelShape | None) -> ModelSize | N
     if known is None or shape is None:
         return None
     d_model, vocab, n_ctx, tied = known
-    return ModelSize(shape.n_layers, shape.n_heads, d_model, 4 * d_model, vocab, n_ctx, tied)
+    return ModelSize.of(shape, d_model, 4 * d_model, vocab, n_ctx, tied)
 
 
 def _config(model: ir.ModelRef) -> dict[str, Any] | None:

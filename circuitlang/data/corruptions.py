@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import Callable
 
-from circuitlang.data.values import Env, Scalar, Value, draw_distinct, evaluate
+from circuitlang.data.values import Env, Value, draw_distinct, evaluate
 from circuitlang.errors import DataError
 from circuitlang.ir import models as ir
 from circuitlang.data.generators import IOI_VERSIONS
 
 SlotValues = dict[str, Value]
-Corrupter = Callable[[ir.Corruption, SlotValues, tuple[str, ...], Env, dict[str, Scalar] | None], SlotValues]
+FileRow = dict[str, Value]  # a row of a corrupt file, as data.files reads it
+Corrupter = Callable[[ir.Corruption, SlotValues, tuple[str, ...], Env, FileRow | None], SlotValues]
 
 
 def apply_assignments(assignments: tuple[ir.Assignment, ...], env: Env) -> None:
@@ -30,13 +31,13 @@ def apply_assignments(assignments: tuple[ir.Assignment, ...], env: Env) -> None:
 
 
 def _random(corruption: ir.Corruption, values: SlotValues, slots: tuple[str, ...], env: Env,
-            row: dict[str, Scalar] | None) -> SlotValues:
+            row: FileRow | None) -> SlotValues:
     apply_assignments(corruption.assignments, env)
     return {slot: env.variables[slot] for slot in slots}
 
 
 def _repeat_last(corruption: ir.Corruption, values: SlotValues, slots: tuple[str, ...], env: Env,
-                 row: dict[str, Scalar] | None) -> SlotValues:
+                 row: FileRow | None) -> SlotValues:
     if len(slots) < 2:
         raise DataError(f"{env.label}: repeat_last needs a template with two or more slots", corruption.span,
                         "use random or a file corruption")
@@ -44,18 +45,18 @@ def _repeat_last(corruption: ir.Corruption, values: SlotValues, slots: tuple[str
 
 
 def _repeat_all(corruption: ir.Corruption, values: SlotValues, slots: tuple[str, ...], env: Env,
-                row: dict[str, Scalar] | None) -> SlotValues:
+                row: FileRow | None) -> SlotValues:
     return {**values, **{slot: values[slots[0]] for slot in slots}}
 
 
 def _swap(corruption: ir.Corruption, values: SlotValues, slots: tuple[str, ...], env: Env,
-          row: dict[str, Scalar] | None) -> SlotValues:
+          row: FileRow | None) -> SlotValues:
     a, b = (str(arg) for arg in corruption.args)
     return {**values, a: values[b], b: values[a]}
 
 
 def _file(corruption: ir.Corruption, values: SlotValues, slots: tuple[str, ...], env: Env,
-          row: dict[str, Scalar] | None) -> SlotValues:
+          row: FileRow | None) -> SlotValues:
     assert row is not None  # expansion pairs every clean prompt with a row before calling this
     missing = [slot for slot in slots if slot not in row]
     if missing:
@@ -65,7 +66,7 @@ def _file(corruption: ir.Corruption, values: SlotValues, slots: tuple[str, ...],
 
 
 def _abc(corruption: ir.Corruption, values: SlotValues, slots: tuple[str, ...], env: Env,
-         row: dict[str, Scalar] | None) -> SlotValues:
+         row: FileRow | None) -> SlotValues:
     """Wang et al.'s ABC dataset: io, s1 and s2 become three distinct names unrelated to the clean ones,
     drawn from the names the clean prompts were drawn from."""
     used = {values.get("io"), values.get("s1")}
@@ -75,7 +76,7 @@ def _abc(corruption: ir.Corruption, values: SlotValues, slots: tuple[str, ...], 
 
 
 def _zero_one(corruption: ir.Corruption, values: SlotValues, slots: tuple[str, ...], env: Env,
-              row: dict[str, Scalar] | None) -> SlotValues:
+              row: FileRow | None) -> SlotValues:
     """Hanna et al.'s 01 dataset: the start year becomes XX01, so no year is ruled out."""
     return {**values, "yy": "01"}
 

@@ -113,7 +113,8 @@ def _generated_rows(prompt_set: ir.PromptSet, rng: random.Random, settings: ir.S
     asked = params.get("n", 0)
     if isinstance(asked, int) and prompt_set.count is not None:
         params["n"] = min(asked, prompt_set.count)
-    if isinstance(params.get("n"), int) and params["n"] > settings.max_prompts:
+    n = params.get("n")
+    if isinstance(n, int) and n > settings.max_prompts:
         raise limit_error("generated prompts", f"generate {generator.name}(n = {asked}) asks for more than {{limit}} "
                           "prompts", settings, generator.span, "keep fewer with `set count = N`")
     made = GENERATOR_FUNCTIONS[generator.name](params, rng)
@@ -168,8 +169,9 @@ def _loop_bindings(loops: tuple[ir.Loop, ...], base: dict[str, Value], lists: di
                         "write e.g. for i in 1..95 or for m in months")
     for value in source:
         steps.take()
-        for bound in _loop_bindings(inner, base | {loop.var: value}, lists, rng, name, steps):
-            yield {loop.var: value} | bound
+        binding: dict[str, Value] = {loop.var: value}
+        for bound in _loop_bindings(inner, base | binding, lists, rng, name, steps):
+            yield binding | bound
 
 
 def _known_loop_product(loops: tuple[ir.Loop, ...], lists: dict[str, NamedValues]) -> int | None:

@@ -74,7 +74,7 @@ def acdc_rows(scorer: Scorer, within: Sequence[ir.Node] | None = None) -> int:
 def full_graph(scorer: Scorer, within: Sequence[ir.Node] | None) -> tuple[list[ir.Node], list[ir.Node], set[EdgeKey]]:
     """The nodes, the senders (the embeddings too with `embed_edges = declared`) and every edge among them."""
     nodes = sorted(within if within is not None else scorer.heads() + scorer.mlps(), key=node_order)
-    senders = nodes + ([ir.Node(kind="embed")] if scorer.embed_edges == "declared" else [])
+    senders = nodes + ([ir.EMBED] if scorer.embed_edges == "declared" else [])
     edges = {key for receiver in nodes + [LOGITS] for key in _incoming(receiver, senders, scorer.parallel_attn_mlp)}
     return nodes, senders, edges
 
@@ -128,7 +128,7 @@ def as_edges(keys: set[EdgeKey]) -> tuple[ir.Edge, ...]:
         channels.setdefault((sender, receiver), set()).add(channel)
     ordered = sorted(channels, key=lambda pair: (node_order(pair[1]), node_order(pair[0])))
     return tuple(ir.Edge(sender=s, receiver=r, span=NO_SPAN,
-                         channels=tuple(c for c in ("q", "k", "v") if c in channels[(s, r)]))  # type: ignore[arg-type]
+                         channels=tuple(c for c in ("q", "k", "v") if c in channels[(s, r)]))
                  for s, r in ordered)
 
 

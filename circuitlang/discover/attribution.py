@@ -17,7 +17,7 @@ non-monotone curve is visible there.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable
 
 from circuitlang.discover.acdc import EdgeKey
 from circuitlang.discover.curves import CurvePoint, evaluate_top, graph_edges
@@ -125,7 +125,7 @@ def _selection(scorer: Scorer, k: int, tried: dict[int, CurvePoint]) -> Selectio
                      tuple((size, _faithfulness(scorer, tried[size])) for size in sorted(tried)))
 
 
-def channel_notes(scores: dict[EdgeKey, float], edges: Sequence[EdgeKey]) -> dict[tuple, str]:
+def channel_notes(scores: dict[EdgeKey, float], edges: Iterable[EdgeKey]) -> dict[tuple, str]:
     """Per (sender, receiver): its channels' scores, as the written spec's edge comments."""
     notes: dict[tuple, list[str]] = {}
     for sender, receiver, channel in sorted(edges, key=lambda key: "qkv".find(key[2]) if key[2] else 0):

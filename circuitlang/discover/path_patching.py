@@ -21,7 +21,7 @@ from circuitlang.discover.scoring import NO_SPAN, Scorer, node_order, variant_of
 from circuitlang.engine.path_patching import Receiver, path_patch
 from circuitlang.ir import models as ir
 
-LOGITS = ir.Node(kind="logits")
+LOGITS = ir.LOGITS
 # Percentiles tried from the strictest down when searching for a faithfulness target, for each
 # noise floor (a fraction of |F(M)|) from the highest down.
 PERCENTILES = (99.0, 98.0, 97.0, 95.0, 92.5, 90.0, 85.0, 80.0, 75.0, 70.0, 60.0, 50.0, 25.0, 0.0)
@@ -130,7 +130,7 @@ def _channels(receiver: ir.Node) -> tuple[Channel, ...]:
 
 def _edge(sender: ir.Node, receiver: ir.Node, channels: list[Channel]) -> ir.Edge:
     kept = tuple(c for c in ("q", "k", "v") if c in channels) if receiver.kind == "head" else ()
-    return ir.Edge(sender=sender, receiver=receiver, channels=kept, span=NO_SPAN)  # type: ignore[arg-type]
+    return ir.Edge(sender=sender, receiver=receiver, channels=kept, span=NO_SPAN)
 
 
 def _scores_of(scores: EdgeScores, edges: tuple[ir.Edge, ...]) -> dict[tuple[ir.Node, ir.Node], dict[Channel, float]]:

@@ -12,13 +12,15 @@ comments in the written spec.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-
-import torch
+from typing import TYPE_CHECKING
 
 from circuitlang.discover.scoring import NO_SPAN, Scorer
+from circuitlang.engine.head_reads import attention_between
 from circuitlang.engine.variants import Variant
 from circuitlang.ir import models as ir
 
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,6 @@ class HeadRole:
     weighted: float  # the same weighted by |v_k W_O|, the quantity `key` maximizes
 
 
-@torch.no_grad()
 def name_heads(scorer: Scorer, circuit: Variant) -> dict[ir.Node, HeadRole]:
     """Roles from every template of the searched prompt set, by position name (a name's token index
     differs between templates; names not in every template are not candidates)."""
@@ -41,17 +42,25 @@ def name_heads(scorer: Scorer, circuit: Variant) -> dict[ir.Node, HeadRole]:
     if not trials:
         return {}
     base = scorer.means([circuit])[0]
-    effects = torch.tensor(scorer.means(trials)).view(len(heads), len(names)) - base
-    attention, moved = _attention_by_name(scorer, names)  # per layer [head, query name, key name]
+    effects = _effects(scorer.means(trials), base, len(heads), len(names))
+    attention, moved = attention_between(scorer.engine, names)  # per layer [head, query name, key name]
     scorer.meter.advance(scorer.rows(1))  # the prompts, run once with their attention cached
-    roles = {}
+    roles: dict[ir.Node, HeadRole] = {}
     for index, keep in enumerate(heads):
         query = int(effects[index].abs().argmax())
         key = int(moved[keep.layer][keep.head, query].argmax())
-        roles[ir.Node(kind="head", layer=keep.layer, head=keep.head)] = HeadRole(
+        roles[ir.HeadNode(layer=keep.layer, head=keep.head)] = HeadRole(
             f"{names[query]} reads {names[key]}", names[query], names[key], float(effects[index, query]),
             float(attention[keep.layer][keep.head, query, key]), float(moved[keep.layer][keep.head, query, key]))
     return roles
+
+
+def _effects(means: list[float], base: float, heads: int, names: int) -> torch.Tensor:
+    """[head, position name]: the metric's change when the head is ablated at that position only,
+    in float32 as the engine gives its tensors."""
+    import torch  # at a module's top only in engine/ (README, Layout)
+
+    return torch.tensor(means).view(heads, names) - base
 
 
 def naming_rows(scorer: Scorer, heads: int) -> int:
@@ -77,35 +86,3 @@ def _ablated_at(circuit: Variant, index: int, position: str) -> Variant:
     ablated = replace(keep, ablated_at=(ir.PositionRef(name=position, span=NO_SPAN),))
     heads = circuit.heads[:index] + (ablated,) + circuit.heads[index + 1:]
     return replace(circuit, heads=heads, label=f"{keep.layer}.{keep.head} ablated at {position}")
-
-
-def _attention_by_name(scorer: Scorer, names: list[str]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Per layer, averaged over every prompt of the set: attention [head, query, key] between named
-    positions, and the same weighted by |v_k W_O|."""
-    totals = [torch.zeros(2, scorer.n_heads, len(names), len(names)) for _ in range(scorer.n_layers)]
-    n = 0
-    for template in scorer.engine.bound.templates:
-        index = torch.tensor([template.positions[name] for name in names])
-        for layer, (pattern, moved) in enumerate(zip(*_attention(scorer, template))):
-            picked = torch.stack([pattern, moved])[:, :, :, index][:, :, :, :, index]  # [2, n, head, q, k]
-            totals[layer] += picked.sum(1).cpu()
-        n += template.n_prompts
-    return [t[0] / n for t in totals], [t[1] / n for t in totals]
-
-
-def _attention(scorer: Scorer, template) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Per layer: attention [n, head, query, key], and attention weighted by |v_k W_O|."""
-    model = scorer.session.model
-    family = model.family
-    wanted = {name for layer in range(scorer.n_layers)
-              for name in (family.pattern(layer), family.head_input("v", layer))}
-    _, cache = model.bridge.run_with_cache(template.clean.to(model.device), names_filter=lambda n: n in wanted)
-    heads_kv = [family.kv_head(h) for h in range(family.n_heads)]  # each query head reads its group's values
-    patterns, moved = [], []
-    for layer in range(scorer.n_layers):
-        pattern = cache[family.pattern(layer)]
-        values = cache[family.head_input("v", layer)][:, :, heads_kv]  # [n, key, head, d_head]
-        written = torch.einsum("nkhd,hde->nkhe", values, model.attention.W_O[layer]).norm(dim=-1)  # [n, key, head]
-        patterns.append(pattern)
-        moved.append(pattern * written.permute(0, 2, 1)[:, :, None, :])
-    return patterns, moved

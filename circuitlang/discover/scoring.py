@@ -25,11 +25,11 @@ KL = ir.Metric(name="kl", args=(), arg_spans=(), span=NO_SPAN)
 
 
 def head(layer: int, index: int) -> ir.Node:
-    return ir.Node(kind="head", layer=layer, head=index)
+    return ir.HeadNode(layer=layer, head=index)
 
 
 def mlp(layer: int) -> ir.Node:
-    return ir.Node(kind="mlp", layer=layer)
+    return ir.MlpNode(layer=layer)
 
 
 def node_order(node: ir.Node) -> tuple[int, int, int]:
@@ -38,7 +38,7 @@ def node_order(node: ir.Node) -> tuple[int, int, int]:
         return (-1, 0, 0)
     if node.kind == "logits":
         return (1 << 30, 0, 0)
-    return (node.layer or 0, 1 if node.kind == "mlp" else 0, node.head or 0)  # type: ignore[return-value]
+    return (node.layer, 1 if node.kind == "mlp" else 0, node.head or 0)
 
 
 def precedes(sender: ir.Node, receiver: ir.Node, parallel_attn_mlp: bool = False) -> bool:
@@ -50,8 +50,8 @@ def precedes(sender: ir.Node, receiver: ir.Node, parallel_attn_mlp: bool = False
 def variant_of(nodes: Sequence[ir.Node], edges: Sequence[ir.Edge] | None = None, label: str = "candidate",
                embed_edges: str = "all") -> Variant:
     """Nodes kept clean at every position (edge-restricted when `edges` is given)."""
-    heads = tuple(HeadKeep(n.layer, n.head) for n in nodes if n.kind == "head")  # type: ignore[arg-type]
-    mlps = tuple(MlpKeep(n.layer) for n in nodes if n.kind == "mlp")  # type: ignore[arg-type]
+    heads = tuple(HeadKeep(n.layer, n.head) for n in nodes if n.kind == "head")
+    mlps = tuple(MlpKeep(n.layer) for n in nodes if n.kind == "mlp")
     return Variant(heads, mlps, None if edges is None else tuple(edges), embed_edges, label)
 
 

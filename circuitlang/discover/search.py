@@ -5,7 +5,7 @@ summary for the terminal, and whether the target was reached. The heads of the f
 named by `discover.roles`; every number that led to the circuit is written as a comment.
 
 Progress counts prompt rows through the model against a total counted before the search starts:
-each method's rows at their most (`Method.rows`), then naming and position restriction for every
+each method's rows at their most (`ROW_COUNTS`), then naming and position restriction for every
 head of the model. What a search did not need comes off the total as soon as it is known, so the
 time-left estimate errs long, and tightens as the search goes.
 """
@@ -99,13 +99,12 @@ def discover(session: Session, options: Options, command: str, progress: Progres
 
 def _find(scorer: Scorer, options: Options, progress: Progress) -> tuple[Found, ir.Circuit, dict[ir.Node, str]]:
     """Search, name the heads found and restrict their positions, telling `progress` how far it is."""
-    method = BY_NAME[options.method]  # its record names its functions here
-    searching = globals()[method.rows](scorer, options)
+    searching = ROW_COUNTS[options.method](scorer, options)
     naming, restricting = _after_search(scorer, options, None)
     meter = scorer.meter = Meter(searching + naming + restricting, progress)
     meter(f"F(M) = {scorer.f_model:.4g}, F(empty) = {scorer.f_empty:.4g}; searching with {options.method}")
     with meter.part(searching):
-        found = globals()[method.search](scorer, options, meter)
+        found = SEARCHES[options.method](scorer, options, meter)
     heads = sum(n.kind == "head" for n in found.nodes)
     naming_part, restricting_part = (_tightened(meter, counted, needed) for counted, needed
                                      in zip((naming, restricting), _after_search(scorer, options, heads)))
@@ -337,3 +336,23 @@ def _circuit(scorer: Scorer, found: Found) -> tuple[ir.Circuit, dict[ir.Node, st
                    f"x |v W_O| {r.weighted:.3g}"
              for node, r in roles.items()}
     return ir.Circuit(nodes=tuple(members), edges=found.edges or ()), notes, roles
+
+
+Search = Callable[[Scorer, Options, Progress], Found]  # runs one method to the target
+RowCount = Callable[[Scorer, Options], int]  # a method's prompt rows at their most, before it runs
+
+# Each method of discover.methods.METHODS, by the name written after --method.
+SEARCHES: dict[str, Search] = {
+    "prune": search_by_pruning,
+    "path-patching": search_by_path_patching,
+    "acdc": search_by_acdc,
+    "eap": search_by_eap,
+    "eap-ig": search_by_eap_ig,
+}
+ROW_COUNTS: dict[str, RowCount] = {
+    "prune": rows_of_pruning,
+    "path-patching": rows_of_path_patching,
+    "acdc": rows_of_acdc,
+    "eap": rows_of_eap,
+    "eap-ig": rows_of_eap_ig,
+}

@@ -101,11 +101,11 @@ def circuit_lines(found: FoundCircuit) -> list[str]:
 def _declaration(role: str, kind: str, members: list[ir.CircuitNode]) -> ast.RoleDecl | ast.MlpDecl:
     clauses = _clauses(members[0])
     if kind == "mlp":
-        layers = tuple(ast.MlpRef(m.node.layer, NO_SPAN) for m in members)  # type: ignore[arg-type]
+        layers = tuple(ast.MlpRef(m.node.layer, NO_SPAN) for m in members if m.node.kind == "mlp")
         if role == BARE_MLP_ROLE:
             return ast.MlpDecl(layers, clauses, NO_SPAN)
         return ast.RoleDecl(ast.StrLit(role, NO_SPAN), layers, True, clauses, NO_SPAN)
-    heads = tuple(ast.HeadRef(m.node.layer, m.node.head, NO_SPAN) for m in members)  # type: ignore[arg-type]
+    heads = tuple(ast.HeadRef(m.node.layer, m.node.head, NO_SPAN) for m in members if m.node.kind == "head")
     return ast.RoleDecl(ast.StrLit(role, NO_SPAN), heads, False, clauses, NO_SPAN)
 
 
@@ -132,6 +132,7 @@ def _insert_header(text: str, header: Sequence[str]) -> str:
 
 
 def _clauses(member: ir.CircuitNode) -> tuple[ast.PositionClause, ...]:
+    wanted: tuple[tuple[str, tuple[ir.Position, ...] | None], ...]
     if member.node.kind == "mlp":
         wanted = (("at", member.q),)
     else:
@@ -142,17 +143,21 @@ def _clauses(member: ir.CircuitNode) -> tuple[ast.PositionClause, ...]:
 
 def _position(position: ir.Position) -> ast.Position:
     if isinstance(position, ir.PositionRange):
-        return ast.PosRange(_position(position.start), _position(position.stop), NO_SPAN)  # type: ignore[arg-type]
+        return ast.PosRange(_ref(position.start), _ref(position.stop), NO_SPAN)
+    return _ref(position)
+
+
+def _ref(position: ir.PositionRef) -> ast.PosRef:
     return ast.PosRef(position.name, position.offset, NO_SPAN)
 
 
 def _node(node: ir.Node) -> ast.NodeRef:
-    match node.kind:
-        case "head":
-            return ast.HeadRef(node.layer, node.head, NO_SPAN)  # type: ignore[arg-type]
-        case "mlp":
-            return ast.MlpRef(node.layer, NO_SPAN)  # type: ignore[arg-type]
-        case "embed":
+    match node:
+        case ir.HeadNode():
+            return ast.HeadRef(node.layer, node.head, NO_SPAN)
+        case ir.MlpNode():
+            return ast.MlpRef(node.layer, NO_SPAN)
+        case ir.EmbedNode():
             return ast.Embed(NO_SPAN)
     return ast.Logits(NO_SPAN)
 
@@ -170,17 +175,23 @@ def _rebase(item: ast.Item, old_dir: Path, new_dir: Path, name: str | None) -> a
         case ast.PromptsDecl():
             return replace(item, body=tuple(_rebase_statement(s, old_dir, new_dir) for s in item.body))
         case ast.CorruptDecl():
-            return _rebase_statement(item, old_dir, new_dir)  # type: ignore[return-value]
+            return _rebase_corrupt(item, old_dir, new_dir)
     return item
 
 
-def _rebase_statement(statement: object, old_dir: Path, new_dir: Path) -> object:
+def _rebase_statement(statement: ast.PromptStmt, old_dir: Path, new_dir: Path) -> ast.PromptStmt:
     if isinstance(statement, ast.FromStmt):
         return replace(statement, path=_moved(statement.path, old_dir, new_dir))
-    if isinstance(statement, ast.CorruptDecl) and statement.kind.name == "file" and statement.args:
-        moved = tuple(_moved(a, old_dir, new_dir) if isinstance(a, ast.StrLit) else a for a in statement.args)
-        return replace(statement, args=moved)
+    if isinstance(statement, ast.CorruptDecl):
+        return _rebase_corrupt(statement, old_dir, new_dir)
     return statement
+
+
+def _rebase_corrupt(decl: ast.CorruptDecl, old_dir: Path, new_dir: Path) -> ast.CorruptDecl:
+    if decl.kind.name == "file" and decl.args:
+        moved = tuple(_moved(a, old_dir, new_dir) if isinstance(a, ast.StrLit) else a for a in decl.args)
+        return replace(decl, args=moved)
+    return decl
 
 
 def _moved(path: ast.StrLit, old_dir: Path, new_dir: Path) -> ast.StrLit:

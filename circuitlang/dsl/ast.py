@@ -7,7 +7,7 @@ references are as written, positions are slot names. `ir.lower` turns it into th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import Literal, Union
 
 from circuitlang.errors import Span
 
@@ -59,9 +59,12 @@ class ListLit:
     span: Span
 
 
+BinOperator = Literal["+", "-", "*", "//", "%"]
+
+
 @dataclass(frozen=True)
 class BinOp:
-    op: str  # one of + - * // %
+    op: BinOperator
     left: "Expr"
     right: "Expr"
     span: Span

@@ -148,7 +148,7 @@ def parse(text: str, path: str = "<string>") -> ast.SpecFile:
     finally:
         _COMMENTS.comments = None
     header, items = spec
-    found = tuple(ast.Comment(c.value.rstrip(), c.line, c.column) for c in comments)
+    found = tuple(ast.Comment(c.value.rstrip(), *_start(c)) for c in comments)
     return ast.SpecFile(path=path, header=header, items=tuple(items), comments=found)
 
 
@@ -161,9 +161,9 @@ def _syntax_tree(parser: Lark, source: str, path: str) -> Tree:
         first = error
     errors = [_syntax_error(first, source, path, parser)]
     try:
-        for error in later_errors(first):
+        for later in later_errors(first):
             # Past the cap an error is only counted (SpecErrors): the first one there stands for the rest.
-            errors.append(_syntax_error(error, source, path, parser) if len(errors) <= MAX_ERRORS else errors[-1])
+            errors.append(_syntax_error(later, source, path, parser) if len(errors) <= MAX_ERRORS else errors[-1])
     except _TooDeep as error:  # raised while reading on: the error stands, and reading stops there
         errors.append(_too_deep(_token_span(path, error.token)))
     raise errors[0] if len(errors) == 1 else SpecErrors(errors)
@@ -214,29 +214,38 @@ def _span(path: str, meta: Any) -> Span:
     return Span(path=path, line=meta.line, column=meta.column, end_line=meta.end_line, end_column=meta.end_column)
 
 
+def _start(token: Token) -> tuple[int, int]:
+    """The line and column of a token the lexer made: with positions on it sets them on every token
+    (Lark types them Optional for tokens made by hand)."""
+    assert token.line is not None and token.column is not None, f"token {token!r} has no position"
+    return token.line, token.column
+
+
 def _token_span(path: str, token: Token) -> Span:
-    return Span(path=path, line=token.line, column=token.column,
-                end_line=token.end_line, end_column=token.end_column)
+    line, column = _start(token)
+    assert token.end_line is not None and token.end_column is not None, f"token {token!r} has no end"
+    return Span(path=path, line=line, column=column, end_line=token.end_line, end_column=token.end_column)
 
 
 def _unquote(token: Token, path: str) -> str:
     """Decode a string literal. Only \\" \\\\ \\n \\t are escapes; anything else is an error."""
     body, out, i = token.value[1:-1], [], 0
+    line, start = _start(token)
     escapes = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
     while i < len(body):
         char = body[i]
         if char == "\0":  # no file name, model name or text of a prompt holds one; paths would fail on it
-            column = token.column + 1 + i
+            column = start + 1 + i
             raise SyntaxErrorInSpec("a NUL character in a string",
-                                    Span(path=path, line=token.line, column=column, end_line=token.line,
+                                    Span(path=path, line=line, column=column, end_line=line,
                                          end_column=column + 1), "remove it: strings in a spec are text")
         if char == "\\":
             nxt = body[i + 1]
             if nxt not in escapes:
-                column = token.column + 1 + i
+                column = start + 1 + i
                 raise SyntaxErrorInSpec(
                     f"unknown escape '\\{nxt}' in string",
-                    Span(path=path, line=token.line, column=column, end_line=token.line, end_column=column + 2),
+                    Span(path=path, line=line, column=column, end_line=line, end_column=column + 2),
                     'the escapes are \\" \\\\ \\n and \\t; write a literal backslash as \\\\',
                 )
             out.append(escapes[nxt])
@@ -499,7 +508,7 @@ class _ToAst(Transformer):
     def neg(self, meta: Any, children: list[Any]) -> ast.Neg:
         return ast.Neg(children[0], self._s(meta))
 
-    def _binop(self, op: str, meta: Any, children: list[Any]) -> ast.BinOp:
+    def _binop(self, op: ast.BinOperator, meta: Any, children: list[Any]) -> ast.BinOp:
         return ast.BinOp(op, children[0], children[1], self._s(meta))
 
     def add(self, meta: Any, children: list[Any]) -> ast.BinOp:

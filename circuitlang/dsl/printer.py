@@ -103,7 +103,7 @@ def _group(item: ast.Item) -> str:
     return type(item).__name__
 
 
-def _item(item: ast.Item, out: _Writer, depth: int = 0) -> None:
+def _item(item: ast.Item | ast.PromptStmt, out: _Writer, depth: int = 0) -> None:
     if isinstance(item, ast.PromptsDecl):
         out.open_block(item.span, "prompts" + (f" {item.name.name}" if item.name else ""), depth)
         for stmt in item.body:
@@ -204,7 +204,7 @@ def _setting(value: ast.SettingValue) -> str:
             return quote(text)
         case ast.Var(name, _):
             return name
-    return str(value.value)  # type: ignore[union-attr]
+    return str(value.value)  # an IntLit
 
 
 def _member(member: object) -> str:

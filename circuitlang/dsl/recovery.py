@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import re
 from copy import copy
-from typing import Any, Iterator
+from typing import Iterator
 
 from lark import Token
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
-from lark.lexer import BasicLexer, LexerState
+from lark.lexer import AbstractBasicLexer, ContextualLexer, LexerState, LineCounter
+from lark.parser_frontends import PostLexConnector
+from lark.parsers.lalr_interactive_parser import InteractiveParser
 from lark.parsers.lalr_parser_state import ParserState
 
 SEPARATORS = frozenset(("_NL", "SEMICOLON"))
@@ -66,8 +68,8 @@ class _Recovery:
 
     def __init__(self, error: UnexpectedInput, statement_starts: dict[tuple[int, ...], bool]) -> None:
         interactive = error.interactive_parser
-        self.error, self.parser, self.lexer = error, interactive.parser_state, interactive.lexer_thread.state
-        self.root: BasicLexer = interactive.lexer_thread.lexer.lexer.root_lexer  # PostLexConnector -> ContextualLexer
+        self.error, self.parser = error, interactive.parser_state
+        self.lexer, self.root = _lexer_state(interactive), _root_lexer(interactive)
         self.statement_starts = statement_starts
         self.brackets, self.braces = _open_groups(self.parser)
 
@@ -78,6 +80,7 @@ class _Recovery:
         if token is not None and token.type == "$END":
             return False
         if self._prompts_inside_a_block():
+            assert token is not None, "the error is at a `prompts` token"
             return self._reopen_at_top_level(token)
         resume = self._end_of_statement()
         if resume is None:
@@ -235,6 +238,24 @@ class _Skip:
         return False
 
 
+def _lexer_state(interactive: InteractiveParser) -> LexerState:
+    """Where the lexer stopped. Lark types it Optional for a thread made before its text; the
+    parse that raised had its text."""
+    state = interactive.lexer_thread.state
+    assert state is not None, "a parse that raised has a lexer state"
+    return state
+
+
+def _root_lexer(interactive: InteractiveParser) -> AbstractBasicLexer:
+    """The contextual lexer's root lexer, which knows every terminal; the parser's post-lexer
+    (parser.py) wraps the contextual lexer in a PostLexConnector."""
+    connector = interactive.lexer_thread.lexer
+    assert isinstance(connector, PostLexConnector), "the parser has a post-lexer"
+    contextual = connector.lexer
+    assert isinstance(contextual, ContextualLexer), "the parser's lexer is contextual"
+    return contextual.root_lexer
+
+
 def _pass_bad_character(lexer: LexerState) -> None:
     """Step over the character no token starts with, and the plain text after it. A `"` starts a
     string left open, which runs to the end of its line: step over the whole line, whose braces are
@@ -249,7 +270,7 @@ def _pass_bad_character(lexer: LexerState) -> None:
     lexer.line_ctr.feed(text[position:end])
 
 
-def _next_token(lexer: LexerState, root: BasicLexer) -> Token | None:
+def _next_token(lexer: LexerState, root: AbstractBasicLexer) -> Token | None:
     """The next token of any kind, stepping over characters no token starts with; None at the end."""
     while True:
         try:
@@ -260,7 +281,7 @@ def _next_token(lexer: LexerState, root: BasicLexer) -> Token | None:
             _pass_bad_character(lexer)
 
 
-def _copied(line_ctr: Any) -> Any:
+def _copied(line_ctr: LineCounter) -> LineCounter:
     duplicate = type(line_ctr)(line_ctr.newline_char)
     duplicate.char_pos, duplicate.line, duplicate.column, duplicate.line_start_pos = (
         line_ctr.char_pos, line_ctr.line, line_ctr.column, line_ctr.line_start_pos)

@@ -130,7 +130,7 @@ class AblationSource:
     def hooks(self, masks: Masks, rows: torch.Tensor, start: int, attention_given: Collection[int] = ()) -> list:
         """Forward hooks replacing every masked-out activation from layer `start` on. Layers in
         `attention_given` get no attention hooks: the runner writes their attention itself, the
-        ablated keys, values and z included (runner.Shortcuts)."""
+        ablated keys, values and z included (shortcuts.Shortcuts)."""
         hooks = []
         for layer in range(start, masks.z.shape[1]):
             if layer not in attention_given:

@@ -32,8 +32,8 @@ from circuitlang.engine.runner import Engine
 from circuitlang.ir import models as ir
 
 CHANNELS = ("q", "k", "v")
-LOGITS = ir.Node(kind="logits")
-EMBED = ir.Node(kind="embed")
+LOGITS = ir.LOGITS
+EMBED = ir.EMBED
 EdgeKey = tuple[ir.Node, ir.Node, str]  # sender, receiver, channel ("" into MLPs and the logits)
 # Offsets and their gradients, and ln1 applied per head, per row: 3 x [P, H, D] floats per layer
 # and channel. Rows per backward pass are chosen so that these stay under this many bytes.
@@ -55,8 +55,8 @@ class Graph:
         return first + [node for layer in range(self.n_layers) for node in self._layer(layer)]
 
     def _layer(self, layer: int) -> list[ir.Node]:
-        heads = [ir.Node(kind="head", layer=layer, head=h) for h in range(self.n_heads)]
-        return heads + [ir.Node(kind="mlp", layer=layer)]
+        heads: list[ir.Node] = [ir.HeadNode(layer=layer, head=h) for h in range(self.n_heads)]
+        return heads + [ir.MlpNode(layer=layer)]
 
     def senders_before(self, receiver: ir.Node) -> int:
         """How many of `senders()` write before `receiver` reads: senders come in computation
@@ -64,7 +64,8 @@ class Graph:
         first = 1 if self.embed_is_sender else 0
         if receiver.kind == "logits":
             return first + self.n_layers * (self.n_heads + 1)
-        before = first + receiver.layer * (self.n_heads + 1)  # type: ignore[operator]
+        assert receiver.kind != "embed", "the embeddings read nothing"
+        before = first + receiver.layer * (self.n_heads + 1)
         reads_own_heads = receiver.kind == "mlp" and not self.parallel_attn_mlp
         return before + (self.n_heads if reads_own_heads else 0)
 
@@ -208,7 +209,7 @@ def _offset_hooks(engine: Engine, offsets: _Offsets) -> list:
 
     def head_input(layer: int, channel: str):
         weight, bias = weights.input_weights(channel, layer)
-        ln1 = bridge.blocks[layer].ln1
+        ln1 = family.attention_norm(bridge, layer)
 
         def hook(vectors: torch.Tensor, hook: object) -> torch.Tensor:
             # every head's own copy of the layer's input, so that each has a gradient of its own
@@ -222,7 +223,7 @@ def _offset_hooks(engine: Engine, offsets: _Offsets) -> list:
     def mlp_input(layer: int):
         if not family.mlp_reads_normalized:
             return add(offsets.mlps[layer])
-        ln1 = bridge.blocks[layer].ln1  # a norm shared with attention: the input is reached after it
+        ln1 = family.attention_norm(bridge, layer)  # a norm shared with attention: the input is reached after it
         return lambda normalized, hook: ln1(residual[layer] + offsets.mlps[layer])
 
     hooks: list = []
@@ -241,13 +242,13 @@ def _dot_products(graph: Graph, differences: torch.Tensor, gradients: _Offsets) 
     out = torch.zeros(differences.shape[0], graph.n_layers * (3 * graph.n_heads + 1) + 1, dtype=torch.float64)
     column = 0
     for layer in range(graph.n_layers):
-        count = graph.senders_before(ir.Node(kind="head", layer=layer, head=0))
+        count = graph.senders_before(ir.HeadNode(layer=layer, head=0))
         for channel in CHANNELS:
             grad = gradients.heads[(layer, channel)].grad
             block = torch.einsum("srpd,rphd->sh", differences[:count], grad)
             out[:count, column:column + graph.n_heads] = block.double().cpu()
             column += graph.n_heads
-        count = graph.senders_before(ir.Node(kind="mlp", layer=layer))
+        count = graph.senders_before(ir.MlpNode(layer=layer))
         out[:count, column] = torch.einsum("srpd,rpd->s", differences[:count], gradients.mlps[layer].grad).double().cpu()
         column += 1
     out[:, column] = torch.einsum("srpd,rpd->s", differences, gradients.logits.grad).double().cpu()
@@ -259,8 +260,8 @@ def _receivers(graph: Graph) -> list[tuple[ir.Node, str]]:
     receivers: list[tuple[ir.Node, str]] = []
     for layer in range(graph.n_layers):
         for channel in CHANNELS:
-            receivers += [(ir.Node(kind="head", layer=layer, head=h), channel) for h in range(graph.n_heads)]
-        receivers.append((ir.Node(kind="mlp", layer=layer), ""))
+            receivers += [(ir.HeadNode(layer=layer, head=h), channel) for h in range(graph.n_heads)]
+        receivers.append((ir.MlpNode(layer=layer), ""))
     return receivers + [(LOGITS, "")]
 
 

@@ -90,8 +90,8 @@ def edge_agreement(variant: Variant, base: Variant, n_layers: int) -> int:
 def _in_circuit(kept: frozenset[ir.Node], receiver: _Key) -> bool:
     if receiver[0] == "logits":
         return True
-    node = ir.Node(kind="head", layer=receiver[1], head=receiver[2]) if receiver[0] == "head" \
-        else ir.Node(kind="mlp", layer=receiver[1])
+    node = ir.HeadNode(layer=receiver[1], head=receiver[2]) if receiver[0] == "head" \
+        else ir.MlpNode(layer=receiver[1])
     return node in kept
 
 
@@ -101,6 +101,13 @@ def _fold_order(sender: _Key) -> tuple[int, int, int]:
 
 def _on(rows: torch.Tensor | slice, like: torch.Tensor) -> torch.Tensor | slice:
     return rows if isinstance(rows, slice) else rows.to(like.device)
+
+
+def _sliced(rows: torch.Tensor) -> torch.Tensor | slice:
+    """Contiguous rows as a slice: slicing avoids a copy per sender."""
+    if int(rows[-1] - rows[0]) + 1 == rows.numel():
+        return slice(int(rows[0]), int(rows[-1]) + 1)
+    return rows
 
 
 def _declared_into(group: _RowGroup, receivers: Sequence[_Key], channel: str) -> list[_Key]:
@@ -155,9 +162,7 @@ class EdgeHooks:
         for v in torch.unique(v_idx).tolist():
             variant = self.row_variants[int(torch.nonzero(v_idx == v)[0])]
             if variant.edges is not None:
-                rows = torch.nonzero(v_idx == v).flatten()
-                if int(rows[-1] - rows[0]) + 1 == rows.numel():  # contiguous: slicing avoids a copy per sender
-                    rows = slice(int(rows[0]), int(rows[-1]) + 1)
+                rows = _sliced(torch.nonzero(v_idx == v).flatten())
                 groups.append(_RowGroup(rows, variant.nodes(), declared_edges(variant)))
         return groups
 
@@ -213,6 +218,17 @@ class EdgeHooks:
         hooks.append((family.final_residual, self._logits_input))
         return hooks
 
+    def _total(self) -> torch.Tensor:
+        """The running total: set before any layer's hooks, by `_start_total` at layer 0 or from the
+        resumed state (the constructor refuses an edge run that would start elsewhere without one)."""
+        assert self.total is not None, "edge hooks run from layer 0 or resume a cached edge run"
+        return self.total
+
+    def _entering_resid(self) -> torch.Tensor:
+        """The residual entering the current layer: its resid_pre hook fires before its receivers' hooks."""
+        assert self.resid is not None, "a layer's receivers are read after its resid_pre hook"
+        return self.resid
+
     # ---- accumulate what the circuit adds over full ablation
     def _start_total(self, resid: torch.Tensor, hook: object) -> torch.Tensor:
         embed_diff = resid - self._embed_value(resid)
@@ -233,7 +249,7 @@ class EdgeHooks:
             else:
                 self.entering.clear()
                 self._forget_read(layer)
-            self.entering[layer] = self.total  # type: ignore[assignment]
+            self.entering[layer] = self._total()
             return resid
         return hook
 
@@ -245,7 +261,7 @@ class EdgeHooks:
             diff_z = z - self.source.value("z", layer, self.rows).to(z.device)
             for head in stored:  # one head's contribution only where an edge needs it
                 self._keep(("head", layer, head), diff_z[:, :, head] @ w_out[head])
-            self.total = self.total + torch.einsum("rphe,hed->rpd", diff_z, w_out)  # type: ignore[operator]
+            self.total = self._total() + torch.einsum("rphe,hed->rpd", diff_z, w_out)
             return z
         return hook
 
@@ -254,7 +270,7 @@ class EdgeHooks:
             diff = out - self.source.value("mlp_out", layer, self.rows).to(out.device)
             if ("mlp", layer) in self.stored_senders:
                 self._keep(("mlp", layer), diff)
-            self.total = self.total + diff  # type: ignore[operator]
+            self.total = self._total() + diff
             return out
         return hook
 
@@ -264,11 +280,11 @@ class EdgeHooks:
         """Per row: the contributions the receiver must not see (zero for rows without edges);
         None when the receiver is in no row's circuit (it reads the residual as it is). `total`:
         what the receiver's input holds of the circuit's additions (default: all written so far)."""
-        total = self.total if total is None else total
         reading = [(index, group) for index, group in enumerate(self.groups)
                    if any(_in_circuit(group.kept, r) for r in receivers)]
         if not reading:
             return None
+        total = self._total() if total is None else total
         removed = torch.zeros_like(like)
         for index, group in reading:
             rows = _on(group.rows, like)
@@ -277,18 +293,18 @@ class EdgeHooks:
             else:
                 kept = sum((self.diffs[s][rows] for s in _declared_into(group, receivers, channel)),
                            torch.zeros_like(like[rows]))
-            removed[rows] = total[rows] - kept  # type: ignore[index]
+            removed[rows] = total[rows] - kept
         return removed
 
     def _head_input(self, layer: int, channel: str):
         """q of each head, or k and v of each key/value head (one per group of query heads with
         grouped-query attention), recomputed from the residual without the undeclared senders."""
         weight, bias = self.weights.input_weights(channel, layer)
-        ln1 = self.bridge.blocks[layer].ln1
+        ln1 = self.family.attention_norm(self.bridge, layer)
         family = self.family
 
         def hook(vectors: torch.Tensor, hook: object) -> torch.Tensor:
-            resid = self.resid
+            resid = self._entering_resid()
             out = vectors.clone()
             for index in range(vectors.shape[2]):
                 heads = [index] if channel == "q" else list(family.group(index))
@@ -308,13 +324,13 @@ class EdgeHooks:
 
     def _mlp_input(self, layer: int):
         normalized = self.family.mlp_reads_normalized
-        ln1 = self.bridge.blocks[layer].ln1
+        ln1 = self.family.attention_norm(self.bridge, layer)
 
         def hook(value: torch.Tensor, hook: object) -> torch.Tensor:
             # with parallel attention and MLP the MLP reads the residual entering its layer, which
             # holds none of the layer's heads' additions
             entering = self.entering[layer] if self.family.parallel_attn_mlp else None
-            resid = self.resid if normalized else value
+            resid = self._entering_resid() if normalized else value
             removed = self._removed([("mlp", layer)], "in", resid, entering)
             if removed is None:
                 return value

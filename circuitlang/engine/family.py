@@ -16,15 +16,16 @@ architectures still differ in ways the engine's semantics depend on:
   `post_attention_layernorm`): the heads' outputs then do not add up in the residual stream, so a
   single head's contribution, and with it edge ablation, is undefined.
 
-The engine, discovery and the attribution code ask a `Family` for hook names and these facts; no
-other module of the engine spells a hook name. docs/engine.md, "Model families", gives the
+The engine, discovery and the attribution code ask a `Family` for hook names, for the bridge's
+modules they reach into (blocks, norms, the attention's projection) and for these facts; no other
+module spells a hook name or a module path. docs/engine.md, "Model families", gives the
 semantics.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from circuitlang.errors import DataError
 from circuitlang.ir import models as ir
@@ -90,6 +91,60 @@ class Family:
         return f"blocks.{layer}.attn.hook_pattern"
 
     final_residual = FINAL_RESIDUAL
+
+    # ---- modules: where the engine reaches into the bridge's blocks -------------------------------
+
+    @staticmethod
+    def blocks(bridge: Any) -> Sequence[Any]:
+        """The transformer blocks, in order; each called on the residual entering it."""
+        return bridge.blocks
+
+    @staticmethod
+    def attention(block: Any) -> Any:
+        """A block's attention (the bridge module, with its hook points)."""
+        return block.attn
+
+    @staticmethod
+    def mlp_computation(block: Any) -> Any:
+        """The model's own MLP inside a block, without the bridge's hooks around it: replacing
+        its `forward` changes what the MLP computes while those hooks still fire."""
+        return block.mlp.original_component
+
+    @staticmethod
+    def attention_norm(bridge: Any, layer: int) -> Any:
+        """The norm a layer's attention reads its input through (with a shared norm, the MLP too)."""
+        return bridge.blocks[layer].ln1
+
+    @staticmethod
+    def output_projection(bridge: Any, layer: int) -> Any:
+        """A layer's W_O and b_O as the model applies them to z [.., H * dh], no hook firing."""
+        return bridge.blocks[layer].attn.o.original_component
+
+    @staticmethod
+    def project_z(attention: Any, z: Any) -> Any:
+        """The attention's output from z [.., H * dh] through its projection, the hooks on z firing."""
+        return attention.o(z)
+
+    @staticmethod
+    def z_is_hooked(attention: Any) -> bool:
+        """Whether a hook is registered on the attention's z (the projection's input hook point)."""
+        return bool(attention.o.hook_in._forward_hooks)  # the hook point keeps its hooks privately
+
+    @staticmethod
+    def attention_written(attention: Any, output: Any) -> Any:
+        """What the attention writes after the bridge's hooks on its output have seen `output`."""
+        return attention.hook_out(attention.hook_hidden_states(output))
+
+    @staticmethod
+    def final_norm(bridge: Any) -> Any:
+        """The norm before the unembedding."""
+        return bridge.ln_final
+
+    @staticmethod
+    def at_final_residual(bridge: Any, residual: Any) -> Any:
+        """`residual` through the hook point on the final norm's input (`final_residual`), so that
+        the hooks there fire when the blocks run one by one."""
+        return bridge.ln_final.hook_in(residual)
 
     # ---- attention layout ---------------------------------------------------------------------------
 
@@ -180,7 +235,7 @@ def _group_problems(circuit: ir.Circuit, family: Family) -> list[DataError]:
     groups: dict[tuple[int, int], list[ir.CircuitNode]] = {}
     for member in circuit.nodes:
         if member.node.kind == "head":
-            groups.setdefault((member.node.layer, family.kv_head(member.node.head)), []).append(member)  # type: ignore[arg-type]
+            groups.setdefault((member.node.layer, family.kv_head(member.node.head)), []).append(member)
     for (layer, kv_head), members in groups.items():
         first = members[0]
         for other in members[1:]:

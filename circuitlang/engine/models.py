@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -26,6 +26,9 @@ from circuitlang.engine.family import Family
 from circuitlang.errors import ModelError, SpecError
 from circuitlang.ir import models as ir
 from circuitlang.ir.shapes import unknown_hub_hint
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 # Seconds the hub probe waits: long enough for a slow link, short enough that a machine whose
 # network drops packets (no quick refusal) still fails within five seconds of the command starting.
@@ -105,13 +108,24 @@ class _PerLayer:
         return self._layers[layer][rest] if rest else self._layers[layer]
 
     def _read(self, layer: int) -> torch.Tensor:
-        tensor = getattr(self._bridge.blocks[layer].attn, self._name, None)
+        tensor = getattr(Family.attention(Family.blocks(self._bridge)[layer]), self._name, None)
         if tensor is None and self._weight is not None:  # a projection without a bias
             weight = self._weight[layer]
             return torch.zeros(weight.shape[0], weight.shape[2], dtype=weight.dtype, device=weight.device)
         if tensor is None:
             raise ValueError(f"the model's attention in layer {layer} has no {self._name}")
         return tensor.detach()
+
+
+def torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """A precision as torch names it: "float32", "float16", "bfloat16" (as `verify --dtype`), or a
+    torch.dtype itself; the Python API takes either without importing torch."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    named = getattr(torch, str(dtype), None)
+    if not isinstance(named, torch.dtype):
+        raise ValueError(f"dtype {dtype!r} is not a torch precision: write float32, float16 or bfloat16")
+    return named
 
 
 def load_model(model: ir.ModelRef, device: str = "cpu", dtype: torch.dtype = torch.float32) -> LoadedModel:
@@ -232,11 +246,11 @@ def _check_weights_match_config(location: str, model: ir.ModelRef) -> None:
     if not stored:
         return
     skeleton = _skeleton(location)
-    stored = _as_loaded(skeleton, stored)
-    if stored is None:
+    loaded = _as_loaded(skeleton, stored)
+    if loaded is None:
         return
     prefix = skeleton.base_model_prefix + "."
-    stored = {_without(prefix, name): shape for name, shape in stored.items()}
+    stored = {_without(prefix, name): shape for name, shape in loaded.items()}
     expected = {_without(prefix, name): tuple(t.shape) for name, t in skeleton.state_dict().items()}
     tied = {_without(prefix, name) for name in _tied_names(skeleton)}
     missing = sorted(set(expected) - set(stored) - tied)
@@ -248,7 +262,7 @@ def _check_weights_match_config(location: str, model: ir.ModelRef) -> None:
                          "weights this config was saved with")
 
 
-def _skeleton(location: str) -> torch.nn.Module:
+def _skeleton(location: str) -> PreTrainedModel:
     """The model config.json describes, on the meta device: every tensor's name and shape, no data."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -256,7 +270,7 @@ def _skeleton(location: str) -> torch.nn.Module:
         return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(location))
 
 
-def _as_loaded(skeleton: torch.nn.Module, stored: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]] | None:
+def _as_loaded(skeleton: PreTrainedModel, stored: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]] | None:
     """The checkpoint's tensor names as transformers renames them when it loads them (GPT-NeoX's
     `embed_out` is `lm_head` since transformers 5). None when the model's conversions do more than
     rename (tensors merged or split on load): names cannot then be compared, and the check is skipped."""
@@ -277,7 +291,7 @@ def _as_loaded(skeleton: torch.nn.Module, stored: dict[str, tuple[int, ...]]) ->
     return renamed
 
 
-def _tied_names(skeleton: torch.nn.Module) -> set[str]:
+def _tied_names(skeleton: PreTrainedModel) -> set[str]:
     """Tensors a checkpoint may leave out because they share another's (tied embeddings)."""
     tied = getattr(skeleton, "all_tied_weights_keys", None) or getattr(skeleton, "_tied_weights_keys", None) or {}
     return set(tied)
@@ -323,7 +337,7 @@ def _without(prefix: str, name: str) -> str:
     return name[len(prefix):] if name.startswith(prefix) else name
 
 
-def _ignored_on_load(skeleton: torch.nn.Module, name: str) -> bool:
+def _ignored_on_load(skeleton: PreTrainedModel, name: str) -> bool:
     """Tensors the architecture drops on purpose (GPT-2's saved causal masks `attn.bias`)."""
     patterns = getattr(skeleton, "_keys_to_ignore_on_load_unexpected", None) or ()
     return any(re.search(pattern, name) for pattern in patterns)

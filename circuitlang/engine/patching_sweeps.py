@@ -24,7 +24,7 @@ from typing import Sequence
 import torch
 
 from circuitlang.engine.bind import BoundTemplate
-from circuitlang.engine.path_patching import Receiver, path_patch
+from circuitlang.engine.path_patching import PatchingEngine, Receiver, path_patch
 from circuitlang.engine.readouts import Readout
 from circuitlang.engine.runner import Engine
 from circuitlang.engine.variants import HeadKeep, MlpKeep, Variant, empty_variant, full_model_variant
@@ -82,7 +82,7 @@ class SweepResult:
 
 
 
-def baseline(engine: Engine, readout: Readout) -> Baseline:
+def baseline(engine: PatchingEngine, readout: Readout) -> Baseline:
     values = engine.run([full_model_variant(engine.n_layers, engine.n_heads), empty_variant()], readout)
     return Baseline(values[0], values[1])
 
@@ -127,7 +127,7 @@ def _ref(name: str, offset: int = 0) -> ir.PositionRef:
 
 
 def _example(engine: Engine, template: BoundTemplate, index: int) -> str:
-    return str(engine.model.tokenizer.decode([int(template.clean[0, index])]))  # type: ignore[attr-defined]
+    return str(engine.model.tokenizer.decode([int(template.clean[0, index])]))
 
 
 # ---- activation patching ------------------------------------------------------------------------
@@ -144,7 +144,7 @@ def model_without(n_layers: int, n_heads: int, head: tuple[int, int] | None = No
     return Variant(heads, mlps, None, "all", "patch")
 
 
-def head_sweep(engine: Engine, readout: Readout, base: Baseline) -> SweepResult:
+def head_sweep(engine: PatchingEngine, readout: Readout, base: Baseline) -> SweepResult:
     """Layer x head: each head ablated at every position."""
     L, H = engine.n_layers, engine.n_heads
     values = engine.run([model_without(L, H, head=(layer, h)) for layer in range(L) for h in range(H)], readout)
@@ -152,7 +152,7 @@ def head_sweep(engine: Engine, readout: Readout, base: Baseline) -> SweepResult:
                        ("",) * H, values.reshape(L, H, -1), base)
 
 
-def head_position_sweep(engine: Engine, readout: Readout, base: Baseline,
+def head_position_sweep(engine: PatchingEngine, readout: Readout, base: Baseline,
                         columns: Sequence[PositionColumn]) -> SweepResult:
     """Head x position: each head ablated at one position; the last column at every position."""
     L, H = engine.n_layers, engine.n_heads
@@ -163,7 +163,7 @@ def head_position_sweep(engine: Engine, readout: Readout, base: Baseline,
                         columns, base)
 
 
-def mlp_position_sweep(engine: Engine, readout: Readout, base: Baseline,
+def mlp_position_sweep(engine: PatchingEngine, readout: Readout, base: Baseline,
                        columns: Sequence[PositionColumn]) -> SweepResult:
     """MLP x position: each MLP ablated at one position; the last column at every position."""
     L, H = engine.n_layers, engine.n_heads
@@ -196,16 +196,17 @@ def senders_reach(receiver: Receiver, n_layers: int) -> int:
     """Heads in layers below this one write into the receiver's input."""
     if receiver.node.kind == "logits":
         return n_layers
-    layer = int(receiver.node.layer)  # type: ignore[arg-type]
+    assert receiver.node.kind != "embed", "the embeddings read nothing"
+    layer = int(receiver.node.layer)
     return layer + 1 if receiver.node.kind == "mlp" else layer  # an MLP reads after its layer's heads
 
 
-def path_sweep(engine: Engine, readout: Readout, base: Baseline, receiver: Receiver) -> SweepResult:
+def path_sweep(engine: PatchingEngine, readout: Readout, base: Baseline, receiver: Receiver) -> SweepResult:
     """Layer x head: the metric after path patching that head alone into `receiver`."""
     L, H = engine.n_layers, engine.n_heads
     patched = torch.full((L, H, engine.bound.n_prompts), float("nan"), dtype=torch.float64)
     for layer in range(senders_reach(receiver, L)):
         for h in range(H):
-            patched[layer, h] = path_patch(engine, [ir.Node(kind="head", layer=layer, head=h)], [receiver], readout)
+            patched[layer, h] = path_patch(engine, [ir.HeadNode(layer=layer, head=h)], [receiver], readout)
     return SweepResult("path", tuple(f"layer {layer}" for layer in range(L)), tuple(f"head {h}" for h in range(H)),
                        ("",) * H, patched, base, receiver_label(receiver))

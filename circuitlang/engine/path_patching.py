@@ -18,15 +18,16 @@ step 1 stops once the last receiver's input is recorded.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import torch
 
 from circuitlang.engine.ablation_source import ActivationCache
-from circuitlang.engine.bind import BoundTemplate
+from circuitlang.engine.bind import BoundPromptSet, BoundTemplate
 from circuitlang.engine.family import Family
+from circuitlang.engine.models import LoadedModel
 from circuitlang.engine.readouts import Readout
-from circuitlang.engine.runner import Engine
+from circuitlang.engine.variants import Variant
 from circuitlang.ir import models as ir
 
 
@@ -34,19 +35,46 @@ class _Recorded(Exception):
     """Raised on entering the layer after the last receiver: step 1 has what it needs."""
 
 
+class PatchingEngine(Protocol):
+    """What path patching and the patching sweeps use of an `Engine`: an `Engine` itself, or the
+    wrapper of one with which `patch` counts the rows it runs."""
+
+    @property
+    def n_layers(self) -> int: ...
+
+    @property
+    def n_heads(self) -> int: ...
+
+    @property
+    def bound(self) -> BoundPromptSet: ...
+
+    @property
+    def model(self) -> LoadedModel: ...
+
+    def run(self, variants: Sequence[Variant], readout: Readout, base: Variant | None = None) -> torch.Tensor: ...
+
+    def forward_from(self, layer: int, residual: torch.Tensor, hooks: list) -> torch.Tensor: ...
+
+    def clean_cache(self, template: BoundTemplate) -> ActivationCache: ...
+
+    def corrupt_cache(self, template: BoundTemplate) -> ActivationCache: ...
+
+    def logits_at(self, end_residual: torch.Tensor, columns: torch.Tensor | None) -> torch.Tensor: ...
+
+
 @dataclass(frozen=True)
 class Receiver:
-    node: ir.Node  # a head, an MLP, or Node(kind="logits")
+    node: ir.Node  # a head, an MLP, or ir.LOGITS
     channels: tuple[str, ...] = ("q", "k", "v")  # only for head receivers
 
 
-def path_patch(engine: Engine, senders: Sequence[ir.Node], receivers: Sequence[Receiver], readout: Readout,
+def path_patch(engine: PatchingEngine, senders: Sequence[ir.Node], receivers: Sequence[Receiver], readout: Readout,
                freeze_mlps: bool = False) -> torch.Tensor:
     """The metric per prompt (dataset order) after patching S -> R: float64 [n_prompts]."""
     return path_patch_each(engine, senders, [tuple(receivers)], readout, freeze_mlps)[0]
 
 
-def path_patch_each(engine: Engine, senders: Sequence[ir.Node], groups: Sequence[Sequence[Receiver]],
+def path_patch_each(engine: PatchingEngine, senders: Sequence[ir.Node], groups: Sequence[Sequence[Receiver]],
                     readout: Readout, freeze_mlps: bool = False) -> list[torch.Tensor]:
     """Path patching of S into each group of receivers on its own, sharing step 1 (one recording
     run for all groups, then one replay per group): [n_prompts] per group, dataset order."""
@@ -60,7 +88,7 @@ def path_patch_each(engine: Engine, senders: Sequence[ir.Node], groups: Sequence
 
 
 @torch.no_grad()
-def _record(engine: Engine, template: BoundTemplate, senders: Sequence[ir.Node], receivers: Sequence[Receiver],
+def _record(engine: PatchingEngine, template: BoundTemplate, senders: Sequence[ir.Node], receivers: Sequence[Receiver],
             freeze_mlps: bool) -> dict[str, torch.Tensor]:
     """Step 1: the receivers' inputs with the senders patched from the corrupt run."""
     clean, corrupt = engine.clean_cache(template), engine.corrupt_cache(template)
@@ -75,7 +103,7 @@ def _record(engine: Engine, template: BoundTemplate, senders: Sequence[ir.Node],
         # (every head, and with freeze_mlps every MLP, still frozen to its clean output).
         first, residual = 0, corrupt.resid_pre[0]
     else:  # every receiver's input must still be read: a sender after it leaves it clean
-        first = min([*(sender.layer for sender in senders), *layers, engine.n_layers - 1])  # type: ignore[misc]
+        first = min([*(_sender_layer(sender) for sender in senders), *layers, engine.n_layers - 1])
         residual = clean.resid_pre[first]
     try:
         engine.forward_from(first, residual, hooks)
@@ -88,13 +116,20 @@ def _stop(activation: torch.Tensor, hook: object) -> None:
     raise _Recorded
 
 
+def _sender_layer(node: ir.Node) -> int:
+    """The layer a head or MLP sender writes in (the embeddings are handled apart; the logits send nothing)."""
+    assert node.layer is not None, f"{node} is not a sender in a layer"
+    return node.layer
+
+
 def _layer(node: ir.Node, n_layers: int) -> int:
     """The layer whose run reads the node's input (the logits: after the last layer)."""
-    return n_layers if node.kind == "logits" else node.layer  # type: ignore[return-value]
+    assert node.kind != "embed", "the embeddings read nothing"
+    return n_layers if node.kind == "logits" else node.layer
 
 
 @torch.no_grad()
-def _replay(engine: Engine, template: BoundTemplate, receivers: Sequence[Receiver], recorded: dict[str, torch.Tensor],
+def _replay(engine: PatchingEngine, template: BoundTemplate, receivers: Sequence[Receiver], recorded: dict[str, torch.Tensor],
             readout: Readout) -> torch.Tensor:
     """Step 2: the clean run with only these receivers' inputs replaced; the metric per row."""
     first = min(min(_layer(r.node, engine.n_layers) for r in receivers), engine.n_layers - 1)
@@ -106,7 +141,7 @@ def _replay(engine: Engine, template: BoundTemplate, receivers: Sequence[Receive
     return readout.reduce(template, logits, rows)
 
 
-def _sender_hooks(engine: Engine, clean: ActivationCache, corrupt: ActivationCache, senders: Sequence[ir.Node],
+def _sender_hooks(engine: PatchingEngine, clean: ActivationCache, corrupt: ActivationCache, senders: Sequence[ir.Node],
                   freeze_mlps: bool) -> list:
     hooks, family = [], engine.model.family
     for layer in range(engine.n_layers):
@@ -151,10 +186,10 @@ def _replayers(family: Family, receivers: Sequence[Receiver], recorded: dict[str
             hooks.append((name, _constant(recorded[name])))
             continue
         for channel in receiver.channels:
-            name = family.head_input(channel, receiver.node.layer)  # type: ignore[arg-type]
+            name = family.head_input(channel, receiver.node.layer)
             # with grouped-query attention a head's k and v are its group's: patching them patches
             # what every query head of the group reads (docs/engine.md, "Model families")
-            index = receiver.node.head if channel == "q" else family.kv_head(receiver.node.head)  # type: ignore[arg-type]
+            index = receiver.node.head if channel == "q" else family.kv_head(receiver.node.head)
             hooks.append((name, _one_head(recorded[name], index)))
     return hooks
 
@@ -169,7 +204,8 @@ def _one_head(recorded: torch.Tensor, head: int):
 
 def _input_hook(family: Family, node: ir.Node) -> str:
     """The hook on a single-input receiver's input (it changes only that input, not the residual)."""
-    return family.final_residual if node.kind == "logits" else family.mlp_input(node.layer)  # type: ignore[arg-type]
+    assert node.kind != "embed", "the embeddings read nothing"
+    return family.final_residual if node.kind == "logits" else family.mlp_input(node.layer)
 
 
 def _receiver_hook_names(family: Family, receivers: Sequence[Receiver]) -> list[str]:
@@ -178,5 +214,5 @@ def _receiver_hook_names(family: Family, receivers: Sequence[Receiver]) -> list[
         if receiver.node.kind != "head":
             names.append(_input_hook(family, receiver.node))
         else:
-            names.extend(family.head_input(c, receiver.node.layer) for c in receiver.channels)  # type: ignore[arg-type]
+            names.extend(family.head_input(c, receiver.node.layer) for c in receiver.channels)
     return list(dict.fromkeys(names))

@@ -38,7 +38,6 @@ import json
 import os
 import re
 import struct
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -48,13 +47,14 @@ import numpy as np
 from pydantic import BaseModel
 
 from circuitlang import __version__
+from circuitlang.ir import models as ir
+from circuitlang.report.files import write_then_rename
 
 if TYPE_CHECKING:
     from circuitlang.engine.bind import BoundPromptSet
     from circuitlang.engine.models import LoadedModel
     from circuitlang.engine.path_patching import Receiver
     from circuitlang.engine.variants import Variant
-    from circuitlang.ir import models as ir
 
 FORMAT_VERSION = 1
 CACHE_DIR_VARIABLE = "CIRCUITLANG_CACHE_DIR"
@@ -66,7 +66,8 @@ STALE_TEMPORARY_S = 3600.0  # a temporary file this old belongs to a run that di
 _MAGIC = b"CLRC"
 _HEADER = struct.Struct("<4sI32sQ")  # magic, format version, key, count
 _CHECKSUM_BYTES = 32
-_TEMPORARY_PREFIX = ".tmp-"
+_TEMPORARY_PREFIX = "."  # the writer's temporary files, `.NAME.PID.XXXX.tmp`; entries are named by their key
+PRIVATE = 0o600  # entries and the ledger are the user's own
 _BLOCK = 4096  # a file takes whole blocks of the file system: what the ledger counts per entry
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -106,7 +107,7 @@ class ResultCache:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             data = _encoded(key, values)
-            _write_atomically(path, data)
+            write_then_rename(path, data, PRIVATE)  # no fsync: a torn entry fails its checksum, a miss
         except OSError:
             return
         self.written_bytes += -(-len(data) // _BLOCK) * _BLOCK
@@ -144,7 +145,7 @@ class ResultCache:
 
     def _record_usage(self, total: int) -> None:
         try:
-            _write_atomically(self._ledger(), str(total).encode("ascii"))
+            write_then_rename(self._ledger(), str(total).encode("ascii"), PRIVATE)
         except OSError:
             pass
 
@@ -198,19 +199,6 @@ def _decoded(data: bytes, key: bytes, length: int) -> np.ndarray | None:
     if hashlib.sha256(body).digest() != checksum or _HEADER.unpack_from(body) != (_MAGIC, FORMAT_VERSION, key, length):
         return None
     return np.frombuffer(body, dtype="<f8", offset=_HEADER.size).astype(np.float64)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """A temporary file in the entry's folder, renamed over the entry: readers see one or the other.
-    No fsync: an entry a crash leaves half-written fails its checksum and is a miss."""
-    handle, temporary = tempfile.mkstemp(prefix=_TEMPORARY_PREFIX, dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        _remove(temporary)
-        raise
 
 
 def _touch(path: Path) -> None:
@@ -372,8 +360,8 @@ def _positions(positions: "tuple[ir.Position, ...] | None") -> tuple | None:
     generic encoding of their models would do as well, at several times the cost per variant."""
     if positions is None:
         return None
-    return tuple((p.name, p.offset) if hasattr(p, "name") else (p.start.name, p.start.offset, p.stop.name, p.stop.offset)
-                 for p in positions)
+    return tuple((p.start.name, p.start.offset, p.stop.name, p.stop.offset) if isinstance(p, ir.PositionRange)
+                 else (p.name, p.offset) for p in positions)
 
 
 def path_patch_request(senders: Sequence["ir.Node"], receivers: Sequence["Receiver"], freeze_mlps: bool) -> tuple:

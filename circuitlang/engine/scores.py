@@ -15,12 +15,13 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
 from circuitlang.data.prompts import template_slots
 from circuitlang.engine.bind import BoundTemplate
+from circuitlang.engine.family import Family
 from circuitlang.engine.runner import Engine
 from circuitlang.engine.variants import resolve
 from circuitlang.ir import models as ir
@@ -37,10 +38,12 @@ def _per_prompt(engine: Engine, compute) -> torch.Tensor:
 @torch.no_grad()
 def attention_mass(engine: Engine, head: ir.Node, queries: Sequence[ir.Position],
                    keys: Sequence[ir.Position]) -> torch.Tensor:
+    assert head.kind == "head"
+
     def compute(template: BoundTemplate) -> torch.Tensor:
         q = list(resolve(tuple(queries), template.template, template.positions, template.seq_len))
         k = list(resolve(tuple(keys), template.template, template.positions, template.seq_len))
-        name = engine.model.family.pattern(head.layer)  # type: ignore[arg-type]
+        name = engine.model.family.pattern(head.layer)
         _, cache = engine.model.bridge.run_with_cache(template.clean.to(engine.model.device),
                                                       names_filter=lambda n: n == name)
         pattern = cache[name][:, head.head]  # [n, query, key]
@@ -51,10 +54,11 @@ def attention_mass(engine: Engine, head: ir.Node, queries: Sequence[ir.Position]
 @torch.no_grad()
 def ov_scores(engine: Engine, head: ir.Node, kind: str, top_k: int) -> torch.Tensor:
     """Copy (kind="copy") or next (kind="next") score of a head, per prompt."""
+    assert head.kind == "head"
     bridge, weights = engine.model.bridge, engine.model.attention
-    value_head = engine.model.family.kv_head(head.head)  # type: ignore[arg-type]  # with grouped keys: its group's
+    value_head = engine.model.family.kv_head(head.head)  # with grouped keys: its group's
     ov = weights.W_V[head.layer, value_head] @ weights.W_O[head.layer, head.head]  # [D, D]
-    ln1 = bridge.blocks[head.layer].ln1
+    ln1 = Family.attention_norm(bridge, head.layer)
 
     as_answer = _answer_forms(engine)
 
@@ -109,6 +113,7 @@ def direct_logit(engine: Engine, node: ir.Node) -> torch.Tensor:
         if node.kind == "head":
             output = clean.acts["z"][node.layer][:, end, node.head] @ engine.model.attention.W_O[node.layer, node.head]
         else:
+            assert node.kind == "mlp"
             output = clean.acts["mlp_out"][node.layer][:, end]
         final = clean.final_residual[:, end]
         centring = not _rms_norm(bridge)  # LayerNorm subtracts the mean; RMSNorm does not
@@ -121,22 +126,22 @@ def direct_logit(engine: Engine, node: ir.Node) -> torch.Tensor:
     return _per_prompt(engine, compute)
 
 
-def _norm_eps(bridge: object) -> float:
-    return float(getattr(bridge.cfg, "eps", 1e-5))  # type: ignore[attr-defined]
+def _norm_eps(bridge: Any) -> float:  # a TransformerBridge, as `LoadedModel.bridge`
+    return float(getattr(bridge.cfg, "eps", 1e-5))
 
 
-def _rms_norm(bridge: object) -> bool:
-    return str(getattr(bridge.cfg, "normalization_type", "LN")).startswith("RMS")  # type: ignore[attr-defined]
+def _rms_norm(bridge: Any) -> bool:
+    return str(getattr(bridge.cfg, "normalization_type", "LN")).startswith("RMS")
 
 
-def _final_norm_weight(bridge, d_model: int) -> torch.Tensor:
+def _final_norm_weight(bridge: Any, d_model: int) -> torch.Tensor:
     """The final norm's per-dimension gain as it acts. For RMSNorm it is read off the norm itself
     (Gemma's norms multiply by 1 + weight, Llama's by weight): on a vector of ones the norm's
     output times sqrt(1 + eps) is the gain."""
     if _rms_norm(bridge):
         ones = torch.ones(1, d_model, device=bridge.W_U.device, dtype=bridge.W_U.dtype)
-        return bridge.ln_final(ones)[0] * (1.0 + _norm_eps(bridge)) ** 0.5
-    weight = getattr(bridge.ln_final, "w", None)
+        return Family.final_norm(bridge)(ones)[0] * (1.0 + _norm_eps(bridge)) ** 0.5
+    weight = getattr(Family.final_norm(bridge), "w", None)
     return weight if isinstance(weight, torch.Tensor) else torch.ones(d_model)
 
 

@@ -3,11 +3,14 @@
 `open_session` loads the model, expands and binds every prompt set once; engines (one per prompt
 set, with their caches of clean and ablation runs) are built on first use and kept, so the
 workflows (`verifier.verify`, `patching.patch`, `transfer.transfer_matrix`, `discover`) share
-the work of a session. The public Python API wraps it (`api.Run`).
+the work of a session. The public Python API wraps it (`api.Run`). `loaded_shape` is where the
+loaded model's layer and head counts are read, for every workflow (offline, before any weights
+are loaded, `check` and `plan` read them from ir.shapes instead).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -43,41 +46,58 @@ class Session:
     def circuit(self, without: frozenset[ir.Node] = frozenset()) -> Variant:
         return circuit_variant(self.spec.circuit, without, embed_edges=self.spec.settings.embed_edges)
 
+    @property
+    def shape(self) -> ir.ModelShape:
+        return loaded_shape(self.model)
+
     def full_model(self, without: frozenset[ir.Node] = frozenset()) -> Variant:
-        cfg = self.model.bridge.cfg
-        return full_model_variant(cfg.n_layers, cfg.n_heads, without)
+        shape = self.shape
+        return full_model_variant(shape.n_layers, shape.n_heads, without)
 
     def empty(self) -> Variant:
         return empty_variant()
 
 
 def open_session(spec: ir.Spec, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                 batch_size: int | None = None) -> Session:
-    """Load the model, expand and bind every prompt set."""
+                 batch_size: int | None = None, datasets: tuple[Dataset, ...] | None = None) -> Session:
+    """Load the model, expand (unless `datasets`, the spec's prompt sets already expanded by
+    `data.datasets.expand_all`, are given) and bind every prompt set."""
     model = load_model(spec.model, device, dtype)
     raise_if_any(circuit_problems(spec.circuit, model.family))  # before any number is computed
-    datasets = expand_all(spec)
+    datasets = expand_all(spec) if datasets is None else datasets
     bound = bind(spec, datasets, model.tokenizer, prepends_bos(spec, model))
     return Session(spec, model, datasets, {b.name: b for b in bound}, batch_size or _batch_size(spec, model, bound))
 
 
-def _batch_size(spec: ir.Spec, model: LoadedModel, bound: list[BoundPromptSet]) -> int:
+def loaded_shape(model: LoadedModel) -> ir.ModelShape:
+    """The loaded model's shape, with the fields `check` reads offline (heads: query heads)."""
+    family = model.family
+    return ir.ModelShape(n_layers=family.n_layers, n_heads=family.n_heads, n_kv_heads=family.n_kv_heads,
+                         parallel_attn_mlp=family.parallel_attn_mlp, origin="the loaded model")
+
+
+def loaded_size(model: LoadedModel) -> ModelSize:
+    """The loaded model's dimensions, as compile.memory estimates with them offline."""
+    cfg = model.bridge.cfg
+    return ModelSize.of(loaded_shape(model), cfg.d_model, cfg.d_mlp, cfg.d_vocab, cfg.n_ctx, tied=False)
+
+
+def _batch_size(spec: ir.Spec, model: LoadedModel, bound: Sequence[BoundPromptSet]) -> int:
     """Rows per forward: `set batch_size`; on a GPU as many as a quarter of its free memory holds
     (a GPU is fast only with large batches); on the CPU as many as keep a batch's activations
     within the smallest prompt set's cached ones (`compile.memory.cpu_batch_size`), so that the
     peak follows the prompt set, not the variants."""
     if "batch_size" in spec.settings.model_fields_set:
         return spec.settings.batch_size
-    cfg = model.bridge.cfg
+    size = loaded_size(model)
     tokens = max(t.seq_len for prompt_set in bound for t in prompt_set.templates)
     if model.device.type != "cuda":
         smallest = min(sum(t.n_prompts * t.seq_len for t in prompt_set.templates) for prompt_set in bound)
-        size = ModelSize(cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.d_mlp, cfg.d_vocab, cfg.n_ctx, tied=False)
         return cpu_batch_size(size, smallest, tokens)
     free, _ = torch.cuda.mem_get_info(model.device)
     # a row's transient activations: the residual at every layer entry (the cached trunks), the
     # MLP's hidden layer and q, k, v, z of every head, with room for the hooks' copies
-    per_row = tokens * cfg.n_layers * (2 * cfg.d_model + 4 * cfg.d_model + cfg.d_mlp) * model.bridge.cfg.dtype.itemsize
+    per_row = tokens * size.n_layers * (2 * size.d_model + 4 * size.d_model + size.d_mlp) * model.bridge.cfg.dtype.itemsize
     return int(min(max(free // 4 // per_row, spec.settings.batch_size), MAX_GPU_BATCH))
 
 

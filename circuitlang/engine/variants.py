@@ -47,17 +47,17 @@ class Variant:
     embed_edges: str = "all"
     label: str = ""
 
-    def nodes(self) -> frozenset[ir.Node]:
-        return frozenset([*(ir.Node(kind="head", layer=h.layer, head=h.head) for h in self.heads),
-                          *(ir.Node(kind="mlp", layer=m.layer) for m in self.mlps)])
+    def nodes(self) -> frozenset[ir.HeadNode | ir.MlpNode]:
+        return frozenset([*(ir.HeadNode(layer=h.layer, head=h.head) for h in self.heads),
+                          *(ir.MlpNode(layer=m.layer) for m in self.mlps)])
 
 
 def circuit_variant(circuit: ir.Circuit, without: frozenset[ir.Node] = frozenset(), use_edges: bool = True,
                     embed_edges: str = "all", label: str = "circuit") -> Variant:
     """The spec's circuit minus `without`; edges to or from removed nodes disappear with them."""
     members = [m for m in circuit.nodes if m.node not in without]
-    heads = tuple(HeadKeep(m.node.layer, m.node.head, m.q, m.k) for m in members if m.node.kind == "head")  # type: ignore[arg-type]
-    mlps = tuple(MlpKeep(m.node.layer, m.q) for m in members if m.node.kind == "mlp")  # type: ignore[arg-type]
+    heads = tuple(HeadKeep(m.node.layer, m.node.head, m.q, m.k) for m in members if m.node.kind == "head")
+    mlps = tuple(MlpKeep(m.node.layer, m.q) for m in members if m.node.kind == "mlp")
     edges = None
     if use_edges and circuit.edges:
         edges = tuple(e for e in circuit.edges if e.sender not in without and e.receiver not in without)
@@ -68,8 +68,8 @@ def full_model_variant(n_layers: int, n_heads: int, without: frozenset[ir.Node] 
                        label: str = "model") -> Variant:
     """Every head and MLP, clean at every position (minus `without`): the model itself."""
     heads = tuple(HeadKeep(layer, head) for layer in range(n_layers) for head in range(n_heads)
-                  if ir.Node(kind="head", layer=layer, head=head) not in without)
-    mlps = tuple(MlpKeep(layer) for layer in range(n_layers) if ir.Node(kind="mlp", layer=layer) not in without)
+                  if ir.HeadNode(layer=layer, head=head) not in without)
+    mlps = tuple(MlpKeep(layer) for layer in range(n_layers) if ir.MlpNode(layer=layer) not in without)
     return Variant(heads, mlps, None, "all", label)
 
 
@@ -91,21 +91,26 @@ class Masks:
         layers = torch.nonzero(touched).flatten()
         return int(layers[0]) if layers.numel() else int(self.z.shape[0])
 
+    def for_rows(self, n_rows: int) -> "Masks":
+        """The masks of `n_rows` prompt rows of this one variant, stacked: [rows, ...] each."""
+        return Masks(torch.stack([self.z] * n_rows), torch.stack([self.kv] * n_rows),
+                     torch.stack([self.mlp] * n_rows))
+
 
 def masks_for(variant: Variant, template: str, named: dict[str, int], n_tokens: int, n_layers: int,
               n_heads: int) -> Masks:
     z = torch.zeros(n_layers, n_tokens, n_heads, dtype=torch.bool)
     kv = torch.ones(n_layers, n_tokens, n_heads, dtype=torch.bool)
     mlp = torch.zeros(n_layers, n_tokens, dtype=torch.bool)
-    for keep in variant.heads:
-        z[keep.layer, _where(keep.q, template, named, n_tokens), keep.head] = True
-        z[keep.layer, list(resolve(keep.ablated_at, template, named, n_tokens)), keep.head] = False
-        if keep.k is not None:
-            kv[keep.layer, :, keep.head] = False
-            kv[keep.layer, list(resolve(keep.k, template, named, n_tokens)), keep.head] = True
-    for keep in variant.mlps:
-        mlp[keep.layer, _where(keep.at, template, named, n_tokens)] = True
-        mlp[keep.layer, list(resolve(keep.ablated_at, template, named, n_tokens))] = False
+    for h in variant.heads:
+        z[h.layer, _where(h.q, template, named, n_tokens), h.head] = True
+        z[h.layer, list(resolve(h.ablated_at, template, named, n_tokens)), h.head] = False
+        if h.k is not None:
+            kv[h.layer, :, h.head] = False
+            kv[h.layer, list(resolve(h.k, template, named, n_tokens)), h.head] = True
+    for m in variant.mlps:
+        mlp[m.layer, _where(m.at, template, named, n_tokens)] = True
+        mlp[m.layer, list(resolve(m.ablated_at, template, named, n_tokens))] = False
     return Masks(z, kv, mlp)
 
 

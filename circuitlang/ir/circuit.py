@@ -64,7 +64,7 @@ def _expand_member(member: object, shape: ir.ModelShape | None, model: ir.ModelR
     match member:
         case ast.HeadRef(layer, head, span):
             ok = check_layer(layer, span, shape, model, errors) and _check_head(layer, head, span, shape, errors)
-            return [(ir.Node(kind="head", layer=layer, head=head), span)] if ok else []
+            return [(ir.HeadNode(layer=layer, head=head), span)] if ok else []
         case ast.LayerHeads(layer, span):
             if shape is None and not model.name:  # the model line itself failed; that error says why
                 return []
@@ -73,17 +73,17 @@ def _expand_member(member: object, shape: ir.ModelShape | None, model: ir.ModelR
                                         "list the heads explicitly, or use a model with a known shape"))
                 return []
             ok = check_layer(layer, span, shape, model, errors)
-            return [(ir.Node(kind="head", layer=layer, head=h), span) for h in range(shape.n_heads)] if ok else []
+            return [(ir.HeadNode(layer=layer, head=h), span) for h in range(shape.n_heads)] if ok else []
         case ast.MlpRef(layer, span):
             ok = check_layer(layer, span, shape, model, errors)
-            return [(ir.Node(kind="mlp", layer=layer), span)] if ok else []
+            return [(ir.MlpNode(layer=layer), span)] if ok else []
         case ast.LayerRange(start, stop, span):
             if start > stop:
                 errors.append(SpecError(f"empty layer range {start}..{stop}", span,
                                         f"ranges count upwards and include both ends: {stop}..{start}"))
                 return []
             ok = check_layer(start, span, shape, model, errors) and check_layer(stop, span, shape, model, errors)
-            return [(ir.Node(kind="mlp", layer=layer), span) for layer in range(start, stop + 1)] if ok else []
+            return [(ir.MlpNode(layer=layer), span) for layer in range(start, stop + 1)] if ok else []
     raise TypeError(f"unhandled circuit member {member!r}")
 
 
@@ -196,12 +196,12 @@ def endpoint(ref: ast.NodeRef) -> ir.Node:
     """The node an edge end (or an edge claim's end) names."""
     match ref:
         case ast.HeadRef(layer, head, _):
-            return ir.Node(kind="head", layer=layer, head=head)
+            return ir.HeadNode(layer=layer, head=head)
         case ast.MlpRef(layer, _):
-            return ir.Node(kind="mlp", layer=layer)
+            return ir.MlpNode(layer=layer)
         case ast.Embed():
-            return ir.Node(kind="embed")
-    return ir.Node(kind="logits")
+            return ir.EMBED
+    return ir.LOGITS
 
 
 def _edge(decl: ast.EdgeDecl, nodes: dict[ir.Node, ir.CircuitNode], errors: list[CircuitlangError]) -> ir.Edge | None:
@@ -237,7 +237,7 @@ def runs_forward(sender: ir.Node, receiver: ir.Node) -> bool:
             return (0, 0, 0)
         if node.kind == "logits":
             return (2, 0, 0)
-        return (1, node.layer, 1 if node.kind == "mlp" else 0)  # type: ignore[return-value]
+        return (1, node.layer, 1 if node.kind == "mlp" else 0)
     return order(sender) < order(receiver)
 
 

@@ -23,8 +23,8 @@ from typing import Iterator
 from circuitlang.errors import ModelError, SpecError
 from circuitlang.ir import models as ir
 
-INPUT = ir.Node(kind="embed")
-LOGITS = ir.Node(kind="logits")
+INPUT = ir.EMBED
+LOGITS = ir.LOGITS
 CHANNELS = ("q", "k", "v")
 
 EdgeKey = tuple[ir.Node, ir.Node, str | None]  # sender, receiver, channel (None into MLPs and logits)
@@ -84,9 +84,9 @@ def parse_node(name: str) -> ir.Node | None:
     if match is None:
         return None
     if match.group(1) is not None:
-        return ir.Node(kind="head", layer=int(match.group(1)), head=int(match.group(2)))
+        return ir.HeadNode(layer=int(match.group(1)), head=int(match.group(2)))
     if match.group(3) is not None:
-        return ir.Node(kind="mlp", layer=int(match.group(3)))
+        return ir.MlpNode(layer=int(match.group(3)))
     return INPUT if name == "input" else LOGITS
 
 
@@ -118,9 +118,9 @@ def feeds(sender: ir.Node, receiver: ir.Node, parallel_attn_mlp: bool) -> bool:
     if sender.kind == "embed" or receiver.kind == "logits":
         return True
     if receiver.kind == "head":
-        return sender.layer < receiver.layer  # type: ignore[operator]
+        return sender.layer < receiver.layer
     same_layer_head = sender.kind == "head" and sender.layer == receiver.layer and not parallel_attn_mlp
-    return sender.layer < receiver.layer or same_layer_head  # type: ignore[operator]
+    return sender.layer < receiver.layer or same_layer_head
 
 
 def model_edge_count(config: GraphConfig) -> int:
@@ -137,8 +137,8 @@ def model_nodes(config: GraphConfig) -> list[ir.Node]:
     """Every node, in EAP-IG's order: input, then per layer its heads and its MLP, then logits."""
     nodes = [INPUT]
     for layer in range(config.n_layers):
-        nodes += [ir.Node(kind="head", layer=layer, head=h) for h in range(config.n_heads)]
-        nodes.append(ir.Node(kind="mlp", layer=layer))
+        nodes += [ir.HeadNode(layer=layer, head=h) for h in range(config.n_heads)]
+        nodes.append(ir.MlpNode(layer=layer))
     return nodes + [LOGITS]
 
 
@@ -150,7 +150,7 @@ def model_edges(config: GraphConfig) -> Iterator[EdgeKey]:
         for sender in nodes:
             if feeds(sender, heads[0], config.parallel_attn_mlp):
                 yield from ((sender, head, channel) for head in heads for channel in CHANNELS)
-        mlp = ir.Node(kind="mlp", layer=layer)
+        mlp = ir.MlpNode(layer=layer)
         yield from ((sender, mlp, None) for sender in nodes if feeds(sender, mlp, config.parallel_attn_mlp))
     yield from ((sender, LOGITS, None) for sender in nodes if feeds(sender, LOGITS, config.parallel_attn_mlp))
 

@@ -64,7 +64,7 @@ def import_graph(data: Any, source: str, shape: ir.ModelShape | None, top: int |
         edges = _in_graph(parsed, source, warnings)
     if not edges:
         warnings.append(f"{source}: no edge was selected (after pruning, as EAP-IG prunes); the circuit is empty")
-    nodes = {n for e in edges for n in e[:2] if n.kind in ("head", "mlp")}
+    nodes: set[ir.Node] = {n for e in edges for n in e[:2] if n.kind in ("head", "mlp")}
     unconnected = sorted(node_name(n) for n, flag in parsed.node_flags.items()
                          if flag and n.kind in ("head", "mlp") and n not in nodes)
     if unconnected:
@@ -109,6 +109,7 @@ def _config(cfg: dict[str, Any], source: str, shape: ir.ModelShape | None) -> Gr
         raise DataError(f"{source}: the graph is of a model with {layers} layers x {heads} heads, but the base "
                         f"spec's model has {shape.n_layers} x {shape.n_heads} (from {shape.origin})", None,
                         "import the graph into a spec on the model it was computed on")
+    assert isinstance(layers, int) and isinstance(heads, int)  # checked above, in the message's terms
     d_model = cfg.get("d_model")
     return GraphConfig(layers, heads, bool(cfg.get("parallel_attn_mlp", False)),
                        d_model if isinstance(d_model, int) else None)
@@ -140,7 +141,8 @@ def _known_node(name: str, node: ir.Node | None, config: GraphConfig) -> str | N
 
 def _nodes(entries: dict[str, Any], source: str, config: GraphConfig, errors: list[CircuitlangError]
            ) -> tuple[dict[ir.Node, bool], dict[ir.Node, float]]:
-    flags, scores = {}, {}
+    flags: dict[ir.Node, bool] = {}
+    scores: dict[ir.Node, float] = {}
     for name, value in entries.items():
         node = parse_node(name)
         problem = _known_node(name, node, config)
@@ -150,7 +152,7 @@ def _nodes(entries: dict[str, Any], source: str, config: GraphConfig, errors: li
         if problem is not None:
             errors.append(DataError(f"{source}: node '{name}' {problem}", None, _FIX))
             continue
-        assert node is not None
+        assert node is not None and isinstance(flag, bool)  # a node that does not parse, or a flag that is not a bool, is a problem
         flags[node] = flag
         score = value.get("score") if isinstance(value, dict) else None
         if isinstance(score, (int, float)) and score == score:  # NaN marks an unscored node in EAP-IG
@@ -217,7 +219,11 @@ def _select(parsed: _Parsed, source: str, top: int | None, threshold: float | No
         raise DataError(f"{source}: the graph has no edge scores (all are 0 or null), so --top/--threshold cannot "
                         "select edges", None, "import the edges marked in_graph: leave out --top and --threshold")
     ranked = sorted(parsed.edge_scores, key=lambda e: -abs(parsed.edge_scores[e]))  # stable: file order on ties
-    chosen = ranked[:top] if top is not None else [e for e in ranked if abs(parsed.edge_scores[e]) >= threshold]
+    if top is not None:
+        chosen = ranked[:top]
+    else:
+        assert threshold is not None  # the command takes exactly one of --top and --threshold
+        chosen = [e for e in ranked if abs(parsed.edge_scores[e]) >= threshold]
     return _prune(set(chosen))
 
 
@@ -256,10 +262,11 @@ def _circuit(nodes: set[ir.Node], edges: set[EdgeKey], config: GraphConfig, sour
 
 
 def _node_order(node: ir.Node) -> tuple[float, int, int]:
-    rank = {"embed": -1.0, "logits": float("inf")}.get(node.kind)
-    if rank is not None:
-        return rank, 0, 0
-    return float(node.layer), 1 if node.kind == "mlp" else 0, node.head or 0  # type: ignore[arg-type]
+    if node.kind == "embed":
+        return -1.0, 0, 0
+    if node.kind == "logits":
+        return float("inf"), 0, 0
+    return float(node.layer), 1 if node.kind == "mlp" else 0, node.head or 0
 
 
 def _edge_order(edge: EdgeKey) -> tuple:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from circuitlang.dsl import ast
 from circuitlang.errors import CircuitlangError, SpecError
 from circuitlang.ir import models as ir
@@ -29,7 +31,7 @@ def lower_expectations(items: list[ast.Item], circuit: ir.Circuit, prompt_sets: 
 
 def _lower_one(decl: ExpectDecl, circuit: ir.Circuit, checker: _PositionChecker,
                errors: list[CircuitlangError]) -> ir.Expectation | None:
-    common = dict(on=decl.on.name if decl.on else None, op=decl.op, threshold=decl.threshold.value, span=decl.span)
+    common: dict[str, Any] = dict(on=decl.on.name if decl.on else None, op=decl.op, threshold=decl.threshold.value, span=decl.span)
     if isinstance(decl, ast.ExpectMetric):
         if decl.metric.name not in METRIC_CLAIMS:
             errors.append(SpecError(f"unknown claim '{decl.metric.name}'", decl.metric.span,
@@ -83,8 +85,8 @@ def _targets(target: ast.Target, circuit: ir.Circuit,
                                     + f"roles: {', '.join(repr(r) for r in roles) or 'none declared'}"))
             return None, None
         return roles[target.name], target.name
-    node = ir.Node(kind="head", layer=target.layer, head=target.head) if isinstance(target, ast.HeadRef) \
-        else ir.Node(kind="mlp", layer=target.layer)
+    node = ir.HeadNode(layer=target.layer, head=target.head) if isinstance(target, ast.HeadRef) \
+        else ir.MlpNode(layer=target.layer)
     if node not in {member.node for member in circuit.nodes}:
         errors.append(SpecError(f"claim about {node}, which is not in the circuit", target.span,
                                 f"add {node} to a role, or check the head number"))

@@ -7,6 +7,7 @@ raised together (`SpecErrors`) so a researcher fixes a file in one round, not te
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from circuitlang.dsl import ast
 from circuitlang.dsl.parser import SUPPORTED_VERSIONS
@@ -213,14 +214,30 @@ def _ablation(items: list[ast.Item], header: ast.Header, errors: list[Circuitlan
                                 "say how nodes outside the circuit are ablated: ablate mean of corrupt | resample | zero"))
         return ir.Ablation(kind="zero", source=None, span=header.span)
     decl = decls[0]
-    kind, source = decl.kind.name, decl.source.name if decl.source else None
-    if kind not in ("mean", "resample", "zero"):
-        errors.append(SpecError(f"unknown ablation '{kind}'", decl.kind.span,
+    kind = next((known for known in ABLATION_SOURCES if known == decl.kind.name), None)
+    if kind is None:
+        errors.append(SpecError(f"unknown ablation '{decl.kind.name}'", decl.kind.span,
                                 "ablations: mean of corrupt, mean of clean, resample, zero"))
         return ir.Ablation(kind="zero", source=None, span=decl.span)
-    allowed = {"mean": ("corrupt", "clean"), "resample": ("corrupt",), "zero": ()}[kind]
-    if source is not None and source not in allowed:
-        errors.append(SpecError(f"'ablate {kind} of {source}' is not an ablation", decl.source.span,
-                                f"{kind} takes " + (f"of {' or of '.join(allowed)}" if allowed else "no `of`")))
+    return ir.Ablation(kind=kind, source=_ablation_source(decl, kind, errors), span=decl.span)
+
+
+AblationKind = Literal["mean", "resample", "zero"]
+AblationSource = Literal["corrupt", "clean"]
+# What each ablation may take after `of`; the first is meant where no `of` is written.
+ABLATION_SOURCES: dict[AblationKind, tuple[AblationSource, ...]] = {
+    "mean": ("corrupt", "clean"), "resample": ("corrupt",), "zero": ()}
+
+
+def _ablation_source(decl: ast.AblateDecl, kind: AblationKind,
+                     errors: list[CircuitlangError]) -> AblationSource | None:
+    allowed = ABLATION_SOURCES[kind]
     default = allowed[0] if allowed else None
-    return ir.Ablation(kind=kind, source=source if source in allowed else default, span=decl.span)
+    if decl.source is None:
+        return default
+    source = next((known for known in allowed if known == decl.source.name), None)
+    if source is None:
+        errors.append(SpecError(f"'ablate {kind} of {decl.source.name}' is not an ablation", decl.source.span,
+                                f"{kind} takes " + (f"of {' or of '.join(allowed)}" if allowed else "no `of`")))
+        return default
+    return source

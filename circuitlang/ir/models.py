@@ -223,19 +223,51 @@ class PromptSet(Frozen):
 # ---- circuit --------------------------------------------------------------------------------
 
 
-class Node(Frozen):
-    """A component: head `L.H`, `mlp L`, or the graph's ends `embed` and `logits`."""
+# A component: head `L.H`, `mlp L`, or the graph's ends `embed` and `logits`. Every kind keeps the
+# fields kind, layer and head in that order, None where they do not apply, so a node's JSON (and
+# with it spec hashes and golden IR) does not depend on its kind's class.
 
-    kind: Literal["head", "mlp", "embed", "logits"]
-    layer: int | None = None
-    head: int | None = None
+
+class HeadNode(Frozen):
+    kind: Literal["head"] = "head"
+    layer: int
+    head: int
 
     def __str__(self) -> str:
-        if self.kind == "head":
-            return f"{self.layer}.{self.head}"
-        if self.kind == "mlp":
-            return f"mlp {self.layer}"
+        return f"{self.layer}.{self.head}"
+
+
+class MlpNode(Frozen):
+    kind: Literal["mlp"] = "mlp"
+    layer: int
+    head: None = None
+
+    def __str__(self) -> str:
+        return f"mlp {self.layer}"
+
+
+class EmbedNode(Frozen):
+    kind: Literal["embed"] = "embed"
+    layer: None = None
+    head: None = None
+
+    def __str__(self) -> str:
         return self.kind
+
+
+class LogitsNode(Frozen):
+    kind: Literal["logits"] = "logits"
+    layer: None = None
+    head: None = None
+
+    def __str__(self) -> str:
+        return self.kind
+
+
+Node = Annotated[Union[HeadNode, MlpNode, EmbedNode, LogitsNode], Field(discriminator="kind")]
+NODE_TYPES = (HeadNode, MlpNode, EmbedNode, LogitsNode)  # for isinstance
+EMBED: Node = EmbedNode()
+LOGITS: Node = LogitsNode()
 
 
 class PositionRef(Frozen):

@@ -17,10 +17,12 @@ _MLP = re.compile(r"mlp\s*(\d+)")
 def parse_node(text: str) -> ir.Node | None:
     """The node `text` names, or None when it names none."""
     cleaned = text.strip().lower()
-    if cleaned in ("embed", "logits"):
-        return ir.Node(kind=cleaned)  # type: ignore[arg-type]
+    if cleaned == "embed":
+        return ir.EMBED
+    if cleaned == "logits":
+        return ir.LOGITS
     if match := _MLP.fullmatch(cleaned):
-        return ir.Node(kind="mlp", layer=int(match[1]))
+        return ir.MlpNode(layer=int(match[1]))
     if match := _HEAD.fullmatch(cleaned):
-        return ir.Node(kind="head", layer=int(match[1]), head=int(match[2]))
+        return ir.HeadNode(layer=int(match[1]), head=int(match[2]))
     return None

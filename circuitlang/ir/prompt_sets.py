@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 from circuitlang.dsl import ast
 from circuitlang.errors import CircuitlangError, Span, SpecError
@@ -126,7 +128,7 @@ def _template(stmt: ast.TemplateStmt, errors: list[CircuitlangError]) -> ir.Temp
     return template
 
 
-def _at_most_one(stmts: list[ast.PromptStmt], what: str, hint: str, errors: list[CircuitlangError]) -> None:
+def _at_most_one(stmts: Sequence[ast.PromptStmt], what: str, hint: str, errors: list[CircuitlangError]) -> None:
     for extra in stmts[1:]:
         errors.append(SpecError(f"a prompts block takes one {what}; this is a second one", extra.span, hint))
 
@@ -183,7 +185,8 @@ def _loop(loop: ast.Loop, scope: Scope, errors: list[CircuitlangError]) -> ir.Lo
 def _assignments(stmts: list[ast.AssignStmt], scope: Scope,
                  errors: list[CircuitlangError]) -> tuple[ir.Assignment, ...]:
     """Assignments in order; each may use names assigned on earlier lines."""
-    lowered, seen = [], {}
+    lowered: list[ir.Assignment] = []
+    seen: dict[str, ast.Ident] = {}
     for stmt in stmts:
         value = lower_assigned(stmt.value, scope, errors)
         for target in stmt.targets:
@@ -228,9 +231,8 @@ def lower_corruption(decl: ast.CorruptDecl, slots: tuple[str, ...] | None, scope
         errors.append(SpecError(f"unknown corruption '{decl.kind.name}'", decl.kind.span,
                                 f"corruptions: {', '.join(CORRUPTIONS)}"))
         return None
-    # Arguments are literals, or slot names (swap(s1, s2)), which are kept as their text.
-    args = tuple(a.name if isinstance(a, ast.Var) else constant_value(a) for a in decl.args or ())
-    if len(args) != kind.n_args or any(a is None for a in args):
+    args = _corrupt_args(decl)
+    if args is None or len(args) != kind.n_args:
         errors.append(SpecError(f"corrupt {decl.kind.name} takes {kind.n_args} literal argument(s)",
                                 decl.kind.span, kind.description))
         return None
@@ -248,6 +250,14 @@ def lower_corruption(decl: ast.CorruptDecl, slots: tuple[str, ...] | None, scope
     _check_slot_args(decl, args, slots, errors)
     path = _corrupt_file(decl, args, root, errors)
     return ir.Corruption(kind=decl.kind.name, args=args, assignments=assignments, path=path, span=decl.span)
+
+
+def _corrupt_args(decl: ast.CorruptDecl) -> tuple[ir.Value, ...] | None:
+    """Arguments are literals, or slot names (swap(s1, s2)), which are kept as their text; None
+    when one of them is computed."""
+    args = tuple(a.name if isinstance(a, ast.Var) else constant_value(a) for a in decl.args or ())
+    values = tuple(a for a in args if a is not None)
+    return values if len(values) == len(args) else None
 
 
 def _corrupt_assignments(body: tuple[ast.AssignStmt, ...], slots: tuple[str, ...] | None, scope: Scope,
@@ -275,12 +285,13 @@ def _check_slot_args(decl: ast.CorruptDecl, args: tuple[ir.Value, ...], slots: t
                      errors: list[CircuitlangError]) -> None:
     if decl.kind.name != "swap" or slots is None:
         return
-    for arg, expr in zip(args, decl.args or ()):
+    exprs = decl.args or ()  # as many as `args`: lower_corruption checked their number
+    for arg, expr in zip(args, exprs):
         if arg not in slots:
             errors.append(SpecError(f"swap names '{arg}', which is not a slot", expr.span,
                                     did_you_mean(str(arg), slots) + f"slots: {', '.join(slots)}"))
     if args[0] == args[1]:
-        errors.append(SpecError(f"swap needs two different slots; both are '{args[0]}'", decl.args[1].span,  # type: ignore[index]
+        errors.append(SpecError(f"swap needs two different slots; both are '{args[0]}'", exprs[1].span,
                                 "a swap of a slot with itself leaves every prompt unchanged"))
 
 
@@ -288,18 +299,19 @@ def _corrupt_file(decl: ast.CorruptDecl, args: tuple[ir.Value, ...], root: Path,
                   errors: list[CircuitlangError]) -> str | None:
     if decl.kind.name != "file":
         return None
+    span = (decl.args or ())[0].span  # `file` has one argument: lower_corruption checked it
     try:
-        path = confined(str(args[0]), decl.args[0].span, root, "corrupt file")  # type: ignore[index]
+        path = confined(str(args[0]), span, root, "corrupt file")
     except SpecError as error:
         errors.append(error)
         return None
     if path.suffix.lower() not in (".jsonl", ".csv"):
         errors.append(SpecError(f"cannot read corrupt rows from '{args[0]}': unknown file type",
-                                decl.args[0].span,  # type: ignore[index]
+                                span,
                                 "use a .jsonl file (one object per line) or a .csv with a header"))
         return None
     if not is_file(path):
-        errors.append(SpecError(f"file not found: '{args[0]}' (looked in {path})", decl.args[0].span,  # type: ignore[index]
+        errors.append(SpecError(f"file not found: '{args[0]}' (looked in {path})", span,
                                 "paths are relative to the spec file's folder"))
         return None
     return str(path)
@@ -324,11 +336,18 @@ def lower_metric(decl: ast.MetricDecl, errors: list[CircuitlangError]) -> ir.Met
 _TYPE_WORDS = {int: "an integer", str: "a string", float: "a number"}
 
 
-def _prompt_settings(stmts: list[ast.SetDecl], errors: list[CircuitlangError]) -> dict[str, object]:
-    settings: dict[str, object] = {}
+class _PromptSettings(TypedDict, total=False):
+    """The `set` lines of a prompts block (PROMPT_SETTINGS)."""
+
+    answer_prefix: str
+    count: int
+
+
+def _prompt_settings(stmts: list[ast.SetDecl], errors: list[CircuitlangError]) -> _PromptSettings:
+    settings: _PromptSettings = {}
     for stmt in stmts:
         expected = PROMPT_SETTINGS.get(stmt.key.name)
-        value = getattr(stmt.value, "value", None)
+        value = None if isinstance(stmt.value, ast.Var) else stmt.value.value
         if expected is None:
             errors.append(SpecError(f"unknown prompt-set setting '{stmt.key.name}'", stmt.key.span,
                                     f"settings inside prompts: {', '.join(PROMPT_SETTINGS)}"))
@@ -337,8 +356,10 @@ def _prompt_settings(stmts: list[ast.SetDecl], errors: list[CircuitlangError]) -
                                     'for example: set answer_prefix = " "' if expected is str else "set count = 50"))
         elif stmt.key.name in settings:
             errors.append(SpecError(f"'{stmt.key.name}' is set twice", stmt.key.span, "keep one of the two lines"))
-        elif stmt.key.name == "count" and value < 1:
+        elif stmt.key.name == "answer_prefix" and isinstance(value, str):
+            settings["answer_prefix"] = value
+        elif stmt.key.name == "count" and isinstance(value, int) and value >= 1:
+            settings["count"] = value
+        else:  # a count below 1: every other value was refused above
             errors.append(SpecError("count must be at least 1", stmt.value.span, "set count = 50"))
-        else:
-            settings[stmt.key.name] = value
     return settings

@@ -18,7 +18,7 @@ FLOAT_RANGES = {"confidence": (0.0, 1.0), "minimality_threshold": (-1e-12, float
 
 
 def lower_settings(items: list[ast.Item], errors: list[CircuitlangError]) -> ir.Settings:
-    values: dict[str, object] = {}
+    values: dict[str, str | float] = {}
     for decl in (item for item in items if isinstance(item, ast.SetDecl)):
         key = decl.key.name
         if key not in SPEC_SETTINGS:
@@ -30,10 +30,10 @@ def lower_settings(items: list[ast.Item], errors: list[CircuitlangError]) -> ir.
             value = _setting_value(key, decl.value, errors)
             if value is not None:
                 values[key] = value
-    return ir.Settings(**values)
+    return ir.Settings.model_validate(values)  # the values were checked above, key by key
 
 
-def _setting_value(key: str, value: ast.SettingValue, errors: list[CircuitlangError]) -> object | None:
+def _setting_value(key: str, value: ast.SettingValue, errors: list[CircuitlangError]) -> str | float | None:
     expected = SPEC_SETTINGS[key]
     if isinstance(expected, tuple):
         word = value.name if isinstance(value, ast.Var) else None
@@ -50,17 +50,21 @@ def _setting_value(key: str, value: ast.SettingValue, errors: list[CircuitlangEr
             return None
         return float(raw)
     if expected is int and isinstance(value, ast.IntLit):
-        minimum = 1 if key in ("bootstrap", "batch_size", "top_k") or key in LIMIT_SETTINGS else 0
-        if raw < minimum:
-            errors.append(SpecError(f"{key} must be {minimum} or more", value.span, f"for example: set {key} = {minimum}"))
-            return None
-        maximum = SAMPLE_MAXIMA.get(key, MAX_INT_SETTING)
-        if raw > maximum:
-            shown = "2**63 - 1" if maximum == MAX_INT_SETTING else f"{maximum:,}"
-            errors.append(SpecError(f"{key} must be at most {shown}", value.span,
-                                    f"for example: set {key} = {ir.Settings().model_dump()[key]}"))
-            return None
-        return raw
+        return _int_setting(key, value, errors)
     errors.append(SpecError(f"{key} must be {'an integer' if expected is int else 'a number'}", value.span,
                             f"for example: set {key} = {ir.Settings().model_dump()[key]}"))
     return None
+
+
+def _int_setting(key: str, value: ast.IntLit, errors: list[CircuitlangError]) -> int | None:
+    minimum = 1 if key in ("bootstrap", "batch_size", "top_k") or key in LIMIT_SETTINGS else 0
+    if value.value < minimum:
+        errors.append(SpecError(f"{key} must be {minimum} or more", value.span, f"for example: set {key} = {minimum}"))
+        return None
+    maximum = SAMPLE_MAXIMA.get(key, MAX_INT_SETTING)
+    if value.value > maximum:
+        shown = "2**63 - 1" if maximum == MAX_INT_SETTING else f"{maximum:,}"
+        errors.append(SpecError(f"{key} must be at most {shown}", value.span,
+                                f"for example: set {key} = {ir.Settings().model_dump()[key]}"))
+        return None
+    return value.value

@@ -51,8 +51,13 @@ def _known_hub_shapes() -> dict[str, HubShape]:
     """Hub models whose shape is known without downloading anything, keyed by TransformerLens's
     official names (aliases resolve to these first) and by Hugging Face repo ids it does not list."""
     text = resources.files("circuitlang.ir").joinpath(SHAPES_FILE).read_text(encoding="utf-8")
-    return {name: HubShape(*counts, family["parallel_attn_mlp"])
+    return {name: _hub_shape(counts, family["parallel_attn_mlp"])
             for family in json.loads(text)["families"] for name, counts in family["models"].items()}
+
+
+def _hub_shape(counts: list[int], parallel_attn_mlp: bool) -> HubShape:
+    n_layers, n_heads, n_kv_heads = counts  # as SHAPES_FILE writes them
+    return HubShape(n_layers, n_heads, n_kv_heads, parallel_attn_mlp)
 
 
 KNOWN_HUB_SHAPES: dict[str, HubShape] = _known_hub_shapes()

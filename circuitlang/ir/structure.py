@@ -19,8 +19,8 @@ from __future__ import annotations
 from circuitlang.errors import CircuitlangError, SpecError
 from circuitlang.ir import models as ir
 
-LOGITS = ir.Node(kind="logits")
-EMBED = ir.Node(kind="embed")
+LOGITS = ir.LOGITS
+EMBED = ir.EMBED
 
 
 def reaching_logits(circuit: ir.Circuit) -> set[ir.Node]:

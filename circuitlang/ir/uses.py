@@ -98,36 +98,38 @@ def _imported(use: ast.UseDecl, root: Path, errors: list[CircuitlangError],
 
 def _select(use: ast.UseDecl, items: list[ast.Item], errors: list[CircuitlangError]) -> list[ast.Item]:
     if use.what == "circuit":
-        chosen = [i for i in items if isinstance(i, CIRCUIT_ITEMS)]
+        chosen: list[ast.Item] = [i for i in items if isinstance(i, CIRCUIT_ITEMS)]
         if not chosen:
             errors.append(SpecError(f"'{use.path.value}' declares no circuit (no role, mlp or edge lines)",
                                     use.span, "use a spec that declares roles"))
         return chosen
     assert use.name is not None  # the grammar gives `use prompts` and `use list` a name
     if use.what == "list":
-        return _named_list(use, items, errors)
-    return _named_prompts(use, items, errors)
+        return _named_list(use, use.name, items, errors)
+    return _named_prompts(use, use.name, items, errors)
 
 
-def _named_list(use: ast.UseDecl, items: list[ast.Item], errors: list[CircuitlangError]) -> list[ast.Item]:
+def _named_list(use: ast.UseDecl, name: ast.Ident, items: list[ast.Item],
+                errors: list[CircuitlangError]) -> list[ast.Item]:
     lists = [i for i in items if isinstance(i, ast.ListDecl)]
-    found = [i for i in lists if i.name.name == use.name.name]  # type: ignore[union-attr]
+    found = [i for i in lists if i.name.name == name.name]
     if not found:
         names = ", ".join(i.name.name for i in lists) or "none"
-        errors.append(SpecError(f"'{use.path.value}' declares no list '{use.name.name}'",  # type: ignore[union-attr]
-                                use.name.span, f"lists there: {names}"))  # type: ignore[union-attr]
+        errors.append(SpecError(f"'{use.path.value}' declares no list '{name.name}'",
+                                name.span, f"lists there: {names}"))
     return list(found)
 
 
-def _named_prompts(use: ast.UseDecl, items: list[ast.Item], errors: list[CircuitlangError]) -> list[ast.Item]:
+def _named_prompts(use: ast.UseDecl, name: ast.Ident, items: list[ast.Item],
+                   errors: list[CircuitlangError]) -> list[ast.Item]:
     """The named prompts block, with the file's lists and its top-level corruption folded in."""
     blocks = [i for i in items if isinstance(i, ast.PromptsDecl)]
     circuit_names = [i.name.name for i in items if isinstance(i, ast.CircuitDecl)]
-    wanted = use.name.name  # type: ignore[union-attr]
+    wanted = name.name
     found = [b for b in blocks if (b.name.name if b.name else (circuit_names or [""])[0]) == wanted]
     if not found:
         names = ", ".join(b.name.name if b.name else (circuit_names or ["?"])[0] for b in blocks) or "none"
-        errors.append(SpecError(f"'{use.path.value}' has no prompt set '{wanted}'", use.name.span,  # type: ignore[union-attr]
+        errors.append(SpecError(f"'{use.path.value}' has no prompt set '{wanted}'", name.span,
                                 f"prompt sets there: {names}"))
         return []
     block = found[0]
@@ -135,6 +137,6 @@ def _named_prompts(use: ast.UseDecl, items: list[ast.Item], errors: list[Circuit
     if outer and len(blocks) == 1 and not any(isinstance(s, ast.CorruptDecl) for s in block.body):
         block = replace(block, body=block.body + (outer[0],))
     if block.name is None:
-        block = replace(block, name=ast.Ident(wanted, use.name.span))  # type: ignore[union-attr]
+        block = replace(block, name=ast.Ident(wanted, name.span))
     lists = [i for i in items if isinstance(i, ast.ListDecl)]
     return [*lists, block]

@@ -19,6 +19,10 @@ from __future__ import annotations
 import argparse
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 BOS = "<|endoftext|>"
 # The commit the stand-in's snapshot is filed under: any 40 hex digits do; this one says "fake".
@@ -41,10 +45,12 @@ def build_gpt2_standin(folder: Path, tokenizer_folder: Path, seed: int = 0) -> P
     return folder
 
 
-def gpt2_tokenizer(tokenizer_folder: Path):  # -> transformers.GPT2TokenizerFast
+def gpt2_tokenizer(tokenizer_folder: Path) -> PreTrainedTokenizerFast:
     """GPT-2's byte-level BPE tokenizer from OpenAI's two files, as the hub's `gpt2` loads it."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import GPT2TokenizerFast
+    # transformers 5 gives the *TokenizerFast names only through its lazy module's fallback, which
+    # its type information does not declare; transformers 4 defines the class itself.
+    from transformers import GPT2TokenizerFast  # type: ignore[attr-defined]
 
     bpe = Tokenizer(models.BPE.from_file(str(tokenizer_folder / "encoder.json"), str(tokenizer_folder / "vocab.bpe")))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

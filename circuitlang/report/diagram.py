@@ -86,10 +86,16 @@ def build_diagram(specs: Sequence[ir.Spec]) -> Diagram:
     roles = _role_colours(specs)
     nodes = _nodes(specs, drawn, roles)
     edges = _edges(specs, drawn)
-    union = None if None in graph_edges else set().union(*graph_edges)
+    union = _union(graph_edges)
     title, caption = _title(specs, drawn, nodes, edges, union)
     return Diagram(title=title, caption=caption, ranks=tuple(dict.fromkeys(n.rank for n in nodes)), nodes=nodes,
                    edges=edges, roles=tuple(roles.items()), specs=drawn, notes=_notes(specs, drawn, edges))
+
+
+def _union(graph_edges: Sequence[set[EdgeKey] | None]) -> set[EdgeKey] | None:
+    """Every spec's graph edges together; None when one spec's are not known."""
+    known = [edges for edges in graph_edges if edges is not None]
+    return set().union(*known) if len(known) == len(graph_edges) else None
 
 
 def _graph_edges(spec: ir.Spec) -> set[EdgeKey] | None:

@@ -1,7 +1,8 @@
-"""Writing output files: the one place a file the user asked for is written.
+"""Writing files: the one place a file the user asked for is written, and the one atomic writer
+(`write_then_rename`; the engine's result cache writes its entries with it too).
 
-Light on purpose (no numpy, no torch): `check`, `fmt`, `draw` and `import` write files in the
-light install too.
+Light on purpose (standard library only: no numpy, no torch): `check`, `fmt`, `draw` and
+`import` write files in the light install too, and the engine imports it without a cycle.
 """
 
 from __future__ import annotations
@@ -20,12 +21,20 @@ def write_atomically(path: Path, content: str | bytes) -> None:
     removed by the next write to the same path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_orphans(path)
+    write_then_rename(path, content.encode("utf-8") if isinstance(content, str) else content, _mode_for(path))
+
+
+def write_then_rename(path: Path, data: bytes, mode: int) -> None:
+    """The one atomic writer: `data` into a temporary file in `path`'s folder (which must exist),
+    given the permissions `mode`, then renamed over `path`, so that a reader sees the old file or
+    the new one, never half of one. `write_atomically` writes output files with it, the result
+    cache its entries (without a listing of the folder per entry, which `_remove_orphans` makes:
+    the cache removes stale temporary files when it lists its folders to evict)."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
-    data = content.encode("utf-8") if isinstance(content, str) else content
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
-        os.chmod(temporary, _mode_for(path))
+        os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

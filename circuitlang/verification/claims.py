@@ -114,12 +114,12 @@ def _evaluated(claim: ir.Expectation, report: PromptSetReport, attention: Attent
 def _least_needed_edge(claim: ir.MetricExpectation, report: PromptSetReport) -> ClaimResult:
     """`edge_effect`: every declared edge is needed, i.e. the smallest |effect| passes. The row's
     value is that edge's |effect| with its interval (`edges.magnitude`), named so (`quantity`)."""
-    tested = [e for e in report.edges if e.effect is not None]
+    tested = [(e.edge, e.effect) for e in report.edges if e.effect is not None]
     if not tested:
         note = report.edges[0].note if report.edges else "no declared edges"
         return _row(claim, report.name, "circuit", None, note)
-    weakest = min(tested, key=lambda e: abs(e.effect.value))  # type: ignore[union-attr]
-    return _row(claim, report.name, weakest.edge, magnitude(weakest.effect))  # type: ignore[arg-type]
+    edge, effect = min(tested, key=lambda pair: abs(pair[1].value))
+    return _row(claim, report.name, edge, magnitude(effect))
 
 
 def _circuit_value(metric: str, report: PromptSetReport) -> Estimate | None:

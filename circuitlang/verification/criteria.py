@@ -79,11 +79,20 @@ class Criteria:
     # ---- completeness
     def completeness(self) -> Completeness:
         """The K fixed in advance first, then the greedy search (whose choices depend on them)."""
+        self.fixed_completeness_sets()
+        return self.greedy_completeness()
+
+    def fixed_completeness_sets(self) -> None:
+        """Schedule step `completeness`: C\\K and M\\K for the K drawn or named in advance."""
         self.bank.step = COMPLETENESS
         named = completeness_sets(self.circuit, self.settings)
         self._ensure_pairs([EMPTY] + [k for _, k in named])
+
+    def greedy_completeness(self) -> Completeness:
+        """Schedule step `completeness greedy`, after `fixed_completeness_sets`: the greedy search,
+        then incompleteness over every K tried."""
         self.bank.step = GREEDY
-        named = named + self._greedy() or [("empty", EMPTY)]
+        named = completeness_sets(self.circuit, self.settings) + self._greedy() or [("empty", EMPTY)]
         arrays = self._completeness_arrays([k for _, k in named])
         scores = [SubsetScore(nodes=sorted(map(node_label, k)), source=source,
                               score=self.resamples.estimate(arrays, _incompleteness(i)))

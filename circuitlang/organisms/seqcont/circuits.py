@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, TypedDict
 
 import circuitlang
 from circuitlang.engine.session import open_session
 from circuitlang.discover.search import Options, discover
 from circuitlang.dsl.parser import parse
 from circuitlang.dsl.printer import format_spec
+from circuitlang.verification.statistics import Estimate
 from circuitlang.verifier import verify
 
 MODEL = "organism:seqcont"
@@ -70,7 +71,22 @@ def spec_text(task: str, model: str = MODEL) -> str:
     return format_spec(parse("\n".join(lines) + "\n"))
 
 
-def find(task: str, out: Path, target: float, model: str) -> dict[str, object]:
+class CircuitRow(TypedDict):
+    """One task's row of the table `main` prints."""
+
+    task: str
+    nodes: int
+    edges: int
+    heads: str
+    f_model: Estimate
+    faithfulness: Estimate
+    normalized: Estimate
+    completeness: Estimate
+    not_needed: list[str]
+    passed: bool
+
+
+def find(task: str, out: Path, target: float, model: str) -> CircuitRow:
     path = out / f"organism_{task}.circ"
     path.write_text(spec_text(task, model))
     session = open_session(circuitlang.load(path))
@@ -102,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         row = find(task, args.out, args.target, args.model)
         print(f"| {row['task']} | {row['heads']} | {row['nodes']} | {row['edges']} | {row['f_model']} | "
               f"{row['faithfulness']} | {row['normalized']} | {row['completeness']} | "
-              f"{', '.join(row['not_needed']) or '-'} | {'pass' if row['passed'] else 'FAIL'} |",  # type: ignore[arg-type]
+              f"{', '.join(row['not_needed']) or '-'} | {'pass' if row['passed'] else 'FAIL'} |",
               flush=True)
 
 

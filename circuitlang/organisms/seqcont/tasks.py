@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from circuitlang.data import generators as g
 from circuitlang.data.prompts import render
+from circuitlang.data.values import Scalar
 from circuitlang.ir.stdlib import MONTHS, NAMES, NUMBER_WORDS
 
 SEQ_TEMPLATE = "{s1} {s2} {s3} {s4}"
@@ -47,15 +48,15 @@ class Example:
     label: str  # e.g. "start=12" or "Mary/John"
 
 
-def _example(task: str, template: str, values: dict[str, object], answers: tuple[str, ...], wrong: tuple[str, ...],
-             corrupt_values: dict[str, object], label: str) -> Example:
-    text, spans = render(template, values)  # type: ignore[arg-type]
-    corrupt, _ = render(template, {**values, **corrupt_values})  # type: ignore[arg-type]
+def _example(task: str, template: str, values: dict[str, Scalar], answers: tuple[str, ...], wrong: tuple[str, ...],
+             corrupt_values: dict[str, Scalar], label: str) -> Example:
+    text, spans = render(template, values)
+    corrupt, _ = render(template, {**values, **corrupt_values})
     return Example(task, text, answers, wrong, corrupt, spans, label)
 
 
-def _sequence(task: str, members: list[object], answer: object, rng: random.Random, pool: tuple[object, ...],
-              label: str, first: Callable[[object], object] = lambda x: x) -> Example:
+def _sequence(task: str, members: list[Scalar], answer: Scalar, rng: random.Random, pool: tuple[Scalar, ...],
+              label: str, first: Callable[[Scalar], Scalar] = lambda x: x) -> Example:
     values = {f"s{k + 1}": first(m) if k == 0 else m for k, m in enumerate(members)}
     corrupt = {f"s{k + 1}": first(v) if k == 0 else v for k, v in enumerate(rng.choice(pool) for _ in range(4))}
     return _example(task, SEQ_TEMPLATE, values, (f" {answer}",), (f" {members[-1]}",), corrupt, label)
@@ -91,7 +92,7 @@ def number_words(start: int, rng: random.Random) -> Example:
 def greater_than(noun: str, century: int, year: int) -> Example:
     """Hanna et al.: 'The war lasted from the year 1732 to the year 17' -> a year after 32, as
     circuitlang's `greater_than` generator renders it; corruption: the start year becomes XX01."""
-    values = {"noun": noun, "xx": str(century), "yy": f"{year:02d}", "xx2": str(century)}
+    values: dict[str, Scalar] = {"noun": noun, "xx": str(century), "yy": f"{year:02d}", "xx2": str(century)}
     return _example("greater_than", g.GT_TEMPLATE, values, tuple(f"{y:02d}" for y in range(year + 1, 100)),
                     tuple(f"{y:02d}" for y in range(year + 1)), {"yy": "01"}, f"{noun} {century}{year:02d}")
 
@@ -99,7 +100,7 @@ def greater_than(noun: str, century: int, year: int) -> Example:
 def ioi(template: str, io: str, subject: str, place: str, obj: str, rng: random.Random) -> Example:
     """Wang et al.'s IOI, circuitlang's `ioi` generator templates: the answer is the indirect
     object; corruption: ABC (three fresh distinct names)."""
-    values = {"io": io, "s1": subject, "s2": subject, "place": place, "object": obj}
+    values: dict[str, Scalar] = {"io": io, "s1": subject, "s2": subject, "place": place, "object": obj}
     a, b, c = rng.sample([n for n in NAMES if n not in (io, subject)], 3)
     return _example("ioi", template, values, (f" {io}",), (f" {subject}",), {"io": a, "s1": b, "s2": c},
                     f"{io}/{subject}")
