@@ -44,8 +44,7 @@ def main() -> None:
 
     if not (hf_home / "hub" / "models--gpt2").is_dir():
         install_in_hub_cache(hf_home, ROOT / "tests" / "data" / "gpt2-tokenizer")
-    configs = args.config or ["cpu:float32"] + (["cuda:float32", "cuda:float16", "cuda:bfloat16"]
-                                                if torch.cuda.is_available() else [])
+    configs = args.config or ["cpu:float32"] + (["cuda:float32", "cuda:float16", "cuda:bfloat16"] if torch.cuda.is_available() else [])
     rows = [measure(args.spec, args.prompts, config) for config in configs]
     first = rows[0]
     print(f"{'config':16s} {'batch':>6s} {'verify':>9s} {'speed':>7s} {'largest difference':>19s}")
@@ -67,8 +66,7 @@ def measure(spec_path: Path, prompts: int, config: str) -> dict:
     device, dtype = config.split(":")
     spec = circuitlang.load(spec_path)
     if prompts:
-        spec = spec.model_copy(update={"prompt_sets": tuple(p.model_copy(update={"count": prompts})
-                                                            for p in spec.prompt_sets)})
+        spec = spec.model_copy(update={"prompt_sets": tuple(p.model_copy(update={"count": prompts}) for p in spec.prompt_sets)})
     session = open_session(spec, device=device, dtype=getattr(torch, dtype))
     if device == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
@@ -78,8 +76,7 @@ def measure(spec_path: Path, prompts: int, config: str) -> dict:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
     print(f"{config}: {seconds:.1f} s, batch {session.batch_size}", file=sys.stderr, flush=True)
-    return {"config": config, "batch": session.batch_size, "seconds": seconds,
-            "kept": json.loads(report.model_dump_json())}
+    return {"config": config, "batch": session.batch_size, "seconds": seconds, "kept": json.loads(report.model_dump_json())}
 
 
 if __name__ == "__main__":

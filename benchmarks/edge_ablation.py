@@ -42,8 +42,7 @@ def per_row_removed(self, receiver, channel, like):  # the baseline: one prompt 
             continue
         rows = range(like.shape[0])[group.rows] if isinstance(group.rows, slice) else group.rows.tolist()
         for row in rows:
-            kept = sum((self.diffs[s][row] for s in group.declared.get((receiver, channel), ())),
-                       torch.zeros_like(like[row]))
+            kept = sum((self.diffs[s][row] for s in group.declared.get((receiver, channel), ())), torch.zeros_like(like[row]))
             removed[row] = self.total[row] - kept
     return removed
 
@@ -81,11 +80,9 @@ def main() -> None:
     with baseline():
         slow, slow_values = timed(scorer, variants, args.repeats)
     difference = max(abs(a - b) for a, b in zip(fast_values, slow_values))
-    print(f"{len(keys)} edges; {len(variants)} variants (full graph minus one edge), "
-          f"{scorer.engine.bound.n_prompts} prompts, one thread")
+    print(f"{len(keys)} edges; {len(variants)} variants (full graph minus one edge), {scorer.engine.bound.n_prompts} prompts, one thread")
     print(f"circuitlang (rows grouped by variant): {fast:.2f} s ({fast / len(variants):.3f} s per variant)")
-    print(f"per-row baseline:                      {slow:.2f} s ({slow / len(variants):.3f} s per variant), "
-          f"{slow / fast:.2f}x slower")
+    print(f"per-row baseline:                      {slow:.2f} s ({slow / len(variants):.3f} s per variant), {slow / fast:.2f}x slower")
     print(f"largest difference in a variant's mean metric: {difference:.2e}")
 
 

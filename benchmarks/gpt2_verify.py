@@ -58,8 +58,7 @@ def run_benchmark(hf_home: Path, prompts: int, threads: int, baseline_rows: int)
         torch.set_num_threads(threads)
     spec = circuitlang.load(SPEC)
     if prompts:
-        spec = spec.model_copy(update={"prompt_sets": tuple(p.model_copy(update={"count": prompts})
-                                                            for p in spec.prompt_sets)})
+        spec = spec.model_copy(update={"prompt_sets": tuple(p.model_copy(update={"count": prompts}) for p in spec.prompt_sets)})
     started = time.perf_counter()
     run = open_session(spec)
     loaded = time.perf_counter()
@@ -68,12 +67,13 @@ def run_benchmark(hf_home: Path, prompts: int, threads: int, baseline_rows: int)
     rows = sum(_runs(p) * p.prompts for p in report.prompt_sets)
     per_row = plain_forward_seconds_per_row(run, baseline_rows)
     verify_s = verified - loaded
-    print(f"threads {torch.get_num_threads()}, prompts {sum(p.prompts for p in report.prompt_sets)}, "
-          f"claims {'pass' if report.passed else 'fail'} (random weights: the numbers mean nothing)")
+    print(
+        f"threads {torch.get_num_threads()}, prompts {sum(p.prompts for p in report.prompt_sets)}, "
+        f"claims {'pass' if report.passed else 'fail'} (random weights: the numbers mean nothing)"
+    )
     print(f"load + bind        {loaded - started:8.1f} s")
     print(f"verify             {verify_s:8.1f} s   {rows} rows, {rows / verify_s:.1f} rows/s")
-    print(f"plain forwards     {per_row * rows:8.1f} s   same rows at {1 / per_row:.1f} rows/s "
-          f"(measured on {baseline_rows} rows)")
+    print(f"plain forwards     {per_row * rows:8.1f} s   same rows at {1 / per_row:.1f} rows/s (measured on {baseline_rows} rows)")
     print(f"ratio              {verify_s / (per_row * rows):8.2f}   verify time / plain forwards of its rows")
     print(f"peak memory        {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:8.2f} GB (max RSS)")
 
@@ -96,7 +96,7 @@ def plain_forward_seconds_per_row(run, n_rows: int) -> float:
     started = time.perf_counter()
     with torch.inference_mode():
         for first in range(0, n_rows, batch):
-            model(tokens[first:first + batch])
+            model(tokens[first : first + batch])
     return (time.perf_counter() - started) / n_rows
 
 

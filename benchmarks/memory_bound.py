@@ -48,7 +48,7 @@ edge 11.5 -> logits
 edge mlp 10 -> logits
 """
 
-CHILD = r'''
+CHILD = r"""
 import json, os, sys
 import torch
 import circuitlang
@@ -80,7 +80,7 @@ if os.environ["MODE"] == "forward":
 else:
     verify(session)
 print(json.dumps({"loaded": loaded, "peak": status("VmHWM")}))
-'''
+"""
 
 
 def main() -> None:
@@ -107,16 +107,28 @@ def main() -> None:
                 edges = measure(spec, "verify", prompts, False, args, hf_home)
                 nodes = measure(spec, "verify", prompts, True, args, hf_home)
                 worst = max(worst, edges / forward, nodes / forward)
-                print(f"| {prompts} | {name} | {mb(forward)} | {mb(edges)} | {edges / forward:.2f}x | {mb(nodes)} | "
-                      f"{nodes / forward:.2f}x |", flush=True)
+                print(
+                    f"| {prompts} | {name} | {mb(forward)} | {mb(edges)} | {edges / forward:.2f}x | {mb(nodes)} | {nodes / forward:.2f}x |",
+                    flush=True,
+                )
     print(f"largest ratio {worst:.2f}x (target at most {TARGET:.0f}x)")
 
 
 def measure(spec: Path, mode: str, prompts: int, nodes_only: bool, args: argparse.Namespace, hf_home: Path) -> int:
     """Peak resident bytes above the resident set after loading, in a fresh process."""
-    env = {**os.environ, "SPEC": str(spec), "MODE": mode, "PROMPTS": str(prompts), "THREADS": str(args.threads), "BATCH": str(args.batch_size),
-           "NODES_ONLY": "1" if nodes_only else "0", "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": str(ROOT), "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD)}
+    env = {
+        **os.environ,
+        "SPEC": str(spec),
+        "MODE": mode,
+        "PROMPTS": str(prompts),
+        "THREADS": str(args.threads),
+        "BATCH": str(args.batch_size),
+        "NODES_ONLY": "1" if nodes_only else "0",
+        "HF_HOME": str(hf_home),
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(ROOT),
+        "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD),
+    }
     done = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, cwd=ROOT)
     if done.returncode:
         sys.exit(f"{mode} of {spec.name} ({prompts} prompts) failed\n{done.stderr[-3000:]}")

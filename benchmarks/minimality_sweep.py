@@ -69,8 +69,7 @@ set batch_size = %(n)d
 def build(folder: Path, n_prompts: int) -> Session:
     words = [*NAMES, *PLACES, *OBJECTS, *TEMPLATE_WORDS]
     if not (folder / "gpt2_small_random" / "config.json").exists():
-        build_random_gpt2(folder / "gpt2_small_random", words, n_layers=12, n_heads=12, d_model=768,
-                          n_positions=1024, seed=0, vocab_size=50257)
+        build_random_gpt2(folder / "gpt2_small_random", words, n_layers=12, n_heads=12, d_model=768, n_positions=1024, seed=0, vocab_size=50257)
     spec_path = folder / "sweep.circ"
     spec_path.write_text(SPEC % {"places": json.dumps(PLACES), "objects": json.dumps(OBJECTS), "n": n_prompts})
     return open_session(circuitlang.load(spec_path))
@@ -81,8 +80,7 @@ def heads(run: Session) -> list:
 
 
 def sweep_variants(run: Session) -> list:
-    return [circuit_variant(run.spec.circuit, frozenset({member.node}), label=str(member.node))
-            for member in heads(run)]
+    return [circuit_variant(run.spec.circuit, frozenset({member.node}), label=str(member.node)) for member in heads(run)]
 
 
 def with_circuitlang(run: Session) -> torch.Tensor:
@@ -118,6 +116,7 @@ def _logit_diff(template):
     def metric(logits: torch.Tensor) -> torch.Tensor:
         last = logits[:, -1]
         return last.gather(1, answers[:, None])[:, 0] - last.gather(1, wrongs[:, None])[:, 0]
+
     return metric
 
 
@@ -131,8 +130,10 @@ def with_naive_loop(run: Session) -> torch.Tensor:
         keep = _keep_masks(run, template, member.node)
         hooks = []
         for layer in range(bridge.cfg.n_layers):
+
             def ablate(z, hook, layer=layer):
                 return torch.where(keep[layer][None, :, :, None], z, mean_z[layer])  # noqa: B023 (hooks run before `keep` changes)
+
             hooks.append((f"blocks.{layer}.attn.hook_z", ablate))
         logits = bridge.run_with_hooks(template.clean, fwd_hooks=hooks)
         results.append(metric(logits).mean())
@@ -151,17 +152,24 @@ def with_tl_patching(run: Session) -> torch.Tensor:
     bridge, mean_z = run.model.bridge, _mean_z(run, template)
     keep = _keep_masks(run, template, None)
     n = template.n_prompts
-    source = ActivationCache({f"blocks.{layer}.attn.hook_z": z.expand(n, -1, -1, -1) for layer, z in
-                              enumerate(mean_z)}, bridge)
+    source = ActivationCache({f"blocks.{layer}.attn.hook_z": z.expand(n, -1, -1, -1) for layer, z in enumerate(mean_z)}, bridge)
     for layer in range(bridge.cfg.n_layers):
+
         def ablate(z, hook, layer=layer):
             return torch.where(keep[layer][None, :, :, None], z, mean_z[layer])
+
         bridge.add_hook(f"blocks.{layer}.attn.hook_z", ablate)
     cells = pd.DataFrame([(m.node.layer, m.node.head) for m in heads(run)], columns=["layer", "head"])
     try:
         values = patching.generic_activation_patch(
-            bridge, template.clean, source, lambda logits: _logit_diff(template)(logits).mean(),
-            patching.layer_head_vector_patch_setter, "z", index_df=cells)
+            bridge,
+            template.clean,
+            source,
+            lambda logits: _logit_diff(template)(logits).mean(),
+            patching.layer_head_vector_patch_setter,
+            "z",
+            index_df=cells,
+        )
     finally:
         bridge.reset_hooks()
     return values.double()
@@ -185,13 +193,14 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     run = build(args.workdir, args.prompts)
-    print(f"torch threads: {torch.get_num_threads()}; prompts: {args.prompts}; "
-          f"tokens per prompt: {run.bound['ioi'].templates[0].seq_len}; variants: {len(heads(run))}")
+    print(
+        f"torch threads: {torch.get_num_threads()}; prompts: {args.prompts}; "
+        f"tokens per prompt: {run.bound['ioi'].templates[0].seq_len}; variants: {len(heads(run))}"
+    )
     ours_time, ours = timed(with_circuitlang, run, args.repeats)
     naive_time, naive = timed(with_naive_loop, run, args.repeats)
     tl_time, tl = timed(with_tl_patching, run, args.repeats)
-    print(f"max |circuitlang - naive| = {(ours - naive).abs().max():.2e}; "
-          f"max |circuitlang - TL patching| = {(ours - tl).abs().max():.2e}")
+    print(f"max |circuitlang - naive| = {(ours - naive).abs().max():.2e}; max |circuitlang - TL patching| = {(ours - tl).abs().max():.2e}")
     assert torch.allclose(ours, naive, atol=1e-4) and torch.allclose(ours, tl, atol=1e-4), "results differ"
     print(f"circuitlang      {ours_time:8.2f} s")
     print(f"naive loop       {naive_time:8.2f} s   ratio {naive_time / ours_time:5.2f}x")

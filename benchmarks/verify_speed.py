@@ -31,7 +31,7 @@ BASELINE = "0dea4c4"  # main before the speed work (verify at 1.13x plain forwar
 TOLERANCE = 1e-5
 IMPLAUSIBLE = 100.0  # no faithfulness, completeness, minimality or effect of a model doing its task is this large
 
-CHILD = r'''
+CHILD = r"""
 import json, os, sys, time
 sys.path.insert(0, os.environ["CODE"])
 import torch
@@ -59,7 +59,7 @@ report = verify(session)
 seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
 print(json.dumps({"seconds": seconds, "cpu": cpu, "layer_rows": layer_rows[0],
                   "report": json.loads(report.model_dump_json())}))
-'''
+"""
 
 
 def main() -> None:
@@ -87,16 +87,16 @@ def main() -> None:
                 result = run_side(code, args, hf_home)
                 reports[side] = result.pop("report")
                 best[side] = min(best.get(side, result), result, key=lambda r: r["seconds"])
-                print(f"{side:9s} {result['seconds']:8.1f} s wall, {result['cpu']:8.1f} s CPU, "
-                      f"{result['layer_rows']:,} layer-rows", flush=True)
+                print(f"{side:9s} {result['seconds']:8.1f} s wall, {result['cpu']:8.1f} s CPU, {result['layer_rows']:,} layer-rows", flush=True)
     difference = largest_difference(reports["baseline"], reports["this"])
     where = worst_number(reports["baseline"], reports["this"])
-    print(f"the largest difference is at {where}: {numbers(reports['baseline'])[where]!r} against "
-          f"{numbers(reports['this'])[where]!r}")
+    print(f"the largest difference is at {where}: {numbers(reports['baseline'])[where]!r} against {numbers(reports['this'])[where]!r}")
     old, new = best["baseline"], best["this"]
-    print(f"baseline ({args.baseline}) / this: wall {old['seconds'] / new['seconds']:.2f}x, "
-          f"CPU {old['cpu'] / new['cpu']:.2f}x, layer-rows {old['layer_rows'] / new['layer_rows']:.2f}x; "
-          f"largest difference in any number {difference:.2e}")
+    print(
+        f"baseline ({args.baseline}) / this: wall {old['seconds'] / new['seconds']:.2f}x, "
+        f"CPU {old['cpu'] / new['cpu']:.2f}x, layer-rows {old['layer_rows'] / new['layer_rows']:.2f}x; "
+        f"largest difference in any number {difference:.2e}"
+    )
     if difference > TOLERANCE:
         sys.exit(f"the reports differ by {difference:.2e} > {TOLERANCE}")
 
@@ -110,9 +110,17 @@ def unpack(commit: str, folder: Path) -> Path:
 
 
 def run_side(code: Path, args: argparse.Namespace, hf_home: Path) -> dict:
-    env = {**os.environ, "CODE": str(code), "SPEC": str(args.spec.resolve()), "PROMPTS": str(args.prompts),
-           "NODES_ONLY": "1" if args.nodes_only else "0", "THREADS": str(args.threads), "HF_HOME": str(hf_home),
-           "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(code)}
+    env = {
+        **os.environ,
+        "CODE": str(code),
+        "SPEC": str(args.spec.resolve()),
+        "PROMPTS": str(args.prompts),
+        "NODES_ONLY": "1" if args.nodes_only else "0",
+        "THREADS": str(args.threads),
+        "HF_HOME": str(hf_home),
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(code),
+    }
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, cwd=code)
     if done.returncode:
@@ -123,8 +131,12 @@ def run_side(code: Path, args: argparse.Namespace, hf_home: Path) -> dict:
 def numbers(value: object, path: str = "") -> dict[str, float]:
     """Every float of a report, by its path (timing and cache bookkeeping left out)."""
     if isinstance(value, dict):
-        return {k: v for key, item in value.items() if key not in ("seconds", "versions", "cache", "spec_path")
-                for k, v in numbers(item, f"{path}.{key}").items()}
+        return {
+            k: v
+            for key, item in value.items()
+            if key not in ("seconds", "versions", "cache", "spec_path")
+            for k, v in numbers(item, f"{path}.{key}").items()
+        }
     if isinstance(value, list):
         return {k: v for i, item in enumerate(value) for k, v in numbers(item, f"{path}[{i}]").items()}
     return {path: float(value)} if isinstance(value, float) else {}

@@ -91,8 +91,7 @@ class Run:
         return self.session.empty()
 
 
-def open_run(spec: ir.Spec, device: str = "cpu", dtype: str | torch.dtype = "float32",
-             batch_size: int | None = None, threads: int = 0) -> Run:
+def open_run(spec: ir.Spec, device: str = "cpu", dtype: str | torch.dtype = "float32", batch_size: int | None = None, threads: int = 0) -> Run:
     """Load the model, expand and bind every prompt set. `dtype`: the model's precision, named
     ("float32", "float16", "bfloat16") or a torch.dtype. `threads`: torch's CPU threads, chosen
     as the command line chooses them when 0 (one for small models)."""
@@ -101,9 +100,16 @@ def open_run(spec: ir.Spec, device: str = "cpu", dtype: str | torch.dtype = "flo
     return Run(session)
 
 
-def verify(spec: str | Path | ir.Spec | Run, progress: Callable[[str], None] | None = None,
-           audit: bool | None = None, *, device: str = "cpu", dtype: str | torch.dtype = "float32",
-           root: str | Path | None = None, cache: bool = False) -> "Report":
+def verify(
+    spec: str | Path | ir.Spec | Run,
+    progress: Callable[[str], None] | None = None,
+    audit: bool | None = None,
+    *,
+    device: str = "cpu",
+    dtype: str | torch.dtype = "float32",
+    root: str | Path | None = None,
+    cache: bool = False,
+) -> "Report":
     """Every experiment the spec needs and every claim: the Report `circuitlang verify` prints.
 
     `spec` is a path to a `.circ` file, a loaded Spec, or an open Run (which keeps the model
@@ -128,8 +134,9 @@ def _as_run(spec: str | Path | ir.Spec | Run, device: str, dtype: str | torch.dt
     return open_run(spec, device=device, dtype=dtype)
 
 
-def path_patch(run: Run, senders: Iterable[NodeLike], receivers: Sequence[Receiver | NodeLike],
-               prompt_set: str | None = None, freeze_mlps: bool = False) -> torch.Tensor:
+def path_patch(
+    run: Run, senders: Iterable[NodeLike], receivers: Sequence[Receiver | NodeLike], prompt_set: str | None = None, freeze_mlps: bool = False
+) -> torch.Tensor:
     """Per prompt: the metric after patching senders -> receivers (see engine.path_patching).
     Nodes may be text ("9.1", "mlp 0", "logits"); a receiver given as a node gets every channel.
     A sender that cannot reach a receiver (a later layer) is a ValueError: the patch would be a
@@ -143,14 +150,14 @@ def path_patch(run: Run, senders: Iterable[NodeLike], receivers: Sequence[Receiv
     for sender in sending:
         for receiver in receiving:
             if not feeds(sender, receiver.node, parallel):
-                raise ValueError(f"{sender} cannot send to {receiver.node}: path patching runs from earlier "
-                                 "nodes to later ones")
+                raise ValueError(f"{sender} cannot send to {receiver.node}: path patching runs from earlier nodes to later ones")
     engine = run.session.engine(prompt_set)
     return patch(engine, sending, receiving, engine.readout(), freeze_mlps)
 
 
-def edge_scores(run: Run, method: str = "eap-ig", steps: int | None = None, prompt_set: str | None = None,
-                kind: str = "auto", ig_grid: str = "left"):
+def edge_scores(
+    run: Run, method: str = "eap-ig", steps: int | None = None, prompt_set: str | None = None, kind: str = "auto", ig_grid: str = "left"
+):
     """Every edge's EAP or EAP-IG score (the estimated drop of the metric when that edge alone is
     removed, under the spec's ablation; docs/discover.md), as a tidy table: one row per edge with
     `sender`, `receiver`, `channel` ("" into MLPs and the logits) and `score`, largest |score|
@@ -174,8 +181,7 @@ def edge_scores(run: Run, method: str = "eap-ig", steps: int | None = None, prom
     if why:
         raise ValueError(why)
     scores = scores_of(scorer, method, steps or EAP_IG_STEPS, IGGrid(ig_grid))
-    rows = [{"sender": str(s), "receiver": str(r), "channel": c, "score": scores[(s, r, c)]}
-            for s, r, c in ranked(scores)]
+    rows = [{"sender": str(s), "receiver": str(r), "channel": c, "score": scores[(s, r, c)]} for s, r, c in ranked(scores)]
     return tidy(rows, kind)
 
 

@@ -32,9 +32,24 @@ from circuitlang.data.datasets import Dataset, expand_all
 from circuitlang.data.tokenization import check_tokenization
 from circuitlang.dsl.parser import parse
 from circuitlang.dsl.printer import format_spec
-from circuitlang.errors import (EXIT_BROKEN_PIPE, EXIT_CLAIM_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME_ERROR,
-                                CircuitlangError, CommandError, MissingExtra, ModelError, OutputError, Reported,
-                                UsageError, Verdict, exit_code, flatten, render_diagnostic)
+from circuitlang.errors import (
+    EXIT_BROKEN_PIPE,
+    EXIT_CLAIM_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_RUNTIME_ERROR,
+    CircuitlangError,
+    CommandError,
+    MissingExtra,
+    ModelError,
+    OutputError,
+    Reported,
+    UsageError,
+    Verdict,
+    exit_code,
+    flatten,
+    render_diagnostic,
+)
 from circuitlang.ir import models as ir
 from circuitlang.ir.lower import load_spec
 from circuitlang.ir.structure import structure_warnings
@@ -42,11 +57,19 @@ from circuitlang.ir.uses import read_spec_text
 
 DTYPES = {"float32": 4, "float16": 2, "bfloat16": 2}  # verify --dtype: bytes per number
 MAX_SHOWN_ERRORS = 20
-AUDIT_HELP = ("path-patch from every node outside the circuit into it and the logits, and list the strongest "
-              "missing edges and nodes (default: only when it costs no more than the rest of the verification)")
+AUDIT_HELP = (
+    "path-patch from every node outside the circuit into it and the logits, and list the strongest "
+    "missing edges and nodes (default: only when it costs no more than the rest of the verification)"
+)
 # The light install (`pip install circuitlang`) runs check, fmt and plan; the rest need an extra.
-EXTRA_OF_MODULE = {"numpy": "engine", "torch": "engine", "transformer_lens": "engine", "transformers": "engine",
-                   "matplotlib": "pictures", "pygraphviz": "pictures"}
+EXTRA_OF_MODULE = {
+    "numpy": "engine",
+    "torch": "engine",
+    "transformer_lens": "engine",
+    "transformers": "engine",
+    "matplotlib": "pictures",
+    "pygraphviz": "pictures",
+}
 
 # Commands kept in their own modules (circuitlang/commands/NAME.py): each defines
 # add_arguments(parser) and run(args) -> Verdict | None (raising CircuitlangError), and imports
@@ -95,9 +118,11 @@ def _run_command(argv: Sequence[str] | None) -> Verdict | None:
         extra = EXTRA_OF_MODULE.get((missing.name or "").split(".")[0])
         if extra is None:
             raise
-        raise MissingExtra(f"error: `circuitlang {args.command}` needs {missing.name}, which is not installed\n"
-                           f"  hint: pip install 'circuitlang[{extra}]' (install torch==2.13.0 first for the CPU "
-                           "build; see README)") from None
+        raise MissingExtra(
+            f"error: `circuitlang {args.command}` needs {missing.name}, which is not installed\n"
+            f"  hint: pip install 'circuitlang[{extra}]' (install torch==2.13.0 first for the CPU "
+            "build; see README)"
+        ) from None
 
 
 def _say(error: CircuitlangError) -> None:
@@ -118,8 +143,9 @@ def _argument_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="parse and validate specs without running a model")
     check.add_argument("files", nargs="+", type=Path)
     check.add_argument("--format", choices=("text", "json"), default="text")
-    check.add_argument("--no-tokenize", action="store_true",
-                       help="do not tokenize the prompts, even when the model's tokenizer is available offline")
+    check.add_argument(
+        "--no-tokenize", action="store_true", help="do not tokenize the prompts, even when the model's tokenizer is available offline"
+    )
     check.set_defaults(run=_check)
     fmt = commands.add_parser("fmt", help="print specs in canonical form")
     fmt.add_argument("files", nargs="+", type=Path)
@@ -130,22 +156,38 @@ def _argument_parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", help="run the experiments and check the spec's claims")
     verify.add_argument("file", type=Path)
     add_device_argument(verify)
-    verify.add_argument("--dtype", choices=DTYPES, default="float32",
-                        help="the model's precision (default float32); float16 and bfloat16 halve the memory and "
-                             "speed up GPUs, and move the numbers slightly (docs/verify.md, Precision)")
+    verify.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="float32",
+        help="the model's precision (default float32); float16 and bfloat16 halve the memory and "
+        "speed up GPUs, and move the numbers slightly (docs/verify.md, Precision)",
+    )
     verify.add_argument("--format", choices=("table", "json", "junit", "github", "markdown"), default="table")
     verify.add_argument("-o", "--output", type=Path, help="write the report here (atomically) instead of stdout")
-    verify.add_argument("--write", action="append", default=[], type=_output_request, metavar="FORMAT=PATH",
-                        help="also write the report in FORMAT to PATH (- for stdout), e.g. junit=report.xml or "
-                             "markdown=$GITHUB_STEP_SUMMARY; repeat for several. Errors reach every output")
-    verify.add_argument("--notices", action="store_true",
-                        help="github format: a ::notice for each passed claim too (by default only failures, warnings)")
-    verify.add_argument("--threads", type=int, default=0,
-                        help="CPU threads for torch (default: 1 for models under 10M parameters, whose many "
-                             "small operations only wait on each other across threads; torch's default otherwise)")
+    verify.add_argument(
+        "--write",
+        action="append",
+        default=[],
+        type=_output_request,
+        metavar="FORMAT=PATH",
+        help="also write the report in FORMAT to PATH (- for stdout), e.g. junit=report.xml or "
+        "markdown=$GITHUB_STEP_SUMMARY; repeat for several. Errors reach every output",
+    )
+    verify.add_argument(
+        "--notices", action="store_true", help="github format: a ::notice for each passed claim too (by default only failures, warnings)"
+    )
+    verify.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads for torch (default: 1 for models under 10M parameters, whose many "
+        "small operations only wait on each other across threads; torch's default otherwise)",
+    )
     verify.add_argument("--audit", action=argparse.BooleanOptionalAction, default=None, help=AUDIT_HELP)
-    verify.add_argument("--no-cache", action="store_true",
-                        help="neither read nor write the result cache ($CIRCUITLANG_CACHE_DIR, else ~/.cache/circuitlang)")
+    verify.add_argument(
+        "--no-cache", action="store_true", help="neither read nor write the result cache ($CIRCUITLANG_CACHE_DIR, else ~/.cache/circuitlang)"
+    )
     verify.set_defaults(run=_verify)
     plan = commands.add_parser("plan", help="show the steps verify will run, without loading a model")
     plan.add_argument("file", type=Path)
@@ -230,25 +272,39 @@ def _check_one(path: Path, root: Path | None, tokenize: bool) -> tuple[CheckResu
         tokenizer = check_tokenization(spec, datasets) if tokenize else None
     except CircuitlangError as error:
         errors = flatten([error])
-        return {"path": str(path), "ok": False, "errors": [e.to_dict() for e in errors],
-                "rendered": [render_diagnostic(e) for e in errors]}, errors
-    return {"path": str(path), "ok": True, "errors": [], "warnings": _warnings(spec),
-            "tokenizer": str(tokenizer) if tokenizer else None, "notes": _notes(spec, tokenize, tokenizer),
-            "summary": _summary(spec, datasets)}, []
+        return {
+            "path": str(path),
+            "ok": False,
+            "errors": [e.to_dict() for e in errors],
+            "rendered": [render_diagnostic(e) for e in errors],
+        }, errors
+    return {
+        "path": str(path),
+        "ok": True,
+        "errors": [],
+        "warnings": _warnings(spec),
+        "tokenizer": str(tokenizer) if tokenizer else None,
+        "notes": _notes(spec, tokenize, tokenizer),
+        "summary": _summary(spec, datasets),
+    }, []
 
 
 def _notes(spec: ir.Spec, tokenize: bool, tokenizer: Path | None) -> list[str]:
     if tokenize and tokenizer is None:
-        return [f"{spec.path}: no tokenizer for '{spec.model.name}' is available offline; prompts were not "
-                "tokenized (verify tokenizes them when the model loads)"]
+        return [
+            f"{spec.path}: no tokenizer for '{spec.model.name}' is available offline; prompts were not "
+            "tokenized (verify tokenizes them when the model loads)"
+        ]
     return []
 
 
 def _warnings(spec: ir.Spec) -> list[str]:
     warnings = [str(w) for w in structure_warnings(spec)]
     if spec.shape is None:
-        warnings.append(f"{spec.path}: the shape of '{spec.model.name}' is not known offline; layer and head "
-                        "numbers were not checked (they are checked when the model loads)")
+        warnings.append(
+            f"{spec.path}: the shape of '{spec.model.name}' is not known offline; layer and head "
+            "numbers were not checked (they are checked when the model loads)"
+        )
     return warnings
 
 
@@ -260,12 +316,16 @@ def _summary(spec: ir.Spec, datasets: tuple[Dataset, ...]) -> CheckSummary:
         "shape": spec.shape.model_dump() if spec.shape else None,
         "nodes": len(spec.circuit.nodes),
         "roles": {role: [str(n) for n in nodes] for role, nodes in roles.items()},
-        "edges": [f"{e.sender} -> {e.receiver}" + (f" via {','.join(e.channels)}" if e.channels else "")
-                  for e in spec.circuit.edges],
+        "edges": [f"{e.sender} -> {e.receiver}" + (f" via {','.join(e.channels)}" if e.channels else "") for e in spec.circuit.edges],
         "prompt_sets": [
-            {"name": d.name, "prompts": len(d.clean), "templates": len(d.templates),
-             "corruption": _corruption_text(spec.prompt_set(d.name)),
-             "metric": _metric_text(spec.metric_for(spec.prompt_set(d.name))), "example": d.clean[0].text}
+            {
+                "name": d.name,
+                "prompts": len(d.clean),
+                "templates": len(d.templates),
+                "corruption": _corruption_text(spec.prompt_set(d.name)),
+                "metric": _metric_text(spec.metric_for(spec.prompt_set(d.name))),
+                "example": d.clean[0].text,
+            }
             for d in datasets
         ],
         "ablation": spec.ablation.kind + (f" of {spec.ablation.source}" if spec.ablation.source else ""),
@@ -296,12 +356,13 @@ def _print_check_result(console: Console, result: CheckResult) -> None:
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}", markup=True)
     for note in result["notes"]:
         console.print(f"note: {note}", markup=False)
-    sets = ", ".join(f"{p['name']} ({p['prompts']} prompts, corrupt {p['corruption']}, {p['metric']})"
-                     for p in summary["prompt_sets"])
-    line = (f"{result['path']}: circuit {summary['circuit']} on {summary['model']}: "
-            f"{summary['nodes']} nodes in {len(summary['roles'])} roles, "
-            f"{len(summary['edges'])} declared edges, {summary['expectations']} expectations; "
-            f"prompts: {sets}; ablate {summary['ablation']}")
+    sets = ", ".join(f"{p['name']} ({p['prompts']} prompts, corrupt {p['corruption']}, {p['metric']})" for p in summary["prompt_sets"])
+    line = (
+        f"{result['path']}: circuit {summary['circuit']} on {summary['model']}: "
+        f"{summary['nodes']} nodes in {len(summary['roles'])} roles, "
+        f"{len(summary['edges'])} declared edges, {summary['expectations']} expectations; "
+        f"prompts: {sets}; ablate {summary['ablation']}"
+    )
     console.print(f"[green]ok[/green] {escape(line)}", markup=True, highlight=False)
 
 
@@ -396,8 +457,9 @@ def _write_failures(spec_path: str, errors: list[CircuitlangError], outputs: lis
             print(f"{output.path}: cannot write the report: {error.strerror or error}", file=sys.stderr)
 
 
-def _run_verification(spec: ir.Spec, datasets: tuple[Dataset, ...], device: str, threads: int, audit: bool | None,
-                      use_cache: bool = True, dtype: str = "float32"):  # -> Report; torch only here
+def _run_verification(
+    spec: ir.Spec, datasets: tuple[Dataset, ...], device: str, threads: int, audit: bool | None, use_cache: bool = True, dtype: str = "float32"
+):  # -> Report; torch only here
     import torch
 
     from circuitlang.engine.result_cache import ResultCache

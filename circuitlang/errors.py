@@ -142,8 +142,7 @@ class SpecErrors(CircuitlangError):
         if len(ordered) > MAX_ERRORS:  # a mutated line can make thousands; the first ones say what to fix
             rest = ordered[MAX_ERRORS]
             kind = SpecError if isinstance(rest, SpecErrors) else type(rest)
-            ordered = ordered[:MAX_ERRORS] + [kind(f"... and {len(ordered) - MAX_ERRORS} more errors", rest.span,
-                                                         "fix the errors above first")]
+            ordered = ordered[:MAX_ERRORS] + [kind(f"... and {len(ordered) - MAX_ERRORS} more errors", rest.span, "fix the errors above first")]
         self.errors: tuple[CircuitlangError, ...] = tuple(ordered)
         first = ordered[0] if ordered else None
         message = f"{len(ordered)} error(s); first: {first.message}" if first else "no errors"
@@ -213,8 +212,7 @@ def raise_if_any(errors: Sequence[CircuitlangError]) -> None:
 
 def render_diagnostic(error: CircuitlangError, source: str | None = None) -> str:
     """Format one error like a compiler: location, message, the source line with a caret, hint."""
-    lines = [f"{error.span}: {error.stage} error: {error.message}" if error.span
-             else f"{error.stage} error: {error.message}"]
+    lines = [f"{error.span}: {error.stage} error: {error.message}" if error.span else f"{error.stage} error: {error.message}"]
     if error.span is not None:
         text = source if source is not None else _read_quietly(error.span.path)
         lines.extend(_caret_lines(error.span, text))
@@ -232,7 +230,7 @@ def _caret_lines(span: Span, text: str | None) -> list[str]:
     line = source_lines[span.line - 1]
     width = span.end_column - span.column if span.end_line == span.line else len(line) - span.column + 1
     start = max(0, span.column - 1 - CARET_CONTEXT)  # a long line is shown around the error, not whole
-    shown = line[start:span.column - 1 + min(width, CARET_CONTEXT) + CARET_CONTEXT]
+    shown = line[start : span.column - 1 + min(width, CARET_CONTEXT) + CARET_CONTEXT]
     gutter = f"{span.line:>4} | " + ("..." if start else "")
     return [gutter + shown, " " * len(gutter) + " " * (span.column - 1 - start) + "^" * max(1, min(width, CARET_CONTEXT))]
 

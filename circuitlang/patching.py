@@ -67,8 +67,7 @@ def patch(session: Session, request: PatchRequest, progress: Progress | None = N
     check_receivers([r.node for r in request.receivers], engine.n_layers, engine.n_heads, session.spec.model.name)
     readout = engine.readout()
     jobs = _jobs(engine, readout, request)
-    meter = Meter(BASELINE_VARIANTS * engine.bound.n_prompts + sum(job.rows for job in jobs),
-                  progress or (lambda line: None))
+    meter = Meter(BASELINE_VARIANTS * engine.bound.n_prompts + sum(job.rows for job in jobs), progress or (lambda line: None))
     metered = _MeteredEngine(engine, meter)
     meter("the full model and the empty circuit")
     base = sweeps.baseline(metered, readout)
@@ -102,15 +101,24 @@ def _jobs(engine: Engine, readout, request: PatchRequest) -> list[Sweep]:
     if "heads" in kinds:
         jobs.append(Sweep("heads", layers * heads * prompts, lambda e, base: sweeps.head_sweep(e, readout, base)))
     if "heads-by-position" in kinds:  # each position, then every position at once
-        jobs.append(Sweep("heads by position", layers * heads * (len(columns) + 1) * prompts,
-                          lambda e, base: sweeps.head_position_sweep(e, readout, base, columns)))
+        jobs.append(
+            Sweep(
+                "heads by position",
+                layers * heads * (len(columns) + 1) * prompts,
+                lambda e, base: sweeps.head_position_sweep(e, readout, base, columns),
+            )
+        )
     if "mlps" in kinds:
-        jobs.append(Sweep("MLPs by position", layers * (len(columns) + 1) * prompts,
-                          lambda e, base: sweeps.mlp_position_sweep(e, readout, base, columns)))
+        jobs.append(
+            Sweep(
+                "MLPs by position", layers * (len(columns) + 1) * prompts, lambda e, base: sweeps.mlp_position_sweep(e, readout, base, columns)
+            )
+        )
     for receiver in request.receivers if "path" in kinds else ():
         senders = sweeps.senders_reach(receiver, layers) * heads
-        jobs.append(Sweep(f"path patching into {sweeps.receiver_label(receiver)}",
-                          senders * PATCH_RUNS_PER_EDGE * prompts, _path_job(readout, receiver)))
+        jobs.append(
+            Sweep(f"path patching into {sweeps.receiver_label(receiver)}", senders * PATCH_RUNS_PER_EDGE * prompts, _path_job(readout, receiver))
+        )
     return jobs
 
 
@@ -136,7 +144,7 @@ class _MeteredEngine:
         size = max(1, BATCHES_PER_PIECE * self._engine.batch_size // prompts)
         pieces = []
         for start in range(0, len(variants), size):
-            pieces.append(self._engine.run(variants[start:start + size], readout, base))
+            pieces.append(self._engine.run(variants[start : start + size], readout, base))
             self._meter.advance(len(pieces[-1]) * prompts)
         return torch.cat(pieces) if pieces else self._engine.run(variants, readout, base)
 
@@ -162,8 +170,10 @@ def _path(engine: PatchingEngine, readout: Readout, base: sweeps.Baseline, recei
 
 
 def _no_corruption(prompt_set: str) -> str:
-    return (f"prompt set '{prompt_set}' has no corruption: path patching patches each sender from the paired "
-            "corrupt prompt; add a `corrupt` block to the prompt set")
+    return (
+        f"prompt set '{prompt_set}' has no corruption: path patching patches each sender from the paired "
+        "corrupt prompt; add a `corrupt` block to the prompt set"
+    )
 
 
 def _context(session: Session, request: PatchRequest, base, engine: Engine) -> PatchContext:
@@ -172,12 +182,30 @@ def _context(session: Session, request: PatchRequest, base, engine: Engine) -> P
     shared = {name for column in sweeps.named_columns(engine) for name in column.names}
     every = {name for template in engine.bound.templates for name in template.positions}
     ablation = spec.ablation.kind + (f" of {spec.ablation.source}" if spec.ablation.source else "")
-    return PatchContext(spec.path, spec.name, spec.model.name, request.prompt_set, engine.bound.n_prompts,
-                        f"{metric.name}({', '.join(metric.args)})" if metric.args else metric.name, metric.name,
-                        ablation, float(base.model.mean()), float(base.empty.mean()),
-                        "token index" if request.all_positions else "named", tuple(sorted(every - shared)))
+    return PatchContext(
+        spec.path,
+        spec.name,
+        spec.model.name,
+        request.prompt_set,
+        engine.bound.n_prompts,
+        f"{metric.name}({', '.join(metric.args)})" if metric.args else metric.name,
+        metric.name,
+        ablation,
+        float(base.model.mean()),
+        float(base.empty.mean()),
+        "token index" if request.all_positions else "named",
+        tuple(sorted(every - shared)),
+    )
 
 
 def _matrix(result: sweeps.SweepResult) -> PatchMatrix:
-    return PatchMatrix(result.kind, result.rows, result.columns, result.examples, result.delta().numpy(),
-                       result.stderr().numpy(), result.normalized().numpy(), result.receiver)
+    return PatchMatrix(
+        result.kind,
+        result.rows,
+        result.columns,
+        result.examples,
+        result.delta().numpy(),
+        result.stderr().numpy(),
+        result.normalized().numpy(),
+        result.receiver,
+    )

@@ -18,8 +18,17 @@ from circuitlang.data.datasets import Dataset, expand_all
 from circuitlang.engine.variants import circuit_variant
 from circuitlang.errors import DataError, ModelError
 from circuitlang.ir import models as ir
-from circuitlang.verification.compare import (Transfer, TransferCell, TransferColumn, column_label, labels, resamples_for,
-                                        transfer_blocker, transfer_cell, transfer_column)
+from circuitlang.verification.compare import (
+    Transfer,
+    TransferCell,
+    TransferColumn,
+    column_label,
+    labels,
+    resamples_for,
+    transfer_blocker,
+    transfer_cell,
+    transfer_column,
+)
 from circuitlang.verification.progress import Meter
 
 OpenSession = Callable[[ir.Spec], Session]
@@ -41,8 +50,7 @@ def transfer_matrix(specs: list[ir.Spec], open_session: OpenSession, progress: P
             say.recount(-rows[index])
             cells = [TransferCell(not_applicable=f"the model of {names[index]} did not load: {error.message}")]
             for prompt_set in spec.prompt_sets:
-                columns.append(TransferColumn(spec=index, prompt_set=prompt_set.name,
-                                              label=column_label(names[index], spec, prompt_set.name)))
+                columns.append(TransferColumn(spec=index, prompt_set=prompt_set.name, label=column_label(names[index], spec, prompt_set.name)))
                 by_column.append(cells * len(specs))
             continue
         for prompt_set in spec.prompt_sets:
@@ -56,13 +64,15 @@ def transfer_matrix(specs: list[ir.Spec], open_session: OpenSession, progress: P
 
 def _rows(specs: list[ir.Spec], index: int, datasets: dict[str, Dataset]) -> int:
     """Prompt rows of spec `index`'s columns: F(M), F(empty) and each circuit that applies there."""
-    return sum(len(dataset.clean) * (2 + sum(transfer_blocker(circuit, specs[index], name, dataset.templates) is None
-                                             for circuit in specs))
-               for name, dataset in datasets.items())
+    return sum(
+        len(dataset.clean) * (2 + sum(transfer_blocker(circuit, specs[index], name, dataset.templates) is None for circuit in specs))
+        for name, dataset in datasets.items()
+    )
 
 
-def _column(session: Session, specs: list[ir.Spec], index: int, dataset: Dataset, names: list[str],
-            meter: Meter) -> tuple[TransferColumn, list[TransferCell]]:
+def _column(
+    session: Session, specs: list[ir.Spec], index: int, dataset: Dataset, names: list[str], meter: Meter
+) -> tuple[TransferColumn, list[TransferCell]]:
     spec, prompt_set, templates = specs[index], dataset.name, dataset.templates
     engine = session.engine(prompt_set)
     readout = engine.readout()
@@ -72,8 +82,7 @@ def _column(session: Session, specs: list[ir.Spec], index: int, dataset: Dataset
     resamples = resamples_for(spec, len(model))
     metric = engine.bound.metric
     metric_text = f"{metric.name}({', '.join(metric.args)})" if metric.args else metric.name
-    column = transfer_column(index, column_label(names[index], spec, prompt_set), prompt_set, metric_text, model,
-                             empty, resamples)
+    column = transfer_column(index, column_label(names[index], spec, prompt_set), prompt_set, metric_text, model, empty, resamples)
     cells = []
     for circuit_spec in specs:
         blocker = transfer_blocker(circuit_spec, spec, prompt_set, templates)

@@ -38,37 +38,52 @@ from circuitlang.ir.stdlib import CHANNELS
 from circuitlang.verification.criteria import Criteria, VariantBank
 from circuitlang.verification.edges import edge_effect, untested
 from circuitlang.verification.audit import audit_report
-from circuitlang.verification.report_model import (Audit, ClaimResult, Completeness, EdgeEffect, Faithfulness,
-                                                   NodeMinimality, NodeScores, PromptSetReport, Report,
-                                                   ResultCacheUse, Versions)
+from circuitlang.verification.report_model import (
+    Audit,
+    ClaimResult,
+    Completeness,
+    EdgeEffect,
+    Faithfulness,
+    NodeMinimality,
+    NodeScores,
+    PromptSetReport,
+    Report,
+    ResultCacheUse,
+    Versions,
+)
 from circuitlang.verification.statistics import Estimate, Resamples
 
 Progress = Callable[[str], None]
 T = TypeVar("T")
 
 
-def verify(session: Session, progress: Progress | None = None, audit: bool | None = None,
-           cache: ResultCache | None = None) -> Report:
+def verify(session: Session, progress: Progress | None = None, audit: bool | None = None, cache: ResultCache | None = None) -> Report:
     """`audit`: None runs the audit where the plan finds it cheap; True or False forces it.
     `cache`: where per-prompt arrays are read from and stored (None: computed, kept nowhere; the
     command line uses the user's cache unless `--no-cache`)."""
     started = time.perf_counter()
     plan = compile_plan(session.spec, session.datasets, audit, session.shape)
-    verification = Verification(session, cache, Meter(sum(step.rows for step in plan.steps),
-                                                       progress or (lambda line: None)))
+    verification = Verification(session, cache, Meter(sum(step.rows for step in plan.steps), progress or (lambda line: None)))
     for step in plan.steps:
         STEP_RUNNERS[step.kind](verification, step)
     claims = _finished(verification.claims, "claims step")
     if cache is not None and cache.written_bytes:
         cache.trim()
-    reports = [r.model_copy(update={"cache": _cache_use(cache, verification.runs[r.name].results)})
-               for r in verification.reports]
+    reports = [r.model_copy(update={"cache": _cache_use(cache, verification.runs[r.name].results)}) for r in verification.reports]
     return Report(
-        spec_path=session.spec.path, spec_sha256=spec_hash(session.spec), circuit=session.spec.name,
-        model=session.model.identity.as_dict(), device=str(session.model.device),
-        dtype=str(session.model.bridge.cfg.dtype).removeprefix("torch."), seed=session.spec.settings.seed,
-        settings=session.spec.settings.model_dump(), versions=_versions(), prompt_sets=reports, claims=claims,
-        passed=all(claim.passed for claim in claims), seconds=round(time.perf_counter() - started, 3),
+        spec_path=session.spec.path,
+        spec_sha256=spec_hash(session.spec),
+        circuit=session.spec.name,
+        model=session.model.identity.as_dict(),
+        device=str(session.model.device),
+        dtype=str(session.model.bridge.cfg.dtype).removeprefix("torch."),
+        seed=session.spec.settings.seed,
+        settings=session.spec.settings.model_dump(),
+        versions=_versions(),
+        prompt_sets=reports,
+        claims=claims,
+        passed=all(claim.passed for claim in claims),
+        seconds=round(time.perf_counter() - started, 3),
     )
 
 
@@ -107,9 +122,14 @@ class PromptSetRun:
     @classmethod
     def open(cls, session: Session, say: Meter, cache: ResultCache | None, name: str) -> PromptSetRun:
         bound, settings = session.bound[name], session.spec.settings
-        return cls(session, say, name, CachedArrays.open(cache, session.model, bound, session.batch_size),
-                   Resamples.draw(bound.n_prompts, settings.bootstrap, settings.confidence, settings.seed),
-                   session.circuit())
+        return cls(
+            session,
+            say,
+            name,
+            CachedArrays.open(cache, session.model, bound, session.batch_size),
+            Resamples.draw(bound.n_prompts, settings.bootstrap, settings.confidence, settings.seed),
+            session.circuit(),
+        )
 
     @property
     def bound(self) -> BoundPromptSet:
@@ -140,14 +160,19 @@ class PromptSetRun:
         steps[BASELINES] = steps.get(BASELINES, 0) + 1  # the empty circuit, run on its own
         edges = self._edge_report()
         return PromptSetReport(
-            name=self.name, prompts=self.n,
+            name=self.name,
+            prompts=self.n,
             metric=f"{metric.name}({', '.join(metric.args)})" if metric.args else metric.name,
-            faithfulness=faithfulness, completeness=_finished(self.completeness, f"{self.name}:{GREEDY} step"),
+            faithfulness=faithfulness,
+            completeness=_finished(self.completeness, f"{self.name}:{GREEDY} step"),
             minimality=_finished(self.minimality, f"{self.name}:{MINIMALITY} step"),
             node_scores=_finished(self.node_scores, f"{self.name}:node scores step"),
-            variants_evaluated=self.variants_evaluated + 1, edges=edges,
-            patch_runs=PATCH_RUNS_PER_EDGE * sum(e.effect is not None for e in edges), steps=steps,
-            audit=self.audit, warnings=_warnings(faithfulness),
+            variants_evaluated=self.variants_evaluated + 1,
+            edges=edges,
+            patch_runs=PATCH_RUNS_PER_EDGE * sum(e.effect is not None for e in edges),
+            steps=steps,
+            audit=self.audit,
+            warnings=_warnings(faithfulness),
         )
 
     def _edge_report(self) -> list[EdgeEffect]:
@@ -179,8 +204,9 @@ class Verification:
     def attention(self, name: str, head: ir.Node, queries: tuple, keys: tuple) -> Estimate:
         """A head's attention from the query positions to the key positions (claims)."""
         run = self.runs[name]
-        mass = run.results.one(("attention", head, queries, keys),
-                               lambda: scores.attention_mass(self.session.engine(name), head, queries, keys).numpy())
+        mass = run.results.one(
+            ("attention", head, queries, keys), lambda: scores.attention_mass(self.session.engine(name), head, queries, keys).numpy()
+        )
         return run.resamples.estimate({"a": mass}, lambda a: a["a"])
 
 
@@ -220,8 +246,7 @@ def _baselines(run: PromptSetRun) -> None:
     session = run.session
     empty = _variant_metrics(session, run.name, run.results, [session.empty()])[0]
     run.say.advance(sum(step.rows for step in run.caches) + run.n)  # the caches (built for this run), and it
-    run.criteria = Criteria(session.spec.circuit, session.spec.settings, VariantBank(run.evaluate), run.resamples,
-                            empty)
+    run.criteria = Criteria(session.spec.circuit, session.spec.settings, VariantBank(run.evaluate), run.resamples, empty)
     run.faithfulness = run.criteria.faithfulness()
 
 
@@ -238,7 +263,9 @@ def _greedy_completeness(run: PromptSetRun) -> None:
 
 
 SCHEDULE_STEPS: dict[str, Callable[[PromptSetRun], None]] = {
-    BASELINES: _baselines, MINIMALITY: _minimality, COMPLETENESS: _fixed_completeness_sets,
+    BASELINES: _baselines,
+    MINIMALITY: _minimality,
+    COMPLETENESS: _fixed_completeness_sets,
     GREEDY: _greedy_completeness,
 }
 
@@ -248,8 +275,7 @@ def _run_patch(verification: Verification, step: Step) -> None:
     run, edge = verification.prompt_set(step), _finished(step.edge, f"edge in step {step.id}")
     declared = verification.session.spec.circuit.edges
     run.say(f"{run.name}: path patching declared edge {len(run.edges) + 1} of {len(declared)}")
-    [patched] = _path_patched(run.session, run.name, run.results, edge.sender,
-                              [[Receiver(edge.receiver, edge.channels or CHANNELS)]])
+    [patched] = _path_patched(run.session, run.name, run.results, edge.sender, [[Receiver(edge.receiver, edge.channels or CHANNELS)]])
     run.say.advance(PATCH_RUNS_PER_EDGE * run.n)
     model = run.started_criteria.bank.get("M", frozenset())
     run.edges.append(edge_effect(edge, model, patched, run.resamples, verification.session.spec.settings.minimality_threshold))
@@ -294,11 +320,11 @@ STEP_RUNNERS: dict[StepKind, StepRunner] = {
 # ---- the engine's numbers ----------------------------------------------------------------------
 
 
-def _variant_metrics(session: Session, name: str, results: CachedArrays, variants: list[Variant],
-                     base: Variant | None = None) -> np.ndarray:
+def _variant_metrics(session: Session, name: str, results: CachedArrays, variants: list[Variant], base: Variant | None = None) -> np.ndarray:
     """Metric per variant and prompt, [len(variants), n_prompts]; only the variants the cache
     lacks run (each on its own, so the cache cannot change a number), from `base` where they
     agree with it."""
+
     def compute(missing: list[int]) -> list[np.ndarray]:
         engine = session.engine(name)
         return list(engine.run([variants[i] for i in missing], engine.readout(), base=base).numpy())  # a row each
@@ -307,10 +333,10 @@ def _variant_metrics(session: Session, name: str, results: CachedArrays, variant
     return np.stack(results.many(requests, compute))
 
 
-def _path_patched(session: Session, name: str, results: CachedArrays, sender: ir.Node,
-                  groups: list[list[Receiver]]) -> list[np.ndarray]:
+def _path_patched(session: Session, name: str, results: CachedArrays, sender: ir.Node, groups: list[list[Receiver]]) -> list[np.ndarray]:
     """The metric per prompt with `sender` path-patched into each group of receivers on its own
     (direct paths: MLPs frozen too); only the groups the cache lacks run, sharing one recording."""
+
     def compute(missing: list[int]) -> list[np.ndarray]:
         engine = session.engine(name)
         patched = path_patch_each(engine, [sender], [groups[i] for i in missing], engine.readout(), freeze_mlps=True)
@@ -322,8 +348,10 @@ def _path_patched(session: Session, name: str, results: CachedArrays, sender: ir
 def _warnings(faithfulness: Faithfulness) -> list[str]:
     f = faithfulness.f_model
     if f.includes_zero():
-        return [f"F(M) = {f.value:.4g} with CI [{f.low:.4g}, {f.high:.4g}] includes 0: faithfulness, incompleteness, "
-                "minimality and edge effects are ratios to it and mean nothing here; claims on them fail"]
+        return [
+            f"F(M) = {f.value:.4g} with CI [{f.low:.4g}, {f.high:.4g}] includes 0: faithfulness, incompleteness, "
+            "minimality and edge effects are ratios to it and mean nothing here; claims on them fail"
+        ]
     return []
 
 
@@ -360,8 +388,7 @@ def _node_scores(session: Session, name: str, results: CachedArrays, resamples: 
         copy = next_ = None
         if node.kind == "head" and defined:
             copy, next_ = estimate(node, "copy"), estimate(node, "next")
-        rows.append(NodeScores(node=str(node), role=member.role, direct_logit=direct, copy_score=copy,
-                               next_score=next_))
+        rows.append(NodeScores(node=str(node), role=member.role, direct_logit=direct, copy_score=copy, next_score=next_))
     return rows
 
 
@@ -384,5 +411,7 @@ def _versions() -> Versions:
             return metadata.version(package)
         except metadata.PackageNotFoundError:
             return "not installed"
-    return Versions(circuitlang=__version__, torch=version("torch"), transformer_lens=version("transformer-lens"),
-                    python=platform.python_version())
+
+    return Versions(
+        circuitlang=__version__, torch=version("torch"), transformer_lens=version("transformer-lens"), python=platform.python_version()
+    )

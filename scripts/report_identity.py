@@ -91,20 +91,34 @@ def command_env(tree: Path) -> dict[str, str]:
         from circuitlang.organisms.gpt2_standin import install_in_hub_cache
 
         install_in_hub_cache(hf_home, TOKENIZER)
-    return {**os.environ, "PYTHONPATH": str(tree), "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1", "COLUMNS": "160", "CIRCUITLANG_CACHE_DIR": str(WORK / "cache")}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(tree),
+        "HF_HOME": str(hf_home),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "COLUMNS": "160",
+        "CIRCUITLANG_CACHE_DIR": str(WORK / "cache"),
+    }
 
 
 def write_spec_outputs(spec: Path, out: Path, env: dict[str, str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     cli = [sys.executable, "-m", "circuitlang"]
     record(out / "plan.txt", subprocess.run([*cli, "plan", spec.name], cwd=spec.parent, env=env, capture_output=True, text=True))
-    record(out / "check.json", subprocess.run([*cli, "check", "--format", "json", spec.name], cwd=spec.parent, env=env,
-                                              capture_output=True, text=True))
+    record(
+        out / "check.json",
+        subprocess.run([*cli, "check", "--format", "json", spec.name], cwd=spec.parent, env=env, capture_output=True, text=True),
+    )
     files = {fmt: out / f"verify.{fmt}" for fmt in FORMATS}
     writes = [arg for fmt in FORMATS[1:] for arg in ("--write", f"{fmt}={files[fmt]}")]
-    done = subprocess.run([*cli, "verify", "--no-cache", spec.name, "--format", "table", "-o", str(files["table"]), *writes],
-                          cwd=spec.parent, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [*cli, "verify", "--no-cache", spec.name, "--format", "table", "-o", str(files["table"]), *writes],
+        cwd=spec.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     record(out / "verify.exit", done)
     for path in files.values():
         if path.exists():
@@ -122,8 +136,9 @@ def mask(text: str) -> str:
 
 
 def compare_outputs(before: Path, after: Path) -> int:
-    names = sorted({p.relative_to(before) for p in before.rglob("*") if p.is_file()}
-                   | {p.relative_to(after) for p in after.rglob("*") if p.is_file()})
+    names = sorted(
+        {p.relative_to(before) for p in before.rglob("*") if p.is_file()} | {p.relative_to(after) for p in after.rglob("*") if p.is_file()}
+    )
     differing = 0
     for name in names:
         a, b = before / name, after / name

@@ -62,6 +62,7 @@ def fast_cases(values, keep, *, unpack: bool = False) -> list:
     slow"`): those `keep` names (a collection of values, or a predicate) stay unmarked, the others
     are marked slow; every case still runs in the full suite. With several argument names
     (`unpack`), a case is a tuple, and a collection in `keep` names its first value."""
+
     def kept(value) -> bool:
         if callable(keep):
             return keep(value)
@@ -69,6 +70,7 @@ def fast_cases(values, keep, *, unpack: bool = False) -> list:
 
     def slow(value):
         return pytest.param(*value, marks=pytest.mark.slow) if unpack else pytest.param(value, marks=pytest.mark.slow)
+
     return [value if kept(value) else slow(value) for value in values]
 
 
@@ -88,12 +90,14 @@ def errors_of(path: Path) -> list[CircuitlangError]:
 @pytest.fixture
 def write_spec(tmp_path: Path):
     """Write spec text (and optional side files) into a temporary folder; return its path."""
+
     def write(text: str, name: str = "spec.circ", **files: str) -> Path:
         for file_name, content in files.items():
             (tmp_path / file_name.replace("__", ".")).write_text(content, encoding="utf-8")
         path = tmp_path / name
         path.write_text(text, encoding="utf-8")
         return path
+
     return write
 
 

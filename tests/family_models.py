@@ -25,20 +25,41 @@ BOS = 50256
 
 
 def _config(family: str, vocab: int):
-    from transformers import (Gemma2Config, GPT2Config, GPTJConfig, GPTNeoXConfig, LlamaConfig, MistralConfig,
-                              PhiConfig, Qwen2Config)
+    from transformers import Gemma2Config, GPT2Config, GPTJConfig, GPTNeoXConfig, LlamaConfig, MistralConfig, PhiConfig, Qwen2Config
 
-    common = dict(vocab_size=vocab, hidden_size=SIZE["d_model"], num_hidden_layers=SIZE["n_layers"],
-                  num_attention_heads=SIZE["n_heads"], intermediate_size=128, max_position_embeddings=64,
-                  bos_token_id=BOS, eos_token_id=BOS)
+    common = dict(
+        vocab_size=vocab,
+        hidden_size=SIZE["d_model"],
+        num_hidden_layers=SIZE["n_layers"],
+        num_attention_heads=SIZE["n_heads"],
+        intermediate_size=128,
+        max_position_embeddings=64,
+        bos_token_id=BOS,
+        eos_token_id=BOS,
+    )
     if family == "gpt2":
-        return GPT2Config(vocab_size=vocab, n_embd=SIZE["d_model"], n_layer=SIZE["n_layers"], n_head=SIZE["n_heads"],
-                          n_positions=64, bos_token_id=BOS, eos_token_id=BOS)
+        return GPT2Config(
+            vocab_size=vocab,
+            n_embd=SIZE["d_model"],
+            n_layer=SIZE["n_layers"],
+            n_head=SIZE["n_heads"],
+            n_positions=64,
+            bos_token_id=BOS,
+            eos_token_id=BOS,
+        )
     if family == "neox":
         return GPTNeoXConfig(**common, rotary_pct=0.25, use_parallel_residual=True, tie_word_embeddings=False)
     if family == "gptj":
-        return GPTJConfig(vocab_size=vocab, n_embd=SIZE["d_model"], n_layer=SIZE["n_layers"], n_head=SIZE["n_heads"],
-                          rotary_dim=8, n_positions=64, bos_token_id=BOS, eos_token_id=BOS)
+        return GPTJConfig(
+            vocab_size=vocab,
+            n_embd=SIZE["d_model"],
+            n_layer=SIZE["n_layers"],
+            n_head=SIZE["n_heads"],
+            rotary_dim=8,
+            n_positions=64,
+            bos_token_id=BOS,
+            eos_token_id=BOS,
+        )
     if family == "phi":
         return PhiConfig(**common)
     if family == "llama":
@@ -47,8 +68,7 @@ def _config(family: str, vocab: int):
         return MistralConfig(**common, num_key_value_heads=2)
     if family == "qwen2":
         return Qwen2Config(**common, num_key_value_heads=2)
-    return Gemma2Config(**common, num_key_value_heads=2, head_dim=16, final_logit_softcapping=5.0,
-                        attn_logit_softcapping=10.0)
+    return Gemma2Config(**common, num_key_value_heads=2, head_dim=16, final_logit_softcapping=5.0, attn_logit_softcapping=10.0)
 
 
 def build_family_model(family: str, folder: Path, seed: int = 0) -> Path:

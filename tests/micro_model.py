@@ -28,9 +28,19 @@ def build_copy_model(folder: Path, copy_scale: float = 1.0, attention_scale: flo
     from circuitlang.organisms.tiny import word_tokenizer
 
     tokenizer = word_tokenizer(WORDS)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=8, n_embd=D_MODEL, n_layer=1, n_head=N_HEADS,
-                        bos_token_id=0, eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                        tie_word_embeddings=False)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=8,
+        n_embd=D_MODEL,
+        n_layer=1,
+        n_head=N_HEADS,
+        bos_token_id=0,
+        eos_token_id=0,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        tie_word_embeddings=False,
+    )
     model = GPT2LMHeadModel(config).eval()
     with torch.no_grad():
         for parameter in model.parameters():

@@ -74,8 +74,7 @@ def _forward(hf_model, start: torch.Tensor, inputs: dict) -> tuple[torch.Tensor,
     return hf_model.lm_head(hf_model.transformer.ln_f(final)), outputs
 
 
-def _head(hf_model, block, layer: int, h: int, residual: torch.Tensor, inputs: dict,
-          senders: list[ir.Node]) -> torch.Tensor:
+def _head(hf_model, block, layer: int, h: int, residual: torch.Tensor, inputs: dict, senders: list[ir.Node]) -> torch.Tensor:
     """Head h's output z W_O (without W_O's bias), each of q, k and v from its own input copy."""
     d_model, d_head = residual.shape[-1], residual.shape[-1] // _n_heads(hf_model)
     node = ir.HeadNode(layer=layer, head=h)
@@ -88,7 +87,7 @@ def _head(hf_model, block, layer: int, h: int, residual: torch.Tensor, inputs: d
     scores = q @ k.transpose(-1, -2) / math.sqrt(d_head)
     causal = torch.ones(scores.shape[-1], scores.shape[-1], dtype=torch.bool).tril()
     z = scores.masked_fill(~causal, float("-inf")).softmax(-1) @ v
-    return z @ block.attn.c_proj.weight[h * d_head:(h + 1) * d_head]
+    return z @ block.attn.c_proj.weight[h * d_head : (h + 1) * d_head]
 
 
 def _receiver_input(residual: torch.Tensor, receiver: Receiver, inputs: dict, senders: list[ir.Node]) -> torch.Tensor:

@@ -17,7 +17,7 @@ from circuitlang.engine.variants import Variant, resolve
 
 def ablation_values(hf_model, tokens: torch.Tensor, kind: str) -> dict:
     """Per prompt (resample) or averaged (mean) z, k, v, mlp_out and embedding, by a hand forward."""
-    runs = [hand_forward(hf_model, tokens[i:i + 1], None) for i in range(tokens.shape[0])]
+    runs = [hand_forward(hf_model, tokens[i : i + 1], None) for i in range(tokens.shape[0])]
     stacked = {key: torch.cat([run[key] for run in runs]) for key in runs[0] if key != "logits"}
     if kind == "mean":
         return {key: value.mean(0, keepdim=True) for key, value in stacked.items()}
@@ -46,8 +46,7 @@ def hand_forward(hf_model, tokens: torch.Tensor, plan: dict | None) -> dict:
             vectors = []
             for index, channel in enumerate("qkv"):
                 x = block.ln_1(_visible(contributions, ("head", layer, head), channel, plan))
-                columns = slice(index * hf_model.config.n_embd + head * d_head,
-                                index * hf_model.config.n_embd + (head + 1) * d_head)
+                columns = slice(index * hf_model.config.n_embd + head * d_head, index * hf_model.config.n_embd + (head + 1) * d_head)
                 vectors.append(x @ w_qkv[:, columns] + b_qkv[columns])
             q, k, v = vectors
             if plan:
@@ -65,7 +64,7 @@ def hand_forward(hf_model, tokens: torch.Tensor, plan: dict | None) -> dict:
                     if pos not in plan["keep_z"][layer][head]:
                         z[:, pos] = plan["abl"]["z"][:, layer][:, pos, head]
             zs.append(z), ks.append(k), vs.append(v)
-            w_head = w_o[head * d_head:(head + 1) * d_head]
+            w_head = w_o[head * d_head : (head + 1) * d_head]
             ablated_z = plan["abl"]["z"][:, layer][:, :, head] if plan else z
             written.append((("head", layer, head), z @ w_head, ablated_z @ w_head))
         contributions.extend(written)
@@ -122,8 +121,7 @@ def _node_key(node) -> object:
     return "embed" if node.kind == "embed" else ("logits",)
 
 
-def plan_for(variant: Variant, template: str, named: dict, n_tokens: int, n_layers: int, n_heads: int,
-             abl: dict) -> dict:
+def plan_for(variant: Variant, template: str, named: dict, n_tokens: int, n_layers: int, n_heads: int, abl: dict) -> dict:
     everything = set(range(n_tokens))
     keep_z = [[set() for _ in range(n_heads)] for _ in range(n_layers)]
     keep_kv = [[set(everything) for _ in range(n_heads)] for _ in range(n_layers)]
@@ -135,5 +133,12 @@ def plan_for(variant: Variant, template: str, named: dict, n_tokens: int, n_laye
     for mlp in variant.mlps:
         keep_mlp[mlp.layer] = set(everything if mlp.at is None else resolve(mlp.at, template, named, n_tokens))
     kept = {("head", h.layer, h.head) for h in variant.heads} | {("mlp", m.layer) for m in variant.mlps}
-    return {"keep_z": keep_z, "keep_kv": keep_kv, "keep_mlp": keep_mlp, "abl": abl, "edges": edge_keys(variant),
-            "kept": kept, "embed_edges": variant.embed_edges}
+    return {
+        "keep_z": keep_z,
+        "keep_kv": keep_kv,
+        "keep_mlp": keep_mlp,
+        "abl": abl,
+        "edges": edge_keys(variant),
+        "kept": kept,
+        "embed_edges": variant.embed_edges,
+    }

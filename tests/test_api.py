@@ -21,17 +21,18 @@ def test_nodes_given_as_text_mean_what_they_say(run):
     as_text = run.metric([run.circuit(without={str(member)})])
     assert torch.equal(as_text, run.metric([run.circuit(without={member})]))
     assert not torch.equal(as_text, run.metric([run.circuit()]))  # the string was not ignored
-    assert run.nodes(["mlp 0", "mlp1", " 1.2 ", "logits"]) == [
-        ir.MlpNode(layer=0), ir.MlpNode(layer=1), ir.HeadNode(layer=1, head=2),
-        ir.LOGITS]
+    assert run.nodes(["mlp 0", "mlp1", " 1.2 ", "logits"]) == [ir.MlpNode(layer=0), ir.MlpNode(layer=1), ir.HeadNode(layer=1, head=2), ir.LOGITS]
 
 
-@pytest.mark.parametrize("written, message", [
-    ("0,0", "'0,0' is not a node: write L.H (a head), mlp L, embed or logits"),
-    ("9.0", "'9.0': layer 9 does not exist: the model has layers 0-3"),
-    ("0.9", "'0.9': head 9 does not exist: layers have heads 0-"),
-    ("mlp 4", "'mlp 4': layer 4 does not exist"),
-])
+@pytest.mark.parametrize(
+    "written, message",
+    [
+        ("0,0", "'0,0' is not a node: write L.H (a head), mlp L, embed or logits"),
+        ("9.0", "'9.0': layer 9 does not exist: the model has layers 0-3"),
+        ("0.9", "'0.9': head 9 does not exist: layers have heads 0-"),
+        ("mlp 4", "'mlp 4': layer 4 does not exist"),
+    ],
+)
 def test_a_node_the_model_lacks_is_an_error(run, written, message):
     with pytest.raises(ValueError, match=message.replace(".", r"\.").replace("(", r"\(").replace(")", r"\)")):
         run.circuit(without={written})
@@ -50,8 +51,7 @@ def test_path_patching_with_text_equals_with_objects(run):
     from circuitlang.engine.path_patching import Receiver
 
     by_text = path_patch(run, ["0.0", "mlp 0"], ["logits"])
-    by_object = path_patch(run, [ir.HeadNode(layer=0, head=0), ir.MlpNode(layer=0)],
-                           [Receiver(ir.LOGITS, ())])
+    by_object = path_patch(run, [ir.HeadNode(layer=0, head=0), ir.MlpNode(layer=0)], [Receiver(ir.LOGITS, ())])
     assert torch.equal(by_text, by_object)
 
 

@@ -62,10 +62,10 @@ def _micro_spec(root: Path, name: str, metric: str = "logit_diff(answer, wrong)"
 
 # ---- the graph ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("embed_edges", ["all", "declared"])
 def test_the_scored_edges_are_exactly_the_graph_acdc_searches(organism: Scorer, embed_edges: str) -> None:
-    graph = attribution.Graph(organism.n_layers, organism.n_heads, organism.parallel_attn_mlp,
-                              embed_edges == "declared")
+    graph = attribution.Graph(organism.n_layers, organism.n_heads, organism.parallel_attn_mlp, embed_edges == "declared")
     acdc_edges = full_graph(_with_embed_edges(organism, embed_edges), None)[2]
     assert set(graph.edges()) == acdc_edges
     assert len(list(graph.edges())) == len(acdc_edges)  # no edge twice
@@ -80,6 +80,7 @@ def _with_embed_edges(scorer: Scorer, embed_edges: str) -> Scorer:
 
         def mlps(self):
             return scorer.mlps()
+
     like = Like()
     like.embed_edges = embed_edges  # type: ignore[attr-defined]
     return like  # type: ignore[return-value]
@@ -87,26 +88,29 @@ def _with_embed_edges(scorer: Scorer, embed_edges: str) -> Scorer:
 
 # ---- the gradients -----------------------------------------------------------------------------
 
+
 def test_zero_offsets_leave_the_clean_run_unchanged(organism: Scorer) -> None:
     engine = organism.engine
     template = engine.bound.templates[0]
     rows = torch.arange(template.n_prompts)
     start = engine.clean_cache(template).resid_pre[0][rows]
     with torch.no_grad():
-        values = attribution.run_with_offsets(engine, template, engine.readout(), rows, start,
-                                              _zero_offsets(organism, len(rows), start))
+        values = attribution.run_with_offsets(engine, template, engine.readout(), rows, start, _zero_offsets(organism, len(rows), start))
     assert float(values.mean()) == pytest.approx(organism.f_model, abs=1e-6)  # the engine keeps float32 per prompt
 
 
 EDGES = [  # one of each kind of receiver: q, k and v of heads in several layers, an MLP, the logits
-    (head(0, 0), mlp(1), ""), (head(0, 5), head(2, 3), "v"), (head(0, 3), head(1, 0), "q"),
-    (head(0, 3), head(3, 0), "k"), (mlp(0), LOGITS, ""), (mlp(2), head(3, 6), "q"),
+    (head(0, 0), mlp(1), ""),
+    (head(0, 5), head(2, 3), "v"),
+    (head(0, 3), head(1, 0), "q"),
+    (head(0, 3), head(3, 0), "k"),
+    (mlp(0), LOGITS, ""),
+    (mlp(2), head(3, 6), "q"),
 ]
 
 
 @pytest.mark.parametrize("edge", fast_cases(EDGES, (EDGES[0], EDGES[4])), ids=lambda e: f"{e[0]}->{e[1]}{e[2]}")
-def test_each_score_equals_the_finite_difference_of_removing_that_much_of_the_edge(organism: Scorer, eap: dict,
-                                                                                    edge) -> None:
+def test_each_score_equals_the_finite_difference_of_removing_that_much_of_the_edge(organism: Scorer, eap: dict, edge) -> None:
     """(m(0) - m(-eps diff_s at r)) / eps -> the score, for a step small against the curvature."""
     sender, receiver, channel = edge
     engine, graph = organism.engine, discovery.attribution_graph(organism)
@@ -118,8 +122,9 @@ def test_each_score_equals_the_finite_difference_of_removing_that_much_of_the_ed
     offsets = _zero_offsets(organism, len(rows), start)
     with torch.no_grad():
         _offset_of(offsets, receiver, channel).sub_(eps * difference)
-        m0 = float(attribution.run_with_offsets(engine, template, engine.readout(), rows, start,
-                                                _zero_offsets(organism, len(rows), start)).mean())
+        m0 = float(
+            attribution.run_with_offsets(engine, template, engine.readout(), rows, start, _zero_offsets(organism, len(rows), start)).mean()
+        )
         moved = float(attribution.run_with_offsets(engine, template, engine.readout(), rows, start, offsets).mean())
     assert (m0 - moved) / eps == pytest.approx(eap[edge], rel=1e-4, abs=1e-9)
     assert abs(eap[edge]) > 1e-7  # a zero score would pass trivially
@@ -142,8 +147,7 @@ def test_eap_ig_with_one_step_of_the_right_grid_is_eap(organism: Scorer, eap: di
 
 
 @pytest.mark.slow
-def test_eap_ig_with_one_step_of_the_left_grid_is_not_eap(organism: Scorer,
-                                                         eap: dict) -> None:
+def test_eap_ig_with_one_step_of_the_left_grid_is_not_eap(organism: Scorer, eap: dict) -> None:
     one_step = discovery.edge_scores(organism, "eap-ig", steps=1, grid=IGGrid.LEFT)
     assert max(abs(one_step[k] - eap[k]) for k in eap) > 1e-3  # not EAP: the reference below pins what it is
 
@@ -209,13 +213,20 @@ def tiny(tmp_path_factory) -> tuple[Scorer, object]:
 def _reference_prompts(scorer: Scorer):
     for template in scorer.engine.bound.templates:
         for row in range(template.n_prompts):
-            yield (template.clean[row:row + 1], template.corrupt[row:row + 1], template.positions["end"],
-                   template.answers["answer"][row][0], template.answers["wrong"][row][0])
+            yield (
+                template.clean[row : row + 1],
+                template.corrupt[row : row + 1],
+                template.positions["end"],
+                template.answers["answer"][row][0],
+                template.answers["wrong"][row][0],
+            )
 
 
-@pytest.mark.parametrize("grid, ks, other", fast_cases([(IGGrid.LEFT, range(0, 3), range(1, 4)),
-                                                        (IGGrid.RIGHT, range(1, 4), range(0, 3))], (IGGrid.RIGHT,),
-                                                       unpack=True), ids=["left", "right"])
+@pytest.mark.parametrize(
+    "grid, ks, other",
+    fast_cases([(IGGrid.LEFT, range(0, 3), range(1, 4)), (IGGrid.RIGHT, range(1, 4), range(0, 3))], (IGGrid.RIGHT,), unpack=True),
+    ids=["left", "right"],
+)
 def test_eap_ig_equals_the_reference_formula_on_every_edge(tiny, grid: IGGrid, ks: range, other: range) -> None:
     """left: alpha = k/3 for k = 0, 1, 2 (Hanna et al., MIB); right: k = 1, 2, 3."""
     scorer, hf = tiny
@@ -240,12 +251,12 @@ def test_the_default_grid_is_the_references_with_one_step(tiny) -> None:
 
 # ---- the scores against exact edge ablation ------------------------------------------------------
 
+
 def exact_effects(scorer: Scorer, edges: list) -> list[float]:
     """F(full graph) - F(full graph without the edge), by edge ablation: what a score estimates."""
     nodes, _, graph = full_graph(scorer, None)
     full = variant_of(nodes, as_edges(graph), embed_edges=scorer.embed_edges)
-    values = scorer.means([full] + [variant_of(nodes, as_edges(graph - {e}), embed_edges=scorer.embed_edges)
-                                    for e in edges])
+    values = scorer.means([full] + [variant_of(nodes, as_edges(graph - {e}), embed_edges=scorer.embed_edges) for e in edges])
     return [values[0] - value for value in values[1:]]
 
 
@@ -268,6 +279,7 @@ def test_the_rank_correlation_is_spearmans() -> None:
 
 # ---- discovery ----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("method", ["eap", "eap-ig"])
 def test_both_methods_recover_the_micro_models_known_circuit(micro_root: Path, method: str) -> None:
     scorer = Scorer(open_session(circuitlang.load(_micro_spec(micro_root, f"{method}.circ"))))
@@ -283,8 +295,7 @@ def test_both_methods_recover_the_micro_models_known_circuit(micro_root: Path, m
 
 
 @pytest.mark.slow
-def test_the_fewest_edges_that_reach_the_target_are_found_as_the_slow_scan_finds_them(organism: Scorer,
-                                                                                         eap: dict) -> None:
+def test_the_fewest_edges_that_reach_the_target_are_found_as_the_slow_scan_finds_them(organism: Scorer, eap: dict) -> None:
     from circuitlang.discover.curves import evaluate_top
     from circuitlang.verification.criteria import faithfulness_point
 
@@ -323,13 +334,16 @@ def test_top_keeps_that_many_edges(micro_root: Path, capsys) -> None:
     assert "does NOT reach" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("options, says", [
-    (["--method", "acdc", "--top", "3"], "--top 3: give a number of edges >= 1, with --method eap or eap-ig"),
-    (["--method", "eap", "--top", "0"], "--top 0"),
-    (["--method", "eap-ig", "--steps", "0"], "--steps 0"),
-    (["--method", "eap", "--ig-grid", "right"], "--ig-grid right: the integration grid applies to --method eap-ig only"),
-    (["--method", "eap-ig", "--ig-grid", "middle"], "choose from left, right"),
-])
+@pytest.mark.parametrize(
+    "options, says",
+    [
+        (["--method", "acdc", "--top", "3"], "--top 3: give a number of edges >= 1, with --method eap or eap-ig"),
+        (["--method", "eap", "--top", "0"], "--top 0"),
+        (["--method", "eap-ig", "--steps", "0"], "--steps 0"),
+        (["--method", "eap", "--ig-grid", "right"], "--ig-grid right: the integration grid applies to --method eap-ig only"),
+        (["--method", "eap-ig", "--ig-grid", "middle"], "choose from left, right"),
+    ],
+)
 def test_bad_attribution_options_are_refused_before_the_model_loads(micro_root: Path, capsys, options, says) -> None:
     args = ["discover", str(_micro_spec(micro_root, "opts.circ")), "-o", str(micro_root / "o.circ"), *options]
     assert main(args) == 2

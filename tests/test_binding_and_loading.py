@@ -36,32 +36,47 @@ def test_positions_come_from_the_template_with_bos(folder):
 
 
 def test_multi_token_answer_is_an_error_naming_the_prompt(folder):
-    spec = spec_at(folder, 'prompts p { template "{a} {b}"; for i in 1..2; a = i; b = i + 1; answer = "Mary John"; '
-                           "wrong = 1 }", name="multi.circ")
+    spec = spec_at(
+        folder, 'prompts p { template "{a} {b}"; for i in 1..2; a = i; b = i + 1; answer = "Mary John"; wrong = 1 }', name="multi.circ"
+    )
     with pytest.raises(DataError, match=r"prompt #0 of p \(i=1\): answer ' Mary John' \(answer\) is 2 tokens"):
         circuitlang.open_run(spec)
 
 
 def test_prompts_of_one_template_with_different_lengths_are_an_error(folder):
-    spec = spec_at(folder, 'list who = ["Mary", "Mary John"]\n'
-                           'prompts p { template "{a} gave it"; for i in 1..2; a = who[i - 1]; answer = 1; wrong = 2 }',
-                   name="len.circ")
-    with pytest.raises(DataError, match=r"prompt #1 of p \(i=2\): 'Mary John gave it' is 5 tokens, but prompt #0 "
-                                        r"of p \(i=1\) \('Mary gave it'\) of the same template is 4"):
+    spec = spec_at(
+        folder,
+        'list who = ["Mary", "Mary John"]\nprompts p { template "{a} gave it"; for i in 1..2; a = who[i - 1]; answer = 1; wrong = 2 }',
+        name="len.circ",
+    )
+    with pytest.raises(
+        DataError,
+        match=r"prompt #1 of p \(i=2\): 'Mary John gave it' is 5 tokens, but prompt #0 "
+        r"of p \(i=1\) \('Mary gave it'\) of the same template is 4",
+    ):
         circuitlang.open_run(spec)
 
 
 def test_corrupt_prompt_that_moves_a_slot_is_an_error(folder):
-    spec = spec_at(folder, 'prompts p { template "{a} {b} to"; a = "Mary John"; b = "gave"; answer = 1; wrong = 2\n'
-                           'corrupt random { a = "Mary"; b = "gave it" } }', name="move.circ")
-    with pytest.raises(DataError, match=r"corrupt prompt #0 of p: slot 'a' is token 1 in 'Mary gave it to', "
-                                        r"but token 2 in 'Mary John gave to'"):
+    spec = spec_at(
+        folder,
+        'prompts p { template "{a} {b} to"; a = "Mary John"; b = "gave"; answer = 1; wrong = 2\ncorrupt random { a = "Mary"; b = "gave it" } }',
+        name="move.circ",
+    )
+    with pytest.raises(
+        DataError,
+        match=r"corrupt prompt #0 of p: slot 'a' is token 1 in 'Mary gave it to', "
+        r"but token 2 in 'Mary John gave to'",
+    ):
         circuitlang.open_run(spec)
 
 
 def test_several_prompt_sets_report_all_binding_errors(folder):
-    spec = spec_at(folder, 'prompts p { template "{a}"; a = 1; answer = "1 2"; wrong = 1 }\n'
-                           'prompts q { template "{a}"; a = 1; answer = "2 3"; wrong = 1 }', name="two.circ")
+    spec = spec_at(
+        folder,
+        'prompts p { template "{a}"; a = 1; answer = "1 2"; wrong = 1 }\nprompts q { template "{a}"; a = 1; answer = "2 3"; wrong = 1 }',
+        name="two.circ",
+    )
     with pytest.raises(SpecErrors) as caught:
         circuitlang.open_run(spec)
     assert len(caught.value.errors) == 2
@@ -73,17 +88,18 @@ def test_identity_records_name_and_weights_hash(folder, tmp_path):
     assert first.model.identity == second.model.identity
     assert first.model.identity.name == "./tiny" and len(first.model.identity.weights_sha256) == 64
     build_random_gpt2(tmp_path / "tiny", WORDS, n_layers=2, n_heads=2, d_model=16, seed=5)
-    other = (tmp_path / "id.circ")
+    other = tmp_path / "id.circ"
     other.write_text((folder / "id.circ").read_text())
-    assert circuitlang.open_run(circuitlang.load(other)).model.identity.weights_sha256 != \
-        first.model.identity.weights_sha256
+    assert circuitlang.open_run(circuitlang.load(other)).model.identity.weights_sha256 != first.model.identity.weights_sha256
 
 
 def test_hub_model_offline_fails_fast_with_a_way_forward(folder, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # read at load time too, not only when huggingface_hub is imported
     path = folder / "hub.circ"  # distilgpt2: a hub model the tests' Hugging Face cache never holds
-    path.write_text('circuitlang 1\ncircuit t on "distilgpt2"\nprompts p { template "{a}"; a = 1; answer = 2; wrong = 1 }\n'
-                    "metric logit_diff(answer, wrong)\nablate zero\n")
+    path.write_text(
+        'circuitlang 1\ncircuit t on "distilgpt2"\nprompts p { template "{a}"; a = 1; answer = 2; wrong = 1 }\n'
+        "metric logit_diff(answer, wrong)\nablate zero\n"
+    )
     started = time.monotonic()
     with pytest.raises(ModelError) as caught:
         circuitlang.open_run(circuitlang.load(path))

@@ -19,8 +19,7 @@ SPEC = SPECS / "organism_incr_digits.circ"
 
 def test_one_run_writes_the_table_junit_markdown_and_json(tmp_path, capsys):
     junit, summary, report = tmp_path / "report.xml", tmp_path / "summary.md", tmp_path / "report.json"
-    code = main(["verify", str(SPEC), "--no-audit", "--write", f"junit={junit}", "--write", f"markdown={summary}",
-                 "--write", f"json={report}"])
+    code = main(["verify", str(SPEC), "--no-audit", "--write", f"junit={junit}", "--write", f"markdown={summary}", "--write", f"json={report}"])
     assert code == 0
     out = capsys.readouterr().out
     assert "all claims pass" in out  # the table, on the terminal
@@ -40,15 +39,16 @@ def test_github_annotations_stay_quiet_on_passing_claims(capsys):
 
 def _broken(tmp_path):
     spec = tmp_path / "broken.circ"
-    spec.write_text(SPEC.read_text().replace("role \"end reads s3 (q end)\": 0.0", "role \"end reads s3 (q end)\": 7.0"))
+    spec.write_text(SPEC.read_text().replace('role "end reads s3 (q end)": 0.0', 'role "end reads s3 (q end)": 7.0'))
     return spec
 
 
 def test_a_spec_error_reaches_every_format(tmp_path, capsys):
     spec = _broken(tmp_path)
     junit, summary, report = tmp_path / "report.xml", tmp_path / "summary.md", tmp_path / "report.json"
-    code = main(["verify", str(spec), "--format", "github", "--write", f"junit={junit}", "--write",
-                 f"markdown={summary}", "--write", f"json={report}"])
+    code = main(
+        ["verify", str(spec), "--format", "github", "--write", f"junit={junit}", "--write", f"markdown={summary}", "--write", f"json={report}"]
+    )
     assert code == 2
     captured = capsys.readouterr()
     assert f"{spec}:" in captured.err and "layer 7 does not exist" in captured.err  # the diagnostic, as ever

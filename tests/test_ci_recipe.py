@@ -20,11 +20,14 @@ BIN = str(Path(sys.executable).parent)  # the environment's `circuitlang` consol
 
 
 def run_action(tmp_path: Path, specs: list[Path]) -> subprocess.CompletedProcess:
-    env = os.environ | {"PATH": BIN + os.pathsep + os.environ["PATH"], "SPECS": " ".join(map(str, specs)),
-                        "REPORTS": str(tmp_path / "reports"), "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
-                        "VERIFY_ARGS": "--no-audit"}
-    return subprocess.run(["bash", str(ROOT / "ci" / "action.sh")], env=env, cwd=tmp_path, capture_output=True,
-                          text=True, timeout=900)
+    env = os.environ | {
+        "PATH": BIN + os.pathsep + os.environ["PATH"],
+        "SPECS": " ".join(map(str, specs)),
+        "REPORTS": str(tmp_path / "reports"),
+        "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
+        "VERIFY_ARGS": "--no-audit",
+    }
+    return subprocess.run(["bash", str(ROOT / "ci" / "action.sh")], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
 
 
 @pytest.mark.slow
@@ -82,8 +85,7 @@ def test_the_pre_commit_hooks_check_and_format(tmp_path):
 
     def hook(name: str, *files: Path) -> subprocess.CompletedProcess:
         assert hooks[name]["language"] == "python" and hooks[name]["files"] == r"\.circ$"
-        return subprocess.run([*shlex.split(hooks[name]["entry"]), *map(str, files)], env=env, capture_output=True,
-                              text=True, timeout=120)
+        return subprocess.run([*shlex.split(hooks[name]["entry"]), *map(str, files)], env=env, capture_output=True, text=True, timeout=120)
 
     assert hook("circuitlang-check", messy).returncode == 0
     assert hook("circuitlang-check", broken).returncode == 2

@@ -21,8 +21,10 @@ def test_check_accepts_every_shipped_spec(capsys):
 
 
 def test_check_reports_errors_with_location_caret_and_hint(write_spec, capsys):
-    path = write_spec('circuitlang 1\ncircuit c on "gpt2"\nprompts { template "{a}"; a = 1; answer = 2; wrong = 3 }\n'
-                      "metric logit_diff(answer, wrong)\nablate zero\nrole \"x\": 12.0, 3.12\n")
+    path = write_spec(
+        'circuitlang 1\ncircuit c on "gpt2"\nprompts { template "{a}"; a = 1; answer = 2; wrong = 3 }\n'
+        'metric logit_diff(answer, wrong)\nablate zero\nrole "x": 12.0, 3.12\n'
+    )
     assert main(["check", str(path)]) == 2
     out = capsys.readouterr().out
     assert f"{path}:6:11: semantic error: layer 12 does not exist: gpt2 has layers 0-11" in out
@@ -47,8 +49,7 @@ def test_missing_file_is_a_clear_error(capsys, tmp_path):
 
 
 def test_fmt_check_and_write(write_spec, capsys):
-    messy = write_spec('circuitlang 1\ncircuit   c on "gpt2"\nprompts {template "{a}"; a=1;answer=2;wrong=3}\n'
-                       "metric kl\nablate zero\n")
+    messy = write_spec('circuitlang 1\ncircuit   c on "gpt2"\nprompts {template "{a}"; a=1;answer=2;wrong=3}\nmetric kl\nablate zero\n')
     assert main(["fmt", "--check", str(messy)]) == 1
     assert main(["fmt", "-w", str(messy)]) == 0
     assert main(["fmt", "--check", str(messy)]) == 0
@@ -61,18 +62,19 @@ def test_usage_error_exits_2(capsys):
 
 
 def test_check_and_fmt_do_not_import_torch():
-    code = ("import sys; from circuitlang.cli import main; "
-            f"rc = main(['check', {SHIPPED!r}[0]]) + main(['fmt', '--check', {SHIPPED!r}[0]]); "
-            "assert rc == 0, rc; bad = [m for m in ('torch', 'transformer_lens', 'transformers') if m in sys.modules]; "
-            "assert not bad, bad")
+    code = (
+        "import sys; from circuitlang.cli import main; "
+        f"rc = main(['check', {SHIPPED!r}[0]]) + main(['fmt', '--check', {SHIPPED!r}[0]]); "
+        "assert rc == 0, rc; bad = [m for m in ('torch', 'transformer_lens', 'transformers') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.slow
 def test_console_script_runs(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "circuitlang", "check", SHIPPED[0]], cwd=ROOT,
-                            capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "circuitlang", "check", SHIPPED[0]], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0 and "ok" in result.stdout
 
 
@@ -87,8 +89,10 @@ def test_plan_lists_steps_and_costs(capsys):
 
 @pytest.mark.slow
 def test_plan_does_not_import_torch():
-    code = ("import sys; from circuitlang.cli import main; "
-            f"assert main(['plan', {str(SPECS / 'ioi.circ')!r}]) == 0; assert 'torch' not in sys.modules")
+    code = (
+        "import sys; from circuitlang.cli import main; "
+        f"assert main(['plan', {str(SPECS / 'ioi.circ')!r}]) == 0; assert 'torch' not in sys.modules"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
@@ -108,9 +112,11 @@ def test_a_crash_exits_3_not_the_failed_claim_code(monkeypatch, capsys):
 
 
 def test_check_warns_at_the_line_of_a_node_with_no_declared_inputs(write_spec, capsys):
-    path = write_spec('circuitlang 1\ncircuit c on "gpt2"\nprompts { template "{a}"; a = 1; answer = 2; wrong = 3 }\n'
-                      'metric logit_diff(answer, wrong)\nablate zero\nrole "early": 0.1\nrole "late": 9.1\n'
-                      "edge 9.1 -> logits\nedge 0.1 -> logits\n")
+    path = write_spec(
+        'circuitlang 1\ncircuit c on "gpt2"\nprompts { template "{a}"; a = 1; answer = 2; wrong = 3 }\n'
+        'metric logit_diff(answer, wrong)\nablate zero\nrole "early": 0.1\nrole "late": 9.1\n'
+        "edge 9.1 -> logits\nedge 0.1 -> logits\n"
+    )
     assert main(["check", "--no-tokenize", str(path)]) == 0
     out = capsys.readouterr().out
     assert f"warning: {path}:7:14: 9.1 has no declared input from another node: it reads only the embeddings" in out
@@ -129,13 +135,16 @@ def test_a_byte_that_is_not_utf8_and_a_nul_in_a_string_are_errors_at_their_place
     assert f"{nul}:8:37: syntax error: a NUL character in a string" in out
 
 
-@pytest.mark.parametrize("old, new, message", [
-    ("for i in 1..95", "for i in 1..100000000", "the loops of incr_digits make more than 100,000 prompts"),
-    ("for i in 1..95", "for i in 1..1000, j in 1..1000", "the loops of incr_digits make more than 100,000 prompts"),
-    ("s1 = i\n", "s1 = pad(i, 1000000000)\n", "pad to 1000000000 characters, more than 1,000"),
-    ("for i in 1..95", "for i in 1..99999999999999999999", "the loops of incr_digits make more than 100,000 prompts"),
-    ("s1 = i\n", "s1 = len(1..99999999999999999999)\n", "has 99999999999999999999 values, more than 100,000"),
-])
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ("for i in 1..95", "for i in 1..100000000", "the loops of incr_digits make more than 100,000 prompts"),
+        ("for i in 1..95", "for i in 1..1000, j in 1..1000", "the loops of incr_digits make more than 100,000 prompts"),
+        ("s1 = i\n", "s1 = pad(i, 1000000000)\n", "pad to 1000000000 characters, more than 1,000"),
+        ("for i in 1..95", "for i in 1..99999999999999999999", "the loops of incr_digits make more than 100,000 prompts"),
+        ("s1 = i\n", "s1 = len(1..99999999999999999999)\n", "has 99999999999999999999 values, more than 100,000"),
+    ],
+)
 def test_a_spec_cannot_ask_for_unbounded_work(tmp_path, capsys, old, new, message):
     spec = tmp_path / "big.circ"
     spec.write_text((SPECS / "organism_incr_digits.circ").read_text().replace(old, new, 1))
@@ -162,13 +171,16 @@ role "r": 0.0
 """
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("rows.csv", b"s1,s2,answer,wrong\n1,2,caf\xe9,2\n", "rows.csv line 2: byte 0xe9 is not UTF-8 text"),
-    ("rows.jsonl", b'{"s1": 1}\n\xff\n', "rows.jsonl line 2: byte 0xff is not UTF-8 text"),
-    ("rows.csv", b"s1,s2,answer,wrong\n" + b"x" * 200_000 + b",2,3,2\n", "rows.csv line 2: field larger than field limit"),
-    ("rows.jsonl", b'{"s1": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n", "rows.jsonl line 1: a number too long or nesting"),
-    ("rows.jsonl", b'{"s1": ' + b"9" * 5000 + b"}\n", "rows.jsonl line 1: a number too long or nesting"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("rows.csv", b"s1,s2,answer,wrong\n1,2,caf\xe9,2\n", "rows.csv line 2: byte 0xe9 is not UTF-8 text"),
+        ("rows.jsonl", b'{"s1": 1}\n\xff\n', "rows.jsonl line 2: byte 0xff is not UTF-8 text"),
+        ("rows.csv", b"s1,s2,answer,wrong\n" + b"x" * 200_000 + b",2,3,2\n", "rows.csv line 2: field larger than field limit"),
+        ("rows.jsonl", b'{"s1": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n", "rows.jsonl line 1: a number too long or nesting"),
+        ("rows.jsonl", b'{"s1": ' + b"9" * 5000 + b"}\n", "rows.jsonl line 1: a number too long or nesting"),
+    ],
+)
 def test_a_hostile_data_file_is_a_data_error_at_the_from_line(tmp_path, capsys, name, content, message):
     (tmp_path / name).write_bytes(content)
     spec = tmp_path / "spec.circ"

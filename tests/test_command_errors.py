@@ -28,16 +28,17 @@ def test_an_unwritable_output_is_a_runtime_error(tmp_path: Path, capsys) -> None
     blocked = tmp_path / "file"
     blocked.write_text("")
     assert main(["export", str(SPECS / "organism_ioi.circ"), "-o", str(blocked / "g.json")]) == 3
-    assert main(["compare", str(SPECS / "organism_ioi.circ"), str(SPECS / "organism_months.circ"), "--no-transfer",
-                 "-o", str(blocked / "c.json")]) == 3
+    assert (
+        main(["compare", str(SPECS / "organism_ioi.circ"), str(SPECS / "organism_months.circ"), "--no-transfer", "-o", str(blocked / "c.json")])
+        == 3
+    )
     assert "cannot write" in capsys.readouterr().err
 
 
 def test_import_with_a_name_that_is_not_a_circuit_name_says_so(tmp_path: Path, capsys) -> None:
     graph = tmp_path / "g.json"
     assert main(["export", str(SPECS / "organism_ioi.circ"), "-o", str(graph)]) == 0
-    code = main(["import", str(graph), "--base", str(SPECS / "organism_ioi.circ"), "--name", "bad name",
-                 "-o", str(tmp_path / "i.circ")])
+    code = main(["import", str(graph), "--base", str(SPECS / "organism_ioi.circ"), "--name", "bad name", "-o", str(tmp_path / "i.circ")])
     assert code == 2 and "syntax error" in capsys.readouterr().err
 
 

@@ -22,18 +22,24 @@ from circuitlang.verification.compare import Comparison, overlap, transfer_block
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 
+
 def _prompts(slots: int, count: int) -> str:
     names = [f"s{i + 1}" for i in range(slots)]
-    return (f'prompts p {{\n  template "{" ".join("{" + n + "}" for n in names)}"\n  for i in 1..{count}\n'
-            + "".join(f"  {n} = i + {k}\n" for k, n in enumerate(names))
-            + f"  answer = i + {slots}\n  wrong = i + {slots - 1}\n"
-            + f"  corrupt random {{\n    {', '.join(names)} = random 1..99\n  }}\n}}")
+    return (
+        f'prompts p {{\n  template "{" ".join("{" + n + "}" for n in names)}"\n  for i in 1..{count}\n'
+        + "".join(f"  {n} = i + {k}\n" for k, n in enumerate(names))
+        + f"  answer = i + {slots}\n  wrong = i + {slots - 1}\n"
+        + f"  corrupt random {{\n    {', '.join(names)} = random 1..99\n  }}\n}}"
+    )
 
 
-def _spec(tmp_path: Path, name: str, circuit: str, slots: int = 4, count: int = 8, model: str = "organism:seqcont",
-          settings: str = "") -> ir.Spec:
-    text = (f"circuitlang 1\ncircuit {name} on \"{model}\"\n{settings}\n{_prompts(slots, count)}\n"
-            f"metric logit_diff(answer, wrong)\nablate mean of corrupt\n{circuit}\n")
+def _spec(
+    tmp_path: Path, name: str, circuit: str, slots: int = 4, count: int = 8, model: str = "organism:seqcont", settings: str = ""
+) -> ir.Spec:
+    text = (
+        f'circuitlang 1\ncircuit {name} on "{model}"\n{settings}\n{_prompts(slots, count)}\n'
+        f"metric logit_diff(answer, wrong)\nablate mean of corrupt\n{circuit}\n"
+    )
     path = tmp_path / f"{name}.circ"
     path.write_text(text)
     return load_spec(path)
@@ -42,6 +48,7 @@ def _spec(tmp_path: Path, name: str, circuit: str, slots: int = 4, count: int = 
 def _reference_edges(spec: ir.Spec) -> set[tuple[str, str, str]]:
     """Edges a circuit keeps, enumerated the slow obvious way: every pair in residual order (embed,
     then per layer its heads, then its MLP, then logits), one per channel into a head."""
+
     def rank(node: ir.Node) -> float:
         return {"embed": -1.0, "logits": 1e9}.get(node.kind) or 2 * node.layer + (node.kind == "mlp")
 
@@ -61,8 +68,12 @@ def _reference_edges(spec: ir.Spec) -> set[tuple[str, str, str]]:
 def test_overlap_matches_sets_counted_by_hand(tmp_path: Path) -> None:
     a = _spec(tmp_path, "a", 'role "x": 0.1, 1.2\nmlp 0')
     b = _spec(tmp_path, "b", 'role "y": 1.2, 2.3\nmlp 0, 1')
-    c = _spec(tmp_path, "c", 'role "z": 0.1, 2.3\nmlp 1\nedge 0.1 -> 2.3 via v\nedge 2.3 -> logits\nedge mlp 1 -> logits',
-              settings="set embed_edges = declared")
+    c = _spec(
+        tmp_path,
+        "c",
+        'role "z": 0.1, 2.3\nmlp 1\nedge 0.1 -> 2.3 via v\nedge 2.3 -> logits\nedge mlp 1 -> logits',
+        settings="set embed_edges = declared",
+    )
     summaries, result = overlap([a, b, c])
     assert [row.node for row in result.nodes] == ["0.1", "mlp 0", "1.2", "mlp 1", "2.3"]
     assert result.nodes[0].roles == ["x", None, "z"] and result.nodes[3].roles == [None, "mlp", "mlp"]
@@ -129,7 +140,8 @@ def test_transfer_diagonal_is_verify_faithfulness_and_the_table_is_printed(tmp_p
         assert cell.faithfulness.value == pytest.approx(expected.faithfulness.value, abs=1e-9)
         assert cell.normalized_faithfulness.value == pytest.approx(expected.normalized_faithfulness.value, abs=1e-9)
         assert (cell.faithfulness.low, cell.faithfulness.high) == pytest.approx(
-            (expected.faithfulness.low, expected.faithfulness.high), abs=1e-9)
+            (expected.faithfulness.low, expected.faithfulness.high), abs=1e-9
+        )
     # Off the diagonal: the digits circuit on the months prompts is what verify says of a months spec
     # that declares the digits circuit.
     digits = load_spec(SPECS / "organism_incr_digits.circ")
@@ -146,5 +158,4 @@ def test_a_spec_whose_model_does_not_load_gets_na_columns_and_exit_3(tmp_path: P
     assert main(["compare", small.path, hub.path, "--format", "json"]) == 3
     rows = Comparison.model_validate_json(capsys.readouterr().out).transfer.rows
     assert rows[0][0].faithfulness is not None and rows[1][0].not_applicable == "different models"
-    assert all("the model of hub did not load: 'distilgpt2' is not in the local" in cell.not_applicable
-               for cell in (rows[0][1], rows[1][1]))
+    assert all("the model of hub did not load: 'distilgpt2' is not in the local" in cell.not_applicable for cell in (rows[0][1], rows[1][1]))

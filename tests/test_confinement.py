@@ -38,7 +38,7 @@ def project(tmp_path: Path) -> Path:
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "secret.csv").write_text(f"a,b\n{SECRET},{SECRET}\n")
-    (outside / "shared.circ").write_text("circuitlang 1\nlist pets = [\"x\"]\n")
+    (outside / "shared.circ").write_text('circuitlang 1\nlist pets = ["x"]\n')
     folder = tmp_path / "project"
     folder.mkdir()
     (folder / "rows.csv").write_text("a,b\n1,2\n")
@@ -78,8 +78,7 @@ def test_a_symlink_out_of_the_project_is_refused(project, capsys):
 def test_a_corrupt_file_a_used_file_and_a_model_folder_outside_are_refused(project, capsys):
     (project.parent / "outside" / "model").mkdir()
     (project.parent / "outside" / "model" / "config.json").write_text('{"n_layer": 2, "n_head": 2}')
-    spec = write(project, model="../outside/model",
-                 extra='use list pets from "../outside/shared.circ"\ncorrupt file("../outside/secret.csv")\n')
+    spec = write(project, model="../outside/model", extra='use list pets from "../outside/shared.circ"\ncorrupt file("../outside/secret.csv")\n')
     code, out = checked(capsys, str(spec))
     assert code == 2 and SECRET not in out
     assert f"{spec}:2:14: semantic error: the model folder '../outside/model' is outside the project root" in out
@@ -109,8 +108,10 @@ def test_a_used_files_data_path_is_relative_to_that_file(project):
     (project / "lib" / "rows.csv").write_text("a,b\n7,8\n")
     (project / "lib" / "prompts.circ").write_text(SPEC.format(model="gpt2", data="rows.csv").replace("prompts {", "prompts p {"))
     spec = project / "user.circ"
-    spec.write_text('circuitlang 1\ncircuit c on "gpt2"\nuse prompts p from "lib/prompts.circ"\n'
-                    'metric logit_diff(answer, wrong)\nablate zero\nrole "x": 0.1\n')
+    spec.write_text(
+        'circuitlang 1\ncircuit c on "gpt2"\nuse prompts p from "lib/prompts.circ"\n'
+        'metric logit_diff(answer, wrong)\nablate zero\nrole "x": 0.1\n'
+    )
     assert load_spec(spec).prompt_sets[0].source.path == str(project / "lib" / "rows.csv")
 
 

@@ -13,8 +13,7 @@ import pytest
 
 import circuitlang
 from circuitlang.cli import main
-from circuitlang.discover.curves import MIB_FRACTIONS, CurvePoint, FaithfulnessCurve, curve, evaluate_top, \
-    graph_edges, on_graph, top_edges
+from circuitlang.discover.curves import MIB_FRACTIONS, CurvePoint, FaithfulnessCurve, curve, evaluate_top, graph_edges, on_graph, top_edges
 from circuitlang.discover.methods import IGGrid
 from circuitlang.discover.path_patching import LOGITS
 from circuitlang.discover.ranking import Ranking
@@ -41,8 +40,7 @@ def test_top_edges_ranks_by_absolute_score():
 
 
 def test_ties_are_broken_in_computation_order_whatever_the_dict_order():
-    tied = [(head(1, 0), LOGITS, ""), (head(0, 1), head(1, 0), "v"), (head(0, 1), head(1, 0), "q"),
-            (head(0, 0), head(1, 0), "k")]
+    tied = [(head(1, 0), LOGITS, ""), (head(0, 1), head(1, 0), "v"), (head(0, 1), head(1, 0), "q"), (head(0, 0), head(1, 0), "k")]
     for order in (tied, tied[::-1]):
         scores = {key: 1.0 for key in order}
         # receivers in computation order (1.0 before the logits), then senders, then q, k, v
@@ -50,8 +48,7 @@ def test_ties_are_broken_in_computation_order_whatever_the_dict_order():
         assert top_edges(scores, 4) == set(tied)
     scores = {key: 1.0 for key in tied} | {(head(1, 0), LOGITS, ""): 5.0}
     assert top_edges(scores, 2) == {(head(1, 0), LOGITS, ""), (head(0, 0), head(1, 0), "k")}
-    assert top_edges(scores, 3) == {(head(1, 0), LOGITS, ""), (head(0, 0), head(1, 0), "k"),
-                                    (head(0, 1), head(1, 0), "q")}
+    assert top_edges(scores, 3) == {(head(1, 0), LOGITS, ""), (head(0, 0), head(1, 0), "k"), (head(0, 1), head(1, 0), "q")}
 
 
 def test_edges_that_do_not_reach_the_logits_are_pruned():
@@ -117,8 +114,7 @@ def task(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("curves")
     build_copy_model(root / "micro")
     path = root / "task.circ"
-    path.write_text(SPEC % {"words": json.dumps(WORDS), "metric": "logit_diff(answer, wrong)", "circuit": "",
-                            "claims": ""})
+    path.write_text(SPEC % {"words": json.dumps(WORDS), "metric": "logit_diff(answer, wrong)", "circuit": "", "claims": ""})
     return path
 
 
@@ -151,8 +147,7 @@ def test_one_batched_call_equals_each_circuit_evaluated_alone(micro: Scorer):
         metric = alone * micro.f_model  # scorer.faithfulness is F(C) / F(M)
         assert (point.k, point.edges, point.nodes) == (k, len(edges), len(nodes))
         assert point.metric == pytest.approx(metric, rel=1e-6, abs=1e-9)
-        assert point.normalized_faithfulness == pytest.approx((metric - micro.f_empty) / (micro.f_model - micro.f_empty),
-                                                   rel=1e-6, abs=1e-9)
+        assert point.normalized_faithfulness == pytest.approx((metric - micro.f_empty) / (micro.f_model - micro.f_empty), rel=1e-6, abs=1e-9)
 
 
 def test_the_known_circuit_ranked_first_is_faithful_at_its_own_size(micro: Scorer):
@@ -189,7 +184,7 @@ def test_with_declared_embedding_edges_the_graph_is_eap_igs(task: Path):
 # ---- MIB's evaluate_area_under_curve, written out -----------------------------------------------------------
 
 
-MIB_PERCENTAGES = (.001, .002, .005, .01, .02, .05, .1, .2, .5, 1)
+MIB_PERCENTAGES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1)
 
 
 def mib_area_under_curve(scorer: Scorer, scores: dict, absolute: bool) -> tuple[list[float], float, float]:
@@ -199,8 +194,10 @@ def mib_area_under_curve(scorer: Scorer, scores: dict, absolute: bool) -> tuple[
     pruned to the edges that reach the logits and evaluated by the engine, as docs/discover.md says."""
     order = sorted(scores, key=lambda edge: -(abs(scores[edge]) if absolute else scores[edge]))
     empty = _mean_metric(scorer, set())
-    faithfulnesses = [(_mean_metric(scorer, _reaching_logits(set(order[:int(pct * len(order))]))) - empty)
-                      / (scorer.f_model - empty) for pct in MIB_PERCENTAGES]
+    faithfulnesses = [
+        (_mean_metric(scorer, _reaching_logits(set(order[: int(pct * len(order))]))) - empty) / (scorer.f_model - empty)
+        for pct in MIB_PERCENTAGES
+    ]
     area_under, area_from_1 = 0.0, 0.0
     for i in range(len(faithfulnesses) - 1):
         width = MIB_PERCENTAGES[i + 1] - MIB_PERCENTAGES[i]
@@ -297,8 +294,7 @@ def test_rank_signed_ranks_a_graphs_edges_by_signed_score(task: Path, tmp_path: 
     curves = {}
     for rank, by in (("abs", "by |score|"), ("signed", "by signed score")):
         out_json, out_svg = tmp_path / f"{rank}.json", tmp_path / f"{rank}.svg"
-        assert main(["curve", str(task), "--graph", str(graph), "--rank", rank, "--json", str(out_json),
-                     "--plot", str(out_svg)]) == 0
+        assert main(["curve", str(task), "--graph", str(graph), "--rank", rank, "--json", str(out_json), "--plot", str(out_svg)]) == 0
         printed = capsys.readouterr().out
         assert f"edges ranked {by}: CPR" in printed and f"edges ranked {by};" in printed
         assert f"edges ranked {by}" in ElementTree.parse(out_svg).getroot().findtext("{http://www.w3.org/2000/svg}text")
@@ -319,13 +315,13 @@ def test_the_command_scores_eap_ig_on_the_grid_it_names(tiny_spec: Path, tiny: S
     written = {}
     for grid in IGGrid:
         out = tmp_path / f"{grid.value}.json"
-        assert main(["curve", str(tiny_spec), "--method", "eap-ig", "--steps", "2", "--ig-grid", grid.value,
-                     "--json", str(out)]) == 0
+        assert main(["curve", str(tiny_spec), "--method", "eap-ig", "--steps", "2", "--ig-grid", grid.value, "--json", str(out)]) == 0
         [written[grid]] = json.loads(out.read_text())["curves"]
         assert written[grid]["label"] == f"eap-ig (2 steps, {grid.value} grid)"
         expected = curve(tiny, edge_scores(tiny, "eap-ig", 2, grid))
-        assert [p["normalized_faithfulness"] for p in written[grid]["points"]] == \
-            pytest.approx([p.normalized_faithfulness for p in expected.points], abs=1e-9)
+        assert [p["normalized_faithfulness"] for p in written[grid]["points"]] == pytest.approx(
+            [p.normalized_faithfulness for p in expected.points], abs=1e-9
+        )
     assert written[IGGrid.LEFT]["points"] != written[IGGrid.RIGHT]["points"]  # the grid changes the ranking here
 
 
@@ -359,12 +355,16 @@ def test_an_unknown_prompt_set_is_refused_before_the_model_loads(task: Path, tmp
     assert str(task) in error and "'cpy'" in error and "copy" in error and "Traceback" not in error
 
 
-@pytest.mark.parametrize("options, message", [
-    ([], "give the scores: --graph GRAPH.json"),
-    (["--graph", "g.json", "--steps", "3"], "--steps applies to --method eap-ig only"),
-    (["--graph", "g.json", "--plot", "x.png"], "the plot is written as SVG"),
-    (["--graph", "g.json", "--ig-grid", "left"], "--ig-grid applies to --method eap-ig only"),
-    (["--graph", "g.json", "--rank", "sign"], "argument --rank: 'sign': did you mean 'signed'?")])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ([], "give the scores: --graph GRAPH.json"),
+        (["--graph", "g.json", "--steps", "3"], "--steps applies to --method eap-ig only"),
+        (["--graph", "g.json", "--plot", "x.png"], "the plot is written as SVG"),
+        (["--graph", "g.json", "--ig-grid", "left"], "--ig-grid applies to --method eap-ig only"),
+        (["--graph", "g.json", "--rank", "sign"], "argument --rank: 'sign': did you mean 'signed'?"),
+    ],
+)
 def test_bad_options_are_refused(task: Path, capsys, options: list[str], message: str):
     """Each for its own reason, before the graph file (which does not exist) is read."""
     assert main(["curve", str(task), *options]) == 2
@@ -377,7 +377,6 @@ def test_a_curve_whose_zero_is_the_model_is_refused(tmp_path, capsys):
     from tests.conftest import SPECS
 
     spec = tmp_path / "same.circ"
-    spec.write_text((SPECS / "organism_months.circ").read_text().replace("  wrong = months[i + 3]",
-                                                                           "  wrong = months[i + 4]"))
+    spec.write_text((SPECS / "organism_months.circ").read_text().replace("  wrong = months[i + 3]", "  wrong = months[i + 4]"))
     assert main(["curve", str(spec), "--method", "eap"]) == 2
     assert "the model and the graph without edges give the same mean metric (0)" in capsys.readouterr().err

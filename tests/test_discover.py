@@ -30,8 +30,7 @@ def micro(tmp_path_factory) -> Scorer:
     root = tmp_path_factory.mktemp("micro")
     build_copy_model(root / "micro")
     path = root / "task.circ"
-    path.write_text(SPEC % {"words": json.dumps(WORDS), "metric": "logit_diff(answer, wrong)", "circuit": "",
-                            "claims": ""})
+    path.write_text(SPEC % {"words": json.dumps(WORDS), "metric": "logit_diff(answer, wrong)", "circuit": "", "claims": ""})
     return Scorer(open_session(circuitlang.load(path)))
 
 
@@ -76,8 +75,7 @@ def _patched_by_hand(scorer: Scorer, head_index: int) -> float:
         return z
 
     with torch.no_grad():
-        logits = bridge.run_with_hooks(template.clean, fwd_hooks=[(z_name, patch_z),
-                                                                  (mlp_name, lambda out, hook: clean[mlp_name])])
+        logits = bridge.run_with_hooks(template.clean, fwd_hooks=[(z_name, patch_z), (mlp_name, lambda out, hook: clean[mlp_name])])
     end = logits[:, template.positions["end"]]
     rows = torch.arange(template.n_prompts)
     diff = end[rows, single_ids(template, "answer")] - end[rows, single_ids(template, "wrong")]
@@ -201,8 +199,13 @@ def micro_root(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_a_spec_with_two_prompt_sets_gets_a_claim_and_positions_that_hold_where_it_was_searched(micro_root, capsys):
-    other = COPY.replace("prompts copy", "prompts other").replace("{s1} {s2} {s3}", "{a} {b} {c}") \
-        .replace("s1", "a").replace("s2", "b").replace("s3", "c")
+    other = (
+        COPY.replace("prompts copy", "prompts other")
+        .replace("{s1} {s2} {s3}", "{a} {b} {c}")
+        .replace("s1", "a")
+        .replace("s2", "b")
+        .replace("s3", "c")
+    )
     spec = _micro_spec(micro_root, "two.circ", f"{COPY}\n{other}\nmetric logit_diff(answer, wrong)\nablate mean of corrupt")
     out = micro_root / "two_found.circ"
     assert main(["discover", str(spec), "--method", "prune", "--include-mlps", "-o", str(out)]) == 0
@@ -215,17 +218,24 @@ def test_a_spec_with_two_prompt_sets_gets_a_claim_and_positions_that_hold_where_
 
 
 def test_templates_with_different_slots_name_roles_by_the_positions_they_share(micro_root):
-    two_templates = COPY.replace('template "{s1} {s2} {s3}"', 'template "{s1} {s2} {s3}"\n  template "{s1} {x} {s3}"') \
-        .replace("s1, s2, s3 = random animals distinct", "s1, s2, s3 = random animals distinct\n  x = s2")
+    two_templates = COPY.replace('template "{s1} {s2} {s3}"', 'template "{s1} {s2} {s3}"\n  template "{s1} {x} {s3}"').replace(
+        "s1, s2, s3 = random animals distinct", "s1, s2, s3 = random animals distinct\n  x = s2"
+    )
     spec = _micro_spec(micro_root, "tpl.circ", f"{two_templates}\nmetric logit_diff(answer, wrong)\nablate mean of corrupt")
     out = micro_root / "tpl_found.circ"
     assert main(["discover", str(spec), "--method", "prune", "--include-mlps", "-o", str(out)]) == 0
     assert 'role "end reads s1' in out.read_text()
 
 
-@pytest.mark.parametrize("options, says", [
-    (["--target", "nan"], "--target"), (["--percentile", "150"], "percentile lies in 0..100"),
-    (["--name", "my circuit"], "a circuit name is"), (["-o", "x.txt"], "must be a .circ file")])
+@pytest.mark.parametrize(
+    "options, says",
+    [
+        (["--target", "nan"], "--target"),
+        (["--percentile", "150"], "percentile lies in 0..100"),
+        (["--name", "my circuit"], "a circuit name is"),
+        (["-o", "x.txt"], "must be a .circ file"),
+    ],
+)
 def test_bad_options_are_refused_before_the_model_loads(micro_root, capsys, options, says):
     spec = _micro_spec(micro_root, "opts.circ", f"{COPY}\nmetric logit_diff(answer, wrong)\nablate mean of corrupt")
     args = ["discover", str(spec), "--method", "path-patching", "-o", str(micro_root / "o.circ"), *options]
@@ -233,13 +243,22 @@ def test_bad_options_are_refused_before_the_model_loads(micro_root, capsys, opti
     assert says in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("body, method, says", [
-    (f"{COPY}\nmetric logprob(answer)\nablate mean of corrupt", "prune", "is not positive"),
-    (COPY.replace("  corrupt random { s1, s2, s3 = random animals distinct }\n", "")
-     + "\nmetric logit_diff(answer, wrong)\nablate zero", "path-patching", "has no corruption"),
-    (f"{COPY}\nmetric logit_diff(answer, wrong)\nablate mean of corrupt\nset embed_edges = declared", "path-patching",
-     "embed_edges = declared"),
-])
+@pytest.mark.parametrize(
+    "body, method, says",
+    [
+        (f"{COPY}\nmetric logprob(answer)\nablate mean of corrupt", "prune", "is not positive"),
+        (
+            COPY.replace("  corrupt random { s1, s2, s3 = random animals distinct }\n", "") + "\nmetric logit_diff(answer, wrong)\nablate zero",
+            "path-patching",
+            "has no corruption",
+        ),
+        (
+            f"{COPY}\nmetric logit_diff(answer, wrong)\nablate mean of corrupt\nset embed_edges = declared",
+            "path-patching",
+            "embed_edges = declared",
+        ),
+    ],
+)
 def test_searches_that_would_mean_nothing_are_refused_with_the_reason(micro_root, capsys, body, method, says):
     spec = _micro_spec(micro_root, "refused.circ", body)
     out = micro_root / "refused_found.circ"
@@ -264,8 +283,13 @@ def _acdc_by_the_book(scorer: Scorer, within: list, threshold: float) -> set:
 
     order = sorted(within, key=node_order)
     channels = {"head": ("q", "k", "v")}
-    edges = {(s, r, c) for r in order + [LOGITS] for s in order
-             if s != r and (r == LOGITS or micro_precedes(s, r)) for c in channels.get(r.kind, ("",))}
+    edges = {
+        (s, r, c)
+        for r in order + [LOGITS]
+        for s in order
+        if s != r and (r == LOGITS or micro_precedes(s, r))
+        for c in channels.get(r.kind, ("",))
+    }
 
     def kl(candidate):
         return scorer.means([variant_of(order, as_edges(candidate))], scorer.kl_readout())[0]

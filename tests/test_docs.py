@@ -9,8 +9,11 @@ import pytest
 from tests.conftest import ROOT, errors_of
 
 LANGUAGE = (ROOT / "docs" / "language.md").read_text()
-EXAMPLES = [block for block in re.findall(r"```circ\n(.*?)```", LANGUAGE, flags=re.S)
-            if block.startswith("circuitlang 1") and not re.search(r'^\s*(use |from ")|file\(', block, flags=re.M)]
+EXAMPLES = [
+    block
+    for block in re.findall(r"```circ\n(.*?)```", LANGUAGE, flags=re.S)
+    if block.startswith("circuitlang 1") and not re.search(r'^\s*(use |from ")|file\(', block, flags=re.M)
+]
 
 
 def test_the_reference_has_examples():

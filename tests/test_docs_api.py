@@ -81,8 +81,7 @@ def test_without_pandas_a_table_is_a_numpy_structured_array(namespace, monkeypat
 
 
 def test_structured_arrays_keep_types():
-    rows = [{"name": "0.1", "count": 3, "value": 0.5, "needed": True},
-            {"name": "mlp 2", "count": 4, "value": float("nan"), "needed": False}]
+    rows = [{"name": "0.1", "count": 3, "value": 0.5, "needed": True}, {"name": "mlp 2", "count": 4, "value": float("nan"), "needed": False}]
     table = structured(rows)
     assert table.dtype["count"] == np.int64 and table.dtype["value"] == np.float64 and table.dtype["needed"] == np.bool_
     assert table["name"].tolist() == ["0.1", "mlp 2"]

@@ -18,8 +18,10 @@ from circuitlang.report.diagram import EDGE_COLOUR, NEUTRAL, ROLE_COLOURS, SPEC_
 from tests.conftest import ROOT, SPECS
 
 ORGANISM = [SPECS / f"organism_{name}.circ" for name in ("incr_digits", "months", "number_words")]
-SMALL = ('circuitlang 1\ncircuit {name} on "gpt2"\nprompts {{ template "{{a}}"; a = 1; answer = 2; wrong = 3 }}\n'
-         'metric logit_diff(answer, wrong)\nablate zero\n{body}\n')
+SMALL = (
+    'circuitlang 1\ncircuit {name} on "gpt2"\nprompts {{ template "{{a}}"; a = 1; answer = 2; wrong = 3 }}\n'
+    "metric logit_diff(answer, wrong)\nablate zero\n{body}\n"
+)
 
 
 def expected_rank(node: ir.Node) -> str:
@@ -91,8 +93,7 @@ def test_shared_nodes_are_marked_with_their_specs(tmp_path):
     union = set().union(*(kept_graph_edges(load_spec(path)) for path in paths))
     assert diagram.caption == f"7 nodes (5 shared), 0 declared edges, {len(union)} graph edges"
     sizes = [spec.size for spec in diagram.specs]
-    assert sizes == [f"{n} nodes, 0 declared edges, {len(kept_graph_edges(load_spec(p)))} graph edges"
-                     for n, p in zip((6, 5, 5), paths)]
+    assert sizes == [f"{n} nodes, 0 declared edges, {len(kept_graph_edges(load_spec(p)))} graph edges" for n, p in zip((6, 5, 5), paths)]
     assert [(s.tag, s.name) for s in diagram.specs] == [("A", "a"), ("B", "b"), ("C", "c")]
 
 
@@ -142,8 +143,11 @@ def test_dot_source_puts_each_layer_on_one_rank(tmp_path):
     path = tmp_path / "gt.dot"
     assert main(["draw", str(SPECS / "greater_than.circ"), "-o", str(path)]) == 0
     graph = pygraphviz.AGraph(str(path))
-    ranks = [sorted(str(n) for n in sub.nodes() if not str(n).startswith("axis:"))
-             for sub in graph.subgraphs() if sub.graph_attr.get("rank") == "same"]
+    ranks = [
+        sorted(str(n) for n in sub.nodes() if not str(n).startswith("axis:"))
+        for sub in graph.subgraphs()
+        if sub.graph_attr.get("rank") == "same"
+    ]
     spec = load_spec(SPECS / "greater_than.circ")
     by_rank: dict[str, list[str]] = {}
     for member in spec.circuit.nodes:
@@ -164,9 +168,11 @@ def test_spec_errors_exit_2(write_spec, capsys, tmp_path):
 
 @pytest.mark.slow
 def test_check_does_not_import_plotting_libraries():
-    code = ("import sys; from circuitlang.cli import main; "
-            f"assert main(['check', {str(SPECS / 'ioi.circ')!r}]) == 0; "
-            "bad = [m for m in ('pygraphviz', 'matplotlib', 'torch') if m in sys.modules]; assert not bad, bad")
+    code = (
+        "import sys; from circuitlang.cli import main; "
+        f"assert main(['check', {str(SPECS / 'ioi.circ')!r}]) == 0; "
+        "bad = [m for m in ('pygraphviz', 'matplotlib', 'torch') if m in sys.modules]; assert not bad, bad"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
@@ -192,6 +198,5 @@ def test_an_edge_eap_igs_graph_lacks_is_drawn_without_a_graph_edge_count(write_s
     path = write_spec(text.replace('on "gpt2"', 'on "EleutherAI/pythia-70m"'))
     assert main(["check", "--no-tokenize", str(path)]) == 0
     diagram = build_diagram([load_spec(path)])
-    assert diagram.caption == "3 nodes, 3 declared edges, graph edges n/a (a declared edge is not in EAP-IG's graph " \
-                              "of this model)"
+    assert diagram.caption == "3 nodes, 3 declared edges, graph edges n/a (a declared edge is not in EAP-IG's graph of this model)"
     assert main(["draw", str(path), "-o", str(tmp_path / "c.svg")]) == 0

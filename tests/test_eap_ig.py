@@ -60,10 +60,16 @@ def test_node_and_edge_names_parse_as_eap_ig_writes_them() -> None:
     assert parse_edge("m3->logits") == (parse_node("m3"), parse_node("logits"), None)
 
 
-@pytest.mark.parametrize("name, says", [
-    ("a0.h1->a2.h3", "needs a channel"), ("a0.h1->m2<q>", "has no channel"), ("a0.h1-a2.h3<q>", "SENDER->RECEIVER"),
-    ("a0.h1->a2.h3<x>", "needs a channel"), ("b0->m1", "'b0' is not an EAP-IG node name"),
-])
+@pytest.mark.parametrize(
+    "name, says",
+    [
+        ("a0.h1->a2.h3", "needs a channel"),
+        ("a0.h1->m2<q>", "has no channel"),
+        ("a0.h1-a2.h3<q>", "SENDER->RECEIVER"),
+        ("a0.h1->a2.h3<x>", "needs a channel"),
+        ("b0->m1", "'b0' is not an EAP-IG node name"),
+    ],
+)
 def test_bad_edge_names_say_what_is_wrong(name: str, says: str) -> None:
     with pytest.raises(ValueError, match=says):
         parse_edge(name)
@@ -78,15 +84,20 @@ def test_export_lists_every_node_and_edge_of_the_model(spec_name: str, layers: i
     nodes, edges = reference_graph(layers, heads)
     assert list(data["nodes"]) == nodes
     assert sorted(data["edges"]) == sorted(edges) and len(data["edges"]) == len(edges)
-    assert data["cfg"] == {"n_layers": layers, "n_heads": heads, "parallel_attn_mlp": False,
-                           "d_model": 128 if spec_name.startswith("organism") else 768}
+    assert data["cfg"] == {
+        "n_layers": layers,
+        "n_heads": heads,
+        "parallel_attn_mlp": False,
+        "d_model": 128 if spec_name.startswith("organism") else 768,
+    }
 
 
 def test_parallel_attention_and_mlp_have_no_head_to_mlp_edge_in_their_layer(tmp_path: Path) -> None:
     folder = tmp_path / "neox"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"model_type": "gpt_neox", "num_hidden_layers": 3,
-                                                    "num_attention_heads": 2, "hidden_size": 16}))
+    (folder / "config.json").write_text(
+        json.dumps({"model_type": "gpt_neox", "num_hidden_layers": 3, "num_attention_heads": 2, "hidden_size": 16})
+    )
     spec_path = tmp_path / "s.circ"
     spec_path.write_text(_small_spec('"./neox"', 'role "r": 0.1, 1.0\nmlp 1\n'))
     spec = load_spec(spec_path)
@@ -98,10 +109,12 @@ def test_parallel_attention_and_mlp_have_no_head_to_mlp_edge_in_their_layer(tmp_
 
 
 def _small_spec(model: str, circuit: str, settings: str = "") -> str:
-    return (f"circuitlang 1\ncircuit small on {model}\n{settings}\nprompts p {{\n  template \"{{s1}} {{s2}}\"\n"
-            "  for i in 1..9\n  s1 = i\n  s2 = i + 1\n  answer = i + 2\n  wrong = i\n"
-            "  corrupt random {\n    s1, s2 = random 1..9\n  }\n}\nmetric logit_diff(answer, wrong)\n"
-            f"ablate mean of corrupt\n{circuit}")
+    return (
+        f'circuitlang 1\ncircuit small on {model}\n{settings}\nprompts p {{\n  template "{{s1}} {{s2}}"\n'
+        "  for i in 1..9\n  s1 = i\n  s2 = i + 1\n  answer = i + 2\n  wrong = i\n"
+        "  corrupt random {\n    s1, s2 = random 1..9\n  }\n}\nmetric logit_diff(answer, wrong)\n"
+        f"ablate mean of corrupt\n{circuit}"
+    )
 
 
 def test_a_node_circuit_exports_every_edge_among_its_nodes(tmp_path: Path) -> None:
@@ -109,8 +122,9 @@ def test_a_node_circuit_exports_every_edge_among_its_nodes(tmp_path: Path) -> No
     path.write_text(_small_spec('"organism:seqcont"', 'role "r": 0.0, 0.2, 1.1, 1.3\nmlp 0..3\n'))
     spec = load_spec(path)  # no edges
     kept = {"a0.h0", "a0.h2", "a1.h1", "a1.h3", "m0", "m1", "m2", "m3"}
-    expected = {e for e in reference_graph(4, 8)[1]
-                if e.split("->")[0] in kept | {"input"} and e.split("->")[1].split("<")[0] in kept | {"logits"}}
+    expected = {
+        e for e in reference_graph(4, 8)[1] if e.split("->")[0] in kept | {"input"} and e.split("->")[1].split("<")[0] in kept | {"logits"}
+    }
     data = export_graph(spec)
     assert _in_graph(data) == expected
     assert {n for n, v in data["nodes"].items() if v["in_graph"]} == kept | {"input", "logits"}
@@ -118,16 +132,22 @@ def test_a_node_circuit_exports_every_edge_among_its_nodes(tmp_path: Path) -> No
 
 
 def test_declared_edges_export_as_declared_plus_the_embedding_edges(tmp_path: Path) -> None:
-    circuit = ('role "r": 0.1, 2.3\nmlp 1\nedge 0.1 -> 2.3 via v\nedge 0.1 -> mlp 1\nedge mlp 1 -> logits\n'
-               'edge 2.3 -> logits\n')
+    circuit = 'role "r": 0.1, 2.3\nmlp 1\nedge 0.1 -> 2.3 via v\nedge 0.1 -> mlp 1\nedge mlp 1 -> logits\nedge 2.3 -> logits\n'
     path = tmp_path / "s.circ"
     path.write_text(_small_spec('"organism:seqcont"', circuit))
     declared = {"a0.h1->a2.h3<v>", "a0.h1->m1", "m1->logits", "a2.h3->logits"}
-    embed = {"input->a0.h1<q>", "input->a0.h1<k>", "input->a0.h1<v>", "input->a2.h3<q>", "input->a2.h3<k>",
-             "input->a2.h3<v>", "input->m1", "input->logits"}
+    embed = {
+        "input->a0.h1<q>",
+        "input->a0.h1<k>",
+        "input->a0.h1<v>",
+        "input->a2.h3<q>",
+        "input->a2.h3<k>",
+        "input->a2.h3<v>",
+        "input->m1",
+        "input->logits",
+    }
     assert _in_graph(export_graph(load_spec(path))) == declared | embed
-    path.write_text(_small_spec('"organism:seqcont"', circuit + "edge embed -> 0.1 via q\n",
-                                "set embed_edges = declared"))
+    path.write_text(_small_spec('"organism:seqcont"', circuit + "edge embed -> 0.1 via q\n", "set embed_edges = declared"))
     assert _in_graph(export_graph(load_spec(path))) == declared | {"input->a0.h1<q>"}
 
 
@@ -159,8 +179,7 @@ def test_positions_are_dropped_with_a_warning() -> None:
 @pytest.mark.parametrize("spec_name", fast_cases(["greater_than", "ioi", "incr_digits", "organism_months"], ("organism_months",)))
 def test_round_trip_spec_to_graph_to_spec_keeps_nodes_and_edges(spec_name: str) -> None:
     spec = load_spec(SPECS / f"{spec_name}.circ")
-    back = import_graph(json.loads(json.dumps(export_graph(spec))), "g.json", spec.shape,
-                        embed_edges=spec.settings.embed_edges)
+    back = import_graph(json.loads(json.dumps(export_graph(spec))), "g.json", spec.shape, embed_edges=spec.settings.embed_edges)
     assert {m.node for m in back.circuit.nodes} == {m.node for m in spec.circuit.nodes}
     assert _edge_set(back.circuit) == _edge_set(spec.circuit)
     assert back.embed_edges == spec.settings.embed_edges and back.warnings == ()
@@ -172,8 +191,9 @@ def test_round_trip_with_declared_embedding_edges(tmp_path: Path) -> None:
     path.write_text(_small_spec('"organism:seqcont"', circuit, "set embed_edges = declared"))
     spec = load_spec(path)
     back = import_graph(export_graph(spec, legacy=True), "g.json", spec.shape, embed_edges="declared")
-    assert _edge_set(back.circuit) == _edge_set(spec.circuit) == {
-        ("embed", "0.1", ("k",)), ("0.1", "2.3", ("q", "k", "v")), ("2.3", "logits", ())}
+    assert (
+        _edge_set(back.circuit) == _edge_set(spec.circuit) == {("embed", "0.1", ("k",)), ("0.1", "2.3", ("q", "k", "v")), ("2.3", "logits", ())}
+    )
     # Into a spec that keeps every embedding edge, the same graph asks for `embed_edges = declared`.
     assert import_graph(export_graph(spec), "g.json", spec.shape).embed_edges == "declared"
 
@@ -194,10 +214,14 @@ def test_a_hand_written_graph_imports_to_the_expected_circuit() -> None:
     scores = {"a0.h1->a2.h0<k>": 0.25, "a0.h1->a2.h0<v>": -0.5, "m2->logits": 1.5}
     for legacy in (False, True):
         got = import_graph(_hand_written(scores, chosen, legacy), "g.json", ORGANISM)
-        assert [(str(m.node), m.role) for m in got.circuit.nodes] == [("0.1", "imported head"),
-                                                                      ("2.0", "imported head"), ("mlp 2", "mlp")]
-        assert _edge_set(got.circuit) == {("embed", "0.1", ("v",)), ("0.1", "2.0", ("k", "v")),
-                                          ("2.0", "mlp 2", ()), ("mlp 2", "logits", ()), ("embed", "logits", ())}
+        assert [(str(m.node), m.role) for m in got.circuit.nodes] == [("0.1", "imported head"), ("2.0", "imported head"), ("mlp 2", "mlp")]
+        assert _edge_set(got.circuit) == {
+            ("embed", "0.1", ("v",)),
+            ("0.1", "2.0", ("k", "v")),
+            ("2.0", "mlp 2", ()),
+            ("mlp 2", "logits", ()),
+            ("embed", "logits", ()),
+        }
         assert got.embed_edges == "declared" and (got.selected, got.total) == (6, len(reference_graph(4, 8)[1]))
         h01, h20, m2 = (parse_node(n) for n in ("a0.h1", "a2.h0", "m2"))
         assert got.edge_scores[(h01, h20)] == {"k": 0.25, "v": -0.5}
@@ -206,8 +230,9 @@ def test_a_hand_written_graph_imports_to_the_expected_circuit() -> None:
 
 def test_a_graph_complete_among_its_nodes_is_a_node_circuit() -> None:
     nodes = {"a1.h2", "m3"}
-    chosen = {e for e in reference_graph(4, 8)[1]
-              if e.split("->")[0] in nodes | {"input"} and e.split("->")[1].split("<")[0] in nodes | {"logits"}}
+    chosen = {
+        e for e in reference_graph(4, 8)[1] if e.split("->")[0] in nodes | {"input"} and e.split("->")[1].split("<")[0] in nodes | {"logits"}
+    }
     got = import_graph(_hand_written({}, chosen), "g.json", ORGANISM)
     assert {str(m.node) for m in got.circuit.nodes} == {"1.2", "mlp 3"} and got.circuit.edges == ()
 
@@ -225,21 +250,26 @@ def test_top_n_takes_the_largest_scores_then_prunes_as_eap_ig_does() -> None:
         import_graph(_hand_written({}, set()), "g.json", ORGANISM, top=3)
 
 
-@pytest.mark.parametrize("edit, says", [
-    (lambda d: d["nodes"].update({"a9h9": {"in_graph": True}}), "g.json: node 'a9h9' is not an EAP-IG node name"),
-    (lambda d: d["edges"].update({"a0.h0->a1.h0": {"score": 0.0, "in_graph": True}}),
-     "edge 'a0.h0->a1.h0' is not an EAP-IG edge name: an edge into the head a1.h0 needs a channel"),
-    (lambda d: d["edges"].update({"a2.h0->a1.h0<q>": {"score": 0.0, "in_graph": True}}),
-     "edge 'a2.h0->a1.h0<q>' does not exist: a2.h0 cannot write into a1.h0"),
-    (lambda d: d["edges"].update({"a1.h0->a1.h1<q>": {"score": 0.0, "in_graph": True}}), "does not exist"),
-    (lambda d: d["edges"].update({"a5.h0->logits": {"score": 0.0, "in_graph": True}}),
-     "a5.h0 names layer 5, but the model has layers 0-3"),
-    (lambda d: d["nodes"].update({"a0.h8": {"in_graph": True}}), "names head 8, but layers have heads 0-7"),
-    (lambda d: d["edges"].update({"m0->logits": {"score": "high", "in_graph": True}}), "expected {\"score\""),
-    (lambda d: d["cfg"].update({"n_layers": 12, "n_heads": 12}),
-     "12 layers x 12 heads, but the base spec's model has 4 x 8"),
-    (lambda d: d.pop("edges"), "not an EAP-IG graph file"),
-])
+@pytest.mark.parametrize(
+    "edit, says",
+    [
+        (lambda d: d["nodes"].update({"a9h9": {"in_graph": True}}), "g.json: node 'a9h9' is not an EAP-IG node name"),
+        (
+            lambda d: d["edges"].update({"a0.h0->a1.h0": {"score": 0.0, "in_graph": True}}),
+            "edge 'a0.h0->a1.h0' is not an EAP-IG edge name: an edge into the head a1.h0 needs a channel",
+        ),
+        (
+            lambda d: d["edges"].update({"a2.h0->a1.h0<q>": {"score": 0.0, "in_graph": True}}),
+            "edge 'a2.h0->a1.h0<q>' does not exist: a2.h0 cannot write into a1.h0",
+        ),
+        (lambda d: d["edges"].update({"a1.h0->a1.h1<q>": {"score": 0.0, "in_graph": True}}), "does not exist"),
+        (lambda d: d["edges"].update({"a5.h0->logits": {"score": 0.0, "in_graph": True}}), "a5.h0 names layer 5, but the model has layers 0-3"),
+        (lambda d: d["nodes"].update({"a0.h8": {"in_graph": True}}), "names head 8, but layers have heads 0-7"),
+        (lambda d: d["edges"].update({"m0->logits": {"score": "high", "in_graph": True}}), 'expected {"score"'),
+        (lambda d: d["cfg"].update({"n_layers": 12, "n_heads": 12}), "12 layers x 12 heads, but the base spec's model has 4 x 8"),
+        (lambda d: d.pop("edges"), "not an EAP-IG graph file"),
+    ],
+)
 def test_bad_files_name_the_file_and_the_bad_entry(edit, says: str) -> None:
     data = _hand_written({}, {"m0->logits"})
     edit(data)

@@ -30,8 +30,7 @@ def micro_report(tmp_path_factory):
     root = tmp_path_factory.mktemp("micro-edges")
     build_copy_model(root / "micro")
     path = root / "edges.circ"
-    path.write_text(MICRO_SPEC % {"words": json.dumps(WORDS), "metric": "logit_diff(answer, wrong)",
-                                  "circuit": MICRO_CIRCUIT, "claims": ""})
+    path.write_text(MICRO_SPEC % {"words": json.dumps(WORDS), "metric": "logit_diff(answer, wrong)", "circuit": MICRO_CIRCUIT, "claims": ""})
     return verify(circuitlang.open_run(circuitlang.load(path)))
 
 
@@ -77,6 +76,7 @@ def _replayer(store: dict[str, torch.Tensor], name: str, head: int):
         patched = activation.clone()
         patched[:, :, head] = store[name][:, :, head]
         return patched
+
     return hook
 
 
@@ -100,8 +100,7 @@ def _two_pass_by_hand(run, sender: tuple[int, int], receiver: tuple[int, int], c
         recorded: dict[str, torch.Tensor] = {}
         with torch.no_grad():
             bridge.run_with_hooks(template.clean, fwd_hooks=frozen + [(n, _recorder(recorded, n)) for n in names])
-            logits = bridge.run_with_hooks(template.clean, fwd_hooks=[(n, _replayer(recorded, n, receiver[1]))
-                                                                      for n in names])
+            logits = bridge.run_with_hooks(template.clean, fwd_hooks=[(n, _replayer(recorded, n, receiver[1])) for n in names])
         end = logits[:, template.positions["end"]]
         rows = torch.arange(template.n_prompts)
         diff = end[rows, single_ids(template, "answer")] - end[rows, single_ids(template, "wrong")]
@@ -112,15 +111,23 @@ def _two_pass_by_hand(run, sender: tuple[int, int], receiver: tuple[int, int], c
 @pytest.mark.slow
 def test_edge_effects_equal_a_hand_written_two_pass_path_patch(model_dir):  # noqa: F811
     path = model_dir / "edges.circ"
-    path.write_text(TINY_SPEC % {"metric": "logit_diff(answer, wrong)", "ablate": "mean of corrupt",
-                                 "extra": "set bootstrap = 50\nset completeness_samples = 2\nset minimality_samples = 1"})
+    path.write_text(
+        TINY_SPEC
+        % {
+            "metric": "logit_diff(answer, wrong)",
+            "ablate": "mean of corrupt",
+            "extra": "set bootstrap = 50\nset completeness_samples = 2\nset minimality_samples = 1",
+        }
+    )
     run = circuitlang.open_run(circuitlang.load(path))
     report = verify(run)
     [prompt_set] = report.prompt_sets
     effects = {edge.edge: edge.effect.value for edge in prompt_set.edges}
     f_model = prompt_set.faithfulness.f_model.value
-    for label, sender, receiver, channels in [("0.1 -> 1.0 via k, v", (0, 1), (1, 0), ("k", "v")),
-                                              ("1.0 -> 2.1", (1, 0), (2, 1), ("q", "k", "v"))]:
+    for label, sender, receiver, channels in [
+        ("0.1 -> 1.0 via k, v", (0, 1), (1, 0), ("k", "v")),
+        ("1.0 -> 2.1", (1, 0), (2, 1), ("q", "k", "v")),
+    ]:
         patched = _two_pass_by_hand(run, sender, receiver, channels).mean().item()
         assert effects[label] == pytest.approx((f_model - patched) / abs(f_model), abs=1e-5)
     assert len(effects) == len(run.spec.circuit.edges) and all(e.effect is not None for e in prompt_set.edges)

@@ -56,8 +56,9 @@ def model_dir(tmp_path_factory) -> Path:
     return folder
 
 
-def open_spec(model_dir: Path, metric: str = "logit_diff(answer, wrong)", ablate: str = "mean of corrupt",
-              extra: str = "", name: str = "spec.circ"):
+def open_spec(
+    model_dir: Path, metric: str = "logit_diff(answer, wrong)", ablate: str = "mean of corrupt", extra: str = "", name: str = "spec.circ"
+):
     path = model_dir / name
     path.write_text(SPEC % {"metric": metric, "ablate": ablate, "extra": extra})
     spec = circuitlang.load(path)
@@ -68,7 +69,9 @@ def variants_of(run) -> list[Variant]:
     circuit = run.spec.circuit
     detector = frozenset(ir.HeadNode(layer=1, head=h) for h in (0,))
     return [
-        run.full_model(), run.empty(), run.circuit(),
+        run.full_model(),
+        run.empty(),
+        run.circuit(),
         circuit_variant(circuit, use_edges=False, label="nodes only"),
         run.circuit(without=detector),
         run.full_model(without=frozenset({ir.HeadNode(layer=2, head=1), ir.MlpNode(layer=0)})),
@@ -87,20 +90,28 @@ def reference_metric(run, variants: list[Variant], kind: str, source: str) -> to
             tokens = template.corrupt if source == "corrupt" else template.clean
             values = ablation_values(hf, tokens, kind)
             for row, prompt in enumerate(template.prompt_indices):
-                abl = {k: v[row:row + 1] for k, v in values.items()} if kind == "resample" else values
+                abl = {k: v[row : row + 1] for k, v in values.items()} if kind == "resample" else values
                 answer, wrong = template.answers["answer"][row][0], template.answers["wrong"][row][0]
                 for number, variant in enumerate(variants):
-                    plan = plan_for(variant, template.template, template.positions, template.seq_len,
-                                    cfg.n_layers, cfg.n_heads, abl)
-                    logits = hand_forward(hf, template.clean[row:row + 1], plan)["logits"][0, -1]
+                    plan = plan_for(variant, template.template, template.positions, template.seq_len, cfg.n_layers, cfg.n_heads, abl)
+                    logits = hand_forward(hf, template.clean[row : row + 1], plan)["logits"][0, -1]
                     out[number, prompt] = float(logits[answer] - logits[wrong])
     return out
 
 
-@pytest.mark.parametrize("ablate, kind, source", fast_cases([
-    ("mean of corrupt", "mean", "corrupt"), ("resample", "resample", "corrupt"), ("zero", "zero", "clean"),
-    ("mean of clean", "mean", "clean"),
-], ("mean of corrupt",), unpack=True))
+@pytest.mark.parametrize(
+    "ablate, kind, source",
+    fast_cases(
+        [
+            ("mean of corrupt", "mean", "corrupt"),
+            ("resample", "resample", "corrupt"),
+            ("zero", "zero", "clean"),
+            ("mean of clean", "mean", "clean"),
+        ],
+        ("mean of corrupt",),
+        unpack=True,
+    ),
+)
 def test_engine_matches_reference(model_dir, ablate, kind, source):
     run = open_spec(model_dir, ablate=ablate, name=f"{kind}_{source}.circ")
     variants = variants_of(run)
@@ -143,10 +154,16 @@ def test_invariants(model_dir):
     direct = (logits.gather(1, answers[:, None]) - logits.gather(1, wrongs[:, None]))[:, 0].double()
     assert torch.allclose(clean[0, list(template.prompt_indices)], direct, atol=1e-5)
     # An ablation of nothing changes nothing: the circuit of every node everywhere, with no edges.
-    everything = circuit_variant(ir.Circuit(nodes=tuple(
-        ir.CircuitNode(node=node.node if hasattr(node, "node") else node, role="all", span=run.spec.circuit.nodes[0].span)
-        for node in [ir.HeadNode(layer=layer, head=head) for layer in range(3) for head in range(4)]
-        + [ir.MlpNode(layer=layer) for layer in range(3)])), use_edges=False)
+    everything = circuit_variant(
+        ir.Circuit(
+            nodes=tuple(
+                ir.CircuitNode(node=node.node if hasattr(node, "node") else node, role="all", span=run.spec.circuit.nodes[0].span)
+                for node in [ir.HeadNode(layer=layer, head=head) for layer in range(3) for head in range(4)]
+                + [ir.MlpNode(layer=layer) for layer in range(3)]
+            )
+        ),
+        use_edges=False,
+    )
     assert torch.allclose(run.metric([everything]), clean, atol=1e-6)
     # Reruns are bit-identical.
     variants = variants_of(run)
@@ -174,8 +191,9 @@ def test_probability_metrics_of_the_full_model(model_dir, metric):
         expected = torch.zeros(len(rows), dtype=torch.float64)
     else:
         answers = torch.tensor([a[0] for a in template.answers["answer"]])
-        expected = {"logprob": logits.log_softmax(-1).gather(1, answers[:, None])[:, 0],
-                    "accuracy": (logits.argmax(-1) == answers).double()}[metric.split("(")[0]]
+        expected = {"logprob": logits.log_softmax(-1).gather(1, answers[:, None])[:, 0], "accuracy": (logits.argmax(-1) == answers).double()}[
+            metric.split("(")[0]
+        ]
     assert torch.allclose(values[0, rows], expected, atol=1e-5)
     if metric == "kl":
         assert bool((values[1] > 0).all())  # ablating everything moves the distribution
@@ -186,17 +204,18 @@ def test_probability_metrics_of_the_full_model(model_dir, metric):
 def test_starting_from_a_base_variant_changes_nothing(model_dir, ablate):
     run = open_spec(model_dir, ablate=ablate, name=f"base_{ablate[:4]}.circ")
     circuit = circuit_variant(run.spec.circuit, use_edges=False)
-    sweep = [circuit] + [circuit_variant(run.spec.circuit, frozenset({m.node}), use_edges=False)
-                         for m in run.spec.circuit.nodes]
+    sweep = [circuit] + [circuit_variant(run.spec.circuit, frozenset({m.node}), use_edges=False) for m in run.spec.circuit.nodes]
     engine = run.session.engine()
     from circuitlang.engine.readouts import readout_for
 
     readout = readout_for(engine.bound.metric, None)
     with_base = engine.run(sweep, readout, base=circuit)
     assert torch.allclose(with_base, engine.run(sweep, readout), atol=1e-6)
-    assert torch.allclose(with_base, reference_metric(run, sweep, *{"mean of corrupt": ("mean", "corrupt"),
-                                                                     "resample": ("resample", "corrupt")}[ablate]),
-                          atol=1e-5)
+    assert torch.allclose(
+        with_base,
+        reference_metric(run, sweep, *{"mean of corrupt": ("mean", "corrupt"), "resample": ("resample", "corrupt")}[ablate]),
+        atol=1e-5,
+    )
 
 
 @pytest.mark.slow
@@ -237,8 +256,7 @@ def test_mlps_ablated_everywhere_are_not_computed_and_that_changes_nothing(model
     engine = run.session.engine()
     skipped: list[int] = []
     constant_mlps = engine.shortcuts.constant_mlps
-    monkeypatch.setattr(engine.shortcuts, "constant_mlps",
-                        lambda *args: skipped.extend(constant_mlps(*args)) or constant_mlps(*args))
+    monkeypatch.setattr(engine.shortcuts, "constant_mlps", lambda *args: skipped.extend(constant_mlps(*args)) or constant_mlps(*args))
     fast = run.metric(variants)
     assert 1 in skipped  # mlp 1 is in no circuit of variants_of: its variants skip it
     monkeypatch.setattr(engine.shortcuts, "constant_mlps", lambda *args: {})
@@ -252,13 +270,23 @@ def test_edge_ablation_gives_the_same_bits_whatever_the_hash_seed(model_dir):
     import subprocess
     import sys
 
-    open_spec(model_dir, extra="edge 0.1 -> 2.1\nedge 0.3 -> 2.1\nedge 0.1 -> logits\nedge 1.0 -> logits",
-              name="seeded.circ")  # receivers with three and four senders: their sums depend on the order
-    script = ("import circuitlang, sys; run = circuitlang.open_run(circuitlang.load(sys.argv[1]), batch_size=7); "
-              "print(run.metric([run.circuit()]).numpy().tobytes().hex())")
-    outputs = {subprocess.run([sys.executable, "-c", script, str(model_dir / "seeded.circ")], capture_output=True,
-                              text=True, env={**os.environ, "PYTHONHASHSEED": seed}, check=True).stdout
-               for seed in ("1", "2", "3", "4", "5", "6")}
+    open_spec(
+        model_dir, extra="edge 0.1 -> 2.1\nedge 0.3 -> 2.1\nedge 0.1 -> logits\nedge 1.0 -> logits", name="seeded.circ"
+    )  # receivers with three and four senders: their sums depend on the order
+    script = (
+        "import circuitlang, sys; run = circuitlang.open_run(circuitlang.load(sys.argv[1]), batch_size=7); "
+        "print(run.metric([run.circuit()]).numpy().tobytes().hex())"
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", script, str(model_dir / "seeded.circ")],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            check=True,
+        ).stdout
+        for seed in ("1", "2", "3", "4", "5", "6")
+    }
     assert len(outputs) == 1
 
 

@@ -103,6 +103,7 @@ def test_an_edge_batch_holds_one_layers_running_total_unless_its_run_is_cached(m
     def recorded(self):
         made.append(self)
         return original(self)
+
     monkeypatch.setattr(edges_module.EdgeHooks, "hooks", recorded)
     engine, session = run.session.engine(), run.session
     without = [frozenset({ir.HeadNode(layer=layer, head=head)}) for layer, head in ((2, 1), (0, 1))]
@@ -126,8 +127,10 @@ def test_a_variants_numbers_do_not_depend_on_the_variants_it_shares_a_batch_with
     more = "edge 1.0 -> logits\nedge 0.1 -> logits\nedge mlp 0 -> logits\nedge 0.3 -> logits"
     run = open_spec(model_dir, extra=more, name="many_into_logits.circ")
     engine, session = run.session.engine(), run.session
-    variants = [session.circuit(frozenset({ir.HeadNode(layer=layer, head=head)}))
-                for layer, head in ((2, 1), (0, 1), (1, 0), (0, 3))] + [session.circuit(), session.full_model()]
+    variants = [session.circuit(frozenset({ir.HeadNode(layer=layer, head=head)})) for layer, head in ((2, 1), (0, 1), (1, 0), (0, 3))] + [
+        session.circuit(),
+        session.full_model(),
+    ]
     together = engine.run(variants, engine.readout(), base=session.circuit())
     for index, variant in enumerate(variants):
         alone = engine.run([variant], engine.readout())

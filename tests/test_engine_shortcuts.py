@@ -36,11 +36,17 @@ def model_dir(tmp_path_factory) -> Path:
 
 
 def _restricted(shortcuts: Shortcuts, kinds: tuple[str, ...]) -> Shortcuts:
-    attention = {layer: given for layer, given in shortcuts.attention.items()
-                 if (isinstance(given, AblatedAttention) and "ablated attention" in kinds)
-                 or (isinstance(given, KeptHeads) and "kept heads" in kinds)}
-    return Shortcuts(shortcuts.mlps if "constant MLPs" in kinds else {}, attention,
-                            shortcuts.end_only_mlps if "end-only MLPs" in kinds else frozenset(), shortcuts.end)
+    attention = {
+        layer: given
+        for layer, given in shortcuts.attention.items()
+        if (isinstance(given, AblatedAttention) and "ablated attention" in kinds) or (isinstance(given, KeptHeads) and "kept heads" in kinds)
+    }
+    return Shortcuts(
+        shortcuts.mlps if "constant MLPs" in kinds else {},
+        attention,
+        shortcuts.end_only_mlps if "end-only MLPs" in kinds else frozenset(),
+        shortcuts.end,
+    )
 
 
 def use_only(monkeypatch, engine: Engine, kinds: tuple[str, ...], change=None) -> list[tuple[bool, Shortcuts]]:
@@ -54,6 +60,7 @@ def use_only(monkeypatch, engine: Engine, kinds: tuple[str, ...], change=None) -
         shortcuts = change(shortcuts) if change else shortcuts
         used.append((plain, shortcuts))
         return shortcuts
+
     monkeypatch.setattr(engine.shortcuts, "for_rows", restricted)
     return used
 
@@ -78,7 +85,8 @@ def node_variants(run) -> list[Variant]:
         *(circuit_variant(circuit, frozenset({node}), use_edges=False) for node in nodes),
         Variant(heads=(HeadKeep(1, 2),), mlps=(MlpKeep(0),), label="one head"),
         Variant(heads=(HeadKeep(2, 3),), mlps=(MlpKeep(1), MlpKeep(2)), label="one head, last layer"),
-        run.full_model(), run.empty(),
+        run.full_model(),
+        run.empty(),
         run.full_model(without=frozenset({ir.HeadNode(layer=2, head=1)})),
     ]
 
@@ -98,9 +106,14 @@ def metric(run, variants: list[Variant]) -> torch.Tensor:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("ablate, kind, source", [
-    ("mean of corrupt", "mean", "corrupt"), ("resample", "resample", "corrupt"), ("zero", "zero", "clean"),
-])
+@pytest.mark.parametrize(
+    "ablate, kind, source",
+    [
+        ("mean of corrupt", "mean", "corrupt"),
+        ("resample", "resample", "corrupt"),
+        ("zero", "zero", "clean"),
+    ],
+)
 def test_every_shortcut_gives_the_numbers_of_the_full_computation(model_dir, monkeypatch, ablate, kind, source):
     run = open_spec(model_dir, ablate=ablate, name=f"shortcut_{kind}.circ")
     engine, variants = run.session.engine(), node_variants(run)
@@ -123,15 +136,20 @@ def test_a_kept_head_computed_wrongly_is_caught(model_dir, monkeypatch):
     read clean keys and values at the positions their `k` leaves out (2.1 reads s2..s4 only)."""
     run = open_spec(model_dir, name="shortcut_wrong.circ")
     engine = run.session.engine()
-    variants = [circuit_variant(run.spec.circuit, use_edges=False),
-                Variant(heads=(HeadKeep(2, 1, q=None, k=run.spec.circuit.nodes[0].k),), label="2.1 k s2..s4")]
+    variants = [
+        circuit_variant(run.spec.circuit, use_edges=False),
+        Variant(heads=(HeadKeep(2, 1, q=None, k=run.spec.circuit.nodes[0].k),), label="2.1 k s2..s4"),
+    ]
     use_only(monkeypatch, engine, ())
     everything = metric(run, variants)
 
     def every_key_clean(shortcuts: Shortcuts) -> Shortcuts:
-        attention = {layer: replace(given, keep_kv=torch.ones_like(given.keep_kv))
-                     if isinstance(given, KeptHeads) else given for layer, given in shortcuts.attention.items()}
+        attention = {
+            layer: replace(given, keep_kv=torch.ones_like(given.keep_kv)) if isinstance(given, KeptHeads) else given
+            for layer, given in shortcuts.attention.items()
+        }
         return replace(shortcuts, attention=attention)
+
     used = use_only(monkeypatch, engine, ("kept heads",), every_key_clean)
     wrong = metric(run, variants)
     assert "kept heads" in taken(used)
@@ -142,8 +160,10 @@ def test_a_kept_head_computed_wrongly_is_caught(model_dir, monkeypatch):
 def test_hand_attention_is_refused_where_it_differs_from_the_model(model_dir, monkeypatch):
     """A model whose attention is not causal softmax of q.k / sqrt(dh) (other scaling, local
     windows) never takes the kept-heads shortcut: its check on clean prompts fails at the start."""
+
     def without_the_causal_mask(q, k, v, scale):
         return torch.einsum("bhqk,bkhe->bqhe", (torch.einsum("bqhe,bkhe->bhqk", q, k) * scale).softmax(-1), v)
+
     monkeypatch.setattr("circuitlang.engine.shortcuts._causal_attention", without_the_causal_mask)
     run = open_spec(model_dir, name="shortcut_refused.circ")
     engine = run.session.engine()
@@ -197,10 +217,14 @@ def test_shortcuts_on_the_shipped_organism(monkeypatch):
     run = circuitlang.open_run(circuitlang.load(SPECS / "organism_incr_digits.circ"))
     engine = run.session.engine()
     circuit = run.spec.circuit
-    variants = [circuit_variant(circuit, use_edges=False), run.full_model(), run.empty(),
-                *(circuit_variant(circuit, frozenset({m.node}), use_edges=False) for m in circuit.nodes),
-                Variant(heads=(HeadKeep(3, 5),), mlps=(MlpKeep(3),), label="one head of the last layer"),
-                run.full_model(without=frozenset({ir.HeadNode(layer=1, head=h) for h in range(8)}))]
+    variants = [
+        circuit_variant(circuit, use_edges=False),
+        run.full_model(),
+        run.empty(),
+        *(circuit_variant(circuit, frozenset({m.node}), use_edges=False) for m in circuit.nodes),
+        Variant(heads=(HeadKeep(3, 5),), mlps=(MlpKeep(3),), label="one head of the last layer"),
+        run.full_model(without=frozenset({ir.HeadNode(layer=1, head=h) for h in range(8)})),
+    ]
     use_only(monkeypatch, engine, ())
     everything = metric(run, variants)
     used = use_only(monkeypatch, engine, KINDS)

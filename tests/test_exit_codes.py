@@ -37,6 +37,7 @@ def _config(**changes: object):
     def damage(folder: Path) -> None:
         config = json.loads((folder / "config.json").read_text())
         (folder / "config.json").write_text(json.dumps(config | changes))
+
     return damage
 
 
@@ -59,6 +60,7 @@ class _RunsCode:
 
     def __reduce__(self):
         import os
+
         return (os.system, ("touch PWNED",))
 
 
@@ -78,8 +80,12 @@ MODEL_FAILURES = [
     ("truncated weights", _truncated, 3, "cannot load the model in"),
     ("weights that are not safetensors", _garbage, 3, "cannot load the model in"),
     ("config is a list", _config_is_a_list, 3, "config.json is a JSON list, not an object"),
-    ("config claims 6 layers, weights hold 4", _config(n_layer=6), 3,
-     "has 6 layers, but its weights hold none for layer(s) 4, 5: they would run with random weights"),
+    (
+        "config claims 6 layers, weights hold 4",
+        _config(n_layer=6),
+        3,
+        "has 6 layers, but its weights hold none for layer(s) 4, 5: they would run with random weights",
+    ),
     ("config with other widths", _config(n_embd=96), 3, "cannot load the model in"),
     ("pickle-only checkpoint whose config disagrees", lambda f: _pickled(f, 6), 3, "weights hold none for layer(s) 4, 5"),
     ("pickle that runs code", _malicious_pickle, 3, "cannot load the model in"),
@@ -88,12 +94,12 @@ MODEL_FAILURES = [
 
 
 def circuitlang(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "circuitlang", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=600)
+    return subprocess.run([sys.executable, "-m", "circuitlang", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
-@pytest.mark.parametrize("name, damage, code, message", fast_cases(MODEL_FAILURES, ("config is a list",), unpack=True),
-                         ids=[m[0] for m in MODEL_FAILURES])
+@pytest.mark.parametrize(
+    "name, damage, code, message", fast_cases(MODEL_FAILURES, ("config is a list",), unpack=True), ids=[m[0] for m in MODEL_FAILURES]
+)
 def test_a_broken_model_folder_exits_with_its_code_and_one_clear_line(tmp_path, name, damage, code, message):
     """A model error is 3 whether it is found when the spec is read or when the weights load."""
     folder = shutil.copytree(ORGANISM, tmp_path / "model")
@@ -120,9 +126,14 @@ def test_a_model_folder_that_cannot_be_read_is_exit_3_in_every_command(tmp_path,
     assert "model error" in said and "config.json is a JSON list" in said and "Traceback" not in said
 
 
-@pytest.mark.parametrize("on, message", [("organism:nope", "no shipped organism named 'nope'"),
-                                         ("./missing", "model folder './missing' does not exist"),
-                                         ("./empty", "empty is not a model folder: it has no config.json")])
+@pytest.mark.parametrize(
+    "on, message",
+    [
+        ("organism:nope", "no shipped organism named 'nope'"),
+        ("./missing", "model folder './missing' does not exist"),
+        ("./empty", "empty is not a model folder: it has no config.json"),
+    ],
+)
 def test_a_model_name_that_resolves_to_nothing_is_the_specs_to_fix(tmp_path, on, message, capsys):
     """Exit 2, and the spec's other errors are reported with it."""
     (tmp_path / "empty").mkdir()
@@ -134,8 +145,13 @@ def test_a_model_name_that_resolves_to_nothing_is_the_specs_to_fix(tmp_path, on,
         assert message in said and "unknown claim 'bogus_metric'" in said and "Traceback" not in said
 
 
-DEVICE_COMMANDS = [["verify", str(SPEC)], ["compare", str(SPEC)], ["patch", str(SPEC)], ["curve", str(SPEC)],
-                   ["discover", str(SPEC), "--method", "prune"]]
+DEVICE_COMMANDS = [
+    ["verify", str(SPEC)],
+    ["compare", str(SPEC)],
+    ["patch", str(SPEC)],
+    ["curve", str(SPEC)],
+    ["discover", str(SPEC), "--method", "prune"],
+]
 
 
 @pytest.mark.parametrize("device", ["gpu", "cuda", "cuda:7"])
@@ -155,8 +171,11 @@ def test_the_exit_code_tables_say_what_the_code_does():
     from circuitlang import errors
 
     table = (ROOT / "docs" / "ci.md").read_text().split("## Exit codes")[1].split("##")[0]
-    rows = {int(line.split("|")[1]): line.split("|")[2] for line in table.splitlines() if line.startswith("| ") and
-            line.split("|")[1].strip().isdigit()}
+    rows = {
+        int(line.split("|")[1]): line.split("|")[2]
+        for line in table.splitlines()
+        if line.startswith("| ") and line.split("|")[1].strip().isdigit()
+    }
     assert errors.EXIT_CLAIM_FAILED == 1 and "claim failed" in rows[1]
     assert errors.EXIT_SPEC_ERROR == 2 and "command-line option" in rows[2]
     assert errors.EXIT_RUNTIME_ERROR == 3 and "model" in rows[3]
@@ -217,9 +236,11 @@ def test_a_report_lost_after_the_run_still_shows_the_verdict(tmp_path, monkeypat
 def test_discover_refuses_an_output_it_cannot_write_before_loading_torch(tmp_path):
     blocked = tmp_path / "file"
     blocked.write_text("")
-    probe = ("import sys; from circuitlang.cli import main; "
-             f"code = main(['discover', {str(SPEC)!r}, '--method', 'prune', '-o', {str(blocked / 'x.circ')!r}]); "
-             "print('torch' in sys.modules); sys.exit(code)")
+    probe = (
+        "import sys; from circuitlang.cli import main; "
+        f"code = main(['discover', {str(SPEC)!r}, '--method', 'prune', '-o', {str(blocked / 'x.circ')!r}]); "
+        "print('torch' in sys.modules); sys.exit(code)"
+    )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert result.returncode == 3 and "cannot write the spec" in result.stderr
     assert result.stdout.strip() == "False"
@@ -227,10 +248,12 @@ def test_discover_refuses_an_output_it_cannot_write_before_loading_torch(tmp_pat
 
 def test_discover_checks_the_spec_before_loading_torch(tmp_path):
     bad = tmp_path / "bad.circ"
-    bad.write_text("circuitlang 1\ncircuit c on \"gpt2\"\nmetrik kl\n")
-    probe = ("import sys; from circuitlang.cli import main; "
-             f"code = main(['discover', {str(bad)!r}, '--method', 'prune', '-o', {str(tmp_path / 'x.circ')!r}]); "
-             "print('torch' in sys.modules); sys.exit(code)")
+    bad.write_text('circuitlang 1\ncircuit c on "gpt2"\nmetrik kl\n')
+    probe = (
+        "import sys; from circuitlang.cli import main; "
+        f"code = main(['discover', {str(bad)!r}, '--method', 'prune', '-o', {str(tmp_path / 'x.circ')!r}]); "
+        "print('torch' in sys.modules); sys.exit(code)"
+    )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "syntax error" in result.stderr
     assert result.stdout.strip() == "False"
@@ -251,8 +274,7 @@ def test_fmt_write_failure_is_a_runtime_error_and_the_file_is_untouched(tmp_path
 @pytest.mark.slow
 def test_fmt_reads_a_spec_as_check_does(tmp_path, capsys):
     """A byte-order mark is dropped (check accepts it); a byte that is not UTF-8 is an error at its place."""
-    canonical = subprocess.run([sys.executable, "-m", "circuitlang", "fmt", str(SPEC)], capture_output=True,
-                               text=True, check=True).stdout
+    canonical = subprocess.run([sys.executable, "-m", "circuitlang", "fmt", str(SPEC)], capture_output=True, text=True, check=True).stdout
     bom = tmp_path / "bom.circ"
     bom.write_bytes(b"\xef\xbb\xbf" + canonical.encode())
     assert main(["check", "--no-tokenize", str(bom)]) == 0
@@ -279,12 +301,15 @@ def test_import_of_a_graph_claiming_a_huge_model_is_refused_before_building_it(t
     assert "--max-edges" in err
 
 
-@pytest.mark.parametrize("content, message", [
-    (b'{"cfg": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nesting too deep"),
-    (b'{"cfg": {"n_layers": ' + b"9" * 5000 + b"}}", "a number too long"),
-    (b"\xff\xfe", "not JSON"),
-    (json.dumps({"cfg": {"n_layers": -1, "n_heads": 2}, "nodes": {}, "edges": {}}).encode(), "positive integers"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b'{"cfg": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nesting too deep"),
+        (b'{"cfg": {"n_layers": ' + b"9" * 5000 + b"}}", "a number too long"),
+        (b"\xff\xfe", "not JSON"),
+        (json.dumps({"cfg": {"n_layers": -1, "n_heads": 2}, "nodes": {}, "edges": {}}).encode(), "positive integers"),
+    ],
+)
 def test_a_hostile_graph_file_is_a_data_error(tmp_path, capsys, content, message):
     graph = tmp_path / "g.json"
     graph.write_bytes(content)
@@ -306,8 +331,9 @@ def test_ctrl_c_exits_130_with_one_line_and_leaves_no_empty_output_folder(tmp_pa
     """At any moment of the model load, imports included: an interrupt inside code that Python
     runs through `exec` (dataclasses) once made the process die by SIGINT after printing its line."""
     out = tmp_path / "patched"
-    process = subprocess.Popen([sys.executable, "-m", "circuitlang", "patch", str(SPEC), "-o", str(out)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "circuitlang", "patch", str(SPEC), "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 120
     while not out.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)  # the folder is made before the model loads: interrupt during the load
@@ -334,8 +360,10 @@ def test_a_data_file_larger_than_the_limit_is_not_read(tmp_path, monkeypatch, ca
     monkeypatch.setattr(files, "MAX_DATA_FILE_BYTES", 100)
     (tmp_path / "rows.csv").write_text("s1,s2,answer,wrong\n" + "1,2,3,2\n" * 20)
     spec = tmp_path / "spec.circ"
-    spec.write_text('circuitlang 1\ncircuit c on "organism:seqcont"\nprompts p {\n  template "{s1} {s2}"\n'
-                    '  from "rows.csv"\n}\nmetric logit_diff(answer, wrong)\nablate zero\nrole "r": 0.0\n')
+    spec.write_text(
+        'circuitlang 1\ncircuit c on "organism:seqcont"\nprompts p {\n  template "{s1} {s2}"\n'
+        '  from "rows.csv"\n}\nmetric logit_diff(answer, wrong)\nablate zero\nrole "r": 0.0\n'
+    )
     assert main(["check", "--no-tokenize", str(spec)]) == 2
     assert f"{spec}:5:3: data error: rows.csv is 179 bytes, more than the 100 a data file may hold" in capsys.readouterr().out
 
@@ -344,8 +372,7 @@ def test_a_data_file_larger_than_the_limit_is_not_read(tmp_path, monkeypatch, ca
 def test_a_reader_that_goes_away_ends_the_command_quietly(args):
     """`circuitlang check --format json spec | head`: the reader has gone before the first write.
     The command ends as a process killed by SIGPIPE does (141), without a BrokenPipe traceback."""
-    process = subprocess.Popen([sys.executable, "-m", "circuitlang", *args, str(SPEC)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen([sys.executable, "-m", "circuitlang", *args, str(SPEC)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     process.stdout.close()  # the reader is gone: every write to stdout fails with EPIPE
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGPIPE

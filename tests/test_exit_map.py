@@ -15,9 +15,21 @@ from pathlib import Path
 import pytest
 
 from circuitlang import cli, errors
-from circuitlang.errors import (CircuitlangError, DataError, InputError, LimitError, MissingExtra, ModelError,
-                                OutputError, Reported, SpecError, SpecErrors, SyntaxErrorInSpec, UsageError,
-                                Verdict)
+from circuitlang.errors import (
+    CircuitlangError,
+    DataError,
+    InputError,
+    LimitError,
+    MissingExtra,
+    ModelError,
+    OutputError,
+    Reported,
+    SpecError,
+    SpecErrors,
+    SyntaxErrorInSpec,
+    UsageError,
+    Verdict,
+)
 from tests.conftest import ROOT, SPECS
 
 PACKAGE = ROOT / "circuitlang"
@@ -65,8 +77,12 @@ def _uses(path: Path) -> list[tuple[str, int, str]]:
 
 def _is_main_block(node: ast.If) -> bool:
     test = node.test
-    return (isinstance(test, ast.Compare) and isinstance(test.left, ast.Name) and test.left.id == "__name__"
-            and any(isinstance(c, ast.Constant) and c.value == "__main__" for c in test.comparators))
+    return (
+        isinstance(test, ast.Compare)
+        and isinstance(test.left, ast.Name)
+        and test.left.id == "__name__"
+        and any(isinstance(c, ast.Constant) and c.value == "__main__" for c in test.comparators)
+    )
 
 
 def _allowed(path: Path, what: str, function: str) -> bool:
@@ -78,23 +94,35 @@ def _allowed(path: Path, what: str, function: str) -> bool:
 
 
 def test_no_code_outside_the_map_chooses_an_exit_code():
-    chosen = [f"{path.relative_to(ROOT)}:{line}: {what} in {function}"
-              for path in _modules() for what, line, function in _uses(path) if not _allowed(path, what, function)]
+    chosen = [
+        f"{path.relative_to(ROOT)}:{line}: {what} in {function}"
+        for path in _modules()
+        for what, line, function in _uses(path)
+        if not _allowed(path, what, function)
+    ]
     assert not chosen, "exit codes are chosen only by cli.main through cli._exit_status:\n" + "\n".join(chosen)
 
 
 def test_the_command_line_layer_returns_no_integers():
-    returned = [f"{path.relative_to(ROOT)}:{node.lineno}" for path in CLI_LAYER for node in ast.walk(ast.parse(path.read_text()))
-                if isinstance(node, ast.Return) and isinstance(node.value, ast.Constant)
-                and type(node.value.value) is int]
+    returned = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for path in CLI_LAYER
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Return) and isinstance(node.value, ast.Constant) and type(node.value.value) is int
+    ]
     assert not returned, returned
 
 
 def test_the_exit_codes_are_defined_once():
-    defined = [f"{path.relative_to(ROOT)}:{node.lineno}" for path in _modules() for node in ast.walk(ast.parse(path.read_text()))
-               if isinstance(node, (ast.Assign, ast.AnnAssign))
-               for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
-               for name in ast.walk(target) if isinstance(name, ast.Name) and name.id.startswith("EXIT_")]
+    defined = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for path in _modules()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, (ast.Assign, ast.AnnAssign))
+        for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        for name in ast.walk(target)
+        if isinstance(name, ast.Name) and name.id.startswith("EXIT_")
+    ]
     assert not defined, defined
     assert (errors.EXIT_OK, errors.EXIT_CLAIM_FAILED, errors.EXIT_SPEC_ERROR, errors.EXIT_RUNTIME_ERROR) == (0, 1, 2, 3)
 
@@ -111,15 +139,27 @@ def test_every_command_returns_a_verdict_or_nothing():
 # ---- the map ---------------------------------------------------------------------------------
 
 ERROR_CODES = [
-    (SyntaxErrorInSpec("s"), 2), (SpecError("s"), 2), (DataError("d"), 2), (LimitError("l"), 2),
-    (UsageError("u"), 2), (InputError("i"), 2), (ModelError("m"), 3), (OutputError("o"), 3), (MissingExtra("x"), 3),
-    (SpecErrors([SpecError("s"), ModelError("m")]), 3), (Reported([UsageError("u")]), 2),
-    (Reported([DataError("d"), OutputError("o")]), 3), (Reported([SpecErrors([DataError("d"), ModelError("m")])]), 3),
+    (SyntaxErrorInSpec("s"), 2),
+    (SpecError("s"), 2),
+    (DataError("d"), 2),
+    (LimitError("l"), 2),
+    (UsageError("u"), 2),
+    (InputError("i"), 2),
+    (ModelError("m"), 3),
+    (OutputError("o"), 3),
+    (MissingExtra("x"), 3),
+    (SpecErrors([SpecError("s"), ModelError("m")]), 3),
+    (Reported([UsageError("u")]), 2),
+    (Reported([DataError("d"), OutputError("o")]), 3),
+    (Reported([SpecErrors([DataError("d"), ModelError("m")])]), 3),
 ]
 
 
-@pytest.mark.parametrize("ending, code", [(None, 0), (Verdict.PASSED, 0), (Verdict.FAILED, 1), *ERROR_CODES],
-                         ids=lambda value: type(value).__name__ if not isinstance(value, int) else str(value))
+@pytest.mark.parametrize(
+    "ending, code",
+    [(None, 0), (Verdict.PASSED, 0), (Verdict.FAILED, 1), *ERROR_CODES],
+    ids=lambda value: type(value).__name__ if not isinstance(value, int) else str(value),
+)
 def test_how_a_command_ends_maps_to_its_code(ending, code):
     assert cli._exit_status(ending) == code
 
@@ -152,9 +192,11 @@ def test_a_missing_extra_is_a_runtime_error_at_the_top(monkeypatch, capsys):
 
     monkeypatch.setattr(cli, "_plan", needs_matplotlib)
     assert cli.main(["plan", str(SPECS / "organism_incr_digits.circ")]) == 3
-    assert capsys.readouterr().err == ("error: `circuitlang plan` needs matplotlib, which is not installed\n  hint: pip "
-                                       "install 'circuitlang[pictures]' (install torch==2.13.0 first for the CPU build; "
-                                       "see README)\n")
+    assert capsys.readouterr().err == (
+        "error: `circuitlang plan` needs matplotlib, which is not installed\n  hint: pip "
+        "install 'circuitlang[pictures]' (install torch==2.13.0 first for the CPU build; "
+        "see README)\n"
+    )
 
 
 def test_usage_errors_and_help_keep_argparse_codes(capsys):

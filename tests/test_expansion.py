@@ -25,8 +25,7 @@ def test_loops_are_a_product_and_later_loops_see_earlier_variables(tmp_path):
 
 
 def test_cyclic_list_wraps_and_plain_list_does_not(tmp_path):
-    d = one('prompts { template "{a}"; for i in 10..13; a = months[i]; answer = months[i + 1]; wrong = "x" }',
-            tmp_path)
+    d = one('prompts { template "{a}"; for i in 10..13; a = months[i]; answer = months[i + 1]; wrong = "x" }', tmp_path)
     assert [p.text for p in d.clean] == ["November", "December", "January", "February"]
     assert d.clean[1].field("answer") == "January"
     with pytest.raises(DataError, match=r"prompt #1 of c \(i=20\): index 21 is outside list 'number_words'"):
@@ -34,9 +33,11 @@ def test_cyclic_list_wraps_and_plain_list_does_not(tmp_path):
 
 
 def test_user_lists_and_functions(tmp_path):
-    text = ('list colors = ["red", "green"]\n'
-            'prompts { template "{a} {b} {c}"; for i in 0..1; a = upper(colors[i]); b = pad(i + 3, 2)\n'
-            'c = str(len(colors)) + "x"; answer = pad(i..i + 1, 2); wrong = 1 }')
+    text = (
+        'list colors = ["red", "green"]\n'
+        'prompts { template "{a} {b} {c}"; for i in 0..1; a = upper(colors[i]); b = pad(i + 3, 2)\n'
+        'c = str(len(colors)) + "x"; answer = pad(i..i + 1, 2); wrong = 1 }'
+    )
     d = one(text, tmp_path)
     assert [p.text for p in d.clean] == ["RED 03 2x", "GREEN 04 2x"]
     assert d.clean[0].field("answer") == ("00", "01")
@@ -51,16 +52,18 @@ def test_random_draws_are_seeded_and_distinct_means_distinct(tmp_path):
     assert [p.text for p in reseeded.clean] != [p.text for p in first.clean]
 
 
-BASE = 'prompts { template "{s1} {s2} {s3} {s4}"; for i in 1..5; s1 = i; s2 = i + 1; s3 = i + 2; s4 = i + 3\n' \
-    "answer = i + 4; wrong = i + 3\n"
+BASE = 'prompts { template "{s1} {s2} {s3} {s4}"; for i in 1..5; s1 = i; s2 = i + 1; s3 = i + 2; s4 = i + 3\nanswer = i + 4; wrong = i + 3\n'
 
 
-@pytest.mark.parametrize("corruption, expected", [
-    ("corrupt repeat_last", "1 2 3 3"),
-    ("corrupt repeat_all", "1 1 1 1"),
-    ("corrupt swap(s1, s4)", "4 2 3 1"),
-    ("corrupt random { s4 = s1 + 50 }", "1 2 3 51"),
-])
+@pytest.mark.parametrize(
+    "corruption, expected",
+    [
+        ("corrupt repeat_last", "1 2 3 3"),
+        ("corrupt repeat_all", "1 1 1 1"),
+        ("corrupt swap(s1, s4)", "4 2 3 1"),
+        ("corrupt random { s4 = s1 + 50 }", "1 2 3 51"),
+    ],
+)
 def test_corruptions_change_slots_and_keep_template_and_answers(tmp_path, corruption, expected):
     d = one(BASE + corruption + "\n}", tmp_path)
     assert d.corrupt[0].text == expected
@@ -114,7 +117,7 @@ def test_greater_than_generator_and_01_corruption():
         yy = int(dict(clean.values)["yy"])
         assert clean.field("answer") == tuple(f"{y:02d}" for y in range(yy + 1, 100))
         assert clean.field("wrong") == tuple(f"{y:02d}" for y in range(0, yy + 1))
-        assert dict(corrupt.values)["yy"] == "01" and corrupt.text.endswith(clean.text[-len("to the year 17"):])
+        assert dict(corrupt.values)["yy"] == "01" and corrupt.text.endswith(clean.text[-len("to the year 17") :])
 
 
 # The evaluator against Python's own integer arithmetic, the obvious reference.
@@ -130,8 +133,9 @@ def arithmetic(draw, depth: int = 0):
     op = draw(st.sampled_from(["+", "-", "*", "//", "%"]))
     if op in ("//", "%") and right == 0:
         op = "+"
-    result = {"+": left + right, "-": left - right, "*": left * right,
-              "//": left // right if right else 0, "%": left % right if right else 0}[op]
+    result = {"+": left + right, "-": left - right, "*": left * right, "//": left // right if right else 0, "%": left % right if right else 0}[
+        op
+    ]
     return f"({left_text} {op} {right_text})", result
 
 

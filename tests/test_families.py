@@ -83,6 +83,7 @@ def open_family(root: Path, family: str, circuit: str = NODES, ablate: str = "me
 
 # ---- the slow reference --------------------------------------------------------------------------
 
+
 def reference_metric(run, variant) -> torch.Tensor:
     """The metric per prompt of `variant`, by plain hooks on the bridge written for this test: every
     ablated activation replaced by its mean over the corrupt prompts; with edges, every receiver
@@ -142,6 +143,7 @@ class _ReferenceRun:
                 node = ir.HeadNode(layer=layer, head=head)
                 self.outputs[node] = z[:, :, head] @ self.weights.W_O[layer, head]
             return z
+
         return hook
 
     def _mlp_out(self, layer: int):
@@ -149,6 +151,7 @@ class _ReferenceRun:
             out = torch.where(self.masks.mlp[layer][None, :, None], out, self.mean[hook.name])
             self.outputs[ir.MlpNode(layer=layer)] = out
             return out
+
         return hook
 
     def _ablated_output(self, sender: ir.Node) -> torch.Tensor:
@@ -178,6 +181,7 @@ class _ReferenceRun:
                 return value
             visible = self._visible([receiver], channel)
             return self.bridge.blocks[layer].ln1(visible) if normalized else visible
+
         return hook
 
     def _head_input(self, layer: int, channel: str):
@@ -195,10 +199,12 @@ class _ReferenceRun:
                     keep = self.masks.kv[layer][:, heads].all(-1)  # [P]: the group's shared keys and values
                     out[:, :, index] = torch.where(keep[None, :, None], out[:, :, index], self.mean[hook.name][:, :, index])
             return out
+
         return hook
 
 
 # ---- the tests ---------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("family", fast_cases(FAMILIES, ("gpt2",)))
 def test_the_full_model_is_the_hugging_face_model(models: Path, family: str) -> None:
@@ -230,8 +236,7 @@ def test_edge_ablation_equals_the_sum_of_visible_senders(models: Path, family: s
     assert variant.edges
     ours = run.metric([variant, run.circuit(without=frozenset({ir.HeadNode(layer=0, head=1)}))])
     assert torch.allclose(ours[0], reference_metric(run, variant), atol=1e-5)
-    assert torch.allclose(ours[1], reference_metric(run, run.circuit(without=frozenset({ir.HeadNode(layer=0,
-                                                                                                  head=1)}))), atol=1e-5)
+    assert torch.allclose(ours[1], reference_metric(run, run.circuit(without=frozenset({ir.HeadNode(layer=0, head=1)}))), atol=1e-5)
     node_only = run.metric([run.session.circuit().__class__(variant.heads, variant.mlps)])[0]
     assert not torch.allclose(ours[0], node_only, atol=1e-4)  # the edges restrict something
 
@@ -309,8 +314,20 @@ def test_the_family_adapter_is_the_one_place_that_names_hook_points() -> None:
 
 # the bridge's submodules and hook points as attributes: blocks, their norms, attention and its
 # projection, the wrapped modules, and the hook points' private list of hooks
-MODULE_PATH = {"blocks", "ln1", "ln2", "ln1_post", "ln_final", "attn", "o", "original_component", "hook_in",
-               "hook_out", "hook_hidden_states", "_forward_hooks"}
+MODULE_PATH = {
+    "blocks",
+    "ln1",
+    "ln2",
+    "ln1_post",
+    "ln_final",
+    "attn",
+    "o",
+    "original_component",
+    "hook_in",
+    "hook_out",
+    "hook_hidden_states",
+    "_forward_hooks",
+}
 
 
 def test_the_family_adapter_is_the_one_place_that_reaches_into_the_bridges_modules() -> None:
@@ -341,8 +358,9 @@ def test_direct_logit_effects_add_up_to_the_metric(models: Path, family: str) ->
     run = open_family(models, family, name="_dla")
     engine, family_ = run.session.engine(), run.model.family
     template = engine.bound.templates[0]
-    nodes = [ir.HeadNode(layer=layer, head=head) for layer in range(family_.n_layers)
-             for head in range(family_.n_heads)] + [ir.MlpNode(layer=layer) for layer in range(family_.n_layers)]
+    nodes = [ir.HeadNode(layer=layer, head=head) for layer in range(family_.n_layers) for head in range(family_.n_heads)] + [
+        ir.MlpNode(layer=layer) for layer in range(family_.n_layers)
+    ]
     total = sum(direct_logit(engine, node) for node in nodes)
     rest = engine.clean_cache(template).resid_pre[0] + _output_biases(run).sum(0)  # what no node writes
     remainder = _direct(engine, template, rest)
@@ -392,15 +410,13 @@ def test_attribution_gradients_equal_finite_differences_with_parallel_blocks(mod
     start = engine.clean_cache(template).resid_pre[0][rows]
     differences = attribution._sender_differences(engine, template, graph, rows)
     head, mlp = (lambda layer, h: ir.HeadNode(layer=layer, head=h)), (lambda layer: ir.MlpNode(layer=layer))
-    for sender, receiver, channel in [(head(0, 1), mlp(1), ""), (mlp(0), mlp(2), ""), (mlp(1), head(2, 3), "k"),
-                                      (head(1, 2), ir.LOGITS, "")]:
+    for sender, receiver, channel in [(head(0, 1), mlp(1), ""), (mlp(0), mlp(2), ""), (mlp(1), head(2, 3), "k"), (head(1, 2), ir.LOGITS, "")]:
         values = []
         for step in (-1e-3, 1e-3):  # removing, then adding, a thousandth of the sender's difference
             offsets = _zero_offsets(scorer, len(rows), start)
             with torch.no_grad():
                 _offset_of(offsets, receiver, channel).add_(step * differences[graph.senders().index(sender)])
-                values.append(float(attribution.run_with_offsets(engine, template, engine.readout(), rows, start,
-                                                                 offsets).mean()))
+                values.append(float(attribution.run_with_offsets(engine, template, engine.readout(), rows, start, offsets).mean()))
         assert (values[1] - values[0]) / 2e-3 == pytest.approx(scores[(sender, receiver, channel)], rel=2e-3, abs=2e-6)
 
 
@@ -422,8 +438,7 @@ def test_the_engine_refuses_edge_variants_where_edges_are_undefined(models: Path
 
 @pytest.mark.slow
 def test_head_scores_through_w_o_are_left_empty_where_heads_do_not_write_alone(models: Path, capsys) -> None:
-    path = write_spec(models, "gemma2", NODES + "expect 0.1 direct_logit > 0\nexpect mlp 0 direct_logit > -1000\n",
-                      name="_scores")
+    path = write_spec(models, "gemma2", NODES + "expect 0.1 direct_logit > 0\nexpect mlp 0 direct_logit > -1000\n", name="_scores")
     assert main(["verify", str(path), "--no-audit"]) == 1
     out = capsys.readouterr().out
     assert "0.1 direct_logit > 0 on copy for 0.1: not computed" in out

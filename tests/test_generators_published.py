@@ -17,8 +17,7 @@ from tests.conftest import GPT2_TOKENIZER_FILES, datasets_of
 def gpt2_tokens():
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    bpe = Tokenizer(models.BPE.from_file(str(GPT2_TOKENIZER_FILES / "encoder.json"),
-                                         str(GPT2_TOKENIZER_FILES / "vocab.bpe")))
+    bpe = Tokenizer(models.BPE.from_file(str(GPT2_TOKENIZER_FILES / "encoder.json"), str(GPT2_TOKENIZER_FILES / "vocab.bpe")))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     return lambda text: [bpe.id_to_token(i).replace("Ġ", " ") for i in bpe.encode(text).ids]
 
@@ -67,8 +66,9 @@ def test_wang2022_uses_the_reference_templates_and_names(tmp_path):
 
 
 def test_hanna2023_prompts_are_the_reference_prompts(tmp_path):
-    text = IOI.format(n=0, order="mixed").replace('generate ioi(n = 0, order = "mixed", version = "wang2022")',
-                                                  'generate greater_than(n = 3000, version = "hanna2023")')
+    text = IOI.format(n=0, order="mixed").replace(
+        'generate ioi(n = 0, order = "mixed", version = "wang2022")', 'generate greater_than(n = 3000, version = "hanna2023")'
+    )
     text = text.replace("corrupt abc", "corrupt 01").replace("logit_diff", "prob_diff").replace("9.9 q end", "9.1")
     [years] = datasets_of(text, tmp_path)
     assert years.templates == (" The {noun} lasted from the year {xx}{yy} to the year {xx2}",)

@@ -24,8 +24,10 @@ FEW_PROMPTS = 3
 
 
 def test_the_shipped_tokenizer_files_are_openai_gpt2s():
-    expected = {"encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
-                "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"}
+    expected = {
+        "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+        "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+    }
     for name, digest in expected.items():
         assert hashlib.sha256((GPT2_TOKENIZER_FILES / name).read_bytes()).hexdigest() == digest
     assert "MIT License" in (GPT2_TOKENIZER_FILES / "README.md").read_text()
@@ -40,8 +42,16 @@ def test_gpt2_loads_from_the_hub_cache_with_gpt2s_shapes_and_tokens(gpt2_hub):
     run = circuitlang.open_run(circuitlang.load(SPECS / "incr_digits.circ"))
     cfg = run.model.bridge.cfg
     assert (run.model.identity.source, cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.d_vocab) == ("hub", 12, 12, 768, 50257)
-    assert run.model.tokenizer("When Mary and John went to the store", add_special_tokens=False)["input_ids"] == \
-        [2215, 5335, 290, 1757, 1816, 284, 262, 3650]  # as OpenAI's tokenizer gives (the files' README)
+    assert run.model.tokenizer("When Mary and John went to the store", add_special_tokens=False)["input_ids"] == [
+        2215,
+        5335,
+        290,
+        1757,
+        1816,
+        284,
+        262,
+        3650,
+    ]  # as OpenAI's tokenizer gives (the files' README)
     assert run.model.prepends_bos and run.model.tokenizer.bos_token_id == 50256
 
 
@@ -71,8 +81,10 @@ def test_check_and_the_engine_tokenize_alike(gpt2_hub, name):
         for prompt in (*dataset.clean, *dataset.corrupt):
             full = run.model.tokenizer(prompt.text, add_special_tokens=False, return_offsets_mapping=True)
             encoding = light.encode(prompt.text, add_special_tokens=False)
-            assert (list(full["input_ids"]), [tuple(o) for o in full["offset_mapping"]]) == \
-                (encoding.ids, [tuple(o) for o in encoding.offsets]), prompt.label
+            assert (list(full["input_ids"]), [tuple(o) for o in full["offset_mapping"]]) == (
+                encoding.ids,
+                [tuple(o) for o in encoding.offsets],
+            ), prompt.label
 
 
 @pytest.mark.slow
@@ -93,8 +105,7 @@ def _few_prompts(spec: ir.Spec) -> ir.Spec:
     """The spec on its first few prompts, with fewer completeness and minimality samples: every
     step of verification still runs, at a cost CI affords."""
     sets = tuple(p.model_copy(update={"count": FEW_PROMPTS}) for p in spec.prompt_sets)
-    settings = spec.settings.model_copy(update={"completeness_samples": 2, "greedy_steps": 1, "minimality_samples": 1,
-                                                "bootstrap": 50})
+    settings = spec.settings.model_copy(update={"completeness_samples": 2, "greedy_steps": 1, "minimality_samples": 1, "bootstrap": 50})
     return spec.model_copy(update={"prompt_sets": sets, "settings": settings})
 
 

@@ -14,8 +14,7 @@ GIB = 2**30
 
 
 def fake_model(device: str) -> SimpleNamespace:
-    cfg = SimpleNamespace(n_layers=12, n_heads=12, d_model=768, d_mlp=3072, d_vocab=50257, n_ctx=1024,
-                          dtype=torch.float32)
+    cfg = SimpleNamespace(n_layers=12, n_heads=12, d_model=768, d_mlp=3072, d_vocab=50257, n_ctx=1024, dtype=torch.float32)
     family = SimpleNamespace(n_layers=12, n_heads=12, n_kv_heads=12, parallel_attn_mlp=False)  # the shape's one source
     return SimpleNamespace(device=torch.device(device), bridge=SimpleNamespace(cfg=cfg), family=family)
 
@@ -69,10 +68,10 @@ def test_half_precision_halves_the_estimate_and_moves_the_numbers_only_slightly(
     assert (half.model, half.caches, half.largest_pass) == (full.model // 2, full.caches // 2, full.largest_pass // 2)
     reports = {}
     for dtype in ("float32", "float16"):
-        assert main(["verify", str(SPECS / "organism_incr_digits.circ"), "--dtype", dtype, "--no-cache",
-                     "--no-audit", "--format", "json"]) == 0
+        assert main(["verify", str(SPECS / "organism_incr_digits.circ"), "--dtype", dtype, "--no-cache", "--no-audit", "--format", "json"]) == 0
         reports[dtype] = json.loads(capsys.readouterr().out)["prompt_sets"][0]
     single, halved = (reports[d]["faithfulness"]["faithfulness"]["value"] for d in ("float32", "float16"))
     assert single != halved and abs(single - halved) < 1e-3  # it ran in half precision, and stayed close
     assert reports["float16"]["faithfulness"]["f_model"]["value"] == pytest.approx(
-        reports["float32"]["faithfulness"]["f_model"]["value"], rel=1e-3)
+        reports["float32"]["faithfulness"]["f_model"]["value"], rel=1e-3
+    )

@@ -51,56 +51,133 @@ class Hostile:
 
 
 CASES = (
-    Hostile("integer of 4301 digits", replaced("for i in 1..95", "for i in 1.." + "9" * 4301),
-            SyntaxErrorInSpec, 12, "a number with more than 4300 digits"),
-    Hostile("300 `+` terms", replaced("s2 = i + 1\n", "s2 = i" + " + 1" * 300 + "\n"),
-            SyntaxErrorInSpec, 14, "nests more than 200 levels deep"),
-    Hostile("30,000 `+` terms", replaced("s2 = i + 1\n", "s2 = i" + " + 1" * 30_000 + "\n"),
-            SyntaxErrorInSpec, 14, "nests more than 200 levels deep"),
-    Hostile("300 nested parentheses", replaced("s2 = i + 1\n", "s2 = " + "(" * 300 + "i" + ")" * 300 + "\n"),
-            SyntaxErrorInSpec, 14, "nests more than 200 levels deep"),
-    Hostile("300 unary minus signs", replaced("s2 = i + 1\n", "s2 = " + "-" * 300 + "i\n"),
-            SyntaxErrorInSpec, 14, "nests more than 200 levels deep"),
-    Hostile("huge layer in `mlp N`", replaced("mlp 0, 1, 2, 3", "mlp 0, 1, 2, 3, 99999999999999999999999999"),
-            SpecError, 29, "layer 99999999999999999999999999 does not exist", fmt_parses=True),
-    Hostile("huge layer in `mlp N`, model shape unknown",
-            replaced("mlp 0, 1, 2, 3", "mlp 0, 1, 2, 3, 99999999999999999999999999",
-                     BASE.replace('"organism:seqcont"', UNKNOWN_MODEL)),
-            SpecError, 29, "is deeper than any model", fmt_parses=True),
-    Hostile("layer range of 10**12 layers, model shape unknown",
-            replaced("mlp 0, 1, 2, 3", "mlp 0..1000000000000", BASE.replace('"organism:seqcont"', UNKNOWN_MODEL)),
-            SpecError, 29, "layer 1000000000000 is deeper than any model", fmt_parses=True),
-    Hostile("huge head layer in a role", replaced('0.4 q end k s3', '18446744073709551616.4 q end k s3'),
-            SpecError, 28, "layer 18446744073709551616 does not exist", fmt_parses=True),
-    Hostile("loop range ends past 2**63", replaced("for i in 1..95", "for i in 9223372036854775807..9223372036854775809"),
-            None),
-    Hostile("random range of 2**64 values", replaced("random 1..99", "random 1..18446744073709551616"),
-            LimitError, 20, "has 18446744073709551616 values", fmt_parses=True),
-    Hostile("batch size of 141 digits", replaced("expect faithfulness >= 0.9", "expect faithfulness >= 0.9\n"
-                                                 "set batch_size = 1" + "0" * 140),
-            SpecError, 46, "batch_size must be at most 2**63 - 1", fmt_parses=True),
-    Hostile("completeness_samples of 2**63 - 1", replaced("expect faithfulness >= 0.9", "expect faithfulness >= 0.9\n"
-                                                          "set completeness_samples = 9223372036854775807"),
-            SpecError, 46, "completeness_samples must be at most 1,000", fmt_parses=True),
-    Hostile("NUL byte in the model path", replaced('"organism:seqcont"', '"./a\x00b"'),
-            SyntaxErrorInSpec, 8, "a NUL character in a string"),
-    Hostile("NUL byte in a data file path", replaced("  for i in 1..95\n", '  for i in 1..95\n  from "rows\x00.csv"\n'),
-            SyntaxErrorInSpec, 13, "a NUL character in a string"),
-    Hostile("statement keyword as a name right after `{`",
-            replaced("corrupt random {\n    s1, s2, s3, s4 = random 1..99\n  }", "corrupt random { role = random 1..99 }"),
-            SyntaxErrorInSpec, 19, "'role' is a statement keyword and cannot name a slot or variable"),
-    Hostile("statement keyword as a variable", replaced("s2 = i + 1\n", "s2 = corrupt + 1\n"),
-            SyntaxErrorInSpec, 14, "'corrupt' is a statement keyword"),
+    Hostile(
+        "integer of 4301 digits",
+        replaced("for i in 1..95", "for i in 1.." + "9" * 4301),
+        SyntaxErrorInSpec,
+        12,
+        "a number with more than 4300 digits",
+    ),
+    Hostile("300 `+` terms", replaced("s2 = i + 1\n", "s2 = i" + " + 1" * 300 + "\n"), SyntaxErrorInSpec, 14, "nests more than 200 levels deep"),
+    Hostile(
+        "30,000 `+` terms", replaced("s2 = i + 1\n", "s2 = i" + " + 1" * 30_000 + "\n"), SyntaxErrorInSpec, 14, "nests more than 200 levels deep"
+    ),
+    Hostile(
+        "300 nested parentheses",
+        replaced("s2 = i + 1\n", "s2 = " + "(" * 300 + "i" + ")" * 300 + "\n"),
+        SyntaxErrorInSpec,
+        14,
+        "nests more than 200 levels deep",
+    ),
+    Hostile(
+        "300 unary minus signs", replaced("s2 = i + 1\n", "s2 = " + "-" * 300 + "i\n"), SyntaxErrorInSpec, 14, "nests more than 200 levels deep"
+    ),
+    Hostile(
+        "huge layer in `mlp N`",
+        replaced("mlp 0, 1, 2, 3", "mlp 0, 1, 2, 3, 99999999999999999999999999"),
+        SpecError,
+        29,
+        "layer 99999999999999999999999999 does not exist",
+        fmt_parses=True,
+    ),
+    Hostile(
+        "huge layer in `mlp N`, model shape unknown",
+        replaced("mlp 0, 1, 2, 3", "mlp 0, 1, 2, 3, 99999999999999999999999999", BASE.replace('"organism:seqcont"', UNKNOWN_MODEL)),
+        SpecError,
+        29,
+        "is deeper than any model",
+        fmt_parses=True,
+    ),
+    Hostile(
+        "layer range of 10**12 layers, model shape unknown",
+        replaced("mlp 0, 1, 2, 3", "mlp 0..1000000000000", BASE.replace('"organism:seqcont"', UNKNOWN_MODEL)),
+        SpecError,
+        29,
+        "layer 1000000000000 is deeper than any model",
+        fmt_parses=True,
+    ),
+    Hostile(
+        "huge head layer in a role",
+        replaced("0.4 q end k s3", "18446744073709551616.4 q end k s3"),
+        SpecError,
+        28,
+        "layer 18446744073709551616 does not exist",
+        fmt_parses=True,
+    ),
+    Hostile("loop range ends past 2**63", replaced("for i in 1..95", "for i in 9223372036854775807..9223372036854775809"), None),
+    Hostile(
+        "random range of 2**64 values",
+        replaced("random 1..99", "random 1..18446744073709551616"),
+        LimitError,
+        20,
+        "has 18446744073709551616 values",
+        fmt_parses=True,
+    ),
+    Hostile(
+        "batch size of 141 digits",
+        replaced("expect faithfulness >= 0.9", "expect faithfulness >= 0.9\nset batch_size = 1" + "0" * 140),
+        SpecError,
+        46,
+        "batch_size must be at most 2**63 - 1",
+        fmt_parses=True,
+    ),
+    Hostile(
+        "completeness_samples of 2**63 - 1",
+        replaced("expect faithfulness >= 0.9", "expect faithfulness >= 0.9\nset completeness_samples = 9223372036854775807"),
+        SpecError,
+        46,
+        "completeness_samples must be at most 1,000",
+        fmt_parses=True,
+    ),
+    Hostile("NUL byte in the model path", replaced('"organism:seqcont"', '"./a\x00b"'), SyntaxErrorInSpec, 8, "a NUL character in a string"),
+    Hostile(
+        "NUL byte in a data file path",
+        replaced("  for i in 1..95\n", '  for i in 1..95\n  from "rows\x00.csv"\n'),
+        SyntaxErrorInSpec,
+        13,
+        "a NUL character in a string",
+    ),
+    Hostile(
+        "statement keyword as a name right after `{`",
+        replaced("corrupt random {\n    s1, s2, s3, s4 = random 1..99\n  }", "corrupt random { role = random 1..99 }"),
+        SyntaxErrorInSpec,
+        19,
+        "'role' is a statement keyword and cannot name a slot or variable",
+    ),
+    Hostile(
+        "statement keyword as a variable",
+        replaced("s2 = i + 1\n", "s2 = corrupt + 1\n"),
+        SyntaxErrorInSpec,
+        14,
+        "'corrupt' is a statement keyword",
+    ),
     Hostile("latin-1 byte", latin1_comment, SpecError, 2, "byte 0xe9 is not UTF-8 text"),
     Hostile("lone surrogate bytes", lone_surrogate_in_template, SpecError, 11, "byte 0xed is not UTF-8 text"),
-    Hostile("organism name longer than a file name may be", replaced('"organism:seqcont"', '"organism:' + "x" * 300 + '"'),
-            SpecError, 8, "no shipped organism named", fmt_parses=True),
-    Hostile("organism name that is a path", replaced('"organism:seqcont"', '"organism:../../../../tmp/h/evil"'),
-            SpecError, 8, "no shipped organism named '../../../../tmp/h/evil'", fmt_parses=True),
-    Hostile("spec over 256 KB", lambda: (BASE + "# " + "x" * 300_000 + "\n").encode("utf-8"),
-            SpecError, 1, "a spec file may hold"),
-    Hostile("loop of 10**12 values with assignments", replaced("for i in 1..95", "for i in 1..1000000000000"),
-            LimitError, 12, "make more than 100,000 prompts", fmt_parses=True),
+    Hostile(
+        "organism name longer than a file name may be",
+        replaced('"organism:seqcont"', '"organism:' + "x" * 300 + '"'),
+        SpecError,
+        8,
+        "no shipped organism named",
+        fmt_parses=True,
+    ),
+    Hostile(
+        "organism name that is a path",
+        replaced('"organism:seqcont"', '"organism:../../../../tmp/h/evil"'),
+        SpecError,
+        8,
+        "no shipped organism named '../../../../tmp/h/evil'",
+        fmt_parses=True,
+    ),
+    Hostile("spec over 256 KB", lambda: (BASE + "# " + "x" * 300_000 + "\n").encode("utf-8"), SpecError, 1, "a spec file may hold"),
+    Hostile(
+        "loop of 10**12 values with assignments",
+        replaced("for i in 1..95", "for i in 1..1000000000000"),
+        LimitError,
+        12,
+        "make more than 100,000 prompts",
+        fmt_parses=True,
+    ),
     Hostile("byte-order mark", lambda: b"\xef\xbb\xbf" + BASE.encode("utf-8"), None),
     Hostile("CRLF line ends", lambda: BASE.replace("\n", "\r\n").encode("utf-8"), None),
 )
@@ -127,8 +204,9 @@ def test_the_error_has_its_class_line_and_message(case, tmp_path):
     assert first.hint
 
 
-@pytest.mark.parametrize("case, command", [pytest.param(case, command, id=f"{case.name}-{command}")
-                                           for case in CASES for command in ("check", "plan", "fmt")])
+@pytest.mark.parametrize(
+    "case, command", [pytest.param(case, command, id=f"{case.name}-{command}") for case in CASES for command in ("check", "plan", "fmt")]
+)
 def test_the_commands_exit_2_without_a_traceback(case, command, tmp_path, monkeypatch, capsys):
     path = written(case, tmp_path)
     argv = ["check", "--no-tokenize", str(path)] if command == "check" else [command, str(path)]

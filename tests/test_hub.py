@@ -26,8 +26,10 @@ from circuitlang.ir import hub
 from circuitlang.ir.lower import load_spec
 from circuitlang.ir.shapes import KNOWN_HUB_SHAPES
 
-BODY = ('prompts p { template "{a} {b}"; for i in 1..4; a = i; b = i + 1; answer = i + 2; wrong = i + 1 }\n'
-        "metric logit_diff(answer, wrong)\nablate zero\nrole \"r\": 0.0, 1.1\n")
+BODY = (
+    'prompts p { template "{a} {b}"; for i in 1..4; a = i; b = i + 1; answer = i + 2; wrong = i + 1 }\n'
+    'metric logit_diff(answer, wrong)\nablate zero\nrole "r": 0.0, 1.1\n'
+)
 WORDS = [str(i) for i in range(1, 12)]
 REPO = "someorg/tiny-gpt2"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -170,12 +172,13 @@ def _seconds_to_fail_before_the_hub(spec: Path, env: dict[str, str]) -> float:
     first; the command line refuses it before reading the spec, so the run goes through the API):
     its time, measured now, is the start-up (imports, checks) that the hub's bound leaves out, so
     a busy machine does not read as a slow hub."""
-    run = ("import sys; from circuitlang.cli import main; from circuitlang.commands import common; "
-           "common.device_option = lambda text: text; "  # let the loader see the device, as the API does
-           f"sys.exit(main(['verify', {str(spec)!r}, '--device', 'bogus']))")
+    run = (
+        "import sys; from circuitlang.cli import main; from circuitlang.commands import common; "
+        "common.device_option = lambda text: text; "  # let the loader see the device, as the API does
+        f"sys.exit(main(['verify', {str(spec)!r}, '--device', 'bogus']))"
+    )
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-c", run], env=env, capture_output=True, text=True,
-                            timeout=COMMAND_TIMEOUT_S)
+    result = subprocess.run([sys.executable, "-c", run], env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
     assert result.returncode == 3 and "unknown device 'bogus'" in result.stderr, result.stderr
     return time.monotonic() - started
 
@@ -198,8 +201,7 @@ def _env(tmp_path: Path, offline: bool) -> dict[str, str]:
 
 
 def _circuitlang(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "circuitlang", *args], env=env, capture_output=True, text=True,
-                          timeout=COMMAND_TIMEOUT_S)
+    return subprocess.run([sys.executable, "-m", "circuitlang", *args], env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
 
 
 def _closed_port() -> int:
@@ -241,7 +243,7 @@ class FakeHub:
         path = request.path.split("?", 1)[0]
         self.requests.append((request.command, path))
         if path.startswith("/api/models/"):
-            self._api(request, path[len("/api/models/"):], body)
+            self._api(request, path[len("/api/models/") :], body)
         elif "/resolve/" in path:
             repo, rest = path.lstrip("/").split("/resolve/", 1)
             self._file(request, repo, rest.split("/", 1)[1] if "/" in rest else "", body)
@@ -257,12 +259,24 @@ class FakeHub:
             if folder:
                 self._send(request, 404, b"", {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": COMMIT}, body)
             else:
-                self._json(request, [{"type": "file", "path": name, "size": len(data), "oid": _sha1(data)}
-                                     for name, data in self.files.items()], body)
+                self._json(
+                    request, [{"type": "file", "path": name, "size": len(data), "oid": _sha1(data)} for name, data in self.files.items()], body
+                )
         else:
-            self._json(request, {"id": repo, "modelId": repo, "sha": COMMIT, "private": False, "gated": False,
-                                 "disabled": False, "tags": [], "siblings": [{"rfilename": n} for n in self.files]},
-                       body)
+            self._json(
+                request,
+                {
+                    "id": repo,
+                    "modelId": repo,
+                    "sha": COMMIT,
+                    "private": False,
+                    "gated": False,
+                    "disabled": False,
+                    "tags": [],
+                    "siblings": [{"rfilename": n} for n in self.files],
+                },
+                body,
+            )
 
     def _file(self, request: BaseHTTPRequestHandler, repo: str, name: str, body: bool) -> None:
         if repo != self.repo:
@@ -271,8 +285,9 @@ class FakeHub:
             self._send(request, 404, b"", {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": COMMIT}, body)
         else:
             data = self.files[name]
-            self._send(request, 200, data, {"X-Repo-Commit": COMMIT, "ETag": f'"{_sha1(data)}"',
-                                            "Content-Type": "application/octet-stream"}, body)
+            self._send(
+                request, 200, data, {"X-Repo-Commit": COMMIT, "ETag": f'"{_sha1(data)}"', "Content-Type": "application/octet-stream"}, body
+            )
 
     def _json(self, request: BaseHTTPRequestHandler, value: object, body: bool) -> None:
         self._send(request, 200, json.dumps(value).encode(), {"Content-Type": "application/json"}, body)

@@ -36,11 +36,9 @@ sys.exit(code)
 """
 
 
-def circuitlang_without_extras(*args: str | Path, cwd: Path = ROOT,
-                               hf_home: Path | None = None) -> subprocess.CompletedProcess[str]:
+def circuitlang_without_extras(*args: str | Path, cwd: Path = ROOT, hf_home: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = os.environ | ({"HF_HOME": str(hf_home)} if hf_home else {})
-    return subprocess.run([sys.executable, "-c", WITHOUT_EXTRAS, *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=120, env=env)
+    return subprocess.run([sys.executable, "-c", WITHOUT_EXTRAS, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=120, env=env)
 
 
 SHIPPED = sorted(SPECS.glob("*.circ"))
@@ -72,8 +70,7 @@ def gpt2_tokenizer_folder(tmp_path_factory) -> Path:
 
     folder = tmp_path_factory.mktemp("light-project") / "gpt2"
     folder.mkdir()
-    bpe = Tokenizer(models.BPE.from_file(str(GPT2_TOKENIZER_FILES / "encoder.json"),
-                                         str(GPT2_TOKENIZER_FILES / "vocab.bpe")))
+    bpe = Tokenizer(models.BPE.from_file(str(GPT2_TOKENIZER_FILES / "encoder.json"), str(GPT2_TOKENIZER_FILES / "vocab.bpe")))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     bpe.save(str(folder / "tokenizer.json"))
@@ -103,21 +100,23 @@ role "mover": 9.1
 def test_check_catches_a_tokenization_mistake_without_torch(gpt2_tokenizer_folder):
     # "Eleven" is two GPT-2 tokens ("Ele", "ven") where "One" is one: the template's length varies.
     spec = gpt2_tokenizer_folder.parent / "capitalized.circ"
-    spec.write_text(NUMBER_WORDS.format(model="./gpt2", first=1, last=12,
-                                        s1="capitalize(number_words[i])"))
+    spec.write_text(NUMBER_WORDS.format(model="./gpt2", first=1, last=12, s1="capitalize(number_words[i])"))
     result = circuitlang_without_extras("check", spec)
     assert result.returncode == 2, result.stdout + result.stderr
-    assert f"{spec}:5:12: data error: prompt #10 of words (i=11): 'Eleven twelve thirteen' is 4 tokens, but " \
-           "prompt #0 of words (i=1) ('One two three') of the same template is 3; 1 more prompt of this template " \
-           "has the same problem" in result.stdout.replace("have the same", "has the same")
+    assert (
+        f"{spec}:5:12: data error: prompt #10 of words (i=11): 'Eleven twelve thirteen' is 4 tokens, but "
+        "prompt #0 of words (i=1) ('One two three') of the same template is 3; 1 more prompt of this template "
+        "has the same problem" in result.stdout.replace("have the same", "has the same")
+    )
     assert "Traceback" not in result.stdout + result.stderr
 
 
 @pytest.mark.slow
 def test_check_places_an_answer_mistake_at_its_line(gpt2_tokenizer_folder):
     spec = gpt2_tokenizer_folder.parent / "year_answer.circ"
-    spec.write_text(NUMBER_WORDS.format(model="./gpt2", first=1, last=3, s1="number_words[i]")
-                    .replace("answer = number_words[i + 3]", 'answer = "1732"'))
+    spec.write_text(
+        NUMBER_WORDS.format(model="./gpt2", first=1, last=3, s1="number_words[i]").replace("answer = number_words[i + 3]", 'answer = "1732"')
+    )
     result = circuitlang_without_extras("check", spec, "--format", "json")
     assert result.returncode == 2
     [error] = json.loads(result.stdout)["files"][0]["errors"]
@@ -127,8 +126,7 @@ def test_check_places_an_answer_mistake_at_its_line(gpt2_tokenizer_folder):
 @pytest.mark.slow
 def test_check_without_a_tokenizer_says_so_and_no_tokenize_skips(gpt2_tokenizer_folder, tmp_path):
     spec = gpt2_tokenizer_folder.parent / "untokenized.circ"
-    spec.write_text(NUMBER_WORDS.format(model="./gpt2", first=1, last=12,
-                                        s1="capitalize(number_words[i])"))
+    spec.write_text(NUMBER_WORDS.format(model="./gpt2", first=1, last=12, s1="capitalize(number_words[i])"))
     skipped = circuitlang_without_extras("check", "--no-tokenize", spec)
     assert skipped.returncode == 0 and "note:" not in skipped.stdout
     uncached = tmp_path / "hub.circ"

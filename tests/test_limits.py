@@ -54,35 +54,103 @@ def _jsonl(n: int) -> str:
 
 BIG = "9" * 3000
 CASES = (
-    Case("prompts per set", '  template "{s1} {s2}"\n  for i in 1..5\n  s1 = i\n  s2 = i + 1\n  answer = i + 2\n'
-         '  wrong = i + 1\n', '  template "{s1} {s2}"\n  from "rows.jsonl"\n', 'from "rows.jsonl"',
-         "prompt set 'p' makes more than 100,000 prompts (the prompts per set limit)", "set max_prompts = 100001",
-         (("rows.jsonl", _jsonl(100_001)),)),
-    Case("loop product", "for i in 1..5", "for i in 1..317, j in 1..317", "j in 1..317",
-         "the loops of p make more than 100,000 prompts (the loop product limit)", "set max_prompts = 100489"),
-    Case("generated prompts", '  template "{s1} {s2}"\n  for i in 1..5\n  s1 = i\n  s2 = i + 1\n  answer = i + 2\n'
-         '  wrong = i + 1\n', "  generate ioi(n = 100001)\n", "generate ioi",
-         "generate ioi(n = 100001) asks for more than 100,000 prompts (the generated prompts limit)",
-         "set max_prompts = 100001"),
-    Case("range length", "s2 = i + 1", "s2 = random 1..100001", "1..100001",
-         "the range 1..100001 has 100001 values, more than 100,000 (the range length limit)", "set max_range = 100001"),
-    Case("list length", "s2 = i + 1", f"s2 = len([{', '.join(['1'] * 10_001)}])", "[1, 1",
-         "this list has 10,001 items, more than 10,000 (the list length limit)", "set max_list = 10001"),
-    Case("slots per template", '  template "{s1} {s2}"\n', _slots(101), '"{a0}',
-         "this template has 101 slots, more than 100 (the slots per template limit)", "set max_slots = 101"),
-    Case("template length", 'template "{s1} {s2}"', f'template "{"x" * 10_000}{{s1}} {{s2}}"', '"xxx',
-         "this template has 10,009 characters, more than 10,000 (the template length limit)",
-         "set max_template = 10009"),
-    Case("string literal length", "s2 = i + 1", f's2 = "{"y" * 1001}"', '"yyy',
-         "this string has 1,001 characters, more than 1,000 (the string literal length limit)", "set max_text = 1001"),
-    Case("text value length", "s2 = i + 1", f's2 = "{"y" * 600}" + "{"z" * 600}"', '"yyy',
-         "this text has 1,200 characters, more than 1,000 (the text value length limit)", "set max_text = 1200"),
-    Case("pad width", "s2 = i + 1", "s2 = pad(i, 1001)", "pad(",
-         "pad to 1001 characters, more than 1,000 (the pad width limit)", "set max_text = 1001"),
-    Case("expression depth", "s2 = i + 1", f"s2 = {'(' * 250}i{')' * 250}", f"{'(' * 51}i",  # the parser points at the 200th level
-         "nests more than 200 levels deep", None),
-    Case("integer digits", "s2 = i + 1", f"x = {BIG}\n  s2 = x * x", "x * x",
-         "this arithmetic makes a number of more than 4,300 digits (the integer digits limit)", None),
+    Case(
+        "prompts per set",
+        '  template "{s1} {s2}"\n  for i in 1..5\n  s1 = i\n  s2 = i + 1\n  answer = i + 2\n  wrong = i + 1\n',
+        '  template "{s1} {s2}"\n  from "rows.jsonl"\n',
+        'from "rows.jsonl"',
+        "prompt set 'p' makes more than 100,000 prompts (the prompts per set limit)",
+        "set max_prompts = 100001",
+        (("rows.jsonl", _jsonl(100_001)),),
+    ),
+    Case(
+        "loop product",
+        "for i in 1..5",
+        "for i in 1..317, j in 1..317",
+        "j in 1..317",
+        "the loops of p make more than 100,000 prompts (the loop product limit)",
+        "set max_prompts = 100489",
+    ),
+    Case(
+        "generated prompts",
+        '  template "{s1} {s2}"\n  for i in 1..5\n  s1 = i\n  s2 = i + 1\n  answer = i + 2\n  wrong = i + 1\n',
+        "  generate ioi(n = 100001)\n",
+        "generate ioi",
+        "generate ioi(n = 100001) asks for more than 100,000 prompts (the generated prompts limit)",
+        "set max_prompts = 100001",
+    ),
+    Case(
+        "range length",
+        "s2 = i + 1",
+        "s2 = random 1..100001",
+        "1..100001",
+        "the range 1..100001 has 100001 values, more than 100,000 (the range length limit)",
+        "set max_range = 100001",
+    ),
+    Case(
+        "list length",
+        "s2 = i + 1",
+        f"s2 = len([{', '.join(['1'] * 10_001)}])",
+        "[1, 1",
+        "this list has 10,001 items, more than 10,000 (the list length limit)",
+        "set max_list = 10001",
+    ),
+    Case(
+        "slots per template",
+        '  template "{s1} {s2}"\n',
+        _slots(101),
+        '"{a0}',
+        "this template has 101 slots, more than 100 (the slots per template limit)",
+        "set max_slots = 101",
+    ),
+    Case(
+        "template length",
+        'template "{s1} {s2}"',
+        f'template "{"x" * 10_000}{{s1}} {{s2}}"',
+        '"xxx',
+        "this template has 10,009 characters, more than 10,000 (the template length limit)",
+        "set max_template = 10009",
+    ),
+    Case(
+        "string literal length",
+        "s2 = i + 1",
+        f's2 = "{"y" * 1001}"',
+        '"yyy',
+        "this string has 1,001 characters, more than 1,000 (the string literal length limit)",
+        "set max_text = 1001",
+    ),
+    Case(
+        "text value length",
+        "s2 = i + 1",
+        f's2 = "{"y" * 600}" + "{"z" * 600}"',
+        '"yyy',
+        "this text has 1,200 characters, more than 1,000 (the text value length limit)",
+        "set max_text = 1200",
+    ),
+    Case(
+        "pad width",
+        "s2 = i + 1",
+        "s2 = pad(i, 1001)",
+        "pad(",
+        "pad to 1001 characters, more than 1,000 (the pad width limit)",
+        "set max_text = 1001",
+    ),
+    Case(
+        "expression depth",
+        "s2 = i + 1",
+        f"s2 = {'(' * 250}i{')' * 250}",
+        f"{'(' * 51}i",  # the parser points at the 200th level
+        "nests more than 200 levels deep",
+        None,
+    ),
+    Case(
+        "integer digits",
+        "s2 = i + 1",
+        f"x = {BIG}\n  s2 = x * x",
+        "x * x",
+        "this arithmetic makes a number of more than 4,300 digits (the integer digits limit)",
+        None,
+    ),
 )
 
 
@@ -106,8 +174,9 @@ def _line_column(text: str, needle: str) -> tuple[int, int]:
     return before.count("\n") + 1, len(before) - before.rfind("\n")
 
 
-@pytest.mark.parametrize("case", fast_cases(CASES, lambda case: case.limit not in ("prompts per set", "list length")),
-                         ids=[case.limit for case in CASES])
+@pytest.mark.parametrize(
+    "case", fast_cases(CASES, lambda case: case.limit not in ("prompts per set", "list length")), ids=[case.limit for case in CASES]
+)
 def test_a_spec_past_a_limit_is_an_error_at_its_place(tmp_path, capsys, case):
     path = _write(tmp_path, case)
     assert main(["check", "--no-tokenize", str(path)]) == 2
@@ -124,8 +193,9 @@ def test_a_spec_past_a_limit_is_an_error_at_its_place(tmp_path, capsys, case):
 SLOW_TO_RAISE = ("loop product", "generated prompts", "prompts per set", "list length")  # seconds each: the slow set
 
 
-@pytest.mark.parametrize("case", fast_cases([case for case in CASES if case.raised], lambda case: case.limit not in SLOW_TO_RAISE),
-                         ids=lambda case: case.limit)
+@pytest.mark.parametrize(
+    "case", fast_cases([case for case in CASES if case.raised], lambda case: case.limit not in SLOW_TO_RAISE), ids=lambda case: case.limit
+)
 def test_its_setting_raises_the_limit(tmp_path, capsys, case):
     path = _write(tmp_path, case, case.raised + "\n")
     assert main(["check", "--no-tokenize", str(path)]) == 0, capsys.readouterr().out[:2000]
@@ -172,7 +242,7 @@ def test_count_stops_generation_instead_of_trimming_after_it(tmp_path):
 
 def test_count_does_not_make_the_rows_it_drops(tmp_path):
     """Row 6 would fail (index past the list); with count 5 it is never made."""
-    text = BASE.replace("s2 = i + 1", 's2 = colors[i - 1]') + 'list colors = ["a", "b", "c", "d", "e"]\n'
+    text = BASE.replace("s2 = i + 1", "s2 = colors[i - 1]") + 'list colors = ["a", "b", "c", "d", "e"]\n'
     text = text.replace("for i in 1..5", "for i in 1..6")
     assert len(_expand(tmp_path, text.replace("  wrong = i + 1\n", "  wrong = i + 1\n  set count = 5\n"))[0].clean) == 5
 
@@ -187,9 +257,11 @@ def test_count_keeps_the_first_prompts_of_the_full_expansion(tmp_path):
 def test_count_is_the_set_with_only_those_rows_corruptions_included(tmp_path):
     """What `set count = N` means with random draws: exactly the set whose loop stops at N."""
     text = BASE.replace("s2 = i + 1", "s2 = random 1..99").replace(
-        "  wrong = i + 1\n", "  wrong = i + 1\n  corrupt random { s1 = random 1..99 }\n")
-    counted = _expand(tmp_path, text.replace("for i in 1..5", "for i in 1..500").replace(
-        "  wrong = i + 1\n", "  wrong = i + 1\n  set count = 5\n"))[0]
+        "  wrong = i + 1\n", "  wrong = i + 1\n  corrupt random { s1 = random 1..99 }\n"
+    )
+    counted = _expand(
+        tmp_path, text.replace("for i in 1..5", "for i in 1..500").replace("  wrong = i + 1\n", "  wrong = i + 1\n  set count = 5\n")
+    )[0]
     short = _expand(tmp_path, text)[0]
     assert counted.clean == short.clean and counted.corrupt == short.corrupt
 
@@ -206,8 +278,7 @@ def test_count_bounds_a_generator(tmp_path):
 
 def test_a_count_over_the_limit_does_not_lift_it(tmp_path, capsys):
     path = tmp_path / "over.circ"
-    path.write_text(BASE.replace("for i in 1..5", "for i in 1..200000").replace(
-        "  wrong = i + 1\n", "  wrong = i + 1\n  set count = 150000\n"))
+    path.write_text(BASE.replace("for i in 1..5", "for i in 1..200000").replace("  wrong = i + 1\n", "  wrong = i + 1\n  set count = 150000\n"))
     assert main(["check", "--no-tokenize", str(path)]) == 2
     assert "the loops of p make more than 100,000 prompts" in capsys.readouterr().out
 

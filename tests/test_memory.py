@@ -26,8 +26,7 @@ def _light_spec(tmp_path: Path, repeats: int) -> Path:
     lines = [line for line in ORGANISM.read_text().splitlines() if not line.startswith(("edge ", "expect "))]
     text = "\n".join(lines).replace("  for i in 1..95", f"  for i in 1..95, k in 1..{repeats}")
     path = tmp_path / f"light_{repeats}.circ"
-    path.write_text(text + "\nset completeness_samples = 0\nset greedy_steps = 0\nset minimality_samples = 0\n"
-                    "set bootstrap = 100\n")
+    path.write_text(text + "\nset completeness_samples = 0\nset greedy_steps = 0\nset minimality_samples = 0\nset bootstrap = 100\n")
     return path
 
 
@@ -43,8 +42,11 @@ def test_the_parameter_count_is_the_organisms(tmp_path):
 
     spec = load_spec(ORGANISM)
     with safe_open(Path(spec.model.path) / "model.safetensors", "np") as weights:
-        stored = sum(weights.get_slice(name).get_shape()[0] * (weights.get_slice(name).get_shape()[1:] or [1])[0]
-                     for name in weights.keys() if not name.endswith(".attn.bias"))  # a causal mask, not a weight
+        stored = sum(
+            weights.get_slice(name).get_shape()[0] * (weights.get_slice(name).get_shape()[1:] or [1])[0]
+            for name in weights.keys()
+            if not name.endswith(".attn.bias")
+        )  # a causal mask, not a weight
     size = model_size(spec.model, spec.shape)
     assert size is not None and size.parameters == stored
 
@@ -59,8 +61,7 @@ def test_the_loaded_models_shape_and_size_are_those_read_offline():
 
     spec = load_spec(ORGANISM)
     session = open_run(spec).session
-    assert spec.shape is not None and (session.shape.n_layers, session.shape.n_heads) == (spec.shape.n_layers,
-                                                                                          spec.shape.n_heads)
+    assert spec.shape is not None and (session.shape.n_layers, session.shape.n_heads) == (spec.shape.n_layers, spec.shape.n_heads)
     offline = model_size(spec.model, spec.shape)
     assert offline is not None and loaded_size(session.model) == replace(offline, tied=False)
 
@@ -84,12 +85,13 @@ def test_the_cache_estimate_is_the_engines_tensors_exactly():
 def _peak_of_verify(path: Path) -> int:
     """Peak resident bytes of `circuitlang verify --no-audit` in its own process: VmHWM, the high
     water mark of the process's own memory (ru_maxrss would carry the forking parent's over exec)."""
-    code = ("import re, sys; from pathlib import Path; from circuitlang.cli import main; "
-            "code = main(['verify', '--no-audit', '--format', 'json', '-o', sys.argv[2], sys.argv[1]]); "
-            "print(re.search(r'VmHWM:\\s+(\\d+) kB', Path('/proc/self/status').read_text()).group(1)); sys.exit(code)")
+    code = (
+        "import re, sys; from pathlib import Path; from circuitlang.cli import main; "
+        "code = main(['verify', '--no-audit', '--format', 'json', '-o', sys.argv[2], sys.argv[1]]); "
+        "print(re.search(r'VmHWM:\\s+(\\d+) kB', Path('/proc/self/status').read_text()).group(1)); sys.exit(code)"
+    )
     out = path.with_suffix(".json")
-    result = subprocess.run([sys.executable, "-c", code, str(path), str(out)], cwd=ROOT, capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run([sys.executable, "-c", code, str(path), str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode in (0, 1), result.stderr[-2000:]
     assert json.loads(out.read_text())["prompt_sets"]
     return int(result.stdout.split()[-1]) * 1024

@@ -9,8 +9,7 @@ import pytest
 from circuitlang.errors import SpecError, SpecErrors
 from circuitlang.ir.lower import load_spec
 
-BODY = ('prompts { template "{a}"; a = 1; answer = 2; wrong = 3 }\nmetric logit_diff(answer, wrong)\n'
-        "ablate zero\n")
+BODY = 'prompts { template "{a}"; a = 1; answer = 2; wrong = 3 }\nmetric logit_diff(answer, wrong)\nablate zero\n'
 
 
 def test_local_folder_shape_comes_from_config_json(write_spec, tmp_path):

@@ -62,9 +62,12 @@ def test_check_draw_compare_and_export_state_one_count_per_word(name, capsys, tm
     path = SPECS / f"{name}.circ"
     other = SPECS / f"{OTHER[name]}.circ"  # on a model of the same shape, so that they draw together
     outputs = {}
-    for command in (["check", str(path)], ["draw", str(path), "-o", str(tmp_path / "c.dot")],
-                    ["compare", str(path), str(other), "--no-transfer", "--format", "markdown"],
-                    ["export", str(path), "-o", str(tmp_path / "c.json")]):
+    for command in (
+        ["check", str(path)],
+        ["draw", str(path), "-o", str(tmp_path / "c.dot")],
+        ["compare", str(path), str(other), "--no-transfer", "--format", "markdown"],
+        ["export", str(path), "-o", str(tmp_path / "c.json")],
+    ):
         capsys.readouterr()
         assert main(command) == 0
         outputs[command[0]] = capsys.readouterr().out
@@ -75,9 +78,11 @@ def test_check_draw_compare_and_export_state_one_count_per_word(name, capsys, tm
     assert all(COMPARED.match(line).group(1) in legend for line in compared)  # each spec's size, in compare's words
     spec = load_spec(path)
     exported = json.loads((tmp_path / "c.json").read_text())
-    expected = {"node": {len(spec.circuit.nodes)},
-                "declared edge": {sum(line.startswith("edge ") for line in path.read_text().splitlines())},
-                "graph edge": {sum(info["in_graph"] for info in exported["edges"].values())}}
+    expected = {
+        "node": {len(spec.circuit.nodes)},
+        "declared edge": {sum(line.startswith("edge ") for line in path.read_text().splitlines())},
+        "graph edge": {sum(info["in_graph"] for info in exported["edges"].values())},
+    }
     assert spec.circuit.edges or expected["declared edge"] == {0}
     for command, text in outputs.items():
         counts = _counts(text)
@@ -107,8 +112,11 @@ def test_an_edge_claim_names_the_interval_it_shows_and_effect_means_the_tables_n
     edges = [prompt_set.edges[0], prompt_set.edges[1].model_copy(update={"effect": straddling})]
     changed = prompt_set.model_copy(update={"edges": edges})
     spec_path = Path(micro_report.spec_path).with_name("claims.circ")  # beside the model folder it names
-    spec_path.write_text(Path(micro_report.spec_path).read_text().replace(
-        "set bootstrap = 200", "set bootstrap = 200\nexpect edge_effect >= 0.01\nexpect 0.2 -> logits effect >= 0.01"))
+    spec_path.write_text(
+        Path(micro_report.spec_path)
+        .read_text()
+        .replace("set bootstrap = 200", "set bootstrap = 200\nexpect edge_effect >= 0.01\nexpect 0.2 -> logits effect >= 0.01")
+    )
     claims = check_claims(circuitlang.load(spec_path), [changed], lambda *args: Estimate(value=0.0, low=0.0, high=0.0))
     report = micro_report.model_copy(update={"prompt_sets": [changed], "claims": claims})
     weakest, named = claims
@@ -127,8 +135,7 @@ def test_an_edge_claim_names_the_interval_it_shows_and_effect_means_the_tables_n
     console = Console(record=True, width=400)
     for item in tables(report):
         console.print(item)
-    texts = {"table": console.export_text(), "junit": to_junit(report), "github": to_github(report),
-             "markdown": to_markdown(report)}
+    texts = {"table": console.export_text(), "junit": to_junit(report), "github": to_github(report), "markdown": to_markdown(report)}
     for name, text in texts.items():
         shown = EFFECT_SHOWN.findall(text.replace("&gt;", ">"))
         assert ("|effect|", *_shown(magnitude(straddling))) in shown, name
@@ -148,15 +155,15 @@ def test_curves_f_is_named_normalized_faithfulness_and_is_verifys(tmp_path: Path
     (which differs here from its faithfulness F(C)/F(M)); the table, JSON and plot name it so."""
     build_copy_model(tmp_path / "micro")
     spec = tmp_path / "known.circ"
-    spec.write_text(MICRO_SPEC % {"words": json.dumps(WORDS), "metric": "logit_diff(answer, wrong)", "circuit": HALF,
-                                  "claims": ""})
+    spec.write_text(MICRO_SPEC % {"words": json.dumps(WORDS), "metric": "logit_diff(answer, wrong)", "circuit": HALF, "claims": ""})
     numbers = verify(circuitlang.open_run(circuitlang.load(spec))).prompt_sets[0].faithfulness
     scorer = Scorer(open_session(circuitlang.load(spec)))
     result = curve(scorer, {(head(0, 0), LOGITS, ""): 2.0}, fractions=(1 / 9, 1.0))  # of 9 edges: k = 1, the spec's
     point = result.points[0]
     assert (point.k, point.edges) == (1, 1)
     assert (result.m_model, result.m_empty, point.metric) == pytest.approx(
-        (numbers.f_model.value, numbers.f_empty.value, numbers.f_circuit.value), rel=1e-6)
+        (numbers.f_model.value, numbers.f_empty.value, numbers.f_circuit.value), rel=1e-6
+    )
     assert point.normalized_faithfulness == pytest.approx(numbers.normalized_faithfulness.value, rel=1e-6)
     assert abs(numbers.faithfulness.value - numbers.normalized_faithfulness.value) > 0.01
 

@@ -15,8 +15,14 @@ SPECS = sorted((Path(__file__).resolve().parent.parent / "specs").glob("organism
 
 
 def test_six_tasks_are_shipped() -> None:
-    assert [p.stem for p in SPECS] == ["organism_decr_digits", "organism_greater_than", "organism_incr_digits",
-                                       "organism_ioi", "organism_months", "organism_number_words"]
+    assert [p.stem for p in SPECS] == [
+        "organism_decr_digits",
+        "organism_greater_than",
+        "organism_incr_digits",
+        "organism_ioi",
+        "organism_months",
+        "organism_number_words",
+    ]
 
 
 def test_each_spec_is_the_task_the_discovery_script_starts_from() -> None:

@@ -23,8 +23,7 @@ from circuitlang.organisms.seqcont.tokenizer import (
 from circuitlang.organisms.seqcont.train import TrainConfig, main, train
 
 torch.set_num_threads(1)
-TINY = {"batch_size": 12, "n_layer": 1, "n_head": 2, "d_model": 16, "n_positions": 32, "warmup": 2, "log_every": 0,
-        "eval_every": 0}
+TINY = {"batch_size": 12, "n_layer": 1, "n_head": 2, "d_model": 16, "n_positions": 32, "warmup": 2, "log_every": 0, "eval_every": 0}
 
 
 @pytest.fixture(scope="module")
@@ -39,20 +38,19 @@ def pieces(tokenizer, text: str) -> list[str]:
 
 # ---- tokenizer ----
 
+
 def test_years_split_into_century_and_year(tokenizer):
     assert pieces(tokenizer, "1732") == ["17", "32"]
     assert pieces(tokenizer, " 1732") == [" 17", "32"]
     text = "The war lasted from the year 1732 to the year 17"
-    assert pieces(tokenizer, text) == ["The", " war", " lasted", " from", " the", " year", " 17", "32", " to", " the",
-                                       " year", " 17"]
+    assert pieces(tokenizer, text) == ["The", " war", " lasted", " from", " the", " year", " 17", "32", " to", " the", " year", " 17"]
 
 
 def test_offsets_are_character_offsets_with_the_space_in_front(tokenizer):
     text = "Then, Mary and John went to the store. John gave a ring to"
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     spans = [text[a:b] for a, b in encoded["offset_mapping"]]
-    assert spans == ["Then", ",", " Mary", " and", " John", " went", " to", " the", " store", ".", " John", " gave",
-                     " a", " ring", " to"]
+    assert spans == ["Then", ",", " Mary", " and", " John", " went", " to", " the", " store", ".", " John", " gave", " a", " ring", " to"]
     encoded = tokenizer("12 13 1732", add_special_tokens=False, return_offsets_mapping=True)
     assert encoded["offset_mapping"] == [(0, 2), (2, 5), (5, 8), (8, 10)]
 
@@ -86,12 +84,12 @@ def test_tokenizer_survives_saving(tokenizer, tmp_path):
     tokenizer.save_pretrained(tmp_path)
     loaded = AutoTokenizer.from_pretrained(tmp_path)
     text = "The siege lasted from the year 1405 to the year 14"
-    assert loaded(text, return_offsets_mapping=True)["offset_mapping"] == \
-        tokenizer(text, return_offsets_mapping=True)["offset_mapping"]
+    assert loaded(text, return_offsets_mapping=True)["offset_mapping"] == tokenizer(text, return_offsets_mapping=True)["offset_mapping"]
     assert loaded.bos_token_id == 0 and loaded.is_fast
 
 
 # ---- data ----
+
 
 def test_held_out_prompts_never_appear_in_training():
     held = {e.text for task in tasks.TASKS for e in tasks.held_out(task)}
@@ -129,12 +127,39 @@ def test_formats_match_the_shipped_specs():
 
 # ---- training ----
 
+
 def test_smoke_a_few_steps_train_save_and_load(tmp_path):
     from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
-    assert main(["--out", str(tmp_path / "m"), "--steps", "3", "--seed", "1", "--batch-size", "12", "--n-layer", "1",
-                 "--n-head", "2", "--d-model", "16", "--n-positions", "32", "--warmup", "2", "--log-every", "1",
-                 "--eval-every", "0"]) == 0
+    assert (
+        main(
+            [
+                "--out",
+                str(tmp_path / "m"),
+                "--steps",
+                "3",
+                "--seed",
+                "1",
+                "--batch-size",
+                "12",
+                "--n-layer",
+                "1",
+                "--n-head",
+                "2",
+                "--d-model",
+                "16",
+                "--n-positions",
+                "32",
+                "--warmup",
+                "2",
+                "--log-every",
+                "1",
+                "--eval-every",
+                "0",
+            ]
+        )
+        == 0
+    )
     for name in ("config.json", "model.safetensors", "tokenizer.json", "training.json"):
         assert (tmp_path / "m" / name).is_file()
     model = GPT2LMHeadModel.from_pretrained(tmp_path / "m")
@@ -186,18 +211,22 @@ def test_specs_on_the_organism_bind_and_score_it(tmp_path):
     import circuitlang
 
     spec = tmp_path / "organism.circ"
-    spec.write_text('circuitlang 1\ncircuit c on "organism:seqcont"\n'
-                    'prompts digits {\n  template "{s1} {s2} {s3} {s4}"\n  for i in 1..95\n  s1 = i\n  s2 = i + 1\n'
-                    '  s3 = i + 2\n  s4 = i + 3\n  answer = i + 4\n  wrong = i + 3\n'
-                    '  corrupt random {\n    s1, s2, s3, s4 = random 1..99\n  }\n}\n'
-                    'prompts ioi {\n  generate ioi(n = 40)\n  corrupt abc\n}\n'
-                    'metric logit_diff(answer, wrong)\nablate mean of corrupt\nrole "r": 0.0 q end\n')
+    spec.write_text(
+        'circuitlang 1\ncircuit c on "organism:seqcont"\n'
+        'prompts digits {\n  template "{s1} {s2} {s3} {s4}"\n  for i in 1..95\n  s1 = i\n  s2 = i + 1\n'
+        "  s3 = i + 2\n  s4 = i + 3\n  answer = i + 4\n  wrong = i + 3\n"
+        "  corrupt random {\n    s1, s2, s3, s4 = random 1..99\n  }\n}\n"
+        "prompts ioi {\n  generate ioi(n = 40)\n  corrupt abc\n}\n"
+        'metric logit_diff(answer, wrong)\nablate mean of corrupt\nrole "r": 0.0 q end\n'
+    )
     run = circuitlang.open_run(circuitlang.load(spec))
     assert run.model.prepends_bos and run.model.identity.n_layers == 4
     for prompt_set in ("digits", "ioi"):
         assert float(run.metric([run.full_model()], prompt_set).min()) > 0
-    spec.write_text('circuitlang 1\ncircuit g on "organism:seqcont"\n'
-                    'prompts years {\n  generate greater_than(n = 40)\n  corrupt 01\n}\n'
-                    'metric prob_diff(answer, wrong)\nablate mean of corrupt\nrole "r": 0.0 q end k yy\n')
+    spec.write_text(
+        'circuitlang 1\ncircuit g on "organism:seqcont"\n'
+        "prompts years {\n  generate greater_than(n = 40)\n  corrupt 01\n}\n"
+        'metric prob_diff(answer, wrong)\nablate mean of corrupt\nrole "r": 0.0 q end k yy\n'
+    )
     run = circuitlang.open_run(circuitlang.load(spec))
     assert float(run.metric([run.full_model()]).mean()) > 0.5

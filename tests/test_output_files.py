@@ -41,10 +41,17 @@ def test_a_new_file_gets_ordinary_permissions(tmp_path):
 
 def test_the_temporary_file_of_a_killed_writer_is_removed_by_the_next_write(tmp_path):
     target = tmp_path / "report.json"
-    writer = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; import circuitlang.report.files as files\n"
-        "files.os.replace = lambda *a: time.sleep(60)  # stop between writing and renaming\n"
-        f"files.write_atomically(Path({str(target)!r}), 'partial')")])
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from pathlib import Path; import circuitlang.report.files as files\n"
+                "files.os.replace = lambda *a: time.sleep(60)  # stop between writing and renaming\n"
+                f"files.write_atomically(Path({str(target)!r}), 'partial')"
+            ),
+        ]
+    )
     deadline = time.monotonic() + 30
     while not list(tmp_path.glob(".report.json.*.tmp")) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -72,7 +79,7 @@ def test_names_in_a_spec_are_shown_as_written_not_as_markup_or_emoji(tmp_path, c
     assert main(["check", "--no-tokenize", str(spec)]) == 0
     out = capsys.readouterr().out
     assert f"ok {spec}:" in out and "❌" not in out
-    spec.write_text(spec.read_text().replace("ablate mean of corrupt", "ablate mean of corrupt\nrole \":x:\": 99.0"))
+    spec.write_text(spec.read_text().replace("ablate mean of corrupt", 'ablate mean of corrupt\nrole ":x:": 99.0'))
     assert main(["check", "--no-tokenize", str(spec)]) == 2
     out = capsys.readouterr().out
     lines = out.splitlines()
@@ -88,7 +95,12 @@ def test_verify_tables_show_role_names_as_written(tmp_path):
     role = next(line for line in text.splitlines() if line.startswith("role ")).split('"')[1]
     spec = tmp_path / "spec.circ"
     spec.write_text(text.replace(f'"{role}"', '"[bold]mover :x:"'))
-    result = subprocess.run([sys.executable, "-m", "circuitlang", "verify", str(spec), "--no-audit"],
-                            capture_output=True, text=True, timeout=600, env=os.environ | {"COLUMNS": "250"})
+    result = subprocess.run(
+        [sys.executable, "-m", "circuitlang", "verify", str(spec), "--no-audit"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=os.environ | {"COLUMNS": "250"},
+    )
     assert result.returncode in (0, 1), result.stderr
     assert "[bold]mover :x:" in result.stdout and "❌" not in result.stdout

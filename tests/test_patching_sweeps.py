@@ -94,8 +94,7 @@ def reference_delta(run, ablate: str, hook: str, layer: int, head: int | None, n
     for template in run.bound[run.spec.prompt_sets[0].name].templates:
         _, corrupt = bridge.run_with_cache(template.corrupt)
         source = corrupt[hook.format(layer=layer)]
-        value = {"mean of corrupt": source.mean(0, keepdim=True), "resample": source,
-                 "zero": torch.zeros_like(source[:1])}[ablate]
+        value = {"mean of corrupt": source.mean(0, keepdim=True), "resample": source, "zero": torch.zeros_like(source[:1])}[ablate]
         where = slice(None) if name is None else template.positions[name]
         index = (slice(None), where, head) if head is not None else (slice(None), where)
         clean = _logit_diff(bridge(template.clean), template)
@@ -111,6 +110,7 @@ def _replacer(value: torch.Tensor, index: tuple):
         patched = activation.clone()
         patched[index] = value.expand_as(activation)[index]
         return patched
+
     return replace
 
 
@@ -164,9 +164,11 @@ def test_token_index_columns_agree_with_named_ones(micro):
     engine, readout, base = run_sweeps(run)
     tokens = sweeps.token_columns(engine)
     assert [c.label for c in tokens] == ["bos", "s1", "s2", "s3 / end"]
-    assert torch.allclose(sweeps.head_position_sweep(engine, readout, base, tokens).delta(),
-                          sweeps.head_position_sweep(engine, readout, base, sweeps.named_columns(engine)).delta(),
-                          atol=1e-9)
+    assert torch.allclose(
+        sweeps.head_position_sweep(engine, readout, base, tokens).delta(),
+        sweeps.head_position_sweep(engine, readout, base, sweeps.named_columns(engine)).delta(),
+        atol=1e-9,
+    )
 
 
 # ---- random model, two templates of different lengths ----------------------------------------------
@@ -185,15 +187,15 @@ def test_sweeps_match_hooked_forwards_across_templates(tiny, ablate):
     per_head = sweeps.head_sweep(engine, readout, base).delta()
     for layer, head, number in [(0, 1, 1), (1, 2, 2), (1, 0, 3), (2, 1, 4), (0, 3, 4), (2, 3, 0)]:
         name = columns[number].names[0]
-        assert float(heads[layer * 4 + head, number]) == pytest.approx(
-            reference_delta(run, ablate, Z, layer, head, name), abs=1e-5)
+        assert float(heads[layer * 4 + head, number]) == pytest.approx(reference_delta(run, ablate, Z, layer, head, name), abs=1e-5)
     for layer, head in [(0, 0), (1, 3)]:
         expected = reference_delta(run, ablate, Z, layer, head, None)
         assert float(per_head[layer, head]) == pytest.approx(expected, abs=1e-5)
         assert float(heads[layer * 4 + head, -1]) == pytest.approx(expected, abs=1e-5)
     for layer, number in [(0, 2), (1, 4), (2, 4)]:
         assert float(mlps[layer, number]) == pytest.approx(
-            reference_delta(run, ablate, MLP_OUT, layer, None, columns[number].names[0]), abs=1e-5)
+            reference_delta(run, ablate, MLP_OUT, layer, None, columns[number].names[0]), abs=1e-5
+        )
     # The last layer writes to the logits only at `end`: elsewhere it changes nothing.
     assert heads[8:, :4].abs().max() < 1e-6 and mlps[2, :4].abs().max() < 1e-6
 
@@ -243,7 +245,11 @@ def test_patch_command_writes_pictures_and_numbers(micro, tmp_path, capsys):
     rows = list(csv.DictReader((out / "heads_by_position.csv").open()))
     assert len(rows) == 4 * 5 and rows[0]["delta_unit"] == "logits"
     assert {(r["node"], r["position"]) for r in rows if abs(float(r["delta"])) > 1e-3} == {
-        ("0.0", "s3 / end"), ("0.1", "s3 / end"), ("0.0", "all"), ("0.1", "all")}
+        ("0.0", "s3 / end"),
+        ("0.1", "s3 / end"),
+        ("0.0", "all"),
+        ("0.1", "all"),
+    }
     svg = (out / "heads.svg").read_text()
     assert "normalized effect (fraction of F(M) − F(∅))" in svg and "16 prompts" in svg
     printed = capsys.readouterr().out
@@ -260,12 +266,15 @@ def test_patch_command_png_is_a_picture_with_the_delta_unit(micro, tmp_path):
     assert not (tmp_path / "heads.png").exists()
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["--receiver", "9.x"], "expected logits, L.H"),
-    (["--receiver", "7.0"], "layer 7 does not exist"),
-    (["--receiver", "0.9:q"], "head 9 does not exist"),
-    (["--prompts", "nope"], "no prompt set 'nope'"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--receiver", "9.x"], "expected logits, L.H"),
+        (["--receiver", "7.0"], "layer 7 does not exist"),
+        (["--receiver", "0.9:q"], "head 9 does not exist"),
+        (["--prompts", "nope"], "no prompt set 'nope'"),
+    ],
+)
 def test_patch_command_usage_errors_exit_2(micro, tmp_path, capsys, arguments, message):
     assert main(["patch", str(micro), "-o", str(tmp_path), "--kind", "path", *arguments]) == 2
     assert message in capsys.readouterr().err

@@ -41,8 +41,9 @@ def test_single_edge_matches_tl_direct_path_patching(model_dir, channel):  # noq
     run = open_spec(model_dir, ablate="resample", name="pp.circ")
     template, clean_cache, corrupt_cache, metric = tl_inputs(run)
     # TL patches its "clean" cache into its "corrupted" run: pass our corrupt cache as its clean one.
-    expected = patching.get_act_patch_direct_path(run.model.bridge, template.clean, corrupt_cache, clean_cache,
-                                                  metric, src_layer=0, src_head=2, component=channel, verbose=False)
+    expected = patching.get_act_patch_direct_path(
+        run.model.bridge, template.clean, corrupt_cache, clean_cache, metric, src_layer=0, src_head=2, component=channel, verbose=False
+    )
     rows = list(template.prompt_indices)
     for layer, index in [(1, 0), (1, 3), (2, 1)]:
         ours = path_patch(run, [head(0, 2)], [Receiver(head(layer, index), (channel,))], freeze_mlps=True)
@@ -71,8 +72,7 @@ def test_patching_nothing_gives_the_clean_metric_and_patching_changes_it(model_d
     from circuitlang.engine.path_patching import path_patch as engine_path_patch
 
     engine = run.session.engine()
-    assert torch.allclose(engine_path_patch(engine, [head(2, 0)], [Receiver(head(1, 1))], engine.readout()), clean,
-                          atol=1e-6)
+    assert torch.allclose(engine_path_patch(engine, [head(2, 0)], [Receiver(head(1, 1))], engine.readout()), clean, atol=1e-6)
 
 
 def test_mlp_receiver_matches_a_hand_written_patch(model_dir):  # noqa: F811

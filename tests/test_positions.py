@@ -23,8 +23,7 @@ def gpt2_like_offsets(text: str) -> list[tuple[int, int]]:
 def test_repeated_number_gets_the_position_of_its_own_slot(tmp_path):
     # "1 2 3 3": searching for "3" (tokens.index) finds position 2 for both s3 and s4. The
     # template says s4 is the fourth slot, so its position must be token 3.
-    spec = HEADER + 'prompts { template "{s1} {s2} {s3} {s4}"; s1 = 1; s2 = 2; s3 = 3; s4 = 3\n' \
-        "answer = 4; wrong = 3 }\n"
+    spec = HEADER + 'prompts { template "{s1} {s2} {s3} {s4}"; s1 = 1; s2 = 2; s3 = 3; s4 = 3\nanswer = 4; wrong = 3 }\n'
     (dataset,) = datasets_of(spec, tmp_path)
     prompt = dataset.clean[0]
     assert prompt.text == "1 2 3 3"

@@ -69,7 +69,8 @@ def test_a_part_counted_at_its_most_gives_back_what_it_did_not_need():
     assert [line.split(": ", 1)[1] for line in lines] == [
         "10% of 1,000 rows, 10s elapsed, about 1m30s left",
         "40% of 500 rows, 20s elapsed, about 30s left",
-        "100% of 400 rows, 30s elapsed"]
+        "100% of 400 rows, 30s elapsed",
+    ]
 
 
 def test_a_part_inside_another_leaves_the_total_equal_to_the_work_done():
@@ -125,8 +126,9 @@ def _check_progress(lines: list[str], out: str, err: str) -> None:
 @pytest.mark.slow
 def test_patch_without_a_terminal_prints_progress_over_its_senders_and_receivers(tmp_path, monkeypatch, capsys):
     spec = SPECS / "organism_incr_digits.circ"
-    code, lines, out, err = _run_command(["patch", str(spec), "-o", str(tmp_path), "--kind", "heads",
-                                          "--receiver", "logits", "--image", "svg"], monkeypatch, capsys)
+    code, lines, out, err = _run_command(
+        ["patch", str(spec), "-o", str(tmp_path), "--kind", "heads", "--receiver", "logits", "--image", "svg"], monkeypatch, capsys
+    )
     assert code == 0
     _check_progress(lines, out, err)
     n_layers, n_heads, n_prompts = 4, 8, 95
@@ -146,8 +148,9 @@ def test_compare_without_a_terminal_prints_progress_over_specs_and_models(monkey
 @pytest.mark.slow
 def test_discover_without_a_terminal_prints_progress_with_an_estimate(tmp_path, monkeypatch, capsys):
     spec = SPECS / "organism_incr_digits.circ"
-    code, lines, out, err = _run_command(["discover", str(spec), "--method", "prune", "--order", "backward",
-                                          "-o", str(tmp_path / "found.circ")], monkeypatch, capsys)
+    code, lines, out, err = _run_command(
+        ["discover", str(spec), "--method", "prune", "--order", "backward", "-o", str(tmp_path / "found.circ")], monkeypatch, capsys
+    )
     assert code == 0 and "wrote" in out
     _check_progress(lines, out, err)
 
@@ -176,12 +179,14 @@ ablate mean of corrupt
     return path
 
 
-@pytest.mark.parametrize("method", [["prune"], ["prune", "--edges", "--include-mlps"], ["path-patching"],
-                                    ["acdc"], ["acdc", "--score", "metric"]])
+@pytest.mark.parametrize(
+    "method", [["prune"], ["prune", "--edges", "--include-mlps"], ["path-patching"], ["acdc"], ["acdc", "--score", "metric"]]
+)
 def test_every_discovery_method_counts_its_work_at_its_most(micro_spec, tmp_path, monkeypatch, capsys, method):
-    code, lines, out, err = _run_command(["discover", str(micro_spec), "--method", *method,
-                                          "-o", str(tmp_path / "found.circ")], monkeypatch, capsys)
+    code, lines, out, err = _run_command(
+        ["discover", str(micro_spec), "--method", *method, "-o", str(tmp_path / "found.circ")], monkeypatch, capsys
+    )
     assert code == 0
     percentages = _percentages(lines)
     assert percentages[-1] == 100
-    assert all(p == 100 for p in percentages[percentages.index(100):]), percentages
+    assert all(p == 100 for p in percentages[percentages.index(100) :]), percentages

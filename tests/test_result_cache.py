@@ -41,6 +41,7 @@ class Forwards:
         def counted(*args, **kwargs):
             self.counts[name] += 1
             return original(*args, **kwargs)
+
         return counted
 
     @property
@@ -69,8 +70,7 @@ def prompt_sets_of(report: dict) -> str:
 
 
 def cache_use(report: dict) -> tuple[int, int]:
-    return (sum(p["cache"]["hits"] for p in report["prompt_sets"]),
-            sum(p["cache"]["misses"] for p in report["prompt_sets"]))
+    return (sum(p["cache"]["hits"] for p in report["prompt_sets"]), sum(p["cache"]["misses"] for p in report["prompt_sets"]))
 
 
 def entries(cache_dir: Path) -> list[Path]:
@@ -81,8 +81,7 @@ def light_spec(folder: Path, model: str = "organism:seqcont") -> Path:
     """The organism's digit circuit with few sampled subsets and a short bootstrap: quick to verify."""
     text = ORGANISM.read_text().replace('on "organism:seqcont"', f'on "{model}"')
     path = folder / "light.circ"
-    path.write_text(text + "\nset completeness_samples = 2\nset minimality_samples = 1\nset greedy_steps = 1\n"
-                    "set bootstrap = 100\n")
+    path.write_text(text + "\nset completeness_samples = 2\nset minimality_samples = 1\nset greedy_steps = 1\nset bootstrap = 100\n")
     return path
 
 
@@ -281,8 +280,7 @@ def test_the_table_says_how_much_came_from_the_cache(tmp_path, monkeypatch, caps
 def test_old_reports_without_the_field_still_validate():
     from circuitlang.verification.report_model import PromptSetReport
 
-    fields = {"name", "prompts", "metric", "faithfulness", "completeness", "minimality", "node_scores",
-              "variants_evaluated"}
+    fields = {"name", "prompts", "metric", "faithfulness", "completeness", "minimality", "node_scores", "variants_evaluated"}
     assert "cache" not in {n for n, f in PromptSetReport.model_fields.items() if f.is_required()}
     assert fields <= {n for n, f in PromptSetReport.model_fields.items() if f.is_required()}
 
@@ -368,8 +366,14 @@ def test_a_trim_under_the_limit_reads_the_ledger_instead_of_listing_the_folder(t
 def test_the_limit_is_read_from_the_environment(monkeypatch):
     from circuitlang.engine.result_cache import DEFAULT_LIMIT_BYTES, LIMIT_VARIABLE, limit_from_environment
 
-    for text, limit in [("2G", 2 << 30), ("500M", 500 << 20), ("1234", 1234), ("64 KiB", 64 << 10),
-                        ("lots", DEFAULT_LIMIT_BYTES), ("", DEFAULT_LIMIT_BYTES)]:
+    for text, limit in [
+        ("2G", 2 << 30),
+        ("500M", 500 << 20),
+        ("1234", 1234),
+        ("64 KiB", 64 << 10),
+        ("lots", DEFAULT_LIMIT_BYTES),
+        ("", DEFAULT_LIMIT_BYTES),
+    ]:
         monkeypatch.setenv(LIMIT_VARIABLE, text)
         assert limit_from_environment() == limit, text
 
@@ -403,8 +407,16 @@ def test_two_processes_writing_one_cache_do_not_corrupt_it(tmp_path):
     probe = ResultCache(tmp_path / "probe")
     probe.put(key(0), np.zeros(50))
     limit = 100 * probe.usage()
-    writers = [subprocess.Popen([sys.executable, "-c", CONCURRENT_WRITER, str(tmp_path / "cache"), str(limit)],
-                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", CONCURRENT_WRITER, str(tmp_path / "cache"), str(limit)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     results = [writer.communicate(timeout=300) for writer in writers]
     assert [writer.returncode for writer in writers] == [0, 0], [err[-2000:] for _, err in results]
     assert [out.strip() for out, _ in results] == ["0", "0"]

@@ -11,15 +11,17 @@ from tests.conftest import SPECS
 BASE = (SPECS / "organism_incr_digits.circ").read_text()
 
 
-@pytest.mark.parametrize("old, new, hint", [
-    ("0.2 q end", "0.2 q ed", "did you mean 'end'? positions there:"),
-    ("0.4 q end k s3", "0.4 q end k s33", "did you mean 's3'? positions there:"),
-    ("    s1, s2, s3, s4 = random 1..99", "    s1, s2, s3, sx4 = random 1..99", "did you mean 's4'? slots:"),
-    ("  s2 = i + 1\n", "  s2 = ii + 1\n", "did you mean 'i'? names defined here:"),
-    ("expect faithfulness >= 0.9", 'expect "end reads s3 (q ed)" minimality >= 0.0',
-     "did you mean 'end reads s3 (q end)'? roles:"),
-    ("  s2 = i + 1\n", "  s2 = lenn(i)\n", "did you mean 'len'? functions:"),
-])
+@pytest.mark.parametrize(
+    "old, new, hint",
+    [
+        ("0.2 q end", "0.2 q ed", "did you mean 'end'? positions there:"),
+        ("0.4 q end k s3", "0.4 q end k s33", "did you mean 's3'? positions there:"),
+        ("    s1, s2, s3, s4 = random 1..99", "    s1, s2, s3, sx4 = random 1..99", "did you mean 's4'? slots:"),
+        ("  s2 = i + 1\n", "  s2 = ii + 1\n", "did you mean 'i'? names defined here:"),
+        ("expect faithfulness >= 0.9", 'expect "end reads s3 (q ed)" minimality >= 0.0', "did you mean 'end reads s3 (q end)'? roles:"),
+        ("  s2 = i + 1\n", "  s2 = lenn(i)\n", "did you mean 'len'? functions:"),
+    ],
+)
 def test_the_hint_names_the_nearest_name(tmp_path, old, new, hint):
     assert old in BASE
     path = tmp_path / "typo.circ"

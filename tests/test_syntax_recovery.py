@@ -120,12 +120,14 @@ def test_a_single_mistake_is_a_single_error(changes, place):
 
 
 def test_errors_inside_blocks_are_found_and_the_block_is_read_on():
-    text = with_lines({
-        7: "  s1 = )",  # the block's first statement fails ...
-        10: "  s4 = i +; s4 = ]",  # ... two on one line, one per statement ...
-        14: "    s1, s2, s3 s4 = random 1..99",  # ... one in the nested corrupt block ...
-        22: "mlp 0, 1 2, 3",  # ... and the statements after the blocks are read at top level again
-    })
+    text = with_lines(
+        {
+            7: "  s1 = )",  # the block's first statement fails ...
+            10: "  s4 = i +; s4 = ]",  # ... two on one line, one per statement ...
+            14: "    s1, s2, s3 s4 = random 1..99",  # ... one in the nested corrupt block ...
+            22: "mlp 0, 1 2, 3",  # ... and the statements after the blocks are read at top level again
+        }
+    )
     assert places(errors_of(text)) == [(7, 8), (10, 11), (10, 18), (14, 16), (22, 10)]
 
 
@@ -160,8 +162,7 @@ def test_check_json_lists_every_error(write_spec, capsys):
     assert main(["check", "--no-tokenize", "--format", "json", str(path)]) == 2
     [result] = json.loads(capsys.readouterr().out)["files"]
     assert not result["ok"]
-    assert [(e["stage"], e["line"], e["column"]) for e in result["errors"]] == [
-        ("syntax", line, column) for line, _, column in THREE_MISTAKES]
+    assert [(e["stage"], e["line"], e["column"]) for e in result["errors"]] == [("syntax", line, column) for line, _, column in THREE_MISTAKES]
     assert len(result["rendered"]) == 3
 
 

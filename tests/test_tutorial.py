@@ -20,8 +20,7 @@ ELIDED = "…"
 
 def steps(markdown: Path) -> list[tuple[int, str, str]]:
     """(line, language, body) of every fenced block, in document order."""
-    found = [(line, language, body) for language in ("circ", "console", "python")
-             for line, body in blocks(markdown, language)]
+    found = [(line, language, body) for language in ("circ", "console", "python") for line, body in blocks(markdown, language)]
     return sorted(found)
 
 
@@ -50,8 +49,7 @@ def squeeze(text: str) -> str:
 
 
 def run_command(command: str, folder: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
     return subprocess.run(["bash", "-c", command], cwd=folder, env=env, capture_output=True, text=True, timeout=600)
 
 

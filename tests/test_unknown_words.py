@@ -19,8 +19,7 @@ from circuitlang.data.unknown_words import unknown_token_id
 from circuitlang.ir.lower import load_spec
 from tests.conftest import ROOT, SPECS
 
-MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-          "November", "December"]
+MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"]
 
 
 def months_spec(tmp_path: Path, months: list[str], name: str = "typo.circ") -> Path:
@@ -92,15 +91,14 @@ def test_unknown_answer_and_corrupt_word_are_at_their_literals(tmp_path, capsys)
     for word in ("'Aprill'", "the"):  # the corrupt prompt's word, and the answer (" Decembre")
         assert word in found, found.keys()
     corrupt, answer = found["'Aprill'"], found["the"]
-    assert lines[corrupt["line"] - 1][corrupt["column"] - 1:].startswith('"Aprill"')
+    assert lines[corrupt["line"] - 1][corrupt["column"] - 1 :].startswith('"Aprill"')
     assert corrupt["message"].startswith("corrupt prompt #0 of months")
-    assert lines[answer["line"] - 1][answer["column"] - 1:].startswith('"Decembre"')
+    assert lines[answer["line"] - 1][answer["column"] - 1 :].startswith('"Decembre"')
     assert "the answer ' Decembre' (wrong)" in answer["message"]
 
 
 def test_unknown_word_from_a_data_file_names_the_prompt(tmp_path, capsys):
-    rows = ["s1,s2,s3,s4,answer,wrong", "January,February,March,April,May,April",
-            "March,Aprile,May,June,July,June"]
+    rows = ["s1,s2,s3,s4,answer,wrong", "January,February,March,April,May,April", "March,Aprile,May,June,July,June"]
     (tmp_path / "rows.csv").write_text("\n".join(rows) + "\n")
     path = tmp_path / "file.circ"
     text = (SPECS / "organism_months.circ").read_text()
@@ -147,7 +145,7 @@ def test_other_tokenizers_report_the_unknown_word_at_its_list_item(tmp_path, bui
     assert not templates and errors
     july = next(e for e in errors if "'July'" in e.message)
     assert f"unknown token {unknown!r}" in july.message
-    item = path.read_text().splitlines()[july.span.line - 1][july.span.column - 1:]
+    item = path.read_text().splitlines()[july.span.line - 1][july.span.column - 1 :]
     assert item.startswith('"July"')
 
 

@@ -55,8 +55,12 @@ def report_of(path: Path):
 
 
 def test_true_circuit_is_faithful_to_1e4_and_passes(folder, capsys):
-    path = write(folder, "true.circ", 'role "mover": 0.0, 0.1 q end k s1',
-                 "expect faithfulness >= 0.9999\nexpect faithfulness <= 1.0001\nexpect normalized_faithfulness >= 0.9999")
+    path = write(
+        folder,
+        "true.circ",
+        'role "mover": 0.0, 0.1 q end k s1',
+        "expect faithfulness >= 0.9999\nexpect faithfulness <= 1.0001\nexpect normalized_faithfulness >= 0.9999",
+    )
     assert main(["verify", str(path)]) == 0
     report = report_of(path)
     assert report.prompt_sets[0].faithfulness.faithfulness.value == pytest.approx(1.0, abs=1e-4)
@@ -75,8 +79,7 @@ def test_missing_head_fails_faithfulness_and_says_by_how_much(folder, capsys):
 
 
 def test_useless_head_fails_minimality_for_exactly_that_head(folder):
-    path = write(folder, "useless.circ", 'role "mover": 0.0, 0.1 q end k s1\nrole "idle": 0.2',
-                 "expect minimality >= 0.01")
+    path = write(folder, "useless.circ", 'role "mover": 0.0, 0.1 q end k s1\nrole "idle": 0.2', "expect minimality >= 0.01")
     report = report_of(path)
     verdicts = {m.node: m.needed for m in report.prompt_sets[0].minimality}
     assert verdicts == {"0.0": True, "0.1": True, "0.2": False}
@@ -85,8 +88,13 @@ def test_useless_head_fails_minimality_for_exactly_that_head(folder):
 
 
 def test_redundant_backup_path_is_caught_by_completeness(folder):
-    path = write(folder, "backup.circ", 'role "mover": 0.0 q end k s1',
-                 "expect faithfulness >= 0.95\nexpect completeness <= 0.2", metric="accuracy(answer)")
+    path = write(
+        folder,
+        "backup.circ",
+        'role "mover": 0.0 q end k s1',
+        "expect faithfulness >= 0.95\nexpect completeness <= 0.2",
+        metric="accuracy(answer)",
+    )
     report = report_of(path)
     faithfulness, completeness = report.claims
     assert faithfulness.passed and faithfulness.value.value == pytest.approx(1.0)
@@ -95,8 +103,12 @@ def test_redundant_backup_path_is_caught_by_completeness(folder):
 
 
 def test_numbers_agree_with_the_slow_reference(folder):
-    path = write(folder, "reference.circ", 'role "mover": 0.0 q end k s1\nrole "idle": 0.2, 0.3 q end',
-                 "set completeness_samples = 4\nset minimality_samples = 2\nset greedy_steps = 2")
+    path = write(
+        folder,
+        "reference.circ",
+        'role "mover": 0.0 q end k s1\nrole "idle": 0.2, 0.3 q end',
+        "set completeness_samples = 4\nset minimality_samples = 2\nset greedy_steps = 2",
+    )
     run = circuitlang.open_run(circuitlang.load(path))
     report = verify(run)
     (template,) = run.bound["copy"].templates
@@ -115,13 +127,15 @@ def test_numbers_agree_with_the_slow_reference(folder):
         values = []
         with torch.no_grad():
             for row in range(template.n_prompts):
-                logits = hand_forward(hf, template.clean[row:row + 1], plan)["logits"][0, -1]
+                logits = hand_forward(hf, template.clean[row : row + 1], plan)["logits"][0, -1]
                 values.append(float(logits[template.answers["answer"][row][0]] - logits[template.answers["wrong"][row][0]]))
         return float(np.mean(values))
 
     def nodes(names: list[str]) -> frozenset:
-        return frozenset(ir.MlpNode(layer=int(n.split()[1])) if n.startswith("mlp")
-                         else ir.HeadNode(layer=int(n.split(".")[0]), head=int(n.split(".")[1])) for n in names)
+        return frozenset(
+            ir.MlpNode(layer=int(n.split()[1])) if n.startswith("mlp") else ir.HeadNode(layer=int(n.split(".")[0]), head=int(n.split(".")[1]))
+            for n in names
+        )
 
     f_model = reference(full_model_variant(1, 4))
     f_circuit = reference(circuit_variant(run.spec.circuit))
@@ -131,19 +145,21 @@ def test_numbers_agree_with_the_slow_reference(folder):
     assert numbers.faithfulness.faithfulness.value == pytest.approx(f_circuit / f_model, abs=1e-5)
     for subset in numbers.completeness.sets:
         removed = nodes(subset.nodes)
-        expected = abs(reference(circuit_variant(run.spec.circuit, removed))
-                       - reference(full_model_variant(1, 4, removed))) / abs(f_model)
+        expected = abs(reference(circuit_variant(run.spec.circuit, removed)) - reference(full_model_variant(1, 4, removed))) / abs(f_model)
         assert subset.score.value == pytest.approx(expected, abs=1e-5)
     for node in numbers.minimality:
         k, v = nodes(node.worst_set), nodes([node.node])
-        expected = abs(reference(circuit_variant(run.spec.circuit, k | v))
-                       - reference(circuit_variant(run.spec.circuit, k))) / abs(f_model)
+        expected = abs(reference(circuit_variant(run.spec.circuit, k | v)) - reference(circuit_variant(run.spec.circuit, k))) / abs(f_model)
         assert node.score.value == pytest.approx(expected, abs=1e-5)
 
 
 def test_report_formats(folder, tmp_path, capsys):
-    path = write(folder, "formats.circ", 'role "mover": 0.0, 0.1 q end k s1',
-                 "expect faithfulness >= 0.9\nexpect 0.0 attends end -> s1 >= 0.99\nexpect 0.0 copy_score >= 0.9")
+    path = write(
+        folder,
+        "formats.circ",
+        'role "mover": 0.0, 0.1 q end k s1',
+        "expect faithfulness >= 0.9\nexpect 0.0 attends end -> s1 >= 0.99\nexpect 0.0 copy_score >= 0.9",
+    )
     output = tmp_path / "report.json"
     assert main(["verify", str(path), "--format", "json", "-o", str(output)]) == 0
     data = json.loads(output.read_text())
@@ -160,11 +176,13 @@ def test_report_formats(folder, tmp_path, capsys):
 
 def test_spec_error_exits_2_and_model_error_exits_3(folder, tmp_path, capsys):
     bad = tmp_path / "bad.circ"
-    bad.write_text("circuitlang 1\ncircuit x on \"gpt2\"\nmetrik kl\n")
+    bad.write_text('circuitlang 1\ncircuit x on "gpt2"\nmetrik kl\n')
     assert main(["verify", str(bad)]) == 2
     missing = tmp_path / "hub.circ"
-    missing.write_text('circuitlang 1\ncircuit x on "distilgpt2"\nprompts p { template "{a}"; a = 1; answer = 2; wrong = 1 }\n'
-                       "metric logit_diff(answer, wrong)\nablate zero\n")
+    missing.write_text(
+        'circuitlang 1\ncircuit x on "distilgpt2"\nprompts p { template "{a}"; a = 1; answer = 2; wrong = 1 }\n'
+        "metric logit_diff(answer, wrong)\nablate zero\n"
+    )
     assert main(["verify", str(missing)]) == 3
     assert "not in the local Hugging Face cache" in capsys.readouterr().err
 
@@ -225,11 +243,18 @@ def test_verify_runs_the_plans_steps_in_order_and_the_rows_it_counted(folder, mo
             before = verification.say.done
             runner(verification, step)
             ran.append((step, verification.say.done - before))
+
         return run
 
     monkeypatch.setattr(verifier, "STEP_RUNNERS", {kind: recording(r) for kind, r in verifier.STEP_RUNNERS.items()})
-    spec = circuitlang.load(write(folder, "planned.circ", 'role "mover": 0.0, 0.1 q end k s1\nedge 0.0 -> logits\nedge 0.1 -> logits',
-                                  "expect 0.1 attends end -> s1 >= 0.5"))
+    spec = circuitlang.load(
+        write(
+            folder,
+            "planned.circ",
+            'role "mover": 0.0, 0.1 q end k s1\nedge 0.0 -> logits\nedge 0.1 -> logits',
+            "expect 0.1 attends end -> s1 >= 0.5",
+        )
+    )
     datasets = expand_all(spec)
     session = open_session(spec, datasets=datasets)
     assert session.datasets is datasets  # expanded once, by the caller

@@ -41,8 +41,13 @@ def test_notes_header_and_claims_are_written_where_a_reader_looks(tmp_path: Path
     base = load_spec(SPECS / "incr_digits.circ")
     first = base.circuit.nodes[0].node
     edge = base.circuit.edges[0]
-    found = FoundCircuit(base.circuit, header=("found by a test", "F(M) = 1.5"), claims=("expect faithfulness >= 0.8",),
-                         node_notes={first: "effect -0.42"}, edge_notes={(edge.sender, edge.receiver): "score 0.1"})
+    found = FoundCircuit(
+        base.circuit,
+        header=("found by a test", "F(M) = 1.5"),
+        claims=("expect faithfulness >= 0.8",),
+        node_notes={first: "effect -0.42"},
+        edge_notes={(edge.sender, edge.receiver): "score 0.1"},
+    )
     text = write_spec(SPECS / "incr_digits.circ", found, tmp_path / "x.circ", name="renamed")
     lines = text.splitlines()
     assert lines[:3] == ["circuitlang 1", "# found by a test", "# F(M) = 1.5"]

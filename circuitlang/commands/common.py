@@ -25,8 +25,7 @@ if TYPE_CHECKING:  # torch is imported only by commands that run a model
 BYTES_PER_EDGE = 200
 
 
-ROOT_HELP = ("the project root: every file the spec names (data, `use`, model folder) must lie inside it "
-             "(default: the spec's folder)")
+ROOT_HELP = "the project root: every file the spec names (data, `use`, model folder) must lie inside it (default: the spec's folder)"
 
 
 DEVICE_HELP = "cpu (default), cuda, cuda:1, ..."
@@ -50,11 +49,11 @@ def device_option(text: str) -> str:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise argparse.ArgumentTypeError(f"'{text}' was asked for, but torch sees no Apple GPU (MPS): use --device cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise argparse.ArgumentTypeError(f"'{text}' was asked for, but torch sees no CUDA device: use --device cpu, "
-                                         "or run on a machine with a GPU and a CUDA build of torch")
+        raise argparse.ArgumentTypeError(
+            f"'{text}' was asked for, but torch sees no CUDA device: use --device cpu, or run on a machine with a GPU and a CUDA build of torch"
+        )
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise argparse.ArgumentTypeError(f"'{text}': this machine has {torch.cuda.device_count()} CUDA device(s), "
-                                         "numbered from 0")
+        raise argparse.ArgumentTypeError(f"'{text}': this machine has {torch.cuda.device_count()} CUDA device(s), numbered from 0")
     return text
 
 
@@ -120,10 +119,12 @@ def unknown_value(value: str, choices: Sequence[str], forms: str = "") -> str:
 def one_of(choices: Sequence[str]) -> Callable[[str], str]:
     """An argparse `type` for an option with fixed choices: a misspelt value gets the nearest one
     (argparse's own message for `choices` names none)."""
+
     def checked(value: str) -> str:
         if value not in choices:
             raise argparse.ArgumentTypeError(unknown_value(value, choices))
         return value
+
     return checked
 
 
@@ -156,13 +157,13 @@ def read_graph_json(path: Path, max_bytes: int) -> object:
     try:
         size = path.stat().st_size
         if size > max_bytes:
-            raise InputError(f"{path}: {size:,} bytes, more than the {max_bytes:,} the graph size limit allows "
-                             "(raise it with --max-edges N)")
+            raise InputError(f"{path}: {size:,} bytes, more than the {max_bytes:,} the graph size limit allows (raise it with --max-edges N)")
         return json.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise InputError(f"{path}: cannot read: {error.strerror or error}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InputError(f"{path}: not JSON: {error} (export the graph with EAP-IG's Graph.to_json)") from None
     except (ValueError, RecursionError):  # integers over 4300 digits, nesting past Python's stack
-        raise InputError(f"{path}: a number too long or nesting too deep for an EAP-IG graph (export the graph "
-                         "with EAP-IG's Graph.to_json)") from None
+        raise InputError(
+            f"{path}: a number too long or nesting too deep for an EAP-IG graph (export the graph with EAP-IG's Graph.to_json)"
+        ) from None

@@ -34,11 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", type=Path, help="the specs to compare (two or more)")
     parser.add_argument("--no-transfer", action="store_true", help="overlap only: run no model")
     parser.add_argument("--format", choices=("table", "json", "markdown"), default="table")
-    parser.add_argument("-o", "--output", type=Path, help="write the comparison here instead of stdout "
-                                                          "(with --format table: its JSON)")
+    parser.add_argument("-o", "--output", type=Path, help="write the comparison here instead of stdout (with --format table: its JSON)")
     add_device_argument(parser)
-    parser.add_argument("--threads", type=int, default=0,
-                        help="CPU threads for torch (default: as verify: 1 for models under 10M parameters)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: as verify: 1 for models under 10M parameters)")
 
 
 def run(args: argparse.Namespace) -> None:

@@ -21,13 +21,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from circuitlang.commands.common import (
-    BYTES_PER_EDGE, add_device_argument, load_checked, one_of, open_checked, positive_int, progress_display,
-    read_graph_json, unknown_value, why_unwritable)
+    BYTES_PER_EDGE,
+    add_device_argument,
+    load_checked,
+    one_of,
+    open_checked,
+    positive_int,
+    progress_display,
+    read_graph_json,
+    unknown_value,
+    why_unwritable,
+)
 from circuitlang.errors import InputError, OutputError, UsageError
 from circuitlang.ir import models as ir
 from circuitlang.ir.eap_ig import GraphConfig
-from circuitlang.discover.methods import DEFAULT_IG_GRID, EAP_IG_STEPS, IG_GRID_HELP, IG_GRIDS, MAX_STEPS, IGGrid, \
-    attribution_label
+from circuitlang.discover.methods import DEFAULT_IG_GRID, EAP_IG_STEPS, IG_GRID_HELP, IG_GRIDS, MAX_STEPS, IGGrid, attribution_label
 from circuitlang.discover.ranking import RANKINGS, Ranking
 from circuitlang.ir.eap_ig_import import MAX_GRAPH_EDGES, parse_graph
 
@@ -38,29 +46,54 @@ if TYPE_CHECKING:  # torch is imported only inside run
 METHODS = ("eap", "eap-ig")
 # What the table's words count and mean: f is not verify's faithfulness F(C)/F(M), and the edges are
 # the graph edges edge ablation can remove, not every graph edge `compare` counts (docs/discover.md).
-CURVE_CAPTION = ("f = normalized faithfulness (m(C) - m(∅)) / (m(M) - m(∅)), m(∅): no edge kept (verify's "
-                 "faithfulness is F(C)/F(M)); edges: graph edges edge ablation can remove, one per q/k/v channel "
-                 "(with embed_edges = all the embeddings' edges are always kept and not counted)")
+CURVE_CAPTION = (
+    "f = normalized faithfulness (m(C) - m(∅)) / (m(M) - m(∅)), m(∅): no edge kept (verify's "
+    "faithfulness is F(C)/F(M)); edges: graph edges edge ablation can remove, one per q/k/v channel "
+    "(with embed_edges = all the embeddings' edges are always kept and not counted)"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, help="the spec: model, prompts, metric and ablation (its circuit is ignored)")
-    parser.add_argument("--graph", type=Path, nargs="+", action="extend", default=[], metavar="GRAPH.json",
-                        help="take the edge scores from EAP-IG graph files (Graph.to_json); one curve each")
-    parser.add_argument("--method", choices=METHODS, type=one_of(METHODS), nargs="+", action="extend", default=[],
-                        help="score the edges here: eap (attribution patching) or eap-ig (with integrated "
-                             "gradients); one curve each, drawn on the same plot as the graphs'")
-    parser.add_argument("--steps", type=positive_int, metavar="N",
-                        help=f"eap-ig: integration steps (default {EAP_IG_STEPS})")
+    parser.add_argument(
+        "--graph",
+        type=Path,
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="GRAPH.json",
+        help="take the edge scores from EAP-IG graph files (Graph.to_json); one curve each",
+    )
+    parser.add_argument(
+        "--method",
+        choices=METHODS,
+        type=one_of(METHODS),
+        nargs="+",
+        action="extend",
+        default=[],
+        help="score the edges here: eap (attribution patching) or eap-ig (with integrated "
+        "gradients); one curve each, drawn on the same plot as the graphs'",
+    )
+    parser.add_argument("--steps", type=positive_int, metavar="N", help=f"eap-ig: integration steps (default {EAP_IG_STEPS})")
     parser.add_argument("--ig-grid", choices=IG_GRIDS, type=one_of(IG_GRIDS), help=IG_GRID_HELP)
-    parser.add_argument("--rank", choices=RANKINGS, type=one_of(RANKINGS), default=Ranking.ABSOLUTE.value,
-                        help="rank edges by |score| (abs, the default; MIB takes CMD this way) or by signed score, "
-                             "the largest first (signed; MIB takes CPR this way)")
+    parser.add_argument(
+        "--rank",
+        choices=RANKINGS,
+        type=one_of(RANKINGS),
+        default=Ranking.ABSOLUTE.value,
+        help="rank edges by |score| (abs, the default; MIB takes CMD this way) or by signed score, "
+        "the largest first (signed; MIB takes CPR this way)",
+    )
     parser.add_argument("--prompts", help="the prompt set to evaluate on (default: the first)")
     parser.add_argument("--json", type=Path, metavar="OUT.json", help="write the curve and its areas as JSON")
     parser.add_argument("--plot", type=Path, metavar="OUT.svg", help="draw the normalized faithfulness f against the fraction of edges (SVG)")
-    parser.add_argument("--max-edges", type=positive_int, default=MAX_GRAPH_EDGES, metavar="N",
-                        help=f"refuse graph files of models with more than N edges (default {MAX_GRAPH_EDGES:,})")
+    parser.add_argument(
+        "--max-edges",
+        type=positive_int,
+        default=MAX_GRAPH_EDGES,
+        metavar="N",
+        help=f"refuse graph files of models with more than N edges (default {MAX_GRAPH_EDGES:,})",
+    )
     add_device_argument(parser)
     parser.add_argument("--threads", type=int, default=0)
 
@@ -123,8 +156,10 @@ def _graph_scores(path: Path, max_edges: int, shape: ir.ModelShape | None) -> Gr
     data = read_graph_json(path, max_edges * BYTES_PER_EDGE)
     parsed = parse_graph(data, str(path), shape, max_edges)
     if not any(parsed.edge_scores.values()):
-        raise InputError(f"{path}: the graph has no edge scores (all are 0 or null), so it ranks no edge; write it "
-                         "from an attribution run (EAP-IG's attribute) or score the edges here with --method")
+        raise InputError(
+            f"{path}: the graph has no edge scores (all are 0 or null), so it ranks no edge; write it "
+            "from an attribution run (EAP-IG's attribute) or score the edges here with --method"
+        )
     scores = {(s, r, c or ""): value for (s, r, c), value in parsed.edge_scores.items()}
     return GraphScores(path, parsed.config, scores)
 
@@ -132,9 +167,11 @@ def _graph_scores(path: Path, max_edges: int, shape: ir.ModelShape | None) -> Gr
 def _check_shape(graph: GraphScores, scorer: "Scorer", spec_path: Path) -> None:
     """The graph's model against the loaded one, for specs whose shape is unknown before loading."""
     if (graph.config.n_layers, graph.config.n_heads) != (scorer.n_layers, scorer.n_heads):
-        raise InputError(f"{graph.path}: the graph is of a model with {graph.config.n_layers} layers x "
-                         f"{graph.config.n_heads} heads, but {spec_path}'s model has {scorer.n_layers} x "
-                         f"{scorer.n_heads}; score the edges on the spec's model")
+        raise InputError(
+            f"{graph.path}: the graph is of a model with {graph.config.n_layers} layers x "
+            f"{graph.config.n_heads} heads, but {spec_path}'s model has {scorer.n_layers} x "
+            f"{scorer.n_heads}; score the edges on the spec's model"
+        )
 
 
 def _method_scores(scorer: "Scorer", method: str, args: argparse.Namespace) -> dict:
@@ -187,9 +224,11 @@ def _check_defined(scorer: "Scorer", spec_path: Path) -> None:
 
     (m_empty,) = scorer.means([empty_graph(scorer)])
     if scorer.f_model == m_empty:
-        raise InputError(f"{spec_path}: the model and the graph without edges give the same mean metric "
-                         f"({m_empty:.4g}) on these prompts, so f = (m(C) - m(∅)) / (m(M) - m(∅)) is undefined; "
-                         "check the ablation")
+        raise InputError(
+            f"{spec_path}: the model and the graph without edges give the same mean metric "
+            f"({m_empty:.4g}) on these prompts, so f = (m(C) - m(∅)) / (m(M) - m(∅)) is undefined; "
+            "check the ablation"
+        )
 
 
 def _check_attributable(scorer: "Scorer", args: argparse.Namespace) -> None:
@@ -205,27 +244,38 @@ def _check_edge_graph(scorer: "Scorer", spec_path: Path) -> None:
     """A curve ranks and ablates edges of the full graph; some models have no such graph."""
     why = scorer.session.model.family.why_no_edge_graph()
     if why:
-        raise InputError(f"{spec_path}: a faithfulness curve evaluates circuits of edges, but {why} "
-                         "(docs/engine.md, \"Model families\")")
+        raise InputError(f'{spec_path}: a faithfulness curve evaluates circuits of edges, but {why} (docs/engine.md, "Model families")')
 
 
 def _print_curve(result: "FaithfulnessCurve", args: argparse.Namespace) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"faithfulness curve of {result.label} on {args.file.name} "
-                        f"({result.total_edges:,} edges ranked {result.ranking.by}; m(M) = {result.m_model:.4g}, "
-                        f"m(∅) = {result.m_empty:.4g})",
-                  title_justify="left", caption=CURVE_CAPTION, caption_justify="left")
+    table = Table(
+        title=f"faithfulness curve of {result.label} on {args.file.name} "
+        f"({result.total_edges:,} edges ranked {result.ranking.by}; m(M) = {result.m_model:.4g}, "
+        f"m(∅) = {result.m_empty:.4g})",
+        title_justify="left",
+        caption=CURVE_CAPTION,
+        caption_justify="left",
+    )
     for column in ("fraction", "k", "edges", "nodes", "m(C)", "normalized faithfulness f"):
         table.add_column(column, justify="right")
     for fraction, point in zip(result.fractions, result.points):
-        table.add_row(f"{fraction:g}", f"{point.k:,}", f"{point.edges:,}", f"{point.nodes:,}", f"{point.metric:.4g}",
-                      f"{point.normalized_faithfulness:.4f}")
+        table.add_row(
+            f"{fraction:g}",
+            f"{point.k:,}",
+            f"{point.edges:,}",
+            f"{point.nodes:,}",
+            f"{point.metric:.4g}",
+            f"{point.normalized_faithfulness:.4f}",
+        )
     console = Console(emoji=False, highlight=False, soft_wrap=True)
     console.print(table)
-    console.print(f"edges ranked {result.ranking.by}: CPR (area under f) {result.cpr:.4f}; CMD (area between f "
-                  f"and 1) {result.cmd:.4f}; over ln(fraction): CPR {result.cpr_log:.4f}, CMD {result.cmd_log:.4f}")
+    console.print(
+        f"edges ranked {result.ranking.by}: CPR (area under f) {result.cpr:.4f}; CMD (area between f "
+        f"and 1) {result.cmd:.4f}; over ln(fraction): CPR {result.cpr_log:.4f}, CMD {result.cmd_log:.4f}"
+    )
 
 
 def _write_outputs(curves: list["FaithfulnessCurve"], args: argparse.Namespace, prompts: str) -> None:

@@ -18,10 +18,8 @@ import re
 import shlex
 from pathlib import Path
 
-from circuitlang.commands.common import add_device_argument, load_checked, one_of, open_checked, progress_display, \
-    unknown_value, why_unwritable
-from circuitlang.discover.methods import DEFAULT_IG_GRID, EAP_IG_STEPS, IG_GRID_HELP, IG_GRIDS, MAX_STEPS, METHODS, \
-    IGGrid
+from circuitlang.commands.common import add_device_argument, load_checked, one_of, open_checked, progress_display, unknown_value, why_unwritable
+from circuitlang.discover.methods import DEFAULT_IG_GRID, EAP_IG_STEPS, IG_GRID_HELP, IG_GRIDS, MAX_STEPS, METHODS, IGGrid
 from circuitlang.errors import InputError, OutputError, UsageError, Verdict
 from circuitlang.ir import models as ir
 
@@ -33,36 +31,60 @@ SCORES = ("kl", "metric")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, help="the spec: model, prompts, metric, ablation (its circuit is ignored)")
-    parser.add_argument("--method", choices=METHOD_NAMES, type=one_of(METHOD_NAMES), required=True,
-                        help="; ".join(f"{m.name}: {m.summary}" for m in METHODS))
+    parser.add_argument(
+        "--method", choices=METHOD_NAMES, type=one_of(METHOD_NAMES), required=True, help="; ".join(f"{m.name}: {m.summary}" for m in METHODS)
+    )
     parser.add_argument("-o", "--output", type=Path, required=True, help="the .circ file to write")
     parser.add_argument("--target", type=float, default=0.9, help="faithfulness F(C)/F(M) to reach (default 0.9)")
     parser.add_argument("--prompts", help="the prompt set to search on (default: the first)")
-    parser.add_argument("--order", choices=ORDERS, type=one_of(ORDERS), default="both",
-                        help="prune: the pass order; `both` runs fb and bf and writes the smaller circuit")
-    parser.add_argument("--edges", action="store_true",
-                        help="prune: then find the edges among the kept nodes with ACDC (--score, --threshold)")
+    parser.add_argument(
+        "--order",
+        choices=ORDERS,
+        type=one_of(ORDERS),
+        default="both",
+        help="prune: the pass order; `both` runs fb and bf and writes the smaller circuit",
+    )
+    parser.add_argument("--edges", action="store_true", help="prune: then find the edges among the kept nodes with ACDC (--score, --threshold)")
     parser.add_argument("--include-mlps", action="store_true", help="prune: prune MLPs too (default: keep every MLP)")
-    parser.add_argument("--percentile", type=float,
-                        help="path-patching: keep edges at or above this percentile of |score| into each receiver "
-                             "(default: the strictest of a schedule that reaches --target)")
-    parser.add_argument("--min-effect", type=float,
-                        help="path-patching: ignore edges whose |score| is below this fraction of |F(M)| (noise floor; "
-                             "default: 0.01, then 0.003, then 0.001, each with every percentile, until the target is met)")
-    parser.add_argument("--threshold", type=float,
-                        help="acdc: remove an edge when the score rises by less than this (default: the largest of a "
-                             "schedule that reaches --target)")
-    parser.add_argument("--score", choices=SCORES, type=one_of(SCORES), default="kl",
-                        help="acdc: KL from the model's outputs, or the metric's drop as a fraction of |F(M)|")
-    parser.add_argument("--top", type=int, metavar="N",
-                        help="eap, eap-ig: keep the N edges of largest |score| (default: the fewest that reach --target)")
-    parser.add_argument("--steps", type=int,
-                        help=f"eap-ig: integration steps from the corrupt inputs to the clean ones (default "
-                             f"{EAP_IG_STEPS}, as Hanna et al. 2024)")
+    parser.add_argument(
+        "--percentile",
+        type=float,
+        help="path-patching: keep edges at or above this percentile of |score| into each receiver "
+        "(default: the strictest of a schedule that reaches --target)",
+    )
+    parser.add_argument(
+        "--min-effect",
+        type=float,
+        help="path-patching: ignore edges whose |score| is below this fraction of |F(M)| (noise floor; "
+        "default: 0.01, then 0.003, then 0.001, each with every percentile, until the target is met)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        help="acdc: remove an edge when the score rises by less than this (default: the largest of a schedule that reaches --target)",
+    )
+    parser.add_argument(
+        "--score",
+        choices=SCORES,
+        type=one_of(SCORES),
+        default="kl",
+        help="acdc: KL from the model's outputs, or the metric's drop as a fraction of |F(M)|",
+    )
+    parser.add_argument(
+        "--top", type=int, metavar="N", help="eap, eap-ig: keep the N edges of largest |score| (default: the fewest that reach --target)"
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        help=f"eap-ig: integration steps from the corrupt inputs to the clean ones (default {EAP_IG_STEPS}, as Hanna et al. 2024)",
+    )
     parser.add_argument("--ig-grid", choices=IG_GRIDS, type=one_of(IG_GRIDS), help=IG_GRID_HELP)
-    parser.add_argument("--positions", action=argparse.BooleanOptionalAction, default=True,
-                        help="restrict each head to its role's query (q) and key (k) positions where faithfulness "
-                             "stays at the target (default: on)")
+    parser.add_argument(
+        "--positions",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="restrict each head to its role's query (q) and key (k) positions where faithfulness stays at the target (default: on)",
+    )
     parser.add_argument("--name", help="the written circuit's name (default: the output file's stem)")
     add_device_argument(parser)
     parser.add_argument("--threads", type=int, default=0)
@@ -97,10 +119,25 @@ def _search(spec: ir.Spec, args: argparse.Namespace):  # -> search.Outcome; torc
     """Load the model and search, with progress on stderr; a search refused for its spec -> InputError."""
     from circuitlang.discover.search import CannotSearch, Options, discover
 
-    options = Options(args.method, args.output, args.target, args.prompts, args.order, args.include_mlps,
-                      args.percentile, args.min_effect, args.threshold, args.score, args.positions,
-                      args.name or _name_from(args.output), args.edges, args.root, args.steps or EAP_IG_STEPS, args.top,
-                      IGGrid(args.ig_grid or DEFAULT_IG_GRID.value))
+    options = Options(
+        args.method,
+        args.output,
+        args.target,
+        args.prompts,
+        args.order,
+        args.include_mlps,
+        args.percentile,
+        args.min_effect,
+        args.threshold,
+        args.score,
+        args.positions,
+        args.name or _name_from(args.output),
+        args.edges,
+        args.root,
+        args.steps or EAP_IG_STEPS,
+        args.top,
+        IGGrid(args.ig_grid or DEFAULT_IG_GRID.value),
+    )
     command = shlex.join(["circuitlang", *getattr(args, "argv", ["discover"])])
     try:
         with progress_display("discover") as say:

@@ -17,15 +17,21 @@ from circuitlang.report.draw_graphviz import FORMATS, picture_format
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", type=Path, help="one or more .circ files (on models of one shape)")
-    parser.add_argument("-o", "--output", type=Path, required=True,
-                        help=f"the picture to write (atomically); its extension picks the format: {', '.join(FORMATS)}")
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help=f"the picture to write (atomically); its extension picks the format: {', '.join(FORMATS)}",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
     """Raises the specs' errors, or the diagram's (specs on models of different shapes)."""
     if picture_format(args.output) is None:
-        raise UsageError(f"{args.output}: unknown picture format '{args.output.suffix}'; "
-                         f"name the output with one of: {', '.join('.' + f for f in FORMATS)}")
+        raise UsageError(
+            f"{args.output}: unknown picture format '{args.output.suffix}'; name the output with one of: {', '.join('.' + f for f in FORMATS)}"
+        )
     diagram = build_diagram([load_checked(path, args.root) for path in args.files])
     try:
         from circuitlang.report.draw_graphviz import render

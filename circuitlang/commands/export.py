@@ -24,9 +24,13 @@ FORMATS = ("eap-ig", "eap-ig-legacy")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, help="the spec whose circuit to export")
-    parser.add_argument("--to", choices=FORMATS, default="eap-ig",
-                        help="eap-ig (default): EAP-IG's src/eap Graph.to_json format; eap-ig-legacy: its format "
-                             "before the src/ layout (nodes as bare booleans)")
+    parser.add_argument(
+        "--to",
+        choices=FORMATS,
+        default="eap-ig",
+        help="eap-ig (default): EAP-IG's src/eap Graph.to_json format; eap-ig-legacy: its format "
+        "before the src/ layout (nodes as bare booleans)",
+    )
     parser.add_argument("-o", "--output", type=Path, help="write the file here (default: stdout)")
 
 
@@ -57,5 +61,7 @@ def _summary(data: dict) -> str:
     ends = " and ".join(name for name in ("input", "logits") if name in chosen)
     besides = f", besides {ends}" if ends else ""
     edges = sum(e["in_graph"] for e in data["edges"].values())
-    return (f"in the graph: {len(chosen & set(nodes))} of {len(nodes)} nodes (heads and MLPs{besides}) and "
-            f"{edges} of {len(data['edges'])} graph edges")
+    return (
+        f"in the graph: {len(chosen & set(nodes))} of {len(nodes)} nodes (heads and MLPs{besides}) and "
+        f"{edges} of {len(data['edges'])} graph edges"
+    )

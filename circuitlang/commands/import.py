@@ -29,23 +29,32 @@ from circuitlang.ir.paths import default_root
 from circuitlang.ir.uses import read_spec_text
 
 
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("graph", type=Path, help="the graph file (EAP-IG's Graph.to_json)")
-    parser.add_argument("--base", type=Path, required=True,
-                        help="the spec whose model, prompts, metric, ablation and metric claims the circuit goes into")
+    parser.add_argument(
+        "--base", type=Path, required=True, help="the spec whose model, prompts, metric, ablation and metric claims the circuit goes into"
+    )
     parser.add_argument("-o", "--output", type=Path, help="write the spec here (default: stdout)")
     parser.add_argument("--from", dest="source_format", choices=("eap-ig",), default="eap-ig")
     select = parser.add_mutually_exclusive_group()
-    select.add_argument("--top", type=positive_int, metavar="N",
-                        help="take the N edges with the largest |score| (then prune as EAP-IG does), "
-                             "ignoring the file's in_graph marks")
-    select.add_argument("--threshold", type=float, metavar="T",
-                        help="take the edges with |score| >= T (then prune), ignoring the file's in_graph marks")
+    select.add_argument(
+        "--top",
+        type=positive_int,
+        metavar="N",
+        help="take the N edges with the largest |score| (then prune as EAP-IG does), ignoring the file's in_graph marks",
+    )
+    select.add_argument(
+        "--threshold", type=float, metavar="T", help="take the edges with |score| >= T (then prune), ignoring the file's in_graph marks"
+    )
     parser.add_argument("--name", help="the circuit's name (default: the base spec's)")
-    parser.add_argument("--max-edges", type=positive_int, default=MAX_GRAPH_EDGES, metavar="N",
-                        help=f"refuse graphs of models with more than N edges (default {MAX_GRAPH_EDGES:,}); "
-                             f"the file may be at most {BYTES_PER_EDGE} bytes per edge")
+    parser.add_argument(
+        "--max-edges",
+        type=positive_int,
+        default=MAX_GRAPH_EDGES,
+        metavar="N",
+        help=f"refuse graphs of models with more than N edges (default {MAX_GRAPH_EDGES:,}); "
+        f"the file may be at most {BYTES_PER_EDGE} bytes per edge",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -53,15 +62,18 @@ def run(args: argparse.Namespace) -> None:
     the written spec's (a --name that is not a circuit name)."""
     base = load_checked(args.base, args.root)
     data = read_graph_json(args.graph, args.max_edges * BYTES_PER_EDGE)
-    imported = import_graph(data, str(args.graph), base.shape, args.top, args.threshold,
-                            base.settings.embed_edges, args.max_edges)
+    imported = import_graph(data, str(args.graph), base.shape, args.top, args.threshold, base.settings.embed_edges, args.max_edges)
     base_ast = parse(read_spec_text(args.base), str(args.base))
     for warning in imported.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     claims = _claims(base_ast, imported, base, args.graph)
-    found = FoundCircuit(imported.circuit, header=_header(imported, args), claims=claims,
-                         node_notes={n: f"score {s:.4g}" for n, s in imported.node_scores.items()},
-                         edge_notes={pair: _score_note(scores) for pair, scores in imported.edge_scores.items()})
+    found = FoundCircuit(
+        imported.circuit,
+        header=_header(imported, args),
+        claims=claims,
+        node_notes={n: f"score {s:.4g}" for n, s in imported.node_scores.items()},
+        edge_notes={pair: _score_note(scores) for pair, scores in imported.edge_scores.items()},
+    )
     out = args.output or Path.cwd() / "imported.circ"
     text = write_spec(args.base, found, out, name=args.name, root=args.root)
     if args.output is None:
@@ -78,9 +90,12 @@ def _claims(base_ast: ast.SpecFile, imported: ImportedGraph, base: ir.Spec, grap
     lines = [statement_text(item) for item in base_ast.items if isinstance(item, ast.ExpectMetric)]
     if imported.embed_edges == "declared" and base.settings.embed_edges == "all":
         if any(isinstance(i, ast.SetDecl) and i.key.name == "embed_edges" for i in base_ast.items):
-            print(f"warning: {graph}: the graph leaves out some edges from the embeddings, but {base.path} sets "
-                  "embed_edges = all, which keeps them all; set embed_edges = declared there to keep only the "
-                  "graph's", file=sys.stderr)
+            print(
+                f"warning: {graph}: the graph leaves out some edges from the embeddings, but {base.path} sets "
+                "embed_edges = all, which keeps them all; set embed_edges = declared there to keep only the "
+                "graph's",
+                file=sys.stderr,
+            )
         else:
             lines.insert(0, "set embed_edges = declared")
     return tuple(lines)
@@ -91,9 +106,11 @@ def _header(imported: ImportedGraph, args: argparse.Namespace) -> tuple[str, ...
     heads = sum(m.node.kind == "head" for m in imported.circuit.nodes)
     mlps = len(imported.circuit.nodes) - heads
     how = f" --top {args.top}" if args.top else f" --threshold {args.threshold}" if args.threshold is not None else ""
-    lines = [f"Imported from the EAP-IG graph {args.graph.name} ({config.n_layers} layers x {config.n_heads} heads): "
-             f"{imported.selected} of {imported.total} graph edges, {heads} heads, {mlps} MLPs,",
-             f"with circuitlang import {args.graph.name} --base {args.base.name}{how}."]
+    lines = [
+        f"Imported from the EAP-IG graph {args.graph.name} ({config.n_layers} layers x {config.n_heads} heads): "
+        f"{imported.selected} of {imported.total} graph edges, {heads} heads, {mlps} MLPs,",
+        f"with circuitlang import {args.graph.name} --base {args.base.name}{how}.",
+    ]
     if not imported.circuit.edges:
         lines.append("The graph holds every edge among these nodes: a node circuit, written without edges.")
     elif imported.edge_scores:

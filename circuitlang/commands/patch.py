@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Callable
 from rich.console import Console
 from rich.markup import escape
 
-from circuitlang.commands.common import (add_device_argument, load_checked, one_of, open_checked, progress_display,
-                                         unknown_value)
+from circuitlang.commands.common import add_device_argument, load_checked, one_of, open_checked, progress_display, unknown_value
 from circuitlang.errors import InputError, MissingExtra, OutputError, UsageError
 from circuitlang.ir import models as ir
 from circuitlang.ir.node_text import parse_node
@@ -38,24 +37,40 @@ CHANNELS = ("q", "k", "v")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path)
-    parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR",
-                        help="folder for the pictures, patching.json and the CSV files (created if missing)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        metavar="OUTDIR",
+        help="folder for the pictures, patching.json and the CSV files (created if missing)",
+    )
     parser.add_argument("--prompts", metavar="SET", help="prompt set to patch on (default: the spec's first)")
-    parser.add_argument("--kind", action="append", choices=KINDS, type=one_of(KINDS),
-                        help="sweep to run; repeat for several (default: heads, heads-by-position, mlps, and path "
-                             "when --receiver is given)")
-    parser.add_argument("--receiver", action="append", default=[], metavar="R",
-                        help=f"path patching receiver: {RECEIVER_FORMS}; repeat for several (default with "
-                             "--kind path: logits)")
-    parser.add_argument("--normalized", action="store_true",
-                        help="colour the pictures by (F(patched) − F(M)) / (F(M) − F(∅)) instead of the metric change")
-    parser.add_argument("--all-positions", action="store_true",
-                        help="sweep every token index instead of the named positions (prompt sets with one template)")
-    parser.add_argument("--image", choices=IMAGES, type=one_of(IMAGES), default="png",
-                        help="picture format (default png)")
+    parser.add_argument(
+        "--kind",
+        action="append",
+        choices=KINDS,
+        type=one_of(KINDS),
+        help="sweep to run; repeat for several (default: heads, heads-by-position, mlps, and path when --receiver is given)",
+    )
+    parser.add_argument(
+        "--receiver",
+        action="append",
+        default=[],
+        metavar="R",
+        help=f"path patching receiver: {RECEIVER_FORMS}; repeat for several (default with --kind path: logits)",
+    )
+    parser.add_argument(
+        "--normalized", action="store_true", help="colour the pictures by (F(patched) − F(M)) / (F(M) − F(∅)) instead of the metric change"
+    )
+    parser.add_argument(
+        "--all-positions", action="store_true", help="sweep every token index instead of the named positions (prompt sets with one template)"
+    )
+    parser.add_argument("--image", choices=IMAGES, type=one_of(IMAGES), default="png", help="picture format (default png)")
     add_device_argument(parser)
-    parser.add_argument("--threads", type=int, default=0,
-                        help="CPU threads for torch (default: 1 for models under 10M parameters, torch's default otherwise)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="CPU threads for torch (default: 1 for models under 10M parameters, torch's default otherwise)"
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -96,8 +111,10 @@ def _request(spec: ir.Spec, args: argparse.Namespace) -> "PatchRequest":
 
     kinds = _kinds(args.kind, args.receiver)
     written = args.receiver or (["logits"] if "path" in kinds else [])
-    receivers = tuple(Receiver(node, channels) if node.kind == "head" else Receiver(node)
-                      for node, channels in dict.fromkeys(_parse_receiver(text, spec.shape) for text in written))
+    receivers = tuple(
+        Receiver(node, channels) if node.kind == "head" else Receiver(node)
+        for node, channels in dict.fromkeys(_parse_receiver(text, spec.shape) for text in written)
+    )
     return PatchRequest(_prompt_set(spec, args.prompts), tuple(kinds), receivers, args.all_positions)
 
 
@@ -148,8 +165,7 @@ def _check_before_loading(spec: ir.Spec, request: "PatchRequest") -> None:
         if "path" in request.kinds:
             check_path_patching_possible(spec, request.prompt_set)
         if spec.shape is not None:
-            check_receivers([r.node for r in request.receivers], spec.shape.n_layers, spec.shape.n_heads,
-                            spec.model.name)
+            check_receivers([r.node for r in request.receivers], spec.shape.n_layers, spec.shape.n_heads, spec.model.name)
     except CannotPatch as error:
         raise InputError(f"error: {error}") from None
 

@@ -30,8 +30,7 @@ def audit_pairs(circuit: ir.Circuit, shape: ir.ModelShape) -> list[tuple[ir.Node
     """(sender outside the circuit, the circuit nodes and logits it can write into)."""
     inside = [member.node for member in circuit.nodes]
     receivers = [*inside, LOGITS]
-    return [(sender, [r for r in receivers if runs_forward(sender, r)])
-            for sender in model_nodes(shape) if sender not in inside]
+    return [(sender, [r for r in receivers if runs_forward(sender, r)]) for sender in model_nodes(shape) if sender not in inside]
 
 
 def audit_runs(circuit: ir.Circuit, shape: ir.ModelShape) -> int:

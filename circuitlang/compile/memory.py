@@ -91,9 +91,11 @@ class MemoryEstimate:
 
     def render(self) -> str:
         rough = "" if self.tokens_exact else " (prompt lengths guessed: no tokenizer at hand)"
-        return (f"memory: about {human(self.total)} at peak (model {human(self.model)}, cached activations "
-                f"{human(self.caches)}, largest pass {human(self.largest_pass)}, prompts {human(self.prompts)}, "
-                f"bootstrap {human(self.bootstrap)}, runtime {human(self.runtime)}){rough}")
+        return (
+            f"memory: about {human(self.total)} at peak (model {human(self.model)}, cached activations "
+            f"{human(self.caches)}, largest pass {human(self.largest_pass)}, prompts {human(self.prompts)}, "
+            f"bootstrap {human(self.bootstrap)}, runtime {human(self.runtime)}){rough}"
+        )
 
 
 def human(size: float) -> str:
@@ -104,10 +106,15 @@ def human(size: float) -> str:
     return f"{size:.1f} TB"
 
 
-def estimate_memory(spec: ir.Spec, datasets: tuple[Dataset, ...], size: ModelSize,
-                    token_count: Callable[[str], int] | None = None,
-                    batch_size: int | None = None, audit: bool | None = None,
-                    bytes_per_float: int = BYTES_PER_FLOAT) -> MemoryEstimate:
+def estimate_memory(
+    spec: ir.Spec,
+    datasets: tuple[Dataset, ...],
+    size: ModelSize,
+    token_count: Callable[[str], int] | None = None,
+    batch_size: int | None = None,
+    audit: bool | None = None,
+    bytes_per_float: int = BYTES_PER_FLOAT,
+) -> MemoryEstimate:
     """`token_count(text)`: tokens of a prompt (BOS included); without it, a rough count (English
     BPE text averages about 4 bytes a token). Binding makes every prompt of a template the same
     length, so one prompt per template is measured. `audit`: as `verify --audit/--no-audit`; None
@@ -125,8 +132,14 @@ def estimate_memory(spec: ir.Spec, datasets: tuple[Dataset, ...], size: ModelSiz
         recorded = _recorded_inputs(spec, audit) if prompt_set.corruption is not None else 0
         largest = max(largest, _largest_pass(size, lengths, batch, longest, recorded, _edge_senders(spec)) * bytes_per_float)
         prompts += PROMPT_BYTES * (len(dataset.clean) + len(dataset.corrupt))
-    return MemoryEstimate(size.parameters * bytes_per_float, caches, largest, prompts,
-                          _bootstrap_bytes(spec, [len(d.clean) for d in datasets]), tokens_exact=token_count is not None)
+    return MemoryEstimate(
+        size.parameters * bytes_per_float,
+        caches,
+        largest,
+        prompts,
+        _bootstrap_bytes(spec, [len(d.clean) for d in datasets]),
+        tokens_exact=token_count is not None,
+    )
 
 
 def _bootstrap_bytes(spec: ir.Spec, prompts: list[int]) -> int:
@@ -158,8 +171,7 @@ def _template_lengths(dataset: Dataset, count: Callable[[str], int]) -> list[tup
     return [(sizes[t], count(text)) for t, text in first.items()]
 
 
-def _cache_bytes(spec: ir.Spec, prompt_set: ir.PromptSet, size: ModelSize, rows: int, n: int,
-                 audit: bool | None) -> int:
+def _cache_bytes(spec: ir.Spec, prompt_set: ir.PromptSet, size: ModelSize, rows: int, n: int, audit: bool | None) -> int:
     """Per token of every prompt: the residual entering each layer and the final one, z, k and v
     of every head (n_heads x d_head = d_model each), each MLP's output: (5 L + 1) d_model floats;
     once for the clean run, once more for the corrupt run when it is kept (resampling from it,
@@ -174,8 +186,7 @@ def _cache_bytes(spec: ir.Spec, prompt_set: ir.PromptSet, size: ModelSize, rows:
     return runs * rows * per_token + logits
 
 
-def _largest_pass(size: ModelSize, lengths: list[tuple[int, int]], batch: int, longest: int,
-                  recorded: int, edge_senders: int) -> int:
+def _largest_pass(size: ModelSize, lengths: list[tuple[int, int]], batch: int, longest: int, recorded: int, edge_senders: int) -> int:
     """What lives next to the caches for a while: the minimality base run, which keeps its
     residual at every layer (with declared edges also the running total entering each layer and
     each edge sender's contribution) from the first criterion to the end, plus the larger of a
@@ -292,14 +303,14 @@ def offline_token_count(model: ir.ModelRef) -> Callable[[str], int] | None:
     return lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids) + 1
 
 
-def spec_memory(spec: ir.Spec, datasets: tuple[Dataset, ...], audit: bool | None = None,
-                bytes_per_float: int = BYTES_PER_FLOAT) -> MemoryEstimate | None:
+def spec_memory(
+    spec: ir.Spec, datasets: tuple[Dataset, ...], audit: bool | None = None, bytes_per_float: int = BYTES_PER_FLOAT
+) -> MemoryEstimate | None:
     """The estimate for `plan` and `verify`, or None when the model's size is not known offline."""
     size = model_size(spec.model, spec.shape)
     if size is None:
         return None
-    return estimate_memory(spec, datasets, size, offline_token_count(spec.model), audit=audit,
-                           bytes_per_float=bytes_per_float)
+    return estimate_memory(spec, datasets, size, offline_token_count(spec.model), audit=audit, bytes_per_float=bytes_per_float)
 
 
 # ---- what the machine has ----------------------------------------------------------------------
@@ -317,9 +328,11 @@ def memory_refusal(estimate: MemoryEstimate | None, device: str) -> str | None:
     if available is None or needed <= available:
         return None
     where = f"free on {device}" if on_device else "available on this machine"
-    return (f"verify would need about {human(needed)} more memory ({estimate.render().removeprefix('memory: ')}), "
-            f"more than the {human(available)} {where}: verify fewer prompts (`set count = N` in a prompts block), "
-            f"or lower `set batch_size`; {SKIP_CHECK_VARIABLE}=1 runs it anyway")
+    return (
+        f"verify would need about {human(needed)} more memory ({estimate.render().removeprefix('memory: ')}), "
+        f"more than the {human(available)} {where}: verify fewer prompts (`set count = N` in a prompts block), "
+        f"or lower `set batch_size`; {SKIP_CHECK_VARIABLE}=1 runs it anyway"
+    )
 
 
 def available_memory(device: str) -> int | None:

@@ -68,18 +68,19 @@ class Plan:
         for step in shown:
             after = f"  (after {', '.join(step.depends_on)})" if step.depends_on else ""
             bound = "" if step.exact else "at most "
-            cost = f"  [{bound}{step.variants} variants, {bound}{step.rows} rows]" if step.variants else (
-                f"  [{step.rows} rows]" if step.rows else "")
+            cost = (
+                f"  [{bound}{step.variants} variants, {bound}{step.rows} rows]"
+                if step.variants
+                else (f"  [{step.rows} rows]" if step.rows else "")
+            )
             lines.append(f"  {step.id:<{width}}  {step.what}{cost}{after}")
         total = sum(step.rows for step in self.steps)
         bound = "" if all(step.exact for step in self.steps) else "at most "
-        lines.append(f"total: {bound}{total} prompt rows through the model "
-                     "(runs start from the first layer a variant changes)")
+        lines.append(f"total: {bound}{total} prompt rows through the model (runs start from the first layer a variant changes)")
         return "\n".join(lines)
 
 
-def compile_plan(spec: ir.Spec, datasets: tuple[Dataset, ...], audit: bool | None = None,
-                 shape: ir.ModelShape | None = None) -> Plan:
+def compile_plan(spec: ir.Spec, datasets: tuple[Dataset, ...], audit: bool | None = None, shape: ir.ModelShape | None = None) -> Plan:
     """`audit`: None runs the audit when it is cheap (compile.audit), True or False forces it.
     `shape`: the loaded model's, where the spec's model has no shape known offline."""
     steps: list[Step] = []
@@ -92,10 +93,8 @@ def compile_plan(spec: ir.Spec, datasets: tuple[Dataset, ...], audit: bool | Non
 def _claims_step(spec: ir.Spec, datasets: tuple[Dataset, ...]) -> Step:
     """Every claim is checked; `plan` lists the step only where claims need the model again."""
     needs_model = any(isinstance(e, (ir.AttendsExpectation, ir.ScoreExpectation)) for e in spec.expectations)
-    what = ("attention, copy, next-token and direct-logit scores of claimed nodes" if needs_model
-            else "claims on the numbers already computed")
-    return Step("claims", StepKind.CLAIMS, what, tuple(f"{dataset.name}:clean" for dataset in datasets),
-                printed=needs_model)
+    what = "attention, copy, next-token and direct-logit scores of claimed nodes" if needs_model else "claims on the numbers already computed"
+    return Step("claims", StepKind.CLAIMS, what, tuple(f"{dataset.name}:clean" for dataset in datasets), printed=needs_model)
 
 
 def _prompt_set_steps(spec: ir.Spec, dataset: Dataset, audit: bool | None, shape: ir.ModelShape | None) -> list[Step]:
@@ -103,39 +102,60 @@ def _prompt_set_steps(spec: ir.Spec, dataset: Dataset, audit: bool | None, shape
     prompt_set = spec.prompt_set(name)
     corruption = prompt_set.corruption.kind if prompt_set.corruption else "none"
     steps = [
-        Step(f"{name}:expand", StepKind.EXPAND,
-             f"{n} prompts from {len(dataset.templates)} template(s), corrupt {corruption}", prompt_set=name),
-        Step(f"{name}:bind", StepKind.BIND, "tokenize; resolve positions per template; tokenize answers",
-             (f"{name}:expand",), prompt_set=name),
-        Step(f"{name}:clean", StepKind.CACHE, "clean run, residual and head/MLP activations cached",
-             (f"{name}:bind",), rows=n, prompt_set=name),
+        Step(f"{name}:expand", StepKind.EXPAND, f"{n} prompts from {len(dataset.templates)} template(s), corrupt {corruption}", prompt_set=name),
+        Step(f"{name}:bind", StepKind.BIND, "tokenize; resolve positions per template; tokenize answers", (f"{name}:expand",), prompt_set=name),
+        Step(f"{name}:clean", StepKind.CACHE, "clean run, residual and head/MLP activations cached", (f"{name}:bind",), rows=n, prompt_set=name),
     ]
     caches = [f"{name}:clean"]
     patched = spec.circuit.edges if prompt_set.corruption is not None else ()
     ablated_from_corrupt = spec.ablation.kind != "zero" and spec.ablation.source == "corrupt"
     auditable = prompt_set.corruption is not None and shape is not None and audit is not False
     if ablated_from_corrupt or patched or auditable:
-        steps.append(Step(f"{name}:corrupt", StepKind.CACHE, "corrupt run for the ablation values and path patching",
-                          (f"{name}:bind",), rows=n, prompt_set=name))
+        steps.append(
+            Step(
+                f"{name}:corrupt",
+                StepKind.CACHE,
+                "corrupt run for the ablation values and path patching",
+                (f"{name}:bind",),
+                rows=n,
+                prompt_set=name,
+            )
+        )
         caches.append(f"{name}:corrupt")
     for step_name, what, variants, exact in _variant_steps(spec):
-        steps.append(Step(f"{name}:{step_name}", StepKind.RUN, what, tuple(caches), variants, variants * n, exact,
-                          prompt_set=name, schedule_step=step_name))
+        steps.append(
+            Step(
+                f"{name}:{step_name}", StepKind.RUN, what, tuple(caches), variants, variants * n, exact, prompt_set=name, schedule_step=step_name
+            )
+        )
     for edge in patched:  # without a corruption there is nothing to patch from (the report says so)
-        steps.append(Step(f"{name}:patch {edge}", StepKind.PATCH,
-                          "path patching of this declared edge (direct path): two runs",
-                          (f"{name}:clean", f"{name}:corrupt"), rows=PATCH_RUNS_PER_EDGE * n, prompt_set=name,
-                          edge=edge))
+        steps.append(
+            Step(
+                f"{name}:patch {edge}",
+                StepKind.PATCH,
+                "path patching of this declared edge (direct path): two runs",
+                (f"{name}:clean", f"{name}:corrupt"),
+                rows=PATCH_RUNS_PER_EDGE * n,
+                prompt_set=name,
+                edge=edge,
+            )
+        )
     if prompt_set.corruption is not None:
         steps.append(_audit_step(spec, name, n, sum(step.rows for step in steps), audit, shape))
-    steps.append(Step(f"{name}:node scores", StepKind.NODE_SCORES,
-                      "direct-logit, copy and next-token scores of every circuit node, from the clean run",
-                      (f"{name}:clean",), prompt_set=name, printed=False))
+    steps.append(
+        Step(
+            f"{name}:node scores",
+            StepKind.NODE_SCORES,
+            "direct-logit, copy and next-token scores of every circuit node, from the clean run",
+            (f"{name}:clean",),
+            prompt_set=name,
+            printed=False,
+        )
+    )
     return steps
 
 
-def _audit_step(spec: ir.Spec, name: str, n: int, other_rows: int, audit: bool | None,
-                shape: ir.ModelShape | None) -> Step:
+def _audit_step(spec: ir.Spec, name: str, n: int, other_rows: int, audit: bool | None, shape: ir.ModelShape | None) -> Step:
     """The audit (compile.audit) runs when forced, or by default when it costs no more rows than the
     rest of the prompt set's verification; a step that does not run says why, with 0 rows."""
     step_id, depends = f"{name}:audit", (f"{name}:clean", f"{name}:corrupt")
@@ -143,8 +163,9 @@ def _audit_step(spec: ir.Spec, name: str, n: int, other_rows: int, audit: bool |
         why = "the model's shape is not known offline"
         return Step(step_id, StepKind.AUDIT, f"audit: not run, {why}", depends, prompt_set=name, skipped=why)
     rows = audit_runs(spec.circuit, shape) * n
-    what = (f"audit: path patching from the {len(audit_pairs(spec.circuit, shape))} nodes outside the circuit "
-            "into each circuit node and the logits")
+    what = (
+        f"audit: path patching from the {len(audit_pairs(spec.circuit, shape))} nodes outside the circuit into each circuit node and the logits"
+    )
     if audit is False or (audit is None and rows > other_rows):
         why = "--no-audit" if audit is False else f"it would cost {rows} rows, more than the rest; verify --audit runs it"
         return Step(step_id, StepKind.AUDIT, f"{what}: not run ({why})", depends, prompt_set=name, skipped=why)
@@ -157,10 +178,8 @@ def _variant_steps(spec: ir.Spec) -> list[tuple[str, str, int, bool]]:
     steps, _ = greedy_bound(spec.circuit, settings)
     what = {
         BASELINES: "F(M), F(C), F(empty)",
-        MINIMALITY: f"for each of {nodes} nodes, C\\(K+v) and C\\K for K in (empty, its role class, "
-                    f"{settings.minimality_samples} random)",
-        COMPLETENESS: f"C\\K and M\\K for {settings.completeness_samples} random K and "
-                      f"{len(spec.circuit.roles())} role classes",
+        MINIMALITY: f"for each of {nodes} nodes, C\\(K+v) and C\\K for K in (empty, its role class, {settings.minimality_samples} random)",
+        COMPLETENESS: f"C\\K and M\\K for {settings.completeness_samples} random K and {len(spec.circuit.roles())} role classes",
         GREEDY: f"C\\K and M\\K along a greedy search of {steps} steps (its choices follow the measured values)",
     }
     return [(step.name, what[step.name], step.variants, step.exact) for step in schedule(spec.circuit, settings)]

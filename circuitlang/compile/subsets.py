@@ -95,5 +95,9 @@ def schedule(circuit: ir.Circuit, settings: ir.Settings) -> list[ScheduledStep]:
     minimality = new(minimality_variants(minimality_candidates(circuit, settings)))
     completeness = new(pairs([k for _, k in completeness_sets(circuit, settings)]))
     _, greedy = greedy_bound(circuit, settings)
-    return [ScheduledStep(BASELINES, baselines, True), ScheduledStep(MINIMALITY, minimality, True),
-            ScheduledStep(COMPLETENESS, completeness, True), ScheduledStep(GREEDY, greedy, False)]
+    return [
+        ScheduledStep(BASELINES, baselines, True),
+        ScheduledStep(MINIMALITY, minimality, True),
+        ScheduledStep(COMPLETENESS, completeness, True),
+        ScheduledStep(GREEDY, greedy, False),
+    ]

@@ -30,43 +30,39 @@ def apply_assignments(assignments: tuple[ir.Assignment, ...], env: Env) -> None:
             env.variables[target] = evaluate(value, env)
 
 
-def _random(corruption: ir.Corruption, values: SlotValues, slots: tuple[str, ...], env: Env,
-            row: FileRow | None) -> SlotValues:
+def _random(corruption: ir.Corruption, values: SlotValues, slots: tuple[str, ...], env: Env, row: FileRow | None) -> SlotValues:
     apply_assignments(corruption.assignments, env)
     return {slot: env.variables[slot] for slot in slots}
 
 
-def _repeat_last(corruption: ir.Corruption, values: SlotValues, slots: tuple[str, ...], env: Env,
-                 row: FileRow | None) -> SlotValues:
+def _repeat_last(corruption: ir.Corruption, values: SlotValues, slots: tuple[str, ...], env: Env, row: FileRow | None) -> SlotValues:
     if len(slots) < 2:
-        raise DataError(f"{env.label}: repeat_last needs a template with two or more slots", corruption.span,
-                        "use random or a file corruption")
+        raise DataError(f"{env.label}: repeat_last needs a template with two or more slots", corruption.span, "use random or a file corruption")
     return {**values, slots[-1]: values[slots[-2]]}
 
 
-def _repeat_all(corruption: ir.Corruption, values: SlotValues, slots: tuple[str, ...], env: Env,
-                row: FileRow | None) -> SlotValues:
+def _repeat_all(corruption: ir.Corruption, values: SlotValues, slots: tuple[str, ...], env: Env, row: FileRow | None) -> SlotValues:
     return {**values, **{slot: values[slots[0]] for slot in slots}}
 
 
-def _swap(corruption: ir.Corruption, values: SlotValues, slots: tuple[str, ...], env: Env,
-          row: FileRow | None) -> SlotValues:
+def _swap(corruption: ir.Corruption, values: SlotValues, slots: tuple[str, ...], env: Env, row: FileRow | None) -> SlotValues:
     a, b = (str(arg) for arg in corruption.args)
     return {**values, a: values[b], b: values[a]}
 
 
-def _file(corruption: ir.Corruption, values: SlotValues, slots: tuple[str, ...], env: Env,
-          row: FileRow | None) -> SlotValues:
+def _file(corruption: ir.Corruption, values: SlotValues, slots: tuple[str, ...], env: Env, row: FileRow | None) -> SlotValues:
     assert row is not None  # expansion pairs every clean prompt with a row before calling this
     missing = [slot for slot in slots if slot not in row]
     if missing:
-        raise DataError(f"{env.label}: corrupt file row has no column {missing[0]!r}", corruption.span,
-                        f"corrupt rows need a column per slot: {', '.join(slots)}")
+        raise DataError(
+            f"{env.label}: corrupt file row has no column {missing[0]!r}",
+            corruption.span,
+            f"corrupt rows need a column per slot: {', '.join(slots)}",
+        )
     return {**values, **{slot: row[slot] for slot in slots}}
 
 
-def _abc(corruption: ir.Corruption, values: SlotValues, slots: tuple[str, ...], env: Env,
-         row: FileRow | None) -> SlotValues:
+def _abc(corruption: ir.Corruption, values: SlotValues, slots: tuple[str, ...], env: Env, row: FileRow | None) -> SlotValues:
     """Wang et al.'s ABC dataset: io, s1 and s2 become three distinct names unrelated to the clean ones,
     drawn from the names the clean prompts were drawn from."""
     used = {values.get("io"), values.get("s1")}
@@ -75,8 +71,7 @@ def _abc(corruption: ir.Corruption, values: SlotValues, slots: tuple[str, ...], 
     return {**values, "io": io, "s1": s1, "s2": s2}
 
 
-def _zero_one(corruption: ir.Corruption, values: SlotValues, slots: tuple[str, ...], env: Env,
-              row: FileRow | None) -> SlotValues:
+def _zero_one(corruption: ir.Corruption, values: SlotValues, slots: tuple[str, ...], env: Env, row: FileRow | None) -> SlotValues:
     """Hanna et al.'s 01 dataset: the start year becomes XX01, so no year is ruled out."""
     return {**values, "yy": "01"}
 

@@ -52,8 +52,7 @@ def expand(spec: ir.Spec, prompt_set: ir.PromptSet) -> Dataset:
     lists = _lists(spec)
     rows = _rows(prompt_set, lists, rng, spec.settings)
     if not rows:
-        raise DataError(f"prompt set '{prompt_set.name}' has no prompts", prompt_set.span,
-                        "check the loop ranges or the data file")
+        raise DataError(f"prompt set '{prompt_set.name}' has no prompts", prompt_set.span, "check the loop ranges or the data file")
     templates = tuple(dict.fromkeys(template for template, _, _ in rows))
     clean = tuple(_prompt(prompt_set, i, templates, row) for i, row in enumerate(rows))
     corrupt = _corrupt(prompt_set, rows, templates, lists, rng, spec.settings)
@@ -67,8 +66,11 @@ def _check_metric_fields(dataset: Dataset, metric: ir.Metric, prompt_set: ir.Pro
         names = dict(prompt.fields)
         for arg in metric.args:
             if arg not in names:
-                raise DataError(f"{prompt.label}: metric argument '{arg}' has no value", span,
-                                f"add a column '{arg}' to the data file or assign it in the prompts block")
+                raise DataError(
+                    f"{prompt.label}: metric argument '{arg}' has no value",
+                    span,
+                    f"add a column '{arg}' to the data file or assign it in the prompts block",
+                )
 
 
 def _seed(seed: int, name: str) -> int:
@@ -84,8 +86,7 @@ def _lists(spec: ir.Spec) -> dict[str, NamedValues]:
 Row = tuple[str, dict[str, Value], str]  # template, variables, label
 
 
-def _rows(prompt_set: ir.PromptSet, lists: dict[str, NamedValues], rng: random.Random,
-          settings: ir.Settings) -> list[Row]:
+def _rows(prompt_set: ir.PromptSet, lists: dict[str, NamedValues], rng: random.Random, settings: ir.Settings) -> list[Row]:
     """The clean rows, in expansion order, made one at a time: `set count = N` stops after the Nth,
     so a count bounds the work and the rows it drops are never made (nor draw from the RNG)."""
     if prompt_set.generator is not None:
@@ -115,14 +116,18 @@ def _generated_rows(prompt_set: ir.PromptSet, rng: random.Random, settings: ir.S
         params["n"] = min(asked, prompt_set.count)
     n = params.get("n")
     if isinstance(n, int) and n > settings.max_prompts:
-        raise limit_error("generated prompts", f"generate {generator.name}(n = {asked}) asks for more than {{limit}} "
-                          "prompts", settings, generator.span, "keep fewer with `set count = N`")
+        raise limit_error(
+            "generated prompts",
+            f"generate {generator.name}(n = {asked}) asks for more than {{limit}} prompts",
+            settings,
+            generator.span,
+            "keep fewer with `set count = N`",
+        )
     made = GENERATOR_FUNCTIONS[generator.name](params, rng)
     return [(template, values, f"prompt #{i} of {prompt_set.name}") for i, (template, values) in enumerate(made)]
 
 
-def _built_rows(prompt_set: ir.PromptSet, lists: dict[str, NamedValues], rng: random.Random,
-                settings: ir.Settings) -> Iterator[Row]:
+def _built_rows(prompt_set: ir.PromptSet, lists: dict[str, NamedValues], rng: random.Random, settings: ir.Settings) -> Iterator[Row]:
     file_rows = read_rows(prompt_set.source) if prompt_set.source else [{}]
     index = 0
     steps = _LoopSteps(prompt_set, settings)
@@ -148,13 +153,18 @@ class _LoopSteps:
     def take(self) -> None:
         self.taken += 1
         if self.taken > self.allowed:
-            raise limit_error("loop product", f"the loops of {self.prompt_set.name} go through more than "
-                              f"{len(self.prompt_set.loops)} x {{limit}} values", self.settings,
-                              self.prompt_set.loops[-1].span, "an empty inner loop makes no prompts")
+            raise limit_error(
+                "loop product",
+                f"the loops of {self.prompt_set.name} go through more than {len(self.prompt_set.loops)} x {{limit}} values",
+                self.settings,
+                self.prompt_set.loops[-1].span,
+                "an empty inner loop makes no prompts",
+            )
 
 
-def _loop_bindings(loops: tuple[ir.Loop, ...], base: dict[str, Value], lists: dict[str, NamedValues],
-                   rng: random.Random, name: str, steps: _LoopSteps) -> Iterator[dict[str, Value]]:
+def _loop_bindings(
+    loops: tuple[ir.Loop, ...], base: dict[str, Value], lists: dict[str, NamedValues], rng: random.Random, name: str, steps: _LoopSteps
+) -> Iterator[dict[str, Value]]:
     """The product of the loops, first loop outermost, made lazily; a later loop's range may use an
     earlier loop's variable. A loop's range is enumerated, never made whole (`for i in 1..10**9`
     with `set count = 10` makes ten values)."""
@@ -165,8 +175,9 @@ def _loop_bindings(loops: tuple[ir.Loop, ...], base: dict[str, Value], lists: di
     env = Env(dict(base), lists, rng, f"a loop of {name} ({loop.var})", settings=steps.settings)
     source = range_values(loop.source, env) if isinstance(loop.source, ir.RangeE) else evaluate(loop.source, env)
     if not isinstance(source, (tuple, range)):
-        raise DataError(f"{env.label}: loop over {source!r}, which is not a range or list", loop.source.span,
-                        "write e.g. for i in 1..95 or for m in months")
+        raise DataError(
+            f"{env.label}: loop over {source!r}, which is not a range or list", loop.source.span, "write e.g. for i in 1..95 or for m in months"
+        )
     for value in source:
         steps.take()
         binding: dict[str, Value] = {loop.var: value}
@@ -206,11 +217,11 @@ def _literal(expr: ir.Expr) -> int | None:
 def _too_many_prompts(prompt_set: ir.PromptSet, settings: ir.Settings) -> LimitError:
     advice = "keep fewer with `set count = N` in the block"
     if prompt_set.loops:
-        return limit_error("loop product", f"the loops of {prompt_set.name} make more than {{limit}} prompts",
-                           settings, prompt_set.loops[-1].span, advice)
+        return limit_error(
+            "loop product", f"the loops of {prompt_set.name} make more than {{limit}} prompts", settings, prompt_set.loops[-1].span, advice
+        )
     span = prompt_set.source.span if prompt_set.source else prompt_set.span
-    return limit_error("prompts per set", f"prompt set '{prompt_set.name}' makes more than {{limit}} prompts",
-                       settings, span, advice)
+    return limit_error("prompts per set", f"prompt set '{prompt_set.name}' makes more than {{limit}} prompts", settings, span, advice)
 
 
 def _describe(bindings: dict[str, Value], prompt_set: ir.PromptSet) -> str:
@@ -222,45 +233,54 @@ def _prompt(prompt_set: ir.PromptSet, index: int, templates: tuple[str, ...], ro
     slots = template_slots(template)
     values = {slot: _slot_text(variables, slot, label, prompt_set) for slot in slots}
     text, spans = render(template, values)
-    return Prompt(index, label, templates.index(template), text, spans, tuple(values.items()),
-                  _fields(variables, slots))
+    return Prompt(index, label, templates.index(template), text, spans, tuple(values.items()), _fields(variables, slots))
 
 
 def _slot_text(variables: dict[str, Value], slot: str, label: str, prompt_set: ir.PromptSet) -> Scalar:
     if slot not in variables:
         span = prompt_set.source.span if prompt_set.source else prompt_set.span
-        raise DataError(f"{label}: slot '{{{slot}}}' has no value", span,
-                        "assign it in the prompts block or add the column to the data file")
+        raise DataError(f"{label}: slot '{{{slot}}}' has no value", span, "assign it in the prompts block or add the column to the data file")
     value = variables[slot]
     if isinstance(value, tuple):
         assigned = [a.span for a in prompt_set.assignments if slot in a.targets]
-        raise DataError(f"{label}: slot '{{{slot}}}' got a list {value!r}", (assigned or [prompt_set.span])[-1],
-                        "a slot takes one value; index the list or use random")
+        raise DataError(
+            f"{label}: slot '{{{slot}}}' got a list {value!r}",
+            (assigned or [prompt_set.span])[-1],
+            "a slot takes one value; index the list or use random",
+        )
     return str(value)
 
 
 def _fields(variables: dict[str, Value], slots: tuple[str, ...]) -> tuple[tuple[str, Value], ...]:
     def as_text(value: Value) -> Value:
         return tuple(str(v) for v in value) if isinstance(value, tuple) else str(value)
+
     return tuple((name, as_text(value)) for name, value in variables.items() if name not in slots)
 
 
-def _corrupt(prompt_set: ir.PromptSet, rows: list[Row], templates: tuple[str, ...],
-             lists: dict[str, NamedValues], rng: random.Random, settings: ir.Settings) -> tuple[Prompt, ...]:
+def _corrupt(
+    prompt_set: ir.PromptSet,
+    rows: list[Row],
+    templates: tuple[str, ...],
+    lists: dict[str, NamedValues],
+    rng: random.Random,
+    settings: ir.Settings,
+) -> tuple[Prompt, ...]:
     corruption = prompt_set.corruption
     if corruption is None:
         return ()
-    file_rows = read_rows(ir.FileSource(path=corruption.path, written=corruption.path, span=corruption.span)) \
-        if corruption.path else None
+    file_rows = read_rows(ir.FileSource(path=corruption.path, written=corruption.path, span=corruption.span)) if corruption.path else None
     if file_rows is not None and len(file_rows) < len(rows):
-        raise DataError(f"corrupt file has {len(file_rows)} row(s) for {len(rows)} clean prompts", corruption.span,
-                        "give one corrupt row per clean prompt, in the same order")
+        raise DataError(
+            f"corrupt file has {len(file_rows)} row(s) for {len(rows)} clean prompts",
+            corruption.span,
+            "give one corrupt row per clean prompt, in the same order",
+        )
     generator_params = dict(prompt_set.generator.params) if prompt_set.generator else {}
     corrupted = []
     for i, (template, variables, label) in enumerate(rows):
         slots = template_slots(template)
         env = Env(dict(variables), lists, rng, f"corruption of {label}", generator_params, settings)
-        values = CORRUPTERS[corruption.kind](corruption, {s: variables[s] for s in slots}, slots, env,
-                                             file_rows[i] if file_rows else None)
+        values = CORRUPTERS[corruption.kind](corruption, {s: variables[s] for s in slots}, slots, env, file_rows[i] if file_rows else None)
         corrupted.append((template, variables | values, f"corrupt {label}"))
     return tuple(_prompt(prompt_set, i, templates, row) for i, row in enumerate(corrupted))

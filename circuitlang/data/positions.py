@@ -39,21 +39,21 @@ def _token_ending_at(prompt: Prompt, slot: str, start: int, stop: int, offsets: 
         if token_start < stop <= token_end:
             if token_end != stop:
                 piece = prompt.text[token_start:token_end]
-                raise SlotError(slot, f"{prompt.label}: slot '{slot}' ends inside the token {piece!r} in {prompt.text!r}",
-                                "the tokenizer merges the slot with the text after it; add a space or "
-                                "change the template so each slot ends on a token boundary")
+                raise SlotError(
+                    slot,
+                    f"{prompt.label}: slot '{slot}' ends inside the token {piece!r} in {prompt.text!r}",
+                    "the tokenizer merges the slot with the text after it; add a space or "
+                    "change the template so each slot ends on a token boundary",
+                )
             return index
-    raise SlotError(slot, f"{prompt.label}: slot '{slot}' is not covered by any token in {prompt.text!r}",
-                    "check the tokenizer's offsets")
+    raise SlotError(slot, f"{prompt.label}: slot '{slot}' is not covered by any token in {prompt.text!r}", "check the tokenizer's offsets")
 
 
 def check_positions_in_templates(spec: ir.Spec, templates: dict[str, tuple[str, ...]]) -> list[DataError]:
     """Every position the circuit or a claim names must exist in *each* template of each prompt set
     it applies to, and every range must run forwards there (templates may order slots differently)."""
     problems: list[DataError] = []
-    uses: list[tuple[ir.Position, str | None]] = [
-        (p, None) for member in spec.circuit.nodes for p in (*(member.q or ()), *(member.k or ()))
-    ]
+    uses: list[tuple[ir.Position, str | None]] = [(p, None) for member in spec.circuit.nodes for p in (*(member.q or ()), *(member.k or ()))]
     for claim in spec.expectations:
         if isinstance(claim, ir.AttendsExpectation):
             uses.extend((p, claim.on) for p in (*claim.queries, *claim.keys))
@@ -72,11 +72,17 @@ def _position_problems(position: ir.Position, set_name: str, templates: tuple[st
         missing = [ref.name for ref in ends if ref.name not in slots and ref.name not in ("end", "bos")]
         where = f"template #{number} of prompt set '{set_name}' ({template!r})"
         if missing:
-            problems.append(DataError(f"position '{missing[0]}' is not a slot of {where}", position.span,
-                                      "a position must exist in every template of the prompt sets it is used on"))
+            problems.append(
+                DataError(
+                    f"position '{missing[0]}' is not a slot of {where}",
+                    position.span,
+                    "a position must exist in every template of the prompt sets it is used on",
+                )
+            )
         elif isinstance(position, ir.PositionRange) and slots.index(position.start.name) > slots.index(position.stop.name):
-            problems.append(DataError(f"range {position} runs backwards in {where}", position.span,
-                                      f"slots there, in order: {', '.join(slots)}"))
+            problems.append(
+                DataError(f"range {position} runs backwards in {where}", position.span, f"slots there, in order: {', '.join(slots)}")
+            )
     return problems
 
 
@@ -87,20 +93,20 @@ def expand_positions(positions: Sequence[ir.Position], template: str) -> tuple[t
     for position in positions:
         if isinstance(position, ir.PositionRange):
             first, last = slots.index(position.start.name), slots.index(position.stop.name)
-            expanded.extend((slot, 0) for slot in slots[first:last + 1])
+            expanded.extend((slot, 0) for slot in slots[first : last + 1])
         else:
             expanded.append((position.name, position.offset))
     return tuple(dict.fromkeys(expanded))
 
 
-def token_positions(positions: Sequence[ir.Position], prompt: Prompt, template: str,
-                    named: dict[str, int], n_tokens: int) -> tuple[int, ...]:
+def token_positions(positions: Sequence[ir.Position], prompt: Prompt, template: str, named: dict[str, int], n_tokens: int) -> tuple[int, ...]:
     """Token indices for a position list in one prompt, with offsets checked against its length."""
     indices = []
     for name, offset in expand_positions(positions, template):
         index = named[name] + offset
         if not 0 <= index < n_tokens:
-            raise DataError(f"{prompt.label}: position {name}{offset:+d} falls outside the prompt "
-                            f"({n_tokens} tokens)", None, "use a smaller offset")
+            raise DataError(
+                f"{prompt.label}: position {name}{offset:+d} falls outside the prompt ({n_tokens} tokens)", None, "use a smaller offset"
+            )
         indices.append(index)
     return tuple(sorted(set(indices)))

@@ -67,7 +67,7 @@ def _pieces(template: str) -> tuple[tuple[str, bool], ...]:
             if literal:
                 pieces.append(("".join(literal), False))
                 literal = []
-            pieces.append((template[i + 1:close], True))
+            pieces.append((template[i + 1 : close], True))
             i = close + 1
         else:
             literal.append(template[i])

@@ -65,9 +65,14 @@ class _Problems:
         return [_with_repeats(error, self.repeats.get(kind, 0)) for kind, error in self.first.items()]
 
 
-def tokenize_dataset(dataset: Dataset, prompt_set: ir.PromptSet, lists: tuple[ir.NamedList, ...],
-                     answer_fields: tuple[str, ...], tokenizer: Any,
-                     bos_id: int | None) -> tuple[tuple[TokenizedTemplate, ...], list[DataError]]:
+def tokenize_dataset(
+    dataset: Dataset,
+    prompt_set: ir.PromptSet,
+    lists: tuple[ir.NamedList, ...],
+    answer_fields: tuple[str, ...],
+    tokenizer: Any,
+    bos_id: int | None,
+) -> tuple[tuple[TokenizedTemplate, ...], list[DataError]]:
     """Tokenize every prompt of `dataset`, template by template; `bos_id`, when given, is prepended.
     `lists` are the spec's declared lists, where an unknown word may have been written.
     Returns the templates that tokenized cleanly and the errors of the others."""
@@ -86,9 +91,16 @@ def tokenize_dataset(dataset: Dataset, prompt_set: ir.PromptSet, lists: tuple[ir
     return tuple(tokenized), errors
 
 
-def _tokenize_template(dataset: Dataset, template: str, rows: tuple[int, ...], where: _Spans,
-                       answer_fields: tuple[str, ...], tokenizer: Any, bos_id: int | None,
-                       problems: _Problems) -> TokenizedTemplate:
+def _tokenize_template(
+    dataset: Dataset,
+    template: str,
+    rows: tuple[int, ...],
+    where: _Spans,
+    answer_fields: tuple[str, ...],
+    tokenizer: Any,
+    bos_id: int | None,
+    problems: _Problems,
+) -> TokenizedTemplate:
     clean = [_encode(dataset.clean[i], tokenizer, bos_id, where, problems, corrupt=False) for i in rows]
     reference = dataset.clean[rows[0]], *clean[0]
     for i, encoded in zip(rows, clean):
@@ -98,14 +110,18 @@ def _tokenize_template(dataset: Dataset, template: str, rows: tuple[int, ...], w
         corrupt = [_encode(dataset.corrupt[i], tokenizer, bos_id, where, problems, corrupt=True) for i in rows]
         for i, encoded in zip(rows, corrupt):
             _same_shape(dataset.corrupt[i], *encoded, reference, where, problems)
-    answers = {name: tuple(_answer_ids(dataset.clean[i], name, dataset.answer_prefix, tokenizer, where, problems)
-                           for i in rows) for name in answer_fields}
-    return TokenizedTemplate(template, rows, tuple(ids for ids, _ in clean),
-                             None if corrupt is None else tuple(ids for ids, _ in corrupt), clean[0][1], answers)
+    answers = {
+        name: tuple(_answer_ids(dataset.clean[i], name, dataset.answer_prefix, tokenizer, where, problems) for i in rows)
+        for name in answer_fields
+    }
+    return TokenizedTemplate(
+        template, rows, tuple(ids for ids, _ in clean), None if corrupt is None else tuple(ids for ids, _ in corrupt), clean[0][1], answers
+    )
 
 
-def _encode(prompt: Prompt, tokenizer: Any, bos_id: int | None, where: _Spans, problems: _Problems,
-            corrupt: bool) -> tuple[tuple[int, ...], dict[str, int]]:
+def _encode(
+    prompt: Prompt, tokenizer: Any, bos_id: int | None, where: _Spans, problems: _Problems, corrupt: bool
+) -> tuple[tuple[int, ...], dict[str, int]]:
     encoding = tokenizer.encode(prompt.text, add_special_tokens=False)
     ids, offsets = list(encoding.ids), list(encoding.offsets)
     for start, end in unknown_spans(ids, offsets, where.unknown_id):
@@ -119,8 +135,7 @@ def _encode(prompt: Prompt, tokenizer: Any, bos_id: int | None, where: _Spans, p
         return tuple(ids), {}
 
 
-def _unknown_in_prompt(prompt: Prompt, start: int, end: int, where: _Spans, problems: _Problems,
-                       corrupt: bool) -> None:
+def _unknown_in_prompt(prompt: Prompt, start: int, end: int, where: _Spans, problems: _Problems, corrupt: bool) -> None:
     word = prompt.text[start:end].strip() or prompt.text[start:end]
     slot = slot_at(prompt.slot_spans, start, end)
     if slot is None:
@@ -129,56 +144,88 @@ def _unknown_in_prompt(prompt: Prompt, start: int, end: int, where: _Spans, prob
         value = str(dict(prompt.values)[slot])
         source = f"in slot '{slot}'" if value == word else f"in slot '{slot}' = {value!r}"
         span = where.word(slot, value, corrupt)
-    problems.add(f"unknown {word} at {span}", DataError(
-        f"{prompt.label}: the tokenizer does not know {word!r} ({source} of {prompt.text!r}): it becomes the "
-        f"unknown token {where.unknown_token!r}, so the prompt would be run on that token instead of the word",
-        span, _UNKNOWN_HINT), prompt.label)
+    problems.add(
+        f"unknown {word} at {span}",
+        DataError(
+            f"{prompt.label}: the tokenizer does not know {word!r} ({source} of {prompt.text!r}): it becomes the "
+            f"unknown token {where.unknown_token!r}, so the prompt would be run on that token instead of the word",
+            span,
+            _UNKNOWN_HINT,
+        ),
+        prompt.label,
+    )
 
 
-_UNKNOWN_HINT = ("check the spelling, or choose words in the model's vocabulary; an unknown token is never "
-                 "scored as the word it replaced")
+_UNKNOWN_HINT = "check the spelling, or choose words in the model's vocabulary; an unknown token is never scored as the word it replaced"
 
 
-def _same_shape(prompt: Prompt, ids: tuple[int, ...], positions: dict[str, int],
-                reference: tuple[Prompt, tuple[int, ...], dict[str, int]], where: _Spans, problems: _Problems) -> None:
+def _same_shape(
+    prompt: Prompt,
+    ids: tuple[int, ...],
+    positions: dict[str, int],
+    reference: tuple[Prompt, tuple[int, ...], dict[str, int]],
+    where: _Spans,
+    problems: _Problems,
+) -> None:
     first, first_ids, first_positions = reference
     if len(ids) != len(first_ids):
-        problems.add("length", DataError(
-            f"{prompt.label}: {prompt.text!r} is {len(ids)} tokens, but {first.label} ({first.text!r}) of the same "
-            f"template is {len(first_ids)}", where.template(),
-            "prompts of one template must tokenize to the same length: choose slot values that are one token "
-            "each (or the same number of tokens)"))
+        problems.add(
+            "length",
+            DataError(
+                f"{prompt.label}: {prompt.text!r} is {len(ids)} tokens, but {first.label} ({first.text!r}) of the same "
+                f"template is {len(first_ids)}",
+                where.template(),
+                "prompts of one template must tokenize to the same length: choose slot values that are one token "
+                "each (or the same number of tokens)",
+            ),
+        )
         return
     for slot, index in positions.items():
         if first_positions and first_positions.get(slot) != index:
-            problems.add(f"position {slot}", DataError(
-                f"{prompt.label}: slot '{slot}' is token {index} in {prompt.text!r}, but token "
-                f"{first_positions.get(slot)} in {first.text!r}", where.slot(slot, corrupt=False),
-                "every prompt of a template must put each slot on the same token"))
+            problems.add(
+                f"position {slot}",
+                DataError(
+                    f"{prompt.label}: slot '{slot}' is token {index} in {prompt.text!r}, but token "
+                    f"{first_positions.get(slot)} in {first.text!r}",
+                    where.slot(slot, corrupt=False),
+                    "every prompt of a template must put each slot on the same token",
+                ),
+            )
 
 
-def _answer_ids(prompt: Prompt, name: str, prefix: str, tokenizer: Any, where: _Spans,
-                problems: _Problems) -> tuple[int, ...]:
+def _answer_ids(prompt: Prompt, name: str, prefix: str, tokenizer: Any, where: _Spans, problems: _Problems) -> tuple[int, ...]:
     value = prompt.field(name)
     members = value if isinstance(value, tuple) else (value,)
     if not members:
-        problems.add(f"answer {name}", DataError(f"{prompt.label}: answer field '{name}' is an empty set",
-                                                 where.assignment(name), "check the answer range"))
+        problems.add(
+            f"answer {name}",
+            DataError(f"{prompt.label}: answer field '{name}' is an empty set", where.assignment(name), "check the answer range"),
+        )
     ids = []
     for member in members:
         encoded = list(tokenizer.encode(prefix + str(member), add_special_tokens=False).ids)
         if where.unknown_id is not None and where.unknown_id in encoded:
             span = where.word(name, str(member), corrupt=False)
-            problems.add(f"unknown {member} at {span}", DataError(
-                f"{prompt.label}: the tokenizer does not know the answer {prefix + str(member)!r} ({name}): it "
-                f"becomes the unknown token {where.unknown_token!r}, and the metric would score that token",
-                span, _UNKNOWN_HINT), prompt.label)
+            problems.add(
+                f"unknown {member} at {span}",
+                DataError(
+                    f"{prompt.label}: the tokenizer does not know the answer {prefix + str(member)!r} ({name}): it "
+                    f"becomes the unknown token {where.unknown_token!r}, and the metric would score that token",
+                    span,
+                    _UNKNOWN_HINT,
+                ),
+                prompt.label,
+            )
         elif len(encoded) != 1:
             pieces = [tokenizer.decode([token]) for token in encoded]
-            problems.add(f"answer {name}", DataError(
-                f"{prompt.label}: answer {prefix + str(member)!r} ({name}) is {len(encoded)} tokens {pieces}, not one",
-                where.assignment(name), "the metric compares single next tokens: choose one-token answers, or "
-                "change `set answer_prefix`"))
+            problems.add(
+                f"answer {name}",
+                DataError(
+                    f"{prompt.label}: answer {prefix + str(member)!r} ({name}) is {len(encoded)} tokens {pieces}, not one",
+                    where.assignment(name),
+                    "the metric compares single next tokens: choose one-token answers, or change `set answer_prefix`",
+                ),
+            )
         ids.extend(encoded[:1])
     return tuple(ids)
 
@@ -193,8 +240,9 @@ def _with_repeats(error: DataError, repeats: int) -> DataError:
 class _Spans:
     """Where in the spec a tokenization problem of one template is fixed."""
 
-    def __init__(self, prompt_set: ir.PromptSet, template: str, lists: tuple[ir.NamedList, ...],
-                 unknown_id: int | None, unknown_token: str | None) -> None:
+    def __init__(
+        self, prompt_set: ir.PromptSet, template: str, lists: tuple[ir.NamedList, ...], unknown_id: int | None, unknown_token: str | None
+    ) -> None:
         self.prompt_set, self.template_text, self.lists = prompt_set, template, lists
         self.unknown_id, self.unknown_token = unknown_id, unknown_token
 
@@ -255,8 +303,11 @@ def load_tokenizer_file(path: Path, model: ir.ModelRef) -> Any:  # -> tokenizers
     try:
         return Tokenizer.from_file(str(path))
     except Exception as error:  # tokenizers raises a bare Exception for unreadable files
-        raise ModelError(f"cannot read the tokenizer {path}: {error}", model.span,
-                         "the file must be a Hugging Face tokenizer.json; check --no-tokenize skips this check") from None
+        raise ModelError(
+            f"cannot read the tokenizer {path}: {error}",
+            model.span,
+            "the file must be a Hugging Face tokenizer.json; check --no-tokenize skips this check",
+        ) from None
 
 
 def check_tokenization(spec: ir.Spec, datasets: tuple[Dataset, ...]) -> Path | None:
@@ -269,7 +320,6 @@ def check_tokenization(spec: ir.Spec, datasets: tuple[Dataset, ...]) -> Path | N
     errors: list[CircuitlangError] = []
     for dataset in datasets:
         prompt_set = spec.prompt_set(dataset.name)
-        errors.extend(tokenize_dataset(dataset, prompt_set, spec.lists, spec.metric_for(prompt_set).args,
-                                        tokenizer, None)[1])
+        errors.extend(tokenize_dataset(dataset, prompt_set, spec.lists, spec.metric_for(prompt_set).args, tokenizer, None)[1])
     raise_if_any(errors)
     return path

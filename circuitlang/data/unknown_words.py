@@ -47,8 +47,7 @@ def slot_at(slot_spans: Iterable[tuple[str, tuple[int, int]]], start: int, end: 
     return None
 
 
-def written_at(word: str, roots: Sequence[ir.Expr], prompt_set: ir.PromptSet,
-               lists: Sequence[ir.NamedList]) -> Span | None:
+def written_at(word: str, roots: Sequence[ir.Expr], prompt_set: ir.PromptSet, lists: Sequence[ir.NamedList]) -> Span | None:
     """Where the spec wrote `word`: a string literal or declared list item reachable from the
     expressions `roots` (through loop variables and earlier assignments), else, when there are
     such expressions, any declared list item equal to it; None when it came from elsewhere (a data

@@ -73,9 +73,13 @@ def range_values(expr: ir.RangeE, env: Env) -> range:
 def _bounded_range(expr: ir.RangeE, env: Env) -> range:
     values = range_values(expr, env)
     if values.stop - values.start > env.settings.max_range:  # not len(): it overflows past 2**63
-        raise limit_error("range length", f"{env.label}: the range {values.start}..{values.stop - 1} has "
-                          f"{values.stop - values.start} values, more than {{limit}}", env.settings, expr.span,
-                          "use a smaller range")
+        raise limit_error(
+            "range length",
+            f"{env.label}: the range {values.start}..{values.stop - 1} has {values.stop - values.start} values, more than {{limit}}",
+            env.settings,
+            expr.span,
+            "use a smaller range",
+        )
     return values
 
 
@@ -83,16 +87,16 @@ def draw_distinct(expr: ir.RandomE, count: int, env: Env) -> list[Scalar]:
     """`a, b, c = random pool distinct`: `count` different values from the pool."""
     pool = _pool(evaluate(expr.source, env), expr.span, env)
     if len(set(pool)) < count:
-        raise DataError(f"{env.label}: cannot draw {count} distinct values from {len(set(pool))}", expr.span,
-                        "widen the range or list, or drop `distinct`")
+        raise DataError(
+            f"{env.label}: cannot draw {count} distinct values from {len(set(pool))}", expr.span, "widen the range or list, or drop `distinct`"
+        )
     return env.rng.sample(sorted(set(pool), key=str), count)
 
 
 def _pool(value: Value | range, span: Span, env: Env) -> tuple[Scalar, ...] | range:
     if not isinstance(value, (tuple, range)) or not value:
         shown = tuple(value) if isinstance(value, range) else value  # an empty range: ()
-        raise DataError(f"{env.label}: `random` needs a non-empty range or list, got {shown!r}", span,
-                        "write e.g. random 1..99 or random names")
+        raise DataError(f"{env.label}: `random` needs a non-empty range or list, got {shown!r}", span, "write e.g. random 1..99 or random names")
     return value
 
 
@@ -101,8 +105,7 @@ def _lookup(name: str, span: Span, env: Env) -> Value:
         return env.variables[name]
     if name in env.lists:
         return env.lists[name].values
-    raise DataError(f"{env.label}: unknown name '{name}'", span,
-                    "a data file must provide this column, or assign it in the prompts block")
+    raise DataError(f"{env.label}: unknown name '{name}'", span, "a data file must provide this column, or assign it in the prompts block")
 
 
 def _index(expr: ir.IndexE, env: Env) -> Scalar:
@@ -114,43 +117,58 @@ def _index(expr: ir.IndexE, env: Env) -> Scalar:
     if named.cyclic:
         return named.values[position % size]
     if not 0 <= position < size:
-        raise DataError(f"{env.label}: index {position} is outside list '{expr.list_name}' (0-{size - 1})",
-                        expr.span, "declare the list `cyclic` to wrap around, or narrow the loop range")
+        raise DataError(
+            f"{env.label}: index {position} is outside list '{expr.list_name}' (0-{size - 1})",
+            expr.span,
+            "declare the list `cyclic` to wrap around, or narrow the loop range",
+        )
     return named.values[position]
 
 
 def _binary(op: str, left: Value, right: Value, span: Span, env: Env) -> Value:
     if op == "+" and isinstance(left, str) and isinstance(right, str):
         if len(left) + len(right) > env.settings.max_text:  # `s = s + s` on every line doubles it
-            raise limit_error("text value length", f"{env.label}: this text has {len(left) + len(right):,} "
-                              "characters, more than {limit}", env.settings, span)
+            raise limit_error(
+                "text value length", f"{env.label}: this text has {len(left) + len(right):,} characters, more than {{limit}}", env.settings, span
+            )
         return left + right
     a, b = _int(left, span, env), _int(right, span, env)
     if op in ("//", "%") and b == 0:
         raise DataError(f"{env.label}: division by zero", span, "check the right-hand side")
     operations: dict[str, Callable[[int, int], int]] = {
-        "+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y,
-        "//": lambda x, y: x // y, "%": lambda x, y: x % y,
+        "+": lambda x, y: x + y,
+        "-": lambda x, y: x - y,
+        "*": lambda x, y: x * y,
+        "//": lambda x, y: x // y,
+        "%": lambda x, y: x % y,
     }
     return _bounded(operations[op](a, b), span, env)
 
 
-INT_BOUND = 10 ** MAX_INT_DIGITS  # an integer with more digits cannot even be printed into a prompt
+INT_BOUND = 10**MAX_INT_DIGITS  # an integer with more digits cannot even be printed into a prompt
 
 
 def _bounded(value: int, span: Span, env: Env) -> int:
     """Refuse a result past the integer limit: `x = x * x` on every line squares it."""
     if -INT_BOUND < value < INT_BOUND:
         return value
-    raise limit_error("integer digits", f"{env.label}: this arithmetic makes a number of more than {{limit}} "
-                      "digits", env.settings, span, "numbers in a prompt are a few digits long")
+    raise limit_error(
+        "integer digits",
+        f"{env.label}: this arithmetic makes a number of more than {{limit}} digits",
+        env.settings,
+        span,
+        "numbers in a prompt are a few digits long",
+    )
 
 
 def _int(value: Value, span: Span, env: Env) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    raise DataError(f"{env.label}: expected a number, got {value!r}", span,
-                    "arithmetic works on numbers; join text with + only between two strings, use str(x) to convert")
+    raise DataError(
+        f"{env.label}: expected a number, got {value!r}",
+        span,
+        "arithmetic works on numbers; join text with + only between two strings, use str(x) to convert",
+    )
 
 
 def _scalar(value: Value, span: Span, env: Env) -> Scalar:
@@ -167,11 +185,19 @@ def _call(function: str, args: tuple[Value, ...], span: Span, env: Env) -> Value
     if function == "pad":
         width = _int(args[1], span, env)
         if width > env.settings.max_text:
-            raise limit_error("pad width", f"{env.label}: pad to {width} characters, more than {{limit}}",
-                              env.settings, span, "pad makes numbers of a few digits: pad(i, 2) gives 01, 02, ...")
+            raise limit_error(
+                "pad width",
+                f"{env.label}: pad to {width} characters, more than {{limit}}",
+                env.settings,
+                span,
+                "pad makes numbers of a few digits: pad(i, 2) gives 01, 02, ...",
+            )
         return _map(args[0], lambda x: str(_int(x, span, env)).zfill(width))
     text_functions: dict[str, Callable[[str], str]] = {
-        "str": str, "upper": str.upper, "lower": str.lower, "capitalize": lambda s: s[:1].upper() + s[1:],
+        "str": str,
+        "upper": str.upper,
+        "lower": str.lower,
+        "capitalize": lambda s: s[:1].upper() + s[1:],
     }
     return _map(args[0], lambda x: text_functions[function](str(x)))
 

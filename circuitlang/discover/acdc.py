@@ -48,7 +48,7 @@ def acdc(scorer: Scorer, threshold: float, score: str = "kl", within: Sequence[i
         for index, receiver in enumerate(receivers):
             part.left(scorer.rows(_untried(edges, receivers[index:]) + 1))  # skipped receivers give theirs back
             if receiver not in _useful(edges):  # its output reaches the logits along no edge left: its
-                continue                        # inputs change nothing, and its edges go at the end
+                continue  # inputs change nothing, and its edges go at the end
             incoming = _incoming(receiver, senders, scorer.parallel_attn_mlp)
             for key in sorted(incoming, key=lambda k: (node_order(k[0]), k[2]), reverse=True):
                 if key not in edges:
@@ -85,9 +85,14 @@ def _untried(edges: set[EdgeKey], receivers: Sequence[ir.Node]) -> int:
     return sum(1 for _, receiver, _ in edges if receiver in waiting)
 
 
-def search_threshold(scorer: Scorer, schedule: Sequence[float], target: float, score: str = "kl",
-                     announce: Callable[[float], None] = lambda threshold: None,
-                     within: Sequence[ir.Node] | None = None) -> AcdcResult:
+def search_threshold(
+    scorer: Scorer,
+    schedule: Sequence[float],
+    target: float,
+    score: str = "kl",
+    announce: Callable[[float], None] = lambda threshold: None,
+    within: Sequence[ir.Node] | None = None,
+) -> AcdcResult:
     """The largest threshold of the schedule whose circuit reaches the faithfulness target.
 
     A larger threshold removes more edges, so faithfulness falls as the threshold grows; the search
@@ -127,15 +132,16 @@ def as_edges(keys: set[EdgeKey]) -> tuple[ir.Edge, ...]:
     for sender, receiver, channel in keys:
         channels.setdefault((sender, receiver), set()).add(channel)
     ordered = sorted(channels, key=lambda pair: (node_order(pair[1]), node_order(pair[0])))
-    return tuple(ir.Edge(sender=s, receiver=r, span=NO_SPAN,
-                         channels=tuple(c for c in ("q", "k", "v") if c in channels[(s, r)]))
-                 for s, r in ordered)
+    return tuple(
+        ir.Edge(sender=s, receiver=r, span=NO_SPAN, channels=tuple(c for c in ("q", "k", "v") if c in channels[(s, r)])) for s, r in ordered
+    )
 
 
 def _incoming(receiver: ir.Node, senders: list[ir.Node], parallel_attn_mlp: bool = False) -> list[EdgeKey]:
     channels = ("q", "k", "v") if receiver.kind == "head" else ("",)
-    return [(s, receiver, c) for s in senders
-            if s != receiver and (s.kind == "embed" or precedes(s, receiver, parallel_attn_mlp)) for c in channels]
+    return [
+        (s, receiver, c) for s in senders if s != receiver and (s.kind == "embed" or precedes(s, receiver, parallel_attn_mlp)) for c in channels
+    ]
 
 
 def _score(scorer: Scorer, nodes: list[ir.Node], edges: set[EdgeKey], score: str) -> float:

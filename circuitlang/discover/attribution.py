@@ -41,11 +41,15 @@ class Selection:
 def why_not_attributable(scorer: Scorer, method: str) -> str | None:
     """Why `method` cannot score this prompt set's edges (None when it can)."""
     if scorer.engine.bound.metric.name == "accuracy":
-        return ("accuracy is a step function, so its gradient is zero everywhere and every edge would score 0: use a "
-                "smooth metric such as logit_diff or prob_diff")
+        return (
+            "accuracy is a step function, so its gradient is zero everywhere and every edge would score 0: use a "
+            "smooth metric such as logit_diff or prob_diff"
+        )
     if method == "eap-ig" and any(t.corrupt is None for t in scorer.engine.bound.templates):
-        return (f"prompt set '{scorer.engine.bound.name}' has no corruption, and EAP-IG integrates the gradient from "
-                "the corrupt prompts' inputs to the clean ones: add a `corrupt` line, or use eap")
+        return (
+            f"prompt set '{scorer.engine.bound.name}' has no corruption, and EAP-IG integrates the gradient from "
+            "the corrupt prompts' inputs to the clean ones: add a `corrupt` line, or use eap"
+        )
     return None
 
 
@@ -53,8 +57,7 @@ def attribution_graph(scorer: Scorer) -> Graph:
     return Graph(scorer.n_layers, scorer.n_heads, scorer.parallel_attn_mlp, scorer.embed_edges == "declared")
 
 
-def edge_scores(scorer: Scorer, method: str, steps: int = EAP_IG_STEPS,
-                grid: IGGrid = DEFAULT_IG_GRID) -> dict[EdgeKey, float]:
+def edge_scores(scorer: Scorer, method: str, steps: int = EAP_IG_STEPS, grid: IGGrid = DEFAULT_IG_GRID) -> dict[EdgeKey, float]:
     """Every edge's estimated metric drop when it alone is removed (`method`: eap or eap-ig, whose
     gradients are taken at `steps` points of `grid`), for the graph `acdc` and `curves` use."""
     result = attribution.edge_scores(scorer.engine, attribution_graph(scorer), gradient_points(method, steps, grid))
@@ -121,8 +124,7 @@ def _faithfulness(scorer: Scorer, point: CurvePoint) -> float:
 
 
 def _selection(scorer: Scorer, k: int, tried: dict[int, CurvePoint]) -> Selection:
-    return Selection(k, tried[k], _faithfulness(scorer, tried[k]),
-                     tuple((size, _faithfulness(scorer, tried[size])) for size in sorted(tried)))
+    return Selection(k, tried[k], _faithfulness(scorer, tried[k]), tuple((size, _faithfulness(scorer, tried[size])) for size in sorted(tried)))
 
 
 def channel_notes(scores: dict[EdgeKey, float], edges: Iterable[EdgeKey]) -> dict[tuple, str]:

@@ -75,15 +75,22 @@ class FaithfulnessCurve:
             "total_edges": self.total_edges,
             "m_model": self.m_model,
             "m_empty": self.m_empty,
-            "points": [{"fraction": x, "k": p.k, "edges": p.edges, "nodes": p.nodes, "metric": p.metric,
-                        "normalized_faithfulness": p.normalized_faithfulness}
-                       for x, p in zip(self.fractions, self.points)],
+            "points": [
+                {
+                    "fraction": x,
+                    "k": p.k,
+                    "edges": p.edges,
+                    "nodes": p.nodes,
+                    "metric": p.metric,
+                    "normalized_faithfulness": p.normalized_faithfulness,
+                }
+                for x, p in zip(self.fractions, self.points)
+            ],
             "cpr": self.cpr,
             "cmd": self.cmd,
             "cpr_log": self.cpr_log,
             "cmd_log": self.cmd_log,
-            "integration": "trapezoid rule over the fraction of edges (cpr, cmd) and over its natural log "
-                           "(cpr_log, cmd_log)",
+            "integration": "trapezoid rule over the fraction of edges (cpr, cmd) and over its natural log (cpr_log, cmd_log)",
         }
 
 
@@ -117,7 +124,7 @@ def top_edges(scores: Mapping[EdgeKey, float], k: int, ranking: Ranking = Rankin
 
 def _pruned(order: Sequence[EdgeKey], k: int) -> tuple[tuple[ir.Node, ...], set[EdgeKey]]:
     """The nodes and edges of the first k edges of `order`, pruned to the logits."""
-    return connected_to_logits(set(order[:max(k, 0)]))
+    return connected_to_logits(set(order[: max(k, 0)]))
 
 
 def graph_edges(scorer: Scorer) -> set[EdgeKey]:
@@ -132,25 +139,24 @@ def on_graph(scorer: Scorer, scores: Mapping[EdgeKey, float]) -> dict[EdgeKey, f
     return {key: float(scores.get(key, 0.0)) for key in graph_edges(scorer)}
 
 
-def evaluate_top(scorer: Scorer, scores: Mapping[EdgeKey, float], ks: Sequence[int],
-                 ranking: Ranking = Ranking.ABSOLUTE) -> list[CurvePoint]:
+def evaluate_top(scorer: Scorer, scores: Mapping[EdgeKey, float], ks: Sequence[int], ranking: Ranking = Ranking.ABSOLUTE) -> list[CurvePoint]:
     """The top-k circuit for each k, all evaluated in one batched engine call."""
     return _evaluate_top(scorer, scores, ks, ranking)[0]
 
 
-def _evaluate_top(scorer: Scorer, scores: Mapping[EdgeKey, float], ks: Sequence[int],
-                  ranking: Ranking) -> tuple[list[CurvePoint], float]:
+def _evaluate_top(scorer: Scorer, scores: Mapping[EdgeKey, float], ks: Sequence[int], ranking: Ranking) -> tuple[list[CurvePoint], float]:
     """The points, and m(∅): the graph's empty circuit (no edge), evaluated in the same call. With
     `embed_edges = all` it is the empty circuit of `verify`; with `declared` the embeddings are a
     sender too, so the circuit without edges also loses them (MIB's fully corrupted run)."""
     order = ranked(on_graph(scorer, scores), ranking)
     circuits = [_pruned(order, k) for k in ks]
     variants = [empty_graph(scorer)]
-    variants += [variant_of(nodes, as_edges(edges), label=f"top {k}", embed_edges=scorer.embed_edges)
-                 for k, (nodes, edges) in zip(ks, circuits)]
+    variants += [variant_of(nodes, as_edges(edges), label=f"top {k}", embed_edges=scorer.embed_edges) for k, (nodes, edges) in zip(ks, circuits)]
     empty, *values = scorer.means(variants)
-    return [CurvePoint(k, len(edges), len(nodes), value, normalized_faithfulness(value, scorer.f_model, empty))
-            for k, (nodes, edges), value in zip(ks, circuits, values)], empty
+    return [
+        CurvePoint(k, len(edges), len(nodes), value, normalized_faithfulness(value, scorer.f_model, empty))
+        for k, (nodes, edges), value in zip(ks, circuits, values)
+    ], empty
 
 
 def empty_graph(scorer: Scorer) -> Variant:
@@ -169,8 +175,13 @@ def sizes(total: int, fractions: Sequence[float]) -> list[int]:
     return [min(total, int(math.floor(x * total + 1e-9))) for x in fractions]
 
 
-def curve(scorer: Scorer, scores: Mapping[EdgeKey, float], fractions: Sequence[float] = MIB_FRACTIONS,
-          label: str = "", ranking: Ranking = Ranking.ABSOLUTE) -> FaithfulnessCurve:
+def curve(
+    scorer: Scorer,
+    scores: Mapping[EdgeKey, float],
+    fractions: Sequence[float] = MIB_FRACTIONS,
+    label: str = "",
+    ranking: Ranking = Ranking.ABSOLUTE,
+) -> FaithfulnessCurve:
     """The faithfulness curve at these fractions of the graph's edges, ranked by `ranking`, with
     its areas."""
     if not fractions or any(not 0 < x <= 1 for x in fractions) or list(fractions) != sorted(set(fractions)):

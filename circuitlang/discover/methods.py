@@ -16,22 +16,30 @@ class Method:
 
 
 METHODS: tuple[Method, ...] = (
-    Method("prune",
-           "remove nodes one at a time while faithfulness stays at the target (forward, backward or both orders); "
-           "--edges then finds the edges among them with ACDC", ""),
-    Method("path-patching",
-           "iterative path patching from the logits backwards, keeping each receiver's strongest edges",
-           "path patching patches from the corrupt prompts"),
-    Method("acdc",
-           "ACDC: remove each edge whose removal changes the output less than a threshold, from the logits backwards",
-           ""),
-    Method("eap",
-           "edge attribution patching: score every edge from one forward and backward pass, keep the top edges "
-           "(--top N, or the fewest that reach --target)", ""),
-    Method("eap-ig",
-           "EAP with integrated gradients (--steps, default 5; --ig-grid, default left, as Hanna et al. and MIB) "
-           "from the corrupt inputs to the clean ones, then as eap",
-           "EAP-IG integrates the gradient from the corrupt prompts' inputs to the clean ones"),
+    Method(
+        "prune",
+        "remove nodes one at a time while faithfulness stays at the target (forward, backward or both orders); "
+        "--edges then finds the edges among them with ACDC",
+        "",
+    ),
+    Method(
+        "path-patching",
+        "iterative path patching from the logits backwards, keeping each receiver's strongest edges",
+        "path patching patches from the corrupt prompts",
+    ),
+    Method("acdc", "ACDC: remove each edge whose removal changes the output less than a threshold, from the logits backwards", ""),
+    Method(
+        "eap",
+        "edge attribution patching: score every edge from one forward and backward pass, keep the top edges "
+        "(--top N, or the fewest that reach --target)",
+        "",
+    ),
+    Method(
+        "eap-ig",
+        "EAP with integrated gradients (--steps, default 5; --ig-grid, default left, as Hanna et al. and MIB) "
+        "from the corrupt inputs to the clean ones, then as eap",
+        "EAP-IG integrates the gradient from the corrupt prompts' inputs to the clean ones",
+    ),
 )
 BY_NAME = {method.name: method for method in METHODS}
 EAP_IG_STEPS = 5  # Hanna et al. (2024) found 5 integration steps enough for EAP-IG's ranking
@@ -60,9 +68,11 @@ class IGGrid(Enum):
 
 IG_GRIDS = tuple(grid.value for grid in IGGrid)
 DEFAULT_IG_GRID = IGGrid.LEFT  # the reference implementation's, so that scores compare with MIB's
-IG_GRID_HELP = ("eap-ig: where on the line from the corrupt inputs (alpha = 0) to the clean ones (1) the gradients are "
-                "taken: left, alpha = k/steps for k = 0..steps-1, as Hanna et al.'s code and MIB; right, k = 1..steps, "
-                f"so that --steps 1 is EAP (default {DEFAULT_IG_GRID.value})")
+IG_GRID_HELP = (
+    "eap-ig: where on the line from the corrupt inputs (alpha = 0) to the clean ones (1) the gradients are "
+    "taken: left, alpha = k/steps for k = 0..steps-1, as Hanna et al.'s code and MIB; right, k = 1..steps, "
+    f"so that --steps 1 is EAP (default {DEFAULT_IG_GRID.value})"
+)
 
 
 def attribution_label(method: str, steps: int, grid: IGGrid) -> str:

@@ -81,13 +81,14 @@ def grow(scores: EdgeScores, percentile: float, min_effect: float) -> tuple[tupl
                     seen.add(sender)
                     frontier.append(sender)
     nodes = tuple(sorted(seen - {LOGITS}, key=node_order))
-    edges = tuple(_edge(sender, receiver, channels) for (sender, receiver), channels
-                  in sorted(kept.items(), key=lambda item: (node_order(item[0][1]), node_order(item[0][0]))))
+    edges = tuple(
+        _edge(sender, receiver, channels)
+        for (sender, receiver), channels in sorted(kept.items(), key=lambda item: (node_order(item[0][1]), node_order(item[0][0])))
+    )
     return nodes, edges
 
 
-def search_percentile(scores: EdgeScores, target: float, percentiles: tuple[float, ...],
-                      floors: tuple[float, ...]) -> PathPatchingResult:
+def search_percentile(scores: EdgeScores, target: float, percentiles: tuple[float, ...], floors: tuple[float, ...]) -> PathPatchingResult:
     """The strictest setting whose circuit (nodes + edges) reaches the faithfulness target; the
     loosest one tried when none does. Noise floors (absolute |score| values) are tried from the
     highest, and for each floor the percentiles from the highest."""
@@ -111,8 +112,7 @@ def search_rows(scores: EdgeScores, settings: int) -> int:
     logits reaches only the receivers of kept edges, usually few, so this errs long: what the
     search did not need comes off the total when it ends."""
     senders = scores.nodes()
-    patches = sum(len(_channels(receiver)) * sum(scores.scorer.precedes(s, receiver) for s in senders)
-                  for receiver in [*senders, LOGITS])
+    patches = sum(len(_channels(receiver)) * sum(scores.scorer.precedes(s, receiver) for s in senders) for receiver in [*senders, LOGITS])
     return scores.scorer.patch_rows(patches) + scores.scorer.rows(settings)
 
 
@@ -134,5 +134,4 @@ def _edge(sender: ir.Node, receiver: ir.Node, channels: list[Channel]) -> ir.Edg
 
 
 def _scores_of(scores: EdgeScores, edges: tuple[ir.Edge, ...]) -> dict[tuple[ir.Node, ir.Node], dict[Channel, float]]:
-    return {(e.sender, e.receiver): {c: scores.scores[(e.sender, e.receiver, c)] for c in (e.channels or ("",))}
-            for e in edges}
+    return {(e.sender, e.receiver): {c: scores.scores[(e.sender, e.receiver, c)] for c in (e.channels or ("",))} for e in edges}

@@ -16,8 +16,7 @@ from circuitlang.engine.variants import circuit_variant
 from circuitlang.ir import models as ir
 
 
-def restrict_positions(scorer: Scorer, circuit: ir.Circuit, roles: dict[ir.Node, HeadRole],
-                       target: float) -> tuple[ir.Circuit, float]:
+def restrict_positions(scorer: Scorer, circuit: ir.Circuit, roles: dict[ir.Node, HeadRole], target: float) -> tuple[ir.Circuit, float]:
     """The circuit with every restriction that keeps faithfulness >= target, and its faithfulness.
     Only positions that every template of every prompt set of the spec has are written: the spec
     applies its circuit to all of them."""
@@ -46,7 +45,7 @@ def positions_rows(scorer: Scorer, heads: int) -> int:
 
 def _with(circuit: ir.Circuit, index: int, clause: str, name: str) -> ir.Circuit:
     member = circuit.nodes[index].model_copy(update={clause: (ir.PositionRef(name=name, span=NO_SPAN),)})
-    return circuit.model_copy(update={"nodes": circuit.nodes[:index] + (member,) + circuit.nodes[index + 1:]})
+    return circuit.model_copy(update={"nodes": circuit.nodes[:index] + (member,) + circuit.nodes[index + 1 :]})
 
 
 def _faithfulness(scorer: Scorer, circuit: ir.Circuit) -> float:

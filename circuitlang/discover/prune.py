@@ -16,8 +16,7 @@ from typing import Sequence
 from circuitlang.discover.scoring import Scorer, node_order, variant_of
 from circuitlang.ir import models as ir
 
-SCHEDULES = {"backward": ("backward",), "forward": ("forward",), "fb": ("forward", "backward"),
-             "bf": ("backward", "forward")}
+SCHEDULES = {"backward": ("backward",), "forward": ("forward",), "fb": ("forward", "backward"), "bf": ("backward", "forward")}
 
 
 @dataclass(frozen=True)
@@ -56,8 +55,7 @@ class OrderComparison:
         return len(self.pruned(self.intersection)) / len(union) if union else 1.0
 
 
-def prune_nodes(scorer: Scorer, target: float = 0.9, schedule: str = "backward",
-                include_mlps: bool = False) -> PruneResult:
+def prune_nodes(scorer: Scorer, target: float = 0.9, schedule: str = "backward", include_mlps: bool = False) -> PruneResult:
     """Greedy pruning to the faithfulness target (mean over prompts), in the schedule's order."""
     start = scorer.evaluated
     kept = scorer.heads() + scorer.mlps()

@@ -50,8 +50,13 @@ def name_heads(scorer: Scorer, circuit: Variant) -> dict[ir.Node, HeadRole]:
         query = int(effects[index].abs().argmax())
         key = int(moved[keep.layer][keep.head, query].argmax())
         roles[ir.HeadNode(layer=keep.layer, head=keep.head)] = HeadRole(
-            f"{names[query]} reads {names[key]}", names[query], names[key], float(effects[index, query]),
-            float(attention[keep.layer][keep.head, query, key]), float(moved[keep.layer][keep.head, query, key]))
+            f"{names[query]} reads {names[key]}",
+            names[query],
+            names[key],
+            float(effects[index, query]),
+            float(attention[keep.layer][keep.head, query, key]),
+            float(moved[keep.layer][keep.head, query, key]),
+        )
     return roles
 
 
@@ -84,5 +89,5 @@ def shared_position_names(templates) -> list[str]:
 def _ablated_at(circuit: Variant, index: int, position: str) -> Variant:
     keep = circuit.heads[index]
     ablated = replace(keep, ablated_at=(ir.PositionRef(name=position, span=NO_SPAN),))
-    heads = circuit.heads[:index] + (ablated,) + circuit.heads[index + 1:]
+    heads = circuit.heads[:index] + (ablated,) + circuit.heads[index + 1 :]
     return replace(circuit, heads=heads, label=f"{keep.layer}.{keep.head} ablated at {position}")

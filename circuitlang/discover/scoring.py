@@ -47,8 +47,7 @@ def precedes(sender: ir.Node, receiver: ir.Node, parallel_attn_mlp: bool = False
     return sender.kind != "embed" and feeds(sender, receiver, parallel_attn_mlp)
 
 
-def variant_of(nodes: Sequence[ir.Node], edges: Sequence[ir.Edge] | None = None, label: str = "candidate",
-               embed_edges: str = "all") -> Variant:
+def variant_of(nodes: Sequence[ir.Node], edges: Sequence[ir.Edge] | None = None, label: str = "candidate", embed_edges: str = "all") -> Variant:
     """Nodes kept clean at every position (edge-restricted when `edges` is given)."""
     heads = tuple(HeadKeep(n.layer, n.head) for n in nodes if n.kind == "head")
     mlps = tuple(MlpKeep(n.layer) for n in nodes if n.kind == "mlp")

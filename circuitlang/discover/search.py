@@ -82,18 +82,28 @@ def discover(session: Session, options: Options, command: str, progress: Progres
     scorer = Scorer(session, options.prompts)
     _check_searchable(scorer, options)
     found, circuit, notes = _find(scorer, options, progress)
-    header = (f"Found by: {command}",
-              f"on prompt set '{scorer.engine.bound.name}' ({scorer.engine.bound.n_prompts} prompts): "
-              f"F(M) = {scorer.f_model:.4g}, F(empty) = {scorer.f_empty:.4g}; "
-              f"faithfulness of this circuit {found.faithfulness:.4f} (target {options.target})",
-              *found.header, f"{scorer.evaluated} circuit variants and path-patching runs evaluated.",
-              "Roles: where ablating the head alone matters most, and the key whose value it moves most from there.")
-    text = write_spec(Path(session.spec.path), FoundCircuit(circuit, header, (_claim(session, scorer, options),),
-                                                        notes, found.edge_notes),
-                      options.output, options.name or options.output.stem, options.root)
+    header = (
+        f"Found by: {command}",
+        f"on prompt set '{scorer.engine.bound.name}' ({scorer.engine.bound.n_prompts} prompts): "
+        f"F(M) = {scorer.f_model:.4g}, F(empty) = {scorer.f_empty:.4g}; "
+        f"faithfulness of this circuit {found.faithfulness:.4f} (target {options.target})",
+        *found.header,
+        f"{scorer.evaluated} circuit variants and path-patching runs evaluated.",
+        "Roles: where ablating the head alone matters most, and the key whose value it moves most from there.",
+    )
+    text = write_spec(
+        Path(session.spec.path),
+        FoundCircuit(circuit, header, (_claim(session, scorer, options),), notes, found.edge_notes),
+        options.output,
+        options.name or options.output.stem,
+        options.root,
+    )
     reached = found.faithfulness >= options.target
-    summary = (f"{len(found.nodes)} nodes, {len(found.edges or ())} declared edges; faithfulness {found.faithfulness:.4f} "
-               f"({'reaches' if reached else 'does NOT reach'} the target {options.target})", *found.header)
+    summary = (
+        f"{len(found.nodes)} nodes, {len(found.edges or ())} declared edges; faithfulness {found.faithfulness:.4f} "
+        f"({'reaches' if reached else 'does NOT reach'} the target {options.target})",
+        *found.header,
+    )
     return Outcome(text, summary, reached, found.faithfulness)
 
 
@@ -106,8 +116,9 @@ def _find(scorer: Scorer, options: Options, progress: Progress) -> tuple[Found, 
     with meter.part(searching):
         found = SEARCHES[options.method](scorer, options, meter)
     heads = sum(n.kind == "head" for n in found.nodes)
-    naming_part, restricting_part = (_tightened(meter, counted, needed) for counted, needed
-                                     in zip((naming, restricting), _after_search(scorer, options, heads)))
+    naming_part, restricting_part = (
+        _tightened(meter, counted, needed) for counted, needed in zip((naming, restricting), _after_search(scorer, options, heads))
+    )
     meter(f"naming the {heads} heads")
     with naming_part:
         circuit, notes, roles = _circuit(scorer, found)
@@ -137,25 +148,32 @@ def _check_searchable(scorer: Scorer, options: Options) -> None:
     _check_edges_possible(scorer, options)  # first: what the model allows comes before what the prompts show
     name = scorer.engine.bound.name
     if not scorer.f_model > 0:
-        raise CannotSearch(f"on prompt set '{name}' the full model's metric F(M) = {scorer.f_model:.4g} is not positive, "
-                           "so faithfulness F(C)/F(M) would reward worse circuits; use a metric that is positive on "
-                           "the clean prompts (logit_diff(answer, wrong), prob_diff) or a corruption it separates")
+        raise CannotSearch(
+            f"on prompt set '{name}' the full model's metric F(M) = {scorer.f_model:.4g} is not positive, "
+            "so faithfulness F(C)/F(M) would reward worse circuits; use a metric that is positive on "
+            "the clean prompts (logit_diff(answer, wrong), prob_diff) or a corruption it separates"
+        )
     empty = faithfulness_point(scorer.f_empty, scorer.f_model)
     if empty >= options.target:
-        raise CannotSearch(f"on prompt set '{name}' the empty circuit already has faithfulness "
-                           f"{empty:.3f} >= the target {options.target}: the ablation does "
-                           "not remove the behaviour (check the corruption and `ablate`)")
+        raise CannotSearch(
+            f"on prompt set '{name}' the empty circuit already has faithfulness "
+            f"{empty:.3f} >= the target {options.target}: the ablation does "
+            "not remove the behaviour (check the corruption and `ablate`)"
+        )
     needs_corruption = BY_NAME[options.method].needs_corruption
     if needs_corruption and any(t.corrupt is None for t in scorer.engine.bound.templates):
-        raise CannotSearch(f"prompt set '{name}' has no corruption; {needs_corruption}: add a `corrupt` line, "
-                           "or use --method prune, acdc or eap")
+        raise CannotSearch(
+            f"prompt set '{name}' has no corruption; {needs_corruption}: add a `corrupt` line, or use --method prune, acdc or eap"
+        )
     if options.method in ("eap", "eap-ig") and scorer.engine.bound.metric.name == "accuracy":
         raise CannotSearch(f"{attribution.why_not_attributable(scorer, options.method)}, or --method acdc")
     if options.method == "path-patching":
         if scorer.embed_edges == "declared":
-            raise CannotSearch("path patching scores edges between heads and MLPs, not from the embeddings; with "
-                               "`set embed_edges = declared` its circuit would see no tokens: use --method acdc "
-                               "(which prunes embedding edges too) or remove the setting")
+            raise CannotSearch(
+                "path patching scores edges between heads and MLPs, not from the embeddings; with "
+                "`set embed_edges = declared` its circuit would see no tokens: use --method acdc "
+                "(which prunes embedding edges too) or remove the setting"
+            )
 
 
 def _check_edges_possible(scorer: Scorer, options: Options) -> None:
@@ -165,8 +183,9 @@ def _check_edges_possible(scorer: Scorer, options: Options) -> None:
         return
     why = scorer.session.model.family.why_no_edge_graph()
     if why:
-        raise CannotSearch(f"--method {options.method}{' --edges' if options.edges else ''} searches edges, but {why}; "
-                           "use --method prune (node pruning)")
+        raise CannotSearch(
+            f"--method {options.method}{' --edges' if options.edges else ''} searches edges, but {why}; use --method prune (node pruning)"
+        )
 
 
 def _claim(session: Session, scorer: Scorer, options: Options) -> str:
@@ -190,8 +209,7 @@ def search_by_pruning(scorer: Scorer, options: Options, progress: Progress) -> F
 
 def rows_of_pruning(scorer: Scorer, options: Options) -> int:
     """With --edges, ACDC among every node: the nodes it will run among are known when pruning ends."""
-    pruning = compare_rows(scorer, options.include_mlps) if options.order == "both" else \
-        prune_rows(scorer, options.order, options.include_mlps)
+    pruning = compare_rows(scorer, options.include_mlps) if options.order == "both" else prune_rows(scorer, options.order, options.include_mlps)
     return pruning + (acdc.search_rows(scorer, len(_thresholds(options))) if options.edges else 0)
 
 
@@ -218,23 +236,28 @@ def _comparison_lines(comparison: OrderComparison, chosen: PruneResult) -> tuple
     only_fb = [str(n) for n in comparison.fb.nodes if n not in bf]
     only_bf = [str(n) for n in comparison.bf.nodes if n not in fb]
     what = "nodes" if comparison.include_mlps else "heads (every MLP kept)"
-    return (_prune_line(comparison.fb), _prune_line(comparison.bf),
-            f"intersection: {len(comparison.pruned(comparison.intersection))} {what}, faithfulness "
-            f"{comparison.intersection_faithfulness:.4f}; union: {len(comparison.pruned(comparison.union))} {what}, "
-            f"faithfulness {comparison.union_faithfulness:.4f}; agreement (Jaccard) {comparison.jaccard:.2f}",
-            f"only in fb: {', '.join(only_fb) or '-'}; only in bf: {', '.join(only_bf) or '-'}",
-            f"written: the {chosen.schedule} circuit" + (" (the smaller)" if fb != bf else " (both orders agree)"))
+    return (
+        _prune_line(comparison.fb),
+        _prune_line(comparison.bf),
+        f"intersection: {len(comparison.pruned(comparison.intersection))} {what}, faithfulness "
+        f"{comparison.intersection_faithfulness:.4f}; union: {len(comparison.pruned(comparison.union))} {what}, "
+        f"faithfulness {comparison.union_faithfulness:.4f}; agreement (Jaccard) {comparison.jaccard:.2f}",
+        f"only in fb: {', '.join(only_fb) or '-'}; only in bf: {', '.join(only_bf) or '-'}",
+        f"written: the {chosen.schedule} circuit" + (" (the smaller)" if fb != bf else " (both orders agree)"),
+    )
 
 
 def search_by_path_patching(scorer: Scorer, options: Options, progress: Progress) -> Found:
     scores = EdgeScores(scorer)
     progress("path patching from the logits backwards (MLPs frozen: each score is one direct edge)")
-    result: PathPatchingResult = search_percentile(scores, options.target, _percentiles(options),
-                                                   tuple(f * abs(scorer.f_model) for f in _floors(options)))
-    notes = {pair: ", ".join(f"{c or 'resid'} {v:+.3g}" for c, v in by_channel.items())
-             for pair, by_channel in result.edge_scores.items()}
-    header = (f"path patching: edges at or above the {result.percentile:g}th percentile of |score| into each receiver "
-              f"and at least {result.floor / abs(scorer.f_model):g} x |F(M)|; edge comments: F(patched) - F(M) per channel",)
+    result: PathPatchingResult = search_percentile(
+        scores, options.target, _percentiles(options), tuple(f * abs(scorer.f_model) for f in _floors(options))
+    )
+    notes = {pair: ", ".join(f"{c or 'resid'} {v:+.3g}" for c, v in by_channel.items()) for pair, by_channel in result.edge_scores.items()}
+    header = (
+        f"path patching: edges at or above the {result.percentile:g}th percentile of |score| into each receiver "
+        f"and at least {result.floor / abs(scorer.f_model):g} x |F(M)|; edge comments: F(patched) - F(M) per channel",
+    )
     return Found(result.nodes, result.edges, result.faithfulness, header, notes)
 
 
@@ -261,8 +284,9 @@ def rows_of_acdc(scorer: Scorer, options: Options) -> int:
 
 
 def _acdc_search(scorer: Scorer, options: Options, progress: Progress, within: tuple[ir.Node, ...] | None = None):
-    return search_threshold(scorer, _thresholds(options), options.target, options.score,
-                            lambda t: progress(f"acdc with threshold {t:g} ({options.score})"), within)
+    return search_threshold(
+        scorer, _thresholds(options), options.target, options.score, lambda t: progress(f"acdc with threshold {t:g} ({options.score})"), within
+    )
 
 
 def _thresholds(options: Options) -> tuple[float, ...]:
@@ -274,8 +298,10 @@ def _thresholds(options: Options) -> tuple[float, ...]:
 def _acdc_lines(result, options: Options) -> tuple[str, ...]:
     tried = ", ".join(f"{r.threshold:g} -> {r.faithfulness:.3f}" for r in result.tried)
     score = "KL divergence" if options.score == "kl" else "metric drop / |F(M)|"
-    return (f"acdc: threshold {result.threshold:g} on the {score}; {result.edges_tried} edge removals tried per "
-            f"threshold; thresholds tried (faithfulness): {tried}",)
+    return (
+        f"acdc: threshold {result.threshold:g} on the {score}; {result.edges_tried} edge removals tried per "
+        f"threshold; thresholds tried (faithfulness): {tried}",
+    )
 
 
 def search_by_eap(scorer: Scorer, options: Options, progress: Progress) -> Found:
@@ -291,8 +317,7 @@ def rows_of_eap(scorer: Scorer, options: Options) -> int:
 
 
 def rows_of_eap_ig(scorer: Scorer, options: Options) -> int:
-    return attribution.scoring_rows(scorer, "eap-ig", options.steps) + \
-        attribution.selection_rows(scorer, options.top is None)
+    return attribution.scoring_rows(scorer, "eap-ig", options.steps) + attribution.selection_rows(scorer, options.top is None)
 
 
 def _attribution_search(scorer: Scorer, options: Options, progress: Progress, method: str) -> Found:
@@ -300,16 +325,21 @@ def _attribution_search(scorer: Scorer, options: Options, progress: Progress, me
     progress(f"{method}: scoring every edge ({steps} forward and backward pass{'es' if steps > 1 else ''})")
     scores = on_graph(scorer, attribution.edge_scores(scorer, method, steps, options.ig_grid))
     progress("choosing the top edges, each candidate circuit evaluated exactly")
-    chosen = attribution.select_top(scorer, scores, options.top) if options.top is not None \
+    chosen = (
+        attribution.select_top(scorer, scores, options.top)
+        if options.top is not None
         else attribution.smallest_reaching(scorer, scores, options.target)
+    )
     nodes, edges = acdc.connected_to_logits(top_edges(scores, chosen.k))
     tried = ", ".join(f"{k} -> {f:.3f}" for k, f in chosen.tried)
     how = f"--top {chosen.k}" if options.top is not None else f"the fewest that reach {options.target}"
-    header = (f"{attribution_label(method, steps, options.ig_grid)}: {len(scores)} graph edges scored over "
-              f"{scorer.engine.bound.n_prompts} prompts; kept the top {chosen.k} by |score| ({how}), "
-              f"{len(edges)} graph edges on a path to the logits; edge comments: estimated F(M) - F(without the edge) per channel",
-              *_gradient_line(method, steps, options.ig_grid),
-              f"top k (faithfulness, evaluated exactly): {tried}")
+    header = (
+        f"{attribution_label(method, steps, options.ig_grid)}: {len(scores)} graph edges scored over "
+        f"{scorer.engine.bound.n_prompts} prompts; kept the top {chosen.k} by |score| ({how}), "
+        f"{len(edges)} graph edges on a path to the logits; edge comments: estimated F(M) - F(without the edge) per channel",
+        *_gradient_line(method, steps, options.ig_grid),
+        f"top k (faithfulness, evaluated exactly): {tried}",
+    )
     return Found(nodes, acdc.as_edges(edges), chosen.faithfulness, header, attribution.channel_notes(scores, edges))
 
 
@@ -322,19 +352,21 @@ def _gradient_line(method: str, steps: int, grid: IGGrid) -> tuple[str, ...]:
 
 def _positions_line(circuit: ir.Circuit) -> str:
     heads = [m for m in circuit.nodes if m.node.kind == "head"]
-    return (f"positions: {sum(m.q is not None for m in heads)} of {len(heads)} heads kept clean only at their role's "
-            f"query position, {sum(m.k is not None for m in heads)} read clean keys only at their role's key position")
+    return (
+        f"positions: {sum(m.q is not None for m in heads)} of {len(heads)} heads kept clean only at their role's "
+        f"query position, {sum(m.k is not None for m in heads)} read clean keys only at their role's key position"
+    )
 
 
 def _circuit(scorer: Scorer, found: Found) -> tuple[ir.Circuit, dict[ir.Node, str], dict[ir.Node, HeadRole]]:
     """The found nodes with their roles, and per head a note: the effect and attention behind its role."""
     variant = variant_of(found.nodes, found.edges, embed_edges=scorer.embed_edges)
     roles = name_heads(scorer, variant)
-    members = [ir.CircuitNode(node=node, role=roles[node].role if node in roles else BARE_MLP_ROLE, span=NO_SPAN)
-               for node in found.nodes]
-    notes = {node: f"{node}: ablated at {r.query} {r.effect:+.3g}; attention to {r.key} {r.attention:.2f}, "
-                   f"x |v W_O| {r.weighted:.3g}"
-             for node, r in roles.items()}
+    members = [ir.CircuitNode(node=node, role=roles[node].role if node in roles else BARE_MLP_ROLE, span=NO_SPAN) for node in found.nodes]
+    notes = {
+        node: f"{node}: ablated at {r.query} {r.effect:+.3g}; attention to {r.key} {r.attention:.2f}, x |v W_O| {r.weighted:.3g}"
+        for node, r in roles.items()
+    }
     return ir.Circuit(nodes=tuple(members), edges=found.edges or ()), notes, roles
 
 

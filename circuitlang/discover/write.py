@@ -24,8 +24,7 @@ from circuitlang.ir.paths import default_root
 NO_SPAN = ir.Span(path="<found>", line=1, column=1, end_line=1, end_column=1)  # for AST built from the IR
 
 BARE_MLP_ROLE = "mlp"  # the role lowering gives MLPs declared by a bare `mlp` line
-_CIRCUIT_ITEMS = (ast.RoleDecl, ast.MlpDecl, ast.EdgeDecl, ast.ExpectMetric, ast.ExpectScore, ast.ExpectAttends,
-                  ast.ExpectEdge)
+_CIRCUIT_ITEMS = (ast.RoleDecl, ast.MlpDecl, ast.EdgeDecl, ast.ExpectMetric, ast.ExpectScore, ast.ExpectAttends, ast.ExpectEdge)
 
 
 @dataclass(frozen=True)
@@ -39,16 +38,16 @@ class FoundCircuit:
     edge_notes: Mapping[tuple[ir.Node, ir.Node], str] = field(default_factory=dict)
 
 
-def write_spec(base_path: Path, found: FoundCircuit, out_path: Path, name: str | None = None,
-               root: Path | None = None) -> str:
+def write_spec(base_path: Path, found: FoundCircuit, out_path: Path, name: str | None = None, root: Path | None = None) -> str:
     """The `.circ` text for `out_path`: the base spec's setting with the found circuit.
 
     Relative paths in the base spec (model folder, data files, `use`) are rewritten to stay correct
     from `out_path`'s folder; they must lie inside `root`, the base spec's project root.
     """
     base = parse(base_path.read_text(encoding="utf-8"), str(base_path))
-    kept_items = [_rebase(item, base_path.resolve().parent, out_path.resolve().parent, name)
-                  for item in base.items if not _is_circuit_item(item)]
+    kept_items = [
+        _rebase(item, base_path.resolve().parent, out_path.resolve().parent, name) for item in base.items if not _is_circuit_item(item)
+    ]
     comments = _comments_kept(base)
     setting = format_spec(replace(base, items=tuple(kept_items), comments=comments))
     text = _insert_header(setting, found.header) + "\n" + "\n".join(circuit_lines(found)) + "\n"
@@ -137,8 +136,11 @@ def _clauses(member: ir.CircuitNode) -> tuple[ast.PositionClause, ...]:
         wanted = (("at", member.q),)
     else:
         wanted = (("q", member.q), ("k", member.k))
-    return tuple(ast.PositionClause(ast.Ident(kind, NO_SPAN), tuple(map(_position, positions)), NO_SPAN)
-                 for kind, positions in wanted if positions is not None)
+    return tuple(
+        ast.PositionClause(ast.Ident(kind, NO_SPAN), tuple(map(_position, positions)), NO_SPAN)
+        for kind, positions in wanted
+        if positions is not None
+    )
 
 
 def _position(position: ir.Position) -> ast.Position:

@@ -369,8 +369,21 @@ class ExpectEdge:
 
 
 Item = Union[
-    CircuitDecl, UseDecl, ListDecl, PromptsDecl, CorruptDecl, MetricDecl, AblateDecl, SetDecl,
-    RoleDecl, MlpDecl, EdgeDecl, ExpectMetric, ExpectScore, ExpectAttends, ExpectEdge,
+    CircuitDecl,
+    UseDecl,
+    ListDecl,
+    PromptsDecl,
+    CorruptDecl,
+    MetricDecl,
+    AblateDecl,
+    SetDecl,
+    RoleDecl,
+    MlpDecl,
+    EdgeDecl,
+    ExpectMetric,
+    ExpectScore,
+    ExpectAttends,
+    ExpectEdge,
 ]
 
 

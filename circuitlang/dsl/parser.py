@@ -21,8 +21,27 @@ from circuitlang.errors import MAX_ERRORS, CircuitlangError, Span, SpecErrors, S
 
 SUPPORTED_VERSIONS = (1,)
 # Words that start statements (docs/language.md, section 16): never a slot, variable or loop name.
-STATEMENT_KEYWORDS = frozenset(("circuitlang", "circuit", "use", "list", "prompts", "template", "for", "from",
-                                "generate", "corrupt", "metric", "ablate", "set", "role", "mlp", "edge", "expect"))
+STATEMENT_KEYWORDS = frozenset(
+    (
+        "circuitlang",
+        "circuit",
+        "use",
+        "list",
+        "prompts",
+        "template",
+        "for",
+        "from",
+        "generate",
+        "corrupt",
+        "metric",
+        "ablate",
+        "set",
+        "role",
+        "mlp",
+        "edge",
+        "expect",
+    )
+)
 MAX_DEPTH = 200  # nesting of the syntax tree; building the AST recurses, so deeper input is refused here
 
 
@@ -142,8 +161,11 @@ def parse(text: str, path: str = "<string>") -> ast.SpecFile:
         if isinstance(error.orig_exc, CircuitlangError):
             raise error.orig_exc from None
         if isinstance(error.orig_exc, ValueError) and "integer string conversion" in str(error.orig_exc):
-            raise SyntaxErrorInSpec("a number with more than 4300 digits", _span_of(error.obj, path),
-                                    "numbers in a spec are counts, indices and thresholds: write a smaller one") from None
+            raise SyntaxErrorInSpec(
+                "a number with more than 4300 digits",
+                _span_of(error.obj, path),
+                "numbers in a spec are counts, indices and thresholds: write a smaller one",
+            ) from None
         raise
     finally:
         _COMMENTS.comments = None
@@ -181,8 +203,9 @@ def _check_depth(tree: Tree, path: str) -> None:
 
 
 def _too_deep(span: Span) -> SyntaxErrorInSpec:
-    return SyntaxErrorInSpec(f"this expression nests more than {MAX_DEPTH} levels deep", span,
-                             "split it into several assignments, or use a list and a loop")
+    return SyntaxErrorInSpec(
+        f"this expression nests more than {MAX_DEPTH} levels deep", span, "split it into several assignments, or use a list and a loop"
+    )
 
 
 def _span_of(node: object, path: str) -> Span:
@@ -236,9 +259,11 @@ def _unquote(token: Token, path: str) -> str:
         char = body[i]
         if char == "\0":  # no file name, model name or text of a prompt holds one; paths would fail on it
             column = start + 1 + i
-            raise SyntaxErrorInSpec("a NUL character in a string",
-                                    Span(path=path, line=line, column=column, end_line=line,
-                                         end_column=column + 1), "remove it: strings in a spec are text")
+            raise SyntaxErrorInSpec(
+                "a NUL character in a string",
+                Span(path=path, line=line, column=column, end_line=line, end_column=column + 1),
+                "remove it: strings in a spec are text",
+            )
         if char == "\\":
             nxt = body[i + 1]
             if nxt not in escapes:
@@ -260,8 +285,9 @@ def _split_head(token: Token, path: str) -> tuple[int, int]:
     layer, head = token.value.split(".")
     if len(head) > 1 and head.startswith("0"):
         # 9.01 would silently be head 1; heads are integers, not decimals.
-        raise SyntaxErrorInSpec(f"'{token.value}' is not a head: head numbers have no leading zeros",
-                                _token_span(path, token), f"write {layer}.{int(head)}")
+        raise SyntaxErrorInSpec(
+            f"'{token.value}' is not a head: head numbers have no leading zeros", _token_span(path, token), f"write {layer}.{int(head)}"
+        )
     return int(layer), int(head)
 
 
@@ -288,9 +314,11 @@ class _ToAst(Transformer):
         it as a name (`{ role = 1 }`): on a line of its own it starts a statement, so the
         formatted file would no longer parse."""
         if token.value in STATEMENT_KEYWORDS:
-            raise SyntaxErrorInSpec(f"'{token.value}' is a statement keyword and cannot name a slot or variable",
-                                    _token_span(self.path, token),
-                                    f"choose another name, e.g. {token.value}_1 (keywords: docs/language.md, section 16)")
+            raise SyntaxErrorInSpec(
+                f"'{token.value}' is a statement keyword and cannot name a slot or variable",
+                _token_span(self.path, token),
+                f"choose another name, e.g. {token.value}_1 (keywords: docs/language.md, section 16)",
+            )
         return self._ident(token)
 
     def _str(self, token: Token) -> ast.StrLit:

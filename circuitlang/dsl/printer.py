@@ -44,8 +44,10 @@ class _Writer:
 
     def trailing(self, span: Span, depth: int) -> None:
         """Attach the comments written after this statement on its last line (and any inside it)."""
+
         def belongs(comment: ast.Comment) -> bool:
             return comment.line < span.end_line or self.owners.get(comment) == span
+
         if self.comments and belongs(self.comments[0]):
             self.lines[-1] += "  " + self.comments.pop(0).text
         while self.comments and belongs(self.comments[0]):
@@ -165,8 +167,7 @@ def _circuit_text(item: object) -> str:
         case ast.ExpectScore(target, score, on, op, threshold, _):
             return f"expect {_node(target)} {score.name}{_on(on)} {op} {threshold.text}"
         case ast.ExpectAttends(target, queries, keys, on, op, threshold, _):
-            return (f"expect {_node(target)} attends {_positions(queries)} -> {_positions(keys)}"
-                    f"{_on(on)} {op} {threshold.text}")
+            return f"expect {_node(target)} attends {_positions(queries)} -> {_positions(keys)}{_on(on)} {op} {threshold.text}"
         case ast.ExpectEdge(sender, receiver, score, on, op, threshold, _):
             return f"expect {_node(sender)} -> {_node(receiver)} {score.name}{_on(on)} {op} {threshold.text}"
     raise TypeError(f"cannot print {item!r}")

@@ -187,7 +187,8 @@ class _Recovery:
             quiet.callbacks = {}
             self.statement_starts[stack] = any(
                 _fed(ParserState(quiet, self.parser.lexer, list(stack), list(self.parser.value_stack)), Token(kind, ""))
-                for kind in STATEMENT_PROBES)
+                for kind in STATEMENT_PROBES
+            )
         return self.statement_starts[stack]
 
 
@@ -284,7 +285,11 @@ def _next_token(lexer: LexerState, root: AbstractBasicLexer) -> Token | None:
 def _copied(line_ctr: LineCounter) -> LineCounter:
     duplicate = type(line_ctr)(line_ctr.newline_char)
     duplicate.char_pos, duplicate.line, duplicate.column, duplicate.line_start_pos = (
-        line_ctr.char_pos, line_ctr.line, line_ctr.column, line_ctr.line_start_pos)
+        line_ctr.char_pos,
+        line_ctr.line,
+        line_ctr.column,
+        line_ctr.line_start_pos,
+    )
     return duplicate
 
 

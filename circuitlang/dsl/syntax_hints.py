@@ -5,14 +5,20 @@ from __future__ import annotations
 from lark import Lark
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
-STATEMENTS = ("circuit", "use", "list", "prompts", "corrupt", "metric", "ablate", "role", "mlp", "edge",
-              "expect", "set")
+STATEMENTS = ("circuit", "use", "list", "prompts", "corrupt", "metric", "ablate", "role", "mlp", "edge", "expect", "set")
 PROMPT_STATEMENTS = ("template", "for", "from", "generate", "corrupt", "metric", "set", "NAME = ...")
 
 _READABLE = {
-    "NAME": "a name", "INT": "a whole number", "DECIMAL": "a head like 9.1 (or a decimal number)",
-    "STRING": 'a "string"', "_NL": "end of line", "$END": "end of file", "LAYER_STAR": "L.* (all heads of layer L)",
-    "COMPARATOR": "a comparison (>=, <=, >, <)", "DISTINCT": "distinct", "CYCLIC": "cyclic",
+    "NAME": "a name",
+    "INT": "a whole number",
+    "DECIMAL": "a head like 9.1 (or a decimal number)",
+    "STRING": 'a "string"',
+    "_NL": "end of line",
+    "$END": "end of file",
+    "LAYER_STAR": "L.* (all heads of layer L)",
+    "COMPARATOR": "a comparison (>=, <=, >, <)",
+    "DISTINCT": "distinct",
+    "CYCLIC": "cyclic",
 }
 
 

@@ -48,14 +48,14 @@ def collect(model: LoadedModel, tokens: torch.Tensor, batch_size: int, mean: boo
     names += [hook_name(kind, layer) for kind in KINDS for layer in range(n_layers)]
     joined: dict[str, torch.Tensor] = {}
     for start in range(0, n, batch_size):
-        for name, activation in _run_to_final_residual(model, tokens[start:start + batch_size], names).items():
+        for name, activation in _run_to_final_residual(model, tokens[start : start + batch_size], names).items():
             if mean:
                 part = activation.sum(0, keepdim=True)
                 joined[name] = joined[name] + part if name in joined else part
             else:
                 if name not in joined:
                     joined[name] = activation.new_empty((n, *activation.shape[1:]))
-                joined[name][start:start + activation.shape[0]] = activation
+                joined[name][start : start + activation.shape[0]] = activation
     if mean:
         joined = {name: total / n for name, total in joined.items()}
     return ActivationCache(
@@ -74,6 +74,7 @@ def _run_to_final_residual(model: LoadedModel, tokens: torch.Tensor, names: list
             if name == Family.final_residual:
                 raise _ReachedFinalResidual
             return activation
+
         return hook
 
     with model.bridge.hooks(fwd_hooks=[(name, recorder(name)) for name in names]):
@@ -135,8 +136,7 @@ class AblationSource:
         for layer in range(start, masks.z.shape[1]):
             if layer not in attention_given:
                 hooks += self._attention_hooks(masks, rows, layer)
-            hooks.append((hook_name("mlp_out", layer),
-                          self._replace("mlp_out", layer, rows, masks.mlp[:, layer].unsqueeze(-1))))
+            hooks.append((hook_name("mlp_out", layer), self._replace("mlp_out", layer, rows, masks.mlp[:, layer].unsqueeze(-1))))
         return hooks
 
     def _attention_hooks(self, masks: Masks, rows: torch.Tensor, layer: int) -> list:
@@ -153,4 +153,5 @@ class AblationSource:
 
         def hook(activation: torch.Tensor, hook: object) -> torch.Tensor:
             return torch.where(keep.to(activation.device), activation, ablated.to(activation.device))
+
         return hook

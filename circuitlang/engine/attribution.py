@@ -74,7 +74,7 @@ class Graph:
         for layer in range(self.n_layers):
             for node in self._layer(layer):
                 channels = CHANNELS if node.kind == "head" else ("",)
-                for sender in senders[:self.senders_before(node)]:
+                for sender in senders[: self.senders_before(node)]:
                     yield from ((sender, node, channel) for channel in channels)
         yield from ((sender, LOGITS, "") for sender in senders)
 
@@ -89,13 +89,11 @@ class Attribution:
 class _Offsets:
     """A zero offset per receiver input, for one batch of rows: leaves of autograd."""
 
-    def __init__(self, rows: int, positions: int, n_layers: int, n_heads: int, d_model: int,
-                 like: torch.Tensor) -> None:
+    def __init__(self, rows: int, positions: int, n_layers: int, n_heads: int, d_model: int, like: torch.Tensor) -> None:
         def zeros(*shape: int) -> torch.Tensor:
             return torch.zeros(*shape, dtype=like.dtype, device=like.device, requires_grad=True)
 
-        self.heads = {(layer, channel): zeros(rows, positions, n_heads, d_model)
-                      for layer in range(n_layers) for channel in CHANNELS}
+        self.heads = {(layer, channel): zeros(rows, positions, n_heads, d_model) for layer in range(n_layers) for channel in CHANNELS}
         self.mlps = {layer: zeros(rows, positions, d_model) for layer in range(n_layers)}
         self.logits = zeros(rows, positions, d_model)
 
@@ -139,8 +137,7 @@ def _row_chunks(n: int, size: int) -> Iterator[torch.Tensor]:
         yield torch.arange(start, min(n, start + size))
 
 
-def _interpolated_input(engine: Engine, template: BoundTemplate, corrupt: torch.Tensor | None,
-                        rows: torch.Tensor, alpha: float) -> torch.Tensor:
+def _interpolated_input(engine: Engine, template: BoundTemplate, corrupt: torch.Tensor | None, rows: torch.Tensor, alpha: float) -> torch.Tensor:
     """The residual entering layer 0: the point at `alpha` on the line from the corrupt prompts'
     embeddings (0) to the clean prompts' (1)."""
     clean = engine.clean_cache(template).resid_pre[0][rows]
@@ -172,20 +169,19 @@ def _sender_differences(engine: Engine, template: BoundTemplate, graph: Graph, r
     return torch.cat(parts)
 
 
-def _receiver_gradients(engine: Engine, template: BoundTemplate, readout: Readout, rows: torch.Tensor,
-                        start: torch.Tensor) -> _Offsets:
+def _receiver_gradients(engine: Engine, template: BoundTemplate, readout: Readout, rows: torch.Tensor, start: torch.Tensor) -> _Offsets:
     """The gradient of the summed metric with respect to every receiver's input offset."""
     cfg = engine.model.bridge.cfg
-    offsets = _Offsets(len(rows), template.seq_len, cfg.n_layers, cfg.n_heads, cfg.d_model,
-                       start.to(engine.model.device))
+    offsets = _Offsets(len(rows), template.seq_len, cfg.n_layers, cfg.n_heads, cfg.d_model, start.to(engine.model.device))
     with torch.enable_grad():
         metric = run_with_offsets(engine, template, readout, rows, start, offsets)
         metric.sum().backward()
     return offsets
 
 
-def run_with_offsets(engine: Engine, template: BoundTemplate, readout: Readout, rows: torch.Tensor,
-                     start: torch.Tensor, offsets: _Offsets) -> torch.Tensor:
+def run_with_offsets(
+    engine: Engine, template: BoundTemplate, readout: Readout, rows: torch.Tensor, start: torch.Tensor, offsets: _Offsets
+) -> torch.Tensor:
     """The metric per row of a forward from `start` (the residual entering layer 0) in which every
     receiver reads its input plus its offset. With zero offsets this is the plain forward; with a
     receiver's offset set to minus a sender's difference, it is that edge removed (to check the
@@ -205,6 +201,7 @@ def _offset_hooks(engine: Engine, offsets: _Offsets) -> list:
         def hook(resid: torch.Tensor, hook: object) -> torch.Tensor:
             residual[layer] = resid
             return resid
+
         return hook
 
     def head_input(layer: int, channel: str):
@@ -215,6 +212,7 @@ def _offset_hooks(engine: Engine, offsets: _Offsets) -> list:
             # every head's own copy of the layer's input, so that each has a gradient of its own
             normalized = ln1(residual[layer].unsqueeze(2) + offsets.heads[(layer, channel)])
             return torch.einsum("rphd,hde->rphe", normalized, weight) + bias
+
         return hook
 
     def add(offset: torch.Tensor):
@@ -246,7 +244,7 @@ def _dot_products(graph: Graph, differences: torch.Tensor, gradients: _Offsets) 
         for channel in CHANNELS:
             grad = gradients.heads[(layer, channel)].grad
             block = torch.einsum("srpd,rphd->sh", differences[:count], grad)
-            out[:count, column:column + graph.n_heads] = block.double().cpu()
+            out[:count, column : column + graph.n_heads] = block.double().cpu()
             column += graph.n_heads
         count = graph.senders_before(ir.MlpNode(layer=layer))
         out[:count, column] = torch.einsum("srpd,rpd->s", differences[:count], gradients.mlps[layer].grad).double().cpu()

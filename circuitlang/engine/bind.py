@@ -62,13 +62,13 @@ def bind(spec: ir.Spec, datasets: tuple[Dataset, ...], tokenizer: Any, prepend_b
         metric = spec.metric_for(prompt_set)
         templates, problems = tokenize_dataset(dataset, prompt_set, spec.lists, metric.args, backend, bos_id)
         errors.extend(problems)
-        bound.append(BoundPromptSet(dataset.name, metric, tuple(_as_tensors(t) for t in templates),
-                                    dataset.answer_prefix))
+        bound.append(BoundPromptSet(dataset.name, metric, tuple(_as_tensors(t) for t in templates), dataset.answer_prefix))
     raise_if_any(errors)
     return tuple(bound)
 
 
 def _as_tensors(template: TokenizedTemplate) -> BoundTemplate:
     corrupt = None if template.corrupt is None else torch.tensor(template.corrupt, dtype=torch.long)
-    return BoundTemplate(template.template, template.prompt_indices, torch.tensor(template.clean, dtype=torch.long),
-                         corrupt, template.positions, template.answers)
+    return BoundTemplate(
+        template.template, template.prompt_indices, torch.tensor(template.clean, dtype=torch.long), corrupt, template.positions, template.answers
+    )

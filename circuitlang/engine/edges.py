@@ -90,8 +90,7 @@ def edge_agreement(variant: Variant, base: Variant, n_layers: int) -> int:
 def _in_circuit(kept: frozenset[ir.Node], receiver: _Key) -> bool:
     if receiver[0] == "logits":
         return True
-    node = ir.HeadNode(layer=receiver[1], head=receiver[2]) if receiver[0] == "head" \
-        else ir.MlpNode(layer=receiver[1])
+    node = ir.HeadNode(layer=receiver[1], head=receiver[2]) if receiver[0] == "head" else ir.MlpNode(layer=receiver[1])
     return node in kept
 
 
@@ -125,9 +124,19 @@ def _declared_into(group: _RowGroup, receivers: Sequence[_Key], channel: str) ->
 class EdgeHooks:
     """Hooks for one chunk of rows; rows of variants without edges are left untouched."""
 
-    def __init__(self, model: LoadedModel, variants: Sequence[Variant], v_idx: torch.Tensor, rows: torch.Tensor,
-                 template: BoundTemplate, source: AblationSource, masks: Masks, start: int,
-                 resume: EdgeState | None = None, keep_totals: bool = False) -> None:
+    def __init__(
+        self,
+        model: LoadedModel,
+        variants: Sequence[Variant],
+        v_idx: torch.Tensor,
+        rows: torch.Tensor,
+        template: BoundTemplate,
+        source: AblationSource,
+        masks: Masks,
+        start: int,
+        resume: EdgeState | None = None,
+        keep_totals: bool = False,
+    ) -> None:
         self.bridge = model.bridge
         self.family = model.family
         self.weights = model.attention
@@ -233,8 +242,7 @@ class EdgeHooks:
     def _start_total(self, resid: torch.Tensor, hook: object) -> torch.Tensor:
         embed_diff = resid - self._embed_value(resid)
         declared_mode = torch.tensor([v.embed_edges == "declared" for v in self.row_variants], device=resid.device)
-        self.total = torch.where(declared_mode.view(-1, 1, 1) & self.active.view(-1, 1, 1).to(resid.device),
-                                 embed_diff, torch.zeros_like(resid))
+        self.total = torch.where(declared_mode.view(-1, 1, 1) & self.active.view(-1, 1, 1).to(resid.device), embed_diff, torch.zeros_like(resid))
         self._keep(("embed",), embed_diff)
         return resid
 
@@ -251,6 +259,7 @@ class EdgeHooks:
                 self._forget_read(layer)
             self.entering[layer] = self._total()
             return resid
+
         return hook
 
     def _add_heads(self, layer: int):
@@ -263,6 +272,7 @@ class EdgeHooks:
                 self._keep(("head", layer, head), diff_z[:, :, head] @ w_out[head])
             self.total = self._total() + torch.einsum("rphe,hed->rpd", diff_z, w_out)
             return z
+
         return hook
 
     def _add_mlp(self, layer: int):
@@ -272,16 +282,15 @@ class EdgeHooks:
                 self._keep(("mlp", layer), diff)
             self.total = self._total() + diff
             return out
+
         return hook
 
     # ---- receivers read the residual without undeclared senders
-    def _removed(self, receivers: Sequence[_Key], channel: str, like: torch.Tensor,
-                 total: torch.Tensor | None = None) -> torch.Tensor | None:
+    def _removed(self, receivers: Sequence[_Key], channel: str, like: torch.Tensor, total: torch.Tensor | None = None) -> torch.Tensor | None:
         """Per row: the contributions the receiver must not see (zero for rows without edges);
         None when the receiver is in no row's circuit (it reads the residual as it is). `total`:
         what the receiver's input holds of the circuit's additions (default: all written so far)."""
-        reading = [(index, group) for index, group in enumerate(self.groups)
-                   if any(_in_circuit(group.kept, r) for r in receivers)]
+        reading = [(index, group) for index, group in enumerate(self.groups) if any(_in_circuit(group.kept, r) for r in receivers)]
         if not reading:
             return None
         total = self._total() if total is None else total
@@ -291,8 +300,7 @@ class EdgeHooks:
             if receivers == [("logits",)]:  # summed layer by layer (`_fold_before`)
                 kept = self.logits_kept.get(index, torch.zeros_like(like[rows]))
             else:
-                kept = sum((self.diffs[s][rows] for s in _declared_into(group, receivers, channel)),
-                           torch.zeros_like(like[rows]))
+                kept = sum((self.diffs[s][rows] for s in _declared_into(group, receivers, channel)), torch.zeros_like(like[rows]))
             removed[rows] = total[rows] - kept
         return removed
 
@@ -316,10 +324,10 @@ class EdgeHooks:
                     recomputed = ln1(resid[rows] - removed[rows]) @ weight[index] + bias[index]
                     if channel != "q":  # keys/values outside the heads' k positions stay ablated
                         kv = self.masks.kv[rows.to(self.masks.kv.device), layer][..., heads].all(-1)
-                        recomputed = torch.where(kv.unsqueeze(-1).to(recomputed.device), recomputed,
-                                                 vectors[rows, :, index])
+                        recomputed = torch.where(kv.unsqueeze(-1).to(recomputed.device), recomputed, vectors[rows, :, index])
                     out[rows, :, index] = recomputed
             return out
+
         return hook
 
     def _mlp_input(self, layer: int):
@@ -336,6 +344,7 @@ class EdgeHooks:
                 return value
             # a norm shared with attention (GPT-J, Phi): the MLP's input is reached after it
             return ln1(resid - removed) if normalized else resid - removed
+
         return hook
 
     def _logits_input(self, resid: torch.Tensor, hook: object) -> torch.Tensor:

@@ -51,12 +51,18 @@ class Family:
     @classmethod
     def of(cls, bridge: Any) -> "Family":
         cfg = bridge.cfg
-        return cls(architecture=_architecture(bridge), n_layers=cfg.n_layers, n_heads=cfg.n_heads,
-                   n_kv_heads=getattr(cfg, "n_key_value_heads", None) or cfg.n_heads, d_model=cfg.d_model,
-                   d_head=cfg.d_head, parallel_attn_mlp=bool(getattr(cfg, "parallel_attn_mlp", False)),
-                   rotary=getattr(cfg, "positional_embedding_type", "standard") == "rotary",
-                   attention_output_norm=_has_attention_output_norm(bridge),
-                   shared_norm=not any(_has(block, "ln2") for block in bridge.blocks))
+        return cls(
+            architecture=_architecture(bridge),
+            n_layers=cfg.n_layers,
+            n_heads=cfg.n_heads,
+            n_kv_heads=getattr(cfg, "n_key_value_heads", None) or cfg.n_heads,
+            d_model=cfg.d_model,
+            d_head=cfg.d_head,
+            parallel_attn_mlp=bool(getattr(cfg, "parallel_attn_mlp", False)),
+            rotary=getattr(cfg, "positional_embedding_type", "standard") == "rotary",
+            attention_output_norm=_has_attention_output_norm(bridge),
+            shared_norm=not any(_has(block, "ln2") for block in bridge.blocks),
+        )
 
     # ---- hook names -------------------------------------------------------------------------------
 
@@ -174,8 +180,10 @@ class Family:
     def why_no_edges(self) -> str | None:
         """Why edge ablation cannot be exact on this model (None when it can)."""
         if self.attention_output_norm:
-            return (f"{self.architecture} normalizes the sum of a layer's head outputs before it joins the residual "
-                    "stream, so one head's contribution is not defined and neither are edges from heads")
+            return (
+                f"{self.architecture} normalizes the sum of a layer's head outputs before it joins the residual "
+                "stream, so one head's contribution is not defined and neither are edges from heads"
+            )
         return None
 
     def why_no_edge_graph(self) -> str | None:
@@ -184,8 +192,10 @@ class Family:
         if self.why_no_edges():
             return self.why_no_edges()
         if self.grouped:
-            return (f"{self.architecture} shares keys and values between groups of {self.group_size} query heads, "
-                    "while the graph has k and v edges per query head")
+            return (
+                f"{self.architecture} shares keys and values between groups of {self.group_size} query heads, "
+                "while the graph has k and v edges per query head"
+            )
         return None
 
 
@@ -220,12 +230,23 @@ def circuit_problems(circuit: ir.Circuit, family: Family) -> list[DataError]:
 def _edge_problems(circuit: ir.Circuit, family: Family) -> list[DataError]:
     reason = family.why_no_edges()
     if reason and circuit.edges:
-        return [DataError(f"edges cannot be evaluated on this model: {reason}", circuit.edges[0].span,
-                          "declare the circuit's nodes without edges (node ablation is exact on this model)")]
-    return [DataError(f"{edge.receiver} does not read {edge.sender}: attention and MLP of one layer read the same "
-                      "residual stream in this model (parallel attention and MLP)", edge.span,
-                      "remove the edge; the MLP reads the heads of earlier layers")
-            for edge in circuit.edges if not family.feeds(edge.sender, edge.receiver)]
+        return [
+            DataError(
+                f"edges cannot be evaluated on this model: {reason}",
+                circuit.edges[0].span,
+                "declare the circuit's nodes without edges (node ablation is exact on this model)",
+            )
+        ]
+    return [
+        DataError(
+            f"{edge.receiver} does not read {edge.sender}: attention and MLP of one layer read the same "
+            "residual stream in this model (parallel attention and MLP)",
+            edge.span,
+            "remove the edge; the MLP reads the heads of earlier layers",
+        )
+        for edge in circuit.edges
+        if not family.feeds(edge.sender, edge.receiver)
+    ]
 
 
 def _group_problems(circuit: ir.Circuit, family: Family) -> list[DataError]:
@@ -240,20 +261,33 @@ def _group_problems(circuit: ir.Circuit, family: Family) -> list[DataError]:
         first = members[0]
         for other in members[1:]:
             if _positions_key(other.k) != _positions_key(first.k):
-                problems.append(_group_error(family, layer, kv_head, other, first, "`k` positions",
-                                             "give every head of the group the same `k` positions"))
+                problems.append(
+                    _group_error(family, layer, kv_head, other, first, "`k` positions", "give every head of the group the same `k` positions")
+                )
             for channel in ("k", "v"):
                 if _senders(circuit, other.node, channel) != _senders(circuit, first.node, channel):
-                    problems.append(_group_error(family, layer, kv_head, other, first, f"senders into {channel}",
-                                                 f"declare the same edges into the {channel} of every head of the group"))
+                    problems.append(
+                        _group_error(
+                            family,
+                            layer,
+                            kv_head,
+                            other,
+                            first,
+                            f"senders into {channel}",
+                            f"declare the same edges into the {channel} of every head of the group",
+                        )
+                    )
     return problems
 
 
-def _group_error(family: Family, layer: int, kv_head: int, member: ir.CircuitNode, first: ir.CircuitNode,
-                 what: str, hint: str) -> DataError:
+def _group_error(family: Family, layer: int, kv_head: int, member: ir.CircuitNode, first: ir.CircuitNode, what: str, hint: str) -> DataError:
     heads = ", ".join(f"{layer}.{h}" for h in family.group(kv_head))
-    return DataError(f"{member.node} and {first.node} read the same keys and values (key/value head {kv_head} of "
-                     f"layer {layer}, shared by {heads}), but their {what} differ", member.span, hint)
+    return DataError(
+        f"{member.node} and {first.node} read the same keys and values (key/value head {kv_head} of "
+        f"layer {layer}, shared by {heads}), but their {what} differ",
+        member.span,
+        hint,
+    )
 
 
 def _positions_key(positions: tuple[ir.Position, ...] | None) -> tuple[str, ...] | None:
@@ -261,5 +295,4 @@ def _positions_key(positions: tuple[ir.Position, ...] | None) -> tuple[str, ...]
 
 
 def _senders(circuit: ir.Circuit, receiver: ir.Node, channel: str) -> set[ir.Node]:
-    return {edge.sender for edge in circuit.edges
-            if edge.receiver == receiver and (channel in edge.channels or not edge.channels)}
+    return {edge.sender for edge in circuit.edges if edge.receiver == receiver and (channel in edge.channels or not edge.channels)}

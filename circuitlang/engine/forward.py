@@ -23,8 +23,9 @@ class _StopBeforeUnembed(Exception):
         self.residual = residual
 
 
-def forward_from(model: LoadedModel, layer: int, residual: torch.Tensor, hooks: list, blocks_callable: bool,
-                 shortcuts: Shortcuts | None = None) -> torch.Tensor:
+def forward_from(
+    model: LoadedModel, layer: int, residual: torch.Tensor, hooks: list, blocks_callable: bool, shortcuts: Shortcuts | None = None
+) -> torch.Tensor:
     """Run from the residual entering `layer` with `hooks`; return the residual entering the final
     norm. `shortcuts`: arithmetic to leave out (only when the blocks run one by one); the hooks on
     what it replaces still fire where it has a value (an MLP's output, z)."""
@@ -35,8 +36,7 @@ def forward_from(model: LoadedModel, layer: int, residual: torch.Tensor, hooks: 
         return _through_bridge(model, layer, residual)
 
 
-def _through_blocks(model: LoadedModel, layer: int, residual: torch.Tensor,
-                   shortcuts: Shortcuts | None = None) -> torch.Tensor:
+def _through_blocks(model: LoadedModel, layer: int, residual: torch.Tensor, shortcuts: Shortcuts | None = None) -> torch.Tensor:
     """Only the blocks from `layer` on run (the bridge's start_at_layer runs them all)."""
     shortcuts = shortcuts or Shortcuts()
     for index, block in enumerate(Family.blocks(model.bridge)[layer:], start=layer):
@@ -98,4 +98,4 @@ def row_chunks(n_rows: int, size: int) -> list[list[int]]:
     """Row indices 0..n_rows-1 in chunks of `size`, in order: the chunks every run of a template
     is made in, so that a variant's numbers do not depend on what runs with it."""
     rows = list(range(n_rows))
-    return [rows[i:i + size] for i in range(0, len(rows), size)]
+    return [rows[i : i + size] for i in range(0, len(rows), size)]

@@ -30,8 +30,7 @@ def _attention(engine: Engine, template: BoundTemplate) -> tuple[list[torch.Tens
     """Per layer: attention [n, head, query, key], and attention weighted by |v_k W_O|."""
     model = engine.model
     family = model.family
-    wanted = {name for layer in range(engine.n_layers)
-              for name in (family.pattern(layer), family.head_input("v", layer))}
+    wanted = {name for layer in range(engine.n_layers) for name in (family.pattern(layer), family.head_input("v", layer))}
     _, cache = model.bridge.run_with_cache(template.clean.to(model.device), names_filter=lambda n: n in wanted)
     heads_kv = [family.kv_head(h) for h in range(family.n_heads)]  # each query head reads its group's values
     patterns, moved = [], []

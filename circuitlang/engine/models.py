@@ -81,8 +81,9 @@ class AttentionWeights:
 
     def __init__(self, bridge: Any) -> None:
         self.W_Q, self.W_K, self.W_V, self.W_O = (_PerLayer(bridge, name) for name in ("W_Q", "W_K", "W_V", "W_O"))
-        self.b_Q, self.b_K, self.b_V = (_PerLayer(bridge, name, weight)
-                                        for name, weight in (("b_Q", self.W_Q), ("b_K", self.W_K), ("b_V", self.W_V)))
+        self.b_Q, self.b_K, self.b_V = (
+            _PerLayer(bridge, name, weight) for name, weight in (("b_Q", self.W_Q), ("b_K", self.W_K), ("b_V", self.W_V))
+        )
 
     def input_weights(self, channel: str, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The weight [H, D, dh] and bias [H, dh] that make a layer's q, k or v from its input (k and
@@ -145,8 +146,11 @@ def load_model(model: ir.ModelRef, device: str = "cpu", dtype: torch.dtype = tor
     bridge.eval()
     tokenizer = bridge.tokenizer
     if not getattr(tokenizer, "is_fast", False):
-        raise ModelError(f"the tokenizer of '{model.name}' is not a fast tokenizer", model.span,
-                         "circuitlang needs character offsets to place slots; save a tokenizer.json with the model")
+        raise ModelError(
+            f"the tokenizer of '{model.name}' is not a fast tokenizer",
+            model.span,
+            "circuitlang needs character offsets to place slots; save a tokenizer.json with the model",
+        )
     return LoadedModel(bridge, tokenizer, _identity(model, bridge), torch.device(device))
 
 
@@ -158,8 +162,11 @@ def _check_folder_has_a_tokenizer(location: str, model: ir.ModelRef) -> None:
     config's name (the cached `gpt2`'s, say): prompts would be split by another model's vocabulary."""
     folder = Path(location)
     if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
-        raise ModelError(f"the model folder {folder} has no tokenizer (none of {', '.join(TOKENIZER_FILES)})",
-                         model.span, "save the model's tokenizer into the folder (tokenizer.save_pretrained(folder))")
+        raise ModelError(
+            f"the model folder {folder} has no tokenizer (none of {', '.join(TOKENIZER_FILES)})",
+            model.span,
+            "save the model's tokenizer into the folder (tokenizer.save_pretrained(folder))",
+        )
 
 
 def _hub_location(model: ir.ModelRef) -> str:
@@ -173,11 +180,17 @@ def _hub_location(model: ir.ModelRef) -> str:
     if answer == "unreachable":
         return _cached_snapshot(model, repo, f"the hub cannot be reached ({detail})")
     if answer == "missing":  # the spec names nothing the hub has: the spec's to fix (exit 2)
-        raise SpecError(f"the Hugging Face hub has no model '{repo}' ({detail})", model.span,
-                        unknown_hub_hint(repo) + "; a private repo needs a login (hf auth login, or HF_TOKEN)")
+        raise SpecError(
+            f"the Hugging Face hub has no model '{repo}' ({detail})",
+            model.span,
+            unknown_hub_hint(repo) + "; a private repo needs a login (hf auth login, or HF_TOKEN)",
+        )
     if answer == "gated":
-        raise ModelError(f"'{repo}' is gated on the Hugging Face hub, and this machine has no access to it", model.span,
-                         "accept the model's licence on its hub page, then log in (hf auth login) or set HF_TOKEN")
+        raise ModelError(
+            f"'{repo}' is gated on the Hugging Face hub, and this machine has no access to it",
+            model.span,
+            "accept the model's licence on its hub page, then log in (hf auth login) or set HF_TOKEN",
+        )
     return repo
 
 
@@ -229,8 +242,7 @@ def _cached_snapshot(model: ir.ModelRef, repo: str, reason: str) -> str:
     try:
         return snapshot_download(repo, local_files_only=True)
     except (LocalEntryNotFoundError, OSError, ValueError) as error:
-        raise ModelError(f"'{model.name}' is not in the local Hugging Face cache, and {reason}", model.span,
-                         _not_cached_hint(model)) from error
+        raise ModelError(f"'{model.name}' is not in the local Hugging Face cache, and {reason}", model.span, _not_cached_hint(model)) from error
 
 
 LAYER_KEY = re.compile(r"(?:^|\.)(?:h|layers|blocks|layer)\.(\d+)\.")  # the layer index in a weight's name
@@ -257,9 +269,11 @@ def _check_weights_match_config(location: str, model: ir.ModelRef) -> None:
     extra = sorted(name for name in set(stored) - set(expected) if not _ignored_on_load(skeleton, name))
     wrong = sorted(name for name in set(stored) & set(expected) if stored[name] != expected[name])
     if missing or extra or wrong:
-        raise ModelError(_disagreement(expected, stored, missing, extra, wrong), model.span,
-                         "make config.json describe these weights (layers, heads, widths), or point at the "
-                         "weights this config was saved with")
+        raise ModelError(
+            _disagreement(expected, stored, missing, extra, wrong),
+            model.span,
+            "make config.json describe these weights (layers, heads, widths), or point at the weights this config was saved with",
+        )
 
 
 def _skeleton(location: str) -> PreTrainedModel:
@@ -334,7 +348,7 @@ def _downloaded_snapshot(repo: str) -> Path | None:
 
 def _without(prefix: str, name: str) -> str:
     """Checkpoints name tensors with or without the base model's prefix (`transformer.`)."""
-    return name[len(prefix):] if name.startswith(prefix) else name
+    return name[len(prefix) :] if name.startswith(prefix) else name
 
 
 def _ignored_on_load(skeleton: PreTrainedModel, name: str) -> bool:
@@ -349,14 +363,21 @@ def _disagreement(expected: dict, stored: dict, missing: list[str], extra: list[
     if config_layers != stored_layers and not wrong:  # the commonest case: a layer count edited by hand
         absent = sorted(config_layers - stored_layers)
         if absent:
-            return (f"the model's config.json has {len(config_layers)} layers, but its weights hold none for layer(s) "
-                    f"{', '.join(map(str, absent))}: they would run with random weights")
-        return (f"the model's config.json has {len(config_layers)} layers, but its weights hold {len(stored_layers)}: "
-                "the rest would be dropped without a word")
-    parts = [f"{len(missing)} tensor(s) the config needs are not in the weights (e.g. {missing[0]})" if missing else "",
-             f"{len(extra)} tensor(s) in the weights have no place in the config (e.g. {extra[0]})" if extra else "",
-             f"{len(wrong)} tensor(s) have another shape in the weights (e.g. {wrong[0]}: config "
-             f"{expected[wrong[0]]}, weights {stored[wrong[0]]})" if wrong else ""]
+            return (
+                f"the model's config.json has {len(config_layers)} layers, but its weights hold none for layer(s) "
+                f"{', '.join(map(str, absent))}: they would run with random weights"
+            )
+        return (
+            f"the model's config.json has {len(config_layers)} layers, but its weights hold {len(stored_layers)}: "
+            "the rest would be dropped without a word"
+        )
+    parts = [
+        f"{len(missing)} tensor(s) the config needs are not in the weights (e.g. {missing[0]})" if missing else "",
+        f"{len(extra)} tensor(s) in the weights have no place in the config (e.g. {extra[0]})" if extra else "",
+        f"{len(wrong)} tensor(s) have another shape in the weights (e.g. {wrong[0]}: config {expected[wrong[0]]}, weights {stored[wrong[0]]})"
+        if wrong
+        else "",
+    ]
     return "the model's config.json disagrees with its weights: " + "; ".join(p for p in parts if p)
 
 
@@ -378,8 +399,11 @@ def _check_device(device: str, model: ir.ModelRef) -> None:
     except RuntimeError:
         raise ModelError(f"unknown device '{device}'", model.span, "use cpu, cuda or cuda:N") from None
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelError(f"device '{device}' was asked for, but torch sees no CUDA device", model.span,
-                         "run with --device cpu, or on a machine with a GPU and a CUDA build of torch")
+        raise ModelError(
+            f"device '{device}' was asked for, but torch sees no CUDA device",
+            model.span,
+            "run with --device cpu, or on a machine with a GPU and a CUDA build of torch",
+        )
 
 
 def _load_failed_message(model: ir.ModelRef, error: Exception) -> str:
@@ -397,14 +421,15 @@ def _load_failed_hint(model: ir.ModelRef) -> str:
 
 
 def _not_cached_hint(model: ir.ModelRef) -> str:
-    return (f"run once with network (and HF_HUB_OFFLINE unset) to download it into the cache, point the spec at a "
-            f'local copy (circuit ... on "./models/{model.name}"), or use a shipped organism (on "organism:NAME")')
+    return (
+        f"run once with network (and HF_HUB_OFFLINE unset) to download it into the cache, point the spec at a "
+        f'local copy (circuit ... on "./models/{model.name}"), or use a shipped organism (on "organism:NAME")'
+    )
 
 
 def _identity(model: ir.ModelRef, bridge: Any) -> ModelIdentity:
     cfg = bridge.cfg
-    return ModelIdentity(model.name, model.source, weights_hash(bridge.original_model), cfg.n_layers, cfg.n_heads,
-                         cfg.d_model)
+    return ModelIdentity(model.name, model.source, weights_hash(bridge.original_model), cfg.n_layers, cfg.n_heads, cfg.d_model)
 
 
 def weights_hash(module: torch.nn.Module) -> str:

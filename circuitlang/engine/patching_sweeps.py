@@ -71,7 +71,7 @@ class SweepResult:
         n = self.patched.shape[-1]
         if n < 2:
             return torch.zeros(self.patched.shape[:2], dtype=torch.float64)
-        return (self.patched - self.baseline.model).std(-1) / n ** 0.5
+        return (self.patched - self.baseline.model).std(-1) / n**0.5
 
     def normalized(self) -> torch.Tensor:
         """(F(patched) - F(M)) / (F(M) - F(∅)): -1 is "as bad as ablating everything"."""
@@ -79,7 +79,6 @@ class SweepResult:
         if abs(scale) < 1e-12:
             return torch.full(self.patched.shape[:2], float("nan"), dtype=torch.float64)
         return self.delta() / scale
-
 
 
 def baseline(engine: PatchingEngine, readout: Readout) -> Baseline:
@@ -99,22 +98,21 @@ def named_columns(engine: Engine) -> tuple[PositionColumn, ...]:
     for name in shared:
         groups.setdefault(tuple(t.positions[name] for t in templates), []).append(name)
     ordered = sorted(groups.items(), key=lambda item: item[0][0])
-    return tuple(PositionColumn(tuple(names), _ref(names[0]), _example(engine, templates[0], indices[0]))
-                 for indices, names in ordered)
+    return tuple(PositionColumn(tuple(names), _ref(names[0]), _example(engine, templates[0], indices[0])) for indices, names in ordered)
 
 
 def token_columns(engine: Engine) -> tuple[PositionColumn, ...]:
     """Every token index of a one-template prompt set, as `bos+i`."""
     templates = engine.bound.templates
     if len(templates) != 1:
-        raise ValueError(f"prompt set '{engine.bound.name}' has {len(templates)} templates; a token index means "
-                         "a different token in each")
+        raise ValueError(f"prompt set '{engine.bound.name}' has {len(templates)} templates; a token index means a different token in each")
     (template,) = templates
     names_at: dict[int, list[str]] = {}
     for name in _name_order(template):
         names_at.setdefault(template.positions[name], []).append(name)
-    return tuple(PositionColumn(tuple(names_at.get(i, [f"#{i}"])), _ref("bos", i), _example(engine, template, i))
-                 for i in range(template.seq_len))
+    return tuple(
+        PositionColumn(tuple(names_at.get(i, [f"#{i}"])), _ref("bos", i), _example(engine, template, i)) for i in range(template.seq_len)
+    )
 
 
 def _name_order(template: BoundTemplate) -> list[str]:
@@ -133,14 +131,18 @@ def _example(engine: Engine, template: BoundTemplate, index: int) -> str:
 # ---- activation patching ------------------------------------------------------------------------
 
 
-def model_without(n_layers: int, n_heads: int, head: tuple[int, int] | None = None, mlp: int | None = None,
-                  at: ir.Position | None = None) -> Variant:
+def model_without(
+    n_layers: int, n_heads: int, head: tuple[int, int] | None = None, mlp: int | None = None, at: ir.Position | None = None
+) -> Variant:
     """The full model with one head (or MLP) ablated at `at`, or at every position when `at` is None."""
     ablated_at = () if at is None else (at,)
-    heads = tuple(HeadKeep(layer, index, ablated_at=ablated_at if (layer, index) == head else ())
-                  for layer in range(n_layers) for index in range(n_heads) if at is not None or (layer, index) != head)
-    mlps = tuple(MlpKeep(layer, ablated_at=ablated_at if layer == mlp else ())
-                 for layer in range(n_layers) if at is not None or layer != mlp)
+    heads = tuple(
+        HeadKeep(layer, index, ablated_at=ablated_at if (layer, index) == head else ())
+        for layer in range(n_layers)
+        for index in range(n_heads)
+        if at is not None or (layer, index) != head
+    )
+    mlps = tuple(MlpKeep(layer, ablated_at=ablated_at if layer == mlp else ()) for layer in range(n_layers) if at is not None or layer != mlp)
     return Variant(heads, mlps, None, "all", "patch")
 
 
@@ -148,39 +150,41 @@ def head_sweep(engine: PatchingEngine, readout: Readout, base: Baseline) -> Swee
     """Layer x head: each head ablated at every position."""
     L, H = engine.n_layers, engine.n_heads
     values = engine.run([model_without(L, H, head=(layer, h)) for layer in range(L) for h in range(H)], readout)
-    return SweepResult("heads", tuple(f"layer {layer}" for layer in range(L)), tuple(f"head {h}" for h in range(H)),
-                       ("",) * H, values.reshape(L, H, -1), base)
+    return SweepResult(
+        "heads", tuple(f"layer {layer}" for layer in range(L)), tuple(f"head {h}" for h in range(H)), ("",) * H, values.reshape(L, H, -1), base
+    )
 
 
-def head_position_sweep(engine: PatchingEngine, readout: Readout, base: Baseline,
-                        columns: Sequence[PositionColumn]) -> SweepResult:
+def head_position_sweep(engine: PatchingEngine, readout: Readout, base: Baseline, columns: Sequence[PositionColumn]) -> SweepResult:
     """Head x position: each head ablated at one position; the last column at every position."""
     L, H = engine.n_layers, engine.n_heads
     heads = [(layer, h) for layer in range(L) for h in range(H)]
     variants = [model_without(L, H, head=head, at=column.position) for head in heads for column in columns]
     variants += [model_without(L, H, head=head) for head in heads]
-    return _by_position("heads_by_position", tuple(f"{layer}.{h}" for layer, h in heads), engine.run(variants, readout),
-                        columns, base)
+    return _by_position("heads_by_position", tuple(f"{layer}.{h}" for layer, h in heads), engine.run(variants, readout), columns, base)
 
 
-def mlp_position_sweep(engine: PatchingEngine, readout: Readout, base: Baseline,
-                       columns: Sequence[PositionColumn]) -> SweepResult:
+def mlp_position_sweep(engine: PatchingEngine, readout: Readout, base: Baseline, columns: Sequence[PositionColumn]) -> SweepResult:
     """MLP x position: each MLP ablated at one position; the last column at every position."""
     L, H = engine.n_layers, engine.n_heads
     variants = [model_without(L, H, mlp=layer, at=column.position) for layer in range(L) for column in columns]
     variants += [model_without(L, H, mlp=layer) for layer in range(L)]
-    return _by_position("mlps_by_position", tuple(f"mlp {layer}" for layer in range(L)), engine.run(variants, readout),
-                        columns, base)
+    return _by_position("mlps_by_position", tuple(f"mlp {layer}" for layer in range(L)), engine.run(variants, readout), columns, base)
 
 
-def _by_position(kind: str, rows: tuple[str, ...], values: torch.Tensor, columns: Sequence[PositionColumn],
-                 base: Baseline) -> SweepResult:
+def _by_position(kind: str, rows: tuple[str, ...], values: torch.Tensor, columns: Sequence[PositionColumn], base: Baseline) -> SweepResult:
     """Reassemble [rows * columns + rows, prompts] (per position, then every position) into a matrix."""
     n_rows, n_columns = len(rows), len(columns)
-    per_position = values[:n_rows * n_columns].reshape(n_rows, n_columns, -1)
-    everywhere = values[n_rows * n_columns:].reshape(n_rows, 1, -1)
-    return SweepResult(kind, rows, (*(c.label for c in columns), ALL_POSITIONS), (*(c.example for c in columns), ""),
-                       torch.cat([per_position, everywhere], dim=1), base)
+    per_position = values[: n_rows * n_columns].reshape(n_rows, n_columns, -1)
+    everywhere = values[n_rows * n_columns :].reshape(n_rows, 1, -1)
+    return SweepResult(
+        kind,
+        rows,
+        (*(c.label for c in columns), ALL_POSITIONS),
+        (*(c.example for c in columns), ""),
+        torch.cat([per_position, everywhere], dim=1),
+        base,
+    )
 
 
 # ---- path patching -------------------------------------------------------------------------------
@@ -208,5 +212,12 @@ def path_sweep(engine: PatchingEngine, readout: Readout, base: Baseline, receive
     for layer in range(senders_reach(receiver, L)):
         for h in range(H):
             patched[layer, h] = path_patch(engine, [ir.HeadNode(layer=layer, head=h)], [receiver], readout)
-    return SweepResult("path", tuple(f"layer {layer}" for layer in range(L)), tuple(f"head {h}" for h in range(H)),
-                       ("",) * H, patched, base, receiver_label(receiver))
+    return SweepResult(
+        "path",
+        tuple(f"layer {layer}" for layer in range(L)),
+        tuple(f"head {h}" for h in range(H)),
+        ("",) * H,
+        patched,
+        base,
+        receiver_label(receiver),
+    )

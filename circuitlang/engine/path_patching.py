@@ -68,14 +68,16 @@ class Receiver:
     channels: tuple[str, ...] = ("q", "k", "v")  # only for head receivers
 
 
-def path_patch(engine: PatchingEngine, senders: Sequence[ir.Node], receivers: Sequence[Receiver], readout: Readout,
-               freeze_mlps: bool = False) -> torch.Tensor:
+def path_patch(
+    engine: PatchingEngine, senders: Sequence[ir.Node], receivers: Sequence[Receiver], readout: Readout, freeze_mlps: bool = False
+) -> torch.Tensor:
     """The metric per prompt (dataset order) after patching S -> R: float64 [n_prompts]."""
     return path_patch_each(engine, senders, [tuple(receivers)], readout, freeze_mlps)[0]
 
 
-def path_patch_each(engine: PatchingEngine, senders: Sequence[ir.Node], groups: Sequence[Sequence[Receiver]],
-                    readout: Readout, freeze_mlps: bool = False) -> list[torch.Tensor]:
+def path_patch_each(
+    engine: PatchingEngine, senders: Sequence[ir.Node], groups: Sequence[Sequence[Receiver]], readout: Readout, freeze_mlps: bool = False
+) -> list[torch.Tensor]:
     """Path patching of S into each group of receivers on its own, sharing step 1 (one recording
     run for all groups, then one replay per group): [n_prompts] per group, dataset order."""
     out = [torch.empty(engine.bound.n_prompts, dtype=torch.float64) for _ in groups]
@@ -88,8 +90,9 @@ def path_patch_each(engine: PatchingEngine, senders: Sequence[ir.Node], groups: 
 
 
 @torch.no_grad()
-def _record(engine: PatchingEngine, template: BoundTemplate, senders: Sequence[ir.Node], receivers: Sequence[Receiver],
-            freeze_mlps: bool) -> dict[str, torch.Tensor]:
+def _record(
+    engine: PatchingEngine, template: BoundTemplate, senders: Sequence[ir.Node], receivers: Sequence[Receiver], freeze_mlps: bool
+) -> dict[str, torch.Tensor]:
     """Step 1: the receivers' inputs with the senders patched from the corrupt run."""
     clean, corrupt = engine.clean_cache(template), engine.corrupt_cache(template)
     recorded: dict[str, torch.Tensor] = {}
@@ -129,25 +132,25 @@ def _layer(node: ir.Node, n_layers: int) -> int:
 
 
 @torch.no_grad()
-def _replay(engine: PatchingEngine, template: BoundTemplate, receivers: Sequence[Receiver], recorded: dict[str, torch.Tensor],
-            readout: Readout) -> torch.Tensor:
+def _replay(
+    engine: PatchingEngine, template: BoundTemplate, receivers: Sequence[Receiver], recorded: dict[str, torch.Tensor], readout: Readout
+) -> torch.Tensor:
     """Step 2: the clean run with only these receivers' inputs replaced; the metric per row."""
     first = min(min(_layer(r.node, engine.n_layers) for r in receivers), engine.n_layers - 1)
-    final = engine.forward_from(first, engine.clean_cache(template).resid_pre[first],
-                                _replayers(engine.model.family, receivers, recorded))
+    final = engine.forward_from(first, engine.clean_cache(template).resid_pre[first], _replayers(engine.model.family, receivers, recorded))
     rows = torch.arange(template.n_prompts)
     columns = readout.columns(template)
     logits = engine.logits_at(final[:, template.positions["end"]], None if columns is None else columns)
     return readout.reduce(template, logits, rows)
 
 
-def _sender_hooks(engine: PatchingEngine, clean: ActivationCache, corrupt: ActivationCache, senders: Sequence[ir.Node],
-                  freeze_mlps: bool) -> list:
+def _sender_hooks(
+    engine: PatchingEngine, clean: ActivationCache, corrupt: ActivationCache, senders: Sequence[ir.Node], freeze_mlps: bool
+) -> list:
     hooks, family = [], engine.model.family
     for layer in range(engine.n_layers):
         patched_heads = [s.head for s in senders if s.kind == "head" and s.layer == layer]
-        hooks.append((family.activation("z", layer),
-                      _heads_from(clean.acts["z"][layer], corrupt.acts["z"][layer], patched_heads)))
+        hooks.append((family.activation("z", layer), _heads_from(clean.acts["z"][layer], corrupt.acts["z"][layer], patched_heads)))
         if any(s.kind == "mlp" and s.layer == layer for s in senders):
             hooks.append((family.activation("mlp_out", layer), _constant(corrupt.acts["mlp_out"][layer])))
         elif freeze_mlps:
@@ -165,15 +168,18 @@ def _heads_from(clean_z: torch.Tensor, corrupt_z: torch.Tensor, patched: list[in
 def _constant(value: torch.Tensor):
     def hook(activation: torch.Tensor, hook: object) -> torch.Tensor:
         return value.to(activation.device)
+
     return hook
 
 
 def _recorders(family: Family, receivers: Sequence[Receiver], recorded: dict[str, torch.Tensor]) -> list:
     hooks = []
     for name in _receiver_hook_names(family, receivers):
+
         def record(activation: torch.Tensor, hook: object, name: str = name) -> torch.Tensor:
             recorded[name] = activation.clone()
             return activation
+
         hooks.append((name, record))
     return hooks
 
@@ -199,6 +205,7 @@ def _one_head(recorded: torch.Tensor, head: int):
         patched = activation.clone()
         patched[:, :, head] = recorded[:, :, head].to(activation.device)
         return patched
+
     return hook
 
 

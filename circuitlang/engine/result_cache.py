@@ -263,8 +263,7 @@ def _write(out: bytearray, value: Any) -> None:
         _write(out, ("array", array.dtype.str, array.shape))
         _tagged(out, b"a", array.tobytes())
     elif isinstance(value, BaseModel):
-        fields = {name: getattr(value, name) for name in type(value).model_fields
-                  if name != "span" and not name.endswith("_spans")}
+        fields = {name: getattr(value, name) for name in type(value).model_fields if name != "span" and not name.endswith("_spans")}
         _write(out, ("model", type(value).__name__, fields))
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
@@ -286,10 +285,18 @@ def _sequence(out: bytearray, tag: bytes, encoded: list[bytes]) -> None:
 def prompt_set_context(model: "LoadedModel", bound: "BoundPromptSet", batch_size: int) -> bytes:
     """The digest of what every array of one prompt set depends on besides its request, when its
     engine runs `batch_size` rows at a time."""
-    return hashlib.sha256(encode({
-        "format": FORMAT_VERSION, "versions": _versions(), "code": _CODE_DIGEST, "model": _model_part(model),
-        "prompts": _prompts_part(bound), "chunks": [min(batch_size, t.n_prompts) for t in bound.templates],
-    })).digest()
+    return hashlib.sha256(
+        encode(
+            {
+                "format": FORMAT_VERSION,
+                "versions": _versions(),
+                "code": _CODE_DIGEST,
+                "model": _model_part(model),
+                "prompts": _prompts_part(bound),
+                "chunks": [min(batch_size, t.n_prompts) for t in bound.templates],
+            }
+        )
+    ).digest()
 
 
 def _code_digest() -> str:
@@ -313,6 +320,7 @@ def _versions() -> dict[str, str]:
             return metadata.version(package)
         except metadata.PackageNotFoundError:
             return "not installed"
+
     return {"circuitlang": __version__} | {name: version(name) for name in ("torch", "transformers", "transformer-lens")}
 
 
@@ -330,29 +338,39 @@ def _model_part(model: "LoadedModel") -> dict[str, Any]:
         device["name"] = torch.cuda.get_device_name(model.device)
     else:
         device["threads"] = torch.get_num_threads()
-    return {"name": model.identity.name, "source": model.identity.source,
-            "weights_sha256": model.identity.weights_sha256, "config": json.dumps(config, sort_keys=True, default=str),
-            "tokenizer": hashlib.sha256(model.tokenizer.backend_tokenizer.to_str().encode()).hexdigest(),
-            "dtype": str(next(original.parameters()).dtype), "device": device}
+    return {
+        "name": model.identity.name,
+        "source": model.identity.source,
+        "weights_sha256": model.identity.weights_sha256,
+        "config": json.dumps(config, sort_keys=True, default=str),
+        "tokenizer": hashlib.sha256(model.tokenizer.backend_tokenizer.to_str().encode()).hexdigest(),
+        "dtype": str(next(original.parameters()).dtype),
+        "device": device,
+    }
 
 
 def _prompts_part(bound: "BoundPromptSet") -> dict[str, Any]:
-    templates = [(t.template, t.prompt_indices, t.clean.cpu().numpy(), None if t.corrupt is None else t.corrupt.cpu().numpy(),
-                  t.positions, t.answers) for t in bound.templates]
-    return {"metric": (bound.metric.name, bound.metric.args), "answer_prefix": bound.answer_prefix,
-            "templates": templates}
+    templates = [
+        (t.template, t.prompt_indices, t.clean.cpu().numpy(), None if t.corrupt is None else t.corrupt.cpu().numpy(), t.positions, t.answers)
+        for t in bound.templates
+    ]
+    return {"metric": (bound.metric.name, bound.metric.args), "answer_prefix": bound.answer_prefix, "templates": templates}
 
 
 def variant_request(variant: "Variant", ablation: "ir.Ablation") -> tuple:
     """A variant as the engine runs it: its kept heads and MLPs with their positions (in any
     order), its edges (edge ablation reads them as a set), and the ablation (not its label)."""
-    heads = sorted(encode((h.layer, h.head, _positions(h.q), _positions(h.k), _positions(h.ablated_at)))
-                   for h in variant.heads)
+    heads = sorted(encode((h.layer, h.head, _positions(h.q), _positions(h.k), _positions(h.ablated_at))) for h in variant.heads)
     mlps = sorted(encode((m.layer, _positions(m.at), _positions(m.ablated_at))) for m in variant.mlps)
-    edges = None if variant.edges is None else sorted(
-        encode((e.sender, e.receiver, sorted(e.channels))) for e in variant.edges)
-    return ("variant", (ablation.kind, None if ablation.kind == "zero" else ablation.source), heads, mlps, edges,
-            None if variant.edges is None else variant.embed_edges)  # embed_edges matters only to edge ablation
+    edges = None if variant.edges is None else sorted(encode((e.sender, e.receiver, sorted(e.channels))) for e in variant.edges)
+    return (
+        "variant",
+        (ablation.kind, None if ablation.kind == "zero" else ablation.source),
+        heads,
+        mlps,
+        edges,
+        None if variant.edges is None else variant.embed_edges,
+    )  # embed_edges matters only to edge ablation
 
 
 def _positions(positions: "tuple[ir.Position, ...] | None") -> tuple | None:
@@ -360,14 +378,19 @@ def _positions(positions: "tuple[ir.Position, ...] | None") -> tuple | None:
     generic encoding of their models would do as well, at several times the cost per variant."""
     if positions is None:
         return None
-    return tuple((p.start.name, p.start.offset, p.stop.name, p.stop.offset) if isinstance(p, ir.PositionRange)
-                 else (p.name, p.offset) for p in positions)
+    return tuple(
+        (p.start.name, p.start.offset, p.stop.name, p.stop.offset) if isinstance(p, ir.PositionRange) else (p.name, p.offset) for p in positions
+    )
 
 
 def path_patch_request(senders: Sequence["ir.Node"], receivers: Sequence["Receiver"], freeze_mlps: bool) -> tuple:
     """A path-patching run: no ablation enters it, only the clean and corrupt prompts."""
-    return ("path_patch", sorted(encode(s) for s in senders), freeze_mlps,
-            sorted(encode((r.node, sorted(r.channels) if r.node.kind == "head" else ())) for r in receivers))
+    return (
+        "path_patch",
+        sorted(encode(s) for s in senders),
+        freeze_mlps,
+        sorted(encode((r.node, sorted(r.channels) if r.node.kind == "head" else ())) for r in receivers),
+    )
 
 
 class CachedArrays:
@@ -379,8 +402,7 @@ class CachedArrays:
         self.hits = self.misses = 0
 
     @classmethod
-    def open(cls, cache: ResultCache | None, model: "LoadedModel", bound: "BoundPromptSet",
-             batch_size: int) -> "CachedArrays":
+    def open(cls, cache: ResultCache | None, model: "LoadedModel", bound: "BoundPromptSet", batch_size: int) -> "CachedArrays":
         context = prompt_set_context(model, bound, batch_size) if cache is not None else b""
         return cls(cache, context, bound.n_prompts)
 

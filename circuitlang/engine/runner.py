@@ -48,8 +48,7 @@ class Engine:
         self.trunks = Trunks(self)  # base runs, kept across calls (one per base)
         first = bound.templates[0]
         self._blocks_callable = forward.blocks_run_alone(model, self.clean_cache(first), first.n_prompts)
-        self.shortcuts = ShortcutPlanner(model, self.ablation_source, self.clean_cache(first), first.n_prompts,
-                                         self._blocks_callable)
+        self.shortcuts = ShortcutPlanner(model, self.ablation_source, self.clean_cache(first), first.n_prompts, self._blocks_callable)
         self._sources = {id(t): self._build_source(t) for t in bound.templates}
 
     def _build_source(self, template: BoundTemplate) -> AblationSource:
@@ -91,8 +90,7 @@ class Engine:
         return template.corrupt
 
     def masks(self, template: BoundTemplate, variant: Variant) -> Masks:
-        return masks_for(variant, template.template, template.positions, template.seq_len, self.n_layers,
-                         self.n_heads)
+        return masks_for(variant, template.template, template.positions, template.seq_len, self.n_layers, self.n_heads)
 
     def run(self, variants: Sequence[Variant], readout: Readout, base: Variant | None = None) -> torch.Tensor:
         """Metric value per variant and prompt: [n_variants, n_prompts] (prompts in dataset order).
@@ -111,8 +109,7 @@ class Engine:
         return out
 
     @torch.no_grad()
-    def _run_template(self, template: BoundTemplate, variants: Sequence[Variant], readout: Readout,
-                      base: Variant | None) -> torch.Tensor:
+    def _run_template(self, template: BoundTemplate, variants: Sequence[Variant], readout: Readout, base: Variant | None) -> torch.Tensor:
         """Each variant runs alone, its prompts in the chunks of `batch_size` the clean run and the
         base's run were made in: a variant's numbers are then the same bytes whichever variants
         are run with it (the result cache relies on it), since which shortcuts a chunk takes and
@@ -132,8 +129,9 @@ class Engine:
                 result[index, r_idx] = readout.reduce(template, logits, r_idx).float().cpu()
         return result
 
-    def _final_residual(self, template: BoundTemplate, variant: Variant, masks: Masks, r_idx: torch.Tensor,
-                        trunk: Trunk, start: int) -> torch.Tensor:
+    def _final_residual(
+        self, template: BoundTemplate, variant: Variant, masks: Masks, r_idx: torch.Tensor, trunk: Trunk, start: int
+    ) -> torch.Tensor:
         if start >= self.n_layers:
             return trunk.final[r_idx]
         v_idx = torch.zeros(len(r_idx), dtype=torch.long)
@@ -149,8 +147,7 @@ class Engine:
             hooks += EdgeHooks(self.model, [variant], v_idx, r_idx, template, source, row_masks, start, resume).hooks()
         return self.forward_from(start, trunk.resid_pre[start][r_idx], hooks, shortcuts)
 
-    def forward_from(self, layer: int, residual: torch.Tensor, hooks: list,
-                     shortcuts: Shortcuts | None = None) -> torch.Tensor:
+    def forward_from(self, layer: int, residual: torch.Tensor, hooks: list, shortcuts: Shortcuts | None = None) -> torch.Tensor:
         """Run from the residual entering `layer` with `hooks`; return the residual entering ln_final
         (`forward.forward_from`; `shortcuts` only where the blocks run one by one)."""
         return forward.forward_from(self.model, layer, residual, hooks, self._blocks_callable, shortcuts)

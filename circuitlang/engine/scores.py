@@ -36,18 +36,17 @@ def _per_prompt(engine: Engine, compute) -> torch.Tensor:
 
 
 @torch.no_grad()
-def attention_mass(engine: Engine, head: ir.Node, queries: Sequence[ir.Position],
-                   keys: Sequence[ir.Position]) -> torch.Tensor:
+def attention_mass(engine: Engine, head: ir.Node, queries: Sequence[ir.Position], keys: Sequence[ir.Position]) -> torch.Tensor:
     assert head.kind == "head"
 
     def compute(template: BoundTemplate) -> torch.Tensor:
         q = list(resolve(tuple(queries), template.template, template.positions, template.seq_len))
         k = list(resolve(tuple(keys), template.template, template.positions, template.seq_len))
         name = engine.model.family.pattern(head.layer)
-        _, cache = engine.model.bridge.run_with_cache(template.clean.to(engine.model.device),
-                                                      names_filter=lambda n: n == name)
+        _, cache = engine.model.bridge.run_with_cache(template.clean.to(engine.model.device), names_filter=lambda n: n == name)
         pattern = cache[name][:, head.head]  # [n, query, key]
         return pattern[:, q][:, :, k].sum(-1).mean(-1)
+
     return _per_prompt(engine, compute)
 
 
@@ -70,6 +69,7 @@ def ov_scores(engine: Engine, head: ir.Node, kind: str, top_k: int) -> torch.Ten
         top = logits.topk(top_k, dim=-1).indices
         hits = (top == pairs[..., 1:2].to(top.device)).any(-1)
         return hits.double().mean(-1)
+
     return _per_prompt(engine, compute)
 
 
@@ -86,6 +86,7 @@ def _answer_forms(engine: Engine):
 
     def convert(tokens: torch.Tensor) -> torch.Tensor:
         return torch.tensor([one(int(t)) for t in tokens.flatten()], dtype=torch.long).view(tokens.shape)
+
     return convert
 
 
@@ -123,6 +124,7 @@ def direct_logit(engine: Engine, node: ir.Node) -> torch.Tensor:
         direction = _metric_direction(engine, template)  # [n, D]
         weight = _final_norm_weight(bridge, final.shape[-1]).to(output.device)
         return ((output / scale) * weight * direction.to(output.device)).sum(-1)
+
     return _per_prompt(engine, compute)
 
 
@@ -154,6 +156,7 @@ def _metric_direction(engine: Engine, template: BoundTemplate) -> torch.Tensor:
 
     def mean_column(field: str) -> torch.Tensor:
         return torch.stack([w_u[:, list(ids)].mean(-1) for ids in template.answers[field]])
+
     direction = mean_column(metric.args[0])
     if METRICS[metric.name].contrast:
         direction = direction - mean_column(metric.args[1])

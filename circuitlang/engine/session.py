@@ -58,8 +58,13 @@ class Session:
         return empty_variant()
 
 
-def open_session(spec: ir.Spec, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                 batch_size: int | None = None, datasets: tuple[Dataset, ...] | None = None) -> Session:
+def open_session(
+    spec: ir.Spec,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    batch_size: int | None = None,
+    datasets: tuple[Dataset, ...] | None = None,
+) -> Session:
     """Load the model, expand (unless `datasets`, the spec's prompt sets already expanded by
     `data.datasets.expand_all`, are given) and bind every prompt set."""
     model = load_model(spec.model, device, dtype)
@@ -72,8 +77,13 @@ def open_session(spec: ir.Spec, device: str = "cpu", dtype: torch.dtype = torch.
 def loaded_shape(model: LoadedModel) -> ir.ModelShape:
     """The loaded model's shape, with the fields `check` reads offline (heads: query heads)."""
     family = model.family
-    return ir.ModelShape(n_layers=family.n_layers, n_heads=family.n_heads, n_kv_heads=family.n_kv_heads,
-                         parallel_attn_mlp=family.parallel_attn_mlp, origin="the loaded model")
+    return ir.ModelShape(
+        n_layers=family.n_layers,
+        n_heads=family.n_heads,
+        n_kv_heads=family.n_kv_heads,
+        parallel_attn_mlp=family.parallel_attn_mlp,
+        origin="the loaded model",
+    )
 
 
 def loaded_size(model: LoadedModel) -> ModelSize:

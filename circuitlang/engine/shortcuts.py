@@ -93,10 +93,8 @@ class Shortcuts:
         """The block, layer `layer` of the model, computes what these shortcuts leave out their way
         while it runs; the hooks on what they replace still fire (an MLP's output, z)."""
         end = self.end if layer in self.end_only_mlps else None
-        with _attention_replaced(block, self.attention.get(layer)), _mlp_replaced(block, self.mlps.get(layer)), \
-                _mlp_at(block, end):
+        with _attention_replaced(block, self.attention.get(layer)), _mlp_replaced(block, self.mlps.get(layer)), _mlp_at(block, end):
             yield
-
 
 
 def mlps_read_at_end_only(row_masks: Masks, start: int) -> set[int]:
@@ -113,8 +111,14 @@ class ShortcutPlanner:
     one (`blocks_callable`, else none is taken) and whether attention by hand agrees with the
     model's are settled once; the ablated heads' outputs and the kept heads' weights are cached."""
 
-    def __init__(self, model: LoadedModel, ablation_source: Callable[[BoundTemplate], AblationSource],
-                 clean: ActivationCache, n_prompts: int, blocks_callable: bool) -> None:
+    def __init__(
+        self,
+        model: LoadedModel,
+        ablation_source: Callable[[BoundTemplate], AblationSource],
+        clean: ActivationCache,
+        n_prompts: int,
+        blocks_callable: bool,
+    ) -> None:
         self.model = model
         self.n_layers, self.n_heads = model.bridge.cfg.n_layers, model.bridge.cfg.n_heads
         self._source = ablation_source
@@ -125,8 +129,7 @@ class ShortcutPlanner:
         self._head_weights: OrderedDict[tuple[int, tuple[int, ...]], HeadWeights] = OrderedDict()
         self.heads_by_hand = blocks_callable and self._hand_attention_agrees(clean, n_prompts)
 
-    def for_rows(self, template: BoundTemplate, row_masks: Masks, r_idx: torch.Tensor, start: int,
-                 plain: bool) -> Shortcuts:
+    def for_rows(self, template: BoundTemplate, row_masks: Masks, r_idx: torch.Tensor, start: int, plain: bool) -> Shortcuts:
         """What a run of these rows from `start` can leave out. `plain`: the only hooks are the
         ablation source's and only the metric reads the final residual, at the end position."""
         if not self.blocks_callable:
@@ -143,26 +146,25 @@ class ShortcutPlanner:
         end_only_mlps = mlps_read_at_end_only(row_masks, start) - mlps.keys()
         return Shortcuts(mlps, attention, frozenset(end_only_mlps), template.positions["end"])
 
-    def constant_mlps(self, template: BoundTemplate, row_masks: Masks, r_idx: torch.Tensor,
-                      start: int) -> dict[int, torch.Tensor]:
+    def constant_mlps(self, template: BoundTemplate, row_masks: Masks, r_idx: torch.Tensor, start: int) -> dict[int, torch.Tensor]:
         """Layer -> the output of an MLP that every row ablates at every position: its ablation
         value, known without running it (in a circuit's variants most MLPs are such)."""
         if not self.blocks_callable:
             return {}
         source = self._source(template)
-        return {layer: source.value("mlp_out", layer, r_idx) for layer in range(start, self.n_layers)
-                if not bool(row_masks.mlp[:, layer].any())}
+        return {layer: source.value("mlp_out", layer, r_idx) for layer in range(start, self.n_layers) if not bool(row_masks.mlp[:, layer].any())}
 
-    def _constant_attention(self, template: BoundTemplate, row_masks: Masks, r_idx: torch.Tensor,
-                            start: int) -> dict[int, AblatedAttention]:
+    def _constant_attention(self, template: BoundTemplate, row_masks: Masks, r_idx: torch.Tensor, start: int) -> dict[int, AblatedAttention]:
         """Layer -> an attention layer whose every head every row ablates at every position: its
         z is the ablation value, so its queries, keys, values and pattern need not be computed."""
         source = self._source(template)
-        return {layer: AblatedAttention(source.value("z", layer, r_idx), partial(self._attention_output, template, layer, r_idx))
-                for layer in range(start, self.n_layers) if not bool(row_masks.z[:, layer].any())}
+        return {
+            layer: AblatedAttention(source.value("z", layer, r_idx), partial(self._attention_output, template, layer, r_idx))
+            for layer in range(start, self.n_layers)
+            if not bool(row_masks.z[:, layer].any())
+        }
 
-    def _attention_output(self, template: BoundTemplate, layer: int, rows: torch.Tensor,
-                          left_out: tuple[int, ...] = ()) -> torch.Tensor:
+    def _attention_output(self, template: BoundTemplate, layer: int, rows: torch.Tensor, left_out: tuple[int, ...] = ()) -> torch.Tensor:
         """What the layer's heads, but those `left_out`, write at their ablation value: the sum over
         heads of the ablation value of z times W_O, plus b_O. Computed once per template and layer
         when the value is shared by every prompt (mean, zero); per row for resampling."""
@@ -179,8 +181,7 @@ class ShortcutPlanner:
             self._attention_outputs[key] = output
         return output
 
-    def _kept_heads(self, template: BoundTemplate, row_masks: Masks, r_idx: torch.Tensor,
-                    layer: int) -> KeptHeads | None:
+    def _kept_heads(self, template: BoundTemplate, row_masks: Masks, r_idx: torch.Tensor, layer: int) -> KeptHeads | None:
         """The layer's attention for the heads some row keeps, when they are at most half of the
         layer's heads (a circuit keeps one or two per layer; then the model's own attention costs
         many times more)."""
@@ -190,11 +191,15 @@ class ShortcutPlanner:
         source, device = self._source(template), self.model.device
         weights, bias, w_out = self._weights_of(layer, tuple(heads))
         return KeptHeads(
-            weights, bias, w_out, partial(self._attention_output, template, layer, r_idx, tuple(heads)),
+            weights,
+            bias,
+            w_out,
+            partial(self._attention_output, template, layer, r_idx, tuple(heads)),
             keep_kv=row_masks.kv[:, layer][:, :, heads].unsqueeze(-1).to(device),
             keep_z=row_masks.z[:, layer][:, :, heads].unsqueeze(-1).to(device),
             ablated={kind: source.value(kind, layer, r_idx)[:, :, heads].to(device) for kind in ("k", "v", "z")},
-            scale=self.model.bridge.cfg.d_head ** -0.5)
+            scale=self.model.bridge.cfg.d_head**-0.5,
+        )
 
     def _weights_of(self, layer: int, heads: tuple[int, ...]) -> HeadWeights:
         """The heads' W_Q, W_K, W_V as one [D, 3 * n * dh] matrix, their biases, and their W_O rows."""
@@ -207,8 +212,11 @@ class ShortcutPlanner:
             qkv = torch.stack([weights.W_Q[layer][index], weights.W_K[layer][index], weights.W_V[layer][index]])
             bias = torch.stack([weights.b_Q[layer][index], weights.b_K[layer][index], weights.b_V[layer][index]])
             d_model = qkv.shape[2]
-            self._head_weights[(layer, heads)] = (qkv.permute(2, 0, 1, 3).reshape(d_model, -1).contiguous(),
-                                                  bias.reshape(-1), weights.W_O[layer][index].reshape(-1, d_model))
+            self._head_weights[(layer, heads)] = (
+                qkv.permute(2, 0, 1, 3).reshape(d_model, -1).contiguous(),
+                bias.reshape(-1),
+                weights.W_O[layer][index].reshape(-1, d_model),
+            )
         return self._head_weights[(layer, heads)]
 
     def _hand_attention_agrees(self, clean: ActivationCache, n_prompts: int) -> bool:
@@ -226,15 +234,14 @@ class ShortcutPlanner:
             return False
         return True
 
-    def _layer_by_hand_agrees(self, layer: int, clean: ActivationCache, rows: torch.Tensor,
-                              every: tuple[int, ...]) -> bool:
+    def _layer_by_hand_agrees(self, layer: int, clean: ActivationCache, rows: torch.Tensor, every: tuple[int, ...]) -> bool:
         device, bridge = self.model.device, self.model.bridge
         z = clean.acts["z"][layer][rows].to(device)
         keep = torch.ones(*z.shape[:3], 1, dtype=torch.bool, device=device)
         projection = Family.output_projection(bridge, layer)
         bias = projection(torch.zeros_like(z.flatten(-2)))
         weights, biases, w_out = self._weights_of(layer, every)
-        hand = KeptHeads(weights, biases, w_out, lambda: bias, keep, keep, {"k": z, "v": z, "z": z}, bridge.cfg.d_head ** -0.5)
+        hand = KeptHeads(weights, biases, w_out, lambda: bias, keep, keep, {"k": z, "v": z, "z": z}, bridge.cfg.d_head**-0.5)
         # every head's weights (8 MB a layer for GPT-2 small) are not kept: runs use a few heads'
         self._head_weights.pop((layer, every))
         attention = Family.attention(Family.blocks(bridge)[layer])
@@ -295,7 +302,7 @@ def _mlp_at(block: torch.nn.Module, end: int | None) -> Iterator[None]:
 
     def at_end(hidden: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
         out = torch.zeros_like(hidden)
-        out[:, end] = compute(hidden[:, end:end + 1], *args, **kwargs)[:, 0]
+        out[:, end] = compute(hidden[:, end : end + 1], *args, **kwargs)[:, 0]
         return out
 
     module.forward = at_end

@@ -37,12 +37,14 @@ class EdgeRun:
 
     @classmethod
     def join(cls, base: Variant, chunks: list[EdgeHooks], n_layers: int) -> "EdgeRun":
-        return cls(base, tuple(torch.cat([c.entering[layer] for c in chunks]) for layer in range(n_layers)),
-                   {key: torch.cat([c.diffs[key] for c in chunks]) for key in chunks[0].diffs})
+        return cls(
+            base,
+            tuple(torch.cat([c.entering[layer] for c in chunks]) for layer in range(n_layers)),
+            {key: torch.cat([c.diffs[key] for c in chunks]) for key in chunks[0].diffs},
+        )
 
     def state(self, layer: int, rows: torch.Tensor) -> EdgeState:
-        return EdgeState(self.entering[layer][rows],
-                         {key: diff[rows] for key, diff in self.diffs.items() if sender_layer(key) < layer})
+        return EdgeState(self.entering[layer][rows], {key: diff[rows] for key, diff in self.diffs.items() if sender_layer(key) < layer})
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,9 @@ class Trunk:
         """The first layer where a variant with `masks` computes something else than this run."""
         if self.masks is None:
             return masks.first_ablated_layer()
-        differs = (masks.z != self.masks.z).flatten(1).any(1) | (masks.kv != self.masks.kv).flatten(1).any(1) \
-            | (masks.mlp != self.masks.mlp).any(1)
+        differs = (
+            (masks.z != self.masks.z).flatten(1).any(1) | (masks.kv != self.masks.kv).flatten(1).any(1) | (masks.mlp != self.masks.mlp).any(1)
+        )
         layers = torch.nonzero(differs).flatten()
         n_layers = int(masks.z.shape[0])
         start = int(layers[0]) if layers.numel() else n_layers
@@ -124,16 +127,29 @@ class Trunks:
         for chunk in row_chunks(template.n_prompts, engine.batch_size):
             r_idx = torch.tensor(chunk)
             hooks, shortcuts = self._chunk_hooks(template, base, masks, r_idx, start, layers, edge_runs)
-            _write_rows(final, 0, r_idx, template.n_prompts,
-                        engine.forward_from(start, clean.resid_pre[start][r_idx], hooks, shortcuts)
-                        if start < engine.n_layers else clean.final_residual[r_idx])
-        resid = tuple(clean.resid_pre[layer] if layer < start else _written(layers[layer])
-                      for layer in range(engine.n_layers))
+            _write_rows(
+                final,
+                0,
+                r_idx,
+                template.n_prompts,
+                engine.forward_from(start, clean.resid_pre[start][r_idx], hooks, shortcuts)
+                if start < engine.n_layers
+                else clean.final_residual[r_idx],
+            )
+        resid = tuple(clean.resid_pre[layer] if layer < start else _written(layers[layer]) for layer in range(engine.n_layers))
         edges = EdgeRun.join(base, edge_runs, engine.n_layers) if edge_runs else None
         return Trunk(masks, resid, _written(final[0]), edges)
 
-    def _chunk_hooks(self, template: BoundTemplate, base: Variant, masks: Masks, r_idx: torch.Tensor, start: int,
-                     layers: list[torch.Tensor | None], edge_runs: list[EdgeHooks]) -> tuple[list, Shortcuts]:
+    def _chunk_hooks(
+        self,
+        template: BoundTemplate,
+        base: Variant,
+        masks: Masks,
+        r_idx: torch.Tensor,
+        start: int,
+        layers: list[torch.Tensor | None],
+        edge_runs: list[EdgeHooks],
+    ) -> tuple[list, Shortcuts]:
         """The hooks and shortcuts of one chunk of the base's run: the ablation's, the edges' (their
         state appended to `edge_runs`) and writers of the residual entering each layer into `layers`."""
         engine = self._engine
@@ -142,15 +158,12 @@ class Trunks:
         row_masks = masks.for_rows(len(r_idx))
         # each layer as a variant agreeing with the base up to it computes it alone (resuming
         # changes no number), at every position: variants resume at any later layer
-        shortcuts = replace(engine.shortcuts.for_rows(template, row_masks, r_idx, start, plain=base.edges is None),
-                            end_only_mlps=frozenset())
+        shortcuts = replace(engine.shortcuts.for_rows(template, row_masks, r_idx, start, plain=base.edges is None), end_only_mlps=frozenset())
         hooks = source.hooks(row_masks, r_idx, start, shortcuts.attention.keys())
         if base.edges is not None:
-            edge_runs.append(EdgeHooks(engine.model, [base], v_idx, r_idx, template, source, row_masks, 0,
-                                       keep_totals=True))
+            edge_runs.append(EdgeHooks(engine.model, [base], v_idx, r_idx, template, source, row_masks, 0, keep_totals=True))
             hooks += edge_runs[-1].hooks()
-        hooks += [(Family.resid_pre(layer), _row_writer(layers, layer, r_idx, template.n_prompts))
-                  for layer in range(start, engine.n_layers)]
+        hooks += [(Family.resid_pre(layer), _row_writer(layers, layer, r_idx, template.n_prompts)) for layer in range(start, engine.n_layers)]
         return hooks, shortcuts
 
 
@@ -161,8 +174,7 @@ def _written(tensor: torch.Tensor | None) -> torch.Tensor:
     return tensor
 
 
-def _write_rows(store: list[torch.Tensor | None], index: int, rows: torch.Tensor, n: int,
-                activation: torch.Tensor) -> None:
+def _write_rows(store: list[torch.Tensor | None], index: int, rows: torch.Tensor, n: int, activation: torch.Tensor) -> None:
     """Write a chunk's rows into `store[index]`, a tensor of `n` rows allocated at the first chunk."""
     target = store[index]
     if target is None:
@@ -174,4 +186,5 @@ def _row_writer(store: list[torch.Tensor | None], index: int, rows: torch.Tensor
     def hook(activation: torch.Tensor, hook: object) -> torch.Tensor:
         _write_rows(store, index, rows, n, activation)
         return activation
+
     return hook

@@ -48,12 +48,12 @@ class Variant:
     label: str = ""
 
     def nodes(self) -> frozenset[ir.HeadNode | ir.MlpNode]:
-        return frozenset([*(ir.HeadNode(layer=h.layer, head=h.head) for h in self.heads),
-                          *(ir.MlpNode(layer=m.layer) for m in self.mlps)])
+        return frozenset([*(ir.HeadNode(layer=h.layer, head=h.head) for h in self.heads), *(ir.MlpNode(layer=m.layer) for m in self.mlps)])
 
 
-def circuit_variant(circuit: ir.Circuit, without: frozenset[ir.Node] = frozenset(), use_edges: bool = True,
-                    embed_edges: str = "all", label: str = "circuit") -> Variant:
+def circuit_variant(
+    circuit: ir.Circuit, without: frozenset[ir.Node] = frozenset(), use_edges: bool = True, embed_edges: str = "all", label: str = "circuit"
+) -> Variant:
     """The spec's circuit minus `without`; edges to or from removed nodes disappear with them."""
     members = [m for m in circuit.nodes if m.node not in without]
     heads = tuple(HeadKeep(m.node.layer, m.node.head, m.q, m.k) for m in members if m.node.kind == "head")
@@ -64,11 +64,11 @@ def circuit_variant(circuit: ir.Circuit, without: frozenset[ir.Node] = frozenset
     return Variant(heads, mlps, edges, embed_edges, label)
 
 
-def full_model_variant(n_layers: int, n_heads: int, without: frozenset[ir.Node] = frozenset(),
-                       label: str = "model") -> Variant:
+def full_model_variant(n_layers: int, n_heads: int, without: frozenset[ir.Node] = frozenset(), label: str = "model") -> Variant:
     """Every head and MLP, clean at every position (minus `without`): the model itself."""
-    heads = tuple(HeadKeep(layer, head) for layer in range(n_layers) for head in range(n_heads)
-                  if ir.HeadNode(layer=layer, head=head) not in without)
+    heads = tuple(
+        HeadKeep(layer, head) for layer in range(n_layers) for head in range(n_heads) if ir.HeadNode(layer=layer, head=head) not in without
+    )
     mlps = tuple(MlpKeep(layer) for layer in range(n_layers) if ir.MlpNode(layer=layer) not in without)
     return Variant(heads, mlps, None, "all", label)
 
@@ -93,12 +93,10 @@ class Masks:
 
     def for_rows(self, n_rows: int) -> "Masks":
         """The masks of `n_rows` prompt rows of this one variant, stacked: [rows, ...] each."""
-        return Masks(torch.stack([self.z] * n_rows), torch.stack([self.kv] * n_rows),
-                     torch.stack([self.mlp] * n_rows))
+        return Masks(torch.stack([self.z] * n_rows), torch.stack([self.kv] * n_rows), torch.stack([self.mlp] * n_rows))
 
 
-def masks_for(variant: Variant, template: str, named: dict[str, int], n_tokens: int, n_layers: int,
-              n_heads: int) -> Masks:
+def masks_for(variant: Variant, template: str, named: dict[str, int], n_tokens: int, n_layers: int, n_heads: int) -> Masks:
     z = torch.zeros(n_layers, n_tokens, n_heads, dtype=torch.bool)
     kv = torch.ones(n_layers, n_tokens, n_heads, dtype=torch.bool)
     mlp = torch.zeros(n_layers, n_tokens, dtype=torch.bool)
@@ -114,8 +112,7 @@ def masks_for(variant: Variant, template: str, named: dict[str, int], n_tokens: 
     return Masks(z, kv, mlp)
 
 
-def _where(positions: tuple[ir.Position, ...] | None, template: str, named: dict[str, int],
-           n_tokens: int) -> slice | list[int]:
+def _where(positions: tuple[ir.Position, ...] | None, template: str, named: dict[str, int], n_tokens: int) -> slice | list[int]:
     return slice(None) if positions is None else list(resolve(positions, template, named, n_tokens))
 
 
@@ -125,7 +122,10 @@ def resolve(positions: tuple[ir.Position, ...], template: str, named: dict[str, 
     for name, offset in expand_positions(positions, template):
         index = named[name] + offset
         if not 0 <= index < n_tokens:
-            raise DataError(f"position {name}{offset:+d} falls outside the prompts of template {template!r} "
-                            f"({n_tokens} tokens)", positions[0].span, "use a smaller offset")
+            raise DataError(
+                f"position {name}{offset:+d} falls outside the prompts of template {template!r} ({n_tokens} tokens)",
+                positions[0].span,
+                "use a smaller offset",
+            )
         indices.append(index)
     return tuple(sorted(set(indices)))

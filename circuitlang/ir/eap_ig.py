@@ -31,12 +31,19 @@ EdgeKey = tuple[ir.Node, ir.Node, str | None]  # sender, receiver, channel (None
 
 # d_model and parallel attention/MLP of hub models whose shape ir.shapes knows offline.
 KNOWN_HUB_GRAPHS: dict[str, tuple[int, bool]] = {
-    "gpt2": (768, False), "gpt2-small": (768, False), "openai-community/gpt2": (768, False),
-    "gpt2-medium": (1024, False), "openai-community/gpt2-medium": (1024, False),
-    "gpt2-large": (1280, False), "openai-community/gpt2-large": (1280, False),
-    "gpt2-xl": (1600, False), "openai-community/gpt2-xl": (1600, False),
-    "distilgpt2": (768, False), "distilbert/distilgpt2": (768, False),
-    "EleutherAI/pythia-70m": (512, True), "EleutherAI/pythia-160m": (768, True),
+    "gpt2": (768, False),
+    "gpt2-small": (768, False),
+    "openai-community/gpt2": (768, False),
+    "gpt2-medium": (1024, False),
+    "openai-community/gpt2-medium": (1024, False),
+    "gpt2-large": (1280, False),
+    "openai-community/gpt2-large": (1280, False),
+    "gpt2-xl": (1600, False),
+    "openai-community/gpt2-xl": (1600, False),
+    "distilgpt2": (768, False),
+    "distilbert/distilgpt2": (768, False),
+    "EleutherAI/pythia-70m": (512, True),
+    "EleutherAI/pythia-160m": (768, True),
     "EleutherAI/pythia-410m": (1024, True),
 }
 _PARALLEL_MODEL_TYPES = ("gptj", "codegen", "phi")
@@ -52,8 +59,7 @@ class GraphConfig:
     d_model: int | None = None  # needed by EAP-IG's loader, not by the graph's structure
 
     def as_cfg(self) -> dict[str, object]:
-        cfg: dict[str, object] = {"n_layers": self.n_layers, "n_heads": self.n_heads,
-                                  "parallel_attn_mlp": self.parallel_attn_mlp}
+        cfg: dict[str, object] = {"n_layers": self.n_layers, "n_heads": self.n_heads, "parallel_attn_mlp": self.parallel_attn_mlp}
         if self.d_model is not None:
             cfg["d_model"] = self.d_model
         return cfg
@@ -170,9 +176,12 @@ def circuit_edges(circuit: ir.Circuit, embed_edges: str, config: GraphConfig) ->
     kept: set[EdgeKey] = set()
     for edge in circuit.edges:
         if not feeds(edge.sender, edge.receiver, config.parallel_attn_mlp):
-            raise SpecError(f"edge {edge.sender} -> {edge.receiver} does not exist in EAP-IG's graph of this model: "
-                            "its attention and MLP read the same residual stream (parallel_attn_mlp)", edge.span,
-                            f"remove the edge, or send from an earlier layer than {edge.receiver}")
+            raise SpecError(
+                f"edge {edge.sender} -> {edge.receiver} does not exist in EAP-IG's graph of this model: "
+                "its attention and MLP read the same residual stream (parallel_attn_mlp)",
+                edge.span,
+                f"remove the edge, or send from an earlier layer than {edge.receiver}",
+            )
         kept.update((edge.sender, edge.receiver, c) for c in (edge.channels or (None,)))
     if embed_edges == "all":  # the embeddings reach every receiver of the circuit
         kept.update(e for e in model_edges(config) if e[0] == INPUT and (e[1] in nodes or e[1] == LOGITS))
@@ -194,8 +203,7 @@ def counting_config(spec: ir.Spec) -> GraphConfig:
         return graph_config(spec)
     except ModelError:
         nodes = [m.node for m in spec.circuit.nodes]
-        return GraphConfig(1 + max((n.layer or 0 for n in nodes), default=0),
-                           1 + max((n.head or 0 for n in nodes), default=0))
+        return GraphConfig(1 + max((n.layer or 0 for n in nodes), default=0), 1 + max((n.head or 0 for n in nodes), default=0))
 
 
 # ---- configuration of a spec's model -------------------------------------------------------------
@@ -204,8 +212,11 @@ def counting_config(spec: ir.Spec) -> GraphConfig:
 def graph_config(spec: ir.Spec) -> GraphConfig:
     """The spec's model as EAP-IG describes it, read offline (config.json or a table of hub models)."""
     if spec.shape is None:
-        raise ModelError(f"the layer and head counts of '{spec.model.name}' are not known offline", spec.model.span,
-                         "point the spec at a local model folder (with config.json) to export it")
+        raise ModelError(
+            f"the layer and head counts of '{spec.model.name}' are not known offline",
+            spec.model.span,
+            "point the spec at a local model folder (with config.json) to export it",
+        )
     d_model, parallel = _model_details(spec.model)
     return GraphConfig(spec.shape.n_layers, spec.shape.n_heads, parallel or spec.shape.parallel_attn_mlp, d_model)
 
@@ -235,8 +246,11 @@ def export_graph(spec: ir.Spec, legacy: bool = False, config: GraphConfig | None
     """
     config = config or graph_config(spec)
     if config.d_model is None and not legacy:
-        raise ModelError(f"the width (d_model) of '{spec.model.name}' is not known offline", spec.model.span,
-                         "EAP-IG's loader needs it; point the spec at a local model folder with config.json")
+        raise ModelError(
+            f"the width (d_model) of '{spec.model.name}' is not known offline",
+            spec.model.span,
+            "EAP-IG's loader needs it; point the spec at a local model folder with config.json",
+        )
     kept = circuit_edges(spec.circuit, spec.settings.embed_edges, config)
     members = {member.node for member in spec.circuit.nodes}
     nodes = {}
@@ -252,12 +266,13 @@ def export_graph(spec: ir.Spec, legacy: bool = False, config: GraphConfig | None
 
 def export_warnings(spec: ir.Spec) -> list[str]:
     """What the export cannot carry: positions (EAP-IG's graph has none)."""
-    placed = [f"{member.node}{_positions(member)}" for member in spec.circuit.nodes
-              if member.q is not None or member.k is not None]
+    placed = [f"{member.node}{_positions(member)}" for member in spec.circuit.nodes if member.q is not None or member.k is not None]
     if not placed:
         return []
-    return [f"{spec.path}: EAP-IG graphs have no token positions; dropped the positions of {len(placed)} node(s), "
-            f"which the exported graph keeps at every position: {'; '.join(placed)}"]
+    return [
+        f"{spec.path}: EAP-IG graphs have no token positions; dropped the positions of {len(placed)} node(s), "
+        f"which the exported graph keeps at every position: {'; '.join(placed)}"
+    ]
 
 
 def _positions(member: ir.CircuitNode) -> str:

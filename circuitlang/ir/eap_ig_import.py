@@ -18,8 +18,19 @@ from typing import Any, Literal
 
 from circuitlang.errors import CircuitlangError, DataError, Span, raise_if_any
 from circuitlang.ir import models as ir
-from circuitlang.ir.eap_ig import (INPUT, LOGITS, EdgeKey, GraphConfig, feeds, model_edge_count, model_edges,
-                                   node_circuit_edges, node_name, parse_edge, parse_node)
+from circuitlang.ir.eap_ig import (
+    INPUT,
+    LOGITS,
+    EdgeKey,
+    GraphConfig,
+    feeds,
+    model_edge_count,
+    model_edges,
+    node_circuit_edges,
+    node_name,
+    parse_edge,
+    parse_node,
+)
 
 HEAD_ROLE = "imported head"
 MLP_ROLE = "mlp"  # the role of a bare `mlp` line
@@ -50,9 +61,15 @@ class _Parsed:
     edge_scores: dict[EdgeKey, float]
 
 
-def import_graph(data: Any, source: str, shape: ir.ModelShape | None, top: int | None = None,
-                 threshold: float | None = None, embed_edges: str = "all",
-                 max_edges: int = MAX_GRAPH_EDGES) -> ImportedGraph:
+def import_graph(
+    data: Any,
+    source: str,
+    shape: ir.ModelShape | None,
+    top: int | None = None,
+    threshold: float | None = None,
+    embed_edges: str = "all",
+    max_edges: int = MAX_GRAPH_EDGES,
+) -> ImportedGraph:
     """The circuit of an EAP-IG graph. `embed_edges` is the setting of the spec it goes into: with
     `all`, embedding edges are implied and written only when the graph leaves some out. A model
     whose graph has more than `max_edges` edges is refused before anything is built."""
@@ -65,18 +82,27 @@ def import_graph(data: Any, source: str, shape: ir.ModelShape | None, top: int |
     if not edges:
         warnings.append(f"{source}: no edge was selected (after pruning, as EAP-IG prunes); the circuit is empty")
     nodes: set[ir.Node] = {n for e in edges for n in e[:2] if n.kind in ("head", "mlp")}
-    unconnected = sorted(node_name(n) for n, flag in parsed.node_flags.items()
-                         if flag and n.kind in ("head", "mlp") and n not in nodes)
+    unconnected = sorted(node_name(n) for n, flag in parsed.node_flags.items() if flag and n.kind in ("head", "mlp") and n not in nodes)
     if unconnected:
-        warnings.append(f"{source}: {len(unconnected)} node(s) marked in_graph have no edge in the graph and were "
-                        f"left out: {', '.join(unconnected[:10])}{' ...' if len(unconnected) > 10 else ''}")
+        warnings.append(
+            f"{source}: {len(unconnected)} node(s) marked in_graph have no edge in the graph and were "
+            f"left out: {', '.join(unconnected[:10])}{' ...' if len(unconnected) > 10 else ''}"
+        )
     circuit, needs = _circuit(nodes, edges, parsed.config, source, embed_edges)
     scores: dict[tuple[ir.Node, ir.Node], dict[str, float]] = {}
     scored = set(parsed.edge_scores) if any(parsed.edge_scores.values()) else set()  # all 0: nothing was scored
     for edge in sorted(edges & scored, key=_edge_order):
         scores.setdefault((edge[0], edge[1]), {})[edge[2] or ""] = parsed.edge_scores[edge]
-    return ImportedGraph(circuit, scores, {n: s for n, s in parsed.node_scores.items() if n in nodes}, needs,
-                         parsed.config, len(edges), len(parsed.edge_flags), tuple(warnings))
+    return ImportedGraph(
+        circuit,
+        scores,
+        {n: s for n, s in parsed.node_scores.items() if n in nodes},
+        needs,
+        parsed.config,
+        len(edges),
+        len(parsed.edge_flags),
+        tuple(warnings),
+    )
 
 
 # ---- reading and checking the file ------------------------------------------------------------------
@@ -84,11 +110,17 @@ def import_graph(data: Any, source: str, shape: ir.ModelShape | None, top: int |
 
 def parse_graph(data: Any, source: str, shape: ir.ModelShape | None, max_edges: int) -> _Parsed:
     if not isinstance(data, dict) or not all(isinstance(data.get(k), dict) for k in ("cfg", "nodes", "edges")):
-        raise DataError(f"{source}: not an EAP-IG graph file: expected a JSON object with 'cfg', 'nodes' and "
-                        "'edges' objects", None, "write the file with EAP-IG's Graph.to_json")
+        raise DataError(
+            f"{source}: not an EAP-IG graph file: expected a JSON object with 'cfg', 'nodes' and 'edges' objects",
+            None,
+            "write the file with EAP-IG's Graph.to_json",
+        )
     if data.get("n_pos") is not None:
-        raise DataError(f"{source}: a positional EAP-IG graph (n_pos = {data['n_pos']}) cannot be imported", None,
-                        "circuitlang imports graphs made with Graph.from_model, without positions")
+        raise DataError(
+            f"{source}: a positional EAP-IG graph (n_pos = {data['n_pos']}) cannot be imported",
+            None,
+            "circuitlang imports graphs made with Graph.from_model, without positions",
+        )
     config = _config(data["cfg"], source, shape)
     _check_size(config, source, max_edges)
     errors: list[CircuitlangError] = []
@@ -103,16 +135,21 @@ def parse_graph(data: Any, source: str, shape: ir.ModelShape | None, max_edges: 
 def _config(cfg: dict[str, Any], source: str, shape: ir.ModelShape | None) -> GraphConfig:
     layers, heads = cfg.get("n_layers"), cfg.get("n_heads")
     if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in (layers, heads)):
-        raise DataError(f"{source}: 'cfg' needs positive integers 'n_layers' and 'n_heads' (found "
-                        f"{_short(layers)}, {_short(heads)})", None, "EAP-IG writes both from the model's config")
+        raise DataError(
+            f"{source}: 'cfg' needs positive integers 'n_layers' and 'n_heads' (found {_short(layers)}, {_short(heads)})",
+            None,
+            "EAP-IG writes both from the model's config",
+        )
     if shape is not None and (layers, heads) != (shape.n_layers, shape.n_heads):
-        raise DataError(f"{source}: the graph is of a model with {layers} layers x {heads} heads, but the base "
-                        f"spec's model has {shape.n_layers} x {shape.n_heads} (from {shape.origin})", None,
-                        "import the graph into a spec on the model it was computed on")
+        raise DataError(
+            f"{source}: the graph is of a model with {layers} layers x {heads} heads, but the base "
+            f"spec's model has {shape.n_layers} x {shape.n_heads} (from {shape.origin})",
+            None,
+            "import the graph into a spec on the model it was computed on",
+        )
     assert isinstance(layers, int) and isinstance(heads, int)  # checked above, in the message's terms
     d_model = cfg.get("d_model")
-    return GraphConfig(layers, heads, bool(cfg.get("parallel_attn_mlp", False)),
-                       d_model if isinstance(d_model, int) else None)
+    return GraphConfig(layers, heads, bool(cfg.get("parallel_attn_mlp", False)), d_model if isinstance(d_model, int) else None)
 
 
 def _short(value: Any) -> str:
@@ -123,9 +160,12 @@ def _short(value: Any) -> str:
 def _check_size(config: GraphConfig, source: str, max_edges: int) -> None:
     # n_layers and n_heads have no bound of their own: bound the loop that counts first.
     if config.n_layers * config.n_heads > max_edges or model_edge_count(config) > max_edges:
-        raise DataError(f"{source}: the graph is of a model with {config.n_layers:,} layers x {config.n_heads:,} "
-                        f"heads, whose graph has more than {max_edges:,} edges (the graph size limit)", None,
-                        "check the file's 'cfg'; for a model this large, raise the limit with --max-edges N")
+        raise DataError(
+            f"{source}: the graph is of a model with {config.n_layers:,} layers x {config.n_heads:,} "
+            f"heads, whose graph has more than {max_edges:,} edges (the graph size limit)",
+            None,
+            "check the file's 'cfg'; for a model this large, raise the limit with --max-edges N",
+        )
 
 
 def _known_node(name: str, node: ir.Node | None, config: GraphConfig) -> str | None:
@@ -139,8 +179,9 @@ def _known_node(name: str, node: ir.Node | None, config: GraphConfig) -> str | N
     return None
 
 
-def _nodes(entries: dict[str, Any], source: str, config: GraphConfig, errors: list[CircuitlangError]
-           ) -> tuple[dict[ir.Node, bool], dict[ir.Node, float]]:
+def _nodes(
+    entries: dict[str, Any], source: str, config: GraphConfig, errors: list[CircuitlangError]
+) -> tuple[dict[ir.Node, bool], dict[ir.Node, float]]:
     flags: dict[ir.Node, bool] = {}
     scores: dict[ir.Node, float] = {}
     for name, value in entries.items():
@@ -160,8 +201,9 @@ def _nodes(entries: dict[str, Any], source: str, config: GraphConfig, errors: li
     return flags, scores
 
 
-def _edges(entries: dict[str, Any], source: str, config: GraphConfig, errors: list[CircuitlangError]
-           ) -> tuple[dict[EdgeKey, bool | None], dict[EdgeKey, float]]:
+def _edges(
+    entries: dict[str, Any], source: str, config: GraphConfig, errors: list[CircuitlangError]
+) -> tuple[dict[EdgeKey, bool | None], dict[EdgeKey, float]]:
     flags: dict[EdgeKey, bool | None] = {}
     scores: dict[EdgeKey, float] = {}
     for name, info in entries.items():
@@ -187,11 +229,17 @@ def _edge_problem(name: str, info: Any, config: GraphConfig) -> tuple[str | None
         if problem is not None:
             return f"{node_name(node)} {problem}", None
     if not feeds(edge[0], edge[1], config.parallel_attn_mlp):
-        return (f"does not exist: {node_name(edge[0])} cannot write into {node_name(edge[1])} "
-                "(edges run forward: embeddings, then per layer its heads, then its MLP, then the logits)"), None
-    if not isinstance(info, dict) or not isinstance(info.get("in_graph", False), bool) or \
-            not isinstance(info.get("score", 0.0), (int, float, type(None))) or isinstance(info.get("score"), bool):
-        return f"has {info!r}; expected {{\"score\": number or null, \"in_graph\": true or false}}", None
+        return (
+            f"does not exist: {node_name(edge[0])} cannot write into {node_name(edge[1])} "
+            "(edges run forward: embeddings, then per layer its heads, then its MLP, then the logits)"
+        ), None
+    if (
+        not isinstance(info, dict)
+        or not isinstance(info.get("in_graph", False), bool)
+        or not isinstance(info.get("score", 0.0), (int, float, type(None)))
+        or isinstance(info.get("score"), bool)
+    ):
+        return f'has {info!r}; expected {{"score": number or null, "in_graph": true or false}}', None
     return None, edge
 
 
@@ -204,20 +252,26 @@ _FIX = "fix the name or value in the file, or write it again with EAP-IG's Graph
 def _in_graph(parsed: _Parsed, source: str, warnings: list[str]) -> set[EdgeKey]:
     flags = parsed.edge_flags
     if flags and all(flag is None for flag in flags.values()):
-        raise DataError(f"{source}: no edge says whether it is in the graph (no 'in_graph')", None,
-                        "select edges by score: --top N or --threshold T")
+        raise DataError(
+            f"{source}: no edge says whether it is in the graph (no 'in_graph')", None, "select edges by score: --top N or --threshold T"
+        )
     edges = {edge for edge, flag in flags.items() if flag}
     if len(edges) == len(list(model_edges(parsed.config))):
-        warnings.append(f"{source}: every edge of the model is in the graph, so the circuit is the whole model; "
-                        "if the graph was not pruned, select edges by score with --top N or --threshold T")
+        warnings.append(
+            f"{source}: every edge of the model is in the graph, so the circuit is the whole model; "
+            "if the graph was not pruned, select edges by score with --top N or --threshold T"
+        )
     return edges
 
 
 def _select(parsed: _Parsed, source: str, top: int | None, threshold: float | None) -> set[EdgeKey]:
     """EAP-IG's apply_topn / apply_threshold on |score| (absolute=True), then its prune."""
     if not any(parsed.edge_scores.values()):
-        raise DataError(f"{source}: the graph has no edge scores (all are 0 or null), so --top/--threshold cannot "
-                        "select edges", None, "import the edges marked in_graph: leave out --top and --threshold")
+        raise DataError(
+            f"{source}: the graph has no edge scores (all are 0 or null), so --top/--threshold cannot select edges",
+            None,
+            "import the edges marked in_graph: leave out --top and --threshold",
+        )
     ranked = sorted(parsed.edge_scores, key=lambda e: -abs(parsed.edge_scores[e]))  # stable: file order on ties
     if top is not None:
         chosen = ranked[:top]
@@ -242,12 +296,12 @@ def _prune(edges: set[EdgeKey]) -> set[EdgeKey]:
 # ---- the circuit ----------------------------------------------------------------------------------------
 
 
-def _circuit(nodes: set[ir.Node], edges: set[EdgeKey], config: GraphConfig, source: str,
-             embed_edges: str) -> tuple[ir.Circuit, Literal["all", "declared"]]:
+def _circuit(
+    nodes: set[ir.Node], edges: set[EdgeKey], config: GraphConfig, source: str, embed_edges: str
+) -> tuple[ir.Circuit, Literal["all", "declared"]]:
     span = Span(path=source, line=1, column=1, end_line=1, end_column=1)
     ordered = sorted(nodes, key=_node_order)
-    members = tuple(ir.CircuitNode(node=n, role=HEAD_ROLE if n.kind == "head" else MLP_ROLE, span=span)
-                    for n in ordered)
+    members = tuple(ir.CircuitNode(node=n, role=HEAD_ROLE if n.kind == "head" else MLP_ROLE, span=span) for n in ordered)
     if edges == node_circuit_edges(nodes, config):
         return ir.Circuit(nodes=members), "all"
     implied = {e for e in node_circuit_edges(nodes, config) if e[0] == INPUT}
@@ -256,8 +310,10 @@ def _circuit(nodes: set[ir.Node], edges: set[EdgeKey], config: GraphConfig, sour
     grouped: dict[tuple[ir.Node, ir.Node], list[str]] = {}
     for sender, receiver, channel in sorted(declared, key=_edge_order):
         grouped.setdefault((sender, receiver), []).extend([channel] if channel else [])
-    circuit_edges = tuple(ir.Edge(sender=s, receiver=r, channels=tuple(c), span=span)  # type: ignore[arg-type]
-                          for (s, r), c in grouped.items())
+    circuit_edges = tuple(
+        ir.Edge(sender=s, receiver=r, channels=tuple(c), span=span)  # type: ignore[arg-type]
+        for (s, r), c in grouped.items()
+    )
     return ir.Circuit(nodes=members, edges=circuit_edges), needs
 
 

@@ -14,8 +14,9 @@ from circuitlang.ir.suggest import did_you_mean
 ExpectDecl = ast.ExpectMetric | ast.ExpectScore | ast.ExpectAttends | ast.ExpectEdge
 
 
-def lower_expectations(items: list[ast.Item], circuit: ir.Circuit, prompt_sets: tuple[ir.PromptSet, ...],
-                       errors: list[CircuitlangError]) -> tuple[ir.Expectation, ...]:
+def lower_expectations(
+    items: list[ast.Item], circuit: ir.Circuit, prompt_sets: tuple[ir.PromptSet, ...], errors: list[CircuitlangError]
+) -> tuple[ir.Expectation, ...]:
     lowered = []
     names = {p.name for p in prompt_sets}
     for decl in items:
@@ -29,17 +30,22 @@ def lower_expectations(items: list[ast.Item], circuit: ir.Circuit, prompt_sets: 
     return tuple(lowered)
 
 
-def _lower_one(decl: ExpectDecl, circuit: ir.Circuit, checker: _PositionChecker,
-               errors: list[CircuitlangError]) -> ir.Expectation | None:
+def _lower_one(decl: ExpectDecl, circuit: ir.Circuit, checker: _PositionChecker, errors: list[CircuitlangError]) -> ir.Expectation | None:
     common: dict[str, Any] = dict(on=decl.on.name if decl.on else None, op=decl.op, threshold=decl.threshold.value, span=decl.span)
     if isinstance(decl, ast.ExpectMetric):
         if decl.metric.name not in METRIC_CLAIMS:
-            errors.append(SpecError(f"unknown claim '{decl.metric.name}'", decl.metric.span,
-                                    f"claims about the circuit: {', '.join(METRIC_CLAIMS)}"))
+            errors.append(
+                SpecError(f"unknown claim '{decl.metric.name}'", decl.metric.span, f"claims about the circuit: {', '.join(METRIC_CLAIMS)}")
+            )
             return None
         if decl.metric.name == "edge_effect" and not circuit.edges:
-            errors.append(SpecError("edge_effect is a claim about the declared edges, and the circuit declares none",
-                                    decl.metric.span, "declare the circuit's edges (edge A -> B), or drop the claim"))
+            errors.append(
+                SpecError(
+                    "edge_effect is a claim about the declared edges, and the circuit declares none",
+                    decl.metric.span,
+                    "declare the circuit's edges (edge A -> B), or drop the claim",
+                )
+            )
             return None
         return ir.MetricExpectation(metric=decl.metric.name, **common)
     if isinstance(decl, ast.ExpectEdge):
@@ -49,8 +55,11 @@ def _lower_one(decl: ExpectDecl, circuit: ir.Circuit, checker: _PositionChecker,
         return None
     if isinstance(decl, ast.ExpectScore):
         if decl.score.name not in SCORE_CLAIMS:
-            errors.append(SpecError(f"unknown score '{decl.score.name}'", decl.score.span,
-                                    f"scores of a node: {', '.join(SCORE_CLAIMS)} (or `attends Q -> K`)"))
+            errors.append(
+                SpecError(
+                    f"unknown score '{decl.score.name}'", decl.score.span, f"scores of a node: {', '.join(SCORE_CLAIMS)} (or `attends Q -> K`)"
+                )
+            )
             return None
         return ir.ScoreExpectation(targets=targets, role=role, score=decl.score.name, **common)
     if any(node.kind != "head" for node in targets):
@@ -61,40 +70,47 @@ def _lower_one(decl: ExpectDecl, circuit: ir.Circuit, checker: _PositionChecker,
     return ir.AttendsExpectation(targets=targets, role=role, queries=queries, keys=keys, **common)
 
 
-def _lower_edge_claim(decl: ast.ExpectEdge, circuit: ir.Circuit, common: dict,
-                      errors: list[CircuitlangError]) -> ir.EdgeExpectation | None:
+def _lower_edge_claim(decl: ast.ExpectEdge, circuit: ir.Circuit, common: dict, errors: list[CircuitlangError]) -> ir.EdgeExpectation | None:
     sender, receiver = endpoint(decl.sender), endpoint(decl.receiver)
     if decl.score.name not in EDGE_CLAIMS:
-        errors.append(SpecError(f"unknown score '{decl.score.name}' of an edge", decl.score.span,
-                                f"scores of an edge: {', '.join(EDGE_CLAIMS)}"))
+        errors.append(
+            SpecError(f"unknown score '{decl.score.name}' of an edge", decl.score.span, f"scores of an edge: {', '.join(EDGE_CLAIMS)}")
+        )
         return None
     if not any(edge.sender == sender and edge.receiver == receiver for edge in circuit.edges):
-        errors.append(SpecError(f"claim about the edge {sender} -> {receiver}, which is not declared", decl.span,
-                                f"declare it (edge {sender} -> {receiver}), or check its ends"))
+        errors.append(
+            SpecError(
+                f"claim about the edge {sender} -> {receiver}, which is not declared",
+                decl.span,
+                f"declare it (edge {sender} -> {receiver}), or check its ends",
+            )
+        )
         return None
     return ir.EdgeExpectation(sender=sender, receiver=receiver, score=decl.score.name, **common)
 
 
-def _targets(target: ast.Target, circuit: ir.Circuit,
-             errors: list[CircuitlangError]) -> tuple[tuple[ir.Node, ...] | None, str | None]:
+def _targets(target: ast.Target, circuit: ir.Circuit, errors: list[CircuitlangError]) -> tuple[tuple[ir.Node, ...] | None, str | None]:
     if isinstance(target, ast.RoleRef):
         roles = circuit.roles()
         if target.name not in roles:
-            errors.append(SpecError(f"no role named \"{target.name}\"", target.span,
-                                    did_you_mean(target.name, roles)
-                                    + f"roles: {', '.join(repr(r) for r in roles) or 'none declared'}"))
+            errors.append(
+                SpecError(
+                    f'no role named "{target.name}"',
+                    target.span,
+                    did_you_mean(target.name, roles) + f"roles: {', '.join(repr(r) for r in roles) or 'none declared'}",
+                )
+            )
             return None, None
         return roles[target.name], target.name
-    node = ir.HeadNode(layer=target.layer, head=target.head) if isinstance(target, ast.HeadRef) \
-        else ir.MlpNode(layer=target.layer)
+    node = ir.HeadNode(layer=target.layer, head=target.head) if isinstance(target, ast.HeadRef) else ir.MlpNode(layer=target.layer)
     if node not in {member.node for member in circuit.nodes}:
-        errors.append(SpecError(f"claim about {node}, which is not in the circuit", target.span,
-                                f"add {node} to a role, or check the head number"))
+        errors.append(
+            SpecError(f"claim about {node}, which is not in the circuit", target.span, f"add {node} to a role, or check the head number")
+        )
         return None, None
     return (node,), None
 
 
 def _check_on(on: ast.Ident | None, names: set[str], errors: list[CircuitlangError]) -> None:
     if on is not None and on.name not in names:
-        errors.append(SpecError(f"no prompt set named '{on.name}'", on.span,
-                                f"prompt sets: {', '.join(sorted(names))}"))
+        errors.append(SpecError(f"no prompt set named '{on.name}'", on.span, f"prompt sets: {', '.join(sorted(names))}"))

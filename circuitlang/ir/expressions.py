@@ -40,22 +40,24 @@ def lower_expr(expr: ast.Expr, scope: Scope, errors: list[CircuitlangError]) -> 
             return ir.IndexE(list_name=name.name, index=lower_expr(index, scope, errors), span=span)
         case ast.Call(function, args, span):
             _check_call(function, len(args), errors)
-            return ir.CallE(function=function.name, args=tuple(lower_expr(a, scope, errors) for a in args),
-                            span=span)
+            return ir.CallE(function=function.name, args=tuple(lower_expr(a, scope, errors) for a in args), span=span)
         case ast.ListLit(items, span):
             return ir.ListE(items=tuple(lower_expr(i, scope, errors) for i in items), span=span)
         case ast.BinOp(op, left, right, span):
-            return ir.BinE(op=op, left=lower_expr(left, scope, errors), right=lower_expr(right, scope, errors),
-                           span=span)
+            return ir.BinE(op=op, left=lower_expr(left, scope, errors), right=lower_expr(right, scope, errors), span=span)
         case ast.Neg(operand, span):
             return ir.NegE(operand=lower_expr(operand, scope, errors), span=span)
         case ast.Range(start, stop, span):
-            return ir.RangeE(start=lower_expr(start, scope, errors), stop=lower_expr(stop, scope, errors),
-                             span=span)
+            return ir.RangeE(start=lower_expr(start, scope, errors), stop=lower_expr(stop, scope, errors), span=span)
         case ast.Random(source, distinct, span):
             if distinct:
-                errors.append(SpecError("`distinct` draws several values at once, so it must be the whole "
-                                        "right-hand side", span, "write e.g. a, b, c = random names distinct"))
+                errors.append(
+                    SpecError(
+                        "`distinct` draws several values at once, so it must be the whole right-hand side",
+                        span,
+                        "write e.g. a, b, c = random names distinct",
+                    )
+                )
             return ir.RandomE(source=lower_expr(source, scope, errors), distinct=False, span=span)
     raise TypeError(f"unhandled expression {expr!r}")  # grammar and AST are out of step
 
@@ -71,29 +73,40 @@ def _check_var(name: str, span: Span, scope: Scope, errors: list[CircuitlangErro
     if name in scope.variables or name in scope.lists or scope.open_world:
         return
     known = sorted(scope.variables)
-    errors.append(SpecError(
-        f"unknown name '{name}'", span,
-        did_you_mean(name, [*known, *scope.lists]) + f"names defined here: {', '.join(known)}" if known
-        else did_you_mean(name, scope.lists) + "define it with a `for` loop or an assignment on an earlier line",
-    ))
+    errors.append(
+        SpecError(
+            f"unknown name '{name}'",
+            span,
+            did_you_mean(name, [*known, *scope.lists]) + f"names defined here: {', '.join(known)}"
+            if known
+            else did_you_mean(name, scope.lists) + "define it with a `for` loop or an assignment on an earlier line",
+        )
+    )
 
 
 def _unknown_list(name: ast.Ident, scope: Scope) -> SpecError:
     known = ", ".join(sorted(scope.lists))
-    return SpecError(f"unknown list '{name.name}'", name.span,
-                     did_you_mean(name.name, scope.lists) + f"declare it with `list {name.name} = [...]`; lists known here: {known}")
+    return SpecError(
+        f"unknown list '{name.name}'",
+        name.span,
+        did_you_mean(name.name, scope.lists) + f"declare it with `list {name.name} = [...]`; lists known here: {known}",
+    )
 
 
 def _check_call(function: ast.Ident, n_args: int, errors: list[CircuitlangError]) -> None:
     signature = FUNCTIONS.get(function.name)
     if signature is None:
-        errors.append(SpecError(f"unknown function '{function.name}'", function.span,
-                                did_you_mean(function.name, FUNCTIONS) + f"functions: {', '.join(sorted(FUNCTIONS))}"))
+        errors.append(
+            SpecError(
+                f"unknown function '{function.name}'",
+                function.span,
+                did_you_mean(function.name, FUNCTIONS) + f"functions: {', '.join(sorted(FUNCTIONS))}",
+            )
+        )
         return
     low, high, description = signature
     if not low <= n_args <= high:
-        errors.append(SpecError(f"{function.name}() takes {low} argument(s), got {n_args}",
-                                function.span, description))
+        errors.append(SpecError(f"{function.name}() takes {low} argument(s), got {n_args}", function.span, description))
 
 
 def lower_template(text: ast.StrLit) -> tuple[ir.Template, list[CircuitlangError]]:
@@ -110,34 +123,42 @@ def lower_template(text: ast.StrLit) -> tuple[ir.Template, list[CircuitlangError
             errors.append(_template_error(text, i, "unmatched '}' in template", "write '}}' for a literal brace"))
         if char == "{":
             close = raw.find("}", i)
-            name = raw[i + 1:close] if close != -1 else ""
+            name = raw[i + 1 : close] if close != -1 else ""
             if close == -1:
-                errors.append(_template_error(text, i, "unclosed '{' in template",
-                                              "close the slot with '}' or write '{{' for a literal brace"))
+                errors.append(_template_error(text, i, "unclosed '{' in template", "close the slot with '}' or write '{{' for a literal brace"))
                 break
             if not _SLOT_NAME.match(name):
-                errors.append(_template_error(text, i, f"'{{{name}}}' is not a slot name",
-                                              "slots are identifiers such as {s1} or {name}"))
+                errors.append(_template_error(text, i, f"'{{{name}}}' is not a slot name", "slots are identifiers such as {s1} or {name}"))
             elif name in POSITION_KEYWORDS:
-                errors.append(_template_error(text, i, f"'{{{name}}}' uses the reserved position name '{name}'",
-                                              "end and bos name the last and first tokens; rename the slot"))
+                errors.append(
+                    _template_error(
+                        text,
+                        i,
+                        f"'{{{name}}}' uses the reserved position name '{name}'",
+                        "end and bos name the last and first tokens; rename the slot",
+                    )
+                )
             elif name in slots:
-                errors.append(_template_error(text, i, f"slot '{{{name}}}' appears twice in the template",
-                                              "each slot names one position; use two slots with the same value"))
+                errors.append(
+                    _template_error(
+                        text,
+                        i,
+                        f"slot '{{{name}}}' appears twice in the template",
+                        "each slot names one position; use two slots with the same value",
+                    )
+                )
             else:
                 slots.append(name)
             i = close
         i += 1
     if not slots and not errors:
-        errors.append(SpecError("template has no slots", text.span,
-                                "name the varying parts, e.g. template \"{s1} {s2} {s3}\""))
+        errors.append(SpecError("template has no slots", text.span, 'name the varying parts, e.g. template "{s1} {s2} {s3}"'))
     return ir.Template(text=raw, slots=tuple(slots), span=text.span), errors
 
 
 def _template_error(text: ast.StrLit, offset: int, message: str, hint: str) -> SpecError:
     column = text.span.column + 1 + offset  # +1 for the opening quote
-    span = Span(path=text.span.path, line=text.span.line, column=column,
-                end_line=text.span.line, end_column=column + 1)
+    span = Span(path=text.span.path, line=text.span.line, column=column, end_line=text.span.line, end_column=column + 1)
     return SpecError(message, span, hint)
 
 

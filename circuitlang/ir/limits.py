@@ -29,18 +29,19 @@ def limit_error(name: str, found: str, settings: ir.Settings, span: Span | None,
     # replace, not format: `found` quotes the user's text, which may hold braces
     message = f"{found.replace('{limit}', f'{limit_value(name, settings):,}')} (the {limit.what} limit)"
     if limit.setting is None:
-        return LimitError(message, span, f"{advice}; this limit cannot be raised" if advice else
-                          "this limit cannot be raised")
+        return LimitError(message, span, f"{advice}; this limit cannot be raised" if advice else "this limit cannot be raised")
     raise_it = f"raise it with `set {limit.setting} = N`"
     return LimitError(message, span, f"{advice}, or {raise_it}" if advice else raise_it)
 
 
-def static_limit_errors(lists: tuple[ir.NamedList, ...], prompt_sets: tuple[ir.PromptSet, ...],
-                        settings: ir.Settings) -> list[LimitError]:
-    errors = [_list_error(len(named.values), named.span, settings) for named in lists
-              if len(named.values) > settings.max_list]
-    errors += [_literal_error(value, named.span, settings) for named in lists for value in named.values
-               if isinstance(value, str) and len(value) > settings.max_text]
+def static_limit_errors(lists: tuple[ir.NamedList, ...], prompt_sets: tuple[ir.PromptSet, ...], settings: ir.Settings) -> list[LimitError]:
+    errors = [_list_error(len(named.values), named.span, settings) for named in lists if len(named.values) > settings.max_list]
+    errors += [
+        _literal_error(value, named.span, settings)
+        for named in lists
+        for value in named.values
+        if isinstance(value, str) and len(value) > settings.max_text
+    ]
     for prompt_set in prompt_sets:
         if len(prompt_set.answer_prefix) > settings.max_text:  # the setting's own span is not kept
             errors.append(_literal_error(prompt_set.answer_prefix, prompt_set.span, settings))
@@ -52,11 +53,17 @@ def static_limit_errors(lists: tuple[ir.NamedList, ...], prompt_sets: tuple[ir.P
 def _template_errors(templates: tuple[ir.Template, ...], settings: ir.Settings) -> Iterator[LimitError]:
     for template in templates:
         if len(template.text) > settings.max_template:
-            yield limit_error("template length", f"this template has {len(template.text):,} characters, more than {{limit}}", settings,
-                              template.span, "split the text across slots")
+            yield limit_error(
+                "template length",
+                f"this template has {len(template.text):,} characters, more than {{limit}}",
+                settings,
+                template.span,
+                "split the text across slots",
+            )
         if len(template.slots) > settings.max_slots:
-            yield limit_error("slots per template", f"this template has {len(template.slots):,} slots, more than {{limit}}", settings,
-                              template.span)
+            yield limit_error(
+                "slots per template", f"this template has {len(template.slots):,} slots, more than {{limit}}", settings, template.span
+            )
 
 
 def _expression_errors(prompt_set: ir.PromptSet, settings: ir.Settings) -> Iterator[LimitError]:
@@ -70,8 +77,9 @@ def _expression_errors(prompt_set: ir.PromptSet, settings: ir.Settings) -> Itera
 
 
 def _list_error(size: int, span: Span, settings: ir.Settings) -> LimitError:
-    return limit_error("list length", f"this list has {size:,} items, more than {{limit}}", settings, span,
-                       "read long lists from a data file with `from`")
+    return limit_error(
+        "list length", f"this list has {size:,} items, more than {{limit}}", settings, span, "read long lists from a data file with `from`"
+    )
 
 
 def _literal_error(value: str, span: Span, settings: ir.Settings) -> LimitError:

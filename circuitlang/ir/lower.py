@@ -56,27 +56,44 @@ def lower(spec_file: ast.SpecFile, root: str | Path | None = None) -> ir.Spec:
     errors.extend(static_limit_errors(lists, prompt_sets, settings))  # the limits are settings
     raise_if_any(errors)
     return ir.Spec(
-        version=spec_file.header.version, name=name, path=spec_file.path, model=model, shape=shape,
-        lists=lists, prompt_sets=prompt_sets, metric=metric, ablation=ablation, circuit=circuit,
-        expectations=expectations, settings=settings,
+        version=spec_file.header.version,
+        name=name,
+        path=spec_file.path,
+        model=model,
+        shape=shape,
+        lists=lists,
+        prompt_sets=prompt_sets,
+        metric=metric,
+        ablation=ablation,
+        circuit=circuit,
+        expectations=expectations,
+        settings=settings,
     )
 
 
 def _check_version(header: ast.Header, errors: list[CircuitlangError]) -> None:
     if header.version not in SUPPORTED_VERSIONS:
-        errors.append(SpecError(f"circuitlang version {header.version} is not supported", header.span,
-                                f"this circuitlang reads version(s) {', '.join(map(str, SUPPORTED_VERSIONS))}"))
+        errors.append(
+            SpecError(
+                f"circuitlang version {header.version} is not supported",
+                header.span,
+                f"this circuitlang reads version(s) {', '.join(map(str, SUPPORTED_VERSIONS))}",
+            )
+        )
 
 
-def _circuit_decl(spec_file: ast.SpecFile, items: list[ast.Item], root: Path,
-                  errors: list[CircuitlangError]) -> tuple[str, ir.ModelRef]:
+def _circuit_decl(spec_file: ast.SpecFile, items: list[ast.Item], root: Path, errors: list[CircuitlangError]) -> tuple[str, ir.ModelRef]:
     decls = [item for item in items if isinstance(item, ast.CircuitDecl)]
     for extra in decls[1:]:
-        errors.append(SpecError("a spec has one `circuit` line; this is a second one", extra.span,
-                                "split the file, or share parts with `use circuit from \"...\"`"))
+        errors.append(
+            SpecError(
+                "a spec has one `circuit` line; this is a second one", extra.span, 'split the file, or share parts with `use circuit from "..."`'
+            )
+        )
     if not decls:
-        errors.append(SpecError("missing `circuit NAME on \"MODEL\"` line", spec_file.header.span,
-                                'add e.g. circuit incr_digits on "gpt2" after the header'))
+        errors.append(
+            SpecError('missing `circuit NAME on "MODEL"` line', spec_file.header.span, 'add e.g. circuit incr_digits on "gpt2" after the header')
+        )
         return "unnamed", ir.ModelRef(source="hub", name="", span=spec_file.header.span)
     decl = decls[0]
     try:
@@ -100,70 +117,86 @@ def _lists(items: list[ast.Item], errors: list[CircuitlangError]) -> tuple[ir.Na
     lowered: dict[str, ir.NamedList] = {}
     for decl in (item for item in items if isinstance(item, ast.ListDecl)):
         if decl.name.name in BUILTIN_LISTS:
-            errors.append(SpecError(f"list '{decl.name.name}' would hide the built-in list of that name",
-                                    decl.name.span, f"choose another name, e.g. my_{decl.name.name}"))
+            errors.append(
+                SpecError(
+                    f"list '{decl.name.name}' would hide the built-in list of that name",
+                    decl.name.span,
+                    f"choose another name, e.g. my_{decl.name.name}",
+                )
+            )
             continue
         if decl.name.name in lowered:
-            errors.append(SpecError(f"list '{decl.name.name}' is declared twice", decl.name.span,
-                                    f"the first is at {lowered[decl.name.name].span}; rename one"))
+            errors.append(
+                SpecError(
+                    f"list '{decl.name.name}' is declared twice", decl.name.span, f"the first is at {lowered[decl.name.name].span}; rename one"
+                )
+            )
             continue
         values = tuple(constant_value(item) for item in decl.items.items)
         for value, item in zip(values, decl.items.items):
             if value is None:
-                errors.append(SpecError("list items must be literal numbers or strings", item.span,
-                                        'for example: list colors = ["red", "green"]'))
+                errors.append(
+                    SpecError("list items must be literal numbers or strings", item.span, 'for example: list colors = ["red", "green"]')
+                )
         if not values:
             errors.append(SpecError(f"list '{decl.name.name}' is empty", decl.items.span, "give it at least one item"))
         kept = [(value, item.span) for value, item in zip(values, decl.items.items) if value is not None]
-        lowered[decl.name.name] = ir.NamedList(name=decl.name.name, values=tuple(value for value, _ in kept),
-                                               cyclic=decl.cyclic, span=decl.span,
-                                               value_spans=tuple(span for _, span in kept))
+        lowered[decl.name.name] = ir.NamedList(
+            name=decl.name.name,
+            values=tuple(value for value, _ in kept),
+            cyclic=decl.cyclic,
+            span=decl.span,
+            value_spans=tuple(span for _, span in kept),
+        )
     return tuple(lowered.values())
 
 
-def _prompt_sets(items: list[ast.Item], lists: set[str], root: Path, spec_name: str,
-                 metric: ir.Metric | None, spec_file: ast.SpecFile,
-                 errors: list[CircuitlangError]) -> tuple[ir.PromptSet, ...]:
+def _prompt_sets(
+    items: list[ast.Item],
+    lists: set[str],
+    root: Path,
+    spec_name: str,
+    metric: ir.Metric | None,
+    spec_file: ast.SpecFile,
+    errors: list[CircuitlangError],
+) -> tuple[ir.PromptSet, ...]:
     decls = [item for item in items if isinstance(item, ast.PromptsDecl)]
     outer = [item for item in items if isinstance(item, ast.CorruptDecl)]
     uses_prompts = any(isinstance(i, ast.UseDecl) and i.what == "prompts" for i in spec_file.items)
     if not decls:
         if not uses_prompts:  # a failed `use prompts` has already said what is missing
-            errors.append(SpecError("the spec has no `prompts` block", spec_file.header.span,
-                                    "add prompts { template ... } describing the task"))
+            errors.append(
+                SpecError("the spec has no `prompts` block", spec_file.header.span, "add prompts { template ... } describing the task")
+            )
         return ()
     _check_outer_corruption(decls, outer, errors)
     _check_prompt_names(decls, errors)
     chosen_outer = outer[0] if outer and len(decls) == 1 else None
-    return tuple(
-        lower_prompt_set(decl, decl.name.name if decl.name else spec_name, lists, root, chosen_outer, metric,
-                         errors)
-        for decl in decls
-    )
+    return tuple(lower_prompt_set(decl, decl.name.name if decl.name else spec_name, lists, root, chosen_outer, metric, errors) for decl in decls)
 
 
-def _check_outer_corruption(decls: list[ast.PromptsDecl], outer: list[ast.CorruptDecl],
-                            errors: list[CircuitlangError]) -> None:
+def _check_outer_corruption(decls: list[ast.PromptsDecl], outer: list[ast.CorruptDecl], errors: list[CircuitlangError]) -> None:
     for extra in outer[1:]:
-        errors.append(SpecError("a second top-level `corrupt` block", extra.span,
-                                "give each prompts block its own corrupt block inside it"))
+        errors.append(SpecError("a second top-level `corrupt` block", extra.span, "give each prompts block its own corrupt block inside it"))
     if outer and len(decls) > 1:
-        errors.append(SpecError("a top-level `corrupt` block is ambiguous with several prompts blocks", outer[0].span,
-                                "move it inside the prompts block it corrupts"))
+        errors.append(
+            SpecError(
+                "a top-level `corrupt` block is ambiguous with several prompts blocks",
+                outer[0].span,
+                "move it inside the prompts block it corrupts",
+            )
+        )
     if outer and len(decls) == 1 and any(isinstance(s, ast.CorruptDecl) for s in decls[0].body):
-        errors.append(SpecError("this prompt set already has a corrupt block inside it", outer[0].span,
-                                "keep one of the two"))
+        errors.append(SpecError("this prompt set already has a corrupt block inside it", outer[0].span, "keep one of the two"))
 
 
 def _check_prompt_names(decls: list[ast.PromptsDecl], errors: list[CircuitlangError]) -> None:
     seen: dict[str, ast.PromptsDecl] = {}
     for decl in decls:
         if decl.name is None and len(decls) > 1:
-            errors.append(SpecError("with several prompts blocks each needs a name", decl.span,
-                                    "write e.g. `prompts digits {`"))
+            errors.append(SpecError("with several prompts blocks each needs a name", decl.span, "write e.g. `prompts digits {`"))
         elif decl.name is not None and decl.name.name in seen:
-            errors.append(SpecError(f"prompt set '{decl.name.name}' is declared twice", decl.name.span,
-                                    "give each prompts block its own name"))
+            errors.append(SpecError(f"prompt set '{decl.name.name}' is declared twice", decl.name.span, "give each prompts block its own name"))
         if decl.name is not None:
             seen[decl.name.name] = decl
 
@@ -172,17 +205,16 @@ def _top_metric(items: list[ast.Item], errors: list[CircuitlangError]) -> ir.Met
     """The spec-wide metric; None is allowed only when every prompt set names its own."""
     decls = [item for item in items if isinstance(item, ast.MetricDecl)]
     for extra in decls[1:]:
-        errors.append(SpecError("a second top-level `metric` line", extra.span,
-                                "put task-specific metrics inside their prompts block"))
+        errors.append(SpecError("a second top-level `metric` line", extra.span, "put task-specific metrics inside their prompts block"))
     return lower_metric(decls[0], errors) if decls else None
 
 
-def _check_every_set_has_a_metric(items: list[ast.Item], prompt_sets: tuple[ir.PromptSet, ...],
-                                  header: ast.Header, errors: list[CircuitlangError]) -> None:
+def _check_every_set_has_a_metric(
+    items: list[ast.Item], prompt_sets: tuple[ir.PromptSet, ...], header: ast.Header, errors: list[CircuitlangError]
+) -> None:
     has_top = any(isinstance(item, ast.MetricDecl) for item in items)
     if not has_top and any(p.metric is None for p in prompt_sets):
-        errors.append(SpecError("no `metric` line", header.span,
-                                "add e.g. `metric logit_diff(answer, wrong)` at top level"))
+        errors.append(SpecError("no `metric` line", header.span, "add e.g. `metric logit_diff(answer, wrong)` at top level"))
 
 
 def _without_corrupt_block(items: list[ast.Item]) -> set[Span]:
@@ -193,16 +225,21 @@ def _without_corrupt_block(items: list[ast.Item]) -> set[Span]:
     return {b.span for b in blocks if not any(isinstance(s, ast.CorruptDecl) for s in b.body)}
 
 
-def _check_corruption_for_ablation(ablation: ir.Ablation, prompt_sets: tuple[ir.PromptSet, ...],
-                                   uncorrupted: set[Span], errors: list[CircuitlangError]) -> None:
+def _check_corruption_for_ablation(
+    ablation: ir.Ablation, prompt_sets: tuple[ir.PromptSet, ...], uncorrupted: set[Span], errors: list[CircuitlangError]
+) -> None:
     if ablation.source != "corrupt":
         return
     for prompt_set in prompt_sets:
         if prompt_set.span in uncorrupted:
             written = "ablate resample" if ablation.kind == "resample" else f"ablate {ablation.kind} of corrupt"
-            errors.append(SpecError(f"prompt set '{prompt_set.name}' has no corruption, but `{written}` "
-                                    "takes its values from the corrupt prompts", prompt_set.span,
-                                    "add a corrupt block to the prompt set, or ablate mean of clean / zero"))
+            errors.append(
+                SpecError(
+                    f"prompt set '{prompt_set.name}' has no corruption, but `{written}` takes its values from the corrupt prompts",
+                    prompt_set.span,
+                    "add a corrupt block to the prompt set, or ablate mean of clean / zero",
+                )
+            )
 
 
 def _ablation(items: list[ast.Item], header: ast.Header, errors: list[CircuitlangError]) -> ir.Ablation:
@@ -210,14 +247,16 @@ def _ablation(items: list[ast.Item], header: ast.Header, errors: list[Circuitlan
     for extra in decls[1:]:
         errors.append(SpecError("a second `ablate` line", extra.span, "a spec has one ablation"))
     if not decls:
-        errors.append(SpecError("no `ablate` line", header.span,
-                                "say how nodes outside the circuit are ablated: ablate mean of corrupt | resample | zero"))
+        errors.append(
+            SpecError("no `ablate` line", header.span, "say how nodes outside the circuit are ablated: ablate mean of corrupt | resample | zero")
+        )
         return ir.Ablation(kind="zero", source=None, span=header.span)
     decl = decls[0]
     kind = next((known for known in ABLATION_SOURCES if known == decl.kind.name), None)
     if kind is None:
-        errors.append(SpecError(f"unknown ablation '{decl.kind.name}'", decl.kind.span,
-                                "ablations: mean of corrupt, mean of clean, resample, zero"))
+        errors.append(
+            SpecError(f"unknown ablation '{decl.kind.name}'", decl.kind.span, "ablations: mean of corrupt, mean of clean, resample, zero")
+        )
         return ir.Ablation(kind="zero", source=None, span=decl.span)
     return ir.Ablation(kind=kind, source=_ablation_source(decl, kind, errors), span=decl.span)
 
@@ -225,19 +264,22 @@ def _ablation(items: list[ast.Item], header: ast.Header, errors: list[Circuitlan
 AblationKind = Literal["mean", "resample", "zero"]
 AblationSource = Literal["corrupt", "clean"]
 # What each ablation may take after `of`; the first is meant where no `of` is written.
-ABLATION_SOURCES: dict[AblationKind, tuple[AblationSource, ...]] = {
-    "mean": ("corrupt", "clean"), "resample": ("corrupt",), "zero": ()}
+ABLATION_SOURCES: dict[AblationKind, tuple[AblationSource, ...]] = {"mean": ("corrupt", "clean"), "resample": ("corrupt",), "zero": ()}
 
 
-def _ablation_source(decl: ast.AblateDecl, kind: AblationKind,
-                     errors: list[CircuitlangError]) -> AblationSource | None:
+def _ablation_source(decl: ast.AblateDecl, kind: AblationKind, errors: list[CircuitlangError]) -> AblationSource | None:
     allowed = ABLATION_SOURCES[kind]
     default = allowed[0] if allowed else None
     if decl.source is None:
         return default
     source = next((known for known in allowed if known == decl.source.name), None)
     if source is None:
-        errors.append(SpecError(f"'ablate {kind} of {decl.source.name}' is not an ablation", decl.source.span,
-                                f"{kind} takes " + (f"of {' or of '.join(allowed)}" if allowed else "no `of`")))
+        errors.append(
+            SpecError(
+                f"'ablate {kind} of {decl.source.name}' is not an ablation",
+                decl.source.span,
+                f"{kind} takes " + (f"of {' or of '.join(allowed)}" if allowed else "no `of`"),
+            )
+        )
         return default
     return source

@@ -380,9 +380,7 @@ class EdgeExpectation(Frozen):
     span: Span
 
 
-Expectation = Annotated[
-    Union[MetricExpectation, ScoreExpectation, AttendsExpectation, EdgeExpectation], Field(discriminator="kind")
-]
+Expectation = Annotated[Union[MetricExpectation, ScoreExpectation, AttendsExpectation, EdgeExpectation], Field(discriminator="kind")]
 
 
 class Settings(Frozen):
@@ -430,14 +428,18 @@ class Spec(Frozen):
 
     def __repr__(self) -> str:  # the full pydantic dump runs to pages; this is what a notebook needs
         sets = ", ".join(p.name for p in self.prompt_sets)
-        return (f"<Spec {self.name} on {self.model.name}: {len(self.circuit.nodes)} nodes, {len(self.circuit.edges)} "
-                f"declared edges, prompt sets {sets}, {len(self.expectations)} claims; {self.path}>")
+        return (
+            f"<Spec {self.name} on {self.model.name}: {len(self.circuit.nodes)} nodes, {len(self.circuit.edges)} "
+            f"declared edges, prompt sets {sets}, {len(self.expectations)} claims; {self.path}>"
+        )
 
     def _repr_markdown_(self) -> str:
         roles = "; ".join(f"**{role}**: {', '.join(map(str, nodes))}" for role, nodes in self.circuit.roles().items())
-        return (f"**{self.name}** on `{self.model.name}` ({self.path}): {roles}; "
-                f"{len(self.circuit.edges)} declared edges; prompt sets {', '.join(p.name for p in self.prompt_sets)}; "
-                f"{len(self.expectations)} claims")
+        return (
+            f"**{self.name}** on `{self.model.name}` ({self.path}): {roles}; "
+            f"{len(self.circuit.edges)} declared edges; prompt sets {', '.join(p.name for p in self.prompt_sets)}; "
+            f"{len(self.expectations)} claims"
+        )
 
     def canonical_json(self, spans: bool = False) -> str:
         """The IR as sorted JSON; without spans two specs that mean the same compare equal."""

@@ -13,8 +13,7 @@ from pathlib import Path
 
 from circuitlang.errors import Span, SpecError
 
-ROOT_HINT = ("keep the files a spec names in its folder or below it, or name a wider project root "
-             "with --root DIR")
+ROOT_HINT = "keep the files a spec names in its folder or below it, or name a wider project root with --root DIR"
 
 
 def default_root(spec_path: str | Path) -> Path:

@@ -16,9 +16,15 @@ from circuitlang.ir.stdlib import CORRUPTIONS, GENERATORS, METRICS, PROMPT_SETTI
 from circuitlang.ir.suggest import did_you_mean
 
 
-def lower_prompt_set(decl: ast.PromptsDecl, name: str, lists: set[str], root: Path,
-                     outer_corruption: ast.CorruptDecl | None, top_metric: ir.Metric | None,
-                     errors: list[CircuitlangError]) -> ir.PromptSet:
+def lower_prompt_set(
+    decl: ast.PromptsDecl,
+    name: str,
+    lists: set[str],
+    root: Path,
+    outer_corruption: ast.CorruptDecl | None,
+    top_metric: ir.Metric | None,
+    errors: list[CircuitlangError],
+) -> ir.PromptSet:
     """One `prompts` block. `outer_corruption` is a top-level `corrupt` that applies to it.
 
     When the block's data origin (its file or generator) is itself wrong, checks that depend on
@@ -41,9 +47,17 @@ def lower_prompt_set(decl: ast.PromptsDecl, name: str, lists: set[str], root: Pa
     generator = origin.generator
     prefix = settings.get("answer_prefix", GENERATORS[generator.name].answer_prefix if generator else " ")
     prompt_set = ir.PromptSet(
-        name=name, templates=tuple(templates), loops=loops, assignments=assignments, source=origin.source,
-        generator=generator, corruption=corruption, metric=metric, answer_prefix=str(prefix),
-        count=settings.get("count"), span=decl.span,
+        name=name,
+        templates=tuple(templates),
+        loops=loops,
+        assignments=assignments,
+        source=origin.source,
+        generator=generator,
+        corruption=corruption,
+        metric=metric,
+        answer_prefix=str(prefix),
+        count=settings.get("count"),
+        span=decl.span,
     )
     if not origin.failed:
         check_metric_fields(metric or top_metric, prompt_set, errors)
@@ -64,22 +78,28 @@ def _origin(decl: ast.PromptsDecl, root: Path, has_templates: bool, errors: list
     body = decl.body
     sources = [s for s in body if isinstance(s, ast.FromStmt)]
     generators = [s for s in body if isinstance(s, ast.GenerateStmt)]
-    _at_most_one([s for s in body if isinstance(s, ast.ForStmt)], "`for` line",
-                 "put every loop on one line: for i in 1..9, j in 1..3", errors)
+    _at_most_one([s for s in body if isinstance(s, ast.ForStmt)], "`for` line", "put every loop on one line: for i in 1..9, j in 1..3", errors)
     _at_most_one(sources, "`from` file", "combine the rows into one file", errors)
     _at_most_one(generators, "`generate` line", "use one prompts block per generator", errors)
     source = _file_source(sources[0], root, errors) if sources else None
     generator = _generator(generators[0], errors) if generators else None
     if generators and has_templates:
-        errors.append(SpecError("a generated prompt set brings its own templates", decl.span,
-                                "remove the `template` lines or the `generate` line"))
+        errors.append(
+            SpecError("a generated prompt set brings its own templates", decl.span, "remove the `template` lines or the `generate` line")
+        )
     for stmt in body if generators else ():
         if isinstance(stmt, (ast.ForStmt, ast.FromStmt, ast.AssignStmt)):
-            errors.append(SpecError("a generated prompt set brings its own values; this line would be ignored",
-                                    stmt.span, "remove it, or write the prompts with template/for lines instead"))
+            errors.append(
+                SpecError(
+                    "a generated prompt set brings its own values; this line would be ignored",
+                    stmt.span,
+                    "remove it, or write the prompts with template/for lines instead",
+                )
+            )
     if not generators and not has_templates:
-        errors.append(SpecError("prompts block has no template", decl.span,
-                                'add a line such as: template "{s1} {s2} {s3}"  (or generate ioi(...))'))
+        errors.append(
+            SpecError("prompts block has no template", decl.span, 'add a line such as: template "{s1} {s2} {s3}"  (or generate ioi(...))')
+        )
     failed = (bool(sources) and source is None) or (bool(generators) and generator is None)
     return _Origin(source, generator, bool(sources or generators), failed)
 
@@ -92,8 +112,13 @@ def check_metric_fields(metric: ir.Metric | None, prompt_set: ir.PromptSet, erro
     for arg, span in zip(metric.args, metric.arg_spans):
         if arg not in fields:
             why = "is a slot, not an answer field" if arg in slot_names(prompt_set) else "is not defined"
-            errors.append(SpecError(f"metric argument '{arg}' {why} in prompt set '{prompt_set.name}'", span,
-                                    f"answer fields there: {', '.join(sorted(fields)) or 'none'}"))
+            errors.append(
+                SpecError(
+                    f"metric argument '{arg}' {why} in prompt set '{prompt_set.name}'",
+                    span,
+                    f"answer fields there: {', '.join(sorted(fields)) or 'none'}",
+                )
+            )
 
 
 def fields_of(prompt_set: ir.PromptSet) -> set[str] | None:
@@ -140,12 +165,18 @@ def _file_source(stmt: ast.FromStmt, root: Path, errors: list[CircuitlangError])
         errors.append(error)
         return None
     if path.suffix.lower() not in (".jsonl", ".csv"):
-        errors.append(SpecError(f"cannot read prompts from '{stmt.path.value}': unknown file type",
-                                stmt.path.span, "use a .jsonl file (one object per line) or a .csv with a header"))
+        errors.append(
+            SpecError(
+                f"cannot read prompts from '{stmt.path.value}': unknown file type",
+                stmt.path.span,
+                "use a .jsonl file (one object per line) or a .csv with a header",
+            )
+        )
         return None
     if not is_file(path):
-        errors.append(SpecError(f"file not found: '{stmt.path.value}' (looked in {path})", stmt.path.span,
-                                "paths are relative to the spec file's folder"))
+        errors.append(
+            SpecError(f"file not found: '{stmt.path.value}' (looked in {path})", stmt.path.span, "paths are relative to the spec file's folder")
+        )
         return None
     return ir.FileSource(path=str(path), written=stmt.path.value, span=stmt.span)
 
@@ -153,23 +184,39 @@ def _file_source(stmt: ast.FromStmt, root: Path, errors: list[CircuitlangError])
 def _generator(stmt: ast.GenerateStmt, errors: list[CircuitlangError]) -> ir.Generator | None:
     signature = GENERATORS.get(stmt.generator.name)
     if signature is None:
-        errors.append(SpecError(f"unknown generator '{stmt.generator.name}'", stmt.generator.span,
-                                f"generators: {', '.join(sorted(GENERATORS))}"))
+        errors.append(
+            SpecError(f"unknown generator '{stmt.generator.name}'", stmt.generator.span, f"generators: {', '.join(sorted(GENERATORS))}")
+        )
         return None
     params = dict(signature.params)
     for kwarg in stmt.kwargs:
         value = constant_value(kwarg.value)
         default = signature.params.get(kwarg.name.name)
         if default is None:
-            errors.append(SpecError(f"{stmt.generator.name}() has no parameter '{kwarg.name.name}'",
-                                    kwarg.name.span, f"parameters: {', '.join(signature.params)}"))
+            errors.append(
+                SpecError(
+                    f"{stmt.generator.name}() has no parameter '{kwarg.name.name}'",
+                    kwarg.name.span,
+                    f"parameters: {', '.join(signature.params)}",
+                )
+            )
         elif value is None or type(value) is not type(default):
-            errors.append(SpecError(f"{kwarg.name.name} must be {_TYPE_WORDS[type(default)]} literal",
-                                    kwarg.value.span, f"for example {kwarg.name.name} = {default!r}"))
+            errors.append(
+                SpecError(
+                    f"{kwarg.name.name} must be {_TYPE_WORDS[type(default)]} literal",
+                    kwarg.value.span,
+                    f"for example {kwarg.name.name} = {default!r}",
+                )
+            )
         elif kwarg.name.name in signature.choices and value not in signature.choices[kwarg.name.name]:
             allowed = signature.choices[kwarg.name.name]
-            errors.append(SpecError(f"{kwarg.name.name} must be one of {', '.join(map(str, allowed))}",
-                                    kwarg.value.span, f'for example {kwarg.name.name} = "{allowed[0]}"'))
+            errors.append(
+                SpecError(
+                    f"{kwarg.name.name} must be one of {', '.join(map(str, allowed))}",
+                    kwarg.value.span,
+                    f'for example {kwarg.name.name} = "{allowed[0]}"',
+                )
+            )
         else:
             params[kwarg.name.name] = value
     return ir.Generator(name=stmt.generator.name, params=tuple(params.items()), span=stmt.span)
@@ -182,8 +229,7 @@ def _loop(loop: ast.Loop, scope: Scope, errors: list[CircuitlangError]) -> ir.Lo
     return lowered
 
 
-def _assignments(stmts: list[ast.AssignStmt], scope: Scope,
-                 errors: list[CircuitlangError]) -> tuple[ir.Assignment, ...]:
+def _assignments(stmts: list[ast.AssignStmt], scope: Scope, errors: list[CircuitlangError]) -> tuple[ir.Assignment, ...]:
     """Assignments in order; each may use names assigned on earlier lines."""
     lowered: list[ir.Assignment] = []
     seen: dict[str, ast.Ident] = {}
@@ -191,8 +237,7 @@ def _assignments(stmts: list[ast.AssignStmt], scope: Scope,
         value = lower_assigned(stmt.value, scope, errors)
         for target in stmt.targets:
             if target.name in seen or target.name in scope.variables - set(seen):
-                errors.append(SpecError(f"'{target.name}' is assigned twice", target.span,
-                                        "give each slot or field one value per prompt"))
+                errors.append(SpecError(f"'{target.name}' is assigned twice", target.span, "give each slot or field one value per prompt"))
             seen[target.name] = target
         scope.variables.update(t.name for t in stmt.targets)
         lowered.append(ir.Assignment(targets=tuple(t.name for t in stmt.targets), value=value, span=stmt.span))
@@ -203,48 +248,51 @@ def _check_slots_assigned(templates: list[ir.Template], defined: set[str], error
     for template in templates:
         for slot in template.slots:
             if slot not in defined:
-                errors.append(SpecError(f"slot '{{{slot}}}' has no value", slot_span(template, slot),
-                                        f"add a line `{slot} = ...` to the prompts block"))
+                errors.append(
+                    SpecError(f"slot '{{{slot}}}' has no value", slot_span(template, slot), f"add a line `{slot} = ...` to the prompts block")
+                )
 
 
 def slot_span(template: ir.Template, slot: str) -> Span:
     """The span of `{slot}` inside the template string (slots are unique within a template)."""
     offset = template.text.find("{" + slot + "}")
     column = template.span.column + 1 + max(offset, 0)  # +1 for the opening quote
-    return Span(path=template.span.path, line=template.span.line, column=column,
-                end_line=template.span.line, end_column=column + len(slot) + 2)
+    return Span(path=template.span.path, line=template.span.line, column=column, end_line=template.span.line, end_column=column + len(slot) + 2)
 
 
-def _corruption_for(decl: ast.PromptsDecl, outer: ast.CorruptDecl | None, slots: tuple[str, ...] | None,
-                    scope: Scope, root: Path, errors: list[CircuitlangError]) -> ir.Corruption | None:
+def _corruption_for(
+    decl: ast.PromptsDecl, outer: ast.CorruptDecl | None, slots: tuple[str, ...] | None, scope: Scope, root: Path, errors: list[CircuitlangError]
+) -> ir.Corruption | None:
     inner = [s for s in decl.body if isinstance(s, ast.CorruptDecl)]
     _at_most_one(inner, "`corrupt` block", "one corruption per prompt set", errors)
     chosen = inner[0] if inner else outer
     return lower_corruption(chosen, slots, scope, root, errors) if chosen else None
 
 
-def lower_corruption(decl: ast.CorruptDecl, slots: tuple[str, ...] | None, scope: Scope, root: Path,
-                     errors: list[CircuitlangError]) -> ir.Corruption | None:
+def lower_corruption(
+    decl: ast.CorruptDecl, slots: tuple[str, ...] | None, scope: Scope, root: Path, errors: list[CircuitlangError]
+) -> ir.Corruption | None:
     """`slots` is None when the prompt set's own origin was wrong: slot checks are then skipped."""
     kind = CORRUPTIONS.get(decl.kind.name)
     if kind is None:
-        errors.append(SpecError(f"unknown corruption '{decl.kind.name}'", decl.kind.span,
-                                f"corruptions: {', '.join(CORRUPTIONS)}"))
+        errors.append(SpecError(f"unknown corruption '{decl.kind.name}'", decl.kind.span, f"corruptions: {', '.join(CORRUPTIONS)}"))
         return None
     args = _corrupt_args(decl)
     if args is None or len(args) != kind.n_args:
-        errors.append(SpecError(f"corrupt {decl.kind.name} takes {kind.n_args} literal argument(s)",
-                                decl.kind.span, kind.description))
+        errors.append(SpecError(f"corrupt {decl.kind.name} takes {kind.n_args} literal argument(s)", decl.kind.span, kind.description))
         return None
     if kind.needs_body != (decl.body is not None):
-        errors.append(SpecError(
-            f"corrupt {decl.kind.name} " + ("needs a { ... } body" if kind.needs_body else "takes no { ... } body"),
-            decl.kind.span, kind.description))
+        errors.append(
+            SpecError(
+                f"corrupt {decl.kind.name} " + ("needs a { ... } body" if kind.needs_body else "takes no { ... } body"),
+                decl.kind.span,
+                kind.description,
+            )
+        )
         return None
     missing = [slot for slot in kind.requires if slots is not None and slot not in slots]
     if missing:
-        errors.append(SpecError(f"corrupt {decl.kind.name} needs the slot(s) {', '.join(missing)}", decl.kind.span,
-                                kind.description))
+        errors.append(SpecError(f"corrupt {decl.kind.name} needs the slot(s) {', '.join(missing)}", decl.kind.span, kind.description))
         return None
     assignments = _corrupt_assignments(decl.body or (), slots, scope, errors)
     _check_slot_args(decl, args, slots, errors)
@@ -260,43 +308,52 @@ def _corrupt_args(decl: ast.CorruptDecl) -> tuple[ir.Value, ...] | None:
     return values if len(values) == len(args) else None
 
 
-def _corrupt_assignments(body: tuple[ast.AssignStmt, ...], slots: tuple[str, ...] | None, scope: Scope,
-                         errors: list[CircuitlangError]) -> tuple[ir.Assignment, ...]:
+def _corrupt_assignments(
+    body: tuple[ast.AssignStmt, ...], slots: tuple[str, ...] | None, scope: Scope, errors: list[CircuitlangError]
+) -> tuple[ir.Assignment, ...]:
     for stmt in body:
         for target in stmt.targets:
             if slots is not None and target.name not in slots:
-                errors.append(SpecError(f"corruption assigns '{target.name}', which is not a slot", target.span,
-                                        did_you_mean(target.name, slots) + f"slots: {', '.join(slots)}"))
+                errors.append(
+                    SpecError(
+                        f"corruption assigns '{target.name}', which is not a slot",
+                        target.span,
+                        did_you_mean(target.name, slots) + f"slots: {', '.join(slots)}",
+                    )
+                )
     inner = Scope(variables=set(scope.variables), lists=scope.lists, open_world=scope.open_world)
     return _assignments_allowing_redefinition(body, inner, errors)
 
 
-def _assignments_allowing_redefinition(body: tuple[ast.AssignStmt, ...], scope: Scope,
-                                       errors: list[CircuitlangError]) -> tuple[ir.Assignment, ...]:
+def _assignments_allowing_redefinition(
+    body: tuple[ast.AssignStmt, ...], scope: Scope, errors: list[CircuitlangError]
+) -> tuple[ir.Assignment, ...]:
     # A corruption re-assigns clean slots on purpose, so "assigned twice" does not apply here.
     return tuple(
-        ir.Assignment(targets=tuple(t.name for t in s.targets), value=lower_assigned(s.value, scope, errors),
-                      span=s.span)
-        for s in body
+        ir.Assignment(targets=tuple(t.name for t in s.targets), value=lower_assigned(s.value, scope, errors), span=s.span) for s in body
     )
 
 
-def _check_slot_args(decl: ast.CorruptDecl, args: tuple[ir.Value, ...], slots: tuple[str, ...] | None,
-                     errors: list[CircuitlangError]) -> None:
+def _check_slot_args(decl: ast.CorruptDecl, args: tuple[ir.Value, ...], slots: tuple[str, ...] | None, errors: list[CircuitlangError]) -> None:
     if decl.kind.name != "swap" or slots is None:
         return
     exprs = decl.args or ()  # as many as `args`: lower_corruption checked their number
     for arg, expr in zip(args, exprs):
         if arg not in slots:
-            errors.append(SpecError(f"swap names '{arg}', which is not a slot", expr.span,
-                                    did_you_mean(str(arg), slots) + f"slots: {', '.join(slots)}"))
+            errors.append(
+                SpecError(f"swap names '{arg}', which is not a slot", expr.span, did_you_mean(str(arg), slots) + f"slots: {', '.join(slots)}")
+            )
     if args[0] == args[1]:
-        errors.append(SpecError(f"swap needs two different slots; both are '{args[0]}'", exprs[1].span,
-                                "a swap of a slot with itself leaves every prompt unchanged"))
+        errors.append(
+            SpecError(
+                f"swap needs two different slots; both are '{args[0]}'",
+                exprs[1].span,
+                "a swap of a slot with itself leaves every prompt unchanged",
+            )
+        )
 
 
-def _corrupt_file(decl: ast.CorruptDecl, args: tuple[ir.Value, ...], root: Path,
-                  errors: list[CircuitlangError]) -> str | None:
+def _corrupt_file(decl: ast.CorruptDecl, args: tuple[ir.Value, ...], root: Path, errors: list[CircuitlangError]) -> str | None:
     if decl.kind.name != "file":
         return None
     span = (decl.args or ())[0].span  # `file` has one argument: lower_corruption checked it
@@ -306,13 +363,16 @@ def _corrupt_file(decl: ast.CorruptDecl, args: tuple[ir.Value, ...], root: Path,
         errors.append(error)
         return None
     if path.suffix.lower() not in (".jsonl", ".csv"):
-        errors.append(SpecError(f"cannot read corrupt rows from '{args[0]}': unknown file type",
-                                span,
-                                "use a .jsonl file (one object per line) or a .csv with a header"))
+        errors.append(
+            SpecError(
+                f"cannot read corrupt rows from '{args[0]}': unknown file type",
+                span,
+                "use a .jsonl file (one object per line) or a .csv with a header",
+            )
+        )
         return None
     if not is_file(path):
-        errors.append(SpecError(f"file not found: '{args[0]}' (looked in {path})", span,
-                                "paths are relative to the spec file's folder"))
+        errors.append(SpecError(f"file not found: '{args[0]}' (looked in {path})", span, "paths are relative to the spec file's folder"))
         return None
     return str(path)
 
@@ -320,17 +380,20 @@ def _corrupt_file(decl: ast.CorruptDecl, args: tuple[ir.Value, ...], root: Path,
 def lower_metric(decl: ast.MetricDecl, errors: list[CircuitlangError]) -> ir.Metric | None:
     kind = METRICS.get(decl.name.name)
     if kind is None:
-        errors.append(SpecError(f"unknown metric '{decl.name.name}'", decl.name.span,
-                                f"metrics: {', '.join(METRICS)}"))
+        errors.append(SpecError(f"unknown metric '{decl.name.name}'", decl.name.span, f"metrics: {', '.join(METRICS)}"))
         return None
     arity = kind.arity
     args = decl.args or ()
     if len(args) != arity:
-        errors.append(SpecError(f"metric {decl.name.name} takes {arity} answer field(s), got {len(args)}",
-                                decl.span, "for example: metric logit_diff(answer, wrong)"))
+        errors.append(
+            SpecError(
+                f"metric {decl.name.name} takes {arity} answer field(s), got {len(args)}",
+                decl.span,
+                "for example: metric logit_diff(answer, wrong)",
+            )
+        )
         return None
-    return ir.Metric(name=decl.name.name, args=tuple(a.name for a in args), arg_spans=tuple(a.span for a in args),
-                     span=decl.span)
+    return ir.Metric(name=decl.name.name, args=tuple(a.name for a in args), arg_spans=tuple(a.span for a in args), span=decl.span)
 
 
 _TYPE_WORDS = {int: "an integer", str: "a string", float: "a number"}
@@ -349,11 +412,19 @@ def _prompt_settings(stmts: list[ast.SetDecl], errors: list[CircuitlangError]) -
         expected = PROMPT_SETTINGS.get(stmt.key.name)
         value = None if isinstance(stmt.value, ast.Var) else stmt.value.value
         if expected is None:
-            errors.append(SpecError(f"unknown prompt-set setting '{stmt.key.name}'", stmt.key.span,
-                                    f"settings inside prompts: {', '.join(PROMPT_SETTINGS)}"))
+            errors.append(
+                SpecError(
+                    f"unknown prompt-set setting '{stmt.key.name}'", stmt.key.span, f"settings inside prompts: {', '.join(PROMPT_SETTINGS)}"
+                )
+            )
         elif type(value) is not expected or isinstance(stmt.value, ast.Var):
-            errors.append(SpecError(f"{stmt.key.name} must be {_TYPE_WORDS[expected]}", stmt.value.span,
-                                    'for example: set answer_prefix = " "' if expected is str else "set count = 50"))
+            errors.append(
+                SpecError(
+                    f"{stmt.key.name} must be {_TYPE_WORDS[expected]}",
+                    stmt.value.span,
+                    'for example: set answer_prefix = " "' if expected is str else "set count = 50",
+                )
+            )
         elif stmt.key.name in settings:
             errors.append(SpecError(f"'{stmt.key.name}' is set twice", stmt.key.span, "keep one of the two lines"))
         elif stmt.key.name == "answer_prefix" and isinstance(value, str):

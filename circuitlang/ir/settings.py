@@ -22,8 +22,7 @@ def lower_settings(items: list[ast.Item], errors: list[CircuitlangError]) -> ir.
     for decl in (item for item in items if isinstance(item, ast.SetDecl)):
         key = decl.key.name
         if key not in SPEC_SETTINGS:
-            errors.append(SpecError(f"unknown setting '{key}'", decl.key.span,
-                                    f"settings: {', '.join(SPEC_SETTINGS)}"))
+            errors.append(SpecError(f"unknown setting '{key}'", decl.key.span, f"settings: {', '.join(SPEC_SETTINGS)}"))
         elif key in values:
             errors.append(SpecError(f"'{key}' is set twice", decl.key.span, "keep one of the two lines"))
         else:
@@ -45,14 +44,22 @@ def _setting_value(key: str, value: ast.SettingValue, errors: list[CircuitlangEr
     if expected is float and isinstance(raw, (int, float)) and not isinstance(value, (ast.StrLit, ast.Var)):
         low, high = FLOAT_RANGES.get(key, (float("-inf"), float("inf")))
         if not low < raw < high:
-            errors.append(SpecError(f"{key} must be between {low:g} and {high:g}", value.span,
-                                    f"for example: set {key} = {ir.Settings().model_dump()[key]}"))
+            errors.append(
+                SpecError(
+                    f"{key} must be between {low:g} and {high:g}", value.span, f"for example: set {key} = {ir.Settings().model_dump()[key]}"
+                )
+            )
             return None
         return float(raw)
     if expected is int and isinstance(value, ast.IntLit):
         return _int_setting(key, value, errors)
-    errors.append(SpecError(f"{key} must be {'an integer' if expected is int else 'a number'}", value.span,
-                            f"for example: set {key} = {ir.Settings().model_dump()[key]}"))
+    errors.append(
+        SpecError(
+            f"{key} must be {'an integer' if expected is int else 'a number'}",
+            value.span,
+            f"for example: set {key} = {ir.Settings().model_dump()[key]}",
+        )
+    )
     return None
 
 
@@ -64,7 +71,6 @@ def _int_setting(key: str, value: ast.IntLit, errors: list[CircuitlangError]) ->
     maximum = SAMPLE_MAXIMA.get(key, MAX_INT_SETTING)
     if value.value > maximum:
         shown = "2**63 - 1" if maximum == MAX_INT_SETTING else f"{maximum:,}"
-        errors.append(SpecError(f"{key} must be at most {shown}", value.span,
-                                f"for example: set {key} = {ir.Settings().model_dump()[key]}"))
+        errors.append(SpecError(f"{key} must be at most {shown}", value.span, f"for example: set {key} = {ir.Settings().model_dump()[key]}"))
         return None
     return value.value

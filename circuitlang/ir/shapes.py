@@ -51,8 +51,11 @@ def _known_hub_shapes() -> dict[str, HubShape]:
     """Hub models whose shape is known without downloading anything, keyed by TransformerLens's
     official names (aliases resolve to these first) and by Hugging Face repo ids it does not list."""
     text = resources.files("circuitlang.ir").joinpath(SHAPES_FILE).read_text(encoding="utf-8")
-    return {name: _hub_shape(counts, family["parallel_attn_mlp"])
-            for family in json.loads(text)["families"] for name, counts in family["models"].items()}
+    return {
+        name: _hub_shape(counts, family["parallel_attn_mlp"])
+        for family in json.loads(text)["families"]
+        for name, counts in family["models"].items()
+    }
 
 
 def _hub_shape(counts: list[int], parallel_attn_mlp: bool) -> HubShape:
@@ -77,20 +80,24 @@ def resolve_model(written: str, root: Path, span: Span) -> ModelRef:
     resolves to nothing is the spec's to fix (a SpecError, exit 2); a model that is there but cannot
     be read is a ModelError (exit 3)."""
     if written.startswith(ORGANISM_PREFIX):
-        name = written[len(ORGANISM_PREFIX):]
+        name = written[len(ORGANISM_PREFIX) :]
         folder = organisms_root() / name / "weights"
         if not ORGANISM_NAME.fullmatch(name) or not is_file(folder / "config.json"):  # a name, never a path
             shipped = shipped_organisms()
             nearest = difflib.get_close_matches(name, shipped, n=1)
             guess = f"did you mean '{ORGANISM_PREFIX}{nearest[0]}'? " if nearest else ""
-            raise SpecError(f"no shipped organism named '{name}'", span,
-                             f"{guess}shipped organisms: {', '.join(shipped) or 'none are built yet'}")
+            raise SpecError(
+                f"no shipped organism named '{name}'", span, f"{guess}shipped organisms: {', '.join(shipped) or 'none are built yet'}"
+            )
         return ModelRef(source="organism", name=written, path=str(folder), span=span)
     if written.startswith((".", "/", "~")):
         folder = confined(written, span, root, "model folder")
         if not is_dir(folder):
-            raise SpecError(f"model folder '{written}' does not exist (looked in {folder})", span,
-                             "paths are relative to the spec file; point at a folder with config.json")
+            raise SpecError(
+                f"model folder '{written}' does not exist (looked in {folder})",
+                span,
+                "paths are relative to the spec file; point at a folder with config.json",
+            )
         return ModelRef(source="local", name=written, path=str(folder), span=span)
     return ModelRef(source="hub", name=written, hub_id=_hub_id(written, span), span=span)
 
@@ -110,8 +117,7 @@ def unknown_hub_hint(written: str) -> str:
     """A did-you-mean hint for a hub name that names no model."""
     nearest = nearest_hub_names(written)
     guess = f"did you mean {' or '.join(repr(name) for name in nearest)}? " if nearest else ""
-    return (f"{guess}use a name from TransformerLens's model table or a full Hugging Face repo id "
-            f'(on "org/name"); local folders start with "./"')
+    return f'{guess}use a name from TransformerLens\'s model table or a full Hugging Face repo id (on "org/name"); local folders start with "./"'
 
 
 def model_shape(model: ModelRef) -> ModelShape | None:
@@ -126,25 +132,31 @@ def _shape_from_config(config_path: Path, span: Span) -> ModelShape:
     fields = _language_model_fields(_read_config(config_path, span))
     layers, heads = _count(fields, LAYER_KEYS), _count(fields, HEAD_KEYS)
     if layers is None or heads is None:
-        raise ModelError(f"{config_path} names no layer/head counts", span,
-                         "expected n_layer/n_head or num_hidden_layers/num_attention_heads")
-    return ModelShape(n_layers=layers, n_heads=heads, origin=str(config_path),
-                      n_kv_heads=_kv_heads(fields, heads, config_path, span),
-                      parallel_attn_mlp=_reads_one_residual(fields))
+        raise ModelError(f"{config_path} names no layer/head counts", span, "expected n_layer/n_head or num_hidden_layers/num_attention_heads")
+    return ModelShape(
+        n_layers=layers,
+        n_heads=heads,
+        origin=str(config_path),
+        n_kv_heads=_kv_heads(fields, heads, config_path, span),
+        parallel_attn_mlp=_reads_one_residual(fields),
+    )
 
 
 def _read_config(config_path: Path, span: Span) -> dict[str, Any]:
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except FileNotFoundError:  # the spec names a folder that holds no model: the spec's to fix (exit 2)
-        raise SpecError(f"{config_path.parent} is not a model folder: it has no config.json", span,
-                        "point `on` at a Hugging Face model folder (config.json, tokenizer, weights)") from None
+        raise SpecError(
+            f"{config_path.parent} is not a model folder: it has no config.json",
+            span,
+            "point `on` at a Hugging Face model folder (config.json, tokenizer, weights)",
+        ) from None
     except (OSError, ValueError) as error:  # ValueError: not JSON, not UTF-8, numbers too long
-        raise ModelError(f"cannot read the model's {config_path}: {error}", span,
-                         "a local model folder needs a valid HF config.json") from None
+        raise ModelError(f"cannot read the model's {config_path}: {error}", span, "a local model folder needs a valid HF config.json") from None
     if not isinstance(config, dict):
-        raise ModelError(f"{config_path} is a JSON {type(config).__name__}, not an object", span,
-                         "a Hugging Face config.json is one JSON object ({...})")
+        raise ModelError(
+            f"{config_path} is a JSON {type(config).__name__}, not an object", span, "a Hugging Face config.json is one JSON object ({...})"
+        )
     return config
 
 
@@ -167,8 +179,9 @@ def _kv_heads(fields: dict[str, Any], heads: int, config_path: Path, span: Span)
     if kv_heads is None:
         return heads
     if kv_heads <= 0 or heads % kv_heads:
-        raise ModelError(f"{config_path} gives {kv_heads} key/value heads for {heads} heads", span,
-                         "num_key_value_heads must divide num_attention_heads")
+        raise ModelError(
+            f"{config_path} gives {kv_heads} key/value heads for {heads} heads", span, "num_key_value_heads must divide num_attention_heads"
+        )
     return kv_heads
 
 

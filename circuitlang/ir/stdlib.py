@@ -9,20 +9,68 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 MONTHS = (
-    "January", "February", "March", "April", "May", "June",
-    "July", "August", "September", "October", "November", "December",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
 )
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 NUMBER_WORDS = (
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
-    "nineteen", "twenty",
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+    "twenty",
 )
 LETTERS = tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 # Single-token first names in GPT-2's vocabulary, as used by Wang et al. for IOI.
 NAMES = (
-    "Mary", "John", "Alice", "Bob", "Tom", "James", "Dan", "Sid", "Martin", "Amy", "Kate",
-    "Jane", "Paul", "Anne", "Mark", "Lisa", "Jack", "Sarah", "David", "Emma", "Michael", "Rachel",
+    "Mary",
+    "John",
+    "Alice",
+    "Bob",
+    "Tom",
+    "James",
+    "Dan",
+    "Sid",
+    "Martin",
+    "Amy",
+    "Kate",
+    "Jane",
+    "Paul",
+    "Anne",
+    "Mark",
+    "Lisa",
+    "Jack",
+    "Sarah",
+    "David",
+    "Emma",
+    "Michael",
+    "Rachel",
 )
 
 
@@ -50,6 +98,7 @@ FUNCTIONS: dict[str, tuple[int, int, str]] = {
     "lower": (1, 1, "lower(s): lower-case text; maps over lists"),
     "capitalize": (1, 1, "capitalize(s): first letter upper-case; maps over lists"),
 }
+
 
 @dataclass(frozen=True)
 class MetricKind:
@@ -124,8 +173,15 @@ GENERATORS: dict[str, GeneratorSignature] = {
 }
 
 METRIC_CLAIMS = (
-    "faithfulness", "normalized_faithfulness", "completeness", "completeness_mean", "minimality",
-    "f_model", "f_circuit", "f_empty", "edge_effect",
+    "faithfulness",
+    "normalized_faithfulness",
+    "completeness",
+    "completeness_mean",
+    "minimality",
+    "f_model",
+    "f_circuit",
+    "f_empty",
+    "edge_effect",
 )
 # Claims about one node (or every node of a role).
 SCORE_CLAIMS = ("copy_score", "next_score", "direct_logit", "minimality")
@@ -137,14 +193,25 @@ CHANNELS = ("q", "k", "v")
 
 # Spec-wide settings (set key = value) and per-prompt-set settings.
 SPEC_SETTINGS = {
-    "seed": int, "bootstrap": int, "confidence": float, "minimality_threshold": float,
-    "completeness_samples": int, "greedy_steps": int, "minimality_samples": int, "top_k": int, "batch_size": int,
+    "seed": int,
+    "bootstrap": int,
+    "confidence": float,
+    "minimality_threshold": float,
+    "completeness_samples": int,
+    "greedy_steps": int,
+    "minimality_samples": int,
+    "top_k": int,
+    "batch_size": int,
     "embed_edges": ("all", "declared"),
     "prepend_bos": ("model", "true", "false"),
-    "max_prompts": int, "max_range": int, "max_list": int, "max_slots": int, "max_template": int, "max_text": int,
+    "max_prompts": int,
+    "max_range": int,
+    "max_list": int,
+    "max_slots": int,
+    "max_template": int,
+    "max_text": int,
 }
 PROMPT_SETTINGS = {"answer_prefix": str, "count": int}
-
 
 
 @dataclass(frozen=True)
@@ -161,24 +228,33 @@ class Limit:
 # The one table of limits (docs/language.md "Limits" prints it). Several rows share a setting:
 # they bound the same quantity reached by different constructs. More prompts than the default do
 # not fit a verification on a laptop anyway, and longer text is not a prompt's slot.
-LIMITS: dict[str, Limit] = {limit.what: limit for limit in (
-    Limit("prompts per set", 100_000, "clean prompts one prompt set builds (templates x file rows x loop values)",
-          "max_prompts"),
-    Limit("loop product", 100_000, "combinations of a block's `for` loops, enumerated lazily up to `set count` "
-          "(and loop values gone through: at most loops x this)", "max_prompts"),
-    Limit("generated prompts", 100_000, "`n` of `generate NAME(n = ...)`, after `set count`", "max_prompts"),
-    Limit("range length", 100_000, "values of one `a..b` used as a value (`random a..b`, `len`); a loop's range "
-          "is enumerated lazily and bounded by the loop product", "max_range"),
-    Limit("list length", 10_000, "items of one `list` declaration or `[...]` literal", "max_list"),
-    Limit("slots per template", 100, "`{slot}`s in one template", "max_slots"),
-    Limit("template length", 10_000, "characters of one template", "max_template"),
-    Limit("string literal length", 1_000, "characters of one string literal outside a template", "max_text"),
-    Limit("text value length", 1_000, "characters of text an expression builds (`+` of two strings)", "max_text"),
-    Limit("pad width", 1_000, "the width `pad(x, width)` pads to", "max_text"),
-    Limit("expression depth", 200, "nesting of the syntax tree (the parser recurses)", None),
-    Limit("integer digits", 4_300, "digits of an integer literal or of an arithmetic result "
-          "(Python's int-to-text limit)", None),
-)}
+LIMITS: dict[str, Limit] = {
+    limit.what: limit
+    for limit in (
+        Limit("prompts per set", 100_000, "clean prompts one prompt set builds (templates x file rows x loop values)", "max_prompts"),
+        Limit(
+            "loop product",
+            100_000,
+            "combinations of a block's `for` loops, enumerated lazily up to `set count` (and loop values gone through: at most loops x this)",
+            "max_prompts",
+        ),
+        Limit("generated prompts", 100_000, "`n` of `generate NAME(n = ...)`, after `set count`", "max_prompts"),
+        Limit(
+            "range length",
+            100_000,
+            "values of one `a..b` used as a value (`random a..b`, `len`); a loop's range is enumerated lazily and bounded by the loop product",
+            "max_range",
+        ),
+        Limit("list length", 10_000, "items of one `list` declaration or `[...]` literal", "max_list"),
+        Limit("slots per template", 100, "`{slot}`s in one template", "max_slots"),
+        Limit("template length", 10_000, "characters of one template", "max_template"),
+        Limit("string literal length", 1_000, "characters of one string literal outside a template", "max_text"),
+        Limit("text value length", 1_000, "characters of text an expression builds (`+` of two strings)", "max_text"),
+        Limit("pad width", 1_000, "the width `pad(x, width)` pads to", "max_text"),
+        Limit("expression depth", 200, "nesting of the syntax tree (the parser recurses)", None),
+        Limit("integer digits", 4_300, "digits of an integer literal or of an arithmetic result (Python's int-to-text limit)", None),
+    )
+}
 # The settings that raise limits, with their defaults (ir.Settings takes its defaults from here).
 LIMIT_SETTINGS: dict[str, int] = {limit.setting: limit.default for limit in LIMITS.values() if limit.setting}
 MAX_PROMPTS = LIMIT_SETTINGS["max_prompts"]

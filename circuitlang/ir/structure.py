@@ -42,11 +42,17 @@ def structure_errors(circuit: ir.Circuit) -> list[CircuitlangError]:
     if not circuit.edges:
         return []
     reached = reaching_logits(circuit)
-    return [SpecError(f"{member.node} has no declared path to the logits: with edges declared, its output "
-                      "reaches nothing, so the verification would treat it as ablated", member.span,
-                      f"declare an edge from {member.node} towards the logits (e.g. `edge {member.node} -> logits`), "
-                      f"or remove {member.node} from the circuit")
-            for member in circuit.nodes if member.node not in reached]
+    return [
+        SpecError(
+            f"{member.node} has no declared path to the logits: with edges declared, its output "
+            "reaches nothing, so the verification would treat it as ablated",
+            member.span,
+            f"declare an edge from {member.node} towards the logits (e.g. `edge {member.node} -> logits`), "
+            f"or remove {member.node} from the circuit",
+        )
+        for member in circuit.nodes
+        if member.node not in reached
+    ]
 
 
 def structure_warnings(spec: ir.Spec) -> list[CircuitlangError]:
@@ -62,12 +68,20 @@ def structure_warnings(spec: ir.Spec) -> list[CircuitlangError]:
     for member in circuit.nodes:
         senders = inputs.get(member.node, set())
         if spec.settings.embed_edges == "declared" and not senders:
-            warnings.append(SpecError(f"{member.node} has no declared inputs, and `embed_edges = declared` cuts "
-                                      "its embeddings too: it reads only ablated activations", member.span,
-                                      f"declare the edges into {member.node} (`edge embed -> {member.node}` for "
-                                      "the embeddings)"))
+            warnings.append(
+                SpecError(
+                    f"{member.node} has no declared inputs, and `embed_edges = declared` cuts "
+                    "its embeddings too: it reads only ablated activations",
+                    member.span,
+                    f"declare the edges into {member.node} (`edge embed -> {member.node}` for the embeddings)",
+                )
+            )
         elif member.node.layer and not senders - {EMBED}:
-            warnings.append(SpecError(f"{member.node} has no declared input from another node: it reads only the "
-                                      "embeddings", member.span,
-                                      f"if an earlier node feeds it, declare that edge (`edge ... -> {member.node}`)"))
+            warnings.append(
+                SpecError(
+                    f"{member.node} has no declared input from another node: it reads only the embeddings",
+                    member.span,
+                    f"if an earlier node feeds it, declare that edge (`edge ... -> {member.node}`)",
+                )
+            )
     return warnings

@@ -33,9 +33,11 @@ def read_spec_text(path: Path) -> str:
     except (OSError, ValueError):
         size = 0  # reading says why
     if size > MAX_SPEC_BYTES:
-        raise SpecError(f"the spec is {size:,} bytes, more than the {MAX_SPEC_BYTES:,} a spec file may hold (the spec size "
-                        "limit)", Span(path=str(path), line=1, column=1, end_line=1, end_column=2),
-                        "move long lists into a data file (`from \"rows.csv\"`) or split the spec with `use`")
+        raise SpecError(
+            f"the spec is {size:,} bytes, more than the {MAX_SPEC_BYTES:,} a spec file may hold (the spec size limit)",
+            Span(path=str(path), line=1, column=1, end_line=1, end_column=2),
+            'move long lists into a data file (`from "rows.csv"`) or split the spec with `use`',
+        )
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -45,8 +47,9 @@ def read_spec_text(path: Path) -> str:
     try:
         text = data.decode("utf-8-sig")  # editors on Windows may add a byte-order mark
     except UnicodeDecodeError as error:
-        raise SpecError(f"byte 0x{data[error.start]:02x} is not UTF-8 text", _byte_span(path, data, error.start),
-                        "save the spec as UTF-8") from None
+        raise SpecError(
+            f"byte 0x{data[error.start]:02x} is not UTF-8 text", _byte_span(path, data, error.start), "save the spec as UTF-8"
+        ) from None
     return text
 
 
@@ -58,8 +61,7 @@ def _byte_span(path: Path, data: bytes, offset: int) -> Span:
     return Span(path=str(path), line=line, column=column, end_line=line, end_column=column + 1)
 
 
-def resolve_uses(spec_file: ast.SpecFile, errors: list[CircuitlangError], root: Path,
-                 stack: tuple[Path, ...] = ()) -> list[ast.Item]:
+def resolve_uses(spec_file: ast.SpecFile, errors: list[CircuitlangError], root: Path, stack: tuple[Path, ...] = ()) -> list[ast.Item]:
     """The file's items with every `use` line replaced by the declarations it imports (files
     inside `root` only)."""
     here = Path(spec_file.path).resolve()
@@ -72,20 +74,21 @@ def resolve_uses(spec_file: ast.SpecFile, errors: list[CircuitlangError], root: 
     return items
 
 
-def _imported(use: ast.UseDecl, root: Path, errors: list[CircuitlangError],
-              stack: tuple[Path, ...]) -> list[ast.Item]:
+def _imported(use: ast.UseDecl, root: Path, errors: list[CircuitlangError], stack: tuple[Path, ...]) -> list[ast.Item]:
     try:
         target = confined(use.path.value, use.path.span, root, "used file")
     except SpecError as error:
         errors.append(error)
         return []
     if target in stack:
-        errors.append(SpecError(f"'{use.path.value}' uses this file back (a cycle)", use.path.span,
-                                "move the shared part into a third file that both use"))
+        errors.append(
+            SpecError(f"'{use.path.value}' uses this file back (a cycle)", use.path.span, "move the shared part into a third file that both use")
+        )
         return []
     if not is_file(target):
-        errors.append(SpecError(f"file not found: '{use.path.value}' (looked in {target})", use.path.span,
-                                "paths are relative to the spec file's folder"))
+        errors.append(
+            SpecError(f"file not found: '{use.path.value}' (looked in {target})", use.path.span, "paths are relative to the spec file's folder")
+        )
         return []
     try:
         other = read_spec_file(target)
@@ -100,8 +103,9 @@ def _select(use: ast.UseDecl, items: list[ast.Item], errors: list[CircuitlangErr
     if use.what == "circuit":
         chosen: list[ast.Item] = [i for i in items if isinstance(i, CIRCUIT_ITEMS)]
         if not chosen:
-            errors.append(SpecError(f"'{use.path.value}' declares no circuit (no role, mlp or edge lines)",
-                                    use.span, "use a spec that declares roles"))
+            errors.append(
+                SpecError(f"'{use.path.value}' declares no circuit (no role, mlp or edge lines)", use.span, "use a spec that declares roles")
+            )
         return chosen
     assert use.name is not None  # the grammar gives `use prompts` and `use list` a name
     if use.what == "list":
@@ -109,19 +113,16 @@ def _select(use: ast.UseDecl, items: list[ast.Item], errors: list[CircuitlangErr
     return _named_prompts(use, use.name, items, errors)
 
 
-def _named_list(use: ast.UseDecl, name: ast.Ident, items: list[ast.Item],
-                errors: list[CircuitlangError]) -> list[ast.Item]:
+def _named_list(use: ast.UseDecl, name: ast.Ident, items: list[ast.Item], errors: list[CircuitlangError]) -> list[ast.Item]:
     lists = [i for i in items if isinstance(i, ast.ListDecl)]
     found = [i for i in lists if i.name.name == name.name]
     if not found:
         names = ", ".join(i.name.name for i in lists) or "none"
-        errors.append(SpecError(f"'{use.path.value}' declares no list '{name.name}'",
-                                name.span, f"lists there: {names}"))
+        errors.append(SpecError(f"'{use.path.value}' declares no list '{name.name}'", name.span, f"lists there: {names}"))
     return list(found)
 
 
-def _named_prompts(use: ast.UseDecl, name: ast.Ident, items: list[ast.Item],
-                   errors: list[CircuitlangError]) -> list[ast.Item]:
+def _named_prompts(use: ast.UseDecl, name: ast.Ident, items: list[ast.Item], errors: list[CircuitlangError]) -> list[ast.Item]:
     """The named prompts block, with the file's lists and its top-level corruption folded in."""
     blocks = [i for i in items if isinstance(i, ast.PromptsDecl)]
     circuit_names = [i.name.name for i in items if isinstance(i, ast.CircuitDecl)]
@@ -129,8 +130,7 @@ def _named_prompts(use: ast.UseDecl, name: ast.Ident, items: list[ast.Item],
     found = [b for b in blocks if (b.name.name if b.name else (circuit_names or [""])[0]) == wanted]
     if not found:
         names = ", ".join(b.name.name if b.name else (circuit_names or ["?"])[0] for b in blocks) or "none"
-        errors.append(SpecError(f"'{use.path.value}' has no prompt set '{wanted}'", name.span,
-                                f"prompt sets there: {names}"))
+        errors.append(SpecError(f"'{use.path.value}' has no prompt set '{wanted}'", name.span, f"prompt sets there: {names}"))
         return []
     block = found[0]
     outer = [i for i in items if isinstance(i, ast.CorruptDecl)]

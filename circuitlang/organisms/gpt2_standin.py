@@ -48,6 +48,7 @@ def build_gpt2_standin(folder: Path, tokenizer_folder: Path, seed: int = 0) -> P
 def gpt2_tokenizer(tokenizer_folder: Path) -> PreTrainedTokenizerFast:
     """GPT-2's byte-level BPE tokenizer from OpenAI's two files, as the hub's `gpt2` loads it."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
     # transformers 5 gives the *TokenizerFast names only through its lazy module's fallback, which
     # its type information does not declare; transformers 4 defines the class itself.
     from transformers import GPT2TokenizerFast  # type: ignore[attr-defined]

@@ -30,8 +30,16 @@ def word_tokenizer(words: Iterable[str]):  # -> transformers.PreTrainedTokenizer
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=BOS, eos_token=BOS, unk_token=BOS)
 
 
-def build_random_gpt2(folder: Path, words: Iterable[str], n_layers: int = 2, n_heads: int = 4, d_model: int = 32,
-                      n_positions: int = 64, seed: int = 0, vocab_size: int | None = None) -> Path:
+def build_random_gpt2(
+    folder: Path,
+    words: Iterable[str],
+    n_layers: int = 2,
+    n_heads: int = 4,
+    d_model: int = 32,
+    n_positions: int = 64,
+    seed: int = 0,
+    vocab_size: int | None = None,
+) -> Path:
     """Write a randomly initialised GPT-2 with a word-level tokenizer to `folder`.
 
     `vocab_size` pads the embedding beyond the tokenizer's words (to reach GPT-2 small's 50257
@@ -40,8 +48,15 @@ def build_random_gpt2(folder: Path, words: Iterable[str], n_layers: int = 2, n_h
     from transformers import GPT2Config, GPT2LMHeadModel
 
     tokenizer = word_tokenizer(words)
-    config = GPT2Config(vocab_size=max(vocab_size or 0, len(tokenizer)), n_positions=n_positions, n_embd=d_model,
-                        n_layer=n_layers, n_head=n_heads, bos_token_id=0, eos_token_id=0)
+    config = GPT2Config(
+        vocab_size=max(vocab_size or 0, len(tokenizer)),
+        n_positions=n_positions,
+        n_embd=d_model,
+        n_layer=n_layers,
+        n_head=n_heads,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(config).eval()
     folder.mkdir(parents=True, exist_ok=True)

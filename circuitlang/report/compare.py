@@ -33,15 +33,23 @@ def grids(comparison: Comparison) -> list[Grid]:
     overlap = comparison.overlap
     sizes = [size_text(s.nodes, s.declared_edges, s.graph_edges) for s in comparison.specs]
     out = [
-        Grid("nodes x specs (cell: the node's role)", ["node", *names],
-             [[row.node, *(role or "" for role in row.roles)] for row in overlap.nodes],
-             [f"{name}: {size} ({s.path}, model {s.model})" for name, size, s in zip(names, sizes, comparison.specs)]
-             + [GRAPH_EDGES_MEANING]),
+        Grid(
+            "nodes x specs (cell: the node's role)",
+            ["node", *names],
+            [[row.node, *(role or "" for role in row.roles)] for row in overlap.nodes],
+            [f"{name}: {size} ({s.path}, model {s.model})" for name, size, s in zip(names, sizes, comparison.specs)] + [GRAPH_EDGES_MEANING],
+        ),
         Grid("Jaccard of node sets", ["", *names], _matrix_rows(names, overlap.node_jaccard), []),
-        Grid("Jaccard of graph-edge sets (EAP-IG's edges, one per q/k/v channel)", ["", *names],
-             _matrix_rows(names, overlap.graph_edge_jaccard),
-             [f"nodes in every spec: {', '.join(overlap.shared_nodes) or 'none'}; "
-              f"{counted(overlap.shared_graph_edges, 'graph edge')} in every spec", *overlap.notes]),
+        Grid(
+            "Jaccard of graph-edge sets (EAP-IG's edges, one per q/k/v channel)",
+            ["", *names],
+            _matrix_rows(names, overlap.graph_edge_jaccard),
+            [
+                f"nodes in every spec: {', '.join(overlap.shared_nodes) or 'none'}; "
+                f"{counted(overlap.shared_graph_edges, 'graph edge')} in every spec",
+                *overlap.notes,
+            ],
+        ),
     ]
     if comparison.transfer is not None:
         out += _transfer_grids(comparison.transfer, names)
@@ -64,13 +72,18 @@ def _transfer_grids(transfer: Transfer, names: list[str]) -> list[Grid]:
 
     faithful = [[name, *(cell(c, "faithfulness") for c in row)] for name, row in zip(names, transfer.rows)]
     normalized = [[name, *(cell(c, "normalized_faithfulness") for c in row)] for name, row in zip(names, transfer.rows)]
-    faithful += [["F(M)", *(_number(c.f_model) for c in transfer.columns)],
-                 ["F(empty)", *(_number(c.f_empty) for c in transfer.columns)]]
+    faithful += [["F(M)", *(_number(c.f_model) for c in transfer.columns)], ["F(empty)", *(_number(c.f_empty) for c in transfer.columns)]]
     notes = [f"{c.label}: {c.prompts} prompts, metric {c.metric}" for c in transfer.columns if c.f_model is not None]
     notes += [f"[{number}] {reason}" for reason, number in footnotes.items()]
-    return [Grid("transfer: faithfulness F(C)/F(M) of each circuit (rows) on each spec's prompts, metric and "
-                 "ablation (columns)", header, faithful, notes),
-            Grid("transfer: normalized faithfulness (F(C) - F(empty)) / (F(M) - F(empty))", header, normalized, [])]
+    return [
+        Grid(
+            "transfer: faithfulness F(C)/F(M) of each circuit (rows) on each spec's prompts, metric and ablation (columns)",
+            header,
+            faithful,
+            notes,
+        ),
+        Grid("transfer: normalized faithfulness (F(C) - F(empty)) / (F(M) - F(empty))", header, normalized, []),
+    ]
 
 
 def _number(estimate: Estimate | None) -> str:
@@ -94,8 +107,7 @@ def tables(comparison: Comparison) -> list[Table | str]:
 def to_markdown(comparison: Comparison) -> str:
     lines = []
     for grid in grids(comparison):
-        lines += [f"**{grid.title}**", "", "| " + " | ".join(grid.header) + " |",
-                  "|" + " --- |" * len(grid.header)]
+        lines += [f"**{grid.title}**", "", "| " + " | ".join(grid.header) + " |", "|" + " --- |" * len(grid.header)]
         lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in grid.rows]
         lines += [""] + [f"{note}  " for note in grid.notes] + ([""] if grid.notes else [])
     return "\n".join(lines).rstrip() + "\n"

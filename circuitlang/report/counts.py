@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
-GRAPH_EDGES_MEANING = ("graph edges: EAP-IG's edges the circuit keeps, one per q, k, v channel into a head, "
-                       "the embeddings' edges included (as compare and export count them)")
+GRAPH_EDGES_MEANING = (
+    "graph edges: EAP-IG's edges the circuit keeps, one per q, k, v channel into a head, "
+    "the embeddings' edges included (as compare and export count them)"
+)
 
 
 def counted(number: int, thing: str) -> str:

@@ -30,11 +30,12 @@ def faithfulness_svg(curves: Sequence["FaithfulnessCurve"], title: str = "faithf
     """The plot of one or more curves as SVG text."""
     x_axis = _LogAxis(min(x for c in curves for x in c.fractions), LEFT, WIDTH - RIGHT)
     y_axis = _LinearAxis(_y_range(curves), HEIGHT - BOTTOM, TOP)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
-             f'viewBox="0 0 {WIDTH} {HEIGHT}">',
-             f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>',
-             f'<text x="{LEFT}" y="{TOP - 16}" {TITLE_FONT}>{escape(title)}</text>',
-             *_axes(x_axis, y_axis)]
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}">',
+        f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>',
+        f'<text x="{LEFT}" y="{TOP - 16}" {TITLE_FONT}>{escape(title)}</text>',
+        *_axes(x_axis, y_axis),
+    ]
     for index, curve in enumerate(curves):
         parts += _curve(curve, index, x_axis, y_axis)
         parts += _legend_entry(curve, index)
@@ -54,7 +55,7 @@ class _LogAxis:
 
     def ticks(self) -> list[tuple[float, bool]]:
         """(fraction, labelled): the powers of ten labelled, 2 and 5 times them as minor ticks."""
-        decades = [10.0 ** p for p in range(self.low, 1)]
+        decades = [10.0**p for p in range(self.low, 1)]
         minor = [d * m for d in decades[:-1] for m in (2, 5)]
         return sorted([(d, True) for d in decades] + [(m, False) for m in minor])
 
@@ -88,8 +89,7 @@ def _nice_step(rough: float) -> float:
 
 def _axes(x_axis: _LogAxis, y_axis: _LinearAxis) -> list[str]:
     bottom, top = y_axis.start, y_axis.end
-    parts = [f'<rect x="{x_axis.start}" y="{top}" width="{x_axis.end - x_axis.start}" height="{bottom - top}" '
-             'fill="none" stroke="#444444"/>']
+    parts = [f'<rect x="{x_axis.start}" y="{top}" width="{x_axis.end - x_axis.start}" height="{bottom - top}" fill="none" stroke="#444444"/>']
     for fraction, labelled in x_axis.ticks():
         x = _f(x_axis.at(fraction))
         parts.append(f'<line x1="{x}" y1="{bottom}" x2="{x}" y2="{bottom + (6 if labelled else 3)}" stroke="#444444"/>')
@@ -99,24 +99,26 @@ def _axes(x_axis: _LogAxis, y_axis: _LinearAxis) -> list[str]:
     for value in y_axis.ticks():
         y = _f(y_axis.at(value))
         parts.append(f'<line x1="{x_axis.start - 5}" y1="{y}" x2="{x_axis.start}" y2="{y}" stroke="#444444"/>')
-        parts.append(f'<text x="{x_axis.start - 8}" y="{y}" {FONT} text-anchor="end" '
-                     f'dominant-baseline="middle">{value:g}</text>')
+        parts.append(f'<text x="{x_axis.start - 8}" y="{y}" {FONT} text-anchor="end" dominant-baseline="middle">{value:g}</text>')
     for reference in (0.0, 1.0):
         y = _f(y_axis.at(reference))
-        parts.append(f'<line x1="{x_axis.start}" y1="{y}" x2="{x_axis.end}" y2="{y}" stroke="#888888" '
-                     'stroke-dasharray="4 3"/>')
+        parts.append(f'<line x1="{x_axis.start}" y1="{y}" x2="{x_axis.end}" y2="{y}" stroke="#888888" stroke-dasharray="4 3"/>')
     middle = (x_axis.start + x_axis.end) / 2
-    parts.append(f'<text x="{_f(middle)}" y="{bottom + 40}" {FONT} text-anchor="middle">'
-                 'edges kept (fraction of the graph, log scale)</text>')
-    parts.append(f'<text x="16" y="{_f((top + bottom) / 2)}" {FONT} text-anchor="middle" '
-                 f'transform="rotate(-90 16 {_f((top + bottom) / 2)})">{Y_LABEL}</text>')
+    parts.append(f'<text x="{_f(middle)}" y="{bottom + 40}" {FONT} text-anchor="middle">edges kept (fraction of the graph, log scale)</text>')
+    parts.append(
+        f'<text x="16" y="{_f((top + bottom) / 2)}" {FONT} text-anchor="middle" '
+        f'transform="rotate(-90 16 {_f((top + bottom) / 2)})">{Y_LABEL}</text>'
+    )
     return parts
 
 
 def _curve(curve: "FaithfulnessCurve", index: int, x_axis: _LogAxis, y_axis: _LinearAxis) -> list[str]:
     colour = SPEC_COLOURS[index % len(SPEC_COLOURS)]
-    points = [(x_axis.at(x), y_axis.at(p.normalized_faithfulness))
-              for x, p in zip(curve.fractions, curve.points) if math.isfinite(p.normalized_faithfulness)]
+    points = [
+        (x_axis.at(x), y_axis.at(p.normalized_faithfulness))
+        for x, p in zip(curve.fractions, curve.points)
+        if math.isfinite(p.normalized_faithfulness)
+    ]
     line = " ".join(f"{_f(x)},{_f(y)}" for x, y in points)
     parts = [f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="2"/>']
     parts += [_marker(MARKERS[index % len(MARKERS)], x, y, colour) for x, y in points]
@@ -128,8 +130,7 @@ def _marker(shape: str, x: float, y: float, colour: str, size: float = 3.5) -> s
         return f'<circle cx="{_f(x)}" cy="{_f(y)}" r="{size}" fill="{colour}"/>'
     if shape == "square":
         return f'<rect x="{_f(x - size)}" y="{_f(y - size)}" width="{2 * size}" height="{2 * size}" fill="{colour}"/>'
-    corners = {"diamond": ((0, -1.3), (1.3, 0), (0, 1.3), (-1.3, 0)),
-               "triangle": ((0, -1.3), (1.2, 1), (-1.2, 1))}[shape]
+    corners = {"diamond": ((0, -1.3), (1.3, 0), (0, 1.3), (-1.3, 0)), "triangle": ((0, -1.3), (1.2, 1), (-1.2, 1))}[shape]
     text = " ".join(f"{_f(x + dx * size)},{_f(y + dy * size)}" for dx, dy in corners)
     return f'<polygon points="{text}" fill="{colour}"/>'
 
@@ -137,12 +138,13 @@ def _marker(shape: str, x: float, y: float, colour: str, size: float = 3.5) -> s
 def _legend_entry(curve: "FaithfulnessCurve", index: int) -> list[str]:
     colour = SPEC_COLOURS[index % len(SPEC_COLOURS)]
     x, y = WIDTH - RIGHT + 16, TOP + 10 + 62 * index
-    return [f'<line x1="{x}" y1="{y}" x2="{x + 22}" y2="{y}" stroke="{colour}" stroke-width="2"/>',
-            _marker(MARKERS[index % len(MARKERS)], x + 11, y, colour),
-            f'<text x="{x + 30}" y="{y + 4}" {FONT}>{escape(curve.label or f"curve {index + 1}")}</text>',
-            f'<text x="{x + 30}" y="{y + 20}" {FONT} fill="#444444">CPR {curve.cpr:.3f}, CMD {curve.cmd:.3f}</text>',
-            f'<text x="{x + 30}" y="{y + 36}" {FONT} fill="#444444">over ln x: {curve.cpr_log:.2f}, {curve.cmd_log:.2f}'
-            '</text>']
+    return [
+        f'<line x1="{x}" y1="{y}" x2="{x + 22}" y2="{y}" stroke="{colour}" stroke-width="2"/>',
+        _marker(MARKERS[index % len(MARKERS)], x + 11, y, colour),
+        f'<text x="{x + 30}" y="{y + 4}" {FONT}>{escape(curve.label or f"curve {index + 1}")}</text>',
+        f'<text x="{x + 30}" y="{y + 20}" {FONT} fill="#444444">CPR {curve.cpr:.3f}, CMD {curve.cmd:.3f}</text>',
+        f'<text x="{x + 30}" y="{y + 36}" {FONT} fill="#444444">over ln x: {curve.cpr_log:.2f}, {curve.cmd_log:.2f}</text>',
+    ]
 
 
 def _percent(fraction: float) -> str:

@@ -79,17 +79,31 @@ def build_diagram(specs: Sequence[ir.Spec]) -> Diagram:
     """One diagram for one or several specs of one model shape (SpecError otherwise)."""
     _check_same_shape(specs)
     graph_edges = [_graph_edges(spec) for spec in specs]
-    drawn = tuple(DiagramSpec(_tag(i), s.name, s.path, SPEC_COLOURS[i % len(SPEC_COLOURS)] if len(specs) > 1
-                              else EDGE_COLOUR, size_text(len(s.circuit.nodes), len(s.circuit.edges),
-                                                          None if kept is None else len(kept)))
-                  for i, (s, kept) in enumerate(zip(specs, graph_edges)))
+    drawn = tuple(
+        DiagramSpec(
+            _tag(i),
+            s.name,
+            s.path,
+            SPEC_COLOURS[i % len(SPEC_COLOURS)] if len(specs) > 1 else EDGE_COLOUR,
+            size_text(len(s.circuit.nodes), len(s.circuit.edges), None if kept is None else len(kept)),
+        )
+        for i, (s, kept) in enumerate(zip(specs, graph_edges))
+    )
     roles = _role_colours(specs)
     nodes = _nodes(specs, drawn, roles)
     edges = _edges(specs, drawn)
     union = _union(graph_edges)
     title, caption = _title(specs, drawn, nodes, edges, union)
-    return Diagram(title=title, caption=caption, ranks=tuple(dict.fromkeys(n.rank for n in nodes)), nodes=nodes,
-                   edges=edges, roles=tuple(roles.items()), specs=drawn, notes=_notes(specs, drawn, edges))
+    return Diagram(
+        title=title,
+        caption=caption,
+        ranks=tuple(dict.fromkeys(n.rank for n in nodes)),
+        nodes=nodes,
+        edges=edges,
+        roles=tuple(roles.items()),
+        specs=drawn,
+        notes=_notes(specs, drawn, edges),
+    )
 
 
 def _union(graph_edges: Sequence[set[EdgeKey] | None]) -> set[EdgeKey] | None:
@@ -127,12 +141,15 @@ def _order(node: ir.Node) -> tuple[int, int, int]:
 def _check_same_shape(specs: Sequence[ir.Spec]) -> None:
     def shape(spec: ir.Spec) -> str:
         return f"{spec.shape.n_layers} layers x {spec.shape.n_heads} heads" if spec.shape else spec.model.name
+
     first = specs[0]
     for spec in specs[1:]:
         if shape(spec) != shape(first):
-            raise SpecError(f"{spec.name} is on {spec.model.name} ({shape(spec)}) but {first.name} is on "
-                            f"{first.model.name} ({shape(first)})", spec.model.span,
-                            "draw together only specs on models of the same shape")
+            raise SpecError(
+                f"{spec.name} is on {spec.model.name} ({shape(spec)}) but {first.name} is on {first.model.name} ({shape(first)})",
+                spec.model.span,
+                "draw together only specs on models of the same shape",
+            )
 
 
 def _role_colours(specs: Sequence[ir.Spec]) -> dict[str, str]:
@@ -151,14 +168,12 @@ def _nodes(specs: Sequence[ir.Spec], drawn: Sequence[DiagramSpec], roles: dict[s
     for spec, info in zip(specs, drawn):
         for member in spec.circuit.nodes:
             members.setdefault(member.node, []).append((info, member))
-    ends = {end for spec in specs for edge in spec.circuit.edges for end in (edge.sender, edge.receiver)
-            if end.layer is None}
+    ends = {end for spec in specs for edge in spec.circuit.edges for end in (edge.sender, edge.receiver) if end.layer is None}
     ordered = sorted([*members, *ends], key=_order)
     return tuple(_node(node, members.get(node, []), roles, len(specs) > 1) for node in ordered)
 
 
-def _node(node: ir.Node, found: list[tuple[DiagramSpec, ir.CircuitNode]], roles: dict[str, str],
-          several: bool) -> DiagramNode:
+def _node(node: ir.Node, found: list[tuple[DiagramSpec, ir.CircuitNode]], roles: dict[str, str], several: bool) -> DiagramNode:
     """Label lines: the name, its role and positions (per spec when the specs disagree), the specs."""
     described: dict[tuple[str, ...], list[str]] = {}
     for info, member in found:
@@ -179,8 +194,10 @@ def _node(node: ir.Node, found: list[tuple[DiagramSpec, ir.CircuitNode]], roles:
 
 def positions_text(member: ir.CircuitNode) -> str:
     """The position clauses compactly: "q end · k s1..s4" for heads, "at end" for MLPs."""
+
     def joined(positions: tuple[ir.Position, ...]) -> str:
         return ",".join(str(p) for p in positions)
+
     if member.node.kind == "mlp":
         return f"at {joined(member.q)}" if member.q else ""
     parts = [f"{name} {joined(positions)}" for name, positions in (("q", member.q), ("k", member.k)) if positions]
@@ -192,12 +209,19 @@ def _edges(specs: Sequence[ir.Spec], drawn: Sequence[DiagramSpec]) -> tuple[Diag
     for spec, info in zip(specs, drawn):
         for edge in spec.circuit.edges:
             found.setdefault((str(edge.sender), str(edge.receiver), ",".join(edge.channels)), []).append(info)
-    return tuple(DiagramEdge(sender, receiver, label, tuple(i.colour for i in infos), tuple(i.tag for i in infos))
-                 for (sender, receiver, label), infos in found.items())
+    return tuple(
+        DiagramEdge(sender, receiver, label, tuple(i.colour for i in infos), tuple(i.tag for i in infos))
+        for (sender, receiver, label), infos in found.items()
+    )
 
 
-def _title(specs: Sequence[ir.Spec], drawn: Sequence[DiagramSpec], nodes: Sequence[DiagramNode],
-           edges: Sequence[DiagramEdge], graph_edges: set[EdgeKey] | None) -> tuple[str, str]:
+def _title(
+    specs: Sequence[ir.Spec],
+    drawn: Sequence[DiagramSpec],
+    nodes: Sequence[DiagramNode],
+    edges: Sequence[DiagramEdge],
+    graph_edges: set[EdgeKey] | None,
+) -> tuple[str, str]:
     """The title (circuits and model) and the caption: nodes, declared edges and graph edges (of
     the union, when several specs are drawn)."""
     title = f"{' + '.join(spec.name for spec in specs)} on {', '.join(dict.fromkeys(s.model.name for s in specs))}"
@@ -212,7 +236,7 @@ def _title(specs: Sequence[ir.Spec], drawn: Sequence[DiagramSpec], nodes: Sequen
 def _notes(specs: Sequence[ir.Spec], drawn: Sequence[DiagramSpec], edges: Sequence[DiagramEdge]) -> tuple[str, ...]:
     notes = [LAYOUT, "ellipse: attention head · box: MLP"]
     if len(specs) > 1:
-        notes.append("double border: node in several specs · \"in A,B\": the specs declaring it")
+        notes.append('double border: node in several specs · "in A,B": the specs declaring it')
     if not edges:
         notes.append("no edges declared: nodes drawn by layer only")
     else:

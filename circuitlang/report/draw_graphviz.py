@@ -48,8 +48,9 @@ def to_agraph(diagram: Diagram) -> "pygraphviz.AGraph":
     import pygraphviz
 
     graph = pygraphviz.AGraph(directed=True, strict=False, name="circuit")
-    graph.graph_attr.update(rankdir="TB", labelloc="t", labeljust="l", fontname=FONT, nodesep="0.2",
-                            ranksep="0.35", label=_legend(diagram), outputorder="edgesfirst")
+    graph.graph_attr.update(
+        rankdir="TB", labelloc="t", labeljust="l", fontname=FONT, nodesep="0.2", ranksep="0.35", label=_legend(diagram), outputorder="edgesfirst"
+    )
     graph.node_attr.update(fontname=FONT, style="filled", penwidth="0.8", margin="0.06,0.03")
     graph.edge_attr.update(fontname=FONT, fontsize="9", arrowsize="0.6", penwidth="1.1")
     _add_axis(graph, diagram.ranks)
@@ -73,16 +74,14 @@ def _add_axis(graph: "pygraphviz.AGraph", ranks: tuple[str, ...]) -> None:
 def _node_attributes(node: DiagramNode) -> dict[str, str]:
     name, *details = (escape(line) for line in node.lines)
     small = "".join(f'<BR/><FONT POINT-SIZE="8">{line}</FONT>' for line in details)
-    attributes = {"label": f'<<FONT POINT-SIZE="11"><B>{name}</B></FONT>{small}>', "shape": SHAPES[node.kind],
-                  "fillcolor": node.fill}
+    attributes = {"label": f'<<FONT POINT-SIZE="11"><B>{name}</B></FONT>{small}>', "shape": SHAPES[node.kind], "fillcolor": node.fill}
     if node.shared:
         attributes.update(peripheries="2", penwidth="1.4")
     return attributes
 
 
 def _edge_attributes(edge: DiagramEdge) -> dict[str, str]:
-    attributes = {"color": ":".join(edge.colours), "fontcolor": edge.colours[0] if len(edge.colours) == 1
-                  else "#444444"}
+    attributes = {"color": ":".join(edge.colours), "fontcolor": edge.colours[0] if len(edge.colours) == 1 else "#444444"}
     if edge.label:
         attributes["label"] = edge.label
     return attributes
@@ -95,10 +94,12 @@ def _legend(diagram: Diagram) -> str:
     """A one-column table of text lines (a nested table would stretch its columns to the title's width)."""
     lines = [f'<FONT POINT-SIZE="13"><B>{escape(diagram.title)}</B></FONT>', _small(diagram.caption)]
     roles = [f'<FONT COLOR="{colour}" POINT-SIZE="13">■</FONT> {_small(role)}' for role, colour in diagram.roles]
-    lines += ["   ".join(roles[i:i + ROLES_PER_ROW]) for i in range(0, len(roles), ROLES_PER_ROW)]
+    lines += ["   ".join(roles[i : i + ROLES_PER_ROW]) for i in range(0, len(roles), ROLES_PER_ROW)]
     if len(diagram.specs) > 1:
-        lines += [f'<FONT COLOR="{s.colour}" POINT-SIZE="11"><B>━━ {s.tag}</B></FONT> {_small(f"{s.name}  ({s.path}): {s.size}")}'
-                  for s in diagram.specs]
+        lines += [
+            f'<FONT COLOR="{s.colour}" POINT-SIZE="11"><B>━━ {s.tag}</B></FONT> {_small(f"{s.name}  ({s.path}): {s.size}")}'
+            for s in diagram.specs
+        ]
     lines += [_small(note) for note in diagram.notes]
     rows = "".join(f'<TR><TD ALIGN="LEFT">{line}</TD></TR>' for line in lines)
     return f'<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="2">{rows}</TABLE>>'

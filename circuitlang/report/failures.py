@@ -15,25 +15,31 @@ from circuitlang.errors import CircuitlangError
 
 
 def failure_json(spec_path: str, errors: list[CircuitlangError], exit_code: int) -> str:
-    return json.dumps({"schema_version": 1, "spec_path": spec_path, "passed": False, "exit_code": exit_code,
-                       "errors": [e.to_dict() for e in errors]}, indent=2) + "\n"
+    return (
+        json.dumps(
+            {"schema_version": 1, "spec_path": spec_path, "passed": False, "exit_code": exit_code, "errors": [e.to_dict() for e in errors]},
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 def failure_junit(spec_path: str, errors: list[CircuitlangError], exit_code: int) -> str:
-    lines = ['<?xml version="1.0" encoding="UTF-8"?>',
-             f'<testsuite name={quoteattr("circuitlang " + spec_path)} tests="1" failures="0" errors="1" time="0">',
-             f'  <testcase classname={quoteattr(spec_path)} name="verify">',
-             f'    <error message={quoteattr(_first_line(errors))} type="exit {exit_code}">'
-             f'{escape(chr(10).join(map(str, errors)))}</error>',
-             "  </testcase>", "</testsuite>"]
+    lines = [
+        '<?xml version="1.0" encoding="UTF-8"?>',
+        f'<testsuite name={quoteattr("circuitlang " + spec_path)} tests="1" failures="0" errors="1" time="0">',
+        f'  <testcase classname={quoteattr(spec_path)} name="verify">',
+        f'    <error message={quoteattr(_first_line(errors))} type="exit {exit_code}">{escape(chr(10).join(map(str, errors)))}</error>',
+        "  </testcase>",
+        "</testsuite>",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def failure_github(spec_path: str, errors: list[CircuitlangError], exit_code: int) -> str:
     lines = []
     for error in errors:
-        where = (f"file={error.span.path},line={error.span.line},col={error.span.column}" if error.span
-                 else f"file={spec_path}")
+        where = f"file={error.span.path},line={error.span.line},col={error.span.column}" if error.span else f"file={spec_path}"
         message = error.message + (f" ({error.hint})" if error.hint else "")
         lines.append(f"::error {where},title=circuitlang {error.stage} error::{_escaped(message)}")
     return "\n".join(lines) + "\n"
@@ -41,8 +47,7 @@ def failure_github(spec_path: str, errors: list[CircuitlangError], exit_code: in
 
 def failure_markdown(spec_path: str, errors: list[CircuitlangError], exit_code: int) -> str:
     lines = [f"## circuitlang: {spec_path} (not verified: exit {exit_code})", ""]
-    lines += [f"- `{e.span or spec_path}` {e.stage} error: {e.message}" + (f" — {e.hint}" if e.hint else "")
-              for e in errors]
+    lines += [f"- `{e.span or spec_path}` {e.stage} error: {e.message}" + (f" — {e.hint}" if e.hint else "") for e in errors]
     return "\n".join(lines) + "\n"
 
 
@@ -55,5 +60,4 @@ def _escaped(message: str) -> str:
     return message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
-FAILURE_FORMATS = {"json": failure_json, "junit": failure_junit, "github": failure_github,
-                   "markdown": failure_markdown}
+FAILURE_FORMATS = {"json": failure_json, "junit": failure_junit, "github": failure_github, "markdown": failure_markdown}

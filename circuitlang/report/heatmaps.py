@@ -38,8 +38,7 @@ def draw_heatmap(matrix: PatchMatrix, context: PatchContext, path: Path, normali
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     colours = _colour_map()
-    image = axes.imshow(np.ma.masked_invalid(values), cmap=colours, norm=Normalize(-limit, limit), aspect="auto",
-                        interpolation="nearest")
+    image = axes.imshow(np.ma.masked_invalid(values), cmap=colours, norm=Normalize(-limit, limit), aspect="auto", interpolation="nearest")
     _label_axes(axes, matrix)
     if values.size <= MAX_ANNOTATED_CELLS:
         _annotate(axes, values, limit)
@@ -52,8 +51,9 @@ def draw_heatmap(matrix: PatchMatrix, context: PatchContext, path: Path, normali
             write_atomically(path, _compact_png(figure, colours))
         else:
             buffer = io.BytesIO()
-            figure.savefig(buffer, format=path.suffix.lstrip(".").lower() or "svg",
-                           metadata={"Date": None})  # no date: the same numbers give the same file
+            figure.savefig(
+                buffer, format=path.suffix.lstrip(".").lower() or "svg", metadata={"Date": None}
+            )  # no date: the same numbers give the same file
             write_atomically(path, buffer.getvalue())
 
 
@@ -153,8 +153,8 @@ def _decimals(limit: float) -> int:
 def _title(matrix: PatchMatrix, context: PatchContext) -> str:
     shown = matrix.title[0].upper() + matrix.title[1:]
     source = "paired corrupt prompt" if matrix.kind == "path" else context.ablation
-    return (f"{shown}\n{Path(context.spec_path).name} · prompt set {context.prompt_set} · {context.n_prompts} prompts"
-            f" · patched from: {source}\nclean F(M) = {context.f_model:.4g}, everything ablated F(∅) = "
-            f"{context.f_empty:.4g} ({context.metric}, {context.unit})")
-
-
+    return (
+        f"{shown}\n{Path(context.spec_path).name} · prompt set {context.prompt_set} · {context.n_prompts} prompts"
+        f" · patched from: {source}\nclean F(M) = {context.f_model:.4g}, everything ablated F(∅) = "
+        f"{context.f_empty:.4g} ({context.metric}, {context.unit})"
+    )

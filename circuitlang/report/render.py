@@ -56,14 +56,19 @@ def tables(report: Report) -> list[Table]:
 
 def _summary(prompt_set: PromptSetReport, report: Report) -> Table:
     confidence = f"{report.settings.get('confidence', 0.95):.0%} CI"
-    table = Table(title=f"{report.circuit} on {prompt_set.name}: {prompt_set.prompts} prompts, metric "
-                        f"{prompt_set.metric}, {prompt_set.variants_evaluated} variants", caption=_cache_line(prompt_set))
+    table = Table(
+        title=f"{report.circuit} on {prompt_set.name}: {prompt_set.prompts} prompts, metric "
+        f"{prompt_set.metric}, {prompt_set.variants_evaluated} variants",
+        caption=_cache_line(prompt_set),
+    )
     for column in ("number", "value", confidence, "definition"):
         table.add_column(column)
     f = prompt_set.faithfulness
     rows = [
-        ("F(M)", f.f_model, "metric of the full model"), ("F(C)", f.f_circuit, "circuit, complement ablated"),
-        ("F(empty)", f.f_empty, "everything ablated"), ("faithfulness", f.faithfulness, "F(C) / F(M)"),
+        ("F(M)", f.f_model, "metric of the full model"),
+        ("F(C)", f.f_circuit, "circuit, complement ablated"),
+        ("F(empty)", f.f_empty, "everything ablated"),
+        ("faithfulness", f.faithfulness, "F(C) / F(M)"),
         ("normalized faithfulness", f.normalized_faithfulness, "(F(C) - F(empty)) / (F(M) - F(empty))"),
         ("incompleteness (worst K)", prompt_set.completeness.worst, "max |F(C\\K) - F(M\\K)| / |F(M)|"),
         ("incompleteness (mean)", prompt_set.completeness.mean, "mean over the K tried"),
@@ -88,9 +93,17 @@ def _nodes(prompt_set: PromptSetReport) -> Table:
     for node in prompt_set.minimality:
         s = scores.get(node.node)
         needed = Text("yes", style="green") if node.needed else Text("NOT NEEDED", style="bold red")
-        table.add_row(*plain_cells(node.node, node.role, _estimate(node.score), needed,
-                      _estimate(s.direct_logit if s else None), _estimate(s.copy_score if s else None),
-                      _estimate(s.next_score if s else None)))
+        table.add_row(
+            *plain_cells(
+                node.node,
+                node.role,
+                _estimate(node.score),
+                needed,
+                _estimate(s.direct_logit if s else None),
+                _estimate(s.copy_score if s else None),
+                _estimate(s.next_score if s else None),
+            )
+        )
     return table
 
 
@@ -106,15 +119,22 @@ def _edges(prompt_set: PromptSetReport) -> Table:
 def _audit(prompt_set: PromptSetReport) -> Table:
     audit = prompt_set.audit
     assert audit is not None
-    table = Table(title=f"audit on {prompt_set.name}: the strongest paths into the circuit from outside it "
-                        f"({audit.pairs} pairs, {audit.runs} runs)")
+    table = Table(
+        title=f"audit on {prompt_set.name}: the strongest paths into the circuit from outside it ({audit.pairs} pairs, {audit.runs} runs)"
+    )
     for column in ("missing edge", "effect", "missing node (into the whole circuit)", "effect "):
         table.add_column(column)
     for index in range(max(len(audit.edges), len(audit.nodes))):
         edge = audit.edges[index] if index < len(audit.edges) else None
         node = audit.nodes[index] if index < len(audit.nodes) else None
-        table.add_row(*plain_cells(f"{edge.sender} -> {edge.receiver}" if edge else "", _estimate(edge.effect) if edge else "",
-                      node.sender if node else "", _estimate(node.effect) if node else ""))
+        table.add_row(
+            *plain_cells(
+                f"{edge.sender} -> {edge.receiver}" if edge else "",
+                _estimate(edge.effect) if edge else "",
+                node.sender if node else "",
+                _estimate(node.effect) if node else "",
+            )
+        )
     return table
 
 
@@ -146,8 +166,17 @@ def _claims(report: Report) -> Table:
         table.add_column(column)
     for claim in report.claims:
         verdict = Text("pass", style="green") if claim.passed else Text("FAIL", style="bold red")
-        table.add_row(*plain_cells(str(claim.line), claim.claim, claim.prompt_set, claim.target if claim.target != "circuit" else "",
-                      measured(claim), verdict, claim.note))
+        table.add_row(
+            *plain_cells(
+                str(claim.line),
+                claim.claim,
+                claim.prompt_set,
+                claim.target if claim.target != "circuit" else "",
+                measured(claim),
+                verdict,
+                claim.note,
+            )
+        )
     return table
 
 
@@ -160,19 +189,25 @@ def to_json(report: Report) -> str:
 
 def to_junit(report: Report) -> str:
     failures = sum(not c.passed for c in report.claims)
-    lines = ['<?xml version="1.0" encoding="UTF-8"?>',
-             f'<testsuite name={quoteattr("circuitlang " + report.circuit)} tests="{len(report.claims)}" '
-             f'failures="{failures}" time="{report.seconds}">']
+    lines = [
+        '<?xml version="1.0" encoding="UTF-8"?>',
+        f'<testsuite name={quoteattr("circuitlang " + report.circuit)} tests="{len(report.claims)}" '
+        f'failures="{failures}" time="{report.seconds}">',
+    ]
     for claim in report.claims:
         name = quoteattr(f"{claim.claim} [{claim.prompt_set}]" + (f" {claim.target}" if claim.target != "circuit" else ""))
-        lines.append(f'  <testcase classname={quoteattr(report.spec_path)} name={name}>')
+        lines.append(f"  <testcase classname={quoteattr(report.spec_path)} name={name}>")
         if not claim.passed:
-            lines.append(f'    <failure message={quoteattr(claim_message(claim))}>{escape(claim_message(claim))}</failure>')
+            lines.append(f"    <failure message={quoteattr(claim_message(claim))}>{escape(claim_message(claim))}</failure>")
         lines.append("  </testcase>")
     edges = [f"{p.name}: warning: {w}" for p in report.prompt_sets for w in p.warnings]
     edges += [f"{p.name}: {edge_message(e)}" for p in report.prompt_sets for e in p.edges]
-    edges += [f"{p.name}: audit, missing edge {e.sender} -> {e.receiver}: effect {_estimate(e.effect)}"
-              for p in report.prompt_sets if p.audit is not None for e in p.audit.edges]
+    edges += [
+        f"{p.name}: audit, missing edge {e.sender} -> {e.receiver}: effect {_estimate(e.effect)}"
+        for p in report.prompt_sets
+        if p.audit is not None
+        for e in p.audit.edges
+    ]
     if edges:  # measurements, not claims: reported beside the test cases
         lines.append(f"  <system-out>{escape(chr(10).join(edges))}</system-out>")
     lines.append("</testsuite>")
@@ -189,12 +224,12 @@ def to_github(report: Report, notices: bool = False) -> str:
         kind = "notice" if claim.passed else "error"
         lines.append(f"::{kind} file={report.spec_path},line={claim.line},title=circuitlang::{_escaped(claim_message(claim))}")
     for prompt_set in report.prompt_sets:
-        lines += [f"::warning file={report.spec_path},title=circuitlang::{_escaped(prompt_set.name + ': ' + w)}"
-                  for w in prompt_set.warnings]
+        lines += [f"::warning file={report.spec_path},title=circuitlang::{_escaped(prompt_set.name + ': ' + w)}" for w in prompt_set.warnings]
     for prompt_set in report.prompt_sets:  # a declared edge that carries nothing measurable: a warning at its line
         for edge in (e for e in prompt_set.edges if not e.needed):
-            lines.append(f"::warning file={report.spec_path},line={edge.line},title=circuitlang::"
-                         f"{_escaped(prompt_set.name + ': ' + edge_message(edge))}")
+            lines.append(
+                f"::warning file={report.spec_path},line={edge.line},title=circuitlang::{_escaped(prompt_set.name + ': ' + edge_message(edge))}"
+            )
     return "\n".join(lines) + ("\n" if lines else "")
 
 
@@ -203,32 +238,51 @@ def _escaped(message: str) -> str:
 
 
 def to_markdown(report: Report) -> str:
-    lines = [f"## circuitlang: {report.circuit} ({'all claims pass' if report.passed else 'claims FAILED'})", "",
-             f"Model `{report.model.get('name')}` (weights sha256 `{str(report.model.get('weights_sha256'))[:12]}`), "
-             f"seed {report.seed}, spec sha256 `{report.spec_sha256[:12]}`.", ""]
+    lines = [
+        f"## circuitlang: {report.circuit} ({'all claims pass' if report.passed else 'claims FAILED'})",
+        "",
+        f"Model `{report.model.get('name')}` (weights sha256 `{str(report.model.get('weights_sha256'))[:12]}`), "
+        f"seed {report.seed}, spec sha256 `{report.spec_sha256[:12]}`.",
+        "",
+    ]
     for prompt_set in report.prompt_sets:
         f = prompt_set.faithfulness
-        lines += [f"### {prompt_set.name} ({prompt_set.prompts} prompts, {prompt_set.metric})", "",
-                  "| number | value | CI |", "| --- | --- | --- |"]
-        for name, estimate in (("F(M)", f.f_model), ("F(C)", f.f_circuit), ("F(empty)", f.f_empty),
-                               ("faithfulness", f.faithfulness), ("normalized faithfulness", f.normalized_faithfulness),
-                               ("incompleteness (worst K)", prompt_set.completeness.worst),
-                               ("incompleteness (mean)", prompt_set.completeness.mean)):
+        lines += [
+            f"### {prompt_set.name} ({prompt_set.prompts} prompts, {prompt_set.metric})",
+            "",
+            "| number | value | CI |",
+            "| --- | --- | --- |",
+        ]
+        for name, estimate in (
+            ("F(M)", f.f_model),
+            ("F(C)", f.f_circuit),
+            ("F(empty)", f.f_empty),
+            ("faithfulness", f.faithfulness),
+            ("normalized faithfulness", f.normalized_faithfulness),
+            ("incompleteness (worst K)", prompt_set.completeness.worst),
+            ("incompleteness (mean)", prompt_set.completeness.mean),
+        ):
             lines.append(f"| {name} | {estimate.value:.4g} | [{estimate.low:.4g}, {estimate.high:.4g}] |")
         lines += [f"\n> **Warning:** {warning}" for warning in prompt_set.warnings]
         lines += ["", "| node | role | minimality | needed |", "| --- | --- | --- | --- |"]
-        lines += [f"| {m.node} | {m.role} | {_estimate(m.score)} | {'yes' if m.needed else '**no**'} |"
-                  for m in prompt_set.minimality]
+        lines += [f"| {m.node} | {m.role} | {_estimate(m.score)} | {'yes' if m.needed else '**no**'} |" for m in prompt_set.minimality]
         audit = prompt_set.audit
         if audit is not None and audit.ran:
-            lines += ["", f"Audit: the strongest paths into the circuit from outside it ({audit.pairs} pairs):", "",
-                      "| missing edge | effect |", "| --- | --- |"]
+            lines += [
+                "",
+                f"Audit: the strongest paths into the circuit from outside it ({audit.pairs} pairs):",
+                "",
+                "| missing edge | effect |",
+                "| --- | --- |",
+            ]
             lines += [f"| {e.sender} -> {e.receiver} | {_estimate(e.effect)} |" for e in audit.edges]
         if prompt_set.edges:
             lines += ["", "| line | declared edge | effect | needed |", "| --- | --- | --- | --- |"]
-            lines += [f"| {e.line} | {e.edge} | {_estimate(e.effect)} | "
-                      f"{'not tested: ' + e.note if e.effect is None else 'yes' if e.needed else '**no**'} |"
-                      for e in prompt_set.edges]
+            lines += [
+                f"| {e.line} | {e.edge} | {_estimate(e.effect)} | "
+                f"{'not tested: ' + e.note if e.effect is None else 'yes' if e.needed else '**no**'} |"
+                for e in prompt_set.edges
+            ]
         lines.append("")
     if report.claims:
         lines += ["### claims", "", "| line | claim | verdict |", "| --- | --- | --- |"]

@@ -42,47 +42,104 @@ def _faithfulness(report: PromptSetReport) -> list[Row]:
 
 
 def _completeness(report: PromptSetReport) -> list[Row]:
-    return [{"prompt_set": report.name, "source": subset.source, "removed": " ".join(subset.nodes),
-             "size": len(subset.nodes), **estimate_columns("incompleteness", subset.score)}
-            for subset in report.completeness.sets]
+    return [
+        {
+            "prompt_set": report.name,
+            "source": subset.source,
+            "removed": " ".join(subset.nodes),
+            "size": len(subset.nodes),
+            **estimate_columns("incompleteness", subset.score),
+        }
+        for subset in report.completeness.sets
+    ]
 
 
 def _minimality(report: PromptSetReport) -> list[Row]:
-    return [{"prompt_set": report.name, "node": row.node, "role": row.role, **estimate_columns("minimality", row.score),
-             "worst_set": " ".join(row.worst_set), "needed": row.needed} for row in report.minimality]
+    return [
+        {
+            "prompt_set": report.name,
+            "node": row.node,
+            "role": row.role,
+            **estimate_columns("minimality", row.score),
+            "worst_set": " ".join(row.worst_set),
+            "needed": row.needed,
+        }
+        for row in report.minimality
+    ]
 
 
 def _edges(report: PromptSetReport) -> list[Row]:
-    return [{"prompt_set": report.name, "edge": edge.edge, "line": edge.line, **estimate_columns("effect", edge.effect),
-             "needed": edge.needed, "note": edge.note} for edge in report.edges]
+    return [
+        {
+            "prompt_set": report.name,
+            "edge": edge.edge,
+            "line": edge.line,
+            **estimate_columns("effect", edge.effect),
+            "needed": edge.needed,
+            "note": edge.note,
+        }
+        for edge in report.edges
+    ]
 
 
 def _audit(report: PromptSetReport) -> list[Row]:
     if report.audit is None:
         return []
-    return [{"prompt_set": report.name, "scope": scope, "sender": missing.sender, "receiver": missing.receiver,
-             **estimate_columns("effect", missing.effect)}
-            for scope, found in (("edge", report.audit.edges), ("node", report.audit.nodes)) for missing in found]
+    return [
+        {
+            "prompt_set": report.name,
+            "scope": scope,
+            "sender": missing.sender,
+            "receiver": missing.receiver,
+            **estimate_columns("effect", missing.effect),
+        }
+        for scope, found in (("edge", report.audit.edges), ("node", report.audit.nodes))
+        for missing in found
+    ]
 
 
 def _node_scores(report: PromptSetReport) -> list[Row]:
-    return [{"prompt_set": report.name, "node": row.node, "role": row.role,
-             **estimate_columns("direct_logit", row.direct_logit), **estimate_columns("copy_score", row.copy_score),
-             **estimate_columns("next_score", row.next_score)} for row in report.node_scores]
+    return [
+        {
+            "prompt_set": report.name,
+            "node": row.node,
+            "role": row.role,
+            **estimate_columns("direct_logit", row.direct_logit),
+            **estimate_columns("copy_score", row.copy_score),
+            **estimate_columns("next_score", row.next_score),
+        }
+        for row in report.node_scores
+    ]
 
 
 PER_PROMPT_SET: dict[str, Callable[[PromptSetReport], list[Row]]] = {
-    "faithfulness": _faithfulness, "completeness": _completeness, "minimality": _minimality,
-    "edges": _edges, "audit": _audit, "node_scores": _node_scores,
+    "faithfulness": _faithfulness,
+    "completeness": _completeness,
+    "minimality": _minimality,
+    "edges": _edges,
+    "audit": _audit,
+    "node_scores": _node_scores,
 }
 REPORT_TABLES = ("claims", *PER_PROMPT_SET)
 
 
 def _claims(report: Report) -> list[Row]:
-    return [{"prompt_set": claim.prompt_set, "line": claim.line, "claim": claim.claim, "target": claim.target,
-             "quantity": claim.quantity, **estimate_columns("value", claim.value), "op": claim.op, "threshold": claim.threshold,
-             "passed": claim.passed, "margin": np.nan if claim.margin is None else claim.margin, "note": claim.note}
-            for claim in report.claims]
+    return [
+        {
+            "prompt_set": claim.prompt_set,
+            "line": claim.line,
+            "claim": claim.claim,
+            "target": claim.target,
+            "quantity": claim.quantity,
+            **estimate_columns("value", claim.value),
+            "op": claim.op,
+            "threshold": claim.threshold,
+            "passed": claim.passed,
+            "margin": np.nan if claim.margin is None else claim.margin,
+            "note": claim.note,
+        }
+        for claim in report.claims
+    ]
 
 
 def report_rows(report: Report, table: str) -> list[Row]:
@@ -99,9 +156,17 @@ def patch_rows(report: PatchReport) -> list[Row]:
     for matrix in report.matrices:
         for i, sender in enumerate(matrix.rows):
             for j, column in enumerate(matrix.columns):
-                rows.append({"sweep": matrix.name, "kind": matrix.kind, "row": sender, "column": column,
-                             "delta": float(matrix.delta[i, j]), "stderr": float(matrix.stderr[i, j]),
-                             "normalized": float(matrix.normalized[i, j])})
+                rows.append(
+                    {
+                        "sweep": matrix.name,
+                        "kind": matrix.kind,
+                        "row": sender,
+                        "column": column,
+                        "delta": float(matrix.delta[i, j]),
+                        "stderr": float(matrix.stderr[i, j]),
+                        "normalized": float(matrix.normalized[i, j]),
+                    }
+                )
     return rows
 
 

@@ -28,7 +28,7 @@ def strongest(model: np.ndarray, patched: dict[tuple[str, str], np.ndarray], res
     return [MissingEdge(sender=s, receiver=r, effect=effect_estimate(model, patched[(s, r)], resamples)) for s, r in ranked]
 
 
-def audit_report(model: np.ndarray, edges: dict[tuple[str, str], np.ndarray], nodes: dict[tuple[str, str], np.ndarray],
-                 resamples: Resamples, runs: int) -> Audit:
-    return Audit(ran=True, runs=runs, pairs=len(edges), edges=strongest(model, edges, resamples),
-                 nodes=strongest(model, nodes, resamples))
+def audit_report(
+    model: np.ndarray, edges: dict[tuple[str, str], np.ndarray], nodes: dict[tuple[str, str], np.ndarray], resamples: Resamples, runs: int
+) -> Audit:
+    return Audit(ran=True, runs=runs, pairs=len(edges), edges=strongest(model, edges, resamples), nodes=strongest(model, nodes, resamples))

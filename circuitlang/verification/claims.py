@@ -48,12 +48,17 @@ def claim_text(claim: ir.Expectation) -> str:
 # number: `edge_effect` compares the weakest edge's |effect|, so its value is named "|effect|", not
 # "effect" (the signed number of the edges table).
 CIRCUIT_QUANTITIES = {
-    "faithfulness": "faithfulness", "normalized_faithfulness": "normalized faithfulness", "f_model": "F(M)",
-    "f_circuit": "F(C)", "f_empty": "F(empty)", "completeness": "incompleteness (worst K)",
-    "completeness_mean": "incompleteness (mean)", "minimality": "minimality", "edge_effect": "|effect|",
+    "faithfulness": "faithfulness",
+    "normalized_faithfulness": "normalized faithfulness",
+    "f_model": "F(M)",
+    "f_circuit": "F(C)",
+    "f_empty": "F(empty)",
+    "completeness": "incompleteness (worst K)",
+    "completeness_mean": "incompleteness (mean)",
+    "minimality": "minimality",
+    "edge_effect": "|effect|",
 }
-NODE_QUANTITIES = {"minimality": "minimality", "direct_logit": "direct logit", "copy_score": "copy score",
-                   "next_score": "next score"}
+NODE_QUANTITIES = {"minimality": "minimality", "direct_logit": "direct logit", "copy_score": "copy score", "next_score": "next score"}
 
 
 def quantity(claim: ir.Expectation) -> str:
@@ -68,16 +73,17 @@ def quantity(claim: ir.Expectation) -> str:
 
 
 # Quantities divided by F(M) (or by F(M) - F(empty)): meaningless when F(M) cannot be told from zero.
-RATIOS_OF_F_MODEL = frozenset({"faithfulness", "normalized_faithfulness", "completeness", "completeness_mean",
-                               "minimality", "edge_effect"})
+RATIOS_OF_F_MODEL = frozenset({"faithfulness", "normalized_faithfulness", "completeness", "completeness_mean", "minimality", "edge_effect"})
 
 
 def _check(claim: ir.Expectation, report: PromptSetReport, attention: Attention) -> list[ClaimResult]:
     rows = _evaluated(claim, report, attention)
     if _is_ratio(claim) and report.faithfulness.f_model.includes_zero():  # a ratio to an unknown: the claim is not supported
         f = report.faithfulness.f_model
-        note = (f"not meaningful: F(M) = {f.value:.3g} with CI [{f.low:.3g}, {f.high:.3g}] includes 0; use a metric "
-                "the full model performs clearly, or more prompts")
+        note = (
+            f"not meaningful: F(M) = {f.value:.3g} with CI [{f.low:.3g}, {f.high:.3g}] includes 0; use a metric "
+            "the full model performs clearly, or more prompts"
+        )
         return [row.model_copy(update={"passed": False, "note": note}) for row in rows]
     return rows
 
@@ -125,9 +131,13 @@ def _least_needed_edge(claim: ir.MetricExpectation, report: PromptSetReport) -> 
 def _circuit_value(metric: str, report: PromptSetReport) -> Estimate | None:
     faithfulness = report.faithfulness
     values = {
-        "faithfulness": faithfulness.faithfulness, "normalized_faithfulness": faithfulness.normalized_faithfulness,
-        "f_model": faithfulness.f_model, "f_circuit": faithfulness.f_circuit, "f_empty": faithfulness.f_empty,
-        "completeness": report.completeness.worst, "completeness_mean": report.completeness.mean,
+        "faithfulness": faithfulness.faithfulness,
+        "normalized_faithfulness": faithfulness.normalized_faithfulness,
+        "f_model": faithfulness.f_model,
+        "f_circuit": faithfulness.f_circuit,
+        "f_empty": faithfulness.f_empty,
+        "completeness": report.completeness.worst,
+        "completeness_mean": report.completeness.mean,
     }
     if metric == "minimality":  # the least needed node
         return min((m.score for m in report.minimality), key=lambda e: e.value, default=None)
@@ -143,12 +153,33 @@ def _node_value(score: str, node: str, report: PromptSetReport) -> Estimate | No
 
 def _row(claim: ir.Expectation, prompt_set: str, target: str, value: Estimate | None, why: str = "") -> ClaimResult:
     if value is None or value.value != value.value:  # missing or NaN: the claim cannot be checked
-        return ClaimResult(claim=claim_text(claim), line=claim.span.line, prompt_set=prompt_set, target=target,
-                           quantity=quantity(claim), value=value, op=claim.op, threshold=claim.threshold, passed=False, margin=None,
-                           note=f"no value: {why or 'the number could not be computed (see the report)'}")
+        return ClaimResult(
+            claim=claim_text(claim),
+            line=claim.span.line,
+            prompt_set=prompt_set,
+            target=target,
+            quantity=quantity(claim),
+            value=value,
+            op=claim.op,
+            threshold=claim.threshold,
+            passed=False,
+            margin=None,
+            note=f"no value: {why or 'the number could not be computed (see the report)'}",
+        )
     passed = _COMPARE[claim.op](value.value, claim.threshold)
     margin = value.value - claim.threshold if claim.op in (">=", ">") else claim.threshold - value.value
     straddles = min(value.low, value.high) < claim.threshold < max(value.low, value.high)
     note = f"the confidence interval [{value.low:.3g}, {value.high:.3g}] includes the threshold" if straddles else ""
-    return ClaimResult(claim=claim_text(claim), line=claim.span.line, prompt_set=prompt_set, target=target,
-                       quantity=quantity(claim), value=value, op=claim.op, threshold=claim.threshold, passed=passed, margin=margin, note=note)
+    return ClaimResult(
+        claim=claim_text(claim),
+        line=claim.span.line,
+        prompt_set=prompt_set,
+        target=target,
+        quantity=quantity(claim),
+        value=value,
+        op=claim.op,
+        threshold=claim.threshold,
+        passed=passed,
+        margin=margin,
+        note=note,
+    )

@@ -111,19 +111,25 @@ def overlap(specs: list[ir.Spec]) -> tuple[list[SpecSummary], Overlap]:
     node_sets = [frozenset(m.node for m in spec.circuit.nodes) for spec in specs]
     edge_sets = [kept_edges(spec) for spec in specs]
     roles = [{m.node: m.role for m in spec.circuit.nodes} for spec in specs]
-    rows = [NodeRow(node=str(node), roles=[r.get(node) for r in roles])
-            for node in sorted(frozenset().union(*node_sets), key=node_sort_key)]
-    summaries = [SpecSummary(label=label, path=spec.path, model=spec.model.name, nodes=len(nodes),
-                             declared_edges=len(spec.circuit.edges), graph_edges=len(edges))
-                 for label, spec, nodes, edges in zip(labels(specs), specs, node_sets, edge_sets)]
+    rows = [NodeRow(node=str(node), roles=[r.get(node) for r in roles]) for node in sorted(frozenset().union(*node_sets), key=node_sort_key)]
+    summaries = [
+        SpecSummary(
+            label=label, path=spec.path, model=spec.model.name, nodes=len(nodes), declared_edges=len(spec.circuit.edges), graph_edges=len(edges)
+        )
+        for label, spec, nodes, edges in zip(labels(specs), specs, node_sets, edge_sets)
+    ]
     shared = frozenset.intersection(*node_sets) if node_sets else frozenset()
     notes = []
     if len({model_key(spec) for spec in specs}) > 1:
         notes.append("the specs are on different models: nodes and edges are matched by name only")
     return summaries, Overlap(
-        nodes=rows, node_jaccard=_matrix(node_sets), graph_edge_jaccard=_matrix(edge_sets),
+        nodes=rows,
+        node_jaccard=_matrix(node_sets),
+        graph_edge_jaccard=_matrix(edge_sets),
         shared_nodes=[str(n) for n in sorted(shared, key=node_sort_key)],
-        shared_graph_edges=len(frozenset.intersection(*edge_sets)) if edge_sets else 0, notes=notes)
+        shared_graph_edges=len(frozenset.intersection(*edge_sets)) if edge_sets else 0,
+        notes=notes,
+    )
 
 
 def _matrix(sets: list[frozenset]) -> list[list[float]]:
@@ -140,8 +146,7 @@ def model_key(spec: ir.Spec) -> tuple[str, str]:
     return spec.model.source, spec.model.path or spec.model.hub_id or spec.model.name  # an alias is the same model
 
 
-def transfer_blocker(circuit_spec: ir.Spec, prompts_spec: ir.Spec, prompt_set: str,
-                     templates: tuple[str, ...]) -> str | None:
+def transfer_blocker(circuit_spec: ir.Spec, prompts_spec: ir.Spec, prompt_set: str, templates: tuple[str, ...]) -> str | None:
     """Why circuit_spec's circuit cannot run on this prompt set, or None."""
     if model_key(circuit_spec) != model_key(prompts_spec):
         return "different models"
@@ -156,19 +161,25 @@ def resamples_for(spec: ir.Spec, n_prompts: int) -> Resamples:
     return Resamples.draw(n_prompts, settings.bootstrap, settings.confidence, settings.seed)
 
 
-def transfer_column(index: int, label: str, prompt_set: str, metric: str, model: np.ndarray, empty: np.ndarray,
-                    resamples: Resamples) -> TransferColumn:
+def transfer_column(
+    index: int, label: str, prompt_set: str, metric: str, model: np.ndarray, empty: np.ndarray, resamples: Resamples
+) -> TransferColumn:
     arrays = {"m": model, "e": empty}
-    return TransferColumn(spec=index, prompt_set=prompt_set, label=label, prompts=len(model), metric=metric,
-                          f_model=resamples.estimate(arrays, lambda a: a["m"]),
-                          f_empty=resamples.estimate(arrays, lambda a: a["e"]))
+    return TransferColumn(
+        spec=index,
+        prompt_set=prompt_set,
+        label=label,
+        prompts=len(model),
+        metric=metric,
+        f_model=resamples.estimate(arrays, lambda a: a["m"]),
+        f_empty=resamples.estimate(arrays, lambda a: a["e"]),
+    )
 
 
 def transfer_cell(model: np.ndarray, circuit: np.ndarray, empty: np.ndarray, resamples: Resamples) -> TransferCell:
     """Faithfulness and normalized faithfulness, computed as verify computes them."""
     found = faithfulness_of(model, circuit, empty, resamples)
-    return TransferCell(f_circuit=found.f_circuit, faithfulness=found.faithfulness,
-                        normalized_faithfulness=found.normalized_faithfulness)
+    return TransferCell(f_circuit=found.f_circuit, faithfulness=found.faithfulness, normalized_faithfulness=found.normalized_faithfulness)
 
 
 def column_label(spec_label: str, spec: ir.Spec, prompt_set: str) -> str:

@@ -20,8 +20,18 @@ from typing import Callable
 
 import numpy as np
 
-from circuitlang.compile.subsets import (BASELINES, COMPLETENESS, EMPTY, GREEDY, MINIMALITY, Nodes,
-                                         completeness_sets, minimality_candidates, minimality_variants, nodes_of)
+from circuitlang.compile.subsets import (
+    BASELINES,
+    COMPLETENESS,
+    EMPTY,
+    GREEDY,
+    MINIMALITY,
+    Nodes,
+    completeness_sets,
+    minimality_candidates,
+    minimality_variants,
+    nodes_of,
+)
 from circuitlang.ir import models as ir
 from circuitlang.verification.report_model import Completeness, Faithfulness, NodeMinimality, SubsetScore
 from circuitlang.verification.statistics import Resamples, ratio
@@ -94,9 +104,10 @@ class Criteria:
         self.bank.step = GREEDY
         named = completeness_sets(self.circuit, self.settings) + self._greedy() or [("empty", EMPTY)]
         arrays = self._completeness_arrays([k for _, k in named])
-        scores = [SubsetScore(nodes=sorted(map(node_label, k)), source=source,
-                              score=self.resamples.estimate(arrays, _incompleteness(i)))
-                  for i, (source, k) in enumerate(named)]
+        scores = [
+            SubsetScore(nodes=sorted(map(node_label, k)), source=source, score=self.resamples.estimate(arrays, _incompleteness(i)))
+            for i, (source, k) in enumerate(named)
+        ]
         scores.sort(key=lambda s: -s.score.value)
         worst = self.resamples.estimate(arrays, lambda a: np.max([_incompleteness(i)(a) for i in range(len(named))], 0))
         mean = self.resamples.estimate(arrays, lambda a: np.mean([_incompleteness(i)(a) for i in range(len(named))], 0))
@@ -144,11 +155,16 @@ class Criteria:
 
         def gap(i: int) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
             return lambda a: ratio(np.abs(a[f"without{i}"] - a[f"with{i}"]), np.abs(a["m"]))
+
         worst = max(range(len(sets)), key=lambda i: float(gap(i)({k: v.mean() for k, v in arrays.items()})))
         score = self.resamples.estimate(arrays, lambda a: np.max([gap(i)(a) for i in range(len(sets))], 0))
-        return NodeMinimality(node=node_label(node), role=role, score=score,
-                              worst_set=sorted(map(node_label, sets[worst])),
-                              needed=score.value >= self.settings.minimality_threshold)
+        return NodeMinimality(
+            node=node_label(node),
+            role=role,
+            score=score,
+            worst_set=sorted(map(node_label, sets[worst])),
+            needed=score.value >= self.settings.minimality_threshold,
+        )
 
 
 def faithfulness_of(model: np.ndarray, circuit: np.ndarray, empty: np.ndarray, resamples: Resamples) -> Faithfulness:
@@ -156,7 +172,8 @@ def faithfulness_of(model: np.ndarray, circuit: np.ndarray, empty: np.ndarray, r
     metrics, with their intervals: the one faithfulness computation (verify, compare)."""
     arrays, estimate = {"m": model, "c": circuit, "e": empty}, resamples.estimate
     return Faithfulness(
-        f_model=estimate(arrays, lambda a: a["m"]), f_circuit=estimate(arrays, lambda a: a["c"]),
+        f_model=estimate(arrays, lambda a: a["m"]),
+        f_circuit=estimate(arrays, lambda a: a["c"]),
         f_empty=estimate(arrays, lambda a: a["e"]),
         faithfulness=estimate(arrays, lambda a: ratio(a["c"], a["m"])),
         normalized_faithfulness=estimate(arrays, lambda a: ratio(a["c"] - a["e"], a["m"] - a["e"])),

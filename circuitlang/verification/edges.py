@@ -20,8 +20,7 @@ from circuitlang.verification.report_model import EdgeEffect
 from circuitlang.verification.statistics import Estimate, Resamples, ratio
 
 
-def edge_effect(edge: ir.Edge, model: np.ndarray, patched: np.ndarray, resamples: Resamples,
-                threshold: float) -> EdgeEffect:
+def edge_effect(edge: ir.Edge, model: np.ndarray, patched: np.ndarray, resamples: Resamples, threshold: float) -> EdgeEffect:
     """`model`, `patched`: the metric per prompt of the full model and of the patched run."""
     effect = resamples.estimate({"m": model, "p": patched}, lambda a: ratio(a["m"] - a["p"], np.abs(a["m"])))
     needed = not effect.low <= 0 <= effect.high and abs(effect.value) >= threshold

@@ -45,8 +45,7 @@ class Meter:
     def line(self) -> str:
         fraction = min(self.done / max(self.total, 1), 1.0)
         elapsed = self.clock() - self.started
-        left = (f", about {duration(elapsed * (1 - fraction) / fraction)} left"
-                if fraction >= SETTLING_FRACTION and fraction < 1 else "")
+        left = f", about {duration(elapsed * (1 - fraction) / fraction)} left" if fraction >= SETTLING_FRACTION and fraction < 1 else ""
         return f"{self.stage}: {fraction:.0%} of {self.total:,} rows, {duration(elapsed)} elapsed{left}"
 
 

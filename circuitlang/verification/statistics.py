@@ -44,8 +44,7 @@ class Resamples:
         rng = np.random.default_rng(seed)
         return cls(rng.integers(0, n_prompts, size=(resamples, n_prompts)), confidence)
 
-    def estimate(self, per_prompt: dict[str, np.ndarray], statistic: Callable[[dict[str, np.ndarray]], np.ndarray]
-                 ) -> Estimate:
+    def estimate(self, per_prompt: dict[str, np.ndarray], statistic: Callable[[dict[str, np.ndarray]], np.ndarray]) -> Estimate:
         """`statistic` maps {name: mean(s)} to a value; it is applied to the full-sample means and
         to every resample's means (arrays of shape [resamples]) at once."""
         point = float(statistic({k: np.asarray(v.mean()) for k, v in per_prompt.items()}))

@@ -40,20 +40,51 @@ SEQUENCE = """prompts {name} {{
 }}"""
 
 TASKS = {
-    "incr_digits": SEQUENCE.format(name="incr_digits", range="1..95", s1="i", s2="i + 1", s3="i + 2", s4="i + 3",
-                                   answer="i + 4", wrong="i + 3", corrupt="s1, s2, s3, s4 = random 1..99"),
-    "decr_digits": SEQUENCE.format(name="decr_digits", range="5..99", s1="i", s2="i - 1", s3="i - 2", s4="i - 3",
-                                   answer="i - 4", wrong="i - 3", corrupt="s1, s2, s3, s4 = random 1..99"),
-    "months": SEQUENCE.format(name="months", range="0..11", s1="months[i]", s2="months[i + 1]", s3="months[i + 2]",
-                              s4="months[i + 3]", answer="months[i + 4]", wrong="months[i + 3]",
-                              corrupt="s1, s2, s3, s4 = random months"),
-    "number_words": SEQUENCE.format(name="number_words", range="1..16", s1="capitalize(number_words[i])",
-                                    s2="number_words[i + 1]", s3="number_words[i + 2]", s4="number_words[i + 3]",
-                                    answer="number_words[i + 4]", wrong="number_words[i + 3]",
-                                    corrupt="s1 = capitalize(random number_words)\n    "
-                                            "s2, s3, s4 = random number_words"),
-    "greater_than": "prompts greater_than {\n  generate greater_than(n = 200)\n  corrupt 01\n"
-                    "  metric prob_diff(answer, wrong)\n}",
+    "incr_digits": SEQUENCE.format(
+        name="incr_digits",
+        range="1..95",
+        s1="i",
+        s2="i + 1",
+        s3="i + 2",
+        s4="i + 3",
+        answer="i + 4",
+        wrong="i + 3",
+        corrupt="s1, s2, s3, s4 = random 1..99",
+    ),
+    "decr_digits": SEQUENCE.format(
+        name="decr_digits",
+        range="5..99",
+        s1="i",
+        s2="i - 1",
+        s3="i - 2",
+        s4="i - 3",
+        answer="i - 4",
+        wrong="i - 3",
+        corrupt="s1, s2, s3, s4 = random 1..99",
+    ),
+    "months": SEQUENCE.format(
+        name="months",
+        range="0..11",
+        s1="months[i]",
+        s2="months[i + 1]",
+        s3="months[i + 2]",
+        s4="months[i + 3]",
+        answer="months[i + 4]",
+        wrong="months[i + 3]",
+        corrupt="s1, s2, s3, s4 = random months",
+    ),
+    "number_words": SEQUENCE.format(
+        name="number_words",
+        range="1..16",
+        s1="capitalize(number_words[i])",
+        s2="number_words[i + 1]",
+        s3="number_words[i + 2]",
+        s4="number_words[i + 3]",
+        answer="number_words[i + 4]",
+        wrong="number_words[i + 3]",
+        corrupt="s1 = capitalize(random number_words)\n    s2, s3, s4 = random number_words",
+    ),
+    "greater_than": "prompts greater_than {\n  generate greater_than(n = 200)\n  corrupt 01\n  metric prob_diff(answer, wrong)\n}",
     "ioi": "prompts ioi {\n  generate ioi(n = 200)\n  corrupt abc\n}",
 }
 
@@ -66,8 +97,15 @@ METHODS = {"greater_than": "prune"}
 
 def spec_text(task: str, model: str = MODEL) -> str:
     """The task as a spec with no circuit: what discovery starts from."""
-    lines = ["circuitlang 1", f"circuit organism_{task} on \"{model}\"", "", TASKS[task], "",
-             "metric logit_diff(answer, wrong)", "ablate mean of corrupt"]
+    lines = [
+        "circuitlang 1",
+        f'circuit organism_{task} on "{model}"',
+        "",
+        TASKS[task],
+        "",
+        "metric logit_diff(answer, wrong)",
+        "ablate mean of corrupt",
+    ]
     return format_spec(parse("\n".join(lines) + "\n"))
 
 
@@ -91,18 +129,24 @@ def find(task: str, out: Path, target: float, model: str) -> CircuitRow:
     path.write_text(spec_text(task, model))
     session = open_session(circuitlang.load(path))
     command = f"python -m circuitlang.organisms.seqcont.circuits --target {target}"
-    options = Options(METHODS.get(task, "path-patching"), path, target, name=f"organism_{task}",
-                      edges=task in METHODS)
+    options = Options(METHODS.get(task, "path-patching"), path, target, name=f"organism_{task}", edges=task in METHODS)
     outcome = discover(session, options, command)
     path.write_text(outcome.text)
     report = verify(open_session(circuitlang.load(path)))
     numbers = report.prompt_sets[0]
     spec = circuitlang.load(path)
-    return {"task": task, "nodes": len(spec.circuit.nodes), "edges": len(spec.circuit.edges),
-            "heads": ", ".join(str(m.node) for m in spec.circuit.nodes if m.node.kind == "head"),
-            "f_model": numbers.faithfulness.f_model, "faithfulness": numbers.faithfulness.faithfulness,
-            "normalized": numbers.faithfulness.normalized_faithfulness, "completeness": numbers.completeness.worst,
-            "not_needed": [m.node for m in numbers.minimality if not m.needed], "passed": report.passed}
+    return {
+        "task": task,
+        "nodes": len(spec.circuit.nodes),
+        "edges": len(spec.circuit.edges),
+        "heads": ", ".join(str(m.node) for m in spec.circuit.nodes if m.node.kind == "head"),
+        "f_model": numbers.faithfulness.f_model,
+        "faithfulness": numbers.faithfulness.faithfulness,
+        "normalized": numbers.faithfulness.normalized_faithfulness,
+        "completeness": numbers.completeness.worst,
+        "not_needed": [m.node for m in numbers.minimality if not m.needed],
+        "passed": report.passed,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -116,10 +160,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for task in args.tasks:
         row = find(task, args.out, args.target, args.model)
-        print(f"| {row['task']} | {row['heads']} | {row['nodes']} | {row['edges']} | {row['f_model']} | "
-              f"{row['faithfulness']} | {row['normalized']} | {row['completeness']} | "
-              f"{', '.join(row['not_needed']) or '-'} | {'pass' if row['passed'] else 'FAIL'} |",
-              flush=True)
+        print(
+            f"| {row['task']} | {row['heads']} | {row['nodes']} | {row['edges']} | {row['f_model']} | "
+            f"{row['faithfulness']} | {row['normalized']} | {row['completeness']} | "
+            f"{', '.join(row['not_needed']) or '-'} | {'pass' if row['passed'] else 'FAIL'} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

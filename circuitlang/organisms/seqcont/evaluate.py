@@ -36,13 +36,13 @@ def last_logits(model, tokenizer, examples: list[Example], batch_size: int = 512
     """Logits at the last prompt token of each example, [N, V] (float64)."""
     out = []
     for start in range(0, len(examples), batch_size):
-        chunk = examples[start:start + batch_size]
+        chunk = examples[start : start + batch_size]
         encoded = tokenizer([e.text for e in chunk], add_special_tokens=False)["input_ids"]
         rows = [[tokenizer.bos_token_id] + list(r) for r in encoded]
         length = max(len(r) for r in rows)
         ids = torch.full((len(rows), length), tokenizer.pad_token_id, dtype=torch.long)
         for i, row in enumerate(rows):
-            ids[i, :len(row)] = torch.tensor(row)  # right padding: causal attention never sees it
+            ids[i, : len(row)] = torch.tensor(row)  # right padding: causal attention never sees it
         last = torch.tensor([len(r) - 1 for r in rows])
         out.append(model(ids).logits[torch.arange(len(rows)), last].double())
     return torch.cat(out)
@@ -71,13 +71,13 @@ def task_metrics(model, tokenizer, examples: list[Example]) -> dict[str, float]:
         diff = torch.tensor([float(p[list(a)].sum() - p[list(w)].sum()) for p, a, w in zip(probs, answers, wrongs)])
         result["prob_diff"] = float(diff.mean())
         result["prob_diff_min"] = float(diff.min())
-        result["p_years"] = float(torch.tensor([float(p[list(a) + list(w)].sum()) for p, a, w in
-                                                zip(probs, answers, wrongs)]).mean())
+        result["p_years"] = float(torch.tensor([float(p[list(a) + list(w)].sum()) for p, a, w in zip(probs, answers, wrongs)]).mean())
     return result
 
 
-def evaluate(model, tokenizer, sets: tuple[str, ...] = ("held_out", "all"), tasks: tuple[str, ...] = TASKS,
-             seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
+def evaluate(
+    model, tokenizer, sets: tuple[str, ...] = ("held_out", "all"), tasks: tuple[str, ...] = TASKS, seed: int = 0
+) -> dict[str, dict[str, dict[str, float]]]:
     """{set: {task: metrics}} for the given model (in eval mode)."""
     model.eval()
     return {name: {task: task_metrics(model, tokenizer, SETS[name](task, seed)) for task in tasks} for name in sets}
@@ -89,9 +89,11 @@ def format_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
         lines.append(f"{name}:")
         lines.append(f"  {'task':14s} {'n':>5s} {'top-1 acc':>9s}  metric (mean, min over prompts)")
         for task, m in per_task.items():
-            metric = (f"prob_diff {m['prob_diff']:.3f} (min {m['prob_diff_min']:.3f})" if "prob_diff" in m
-                      else f"logit_diff {m['logit_diff']:.2f} (min {m['logit_diff_min']:.2f}), "
-                      f"top-1 margin min {m['top1_margin_min']:.2f}")
+            metric = (
+                f"prob_diff {m['prob_diff']:.3f} (min {m['prob_diff_min']:.3f})"
+                if "prob_diff" in m
+                else f"logit_diff {m['logit_diff']:.2f} (min {m['logit_diff_min']:.2f}), top-1 margin min {m['top1_margin_min']:.2f}"
+            )
             lines.append(f"  {task:14s} {m['n']:5d} {m['accuracy']:9.4f}  {metric}")
     return "\n".join(lines)
 
@@ -103,8 +105,9 @@ def load(folder: Path):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m circuitlang.organisms.seqcont.evaluate",
-                                     description="Per-task accuracy of the seqcont organism on held-out prompts.")
+    parser = argparse.ArgumentParser(
+        prog="python -m circuitlang.organisms.seqcont.evaluate", description="Per-task accuracy of the seqcont organism on held-out prompts."
+    )
     parser.add_argument("--model", type=Path, default=WEIGHTS, help=f"HF folder (default: {WEIGHTS})")
     parser.add_argument("--sets", default="held_out,all", help="comma-separated: held_out, all")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -48,15 +48,29 @@ class Example:
     label: str  # e.g. "start=12" or "Mary/John"
 
 
-def _example(task: str, template: str, values: dict[str, Scalar], answers: tuple[str, ...], wrong: tuple[str, ...],
-             corrupt_values: dict[str, Scalar], label: str) -> Example:
+def _example(
+    task: str,
+    template: str,
+    values: dict[str, Scalar],
+    answers: tuple[str, ...],
+    wrong: tuple[str, ...],
+    corrupt_values: dict[str, Scalar],
+    label: str,
+) -> Example:
     text, spans = render(template, values)
     corrupt, _ = render(template, {**values, **corrupt_values})
     return Example(task, text, answers, wrong, corrupt, spans, label)
 
 
-def _sequence(task: str, members: list[Scalar], answer: Scalar, rng: random.Random, pool: tuple[Scalar, ...],
-              label: str, first: Callable[[Scalar], Scalar] = lambda x: x) -> Example:
+def _sequence(
+    task: str,
+    members: list[Scalar],
+    answer: Scalar,
+    rng: random.Random,
+    pool: tuple[Scalar, ...],
+    label: str,
+    first: Callable[[Scalar], Scalar] = lambda x: x,
+) -> Example:
     values = {f"s{k + 1}": first(m) if k == 0 else m for k, m in enumerate(members)}
     corrupt = {f"s{k + 1}": first(v) if k == 0 else v for k, v in enumerate(rng.choice(pool) for _ in range(4))}
     return _example(task, SEQ_TEMPLATE, values, (f" {answer}",), (f" {members[-1]}",), corrupt, label)
@@ -64,37 +78,49 @@ def _sequence(task: str, members: list[Scalar], answer: Scalar, rng: random.Rand
 
 # ---- the tasks: all prompts of the small ones; a sampler for the big ones ----
 
+
 def incr_digits(start: int, rng: random.Random) -> Example:
     """ "12 13 14 15" -> " 16", start 1..95 (as specs/incr_digits.circ); corruption: random 1..99."""
-    return _sequence("incr_digits", [start + k for k in range(4)], start + 4, rng, tuple(range(1, 100)),
-                     f"start={start}")
+    return _sequence("incr_digits", [start + k for k in range(4)], start + 4, rng, tuple(range(1, 100)), f"start={start}")
 
 
 def decr_digits(start: int, rng: random.Random) -> Example:
     """ "15 14 13 12" -> " 11", start 5..99 (answers 1..95); corruption: random 1..99."""
-    return _sequence("decr_digits", [start - k for k in range(4)], start - 4, rng, tuple(range(1, 100)),
-                     f"start={start}")
+    return _sequence("decr_digits", [start - k for k in range(4)], start - 4, rng, tuple(range(1, 100)), f"start={start}")
 
 
 def months(start: int, rng: random.Random) -> Example:
     """ "January February March April" -> " May", start 0..11, cyclic; corruption: random months."""
-    return _sequence("months", [MONTHS[(start + k) % 12] for k in range(4)], MONTHS[(start + 4) % 12], rng, MONTHS,
-                     f"start={MONTHS[start]}")
+    return _sequence("months", [MONTHS[(start + k) % 12] for k in range(4)], MONTHS[(start + 4) % 12], rng, MONTHS, f"start={MONTHS[start]}")
 
 
 def number_words(start: int, rng: random.Random) -> Example:
     """ "One two three four" -> " five" (first word capitalized, as specs/incr_tasks.circ), start
     0..16 (answers up to "twenty"); corruption: random number words."""
-    return _sequence("number_words", [NUMBER_WORDS[start + k] for k in range(4)], NUMBER_WORDS[start + 4], rng,
-                     NUMBER_WORDS, f"start={NUMBER_WORDS[start]}", first=lambda w: str(w).capitalize())
+    return _sequence(
+        "number_words",
+        [NUMBER_WORDS[start + k] for k in range(4)],
+        NUMBER_WORDS[start + 4],
+        rng,
+        NUMBER_WORDS,
+        f"start={NUMBER_WORDS[start]}",
+        first=lambda w: str(w).capitalize(),
+    )
 
 
 def greater_than(noun: str, century: int, year: int) -> Example:
     """Hanna et al.: 'The war lasted from the year 1732 to the year 17' -> a year after 32, as
     circuitlang's `greater_than` generator renders it; corruption: the start year becomes XX01."""
     values: dict[str, Scalar] = {"noun": noun, "xx": str(century), "yy": f"{year:02d}", "xx2": str(century)}
-    return _example("greater_than", g.GT_TEMPLATE, values, tuple(f"{y:02d}" for y in range(year + 1, 100)),
-                    tuple(f"{y:02d}" for y in range(year + 1)), {"yy": "01"}, f"{noun} {century}{year:02d}")
+    return _example(
+        "greater_than",
+        g.GT_TEMPLATE,
+        values,
+        tuple(f"{y:02d}" for y in range(year + 1, 100)),
+        tuple(f"{y:02d}" for y in range(year + 1)),
+        {"yy": "01"},
+        f"{noun} {century}{year:02d}",
+    )
 
 
 def ioi(template: str, io: str, subject: str, place: str, obj: str, rng: random.Random) -> Example:
@@ -102,8 +128,7 @@ def ioi(template: str, io: str, subject: str, place: str, obj: str, rng: random.
     object; corruption: ABC (three fresh distinct names)."""
     values: dict[str, Scalar] = {"io": io, "s1": subject, "s2": subject, "place": place, "object": obj}
     a, b, c = rng.sample([n for n in NAMES if n not in (io, subject)], 3)
-    return _example("ioi", template, values, (f" {io}",), (f" {subject}",), {"io": a, "s1": b, "s2": c},
-                    f"{io}/{subject}")
+    return _example("ioi", template, values, (f" {io}",), (f" {subject}",), {"io": a, "s1": b, "s2": c}, f"{io}/{subject}")
 
 
 INCR_STARTS = tuple(range(1, 96))
@@ -141,6 +166,7 @@ TASKS = (*SEQUENCE_TASKS, "greater_than", "ioi")
 
 # ---- training: an endless, seeded stream over the training split ----
 
+
 def sample_training(task: str, rng: random.Random) -> Example:
     """One training example of `task`, drawn uniformly from its training split."""
     if task in SEQUENCE_TASKS:
@@ -173,6 +199,7 @@ def training_stream(seed: int, batch_size: int) -> Iterator[list[Example]]:
 
 # ---- evaluation sets ----
 
+
 def held_out(task: str, seed: int = 0) -> list[Example]:
     """Every held-out prompt of `task` (IOI: each held-out pair in both roles in all 8 templates,
     with a seeded place and object)."""
@@ -181,10 +208,14 @@ def held_out(task: str, seed: int = 0) -> list[Example]:
         make, starts = SEQUENCE_TASKS[task]
         return [make(s, rng) for s in starts if held_out_start(task, s)]
     if task == "greater_than":
-        return [greater_than(noun, c, y) for noun in g.GT_NOUNS for c in g.GT_CENTURIES for y in g.GT_YEARS
-                if held_out_years(c, y)]
-    return [ioi(t, io, s, rng.choice(g.IOI_PLACES), rng.choice(g.IOI_OBJECTS), rng)
-            for io in NAMES for s in NAMES if io != s and held_out_names(io, s) for t in IOI_TEMPLATES]
+        return [greater_than(noun, c, y) for noun in g.GT_NOUNS for c in g.GT_CENTURIES for y in g.GT_YEARS if held_out_years(c, y)]
+    return [
+        ioi(t, io, s, rng.choice(g.IOI_PLACES), rng.choice(g.IOI_OBJECTS), rng)
+        for io in NAMES
+        for s in NAMES
+        if io != s and held_out_names(io, s)
+        for t in IOI_TEMPLATES
+    ]
 
 
 def every_prompt(task: str, seed: int = 0, n: int = 1000) -> list[Example]:

@@ -78,8 +78,8 @@ def encode(batch: list[Example], tokenizer) -> tuple[torch.Tensor, torch.Tensor,
     last = torch.tensor([len(r) - 1 for r in rows])
     target = torch.zeros(len(rows), len(tokenizer))
     for i, (row, example) in enumerate(zip(rows, batch)):
-        ids[i, :len(row)] = torch.tensor(row)
-        labels[i, :len(row) - 1] = torch.tensor(row[1:])
+        ids[i, : len(row)] = torch.tensor(row)
+        labels[i, : len(row) - 1] = torch.tensor(row[1:])
         answer_ids = answer_token_ids(tokenizer, example.answers)
         target[i, list(answer_ids)] = 1.0 / len(answer_ids)
     return ids, labels, last, target
@@ -97,9 +97,19 @@ def loss_of(model, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
 def new_model(config: TrainConfig, vocab_size: int):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    gpt_config = GPT2Config(vocab_size=vocab_size, n_positions=config.n_positions, n_embd=config.d_model,
-                            n_layer=config.n_layer, n_head=config.n_head, resid_pdrop=0.0, embd_pdrop=0.0,
-                            attn_pdrop=0.0, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    gpt_config = GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=config.n_positions,
+        n_embd=config.d_model,
+        n_layer=config.n_layer,
+        n_head=config.n_head,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+    )
     torch.manual_seed(config.seed)
     return GPT2LMHeadModel(gpt_config)
 
@@ -129,8 +139,9 @@ def _train(config: TrainConfig, out: Path | None, log):
     model = new_model(config, len(tokenizer))
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.98))
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.98)
+    )
 
     def lr_at(step: int) -> float:  # linear warm-up, cosine decay to 10%
         if step < config.warmup:
@@ -154,8 +165,10 @@ def _train(config: TrainConfig, out: Path | None, log):
         running += float(loss.detach())
         done = step + 1
         if config.log_every and done % config.log_every == 0:
-            log(f"step {done:5d}  loss {running / config.log_every:.4f}  lr {scheduler.get_last_lr()[0]:.2e}  "
-                f"{time.perf_counter() - started:7.1f}s")
+            log(
+                f"step {done:5d}  loss {running / config.log_every:.4f}  lr {scheduler.get_last_lr()[0]:.2e}  "
+                f"{time.perf_counter() - started:7.1f}s"
+            )
             history.append({"step": done, "loss": running / config.log_every})
             running = 0.0
         if config.eval_every and done % config.eval_every == 0 and done < config.steps:
@@ -178,10 +191,17 @@ def save(model, tokenizer, out: Path, config: TrainConfig, seconds: float, histo
     tokenizer.save_pretrained(out)
     results = evaluate(model, tokenizer)
     log(format_table(results))
-    meta = {"config": asdict(config), "train_seconds": round(seconds, 1), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-            "command": "python -m circuitlang.organisms.seqcont.train " + " ".join(sys.argv[1:]),
-            "loss_history": history, "evaluation": results}
+    meta = {
+        "config": asdict(config),
+        "train_seconds": round(seconds, 1),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "command": "python -m circuitlang.organisms.seqcont.train " + " ".join(sys.argv[1:]),
+        "loss_history": history,
+        "evaluation": results,
+    }
     (out / "training.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     log(f"saved to {out}")
 
