@@ -19,7 +19,7 @@ from typing import Callable
 from circuitlang import cli
 from circuitlang.dsl.parser import parse
 from circuitlang.dsl.printer import format_spec
-from circuitlang.errors import CircuitlangError
+from circuitlang.errors import EXIT_OK, EXIT_SPEC_ERROR, CircuitlangError
 
 # A diagnostic printed without a place starts with its stage (render_diagnostic).
 UNPLACED = re.compile(r"^([a-z]+) error: (.*)$", re.MULTILINE)
@@ -50,7 +50,7 @@ def _run_cli(*argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
         code = cli.main(list(argv))
-    if code not in (cli.EXIT_OK, cli.EXIT_SPEC_ERROR):
+    if code not in (EXIT_OK, EXIT_SPEC_ERROR):
         raise ContractBroken(f"{argv[0]}: exit code {code}: {err.getvalue()[-500:]}")
     return code, out.getvalue(), err.getvalue()
 
@@ -60,19 +60,19 @@ def _check(path: Path) -> bool:
     for error in json.loads(out)["files"][0]["errors"]:
         if error["line"] is None:
             raise ContractBroken(f"check: an error without a span: {error['message']}")
-    return code == cli.EXIT_OK
+    return code == EXIT_OK
 
 
 def _plan(path: Path) -> bool:
     code, out, err = _run_cli("plan", str(path))
     _require_places("plan", out + err)
-    return code == cli.EXIT_OK
+    return code == EXIT_OK
 
 
 def _fmt(path: Path) -> bool:
     code, out, err = _run_cli("fmt", str(path))
     _require_places("fmt", err)
-    if code != cli.EXIT_OK:
+    if code != EXIT_OK:
         return False
     _require_fixed_point(out, path)
     return True
