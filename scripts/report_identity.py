@@ -34,6 +34,13 @@ TIMING = [
     (re.compile(r'"seconds": [0-9.e+-]+'), '"seconds": T'),
     (re.compile(r'time="[0-9.e+-]+"'), 'time="T"'),
     (re.compile(r"\b[0-9]+(\.[0-9]+)? ?(s|ms|min)\b"), "T s"),
+    (re.compile(r"^verify: .*% of [0-9,]+ rows.*\n", re.M), ""),  # progress lines come as time passes
+]
+# A spec on the shipped organism names its weights by absolute path, so that path (and with it the
+# spec's hash) differs between two checkouts in different folders; compare --ignore-spec-hash.
+SPEC_HASH = [
+    (re.compile(r'("spec_sha256": |spec_sha256=)"[0-9a-f]{64}"'), r'\1"SHA"'),
+    (re.compile(r"spec sha256 `[0-9a-f]{12}`"), "spec sha256 `SHA`"),
 ]
 
 
@@ -48,11 +55,12 @@ def main() -> None:
     compare = commands.add_parser("compare", help="diff two outputs of `run`; exit 1 on any difference")
     compare.add_argument("before", type=Path)
     compare.add_argument("after", type=Path)
+    compare.add_argument("--ignore-spec-hash", action="store_true", help="the checkouts lie in different folders")
     args = parser.parse_args()
     if args.command == "run":
         write_outputs(args.out, args.tree.resolve(), args.prompts, args.only)
     else:
-        sys.exit(compare_outputs(args.before, args.after))
+        sys.exit(compare_outputs(args.before, args.after, args.ignore_spec_hash))
 
 
 def write_outputs(out: Path, tree: Path, prompts: int, only: list[str]) -> None:
@@ -129,13 +137,21 @@ def record(path: Path, done: subprocess.CompletedProcess[str]) -> None:
     path.write_text(mask(f"exit {done.returncode}\n--- stdout\n{done.stdout}--- stderr\n{done.stderr}"), encoding="utf-8")
 
 
+def comparable(path: Path, ignore_spec_hash: bool) -> str:
+    text = mask(path.read_text(encoding="utf-8"))
+    text = re.sub(r"/[^\s\"]*/circuitlang/organisms/", "<tree>/circuitlang/organisms/", text)
+    for pattern, replacement in SPEC_HASH if ignore_spec_hash else ():
+        text = pattern.sub(replacement, text)
+    return text
+
+
 def mask(text: str) -> str:
     for pattern, replacement in TIMING:
         text = pattern.sub(replacement, text)
     return text
 
 
-def compare_outputs(before: Path, after: Path) -> int:
+def compare_outputs(before: Path, after: Path, ignore_spec_hash: bool = False) -> int:
     names = sorted(
         {p.relative_to(before) for p in before.rglob("*") if p.is_file()} | {p.relative_to(after) for p in after.rglob("*") if p.is_file()}
     )
@@ -145,9 +161,9 @@ def compare_outputs(before: Path, after: Path) -> int:
         if not (a.exists() and b.exists()):
             print(f"{name}: only in {'before' if a.exists() else 'after'}")
             differing += 1
-        elif a.read_bytes() != b.read_bytes():
+        elif (texts := [comparable(path, ignore_spec_hash) for path in (a, b)])[0] != texts[1]:
             differing += 1
-            lines = difflib.unified_diff(a.read_text().splitlines(), b.read_text().splitlines(), str(a), str(b), lineterm="")
+            lines = difflib.unified_diff(texts[0].splitlines(), texts[1].splitlines(), str(a), str(b), lineterm="")
             print("\n".join(list(lines)[:40]))
     print(json.dumps({"files": len(names), "differing": differing}))
     return 1 if differing else 0
