@@ -17,6 +17,7 @@ from tests.conftest import ROOT, SPECS
 SPEC = SPECS / "organism_incr_digits.circ"
 
 
+@pytest.mark.slow
 def test_one_run_writes_the_table_junit_markdown_and_json(tmp_path, capsys):
     junit, summary, report = tmp_path / "report.xml", tmp_path / "summary.md", tmp_path / "report.json"
     code = main(["verify", str(SPEC), "--no-audit", "--write", f"junit={junit}", "--write", f"markdown={summary}", "--write", f"json={report}"])
