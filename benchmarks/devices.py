@@ -61,7 +61,7 @@ def measure(spec_path: Path, prompts: int, config: str) -> dict:
 
     import circuitlang
     from circuitlang.engine.session import open_session
-    from circuitlang.verifier import verify
+    from circuitlang.workflows.verify import verify
 
     device, dtype = config.split(":")
     spec = circuitlang.load(spec_path)

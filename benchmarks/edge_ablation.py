@@ -27,7 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import circuitlang  # noqa: E402
 from circuitlang.discover.acdc import _incoming, as_edges  # noqa: E402
-from circuitlang.discover.path_patching import LOGITS  # noqa: E402
+from circuitlang.discover.path_growth import LOGITS  # noqa: E402
 from circuitlang.discover.scoring import Scorer, node_order, variant_of  # noqa: E402
 from circuitlang.engine import edges  # noqa: E402
 from circuitlang.engine.session import open_session  # noqa: E402

@@ -50,7 +50,7 @@ def run_benchmark(hf_home: Path, prompts: int, threads: int, baseline_rows: int)
     import circuitlang
     from circuitlang.engine.session import open_session
     from circuitlang.organisms.gpt2_standin import install_in_hub_cache
-    from circuitlang.verifier import verify
+    from circuitlang.workflows.verify import verify
 
     if not (hf_home / "hub" / "models--gpt2").is_dir():
         install_in_hub_cache(hf_home, TOKENIZER)

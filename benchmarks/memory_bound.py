@@ -54,7 +54,7 @@ import torch
 import circuitlang
 from circuitlang.engine.ablation_source import KINDS, hook_name
 from circuitlang.engine.session import open_session
-from circuitlang.verifier import verify
+from circuitlang.workflows.verify import verify
 
 def status(field):
     with open("/proc/self/status") as lines:

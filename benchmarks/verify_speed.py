@@ -37,7 +37,7 @@ sys.path.insert(0, os.environ["CODE"])
 import torch
 import circuitlang
 from circuitlang.engine.session import open_session
-from circuitlang.verifier import verify
+from circuitlang.workflows.verify import verify
 
 torch.set_num_threads(int(os.environ["THREADS"]))
 spec = circuitlang.load(os.environ["SPEC"])

@@ -1,8 +1,10 @@
 """circuitlang: declare a transformer circuit in a `.circ` file and check it against the model.
 
 Pipeline (one direction, each stage a pure function on frozen data):
-`dsl` (text -> AST) -> `ir` (AST -> IR, validated) -> `data` (prompts) -> `compile` -> `engine`
--> `verification` (numbers and claims, driven by `verifier`) -> `report`. `cli` drives them.
+`dsl` (text -> AST) -> `ir` (AST -> IR, validated) -> `data` (prompts) -> `compile` (the plan)
+-> `engine` (torch) -> `verification` (numbers and claims, numpy) -> `results` (the result models)
+-> `report` (tables, files, pictures). `workflows` run one command's work on a session (verify,
+patch, transfer, discover); `commands` and `cli` parse the command line, write files and exit.
 """
 
 __version__ = "0.1.0"

@@ -30,7 +30,7 @@ from circuitlang.ir.node_text import NODE_FORMS, parse_node
 if TYPE_CHECKING:
     import torch
 
-    from circuitlang.verification.report_model import Report
+    from circuitlang.results.report import Report
 
 NodeLike = Union[ir.Node, str]  # a node, or as a spec writes it: "9.1", "mlp 0", "logits"
 
@@ -118,7 +118,7 @@ def verify(
     reads and writes the command line's result cache (docs/verify.md); it is off by default
     because a notebook can change a loaded model's weights after they were hashed."""
     from circuitlang.engine.result_cache import ResultCache
-    from circuitlang.verifier import verify as verify_session
+    from circuitlang.workflows.verify import verify as verify_session
 
     results = ResultCache.from_environment() if cache else None
     return verify_session(_as_run(spec, device, dtype, root).session, progress, audit, results)
@@ -170,7 +170,7 @@ def edge_scores(
     from circuitlang.discover.curves import ranked
     from circuitlang.discover.methods import EAP_IG_STEPS, IG_GRIDS, IGGrid
     from circuitlang.discover.scoring import Scorer
-    from circuitlang.report.tables import tidy
+    from circuitlang.results.tidy import tidy
 
     if method not in ("eap", "eap-ig"):
         raise ValueError(f"method {method!r}: choose eap or eap-ig")

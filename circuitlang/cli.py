@@ -464,7 +464,7 @@ def _run_verification(
 
     from circuitlang.engine.result_cache import ResultCache
     from circuitlang.engine.session import open_session
-    from circuitlang.verifier import verify
+    from circuitlang.workflows.verify import verify
 
     cache = ResultCache.from_environment() if use_cache else None
     with progress_display("verify") as say:

@@ -16,7 +16,7 @@ from circuitlang.cli import main
 from circuitlang.discover import attribution as discovery
 from circuitlang.discover.acdc import as_edges, full_graph
 from circuitlang.discover.methods import DEFAULT_IG_GRID, IGGrid
-from circuitlang.discover.path_patching import LOGITS
+from circuitlang.discover.path_growth import LOGITS
 from circuitlang.discover.scoring import Scorer, head, mlp, variant_of
 from circuitlang.engine import attribution
 from circuitlang.engine.session import open_session

@@ -14,11 +14,12 @@ from circuitlang.cli import main
 from circuitlang.discover.write import FoundCircuit, write_spec
 from circuitlang.ir import models as ir
 from circuitlang.ir.lower import load_spec
-from circuitlang.report.compare import to_markdown
-from circuitlang.transfer import transfer_matrix
+from circuitlang.report.comparison_tables import to_markdown
+from circuitlang.workflows.transfer import transfer_matrix
 from circuitlang.api import verify
 from circuitlang.engine.session import open_session
-from circuitlang.verification.compare import Comparison, overlap, transfer_blocker
+from circuitlang.results.comparison import Comparison
+from circuitlang.verification.cross_spec import overlap, transfer_blocker
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 

@@ -15,7 +15,7 @@ import circuitlang
 from circuitlang.cli import main
 from circuitlang.discover.curves import MIB_FRACTIONS, CurvePoint, FaithfulnessCurve, curve, evaluate_top, graph_edges, on_graph, top_edges
 from circuitlang.discover.methods import IGGrid
-from circuitlang.discover.path_patching import LOGITS
+from circuitlang.discover.path_growth import LOGITS
 from circuitlang.discover.ranking import Ranking
 from circuitlang.discover.scoring import Scorer, head, mlp, variant_of
 from circuitlang.discover.acdc import as_edges

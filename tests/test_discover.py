@@ -14,7 +14,7 @@ import pytest
 import circuitlang
 from circuitlang.cli import main
 from circuitlang.discover.acdc import KL_THRESHOLDS, acdc, search_threshold
-from circuitlang.discover.path_patching import LOGITS, EdgeScores, grow, search_percentile
+from circuitlang.discover.path_growth import LOGITS, EdgeScores, grow, search_percentile
 from circuitlang.discover.prune import compare_orders, prune_nodes
 from circuitlang.discover.scoring import Scorer, head, variant_of
 from circuitlang.engine.session import open_session
@@ -325,7 +325,7 @@ def test_acdc_equals_the_plain_algorithm_on_part_of_the_organism() -> None:
 
 def test_each_method_is_one_record_the_cli_the_dispatch_and_the_docs_read() -> None:
     from circuitlang.commands import discover as command
-    from circuitlang.discover import search
+    from circuitlang.workflows import discover as search
     from circuitlang.discover.methods import METHODS
 
     docs = (ROOT / "docs" / "discover.md").read_text()

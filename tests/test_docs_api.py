@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from circuitlang.report.tables import REPORT_TABLES, structured, tidy
+from circuitlang.results.tidy import REPORT_TABLES, structured, tidy
 from tests.conftest import ROOT
 from tests.doc_blocks import blocks, run_python_blocks
 

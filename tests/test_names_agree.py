@@ -24,7 +24,7 @@ from circuitlang.api import verify
 from circuitlang.cli import main
 from circuitlang.commands.curve import CURVE_CAPTION
 from circuitlang.discover.curves import curve
-from circuitlang.discover.path_patching import LOGITS
+from circuitlang.discover.path_growth import LOGITS
 from circuitlang.discover.scoring import Scorer, head
 from circuitlang.engine.session import open_session
 from circuitlang.ir.lower import load_spec
@@ -32,7 +32,7 @@ from circuitlang.report.curve_plot import Y_LABEL
 from circuitlang.report.render import tables, to_github, to_junit, to_markdown
 from circuitlang.verification.claims import check_claims
 from circuitlang.verification.edges import magnitude
-from circuitlang.verification.statistics import Estimate
+from circuitlang.results.estimate import Estimate
 from tests.conftest import SPECS, fast_cases
 from tests.micro_model import WORDS, build_copy_model
 from tests.test_edges import micro_report  # noqa: F401  (fixture)

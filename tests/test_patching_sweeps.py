@@ -14,7 +14,7 @@ import torch
 import circuitlang
 from circuitlang.api import path_patch
 from circuitlang.cli import main
-from circuitlang.engine import patching_sweeps as sweeps
+from circuitlang.engine import sweeps
 from circuitlang.engine.path_patching import Receiver
 from circuitlang.ir import models as ir
 from circuitlang.organisms.tiny import build_random_gpt2

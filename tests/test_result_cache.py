@@ -278,7 +278,7 @@ def test_the_table_says_how_much_came_from_the_cache(tmp_path, monkeypatch, caps
 
 
 def test_old_reports_without_the_field_still_validate():
-    from circuitlang.verification.report_model import PromptSetReport
+    from circuitlang.results.report import PromptSetReport
 
     fields = {"name", "prompts", "metric", "faithfulness", "completeness", "minimality", "node_scores", "variants_evaluated"}
     assert "cache" not in {n for n, f in PromptSetReport.model_fields.items() if f.is_required()}

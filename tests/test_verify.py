@@ -229,7 +229,7 @@ def test_verify_runs_the_plans_steps_in_order_and_the_rows_it_counted(folder, mo
     `compile_plan` gives (in order, none added or left out), and each runs the prompt rows the plan
     counts for it (the caches with the baselines, whose first run builds them; the greedy search
     at most its bound). Catches a step the verifier stops running, or work it does outside a step."""
-    from circuitlang import verifier
+    from circuitlang.workflows import verify as verifier
     from circuitlang.compile.plan import StepKind, compile_plan
     from circuitlang.compile.subsets import BASELINES, GREEDY
     from circuitlang.data.datasets import expand_all

@@ -27,7 +27,7 @@ from circuitlang.ir import models as ir
 
 if TYPE_CHECKING:  # numpy and torch are imported only when the command runs (the light install has neither)
     from circuitlang.engine.session import Session
-    from circuitlang.verification.compare import Comparison, Transfer
+    from circuitlang.results.comparison import Comparison, Transfer
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     """Raises the specs' errors, a DataError from binding (a prompt the tokenizer splits differently),
     and after the output a Reported ModelError when a spec's model did not load."""
-    from circuitlang.verification.compare import Comparison, overlap
+    from circuitlang.results.comparison import Comparison
+    from circuitlang.verification.cross_spec import overlap
 
     if len(args.files) < 2:
         raise UsageError("compare needs two or more specs")
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> None:
 
 def _transfer(specs: list[ir.Spec], args: argparse.Namespace) -> Transfer:
     from circuitlang.engine.session import open_session
-    from circuitlang.transfer import transfer_matrix
+    from circuitlang.workflows.transfer import transfer_matrix
 
     def opened(spec: ir.Spec) -> "Session":
         session = open_session(spec, device=args.device)  # a ModelError becomes n/a cells; a DataError exits 2
@@ -72,7 +73,7 @@ def _transfer(specs: list[ir.Spec], args: argparse.Namespace) -> Transfer:
 
 
 def _emit(comparison: Comparison, args: argparse.Namespace) -> None:
-    from circuitlang.report.compare import tables, to_json, to_markdown
+    from circuitlang.report.comparison_tables import tables, to_json, to_markdown
     from circuitlang.report.files import write_atomically
 
     if args.format == "table":

@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> Verdict:
 
 def _search(spec: ir.Spec, args: argparse.Namespace):  # -> search.Outcome; torch is imported only here
     """Load the model and search, with progress on stderr; a search refused for its spec -> InputError."""
-    from circuitlang.discover.search import CannotSearch, Options, discover
+    from circuitlang.workflows.discover import CannotSearch, Options, discover
 
     options = Options(
         args.method,

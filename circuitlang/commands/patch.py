@@ -27,9 +27,9 @@ from circuitlang.ir.node_text import parse_node
 
 if TYPE_CHECKING:  # torch is imported only when the command runs
     from circuitlang.engine.session import Session
-    from circuitlang.patching import PatchReport, PatchRequest
+    from circuitlang.workflows.patch import PatchReport, PatchRequest
 
-KINDS = ("heads", "heads-by-position", "mlps", "path")  # the sweeps circuitlang.patching runs
+KINDS = ("heads", "heads-by-position", "mlps", "path")  # the sweeps circuitlang.workflows.patch runs
 IMAGES = ("png", "svg")
 RECEIVER_FORMS = "logits, L.H (q, k and v), L.H:q or L.H:k,v, or mlpL"
 CHANNELS = ("q", "k", "v")
@@ -107,7 +107,7 @@ def _run(args: argparse.Namespace) -> None:
 
 def _request(spec: ir.Spec, args: argparse.Namespace) -> "PatchRequest":
     from circuitlang.engine.path_patching import Receiver
-    from circuitlang.patching import PatchRequest
+    from circuitlang.workflows.patch import PatchRequest
 
     kinds = _kinds(args.kind, args.receiver)
     written = args.receiver or (["logits"] if "path" in kinds else [])
@@ -159,7 +159,7 @@ def _receiver_names(written: str, shape: ir.ModelShape | None) -> list[str]:
 
 def _check_before_loading(spec: ir.Spec, request: "PatchRequest") -> None:
     """What can be checked without the model: a sweep can take minutes after loading."""
-    from circuitlang.patching import CannotPatch, check_path_patching_possible, check_receivers
+    from circuitlang.workflows.patch import CannotPatch, check_path_patching_possible, check_receivers
 
     try:
         if "path" in request.kinds:
@@ -181,7 +181,7 @@ def _check_plotting() -> None:
 
 
 def _patch(session: "Session", request: "PatchRequest", status: Callable[[str], None]) -> "PatchReport":
-    from circuitlang.patching import CannotPatch, patch
+    from circuitlang.workflows.patch import CannotPatch, patch
 
     try:
         return patch(session, request, status)
@@ -194,7 +194,7 @@ def _patch(session: "Session", request: "PatchRequest", status: Callable[[str], 
 
 def _write(report: "PatchReport", args: argparse.Namespace, seconds: float) -> list[Path]:
     from circuitlang.report.heatmaps import draw_heatmap
-    from circuitlang.report.patching import to_csv, to_json
+    from circuitlang.report.patch_files import to_csv, to_json
     from circuitlang.report.files import write_atomically
 
     out: Path = args.output
@@ -209,7 +209,7 @@ def _write(report: "PatchReport", args: argparse.Namespace, seconds: float) -> l
 
 
 def _print_summary(report: "PatchReport", written: list[Path], out: Path, seconds: float) -> None:
-    from circuitlang.report.patching import top_effects
+    from circuitlang.report.patch_files import top_effects
 
     console = Console(emoji=False, highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
     console.print(top_effects(report.context, list(report.matrices)))

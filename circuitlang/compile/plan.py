@@ -3,7 +3,7 @@
 The plan is computed without a model, so `circuitlang plan` shows what a verification costs
 (forward passes, variants, prompts) before any weights are loaded. `verify` compiles the same plan
 with the loaded model's shape and runs its steps in order, each by the function its kind maps to
-(verifier.STEP_RUNNERS): what `plan` prints is what runs. Its variant steps are the schedule of
+(workflows.verify.STEP_RUNNERS): what `plan` prints is what runs. Its variant steps are the schedule of
 compile.subsets, with the same counts: exact for every step but the greedy completeness search,
 whose bound is printed as such; each declared edge adds two path-patching runs. The report
 records what each step evaluated (`steps`, `patch_runs`).
@@ -23,7 +23,7 @@ PATCH_RUNS_PER_EDGE = 2  # record the receiver's input with the sender patched, 
 
 
 class StepKind(str, Enum):
-    """What a step does. `verify` runs each kind with one function (verifier.STEP_RUNNERS), so a new
+    """What a step does. `verify` runs each kind with one function (workflows.verify.STEP_RUNNERS), so a new
     kind of experiment is a member here, its runner there and one entry in that table. A str, so
     that code comparing a step's kind with its old name ("run", "patch") keeps working."""
 

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
-from circuitlang.discover.path_patching import LOGITS
+from circuitlang.discover.path_growth import LOGITS
 from circuitlang.discover.scoring import NO_SPAN, Scorer, node_order, precedes, variant_of
 from circuitlang.ir import models as ir
 

@@ -1,5 +1,5 @@
 """The discovery methods, one record each: the command line's choices and help and the docs read
-this list (`discover.search` holds each method's functions by its name); and EAP-IG's integration
+this list (`workflows.discover` holds each method's functions by its name); and EAP-IG's integration
 grids (light: no torch, so `--help` stays cheap)."""
 
 from __future__ import annotations

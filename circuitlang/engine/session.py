@@ -2,7 +2,7 @@
 
 `open_session` loads the model, expands and binds every prompt set once; engines (one per prompt
 set, with their caches of clean and ablation runs) are built on first use and kept, so the
-workflows (`verifier.verify`, `patching.patch`, `transfer.transfer_matrix`, `discover`) share
+workflows (`workflows.verify`, `.patch`, `.transfer`, `.discover`) share
 the work of a session. The public Python API wraps it (`api.Run`). `loaded_shape` is where the
 loaded model's layer and head counts are read, for every workflow (offline, before any weights
 are loaded, `check` and `plan` read them from ir.shapes instead).

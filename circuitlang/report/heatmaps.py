@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from circuitlang.report.patching import NORMALIZED_UNIT, PatchContext, PatchMatrix
+from circuitlang.report.patch_files import NORMALIZED_UNIT
+from circuitlang.results.patch_report import PatchContext, PatchMatrix
 from circuitlang.report.files import write_atomically
 
 MAX_ANNOTATED_CELLS = 900  # beyond this the numbers would be too small to read

@@ -9,8 +9,8 @@ from rich.table import Table
 from rich.text import Text
 
 from circuitlang.report.cells import plain_cells
-from circuitlang.verification.report_model import ClaimResult, EdgeEffect, PromptSetReport, Report
-from circuitlang.verification.statistics import Estimate
+from circuitlang.results.report import ClaimResult, EdgeEffect, PromptSetReport, Report
+from circuitlang.results.estimate import Estimate
 
 FORMATS = ("table", "json", "junit", "github", "markdown")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from circuitlang.verification.report_model import Audit, MissingEdge
+from circuitlang.results.report import Audit, MissingEdge
 from circuitlang.verification.statistics import Resamples, ratio
 
 SHOWN = 10  # rows kept of each list

@@ -12,8 +12,8 @@ from typing import Callable
 
 from circuitlang.ir import models as ir
 from circuitlang.verification.edges import magnitude
-from circuitlang.verification.report_model import ClaimResult, PromptSetReport
-from circuitlang.verification.statistics import Estimate
+from circuitlang.results.report import ClaimResult, PromptSetReport
+from circuitlang.results.estimate import Estimate
 
 # attention(prompt set, head, queries, keys) -> Estimate
 Attention = Callable[[str, ir.Node, tuple[ir.Position, ...], tuple[ir.Position, ...]], Estimate]

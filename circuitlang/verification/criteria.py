@@ -33,7 +33,7 @@ from circuitlang.compile.subsets import (
     nodes_of,
 )
 from circuitlang.ir import models as ir
-from circuitlang.verification.report_model import Completeness, Faithfulness, NodeMinimality, SubsetScore
+from circuitlang.results.report import Completeness, Faithfulness, NodeMinimality, SubsetScore
 from circuitlang.verification.statistics import Resamples, ratio
 
 # evaluate(kind, removed sets) -> per-prompt metric [len(sets), n_prompts]; kind "C" or "M"

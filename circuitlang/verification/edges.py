@@ -16,8 +16,9 @@ from __future__ import annotations
 import numpy as np
 
 from circuitlang.ir import models as ir
-from circuitlang.verification.report_model import EdgeEffect
-from circuitlang.verification.statistics import Estimate, Resamples, ratio
+from circuitlang.results.report import EdgeEffect
+from circuitlang.results.estimate import Estimate
+from circuitlang.verification.statistics import Resamples, ratio
 
 
 def edge_effect(edge: ir.Edge, model: np.ndarray, patched: np.ndarray, resamples: Resamples, threshold: float) -> EdgeEffect:

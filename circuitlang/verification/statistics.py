@@ -12,24 +12,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
-
-class Estimate(BaseModel):
-    """A number with its bootstrap confidence interval."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    value: float
-    low: float
-    high: float
-
-    def __str__(self) -> str:
-        return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"
-
-    def includes_zero(self) -> bool:
-        """Whether the interval cannot tell the number from zero (its sign is unknown)."""
-        return min(self.low, self.high) <= 0.0 <= max(self.low, self.high)
+from circuitlang.results.estimate import Estimate
 
 
 @dataclass(frozen=True)

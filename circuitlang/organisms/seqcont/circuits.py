@@ -17,11 +17,11 @@ from typing import Sequence, TypedDict
 
 import circuitlang
 from circuitlang.engine.session import open_session
-from circuitlang.discover.search import Options, discover
+from circuitlang.workflows.discover import Options, discover
 from circuitlang.dsl.parser import parse
 from circuitlang.dsl.printer import format_spec
-from circuitlang.verification.statistics import Estimate
-from circuitlang.verifier import verify
+from circuitlang.results.estimate import Estimate
+from circuitlang.workflows.verify import verify
 
 MODEL = "organism:seqcont"
 

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 
-from circuitlang.verification.statistics import Estimate
+from circuitlang.results.estimate import Estimate
 
 if TYPE_CHECKING:
-    from circuitlang.patching import PatchReport
-    from circuitlang.verification.report_model import PromptSetReport, Report
+    from circuitlang.results.patch_report import PatchReport
+    from circuitlang.results.report import PromptSetReport, Report
 
 Row = dict[str, Any]
 KINDS = ("auto", "pandas", "numpy", "records")

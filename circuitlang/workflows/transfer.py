@@ -18,10 +18,8 @@ from circuitlang.data.datasets import Dataset, expand_all
 from circuitlang.engine.variants import circuit_variant
 from circuitlang.errors import DataError, ModelError
 from circuitlang.ir import models as ir
-from circuitlang.verification.compare import (
-    Transfer,
-    TransferCell,
-    TransferColumn,
+from circuitlang.results.comparison import Transfer, TransferCell, TransferColumn
+from circuitlang.verification.cross_spec import (
     column_label,
     labels,
     resamples_for,

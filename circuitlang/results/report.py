@@ -7,7 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from circuitlang.verification.statistics import Estimate
+from circuitlang.results.estimate import Estimate
+from circuitlang.results.tidy import report_rows, tidy
 
 REPORT_SCHEMA_VERSION = 1
 
@@ -149,11 +150,9 @@ class Report(Frozen):
         return f"<Report {self.circuit}: {verdict}; {sets}>"
 
     def table(self, name: str = "claims", kind: str = "auto"):
-        """One of the report's tidy tables (report.tables.REPORT_TABLES: claims, faithfulness,
+        """One of the report's tidy tables (results.tidy.REPORT_TABLES: claims, faithfulness,
         completeness, minimality, edges, audit, node_scores), every prompt set in one table: a pandas
         DataFrame when pandas is installed, else a numpy structured array (`kind=` chooses)."""
-        from circuitlang.report.tables import report_rows, tidy
-
         return tidy(report_rows(self, name), kind)
 
     def _repr_markdown_(self) -> str:  # a notebook shows the Markdown report

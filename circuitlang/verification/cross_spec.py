@@ -20,68 +20,13 @@ from __future__ import annotations
 from itertools import combinations
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
 from circuitlang.data.positions import check_positions_in_templates
 from circuitlang.ir import models as ir
 from circuitlang.ir.eap_ig import edge_name, kept_graph_edges
 from circuitlang.verification.criteria import faithfulness_of
-from circuitlang.verification.statistics import Estimate, Resamples
-
-
-class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class SpecSummary(Frozen):
-    label: str  # the spec's circuit name (with its path when two specs share it)
-    path: str
-    model: str
-    nodes: int  # heads and MLPs
-    declared_edges: int  # the spec's `edge` lines
-    graph_edges: int  # EAP-IG's edges the circuit keeps, one per channel (see the module docstring)
-
-
-class NodeRow(Frozen):
-    node: str
-    roles: list[str | None]  # per spec: the node's role there, or None
-
-
-class Overlap(Frozen):
-    nodes: list[NodeRow]  # every node of any spec, in layer order (heads, then the layer's MLP)
-    node_jaccard: list[list[float]]  # [spec][spec]
-    graph_edge_jaccard: list[list[float]]
-    shared_nodes: list[str]  # in every spec
-    shared_graph_edges: int  # graph edges in every spec
-    notes: list[str]
-
-
-class TransferColumn(Frozen):
-    spec: int  # index into Comparison.specs
-    prompt_set: str
-    label: str
-    prompts: int = 0
-    metric: str = ""
-    f_model: Estimate | None = None
-    f_empty: Estimate | None = None
-
-
-class TransferCell(Frozen):
-    f_circuit: Estimate | None = None
-    faithfulness: Estimate | None = None
-    normalized_faithfulness: Estimate | None = None
-    not_applicable: str | None = None  # why there is no number ("different models", a missing position...)
-
-
-class Transfer(Frozen):
-    columns: list[TransferColumn]
-    rows: list[list[TransferCell]]  # [circuit spec][column]
-
-
-class Comparison(Frozen):
-    specs: list[SpecSummary]
-    overlap: Overlap
-    transfer: Transfer | None  # None with --no-transfer
+from circuitlang.results.comparison import NodeRow, Overlap, SpecSummary, TransferCell, TransferColumn
+from circuitlang.verification.statistics import Resamples
 
 
 # ---- overlap ----------------------------------------------------------------------------------------

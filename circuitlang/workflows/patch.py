@@ -1,8 +1,8 @@
 """`patch`: activation and path patching sweeps on one prompt set, engine results -> PatchReport.
 
-The workflow behind `circuitlang patch`, as `verifier.verify` is behind `verify`: it runs the
-sweeps the engine implements (`engine.patching_sweeps`) and assembles the report model
-(`report.patching`) that the command draws and writes. Nothing here prints or exits; what cannot
+The workflow behind `circuitlang patch`, as `workflows.verify` is behind `verify`: it runs the
+sweeps the engine implements (`engine.sweeps`) and assembles the result model
+(`results.patch_report`) that the command draws and writes. Nothing here prints or exits; what cannot
 be patched raises `CannotPatch` with the reason. Progress counts prompt rows through the model:
 every sweep's grid (heads, positions, senders into receivers) is known before the first runs.
 """
@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from circuitlang.compile.plan import PATCH_RUNS_PER_EDGE
-from circuitlang.engine import patching_sweeps as sweeps
+from circuitlang.engine import sweeps
 from circuitlang.engine.path_patching import PatchingEngine, Receiver
 from circuitlang.engine.readouts import Readout
 from circuitlang.engine.runner import Engine
 from circuitlang.engine.session import Session
 from circuitlang.ir import models as ir
-from circuitlang.report.patching import PatchContext, PatchMatrix
+from circuitlang.results.patch_report import PatchContext, PatchMatrix, PatchReport
 from circuitlang.verification.progress import Meter
 
 if TYPE_CHECKING:
@@ -41,18 +41,6 @@ class PatchRequest:
     kinds: tuple[str, ...]  # heads, heads-by-position, mlps, path (the command's --kind)
     receivers: tuple[Receiver, ...] = ()  # for "path"
     all_positions: bool = False  # every token index instead of the named positions
-
-
-@dataclass(frozen=True)
-class PatchReport:
-    context: PatchContext
-    matrices: tuple[PatchMatrix, ...]
-
-    def table(self, kind: str = "auto"):
-        """Every cell of every sweep as a tidy table (sweep, row, column, delta, stderr, normalized)."""
-        from circuitlang.report.tables import patch_rows, tidy
-
-        return tidy(patch_rows(self), kind)
 
 
 @dataclass(frozen=True)

@@ -15,98 +15,14 @@ import csv
 import io
 import json
 import math
-from dataclasses import dataclass
 
 import numpy as np
 from rich.table import Table
 
-from circuitlang.ir.stdlib import METRICS
 from circuitlang.report.cells import plain_cells
+from circuitlang.results.patch_report import PatchContext, PatchMatrix
 
 NORMALIZED_UNIT = "fraction of F(M) − F(∅)"
-KIND_TITLES = {
-    "heads": "activation patching per head: one head ablated at every position",
-    "heads_by_position": "activation patching per head and position: one head ablated at one position",
-    "mlps_by_position": "activation patching per MLP and position: one MLP ablated at one position",
-    "path": "path patching into {receiver}: one sender head at a time",
-}
-
-
-@dataclass(frozen=True)
-class PatchContext:
-    """What the sweeps were run on: shown in every title and stored in the JSON."""
-
-    spec_path: str
-    circuit: str
-    model: str
-    prompt_set: str
-    n_prompts: int
-    metric: str  # as written, e.g. logit_diff(answer, wrong)
-    metric_name: str
-    ablation: str  # e.g. "mean of corrupt"
-    f_model: float
-    f_empty: float
-    positions: str  # "named" or "token index"
-    left_out_positions: tuple[str, ...] = ()  # named positions missing from some template
-
-    @property
-    def unit(self) -> str:
-        kind = METRICS.get(self.metric_name)
-        return kind.unit if kind else "metric units"
-
-    def delta_label(self) -> str:
-        return f"Δ {self.metric_name} ({self.unit})"
-
-
-@dataclass(frozen=True)
-class PatchMatrix:
-    kind: str  # heads | heads_by_position | mlps_by_position | path
-    rows: tuple[str, ...]
-    columns: tuple[str, ...]
-    examples: tuple[str, ...]  # an example token per column, or ""
-    delta: np.ndarray  # [rows, columns], metric units; NaN where the cell does not apply
-    stderr: np.ndarray
-    normalized: np.ndarray
-    receiver: str | None = None
-
-    @property
-    def name(self) -> str:
-        """File stem: heads, heads_by_position, mlps_by_position, path_to_logits, path_to_9.1_qkv."""
-        if self.kind != "path":
-            return self.kind
-        receiver = str(self.receiver).replace(" (", "_").replace(", ", "").replace(")", "").replace(" ", "")
-        return f"path_to_{receiver}"
-
-    @property
-    def title(self) -> str:
-        return KIND_TITLES[self.kind].format(receiver=self.receiver)
-
-    def cells(self) -> list[Cell]:
-        """Every cell that applies, named by node and position."""
-        out = []
-        for i, row in enumerate(self.rows):
-            for j, column in enumerate(self.columns):
-                if not math.isnan(float(self.delta[i, j])):
-                    node, position = self._node_and_position(row, column)
-                    out.append(
-                        Cell(node, position, self.examples[j], float(self.delta[i, j]), float(self.stderr[i, j]), float(self.normalized[i, j]))
-                    )
-        return out
-
-    def _node_and_position(self, row: str, column: str) -> tuple[str, str]:
-        if self.kind in ("heads", "path"):  # layer x head; the head is patched at every position
-            return f"{row.removeprefix('layer ')}.{column.removeprefix('head ')}", "all"
-        return row, column
-
-
-@dataclass(frozen=True)
-class Cell:
-    node: str  # "0.2", "mlp 1"
-    position: str  # a named position, "s4 / end", or "all"
-    example: str
-    delta: float
-    stderr: float
-    normalized: float
 
 
 def patched_from(kind: str, context: PatchContext) -> str:

@@ -38,7 +38,7 @@ from circuitlang.ir.stdlib import CHANNELS
 from circuitlang.verification.criteria import Criteria, VariantBank
 from circuitlang.verification.edges import edge_effect, untested
 from circuitlang.verification.audit import audit_report
-from circuitlang.verification.report_model import (
+from circuitlang.results.report import (
     Audit,
     ClaimResult,
     Completeness,
@@ -51,7 +51,8 @@ from circuitlang.verification.report_model import (
     ResultCacheUse,
     Versions,
 )
-from circuitlang.verification.statistics import Estimate, Resamples
+from circuitlang.results.estimate import Estimate
+from circuitlang.verification.statistics import Resamples
 
 Progress = Callable[[str], None]
 T = TypeVar("T")

@@ -14,8 +14,8 @@ from rich.table import Table
 
 from circuitlang.report.cells import plain_cells
 from circuitlang.report.counts import GRAPH_EDGES_MEANING, counted, size_text
-from circuitlang.verification.compare import Comparison, Transfer, TransferCell
-from circuitlang.verification.statistics import Estimate
+from circuitlang.results.comparison import Comparison, Transfer, TransferCell
+from circuitlang.results.estimate import Estimate
 
 
 @dataclass(frozen=True)

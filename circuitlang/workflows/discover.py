@@ -18,9 +18,9 @@ from typing import Callable
 
 from circuitlang.engine.session import Session
 from circuitlang.discover.methods import BY_NAME, DEFAULT_IG_GRID, EAP_IG_STEPS, IGGrid, attribution_label
-from circuitlang.discover import acdc, attribution, path_patching
+from circuitlang.discover import acdc, attribution, path_growth
 from circuitlang.discover.acdc import KL_THRESHOLDS, METRIC_THRESHOLDS, search_threshold
-from circuitlang.discover.path_patching import MIN_EFFECTS, PERCENTILES, EdgeScores, PathPatchingResult, search_percentile
+from circuitlang.discover.path_growth import MIN_EFFECTS, PERCENTILES, EdgeScores, PathPatchingResult, search_percentile
 from circuitlang.discover.prune import OrderComparison, PruneResult, compare_orders, compare_rows, prune_nodes, prune_rows
 from circuitlang.discover.positions import positions_rows, restrict_positions
 from circuitlang.discover.roles import HeadRole, name_heads, naming_rows
@@ -262,7 +262,7 @@ def search_by_path_patching(scorer: Scorer, options: Options, progress: Progress
 
 
 def rows_of_path_patching(scorer: Scorer, options: Options) -> int:
-    return path_patching.search_rows(EdgeScores(scorer), len(_percentiles(options)) * len(_floors(options)))
+    return path_growth.search_rows(EdgeScores(scorer), len(_percentiles(options)) * len(_floors(options)))
 
 
 def _percentiles(options: Options) -> tuple[float, ...]:
