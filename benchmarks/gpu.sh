@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks, in a few minutes on a machine with CUDA (run from anywhere; needs the engine
 # installed, e.g. .venv from the README, or PYTHON=python):
-#   1. the engine against the slow reference, with the engine on the GPU (tests/test_engine.py);
+#   1. the engine against the slow reference, with the engine on the GPU (tests/engine/test_engine.py);
 #   2. the GPT-2 stand-in's verification on the CPU and on the GPU in float32, float16 and
 #      bfloat16: time, rows per forward, and each configuration's largest difference from the CPU.
 # Results go to $OUT (default benchmarks/gpu-results/): the pytest log and devices.json.
@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE=1
 "$PYTHON" -c "import torch; print('device:', torch.cuda.get_device_name(), '| torch', torch.__version__)"
 
 echo "== the engine on CUDA against the reference on the CPU"
-CIRCUITLANG_TEST_DEVICE=cuda "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_engine.py 2>&1 | tee "$OUT/engine-tests.log"
+CIRCUITLANG_TEST_DEVICE=cuda "$PYTHON" -m pytest -q -p no:cacheprovider tests/engine/test_engine.py 2>&1 | tee "$OUT/engine-tests.log"
 
 echo "== verify specs/incr_digits.circ on the GPT-2 stand-in: CPU and GPU, three precisions"
 "$PYTHON" benchmarks/devices.py --prompts "$PROMPTS" --json "$OUT/devices.json" \

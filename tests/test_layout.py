@@ -82,3 +82,11 @@ def test_module_names_say_what_they_do() -> None:
     assert [name for name in names if Path(name).name == "compare.py"] == ["circuitlang/commands/compare.py"]
     mirrored = {Path(name).stem for name in names if name.startswith("circuitlang/workflows/")} - {"__init__"}
     assert mirrored == {"verify", "patch", "transfer", "discover"}
+
+
+def test_test_folders_mirror_the_package() -> None:
+    """tests/<package>/ holds the tests of circuitlang/<package>/; what spans the project (the API,
+    the docs, the README, CI, fuzzing, this layout) sits at tests/ itself."""
+    folders = {path.parent.name for path in (ROOT / "tests").glob("*/test_*.py")}
+    packages = {path.parent.name for path in PACKAGE.glob("*/__init__.py")}
+    assert folders and folders <= packages, sorted(folders - packages)

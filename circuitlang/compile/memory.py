@@ -4,7 +4,7 @@
 has a corruption) for every prompt: the residual stream entering each layer and the final one,
 each head's z, k and v, each MLP's output. That cache, not the model, is what grows with the
 number of prompts (a 100,000-prompt verification of the 4-layer organism needs about 15 GB).
-The formula is in docs/verify.md; tests/test_memory.py measures it against a real run's peak.
+The formula is in docs/verify.md; tests/compile/test_memory.py measures it against a real run's peak.
 
 Sizes are bytes; the model's dimensions come from its config.json (a local folder, a shipped
 organism, a model in the Hugging Face cache) or a small table of known hub models.

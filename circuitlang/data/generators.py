@@ -169,7 +169,7 @@ GT_YEARS = tuple(range(2, 99))  # 01 is the corruption; 99 leaves no later year
 # " The"; 120 nouns (potential_nouns.txt); the years whose " XXYY" GPT-2 splits into " XX" and "YY",
 # without the first and the last such year of each century (get_valid_years), for the centuries
 # 11-17. HANNA_YEARS lists them as (first, last, YYs missing in between) per century;
-# tests/test_generators_published.py recomputes the table from GPT-2's tokenizer.
+# tests/data/test_generators_published.py recomputes the table from GPT-2's tokenizer.
 HANNA_TEMPLATE = " The {noun} lasted from the year {xx}{yy} to the year {xx2}"
 HANNA_NOUNS = (
     "abduction",

@@ -6,7 +6,7 @@ the others give their ablation value (`KeptHeads`); an MLP that every row ablate
 its ablation value; an MLP whose output nothing reads but the metric runs at the end position
 only. A `ShortcutPlanner` decides, chunk by chunk, which of these a run may take; `Shortcuts.applied`
 puts them into a block while it runs. Each gives the numbers of the run that computes everything
-(tests/test_engine_shortcuts.py).
+(tests/engine/test_engine_shortcuts.py).
 """
 
 from __future__ import annotations

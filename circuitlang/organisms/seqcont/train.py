@@ -16,7 +16,7 @@ constant to the loss.
 Reproducibility: the initial weights come from `torch.manual_seed(seed)`, the data stream from
 `random.Random(seed)` in a fixed order, dropout is off and torch runs on one thread with
 deterministic algorithms, so a rerun with the same seed, torch version and machine type gives
-bit-identical weights (tests/test_organism_training.py checks this on a short run).
+bit-identical weights (tests/organisms/test_organism_training.py checks this on a short run).
 """
 
 from __future__ import annotations

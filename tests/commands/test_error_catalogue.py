@@ -21,7 +21,7 @@ from circuitlang.data.datasets import expand_all
 from circuitlang.errors import CircuitlangError, flatten
 from circuitlang.ir.lower import load_spec
 
-ERRORS_DIR = Path(__file__).parent / "errors"
+ERRORS_DIR = Path(__file__).resolve().parents[1] / "errors"
 
 
 @dataclass(frozen=True)

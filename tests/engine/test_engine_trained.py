@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from circuitlang.organisms.tiny import build_random_gpt2
-from tests.test_engine import reference_metric, variants_of
+from tests.engine.test_engine import reference_metric, variants_of
 
 WORDS = [str(i) for i in range(1, 25)] + ["then", "and", "after"]
 
@@ -43,7 +43,7 @@ def trained_dir(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_invariants_on_a_trained_model(trained_dir):
-    from tests.test_engine import open_spec
+    from tests.engine.test_engine import open_spec
 
     run = open_spec(trained_dir, name="trained.circ")
     model, empty = run.metric([run.full_model()]), run.metric([run.empty()])

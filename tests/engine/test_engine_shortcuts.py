@@ -22,7 +22,7 @@ from circuitlang.engine.variants import HeadKeep, MlpKeep, Variant, circuit_vari
 from circuitlang.ir import models as ir
 from circuitlang.organisms.tiny import build_random_gpt2
 from tests.conftest import SPECS
-from tests.test_engine import WORDS, open_spec, reference_metric
+from tests.engine.test_engine import WORDS, open_spec, reference_metric
 
 KINDS = ("ablated attention", "kept heads", "end-only MLPs", "constant MLPs")
 TOLERANCE = 1e-5

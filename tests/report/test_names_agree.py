@@ -35,8 +35,8 @@ from circuitlang.verification.edges import magnitude
 from circuitlang.results.estimate import Estimate
 from tests.conftest import SPECS, fast_cases
 from tests.micro_model import WORDS, build_copy_model
-from tests.test_edges import micro_report  # noqa: F401  (fixture)
-from tests.test_verify import SPEC as MICRO_SPEC
+from tests.verification.test_edges import micro_report  # noqa: F401  (fixture)
+from tests.workflows.test_verify import SPEC as MICRO_SPEC
 
 # ---- counts ----------------------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import pytest
 import circuitlang
 from tests.conftest import fast_cases
 
-SPECS = sorted((Path(__file__).resolve().parent.parent / "specs").glob("organism_*.circ"))
+SPECS = sorted((Path(__file__).resolve().parents[2] / "specs").glob("organism_*.circ"))
 
 
 def test_six_tasks_are_shipped() -> None:

@@ -9,7 +9,7 @@ from transformer_lens import patching
 from circuitlang.api import path_patch
 from circuitlang.engine.path_patching import Receiver
 from circuitlang.ir import models as ir
-from tests.test_engine import model_dir, open_spec  # noqa: F401  (fixture)
+from tests.engine.test_engine import model_dir, open_spec  # noqa: F401  (fixture)
 
 
 def head(layer: int, index: int) -> ir.Node:

@@ -8,7 +8,7 @@ import pytest
 
 from circuitlang.cli import main
 
-SPECS = Path(__file__).resolve().parent.parent / "specs"
+SPECS = Path(__file__).resolve().parents[2] / "specs"
 
 
 def test_an_unknown_device_is_a_usage_error_at_the_option(capsys) -> None:

@@ -21,7 +21,7 @@ from circuitlang.engine.session import open_session
 from circuitlang.results.comparison import Comparison
 from circuitlang.verification.cross_spec import overlap, transfer_blocker
 
-SPECS = Path(__file__).resolve().parent.parent / "specs"
+SPECS = Path(__file__).resolve().parents[2] / "specs"
 
 
 def _prompts(slots: int, count: int) -> str:

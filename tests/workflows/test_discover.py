@@ -19,10 +19,10 @@ from circuitlang.discover.prune import compare_orders, prune_nodes
 from circuitlang.discover.scoring import Scorer, head, variant_of
 from circuitlang.engine.session import open_session
 from tests.micro_model import WORDS, build_copy_model
-from tests.test_verify import SPEC
+from tests.workflows.test_verify import SPEC
 
 KNOWN = {head(0, 0), head(0, 1)}  # the micro model's circuit: two copies of the copying head
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -400,7 +400,7 @@ def test_attribution_gradients_equal_finite_differences_with_parallel_blocks(mod
     from circuitlang.discover import attribution as discovery
     from circuitlang.engine import attribution
     from circuitlang.engine.session import open_session
-    from tests.test_attribution import _offset_of, _zero_offsets
+    from tests.engine.test_attribution import _offset_of, _zero_offsets
 
     scorer = Scorer(open_session(circuitlang.load(write_spec(models, family, "", name="_eap")), dtype=torch.float64))
     scores = discovery.edge_scores(scorer, "eap")

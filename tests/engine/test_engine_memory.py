@@ -18,7 +18,7 @@ from circuitlang.engine.ablation_source import KINDS, collect
 from circuitlang.engine.family import Family
 from circuitlang.ir import models as ir
 from circuitlang.organisms.tiny import build_random_gpt2
-from tests.test_engine import WORDS, open_spec
+from tests.engine.test_engine import WORDS, open_spec
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from circuitlang.errors import ModelError, SpecError
 from circuitlang.ir.lower import load_spec
 from circuitlang.ir.shapes import KNOWN_HUB_SHAPES, SHAPES_FILE
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BODY = 'prompts { template "{a}"; a = 1; answer = 2; wrong = 3 }\nmetric logit_diff(answer, wrong)\nablate zero\n'
 FAMILIES = json.loads((ROOT / "circuitlang" / "ir" / SHAPES_FILE).read_text(encoding="utf-8"))["families"]
 # Names of the same weights' architecture: fine-tunes and the deduplicated-data runs.

@@ -14,7 +14,7 @@ from circuitlang.dsl.printer import format_spec
 from circuitlang.ir import models as ir
 from circuitlang.ir.lower import load_spec
 
-SPECS = Path(__file__).resolve().parent.parent / "specs"
+SPECS = Path(__file__).resolve().parents[2] / "specs"
 
 
 def _circuit_json(spec: ir.Spec) -> object:

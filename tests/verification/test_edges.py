@@ -18,9 +18,9 @@ from circuitlang.engine.readouts import single_ids
 from circuitlang.report.render import to_github, to_junit, to_markdown
 from circuitlang.api import verify
 from tests.micro_model import WORDS, build_copy_model
-from tests.test_engine import SPEC as TINY_SPEC
-from tests.test_engine import model_dir  # noqa: F401  (fixture)
-from tests.test_verify import SPEC as MICRO_SPEC
+from tests.engine.test_engine import SPEC as TINY_SPEC
+from tests.engine.test_engine import model_dir  # noqa: F401  (fixture)
+from tests.workflows.test_verify import SPEC as MICRO_SPEC
 
 MICRO_CIRCUIT = 'role "copier": 0.0\nrole "useless": 0.2\nedge 0.0 -> logits\nedge 0.2 -> logits'
 

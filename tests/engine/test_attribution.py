@@ -25,10 +25,10 @@ from circuitlang.verification.statistics import rank_correlation
 from tests import reference_attribution
 from tests.conftest import fast_cases
 from tests.micro_model import WORDS, build_copy_model
-from tests.test_discover import KNOWN, NO_CIRCUIT
-from tests.test_verify import SPEC
+from tests.workflows.test_discover import KNOWN, NO_CIRCUIT
+from tests.workflows.test_verify import SPEC
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ORGANISM = ROOT / "specs" / "organism_incr_digits.circ"
 
 

@@ -23,7 +23,7 @@ from circuitlang.engine.session import open_session
 from circuitlang.ir.eap_ig import GraphConfig, model_edge_count
 from tests.conftest import fast_cases
 from tests.micro_model import WORDS, build_copy_model
-from tests.test_verify import SPEC
+from tests.workflows.test_verify import SPEC
 
 KNOWN_EDGES = {(head(0, 0), LOGITS, ""), (head(0, 1), LOGITS, "")}  # the micro model's circuit, as edges
 
@@ -224,7 +224,7 @@ def _mean_metric(scorer: Scorer, edges: set) -> float:
 def tiny_spec(tmp_path_factory) -> Path:
     """A random 2-layer GPT-2 with MIB's setting (patching, the embeddings a sender): 110 edges."""
     from circuitlang.organisms.tiny import build_random_gpt2
-    from tests.test_attribution import REFERENCE_SPEC
+    from tests.engine.test_attribution import REFERENCE_SPEC
 
     root = tmp_path_factory.mktemp("tiny_curves")
     build_random_gpt2(root / "tiny", [str(i) for i in range(1, 25)] + ["then", "and", "after"], seed=3)

@@ -15,7 +15,7 @@ from circuitlang.ir.eap_ig_import import import_graph
 from circuitlang.ir.lower import load_spec
 from tests.conftest import fast_cases
 
-SPECS = Path(__file__).resolve().parent.parent / "specs"
+SPECS = Path(__file__).resolve().parents[2] / "specs"
 ORGANISM = ir.ModelShape(n_layers=4, n_heads=8, origin="test")
 
 
