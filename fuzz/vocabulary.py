@@ -7,11 +7,11 @@ from circuitlang.ir.circuit import HEAD_CLAUSES, MLP_CLAUSES
 
 KEYWORDS = ("circuitlang", "circuit", "on", "use", "from", "list", "cyclic", "prompts", "template", "for", "in",
             "generate", "corrupt", "metric", "ablate", "of", "set", "role", "mlp", "edge", "via", "embed",
-            "logits", "expect", "attends", "random", "distinct")
+            "logits", "expect", "attends", "random", "distinct", "hypothesis", "carries")
 PUNCTUATION = ("{", "}", "(", ")", "[", "]", ",", ";", ":", "=", "..", "->", "+", "-", "*", "//", "%",
                ">=", "<=", ">", "<", ".", "*", "\n", "  ", "#", '"', "\\")
 BUILTIN_NAMES = (*stdlib.BUILTIN_LISTS, *stdlib.CORRUPTIONS, *stdlib.FUNCTIONS, *stdlib.GENERATORS,
-                 *stdlib.METRICS, *stdlib.METRIC_CLAIMS, *stdlib.SCORE_CLAIMS, *stdlib.EDGE_CLAIMS,
+                 *stdlib.METRICS, *stdlib.METRIC_CLAIMS, *stdlib.SCORE_CLAIMS, *stdlib.EDGE_CLAIMS, *stdlib.INTERCHANGE_CLAIMS,
                  *stdlib.SPEC_SETTINGS, *stdlib.PROMPT_SETTINGS, *stdlib.POSITION_KEYWORDS, *stdlib.CHANNELS,
                  *HEAD_CLAUSES, *MLP_CLAUSES, "mean", "zero", "resample", "answer", "wrong", "n")
 SPEC_NAMES = ("s1", "s2", "s3", "s4", "i", "j", "x", "digits", "clean", "corrupt")

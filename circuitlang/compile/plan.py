@@ -34,6 +34,7 @@ class StepKind(str, Enum):
     PATCH = "patch"  # path patching of one declared edge
     AUDIT = "audit"  # path patching from outside the circuit into it (compile.audit)
     NODE_SCORES = "node scores"  # direct-logit, copy and next-token scores of every circuit node
+    INTERCHANGE = "interchange"  # interchange interventions on a hypothesis's carriers and variables
     CLAIMS = "claims"  # every `expect` of the spec against the numbers
 
 
@@ -152,7 +153,25 @@ def _prompt_set_steps(spec: ir.Spec, dataset: Dataset, audit: bool | None, shape
             printed=False,
         )
     )
+    hypothesis = spec.hypothesis_for(name)
+    if hypothesis is not None:
+        steps.append(_interchange_step(hypothesis, name, n))
     return steps
+
+
+INTERCHANGE_RUNS_PER_PAIR = 2  # the declared nodes, and a same-size baseline set (docs/verify.md)
+
+
+def _interchange_step(hypothesis: ir.Hypothesis, name: str, n: int) -> Step:
+    """One pair per prompt for each carrier and each carried variable (at most: a base with no
+    source that changes its answer has none), each run on the declared nodes and on a baseline."""
+    targets = len(hypothesis.carriers) + len(hypothesis.carried)
+    what = (
+        f"interchange interventions: {len(hypothesis.carriers)} carrier(s) and {len(hypothesis.carried)} variable(s), "
+        "one (base, source) pair per prompt, each with a same-size baseline"
+    )
+    runs = INTERCHANGE_RUNS_PER_PAIR * targets
+    return Step(f"{name}:interchange", StepKind.INTERCHANGE, what, (f"{name}:clean",), runs, runs * n, exact=False, prompt_set=name)
 
 
 def _audit_step(spec: ir.Spec, name: str, n: int, other_rows: int, audit: bool | None, shape: ir.ModelShape | None) -> Step:

@@ -24,7 +24,17 @@ from circuitlang.ir.paths import default_root
 NO_SPAN = ir.Span(path="<found>", line=1, column=1, end_line=1, end_column=1)  # for AST built from the IR
 
 BARE_MLP_ROLE = "mlp"  # the role lowering gives MLPs declared by a bare `mlp` line
-_CIRCUIT_ITEMS = (ast.RoleDecl, ast.MlpDecl, ast.EdgeDecl, ast.ExpectMetric, ast.ExpectScore, ast.ExpectAttends, ast.ExpectEdge)
+# A hypothesis names circuit nodes and its claims name carriers: both go with the circuit they were written for.
+_CIRCUIT_ITEMS = (
+    ast.RoleDecl,
+    ast.MlpDecl,
+    ast.EdgeDecl,
+    ast.ExpectMetric,
+    ast.ExpectScore,
+    ast.ExpectAttends,
+    ast.ExpectEdge,
+    ast.HypothesisDecl,
+)
 
 
 @dataclass(frozen=True)

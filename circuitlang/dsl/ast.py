@@ -156,6 +156,14 @@ class RoleRef:
 
 
 @dataclass(frozen=True)
+class VariableRef:
+    """A name as the target of a claim: a variable of a hypothesis (`expect s3 iia >= 0.8`)."""
+
+    name: str
+    span: Span
+
+
+@dataclass(frozen=True)
 class PosRef:
     name: str
     offset: int
@@ -171,7 +179,7 @@ class PosRange:
 
 Position = Union[PosRef, PosRange]
 NodeRef = Union[HeadRef, MlpRef, Embed, Logits]
-Target = Union[HeadRef, MlpRef, RoleRef]
+Target = Union[HeadRef, MlpRef, RoleRef, VariableRef]
 
 
 @dataclass(frozen=True)
@@ -326,6 +334,31 @@ class EdgeDecl:
 
 
 @dataclass(frozen=True)
+class CarriesStmt:
+    """`NODES [at POSITIONS] carries NAME` in a hypothesis block: NODES are heads, `mlp` layers, or
+    a role's name (then `members` is empty and `role` is set)."""
+
+    members: tuple[Union[HeadRef, LayerHeads, MlpRef, LayerRange], ...]
+    is_mlp: bool
+    role: StrLit | None
+    clauses: tuple[PositionClause, ...]
+    variable: Ident
+    span: Span
+
+
+HypothesisStmt = Union[AssignStmt, CarriesStmt]
+
+
+@dataclass(frozen=True)
+class HypothesisDecl:
+    """`hypothesis [on SET] { ... }`: variables, the answer and the carriers of one prompt set."""
+
+    on: Ident | None
+    body: tuple[HypothesisStmt, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
 class ExpectMetric:
     metric: Ident
     on: Ident | None
@@ -380,6 +413,7 @@ Item = Union[
     RoleDecl,
     MlpDecl,
     EdgeDecl,
+    HypothesisDecl,
     ExpectMetric,
     ExpectScore,
     ExpectAttends,

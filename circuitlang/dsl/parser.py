@@ -20,7 +20,7 @@ from circuitlang.dsl.syntax_hints import hint_for_unexpected
 from circuitlang.errors import MAX_ERRORS, CircuitlangError, Span, SpecErrors, SyntaxErrorInSpec
 
 SUPPORTED_VERSIONS = (1,)
-# Words that start statements (docs/language.md, section 16): never a slot, variable or loop name.
+# Words that start statements (docs/language.md, section 17): never a slot, variable or loop name.
 STATEMENT_KEYWORDS = frozenset(
     (
         "circuitlang",
@@ -40,6 +40,7 @@ STATEMENT_KEYWORDS = frozenset(
         "mlp",
         "edge",
         "expect",
+        "hypothesis",
     )
 )
 MAX_DEPTH = 200  # nesting of the syntax tree; building the AST recurses, so deeper input is refused here
@@ -317,7 +318,7 @@ class _ToAst(Transformer):
             raise SyntaxErrorInSpec(
                 f"'{token.value}' is a statement keyword and cannot name a slot or variable",
                 _token_span(self.path, token),
-                f"choose another name, e.g. {token.value}_1 (keywords: docs/language.md, section 16)",
+                f"choose another name, e.g. {token.value}_1 (keywords: docs/language.md, section 17)",
             )
         return self._ident(token)
 
@@ -455,6 +456,9 @@ class _ToAst(Transformer):
     def role_target(self, meta: Any, children: list[Token]) -> ast.RoleRef:
         return ast.RoleRef(_unquote(children[0], self.path), self._s(meta))
 
+    def variable_target(self, meta: Any, children: list[Token]) -> ast.VariableRef:
+        return ast.VariableRef(str(children[0]), self._s(meta))
+
     def position_clause(self, meta: Any, children: list[Any]) -> ast.PositionClause:
         return ast.PositionClause(self._ident(children[0]), tuple(children[1:]), self._s(meta))
 
@@ -477,6 +481,18 @@ class _ToAst(Transformer):
     def edge_decl(self, meta: Any, children: list[Any]) -> ast.EdgeDecl:
         channels = tuple(self._ident(t) for t in _present(children[2:])) if len(children) > 2 else None
         return ast.EdgeDecl(children[0], children[1], channels or None, self._s(meta))
+
+    # ---- hypotheses
+    def hypothesis_decl(self, meta: Any, children: list[Any]) -> ast.HypothesisDecl:
+        on = children[0] if children and isinstance(children[0], ast.Ident) else None
+        return ast.HypothesisDecl(on, tuple(children[1:] if on else children), self._s(meta))
+
+    def carries_stmt(self, meta: Any, children: list[Any]) -> ast.CarriesStmt:
+        nodes, clauses, variable = children[0], tuple(children[1:-1]), self._ident(children[-1])
+        if isinstance(nodes, Token):  # a role's name
+            return ast.CarriesStmt((), False, self._str(nodes), clauses, variable, self._s(meta))
+        kind, members = nodes
+        return ast.CarriesStmt(members, kind == "mlp", None, clauses, variable, self._s(meta))
 
     # ---- expectations
     def on_clause(self, meta: Any, children: list[Token]) -> ast.Ident:

@@ -94,7 +94,7 @@ def _comment_owners(spec: ast.SpecFile) -> dict[ast.Comment, Span]:
 
 def _group(item: ast.Item) -> str:
     """Statements of one group are printed together; groups are separated by a blank line."""
-    if isinstance(item, ast.PromptsDecl) or (isinstance(item, ast.CorruptDecl) and item.body is not None):
+    if isinstance(item, (ast.PromptsDecl, ast.HypothesisDecl)) or (isinstance(item, ast.CorruptDecl) and item.body is not None):
         return "block"
     if isinstance(item, (ast.ExpectMetric, ast.ExpectScore, ast.ExpectAttends, ast.ExpectEdge)):
         return "expect"
@@ -115,6 +115,11 @@ def _item(item: ast.Item | ast.PromptStmt, out: _Writer, depth: int = 0) -> None
         out.open_block(item.span, _corrupt_head(item), depth)
         for stmt in item.body:
             out.statement(stmt.span, _assign(stmt), depth + 1)
+        out.close_block(item.span, depth)
+    elif isinstance(item, ast.HypothesisDecl):
+        out.open_block(item.span, "hypothesis" + _on(item.on), depth)
+        for inner in item.body:
+            out.statement(inner.span, statement_text(inner), depth + 1)
         out.close_block(item.span, depth)
     else:
         out.statement(item.span, statement_text(item), depth)
@@ -149,7 +154,18 @@ def statement_text(item: object) -> str:
             return f"ablate {kind.name}" + (f" of {source.name}" if source else "")
         case ast.SetDecl(key, value, _):
             return f"set {key.name} = {_setting(value)}"
+        case ast.CarriesStmt():
+            return carrier_text(item)
     return _circuit_text(item)
+
+
+def carrier_text(stmt: ast.CarriesStmt) -> str:
+    """A hypothesis's carrier line: `0.0, 0.2 at end carries s3`, `"mover" carries s4`."""
+    if stmt.role is not None:
+        nodes = quote(stmt.role.value)
+    else:
+        nodes = ("mlp " if stmt.is_mlp else "") + ", ".join(_member(m) for m in stmt.members)
+    return f"{nodes}{clauses_text(stmt.clauses)} carries {stmt.variable.name}"
 
 
 def _circuit_text(item: object) -> str:
@@ -233,6 +249,8 @@ def _node(node: object) -> str:
             return "logits"
         case ast.RoleRef(name, _):
             return quote(name)
+        case ast.VariableRef(name, _):
+            return name
     raise TypeError(f"cannot print {node!r}")
 
 

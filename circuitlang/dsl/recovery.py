@@ -15,8 +15,8 @@ read as what they most likely are:
 - at top level, a broken statement that can only stand in a block (`template`, `for`, `from`,
   `generate`, an assignment) is a line of a block whose opening was lost: skipped up to its `}`;
 - inside a block, a statement that can only stand at top level (`role`, `edge`, ...) after an
-  error means the block was not closed: the block is closed there; and a `prompts` line inside a
-  block closes it before that line, which is then read as the start of the next block.
+  error means the block was not closed: the block is closed there; and a `prompts` or `hypothesis` line
+  inside a block closes it before that line, which is then read as the start of the next block.
 A block taken as missing its `{` also ends before a line that can only stand at top level.
 
 The parser state and the lexer position are Lark's (`UnexpectedInput.interactive_parser`); the
@@ -40,7 +40,10 @@ SEPARATORS = frozenset(("_NL", "SEMICOLON"))
 OPENING, CLOSING = frozenset(("LPAR", "LSQB", "LBRACE")), frozenset(("RPAR", "RSQB", "RBRACE"))
 # First words of statements that stand only at top level, or only in a prompts block
 # (docs/language.md, section 2); an assignment, the other block statement, starts with a NAME.
-TOP_LEVEL_ONLY = frozenset(("CIRCUIT", "USE", "LIST", "PROMPTS", "ABLATE", "ROLE", "MLP", "EDGE", "EXPECT"))
+TOP_LEVEL_ONLY = frozenset(("CIRCUIT", "USE", "LIST", "PROMPTS", "ABLATE", "ROLE", "MLP", "EDGE", "EXPECT", "HYPOTHESIS"))
+# The blocks that open at top level only, with the tokens that may follow their keyword up to the
+# `{`: `prompts {`, `prompts NAME {`, `hypothesis {`, `hypothesis on NAME {`.
+TOP_LEVEL_BLOCKS = {"PROMPTS": (("LBRACE",), ("NAME", "LBRACE")), "HYPOTHESIS": (("LBRACE",), ("ON", "NAME", "LBRACE"))}
 BLOCK_ONLY = frozenset(("TEMPLATE", "FOR", "FROM", "GENERATE"))
 # A first token of a statement at top level, in a prompts block and in a corrupt block.
 STATEMENT_PROBES = ("ROLE", "TEMPLATE", "NAME")
@@ -79,8 +82,8 @@ class _Recovery:
         token = getattr(self.error, "token", None)
         if token is not None and token.type == "$END":
             return False
-        if self._prompts_inside_a_block():
-            assert token is not None, "the error is at a `prompts` token"
+        if self._block_inside_a_block():
+            assert token is not None, "the error is at a `prompts` or `hypothesis` token"
             return self._reopen_at_top_level(token)
         resume = self._end_of_statement()
         if resume is None:
@@ -119,13 +122,14 @@ class _Recovery:
         kind = self.error.token.type
         return kind in BLOCK_ONLY or (kind == "NAME" and self._peek(past_separators=False) in ("EQUAL", "COMMA"))
 
-    def _prompts_inside_a_block(self) -> bool:
-        """A `prompts` block opening inside another block: the block before it was not closed."""
-        if not (isinstance(self.error, UnexpectedToken) and self.error.token.type == "PROMPTS" and self.braces):
+    def _block_inside_a_block(self) -> bool:
+        """A `prompts` or `hypothesis` block opening inside another block: the block before it was
+        not closed."""
+        if not (isinstance(self.error, UnexpectedToken) and self.error.token.type in TOP_LEVEL_BLOCKS and self.braces):
             return False
         kinds = self._kinds_ahead()
-        first, second = next(kinds, None), next(kinds, None)
-        opens = first == "LBRACE" or (first == "NAME" and second == "LBRACE")  # `prompts {`, `prompts NAME {`
+        ahead = tuple(next(kinds, None) for _ in range(3))
+        opens = any(ahead[: len(opening)] == opening for opening in TOP_LEVEL_BLOCKS[self.error.token.type])
         return opens and self._starts_statements()
 
     def _peek(self, past_separators: bool = True) -> str | None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from lark import Lark
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
-STATEMENTS = ("circuit", "use", "list", "prompts", "corrupt", "metric", "ablate", "role", "mlp", "edge", "expect", "set")
+STATEMENTS = ("circuit", "use", "list", "prompts", "corrupt", "metric", "ablate", "role", "mlp", "edge", "expect", "set", "hypothesis")
 PROMPT_STATEMENTS = ("template", "for", "from", "generate", "corrupt", "metric", "set", "NAME = ...")
+HYPOTHESIS_STATEMENTS = ("NAME = ...", "answer = ...", "NODES [at POSITIONS] carries NAME")
+CARRIER = 'a carrier is written NODES [at POSITIONS] carries NAME, e.g. 0.0, 0.2 at end carries s3 or "mover" carries s4'
 
 _READABLE = {
     "NAME": "a name",
@@ -62,6 +64,12 @@ def _specific_hint(token_type: str, expected: set[str]) -> str | None:
         return f"a statement starts with one of: {', '.join(STATEMENTS)}"
     if {"TEMPLATE", "FOR", "GENERATE"} <= expected:
         return f"inside prompts {{ }} a line is one of: {', '.join(PROMPT_STATEMENTS)}"
+    if {"LAYER_STAR", "STRING", "NAME"} <= expected:  # only a hypothesis block's lines start with any of these
+        return f"inside hypothesis {{ }} a line is one of: {', '.join(HYPOTHESIS_STATEMENTS)}"
+    if "CARRIES" in expected:
+        return CARRIER
+    if token_type == "ON" and "COMPARATOR" not in expected:
+        return "`on SET` comes before the comparison: expect CLAIM on SET >= NUMBER"
     if "EQUAL" in expected and token_type not in ("EQUAL", "_NL"):
         return "an assignment is written NAME = EXPRESSION"
     if "CIRCUITLANG" in expected:

@@ -63,7 +63,7 @@ def _add_members(
 ) -> None:
     q, k = _clauses(clauses, is_mlp, checker, errors)
     for member in members:
-        for node, span in _expand_member(member, shape, model, errors):
+        for node, span in expand_member(member, shape, model, errors):
             if node in nodes:
                 first = nodes[node]
                 errors.append(
@@ -77,9 +77,9 @@ def _add_members(
             nodes[node] = ir.CircuitNode(node=node, role=role, q=q, k=k, span=span)
 
 
-def _expand_member(
-    member: object, shape: ir.ModelShape | None, model: ir.ModelRef, errors: list[CircuitlangError]
-) -> list[tuple[ir.Node, Span]]:
+def expand_member(member: object, shape: ir.ModelShape | None, model: ir.ModelRef, errors: list[CircuitlangError]) -> list[tuple[ir.Node, Span]]:
+    """The nodes one member of a node list names (`9.1`, `3.*`, an MLP layer, `a..b`), each with
+    the span it was written at; a layer or head the model lacks is an error and names none."""
     match member:
         case ast.HeadRef(layer, head, span):
             ok = check_layer(layer, span, shape, model, errors) and _check_head(layer, head, span, shape, errors)

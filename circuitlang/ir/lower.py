@@ -16,6 +16,7 @@ from circuitlang.ir import models as ir
 from circuitlang.ir.circuit import lower_circuit
 from circuitlang.ir.expectations import lower_expectations
 from circuitlang.ir.expressions import constant_value
+from circuitlang.ir.hypotheses import lower_hypotheses
 from circuitlang.ir.paths import default_root
 from circuitlang.ir.limits import static_limit_errors
 from circuitlang.ir.prompt_sets import lower_metric, lower_prompt_set
@@ -51,7 +52,8 @@ def lower(spec_file: ast.SpecFile, root: str | Path | None = None) -> ir.Spec:
     circuit = lower_circuit(items, shape, model, prompt_sets, errors)
     if len(errors) == before:  # a rejected edge line would make the structure look broken: one error is enough
         errors.extend(structure_errors(circuit))
-    expectations = lower_expectations(items, circuit, prompt_sets, errors)
+    hypotheses = lower_hypotheses(items, circuit, prompt_sets, list_names, shape, model, errors)
+    expectations = lower_expectations(items, circuit, prompt_sets, hypotheses, errors)
     settings = lower_settings(items, errors)
     errors.extend(static_limit_errors(lists, prompt_sets, settings))  # the limits are settings
     raise_if_any(errors)
@@ -68,6 +70,7 @@ def lower(spec_file: ast.SpecFile, root: str | Path | None = None) -> ir.Spec:
         circuit=circuit,
         expectations=expectations,
         settings=settings,
+        hypotheses=hypotheses.lowered,
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Iterator, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from circuitlang.errors import Span
 from circuitlang.ir.stdlib import LIMIT_SETTINGS
@@ -326,6 +326,61 @@ class Circuit(Frozen):
         return {role: tuple(nodes) for role, nodes in grouped.items()}
 
 
+# ---- hypotheses: what nodes carry (docs/language.md, "Hypotheses") ---------------------------------
+
+
+class Variable(Frozen):
+    """A named value of the high-level model: an expression over the prompt's slots and fields and
+    the variables before it (`next = s4 + 1`)."""
+
+    name: str
+    value: Expr
+    span: Span
+
+
+class Site(Frozen):
+    """One node at the positions where it carries a variable: a head's output (before W_O), an
+    MLP's output, at each of those named positions."""
+
+    node: Node
+    positions: tuple[Position, ...]
+
+
+class Carrier(Frozen):
+    """`NODES [at POSITIONS] carries VARIABLE`: the nodes together carry the variable there. An
+    interchange intervention sets every site's activation to the one it has on another prompt."""
+
+    sites: tuple[Site, ...]
+    variable: str  # a slot, a field, or a Variable of the hypothesis
+    role: str | None  # set when written as a role's name
+    text: str  # as a report names it: `"number mover" carries s4`, `0.0, 0.2 at end carries s3`
+    span: Span
+
+    @property
+    def nodes(self) -> tuple[Node, ...]:
+        return tuple(site.node for site in self.sites)
+
+
+class Hypothesis(Frozen):
+    """A high-level model of one prompt set: variables computed from each prompt, the answer as a
+    function of them, and the nodes that carry them. A variable's value on a source prompt, put
+    into the answer in place of the base prompt's, predicts the answer an interchange gives."""
+
+    prompt_set: str
+    variables: tuple[Variable, ...]
+    answer: Expr
+    carriers: tuple[Carrier, ...]
+    span: Span
+
+    def carriers_of(self, variable: str) -> tuple[Carrier, ...]:
+        return tuple(carrier for carrier in self.carriers if carrier.variable == variable)
+
+    @property
+    def carried(self) -> tuple[str, ...]:
+        """The variables some node carries, in the order first written."""
+        return tuple(dict.fromkeys(carrier.variable for carrier in self.carriers))
+
+
 class Ablation(Frozen):
     kind: Literal["mean", "resample", "zero"]
     source: Literal["corrupt", "clean"] | None
@@ -380,7 +435,23 @@ class EdgeExpectation(Frozen):
     span: Span
 
 
-Expectation = Annotated[Union[MetricExpectation, ScoreExpectation, AttendsExpectation, EdgeExpectation], Field(discriminator="kind")]
+class InterchangeExpectation(Frozen):
+    """A claim on an interchange score (`iia`, `graded_iia`) of one carrier (written as its role or
+    its nodes) or of a variable (every carrier of it, intervened on together)."""
+
+    kind: Literal["interchange"] = "interchange"
+    carrier: int | None  # index into the hypothesis's carriers; None for a variable's claim
+    variable: str
+    score: Literal["iia", "graded_iia"]
+    on: str | None
+    op: Literal[">=", "<=", ">", "<"]
+    threshold: float
+    span: Span
+
+
+Expectation = Annotated[
+    Union[MetricExpectation, ScoreExpectation, AttendsExpectation, EdgeExpectation, InterchangeExpectation], Field(discriminator="kind")
+]
 
 
 class Settings(Frozen):
@@ -417,6 +488,19 @@ class Spec(Frozen):
     circuit: Circuit
     expectations: tuple[Expectation, ...]
     settings: Settings
+    hypotheses: tuple[Hypothesis, ...] = ()  # at most one per prompt set
+
+    @model_serializer(mode="wrap")
+    def _hypotheses_only_when_written(self, handler: Any) -> Any:
+        """A spec without hypotheses serializes as it did before they existed: its JSON, its hash
+        and the result cache's keys stay what they were."""
+        data = handler(self)
+        if not self.hypotheses and isinstance(data, dict):
+            data.pop("hypotheses", None)
+        return data
+
+    def hypothesis_for(self, prompt_set: str) -> Hypothesis | None:
+        return next((h for h in self.hypotheses if h.prompt_set == prompt_set), None)
 
     def prompt_set(self, name: str) -> PromptSet:
         return next(p for p in self.prompt_sets if p.name == name)

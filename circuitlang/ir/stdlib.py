@@ -7,6 +7,7 @@ later stages implement each entry (a new metric is one implementation plus one l
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 MONTHS = (
     "January",
@@ -187,6 +188,9 @@ METRIC_CLAIMS = (
 SCORE_CLAIMS = ("copy_score", "next_score", "direct_logit", "minimality")
 # Claims about one declared edge.
 EDGE_CLAIMS = ("effect",)
+# Claims about a hypothesis's carrier (a role, a head, an MLP) or variable: interchange scores.
+InterchangeScore = Literal["iia", "graded_iia"]
+INTERCHANGE_CLAIMS: tuple[InterchangeScore, ...] = ("iia", "graded_iia")
 
 POSITION_KEYWORDS = ("end", "bos")
 CHANNELS = ("q", "k", "v")

@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from circuitlang.report.cells import plain_cells
-from circuitlang.results.report import ClaimResult, EdgeEffect, PromptSetReport, Report
+from circuitlang.results.report import ClaimResult, EdgeEffect, InterchangeScore, PromptSetReport, Report
 from circuitlang.results.estimate import Estimate
 
 FORMATS = ("table", "json", "junit", "github", "markdown")
@@ -49,9 +49,28 @@ def tables(report: Report) -> list[Table]:
             out.append(_edges(prompt_set))
         if prompt_set.audit is not None and prompt_set.audit.ran:
             out.append(_audit(prompt_set))
+        if prompt_set.interchange:
+            out.append(_interchange(prompt_set))
     if report.claims:
         out.append(_claims(report))
     return out
+
+
+INTERCHANGE_COLUMNS = ("carrier", "variable", "pairs", "IIA", "graded IIA", "baseline IIA")
+
+
+def _interchange(prompt_set: PromptSetReport) -> Table:
+    table = Table(title=f"interchange interventions on {prompt_set.name}: IIA = top token is the counterfactual answer")
+    for column in INTERCHANGE_COLUMNS:
+        table.add_column(column)
+    for score in prompt_set.interchange:
+        table.add_row(*plain_cells(*_interchange_cells(score)))
+    return table
+
+
+def _interchange_cells(score: InterchangeScore) -> tuple[str, ...]:
+    pairs = f"{score.pairs}" + (f" ({score.without_source} bases without a source)" if score.without_source else "")
+    return (score.target, score.variable, pairs, _estimate(score.iia), _estimate(score.graded_iia), _estimate(score.baseline_iia))
 
 
 def _summary(prompt_set: PromptSetReport, report: Report) -> Table:
@@ -283,6 +302,9 @@ def to_markdown(report: Report) -> str:
                 f"{'not tested: ' + e.note if e.effect is None else 'yes' if e.needed else '**no**'} |"
                 for e in prompt_set.edges
             ]
+        if prompt_set.interchange:
+            lines += ["", "| " + " | ".join(INTERCHANGE_COLUMNS) + " |", "| --- " * len(INTERCHANGE_COLUMNS) + "|"]
+            lines += ["| " + " | ".join(_interchange_cells(s)) + " |" for s in prompt_set.interchange]
         lines.append("")
     if report.claims:
         lines += ["### claims", "", "| line | claim | verdict |", "| --- | --- | --- |"]

@@ -87,6 +87,20 @@ class ResultCacheUse(Frozen):
     misses: int = 0  # arrays computed (and stored, when enabled)
 
 
+class InterchangeScore(Frozen):
+    """Interchange interventions on one carrier, or on every carrier of a variable at once
+    (docs/verify.md, "Interchange interventions")."""
+
+    target: str  # the carrier as written, or `variable s4` for every carrier of it together
+    variable: str
+    nodes: list[str]
+    pairs: int  # (base, source) pairs whose counterfactual answer differs from the base's
+    without_source: int  # bases no drawn source changed the answer of
+    iia: Estimate  # fraction of pairs whose top next token is the counterfactual answer
+    graded_iia: Estimate  # mean logit difference toward it, over the clean one (ratio of means)
+    baseline_iia: Estimate  # the same, with as many nodes of the same kinds that carry nothing declared
+
+
 class PromptSetReport(Frozen):
     name: str
     prompts: int
@@ -102,6 +116,7 @@ class PromptSetReport(Frozen):
     patch_runs: int = 0  # path-patching forward passes over the prompt set (two per tested edge)
     warnings: list[str] = []  # what makes numbers of this prompt set unreliable (F(M) near zero)
     cache: ResultCacheUse = ResultCacheUse()
+    interchange: list[InterchangeScore] = []  # per carrier, then per variable; empty without a hypothesis
 
 
 class ClaimResult(Frozen):

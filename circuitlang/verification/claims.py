@@ -25,9 +25,34 @@ def check_claims(spec: ir.Spec, reports: list[PromptSetReport], attention: Atten
     rows = []
     for claim in spec.expectations:
         for report in reports:
-            if claim.on is None or claim.on == report.name:
+            if isinstance(claim, ir.InterchangeExpectation):
+                hypothesis = spec.hypothesis_for(report.name)
+                if hypothesis is not None and claim.on in (None, report.name):
+                    rows.append(_interchange_claim(claim, hypothesis, report))
+            elif claim.on is None or claim.on == report.name:
                 rows.extend(_check(claim, report, attention))
     return rows
+
+
+def interchange_target(claim: ir.InterchangeExpectation, hypothesis: ir.Hypothesis) -> tuple[str, str]:
+    """(the target as the claim wrote it, the report row it reads: a carrier's text or `variable V`)."""
+    if claim.carrier is None:
+        return claim.variable, f"variable {claim.variable}"
+    carrier = hypothesis.carriers[claim.carrier]
+    written = f'"{carrier.role}"' if carrier.role else ", ".join(str(node) for node in carrier.nodes)
+    return written, carrier.text
+
+
+def _interchange_claim(claim: ir.InterchangeExpectation, hypothesis: ir.Hypothesis, report: PromptSetReport) -> ClaimResult:
+    written, row = interchange_target(claim, hypothesis)
+    score = next((s for s in report.interchange if s.target == row), None)
+    value = getattr(score, claim.score) if score else None
+    return _row(claim, report.name, row, value, text=f"{written} {_claim_tail(claim)}")
+
+
+def _claim_tail(claim: ir.InterchangeExpectation) -> str:
+    on = f" on {claim.on}" if claim.on else ""
+    return f"{claim.score}{on} {claim.op} {claim.threshold:g}"
 
 
 def claim_text(claim: ir.Expectation) -> str:
@@ -36,6 +61,8 @@ def claim_text(claim: ir.Expectation) -> str:
         return f"{claim.metric}{on} {claim.op} {claim.threshold:g}"
     if isinstance(claim, ir.EdgeExpectation):
         return f"{claim.sender} -> {claim.receiver} {claim.score}{on} {claim.op} {claim.threshold:g}"
+    if isinstance(claim, ir.InterchangeExpectation):
+        return f"{claim.variable if claim.carrier is None else f'carrier {claim.carrier + 1}'} {_claim_tail(claim)}"
     target = f'"{claim.role}"' if claim.role else str(claim.targets[0])
     if isinstance(claim, ir.ScoreExpectation):
         return f"{target} {claim.score}{on} {claim.op} {claim.threshold:g}"
@@ -59,6 +86,7 @@ CIRCUIT_QUANTITIES = {
     "edge_effect": "|effect|",
 }
 NODE_QUANTITIES = {"minimality": "minimality", "direct_logit": "direct logit", "copy_score": "copy score", "next_score": "next score"}
+INTERCHANGE_QUANTITIES = {"iia": "IIA", "graded_iia": "graded IIA"}
 
 
 def quantity(claim: ir.Expectation) -> str:
@@ -69,6 +97,8 @@ def quantity(claim: ir.Expectation) -> str:
         return claim.score  # "effect": signed, the edges table's number
     if isinstance(claim, ir.ScoreExpectation):
         return NODE_QUANTITIES[claim.score]
+    if isinstance(claim, ir.InterchangeExpectation):
+        return INTERCHANGE_QUANTITIES[claim.score]
     return "attention"
 
 
@@ -107,6 +137,7 @@ def _evaluated(claim: ir.Expectation, report: PromptSetReport, attention: Attent
     if isinstance(claim, ir.EdgeExpectation):
         edge = next(e for e in report.edges if e.edge.split(" via ")[0] == f"{claim.sender} -> {claim.receiver}")
         return [_row(claim, report.name, edge.edge, edge.effect, edge.note)]
+    assert not isinstance(claim, ir.InterchangeExpectation), "checked by _interchange_claim"
     rows = []
     for node in claim.targets:
         if isinstance(claim, ir.AttendsExpectation):
@@ -151,10 +182,10 @@ def _node_value(score: str, node: str, report: PromptSetReport) -> Estimate | No
     return getattr(scores, score, None) if scores else None
 
 
-def _row(claim: ir.Expectation, prompt_set: str, target: str, value: Estimate | None, why: str = "") -> ClaimResult:
+def _row(claim: ir.Expectation, prompt_set: str, target: str, value: Estimate | None, why: str = "", text: str = "") -> ClaimResult:
     if value is None or value.value != value.value:  # missing or NaN: the claim cannot be checked
         return ClaimResult(
-            claim=claim_text(claim),
+            claim=text or claim_text(claim),
             line=claim.span.line,
             prompt_set=prompt_set,
             target=target,
@@ -171,7 +202,7 @@ def _row(claim: ir.Expectation, prompt_set: str, target: str, value: Estimate | 
     straddles = min(value.low, value.high) < claim.threshold < max(value.low, value.high)
     note = f"the confidence interval [{value.low:.3g}, {value.high:.3g}] includes the threshold" if straddles else ""
     return ClaimResult(
-        claim=claim_text(claim),
+        claim=text or claim_text(claim),
         line=claim.span.line,
         prompt_set=prompt_set,
         target=target,

@@ -39,6 +39,7 @@ from circuitlang.verification.criteria import Criteria, VariantBank
 from circuitlang.verification.edges import edge_effect, untested
 from circuitlang.verification.audit import audit_report
 from circuitlang.results.report import (
+    InterchangeScore,
     Audit,
     ClaimResult,
     Completeness,
@@ -52,6 +53,7 @@ from circuitlang.results.report import (
     Versions,
 )
 from circuitlang.results.estimate import Estimate
+from circuitlang.workflows.interchange import interchange_scores
 from circuitlang.verification.statistics import Resamples
 
 Progress = Callable[[str], None]
@@ -118,6 +120,7 @@ class PromptSetRun:
     edges: list[EdgeEffect] = field(default_factory=list)  # the declared edges path-patched so far
     audit: Audit | None = None
     node_scores: list[NodeScores] | None = None
+    interchange: list[InterchangeScore] = field(default_factory=list)  # the hypothesis's, when the spec has one
     variants_evaluated: int = 0  # by the criteria (the empty circuit is counted in the report)
 
     @classmethod
@@ -174,6 +177,7 @@ class PromptSetRun:
             steps=steps,
             audit=self.audit,
             warnings=_warnings(faithfulness),
+            interchange=self.interchange,
         )
 
     def _edge_report(self) -> list[EdgeEffect]:
@@ -298,6 +302,15 @@ def _run_node_scores(verification: Verification, step: Step) -> None:
     run.node_scores = _node_scores(run.session, run.name, run.results, run.resamples)
 
 
+def _run_interchange(verification: Verification, step: Step) -> None:
+    run = verification.prompt_set(step)
+    hypothesis = run.session.spec.hypothesis_for(run.name)
+    assert hypothesis is not None, "the plan has an interchange step only for a prompt set with a hypothesis"
+    run.say(f"{run.name}: interchange interventions")
+    run.interchange = interchange_scores(run.session, run.name, hypothesis)
+    run.say.advance(step.rows)
+
+
 def _run_claims(verification: Verification, step: Step) -> None:
     """Every claim of the spec, on the prompt sets' reports (attention claims run the model again)."""
     verification.say("checking claims")
@@ -314,6 +327,7 @@ STEP_RUNNERS: dict[StepKind, StepRunner] = {
     StepKind.PATCH: _run_patch,
     StepKind.AUDIT: _run_audit,
     StepKind.NODE_SCORES: _run_node_scores,
+    StepKind.INTERCHANGE: _run_interchange,
     StepKind.CLAIMS: _run_claims,
 }
 

@@ -1,0 +1,43 @@
+"""Interchange scores from per-pair arrays (numpy only): IIA, graded IIA and the baseline's IIA,
+each with a bootstrap interval over pairs (docs/verify.md, "Interchange interventions").
+
+Per pair i (base b, source s, counterfactual answer c, base answer a, c != a):
+- correct[i]: the intervened run's top next token (over the whole vocabulary) is c;
+- toward[i] = L_int(c) - L_int(a), the intervened run's logit difference toward c;
+- clean[i] = L_b(a) - L_b(c), the clean base run's logit difference toward its own answer.
+IIA = mean(correct); graded IIA = mean(toward) / mean(clean) (a ratio of means, as faithfulness is:
+1 when the intervention moves the model to c as firmly as it held a, 0 when it is undecided, -1
+when nothing moved); baseline IIA = mean(correct) of the same pairs with a same-size set of nodes
+that carries nothing the hypothesis declares.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from circuitlang.results.report import InterchangeScore
+from circuitlang.verification.statistics import Resamples, ratio
+
+
+def interchange_score(
+    target: str,
+    variable: str,
+    nodes: list[str],
+    without_source: int,
+    correct: np.ndarray,
+    toward: np.ndarray,
+    clean: np.ndarray,
+    baseline_correct: np.ndarray,
+    resamples: Resamples,
+) -> InterchangeScore:
+    arrays = {"correct": correct.astype(float), "toward": toward, "clean": clean, "baseline": baseline_correct.astype(float)}
+    return InterchangeScore(
+        target=target,
+        variable=variable,
+        nodes=nodes,
+        pairs=len(correct),
+        without_source=without_source,
+        iia=resamples.estimate(arrays, lambda m: m["correct"]),
+        graded_iia=resamples.estimate(arrays, lambda m: ratio(m["toward"], m["clean"])),
+        baseline_iia=resamples.estimate(arrays, lambda m: m["baseline"]),
+    )

@@ -1,0 +1,134 @@
+"""The interchange step of `verify`: a hypothesis's carriers and variables -> InterchangeScores.
+
+For each carried variable: draw the (base, source) pairs (data.counterfactuals), tokenize each
+counterfactual answer, and run the engine's interchange (engine.interchange) once per carrier of
+the variable and once for all of them together, each beside a baseline: the same pairs with as
+many nodes that carry nothing the hypothesis declares for that variable, at the same positions.
+The baseline's nodes are drawn per pair (seeded): of the same kind as the node they stand in for
+where the model has enough such nodes outside the carriers, else of either kind.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+
+from circuitlang.data.counterfactuals import Pairs, check_answers, draw_pairs
+from circuitlang.data.datasets import _seed
+from circuitlang.engine.interchange import Sites, interchange
+from circuitlang.engine.runner import Engine
+from circuitlang.engine.session import Session
+from circuitlang.errors import DataError
+from circuitlang.ir import models as ir
+from circuitlang.results.report import InterchangeScore
+from circuitlang.verification.interchange import interchange_score
+from circuitlang.verification.statistics import Resamples
+
+
+def interchange_scores(session: Session, name: str, hypothesis: ir.Hypothesis) -> list[InterchangeScore]:
+    """Per carrier (in the spec's order), then per variable (its carriers together)."""
+    dataset = next(d for d in session.datasets if d.name == name)
+    engine = session.engine(name)
+    check_answers(hypothesis, dataset, engine.bound.metric.args[0])
+    settings = session.spec.settings
+    scores: dict[tuple[str, int | None], InterchangeScore] = {}
+    for variable in hypothesis.carried:
+        pairs = draw_pairs(hypothesis, dataset, variable, settings.seed)
+        if not len(pairs):
+            raise DataError(
+                f"prompt set '{name}': no pair of prompts gives {variable} a value that changes the hypothesis's answer",
+                hypothesis.span,
+                "an interchange needs prompts that differ in the variable; widen the prompt set",
+            )
+        columns = _answer_columns(session, engine, pairs)
+        resamples = Resamples.draw(len(pairs), settings.bootstrap, settings.confidence, _seed(settings.seed, f"{name}/{variable}"))
+        carriers = hypothesis.carriers_of(variable)
+        everyone = frozenset(node for carrier in carriers for node in carrier.nodes)
+        for index, carrier in enumerate(hypothesis.carriers):
+            if carrier.variable == variable:
+                scores[(variable, index)] = _score(session, engine, pairs, columns, resamples, carrier.sites, carrier.text, everyone)
+        if len(carriers) == 1:  # the variable's nodes are the one carrier's: the same runs, under the variable's name
+            only = next(score for (v, _), score in scores.items() if v == variable)
+            scores[(variable, None)] = only.model_copy(update={"target": f"variable {variable}"})
+        else:
+            joint = tuple(site for carrier in carriers for site in carrier.sites)
+            scores[(variable, None)] = _score(session, engine, pairs, columns, resamples, joint, f"variable {variable}", everyone)
+    ordered = [scores[(c.variable, i)] for i, c in enumerate(hypothesis.carriers)]
+    return ordered + [scores[(v, None)] for v in hypothesis.carried]
+
+
+def _score(
+    session: Session,
+    engine: Engine,
+    pairs: Pairs,
+    columns: np.ndarray,
+    resamples: Resamples,
+    sites: Sites,
+    target: str,
+    carriers: frozenset[ir.Node],
+) -> InterchangeScore:
+    n = len(pairs)
+    intervened = interchange(engine, [sites] * n, pairs.base, pairs.source, columns)
+    clean = interchange(engine, [()] * n, pairs.base, pairs.base, columns)
+    rng = random.Random(_seed(session.spec.settings.seed, f"{pairs.variable}/baseline/{target}"))
+    others = _nodes_outside(session, carriers)
+    baseline_sites = [_baseline_sites(sites, others, rng) for _ in range(n)]
+    baseline = interchange(engine, baseline_sites, pairs.base, pairs.source, columns)
+    logits, base_logits = intervened.logits, clean.logits
+    return interchange_score(
+        target,
+        pairs.variable,
+        [str(site.node) for site in sites],
+        pairs.without_source,
+        intervened.top == columns[:, 0],
+        logits[:, 0] - logits[:, 1],
+        base_logits[:, 1] - base_logits[:, 0],
+        baseline.top == columns[:, 0],
+        resamples,
+    )
+
+
+def _answer_columns(session: Session, engine: Engine, pairs: Pairs) -> np.ndarray:
+    """[n_pairs, 2]: the counterfactual answer's token id, then the base answer's."""
+    tokenizer: Any = session.model.tokenizer.backend_tokenizer
+    prefix = engine.bound.answer_prefix
+    known: dict[str, int] = {}
+
+    def token(text: str, pair: int) -> int:
+        if text not in known:
+            ids = list(tokenizer.encode(prefix + text, add_special_tokens=False).ids)
+            unknown = session.model.tokenizer.unk_token_id
+            if len(ids) != 1 or (unknown is not None and ids[0] == unknown):
+                raise DataError(
+                    f"prompt set '{engine.bound.name}': the hypothesis predicts the answer {prefix + text!r} "
+                    f"(pair {pair}: base prompt {pairs.base[pair]}, source {pairs.source[pair]}), which is not one known token",
+                    None,
+                    "an interchange reads one next token: keep the hypothesis's answers within the model's one-token answers",
+                )
+            known[text] = ids[0]
+        return known[text]
+
+    return np.array([[token(c, i), token(a, i)] for i, (c, a) in enumerate(zip(pairs.counterfactual, pairs.answer))], dtype=np.int64)
+
+
+def _nodes_outside(session: Session, carriers: frozenset[ir.Node]) -> dict[str, list[ir.Node]]:
+    shape = session.shape
+    heads = [ir.HeadNode(layer=layer, head=head) for layer in range(shape.n_layers) for head in range(shape.n_heads)]
+    mlps = [ir.MlpNode(layer=layer) for layer in range(shape.n_layers)]
+    return {"head": [n for n in heads if n not in carriers], "mlp": [n for n in mlps if n not in carriers]}
+
+
+def _baseline_sites(sites: Sites, others: dict[str, list[ir.Node]], rng: random.Random) -> Sites:
+    """As many nodes as `sites`, none carrying the variable, at the same positions (module docstring)."""
+    kinds = [site.node.kind for site in sites]
+    if all(kinds.count(kind) <= len(others[kind]) for kind in set(kinds)):
+        chosen = {kind: rng.sample(others[kind], kinds.count(kind)) for kind in set(kinds)}
+        nodes = [chosen[kind].pop() for kind in kinds]
+    else:
+        pool = others["head"] + others["mlp"]
+        if len(pool) < len(sites):
+            return ()
+        nodes = rng.sample(pool, len(sites))
+    return tuple(ir.Site(node=node, positions=site.positions) for node, site in zip(nodes, sites))

@@ -1,0 +1,147 @@
+"""Hypotheses in `verify`: the shipped spec's claims hold, a wrong variable fails its claim, and
+every number of the interchange table equals a computation by hand from the engine's per-pair
+outputs (the pairs redrawn here with the documented rule)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import circuitlang as cl
+from circuitlang.cli import main
+from circuitlang.data.counterfactuals import draw_pairs, evaluate_model, prompt_values
+from circuitlang.errors import EXIT_CLAIM_FAILED, EXIT_OK, DataError
+from tests.conftest import SPECS
+
+SPEC = SPECS / "variables_digits.circ"
+HYPOTHESIS = """hypothesis {
+  next = s4 + d
+  answer = next
+  mlp 0, 1 at end carries next
+}"""
+
+
+@pytest.fixture(scope="module")
+def report():
+    return cl.verify(SPEC)
+
+
+def test_the_shipped_hypothesis_holds(report) -> None:
+    assert report.passed
+    (prompt_set,) = report.prompt_sets
+    carrier, variable = prompt_set.interchange
+    assert carrier.target == "mlp 0, 1 at end carries next" and variable.target == "variable next"
+    assert carrier.iia.value >= 0.9 and carrier.graded_iia.value >= 0.8
+    assert carrier.pairs == prompt_set.prompts and carrier.without_source == 0
+    assert {c.quantity for c in report.claims} == {"IIA", "graded IIA"}
+
+
+def test_a_wrong_variable_gets_a_low_iia_and_fails_its_claim(tmp_path: Path) -> None:
+    """`s1` also predicts each prompt's answer (s1 + 4d), but the MLPs at the end carry the next
+    number, not s1: a source with the other direction moves the model to its own next number, not
+    to s1(source) + 4 d(base). Half the pairs have the other direction."""
+    wrong = HYPOTHESIS.replace("next = s4 + d\n  answer = next", "answer = s1 + 4 * d").replace("carries next", "carries s1")
+    spec = tmp_path / "wrong.circ"
+    spec.write_text(SPEC.read_text().replace(HYPOTHESIS, wrong).replace("expect next", "expect s1"))
+    report = cl.verify(spec)
+    (score, _) = report.prompt_sets[0].interchange
+    assert score.variable == "s1" and score.iia.value < 0.7
+    assert not report.passed
+    failed = [c for c in report.claims if not c.passed]
+    assert failed and failed[0].quantity == "IIA"
+    assert main(["verify", str(spec), "--format", "github", "-o", str(tmp_path / "out.txt")]) == EXIT_CLAIM_FAILED
+    assert "s1 iia >= 0.9" in (tmp_path / "out.txt").read_text()
+
+
+def test_a_hypothesis_that_does_not_reproduce_the_task_is_an_error(tmp_path: Path) -> None:
+    spec = tmp_path / "typo.circ"
+    spec.write_text(SPEC.read_text().replace("next = s4 + d", "next = s4 - d"))
+    with pytest.raises(DataError, match="the hypothesis's answer is .* but the prompt set's answer is"):
+        cl.verify(spec)
+
+
+def test_every_number_equals_a_computation_by_hand(report) -> None:
+    run = cl.open_run(cl.load(SPEC))
+    (dataset,) = run.datasets
+    hypothesis = run.spec.hypotheses[0]
+    pairs = draw_pairs(hypothesis, dataset, "next", run.spec.settings.seed)
+    tokenizer = run.model.tokenizer
+    correct, toward, clean = [], [], []
+    for b, s, c, a in zip(pairs.base, pairs.source, pairs.counterfactual, pairs.answer):
+        logits = _intervened(run, b, s)
+        base = _intervened(run, b, b)
+        c_id, a_id = (tokenizer.encode(" " + text, add_special_tokens=False)[0] for text in (c, a))
+        correct.append(int(logits.argmax()) == c_id)
+        toward.append(float(logits[c_id] - logits[a_id]))
+        clean.append(float(base[a_id] - base[c_id]))
+    (score, _) = report.prompt_sets[0].interchange
+    assert score.iia.value == pytest.approx(np.mean(correct), abs=1e-12)
+    assert score.graded_iia.value == pytest.approx(np.mean(toward) / np.mean(clean), rel=1e-4)
+
+
+def _intervened(run, base: int, source: int) -> torch.Tensor:
+    """The base's end logits with mlp 0 and 1's outputs at `end` taken from the source, by a full
+    hooked forward of each prompt (one template: every prompt has the same positions)."""
+    (template,) = run.session.bound["digits"].templates
+    end = template.positions["end"]
+    bridge = run.model.bridge
+    _, cache = bridge.run_with_cache(template.clean[source : source + 1])
+    hooks = [(f"blocks.{layer}.hook_mlp_out", _put(end, cache[f"blocks.{layer}.hook_mlp_out"][0, end])) for layer in (0, 1)]
+    with torch.no_grad():
+        return bridge.run_with_hooks(template.clean[base : base + 1], fwd_hooks=hooks)[0, end].double()
+
+
+def _put(index: int, value: torch.Tensor):
+    def hook(activation: torch.Tensor, hook: object) -> torch.Tensor:
+        activation = activation.clone()
+        activation[0, index] = value
+        return activation
+
+    return hook
+
+
+def test_pairs_follow_the_documented_rule() -> None:
+    """Every pair's source differs in the variable, changes the answer, and the counterfactual is
+    the answer recomputed with the source's value; the draw is seeded."""
+    spec = cl.load(SPEC)
+    from circuitlang.data.datasets import expand_all
+
+    (dataset,) = expand_all(spec)
+    hypothesis = spec.hypotheses[0]
+    pairs = draw_pairs(hypothesis, dataset, "next", seed=0)
+    assert pairs == draw_pairs(hypothesis, dataset, "next", seed=0)
+    assert pairs != draw_pairs(hypothesis, dataset, "next", seed=1)
+    for b, s, c, a in zip(pairs.base, pairs.source, pairs.counterfactual, pairs.answer):
+        base, source = prompt_values(dataset.clean[b]), prompt_values(dataset.clean[s])
+        assert base["s4"] + base["d"] == int(a) and source["s4"] + source["d"] == int(c) != int(a)
+        assert evaluate_model(hypothesis, dataset.clean[b], {"next": source["s4"] + source["d"]})[1] == c
+
+
+@pytest.mark.slow
+def test_json_and_every_format_carry_the_numbers(tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    assert main(["verify", str(SPEC), "--format", "json", "-o", str(out), "--no-cache"]) == EXIT_OK
+    data = json.loads(out.read_text())
+    entry = data["prompt_sets"][0]["interchange"][0]
+    assert set(entry["iia"]) == {"value", "low", "high"} and entry["target"] == "mlp 0, 1 at end carries next"
+    for fmt in ("markdown", "junit"):  # github writes lines for failures only: the wrong-variable test reads them
+        path = tmp_path / f"report.{fmt}"
+        assert main(["verify", str(SPEC), "--format", fmt, "-o", str(path)]) == EXIT_OK
+        text = path.read_text()
+        assert "iia" in text or "IIA" in text, fmt
+
+
+def test_random_is_not_used_here() -> None:
+    random.seed(0)  # the draw uses its own seeded generator, whatever the global state
+    spec = cl.load(SPEC)
+    from circuitlang.data.datasets import expand_all
+
+    (dataset,) = expand_all(spec)
+    first = draw_pairs(spec.hypotheses[0], dataset, "next", seed=0)
+    random.seed(1)
+    assert draw_pairs(spec.hypotheses[0], dataset, "next", seed=0) == first
