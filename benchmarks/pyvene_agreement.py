@@ -114,7 +114,7 @@ def patched(engine, sites, base, source, columns):
     return torch.as_tensor(np.asarray(result.top)), torch.as_tensor(np.asarray(result.logits, dtype=np.float64))
 
 
-def compare(run, pyvene_python: str, atol: float = 1e-4, site_sets=SITE_SETS, base=BASE, source=SOURCE) -> tuple[Row, list[Row], dict]:
+def compare(run, pyvene_python: str, site_sets=SITE_SETS, base=BASE, source=SOURCE) -> tuple[Row, list[Row], dict]:
     """The clean check's row, one row per site set, and the pyvene side's versions."""
     import torch
 
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     import circuitlang as cl
 
     run = cl.open_run(cl.load(SPEC))
-    clean, rows, versions = compare(run, args.pyvene_python, args.atol)
+    clean, rows, versions = compare(run, args.pyvene_python)
     mine = {name: version(name) for name in ("transformer-lens", "transformers", "torch")}
     print(f"circuitlang side: TransformerLens {mine['transformer-lens']}, transformers {mine['transformers']}, torch {mine['torch']}")
     print(f"pyvene side:      pyvene {versions['pyvene']}, transformers {versions['transformers']}, torch {versions['torch']}")

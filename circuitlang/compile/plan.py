@@ -35,6 +35,7 @@ class StepKind(str, Enum):
     AUDIT = "audit"  # path patching from outside the circuit into it (compile.audit)
     NODE_SCORES = "node scores"  # direct-logit, copy and next-token scores of every circuit node
     INTERCHANGE = "interchange"  # interchange interventions on a hypothesis's carriers and variables
+    SCRUB = "scrubbing"  # causal scrubbing of a hypothesis
     CLAIMS = "claims"  # every `expect` of the spec against the numbers
 
 
@@ -156,6 +157,8 @@ def _prompt_set_steps(spec: ir.Spec, dataset: Dataset, audit: bool | None, shape
     hypothesis = spec.hypothesis_for(name)
     if hypothesis is not None:
         steps.append(_interchange_step(hypothesis, name, n))
+        what = "causal scrubbing: carriers from prompts that agree on their variable, the rest of the model from a random prompt"
+        steps.append(Step(f"{name}:scrubbing", StepKind.SCRUB, what, (f"{name}:clean",), 1, n, prompt_set=name))
     return steps
 
 

@@ -141,3 +141,46 @@ def _position_keys(hypothesis: ir.Hypothesis, variable: str, templates: tuple[st
     source must have every one the base has, so that each site has a value to take."""
     sites = [site for carrier in hypothesis.carriers_of(variable) for site in carrier.sites]
     return [frozenset(key for site in sites for key in expand_positions(site.positions, template)) for template in templates]
+
+
+@dataclass(frozen=True)
+class ScrubSources:
+    """Causal scrubbing's prompts (docs/verify.md, "Causal scrubbing"): per base, the prompt every
+    node outside the circuit takes its output from, and per carrier site (in the hypothesis's
+    order) the prompt it takes its output from, one that agrees with the base on the carried
+    variable."""
+
+    base: tuple[int, ...]
+    random: tuple[int, ...]  # same template as the base, not the base
+    agreeing: tuple[tuple[int, ...], ...]  # [base][site]
+    only_the_base_agrees: int  # sites for which no other prompt agrees (they keep the base's own)
+
+
+def draw_scrub_sources(hypothesis: ir.Hypothesis, dataset: Dataset, seed: int) -> ScrubSources:
+    rng = random.Random(_seed(seed, f"{dataset.name}/scrubbing"))
+    values = [evaluate_model(hypothesis, prompt)[0] for prompt in dataset.clean]
+    sites = [(carrier, site) for carrier in hypothesis.carriers for site in carrier.sites]
+    keys = {v: _position_keys(hypothesis, v, dataset.templates) for v in hypothesis.carried}
+    by_template: dict[int, list[int]] = {}
+    for index, prompt in enumerate(dataset.clean):
+        by_template.setdefault(prompt.template, []).append(index)
+    sharing: dict[str, dict[Value, list[int]]] = {v: {} for v in hypothesis.carried}  # variable -> value -> prompts
+    for index, prompt_values_ in enumerate(values):
+        for v in hypothesis.carried:
+            sharing[v].setdefault(prompt_values_[v], []).append(index)
+    base, randoms, agreeing, alone = [], [], [], 0
+    for b, prompt in enumerate(dataset.clean):
+        others = [i for i in by_template[prompt.template] if i != b]
+        if not others:
+            continue  # a template with one prompt has nothing to resample from
+        base.append(b)
+        randoms.append(rng.choice(others))
+        chosen = []
+        for carrier, _site in sites:
+            variable, need = carrier.variable, keys[carrier.variable][prompt.template]
+            same = sharing[variable][values[b][variable]]
+            candidates = [s for s in same if s != b and need <= keys[variable][dataset.clean[s].template]]
+            alone += not candidates
+            chosen.append(rng.choice(candidates) if candidates else b)
+        agreeing.append(tuple(chosen))
+    return ScrubSources(tuple(base), tuple(randoms), tuple(agreeing), alone)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -30,6 +30,17 @@ from circuitlang.engine.runner import Engine
 from circuitlang.ir import models as ir
 
 Sites = tuple[ir.Site, ...]
+Chunk = tuple[list[int], torch.Tensor]  # indices into the bases, their end-position logits
+
+
+@dataclass(frozen=True)
+class Overwrite:
+    """In one base run: `node`'s output at `positions` (None: at every position, from a source of
+    the base's template) taken from the clean run of dataset prompt `source`."""
+
+    node: ir.Node
+    positions: tuple[ir.Position, ...] | None
+    source: int
 
 
 @dataclass(frozen=True)
@@ -40,13 +51,13 @@ class InterchangeResult:
 
 @dataclass(frozen=True)
 class _Write:
-    """One overwrite in one base row: activation kind and layer, token index, head (None for an
-    MLP), and the value."""
+    """One overwrite in one base row: activation kind and layer, token index (None: every
+    position), head (None for an MLP), and the value."""
 
     kind: str
     layer: int
     row: int  # row within the chunk
-    index: int
+    index: int | None
     head: int | None
     value: torch.Tensor
 
@@ -55,10 +66,42 @@ class _Write:
 def interchange(engine: Engine, sites: Sequence[Sites], base: Sequence[int], source: Sequence[int], token_ids: np.ndarray) -> InterchangeResult:
     """Pair i: prompt base[i] with sites[i] from prompt source[i] (dataset indices); `token_ids`
     [n_pairs, k] are the tokens whose logits are read at the end position."""
+    overwrites = [tuple(Overwrite(site.node, site.positions, s) for site in pair_sites) for pair_sites, s in zip(sites, source)]
     columns = torch.as_tensor(np.asarray(token_ids, dtype=np.int64))
-    where = _rows_by_prompt(engine)
     top = torch.empty(len(base), dtype=torch.long)
     logits = torch.empty(len(base), columns.shape[1], dtype=torch.float64)
+    for chosen, full in _patched_logits(engine, overwrites, base):
+        index = torch.tensor(chosen)
+        top[index] = full.argmax(-1).cpu()
+        logits[index] = full.gather(1, columns[index].to(full.device)).double().cpu()
+    return InterchangeResult(top.numpy(), logits.numpy())
+
+
+@torch.no_grad()
+def patched_metric(
+    engine: Engine, overwrites: Sequence[tuple[Overwrite, ...]], base: Sequence[int], answers_of: Sequence[int] | None = None
+) -> np.ndarray:
+    """The prompt set's metric of the run of each base prompt with `overwrites[i]`, read with the
+    answer fields of prompt `answers_of[i]` (default: the base's own; the same template): [n]
+    float64. Causal scrubbing reads this."""
+    readout = engine.readout()
+    where = _rows_by_prompt(engine)
+    answers = list(base if answers_of is None else answers_of)
+    out = np.empty(len(base))
+    for chosen, full in _patched_logits(engine, overwrites, base):
+        template = where[answers[chosen[0]]][0]
+        assert all(where[answers[i]][0] is where[base[i]][0] for i in chosen), "answers are read from a prompt of the run's template"
+        rows = torch.tensor([where[answers[i]][1] for i in chosen])
+        columns = readout.columns(template)
+        read = full if columns is None else full.gather(1, columns[rows].to(full.device))
+        out[chosen] = readout.reduce(template, read, rows).double().cpu().numpy()
+    return out
+
+
+def _patched_logits(engine: Engine, overwrites: Sequence[tuple[Overwrite, ...]], base: Sequence[int]) -> Iterator[Chunk]:
+    """(the indices into `base` of one chunk, their full end-position logits), chunk by chunk: the
+    bases grouped by template, in the engine's batch size."""
+    where = _rows_by_prompt(engine)
     by_template: dict[int, list[int]] = defaultdict(list)
     for pair, prompt in enumerate(base):
         by_template[id(where[prompt][0])].append(pair)
@@ -66,34 +109,33 @@ def interchange(engine: Engine, sites: Sequence[Sites], base: Sequence[int], sou
         template = where[base[pairs[0]]][0]
         for chunk in forward.row_chunks(len(pairs), engine.batch_size):
             chosen = [pairs[i] for i in chunk]
-            writes = [w for row, pair in enumerate(chosen) for w in _writes(engine, where, sites[pair], base[pair], source[pair], row)]
+            writes = [w for row, pair in enumerate(chosen) for w in _writes(engine, where, overwrites[pair], base[pair], row)]
             rows = torch.tensor([where[base[pair]][1] for pair in chosen])
-            end = _run(engine, template, rows, writes)
-            full = engine.logits_at(end, None)
-            index = torch.tensor(chosen)
-            top[index] = full.argmax(-1).cpu()
-            logits[index] = full.gather(1, columns[index].to(full.device)).double().cpu()
-    return InterchangeResult(top.numpy(), logits.numpy())
+            yield chosen, engine.logits_at(_run(engine, template, rows, writes), None)
 
 
 def _rows_by_prompt(engine: Engine) -> dict[int, tuple[BoundTemplate, int]]:
     return {prompt: (template, row) for template in engine.bound.templates for row, prompt in enumerate(template.prompt_indices)}
 
 
-def _writes(engine: Engine, where: dict[int, tuple[BoundTemplate, int]], sites: Sites, base: int, source: int, row: int) -> list[_Write]:
-    (base_template, _), (source_template, source_row) = where[base], where[source]
-    cache = engine.clean_cache(source_template)
+def _writes(engine: Engine, where: dict[int, tuple[BoundTemplate, int]], overwrites: tuple[Overwrite, ...], base: int, row: int) -> list[_Write]:
+    base_template = where[base][0]
     writes = []
-    for site in sites:
-        kind = "z" if isinstance(site.node, ir.HeadNode) else "mlp_out"
-        layer = site.node.layer
+    for overwrite in overwrites:
+        source_template, source_row = where[overwrite.source]
+        kind = "z" if isinstance(overwrite.node, ir.HeadNode) else "mlp_out"
+        layer = overwrite.node.layer
         assert layer is not None
-        head = site.node.head if isinstance(site.node, ir.HeadNode) else None
-        for name, offset in expand_positions(site.positions, base_template.template):
+        head = overwrite.node.head if isinstance(overwrite.node, ir.HeadNode) else None
+        activation = engine.clean_cache(source_template).acts[kind][layer][source_row]  # [P, (H,) d]
+        if overwrite.positions is None:
+            assert source_template is base_template, "a whole activation comes from a prompt of the base's template"
+            writes.append(_Write(kind, layer, row, None, head, activation if head is None else activation[:, head]))
+            continue
+        for name, offset in expand_positions(overwrite.positions, base_template.template):
             at_base = base_template.positions[name] + offset
             at_source = source_template.positions[name] + offset
-            activation = cache.acts[kind][layer][source_row, at_source]
-            writes.append(_Write(kind, layer, row, at_base, head, activation if head is None else activation[head]))
+            writes.append(_Write(kind, layer, row, at_base, head, activation[at_source] if head is None else activation[at_source, head]))
     return writes
 
 
@@ -114,19 +156,34 @@ def _run(engine: Engine, template: BoundTemplate, rows: torch.Tensor, writes: li
 
 
 def _overwrite(writes: list[_Write]):
-    rows = torch.tensor([w.row for w in writes])
-    indices = torch.tensor([w.index for w in writes])
-    heads = torch.tensor([w.head if w.head is not None else 0 for w in writes])
-    values = torch.stack([w.value for w in writes])
-    per_head = writes[0].head is not None
+    """One hook for every write into one activation: the writes at one position and those of every
+    position go in as two indexed assignments."""
+    at_one = [w for w in writes if w.index is not None]
+    at_all = [w for w in writes if w.index is None]
+
+    def assign(patched: torch.Tensor, group: list[_Write]) -> None:
+        if not group:
+            return
+        rows = torch.tensor([w.row for w in group])
+        values = torch.stack([w.value for w in group]).to(patched.device, patched.dtype)
+        heads = torch.tensor([w.head if w.head is not None else 0 for w in group])
+        per_head = group[0].head is not None
+        if group[0].index is None:
+            if per_head:
+                patched[rows, :, heads] = values
+            else:
+                patched[rows] = values
+            return
+        indices = torch.tensor([w.index for w in group])
+        if per_head:
+            patched[rows, indices, heads] = values
+        else:
+            patched[rows, indices] = values
 
     def hook(activation: torch.Tensor, hook: object) -> torch.Tensor:
         patched = activation.clone()
-        value = values.to(activation.device, activation.dtype)
-        if per_head:
-            patched[rows, indices, heads] = value
-        else:
-            patched[rows, indices] = value
+        assign(patched, at_all)  # every position first: a named position's write then wins
+        assign(patched, at_one)
         return patched
 
     return hook

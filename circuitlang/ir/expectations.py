@@ -33,6 +33,8 @@ def lower_expectations(
                 if claim is not None:
                     lowered.append(claim)
                 continue
+            if isinstance(decl, ast.ExpectMetric) and decl.metric.name == "scrubbing" and not _has_hypothesis(decl, hypotheses, errors):
+                continue
             # A claim `on SET` is checked only against that prompt set's positions.
             scoped = tuple(p for p in prompt_sets if decl.on is None or p.name == decl.on.name)
             expectation = _lower_one(decl, circuit, _PositionChecker(scoped, errors), errors)
@@ -167,6 +169,25 @@ def _lower_interchange_claim(
     if index is None:
         return None
     return ir.InterchangeExpectation(carrier=index, variable=hypothesis.carriers[index].variable, score=score, **common)
+
+
+def _has_hypothesis(decl: ast.ExpectMetric, hypotheses: Hypotheses, errors: list[CircuitlangError]) -> bool:
+    """`expect scrubbing ...` scrubs with a hypothesis: the one of its `on` set, or (without `on`)
+    every prompt set that has one."""
+    if hypotheses.unresolved or (decl.on is not None and decl.on.name in hypotheses.broken):
+        return False  # the hypothesis block's own errors say what is wrong
+    sets = {h.prompt_set for h in hypotheses.lowered}
+    if (decl.on is None and sets) or (decl.on is not None and decl.on.name in sets):
+        return True
+    where = f"prompt set '{decl.on.name}'" if decl.on is not None else "the spec"
+    errors.append(
+        SpecError(
+            f"causal scrubbing needs a hypothesis, and {where} has none",
+            decl.metric.span,
+            'declare what the circuit\'s nodes carry: hypothesis { ... } (docs/language.md, "Hypotheses")',
+        )
+    )
+    return False
 
 
 def _hypothesis_for(decl: ast.ExpectScore, hypotheses: Hypotheses, names: set[str], errors: list[CircuitlangError]) -> ir.Hypothesis | None:

@@ -183,6 +183,7 @@ METRIC_CLAIMS = (
     "f_circuit",
     "f_empty",
     "edge_effect",
+    "scrubbing",  # causal scrubbing's fraction of the metric recovered (needs a hypothesis)
 )
 # Claims about one node (or every node of a role).
 SCORE_CLAIMS = ("copy_score", "next_score", "direct_logit", "minimality")

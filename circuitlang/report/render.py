@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from circuitlang.report.cells import plain_cells
-from circuitlang.results.report import ClaimResult, EdgeEffect, InterchangeScore, PromptSetReport, Report
+from circuitlang.results.report import ClaimResult, EdgeEffect, InterchangeScore, PromptSetReport, Report, Scrubbing
 from circuitlang.results.estimate import Estimate
 
 FORMATS = ("table", "json", "junit", "github", "markdown")
@@ -51,6 +51,8 @@ def tables(report: Report) -> list[Table]:
             out.append(_audit(prompt_set))
         if prompt_set.interchange:
             out.append(_interchange(prompt_set))
+        if prompt_set.scrubbing is not None:
+            out.append(_scrubbing(prompt_set.scrubbing, prompt_set.name))
     if report.claims:
         out.append(_claims(report))
     return out
@@ -66,6 +68,26 @@ def _interchange(prompt_set: PromptSetReport) -> Table:
     for score in prompt_set.interchange:
         table.add_row(*plain_cells(*_interchange_cells(score)))
     return table
+
+
+def _scrubbing(scrubbing: Scrubbing, name: str) -> Table:
+    table = Table(title=f"causal scrubbing on {name}: recovered = (F(scrubbed) - F(random)) / (F(M) - F(random))")
+    for column in ("number", "value [CI]"):
+        table.add_column(column)
+    for label, value in _scrubbing_rows(scrubbing):
+        table.add_row(*plain_cells(label, value))
+    return table
+
+
+def _scrubbing_rows(scrubbing: Scrubbing) -> list[tuple[str, str]]:
+    agree = f", {scrubbing.only_the_base_agrees} kept the base's own (no other prompt agrees)" if scrubbing.only_the_base_agrees else ""
+    return [
+        ("F(M)", _estimate(scrubbing.f_model)),
+        ("F(scrubbed)", _estimate(scrubbing.f_scrubbed)),
+        ("F(random)", _estimate(scrubbing.f_random)),
+        ("scrubbing recovered", _estimate(scrubbing.recovered)),
+        ("prompts, carrier sites resampled", f"{scrubbing.prompts}, {scrubbing.sites} per prompt{agree}"),
+    ]
 
 
 def _interchange_cells(score: InterchangeScore) -> tuple[str, ...]:
@@ -305,6 +327,9 @@ def to_markdown(report: Report) -> str:
         if prompt_set.interchange:
             lines += ["", "| " + " | ".join(INTERCHANGE_COLUMNS) + " |", "| --- " * len(INTERCHANGE_COLUMNS) + "|"]
             lines += ["| " + " | ".join(_interchange_cells(s)) + " |" for s in prompt_set.interchange]
+        if prompt_set.scrubbing is not None:
+            lines += ["", "| causal scrubbing | value [CI] |", "| --- | --- |"]
+            lines += [f"| {label} | {value} |" for label, value in _scrubbing_rows(prompt_set.scrubbing)]
         lines.append("")
     if report.claims:
         lines += ["### claims", "", "| line | claim | verdict |", "| --- | --- | --- |"]

@@ -101,6 +101,20 @@ class InterchangeScore(Frozen):
     baseline_iia: Estimate  # the same, with as many nodes of the same kinds that carry nothing declared
 
 
+class Scrubbing(Frozen):
+    """Causal scrubbing of the hypothesis (docs/verify.md, "Causal scrubbing"): the fraction of the
+    metric recovered when every carrier takes its output from a prompt that agrees with the base on
+    its variable, and every node outside the circuit from a random prompt."""
+
+    prompts: int  # bases scrubbed (a template with one prompt has nothing to resample from)
+    sites: int  # carrier sites resampled per base
+    only_the_base_agrees: int  # site draws where no other prompt agreed (the base's own output kept)
+    f_model: Estimate  # the metric of the model on the bases
+    f_scrubbed: Estimate  # ... of the scrubbed model
+    f_random: Estimate  # ... of the model run on the random prompts, read with the bases' answers
+    recovered: Estimate  # (f_scrubbed - f_random) / (f_model - f_random)
+
+
 class PromptSetReport(Frozen):
     name: str
     prompts: int
@@ -117,6 +131,7 @@ class PromptSetReport(Frozen):
     warnings: list[str] = []  # what makes numbers of this prompt set unreliable (F(M) near zero)
     cache: ResultCacheUse = ResultCacheUse()
     interchange: list[InterchangeScore] = []  # per carrier, then per variable; empty without a hypothesis
+    scrubbing: Scrubbing | None = None  # None without a hypothesis
 
 
 class ClaimResult(Frozen):

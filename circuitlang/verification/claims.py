@@ -29,6 +29,9 @@ def check_claims(spec: ir.Spec, reports: list[PromptSetReport], attention: Atten
                 hypothesis = spec.hypothesis_for(report.name)
                 if hypothesis is not None and claim.on in (None, report.name):
                     rows.append(_interchange_claim(claim, hypothesis, report))
+            elif isinstance(claim, ir.MetricExpectation) and claim.metric == "scrubbing":
+                if claim.on == report.name or (claim.on is None and spec.hypothesis_for(report.name) is not None):
+                    rows.append(_row(claim, report.name, "hypothesis", report.scrubbing.recovered if report.scrubbing else None))
             elif claim.on is None or claim.on == report.name:
                 rows.extend(_check(claim, report, attention))
     return rows
@@ -84,6 +87,7 @@ CIRCUIT_QUANTITIES = {
     "completeness_mean": "incompleteness (mean)",
     "minimality": "minimality",
     "edge_effect": "|effect|",
+    "scrubbing": "scrubbing recovered",
 }
 NODE_QUANTITIES = {"minimality": "minimality", "direct_logit": "direct logit", "copy_score": "copy score", "next_score": "next score"}
 INTERCHANGE_QUANTITIES = {"iia": "IIA", "graded_iia": "graded IIA"}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from circuitlang.results.report import InterchangeScore
+from circuitlang.results.report import InterchangeScore, Scrubbing
 from circuitlang.verification.statistics import Resamples, ratio
 
 
@@ -40,4 +40,21 @@ def interchange_score(
         iia=resamples.estimate(arrays, lambda m: m["correct"]),
         graded_iia=resamples.estimate(arrays, lambda m: ratio(m["toward"], m["clean"])),
         baseline_iia=resamples.estimate(arrays, lambda m: m["baseline"]),
+    )
+
+
+def scrubbing(
+    sites: int, only_the_base_agrees: int, model: np.ndarray, scrubbed: np.ndarray, random: np.ndarray, resamples: Resamples
+) -> Scrubbing:
+    """Per base prompt: the metric of the model, of the scrubbed model and of the model on the
+    random prompt (all read with the base's answers); recovered is a ratio of means."""
+    arrays = {"model": model, "scrubbed": scrubbed, "random": random}
+    return Scrubbing(
+        prompts=len(model),
+        sites=sites,
+        only_the_base_agrees=only_the_base_agrees,
+        f_model=resamples.estimate(arrays, lambda m: m["model"]),
+        f_scrubbed=resamples.estimate(arrays, lambda m: m["scrubbed"]),
+        f_random=resamples.estimate(arrays, lambda m: m["random"]),
+        recovered=resamples.estimate(arrays, lambda m: ratio(m["scrubbed"] - m["random"], m["model"] - m["random"])),
     )

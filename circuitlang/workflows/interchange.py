@@ -15,15 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from circuitlang.data.counterfactuals import Pairs, check_answers, draw_pairs
+from circuitlang.data.counterfactuals import Pairs, check_answers, draw_pairs, draw_scrub_sources
 from circuitlang.data.datasets import _seed
-from circuitlang.engine.interchange import Sites, interchange
+from circuitlang.engine.interchange import Overwrite, Sites, interchange, patched_metric
 from circuitlang.engine.runner import Engine
 from circuitlang.engine.session import Session
 from circuitlang.errors import DataError
 from circuitlang.ir import models as ir
-from circuitlang.results.report import InterchangeScore
-from circuitlang.verification.interchange import interchange_score
+from circuitlang.results.report import InterchangeScore, Scrubbing
+from circuitlang.verification.interchange import interchange_score, scrubbing
 from circuitlang.verification.statistics import Resamples
 
 
@@ -132,3 +132,37 @@ def _baseline_sites(sites: Sites, others: dict[str, list[ir.Node]], rng: random.
             return ()
         nodes = rng.sample(pool, len(sites))
     return tuple(ir.Site(node=node, positions=site.positions) for node, site in zip(nodes, sites))
+
+
+def scrubbing_score(session: Session, name: str, hypothesis: ir.Hypothesis) -> Scrubbing:
+    """Causal scrubbing (docs/verify.md): each base runs with every node outside the circuit taking
+    its output, at every position, from the base's random prompt, and every carrier site from a
+    prompt that agrees with the base on the carrier's variable (drawn per site); the circuit's
+    other nodes compute on from there."""
+    dataset = next(d for d in session.datasets if d.name == name)
+    engine = session.engine(name)
+    settings = session.spec.settings
+    sources = draw_scrub_sources(hypothesis, dataset, settings.seed)
+    if not sources.base:
+        raise DataError(
+            f"prompt set '{name}': every template has one prompt, so causal scrubbing has nothing to resample from",
+            hypothesis.span,
+            "give each template more prompts",
+        )
+    circuit = frozenset(member.node for member in session.spec.circuit.nodes)
+    outside = [node for nodes in _nodes_outside(session, circuit).values() for node in nodes]
+    sites = [site for carrier in hypothesis.carriers for site in carrier.sites]
+    overwrites = [
+        tuple(Overwrite(node, None, r) for node in outside) + tuple(Overwrite(site.node, site.positions, s) for site, s in zip(sites, agreeing))
+        for r, agreeing in zip(sources.random, sources.agreeing)
+    ]
+    bases = list(sources.base)
+    resamples = Resamples.draw(len(bases), settings.bootstrap, settings.confidence, _seed(settings.seed, f"{name}/scrubbing"))
+    return scrubbing(
+        len(sites),
+        sources.only_the_base_agrees,
+        patched_metric(engine, [()] * len(bases), bases),
+        patched_metric(engine, overwrites, bases),
+        patched_metric(engine, [()] * len(bases), list(sources.random), answers_of=bases),
+        resamples,
+    )

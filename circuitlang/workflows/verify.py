@@ -40,6 +40,7 @@ from circuitlang.verification.edges import edge_effect, untested
 from circuitlang.verification.audit import audit_report
 from circuitlang.results.report import (
     InterchangeScore,
+    Scrubbing,
     Audit,
     ClaimResult,
     Completeness,
@@ -53,7 +54,7 @@ from circuitlang.results.report import (
     Versions,
 )
 from circuitlang.results.estimate import Estimate
-from circuitlang.workflows.interchange import interchange_scores
+from circuitlang.workflows.interchange import interchange_scores, scrubbing_score
 from circuitlang.verification.statistics import Resamples
 
 Progress = Callable[[str], None]
@@ -121,6 +122,7 @@ class PromptSetRun:
     audit: Audit | None = None
     node_scores: list[NodeScores] | None = None
     interchange: list[InterchangeScore] = field(default_factory=list)  # the hypothesis's, when the spec has one
+    scrubbing: Scrubbing | None = None
     variants_evaluated: int = 0  # by the criteria (the empty circuit is counted in the report)
 
     @classmethod
@@ -178,6 +180,7 @@ class PromptSetRun:
             audit=self.audit,
             warnings=_warnings(faithfulness),
             interchange=self.interchange,
+            scrubbing=self.scrubbing,
         )
 
     def _edge_report(self) -> list[EdgeEffect]:
@@ -311,6 +314,15 @@ def _run_interchange(verification: Verification, step: Step) -> None:
     run.say.advance(step.rows)
 
 
+def _run_scrubbing(verification: Verification, step: Step) -> None:
+    run = verification.prompt_set(step)
+    hypothesis = run.session.spec.hypothesis_for(run.name)
+    assert hypothesis is not None, "the plan has a scrubbing step only for a prompt set with a hypothesis"
+    run.say(f"{run.name}: causal scrubbing")
+    run.scrubbing = scrubbing_score(run.session, run.name, hypothesis)
+    run.say.advance(step.rows)
+
+
 def _run_claims(verification: Verification, step: Step) -> None:
     """Every claim of the spec, on the prompt sets' reports (attention claims run the model again)."""
     verification.say("checking claims")
@@ -328,6 +340,7 @@ STEP_RUNNERS: dict[StepKind, StepRunner] = {
     StepKind.AUDIT: _run_audit,
     StepKind.NODE_SCORES: _run_node_scores,
     StepKind.INTERCHANGE: _run_interchange,
+    StepKind.SCRUB: _run_scrubbing,
     StepKind.CLAIMS: _run_claims,
 }
 

@@ -38,7 +38,7 @@ def test_the_shipped_hypothesis_holds(report) -> None:
     assert carrier.target == "mlp 0, 1 at end carries next" and variable.target == "variable next"
     assert carrier.iia.value >= 0.9 and carrier.graded_iia.value >= 0.8
     assert carrier.pairs == prompt_set.prompts and carrier.without_source == 0
-    assert {c.quantity for c in report.claims} == {"IIA", "graded IIA"}
+    assert {c.quantity for c in report.claims} == {"IIA", "graded IIA", "scrubbing recovered"}
 
 
 def test_a_wrong_variable_gets_a_low_iia_and_fails_its_claim(tmp_path: Path) -> None:
@@ -47,7 +47,7 @@ def test_a_wrong_variable_gets_a_low_iia_and_fails_its_claim(tmp_path: Path) -> 
     to s1(source) + 4 d(base). Half the pairs have the other direction."""
     wrong = HYPOTHESIS.replace("next = s4 + d\n  answer = next", "answer = s1 + 4 * d").replace("carries next", "carries s1")
     spec = tmp_path / "wrong.circ"
-    spec.write_text(SPEC.read_text().replace(HYPOTHESIS, wrong).replace("expect next", "expect s1"))
+    spec.write_text(SPEC.read_text().replace(HYPOTHESIS, wrong).replace("expect next", "expect s1").replace("expect scrubbing >= 0.9\n", ""))
     report = cl.verify(spec)
     (score, _) = report.prompt_sets[0].interchange
     assert score.variable == "s1" and score.iia.value < 0.7
@@ -145,3 +145,75 @@ def test_random_is_not_used_here() -> None:
     first = draw_pairs(spec.hypotheses[0], dataset, "next", seed=0)
     random.seed(1)
     assert draw_pairs(spec.hypotheses[0], dataset, "next", seed=0) == first
+
+
+def test_scrubbing_equals_a_computation_by_hand(report) -> None:
+    """Each base re-run here with hooks: every head and MLP outside the circuit from the base's
+    random prompt at every position, each carrier site from its agreeing prompt (the draws redone
+    with the documented rule); the metric read with the base's answer and wrong tokens."""
+    from circuitlang.data.counterfactuals import draw_scrub_sources
+
+    run = cl.open_run(cl.load(SPEC))
+    (dataset,) = run.datasets
+    spec = run.spec
+    sources = draw_scrub_sources(spec.hypotheses[0], dataset, spec.settings.seed)
+    (template,) = run.session.bound["digits"].templates
+    end, bridge = template.positions["end"], run.model.bridge
+    circuit = {str(member.node) for member in spec.circuit.nodes}
+    caches = {}
+
+    def cache_of(prompt: int):
+        if prompt not in caches:
+            caches[prompt] = bridge.run_with_cache(template.clean[prompt : prompt + 1])[1]
+        return caches[prompt]
+
+    scrubbed, model, random_ = [], [], []
+    for b, r, agreeing in zip(sources.base, sources.random, sources.agreeing):
+        hooks = []
+        for layer in range(spec.shape.n_layers):
+            outside_heads = [h for h in range(spec.shape.n_heads) if f"{layer}.{h}" not in circuit]
+            hooks.append((f"blocks.{layer}.attn.hook_z", _heads_from(cache_of(r)[f"blocks.{layer}.attn.hook_z"][0], outside_heads)))
+            if f"mlp {layer}" not in circuit:
+                hooks.append((f"blocks.{layer}.hook_mlp_out", _whole(cache_of(r)[f"blocks.{layer}.hook_mlp_out"][0])))
+        for layer, s in zip((0, 1), agreeing):  # the carrier's sites: mlp 0 and mlp 1 at end
+            hooks.append((f"blocks.{layer}.hook_mlp_out", _put(end, cache_of(s)[f"blocks.{layer}.hook_mlp_out"][0, end])))
+        answer, wrong = (template.answers[field][b][0] for field in ("answer", "wrong"))
+        with torch.no_grad():
+            logits = bridge.run_with_hooks(template.clean[b : b + 1], fwd_hooks=hooks)[0, end].double()
+            clean = bridge(template.clean[b : b + 1])[0, end].double()
+            other = bridge(template.clean[r : r + 1])[0, end].double()
+        scrubbed.append(float(logits[answer] - logits[wrong]))
+        model.append(float(clean[answer] - clean[wrong]))
+        random_.append(float(other[answer] - other[wrong]))
+    result = report.prompt_sets[0].scrubbing
+    assert result.f_scrubbed.value == pytest.approx(np.mean(scrubbed), abs=1e-4)
+    assert result.f_model.value == pytest.approx(np.mean(model), abs=1e-4)
+    assert result.f_random.value == pytest.approx(np.mean(random_), abs=1e-4)
+    expected = (np.mean(scrubbed) - np.mean(random_)) / (np.mean(model) - np.mean(random_))
+    assert result.recovered.value == pytest.approx(expected, abs=1e-5)
+
+
+def _heads_from(source_z: torch.Tensor, heads: list[int]):
+    def hook(activation: torch.Tensor, hook: object) -> torch.Tensor:
+        activation = activation.clone()
+        activation[0, :, heads] = source_z[:, heads]
+        return activation
+
+    return hook
+
+
+def _whole(value: torch.Tensor):
+    def hook(activation: torch.Tensor, hook: object) -> torch.Tensor:
+        return value.unsqueeze(0).clone()
+
+    return hook
+
+
+def test_scrubbing_claims_need_a_hypothesis(tmp_path: Path) -> None:
+    from circuitlang.errors import SpecError
+
+    spec = tmp_path / "none.circ"
+    text = SPEC.read_text().replace(HYPOTHESIS, "")
+    spec.write_text("\n".join(line for line in text.splitlines() if "iia" not in line))
+    with pytest.raises(SpecError, match="causal scrubbing needs a hypothesis, and the spec has none"):
+        cl.load(spec)
