@@ -393,6 +393,26 @@ def path_patch_request(senders: Sequence["ir.Node"], receivers: Sequence["Receiv
     )
 
 
+def sites_request(sites: Sequence["ir.Site"]) -> tuple:
+    """Interchange sites as the engine overwrites them: each node at its positions, in order."""
+    return tuple((site.node.kind, site.node.layer, site.node.head, _positions(site.positions)) for site in sites)
+
+
+def interchange_request(quantity: str, sites: Sequence[Sequence["ir.Site"]], base: Sequence[int], source: Sequence[int], tokens: Any) -> tuple:
+    """One per-prompt array of interchange runs (`quantity`: correct, toward, clean, ...): every
+    pair's sites, its base and source prompts, and the token ids it reads."""
+    return ("interchange", quantity, tuple(sites_request(s) for s in sites), tuple(base), tuple(source), np.asarray(tokens).tolist())
+
+
+def scrubbing_request(
+    outside: Sequence["ir.Node"], sites: Sequence["ir.Site"], base: Sequence[int], random: Sequence[int], agreeing: Sequence[Sequence[int]]
+) -> tuple:
+    """A causal scrubbing run: the nodes resampled from each base's random prompt, the carrier
+    sites, and each base's random and agreeing prompts."""
+    nodes = sorted((node.kind, node.layer, node.head) for node in outside)
+    return ("scrubbing", nodes, sites_request(sites), tuple(base), tuple(random), tuple(map(tuple, agreeing)))
+
+
 class CachedArrays:
     """One prompt set's per-prompt arrays: read from the cache when they are there, else computed
     (and stored); counts both."""

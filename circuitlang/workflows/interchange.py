@@ -11,14 +11,15 @@ where the model has enough such nodes outside the carriers, else of either kind.
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from circuitlang.data.counterfactuals import Pairs, check_answers, draw_pairs, draw_scrub_sources
 from circuitlang.data.datasets import _seed
 from circuitlang.engine.interchange import Overwrite, Sites, interchange, patched_metric
-from circuitlang.engine.runner import Engine
+from circuitlang.engine.result_cache import CachedArrays, interchange_request, scrubbing_request
+from circuitlang.engine.bind import BoundPromptSet
 from circuitlang.engine.session import Session
 from circuitlang.errors import DataError
 from circuitlang.ir import models as ir
@@ -27,11 +28,11 @@ from circuitlang.verification.interchange import interchange_score, scrubbing
 from circuitlang.verification.statistics import Resamples
 
 
-def interchange_scores(session: Session, name: str, hypothesis: ir.Hypothesis) -> list[InterchangeScore]:
+def interchange_scores(session: Session, name: str, hypothesis: ir.Hypothesis, results: CachedArrays) -> list[InterchangeScore]:
     """Per carrier (in the spec's order), then per variable (its carriers together)."""
     dataset = next(d for d in session.datasets if d.name == name)
-    engine = session.engine(name)
-    check_answers(hypothesis, dataset, engine.bound.metric.args[0])
+    bound = session.bound[name]  # the engine is built only if some array is not in the result cache
+    check_answers(hypothesis, dataset, bound.metric.args[0])
     settings = session.spec.settings
     scores: dict[tuple[str, int | None], InterchangeScore] = {}
     for variable in hypothesis.carried:
@@ -42,26 +43,27 @@ def interchange_scores(session: Session, name: str, hypothesis: ir.Hypothesis) -
                 hypothesis.span,
                 "an interchange needs prompts that differ in the variable; widen the prompt set",
             )
-        columns = _answer_columns(session, engine, pairs)
+        columns = _answer_columns(session, bound, pairs)
         resamples = Resamples.draw(len(pairs), settings.bootstrap, settings.confidence, _seed(settings.seed, f"{name}/{variable}"))
         carriers = hypothesis.carriers_of(variable)
         everyone = frozenset(node for carrier in carriers for node in carrier.nodes)
         for index, carrier in enumerate(hypothesis.carriers):
             if carrier.variable == variable:
-                scores[(variable, index)] = _score(session, engine, pairs, columns, resamples, carrier.sites, carrier.text, everyone)
+                scores[(variable, index)] = _score(session, name, results, pairs, columns, resamples, carrier.sites, carrier.text, everyone)
         if len(carriers) == 1:  # the variable's nodes are the one carrier's: the same runs, under the variable's name
             only = next(score for (v, _), score in scores.items() if v == variable)
             scores[(variable, None)] = only.model_copy(update={"target": f"variable {variable}"})
         else:
             joint = tuple(site for carrier in carriers for site in carrier.sites)
-            scores[(variable, None)] = _score(session, engine, pairs, columns, resamples, joint, f"variable {variable}", everyone)
+            scores[(variable, None)] = _score(session, name, results, pairs, columns, resamples, joint, f"variable {variable}", everyone)
     ordered = [scores[(c.variable, i)] for i, c in enumerate(hypothesis.carriers)]
     return ordered + [scores[(v, None)] for v in hypothesis.carried]
 
 
 def _score(
     session: Session,
-    engine: Engine,
+    name: str,
+    results: CachedArrays,
     pairs: Pairs,
     columns: np.ndarray,
     resamples: Resamples,
@@ -70,30 +72,59 @@ def _score(
     carriers: frozenset[ir.Node],
 ) -> InterchangeScore:
     n = len(pairs)
-    intervened = interchange(engine, [sites] * n, pairs.base, pairs.source, columns)
-    clean = interchange(engine, [()] * n, pairs.base, pairs.base, columns)
     rng = random.Random(_seed(session.spec.settings.seed, f"{pairs.variable}/baseline/{target}"))
     others = _nodes_outside(session, carriers)
-    baseline_sites = [_baseline_sites(sites, others, rng) for _ in range(n)]
-    baseline = interchange(engine, baseline_sites, pairs.base, pairs.source, columns)
-    logits, base_logits = intervened.logits, clean.logits
+    runs: dict[str, list[Sites]] = {
+        "intervened": [sites] * n,
+        "clean": [()] * n,
+        "baseline": [_baseline_sites(sites, others, rng) for _ in range(n)],
+    }
+    arrays = _interchange_arrays(session, name, results, pairs, columns, runs)
     return interchange_score(
         target,
         pairs.variable,
         [str(site.node) for site in sites],
         pairs.without_source,
-        intervened.top == columns[:, 0],
-        logits[:, 0] - logits[:, 1],
-        base_logits[:, 1] - base_logits[:, 0],
-        baseline.top == columns[:, 0],
+        arrays["intervened correct"] == 1,
+        arrays["intervened toward"],
+        -arrays["clean toward"],
+        arrays["baseline correct"] == 1,
         resamples,
     )
 
 
-def _answer_columns(session: Session, engine: Engine, pairs: Pairs) -> np.ndarray:
+def _interchange_arrays(
+    session: Session, name: str, results: CachedArrays, pairs: Pairs, columns: np.ndarray, runs: dict[str, list[Sites]]
+) -> dict[str, np.ndarray]:
+    """Per run (its sites per pair): `correct` (the top token is the counterfactual answer, 1 or
+    0) and `toward` (logit of the counterfactual answer minus the base answer's), per pair. They
+    go through the result cache as per-prompt arrays indexed by the base (NaN where a prompt is no
+    pair's base), so a re-run with the same pairs reads them back."""
+    names = [(run, quantity) for run in runs for quantity in ("correct", "toward")]
+    requests = [interchange_request(quantity, runs[run], pairs.base, pairs.source, columns) for run, quantity in names]
+
+    def compute(missing: list[int]) -> list[np.ndarray]:
+        computed = {}
+        for run in dict.fromkeys(names[i][0] for i in missing):
+            result = interchange(session.engine(name), runs[run], pairs.base, pairs.source, columns)
+            computed[(run, "correct")] = (result.top == columns[:, 0]).astype(float)
+            computed[(run, "toward")] = result.logits[:, 0] - result.logits[:, 1]
+        return [_per_prompt(results.length, pairs.base, computed[names[i]]) for i in missing]
+
+    found = results.many(requests, compute)
+    return {f"{run} {quantity}": values[list(pairs.base)] for (run, quantity), values in zip(names, found)}
+
+
+def _per_prompt(n: int, base: Sequence[int], values: np.ndarray) -> np.ndarray:
+    out = np.full(n, np.nan)
+    out[list(base)] = values
+    return out
+
+
+def _answer_columns(session: Session, bound: BoundPromptSet, pairs: Pairs) -> np.ndarray:
     """[n_pairs, 2]: the counterfactual answer's token id, then the base answer's."""
     tokenizer: Any = session.model.tokenizer.backend_tokenizer
-    prefix = engine.bound.answer_prefix
+    prefix = bound.answer_prefix
     known: dict[str, int] = {}
 
     def token(text: str, pair: int) -> int:
@@ -102,7 +133,7 @@ def _answer_columns(session: Session, engine: Engine, pairs: Pairs) -> np.ndarra
             unknown = session.model.tokenizer.unk_token_id
             if len(ids) != 1 or (unknown is not None and ids[0] == unknown):
                 raise DataError(
-                    f"prompt set '{engine.bound.name}': the hypothesis predicts the answer {prefix + text!r} "
+                    f"prompt set '{bound.name}': the hypothesis predicts the answer {prefix + text!r} "
                     f"(pair {pair}: base prompt {pairs.base[pair]}, source {pairs.source[pair]}), which is not one known token",
                     None,
                     "an interchange reads one next token: keep the hypothesis's answers within the model's one-token answers",
@@ -134,13 +165,12 @@ def _baseline_sites(sites: Sites, others: dict[str, list[ir.Node]], rng: random.
     return tuple(ir.Site(node=node, positions=site.positions) for node, site in zip(nodes, sites))
 
 
-def scrubbing_score(session: Session, name: str, hypothesis: ir.Hypothesis) -> Scrubbing:
+def scrubbing_score(session: Session, name: str, hypothesis: ir.Hypothesis, results: CachedArrays) -> Scrubbing:
     """Causal scrubbing (docs/verify.md): each base runs with every node outside the circuit taking
     its output, at every position, from the base's random prompt, and every carrier site from a
     prompt that agrees with the base on the carrier's variable (drawn per site); the circuit's
     other nodes compute on from there."""
     dataset = next(d for d in session.datasets if d.name == name)
-    engine = session.engine(name)
     settings = session.spec.settings
     sources = draw_scrub_sources(hypothesis, dataset, settings.seed)
     if not sources.base:
@@ -158,11 +188,17 @@ def scrubbing_score(session: Session, name: str, hypothesis: ir.Hypothesis) -> S
     ]
     bases = list(sources.base)
     resamples = Resamples.draw(len(bases), settings.bootstrap, settings.confidence, _seed(settings.seed, f"{name}/scrubbing"))
-    return scrubbing(
-        len(sites),
-        sources.only_the_base_agrees,
-        patched_metric(engine, [()] * len(bases), bases),
-        patched_metric(engine, overwrites, bases),
-        patched_metric(engine, [()] * len(bases), list(sources.random), answers_of=bases),
-        resamples,
-    )
+    request = scrubbing_request(outside, sites, bases, sources.random, sources.agreeing)
+    requests = [(quantity, request) for quantity in ("model", "scrubbed", "random")]
+
+    def compute(missing: list[int]) -> list[np.ndarray]:
+        engine, n = session.engine(name), len(bases)
+        runs = {
+            "model": lambda: patched_metric(engine, [()] * n, bases),  # the clean runs' end logits: read, not run
+            "scrubbed": lambda: patched_metric(engine, overwrites, bases),
+            "random": lambda: patched_metric(engine, [()] * n, list(sources.random), answers_of=bases),
+        }
+        return [_per_prompt(results.length, bases, runs[requests[i][0]]()) for i in missing]
+
+    model, scrubbed, random_ = (values[bases] for values in results.many(requests, compute))
+    return scrubbing(len(sites), sources.only_the_base_agrees, model, scrubbed, random_, resamples)

@@ -310,7 +310,7 @@ def _run_interchange(verification: Verification, step: Step) -> None:
     hypothesis = run.session.spec.hypothesis_for(run.name)
     assert hypothesis is not None, "the plan has an interchange step only for a prompt set with a hypothesis"
     run.say(f"{run.name}: interchange interventions")
-    run.interchange = interchange_scores(run.session, run.name, hypothesis)
+    run.interchange = interchange_scores(run.session, run.name, hypothesis, run.results)
     run.say.advance(step.rows)
 
 
@@ -319,7 +319,7 @@ def _run_scrubbing(verification: Verification, step: Step) -> None:
     hypothesis = run.session.spec.hypothesis_for(run.name)
     assert hypothesis is not None, "the plan has a scrubbing step only for a prompt set with a hypothesis"
     run.say(f"{run.name}: causal scrubbing")
-    run.scrubbing = scrubbing_score(run.session, run.name, hypothesis)
+    run.scrubbing = scrubbing_score(run.session, run.name, hypothesis, run.results)
     run.say.advance(step.rows)
 
 

@@ -217,3 +217,17 @@ def test_scrubbing_claims_need_a_hypothesis(tmp_path: Path) -> None:
     spec.write_text("\n".join(line for line in text.splitlines() if "iia" not in line))
     with pytest.raises(SpecError, match="causal scrubbing needs a hypothesis, and the spec has none"):
         cl.load(spec)
+
+
+def test_an_identical_run_reads_the_interchange_and_scrubbing_arrays_from_the_cache(tmp_path: Path, monkeypatch) -> None:
+    from tests.engine.test_result_cache import Forwards, cache_use, run_verify, without_cache_fields
+
+    spec = tmp_path / "variables.circ"
+    spec.write_text(SPEC.read_text().replace('"organism:seqcont"', '"organism:seqcont"'))
+    cold = run_verify(spec, tmp_path / "cache", monkeypatch)
+    forwards = Forwards(monkeypatch)
+    warm = run_verify(spec, tmp_path / "cache", monkeypatch)
+    assert cache_use(warm) == (sum(cache_use(cold)), 0), cache_use(cold)
+    assert forwards.total == 0, forwards.counts
+    assert without_cache_fields(warm) == without_cache_fields(cold)
+    assert cold["prompt_sets"][0]["interchange"] and cold["prompt_sets"][0]["scrubbing"]
