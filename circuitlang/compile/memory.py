@@ -130,7 +130,8 @@ def estimate_memory(
         longest = max(length for _, length in lengths)
         caches += _cache_bytes(spec, prompt_set, size, rows, len(dataset.clean), audit) * bytes_per_float
         recorded = _recorded_inputs(spec, audit) if prompt_set.corruption is not None else 0
-        largest = max(largest, _largest_pass(size, lengths, batch, longest, recorded, _edge_senders(spec)) * bytes_per_float)
+        full_logits = spec.hypothesis_for(dataset.name) is not None
+        largest = max(largest, _largest_pass(size, lengths, batch, longest, recorded, _edge_senders(spec), full_logits) * bytes_per_float)
         prompts += PROMPT_BYTES * (len(dataset.clean) + len(dataset.corrupt))
     return MemoryEstimate(
         size.parameters * bytes_per_float,
@@ -186,16 +187,20 @@ def _cache_bytes(spec: ir.Spec, prompt_set: ir.PromptSet, size: ModelSize, rows:
     return runs * rows * per_token + logits
 
 
-def _largest_pass(size: ModelSize, lengths: list[tuple[int, int]], batch: int, longest: int, recorded: int, edge_senders: int) -> int:
+def _largest_pass(
+    size: ModelSize, lengths: list[tuple[int, int]], batch: int, longest: int, recorded: int, edge_senders: int, full_logits: bool = False
+) -> int:
     """What lives next to the caches for a while: the minimality base run, which keeps its
     residual at every layer (with declared edges also the running total entering each layer and
     each edge sender's contribution) from the first criterion to the end, plus the larger of a
     batch of `batch` rows through the whole model (the caches are collected a batch at a time,
     and variants run that way) and path patching (declared edges, the audit), which runs all
     prompts of a template in one forward pass, with every layer's z frozen and each receiver's
-    input recorded. In floats."""
+    input recorded. In floats. `full_logits`: a batch's logits over the whole vocabulary at the
+    end position are held too (interchange interventions read the top token; causal scrubbing's
+    metric may)."""
     forward = _forward_floats(size, longest)
-    batched = batch * longest * forward
+    batched = batch * longest * forward + (batch * size.vocab if full_logits else 0)
     rows = max(n * length for n, length in lengths)
     trunk = rows * (size.n_layers + 1 + (size.n_layers + edge_senders if edge_senders else 0)) * size.d_model
     patched = rows * (forward + (size.n_layers + recorded) * size.d_model) if recorded else 0

@@ -184,3 +184,20 @@ def test_the_available_memory_is_read_from_proc_meminfo():
     available = memory.available_memory("cpu")
     if Path("/proc/meminfo").exists():
         assert available is not None and available > 0
+
+
+def test_a_hypothesis_counts_a_batch_of_logits_over_the_vocabulary(tmp_path):
+    """Interchange interventions read the top token over the whole vocabulary: the largest pass
+    holds one batch's end-position logits more (no edges, no audit: the batch is the largest)."""
+
+    def largest(path: Path) -> int:
+        spec = load_spec(path)
+        size = model_size(spec.model, spec.shape)
+        assert size is not None
+        return estimate_memory(spec, expand_all(spec), size, offline_token_count(spec.model), batch_size=8, audit=False).largest_pass
+
+    path = _light_spec(tmp_path, 1)
+    plain = largest(path)
+    path.write_text(path.read_text() + "\nhypothesis {\n  answer = s4 + 1\n  mlp 0 at end carries s4\n}\n")
+    vocab = model_size(load_spec(path).model, load_spec(path).shape).vocab  # type: ignore[union-attr]
+    assert largest(path) - plain == 8 * vocab * memory.BYTES_PER_FLOAT
