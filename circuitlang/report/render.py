@@ -49,8 +49,8 @@ def tables(report: Report) -> list[Table]:
             out.append(_edges(prompt_set))
         if prompt_set.audit is not None and prompt_set.audit.ran:
             out.append(_audit(prompt_set))
-        if prompt_set.interchange:
-            out.append(_interchange(prompt_set))
+        for variable in dict.fromkeys(score.variable for score in prompt_set.interchange):
+            out.append(_interchange(prompt_set, variable))
         if prompt_set.scrubbing is not None:
             out.append(_scrubbing(prompt_set.scrubbing, prompt_set.name))
     if report.claims:
@@ -61,13 +61,26 @@ def tables(report: Report) -> list[Table]:
 INTERCHANGE_COLUMNS = ("carrier", "variable", "pairs", "IIA", "graded IIA", "baseline IIA")
 
 
-def _interchange(prompt_set: PromptSetReport) -> Table:
-    table = Table(title=f"interchange interventions on {prompt_set.name}: IIA = top token is the counterfactual answer")
+def _interchange(prompt_set: PromptSetReport, variable: str) -> Table:
+    title = f"interchange interventions on {prompt_set.name}, variable {variable}: IIA = top token is the counterfactual answer"
+    table = Table(title=title)
     for column in INTERCHANGE_COLUMNS:
         table.add_column(column)
     for score in prompt_set.interchange:
-        table.add_row(*plain_cells(*_interchange_cells(score)))
+        if score.variable == variable:
+            table.add_row(*plain_cells(*_interchange_cells(score)))
     return table
+
+
+def interchange_message(score: InterchangeScore) -> str:
+    return (
+        f"interchange, {score.target}: IIA {_estimate(score.iia)}, graded IIA {_estimate(score.graded_iia)}, "
+        f"baseline IIA {_estimate(score.baseline_iia)} ({score.pairs} pairs)"
+    )
+
+
+def scrubbing_message(scrubbing: Scrubbing) -> str:
+    return f"causal scrubbing: scrubbing recovered {_estimate(scrubbing.recovered)} ({scrubbing.prompts} prompts)"
 
 
 def _scrubbing(scrubbing: Scrubbing, name: str) -> Table:
@@ -249,6 +262,8 @@ def to_junit(report: Report) -> str:
         if p.audit is not None
         for e in p.audit.edges
     ]
+    edges += [f"{p.name}: {interchange_message(s)}" for p in report.prompt_sets for s in p.interchange]
+    edges += [f"{p.name}: {scrubbing_message(p.scrubbing)}" for p in report.prompt_sets if p.scrubbing is not None]
     if edges:  # measurements, not claims: reported beside the test cases
         lines.append(f"  <system-out>{escape(chr(10).join(edges))}</system-out>")
     lines.append("</testsuite>")

@@ -133,7 +133,7 @@ def test_json_and_every_format_carry_the_numbers(tmp_path: Path) -> None:
         path = tmp_path / f"report.{fmt}"
         assert main(["verify", str(SPEC), "--format", fmt, "-o", str(path)]) == EXIT_OK
         text = path.read_text()
-        assert "iia" in text or "IIA" in text, fmt
+        assert "graded IIA 0.9" in text and "scrubbing recovered 0.9" in text, fmt
 
 
 def test_random_is_not_used_here() -> None:
