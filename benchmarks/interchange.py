@@ -53,7 +53,7 @@ def run_benchmark(hf_home: Path, prompts: int, threads: int) -> None:
     import torch
 
     import circuitlang
-    from circuitlang.data.counterfactuals import draw_pairs
+    from circuitlang.data.counterfactuals import HighLevelModel, draw_pairs
     from circuitlang.engine.interchange import interchange
     from circuitlang.engine.session import open_session
     from circuitlang.organisms.gpt2_standin import install_in_hub_cache
@@ -70,7 +70,7 @@ def run_benchmark(hf_home: Path, prompts: int, threads: int) -> None:
     name = spec.prompt_sets[0].name
     (dataset,) = session.datasets
     hypothesis = spec.hypotheses[0]
-    pairs = draw_pairs(hypothesis, dataset, "io", spec.settings.seed)
+    pairs = draw_pairs(HighLevelModel.of(spec, name), dataset, "io", spec.settings.seed)
     sites = hypothesis.carriers[0].sites
     tokenizer = session.model.tokenizer
     columns = np.array([[tokenizer.encode(" " + c)[0], tokenizer.encode(" " + a)[0]] for c, a in zip(pairs.counterfactual, pairs.answer)])

@@ -20,11 +20,12 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
+from typing import Mapping
 
-from circuitlang.data.datasets import Dataset, _seed
+from circuitlang.data.datasets import Dataset, _lists, _seed
 from circuitlang.data.positions import expand_positions
 from circuitlang.data.prompts import Prompt
-from circuitlang.data.values import Env, Value, evaluate
+from circuitlang.data.values import Env, NamedValues, Value, evaluate
 from circuitlang.errors import DataError
 from circuitlang.ir import models as ir
 
@@ -59,50 +60,67 @@ def _typed(text: str) -> Value:
     return int(text) if _WHOLE_NUMBER.fullmatch(text) else text
 
 
-def evaluate_model(hypothesis: ir.Hypothesis, prompt: Prompt, overrides: dict[str, Value] | None = None) -> tuple[dict[str, Value], str]:
-    """The hypothesis's variables on one prompt and its answer (as text); `overrides` replace a
-    slot's, field's or variable's value where it is defined, so later variables follow it."""
-    overrides = overrides or {}
-    values = prompt_values(prompt)
-    values.update({name: value for name, value in overrides.items() if name in values})
-    env = Env(values, {}, random.Random(0), prompt.label)
-    for variable in hypothesis.variables:
-        values[variable.name] = overrides[variable.name] if variable.name in overrides else evaluate(variable.value, env)
-    answer = evaluate(hypothesis.answer, env)
-    if isinstance(answer, tuple):
-        raise DataError(f"{prompt.label}: the hypothesis's answer is a list {answer!r}", hypothesis.answer.span, "the answer is one value")
-    return values, str(answer)
+@dataclass(frozen=True)
+class HighLevelModel:
+    """A hypothesis with what its expressions may read besides the prompt: the spec's lists and
+    its settings (the evaluator's limits)."""
+
+    hypothesis: ir.Hypothesis
+    lists: Mapping[str, NamedValues]
+    settings: ir.Settings
+
+    @classmethod
+    def of(cls, spec: ir.Spec, prompt_set: str) -> "HighLevelModel":
+        hypothesis = spec.hypothesis_for(prompt_set)
+        assert hypothesis is not None, f"prompt set {prompt_set!r} has no hypothesis"
+        return cls(hypothesis, _lists(spec), spec.settings)
+
+    def evaluate(self, prompt: Prompt, overrides: dict[str, Value] | None = None) -> tuple[dict[str, Value], str]:
+        """The variables on one prompt and the answer (as text); `overrides` replace a slot's,
+        field's or variable's value where it is defined, so later variables follow it."""
+        overrides = overrides or {}
+        values = prompt_values(prompt)
+        values.update({name: value for name, value in overrides.items() if name in values})
+        env = Env(values, self.lists, random.Random(0), prompt.label, settings=self.settings)
+        for variable in self.hypothesis.variables:
+            values[variable.name] = overrides[variable.name] if variable.name in overrides else evaluate(variable.value, env)
+        answer = evaluate(self.hypothesis.answer, env)
+        if isinstance(answer, tuple):
+            raise DataError(
+                f"{prompt.label}: the hypothesis's answer is a list {answer!r}", self.hypothesis.answer.span, "the answer is one value"
+            )
+        return values, str(answer)
 
 
-def check_answers(hypothesis: ir.Hypothesis, dataset: Dataset, field: str) -> None:
+def check_answers(model: HighLevelModel, dataset: Dataset, field: str) -> None:
     """The high-level model must reproduce the task: its answer on every prompt is the prompt
     set's answer (the metric's first field). A disagreement is a wrong hypothesis or a typo, and
     every interchange number would be measured against wrong predictions."""
     for prompt in dataset.clean:
         expected = prompt.field(field)
-        _, answer = evaluate_model(hypothesis, prompt)
+        _, answer = model.evaluate(prompt)
         if isinstance(expected, tuple):
             raise DataError(
                 f"{prompt.label}: the answer field '{field}' is a set {expected!r}; an interchange predicts one answer",
-                hypothesis.span,
+                model.hypothesis.span,
                 "interchange interventions need a prompt set whose answer is one token",
             )
         if answer != expected:
             raise DataError(
                 f"{prompt.label}: the hypothesis's answer is {answer!r} but the prompt set's {field} is {expected!r}",
-                hypothesis.answer.span,
+                model.hypothesis.answer.span,
                 f"write the answer so that it reproduces the task on every prompt (e.g. reuse the prompt set's `{field} = ...`)",
             )
 
 
-def draw_pairs(hypothesis: ir.Hypothesis, dataset: Dataset, variable: str, seed: int) -> Pairs:
+def draw_pairs(model: HighLevelModel, dataset: Dataset, variable: str, seed: int) -> Pairs:
     rng = random.Random(_seed(seed, f"{dataset.name}/interchange/{variable}"))
-    evaluated = [evaluate_model(hypothesis, prompt) for prompt in dataset.clean]
+    evaluated = [model.evaluate(prompt) for prompt in dataset.clean]
     values, answers = [v for v, _ in evaluated], [a for _, a in evaluated]
-    keys = _position_keys(hypothesis, variable, dataset.templates)
+    keys = _position_keys(model.hypothesis, variable, dataset.templates)
     base, source, answer, counterfactual, without = [], [], [], [], 0
     for b in range(len(dataset.clean)):
-        found = _draw_source(hypothesis, dataset, variable, b, values, answers[b], keys, rng)
+        found = _draw_source(model, dataset, variable, b, values, answers[b], keys, rng)
         if found is None:
             without += 1
             continue
@@ -114,7 +132,7 @@ def draw_pairs(hypothesis: ir.Hypothesis, dataset: Dataset, variable: str, seed:
 
 
 def _draw_source(
-    hypothesis: ir.Hypothesis,
+    model: HighLevelModel,
     dataset: Dataset,
     variable: str,
     b: int,
@@ -130,7 +148,7 @@ def _draw_source(
             continue
         if values[s][variable] == values[b][variable]:
             continue
-        _, counterfactual = evaluate_model(hypothesis, base, {variable: values[s][variable]})
+        _, counterfactual = model.evaluate(base, {variable: values[s][variable]})
         if counterfactual != answer:
             return s, counterfactual
     return None
@@ -146,28 +164,33 @@ def _position_keys(hypothesis: ir.Hypothesis, variable: str, templates: tuple[st
 @dataclass(frozen=True)
 class ScrubSources:
     """Causal scrubbing's prompts (docs/verify.md, "Causal scrubbing"): per base, the prompt every
-    node outside the circuit takes its output from, and per carrier site (in the hypothesis's
-    order) the prompt it takes its output from, one that agrees with the base on the carried
-    variable."""
+    node outside the circuit takes its output from, and per carrier node (`nodes`, in the order the
+    hypothesis first names them) the prompt its carrier sites take their outputs from: one that
+    agrees with the base on every variable the node carries."""
 
+    nodes: tuple[ir.Node, ...]
     base: tuple[int, ...]
     random: tuple[int, ...]  # same template as the base, not the base
-    agreeing: tuple[tuple[int, ...], ...]  # [base][site]
-    only_the_base_agrees: int  # sites for which no other prompt agrees (they keep the base's own)
+    agreeing: tuple[tuple[int, ...], ...]  # [base][node]
+    only_the_base_agrees: int  # node draws where no other prompt agreed (the base's own output kept)
+
+    def source_of(self, base: int, node: ir.Node) -> int:
+        return self.agreeing[base][self.nodes.index(node)]
 
 
-def draw_scrub_sources(hypothesis: ir.Hypothesis, dataset: Dataset, seed: int) -> ScrubSources:
+def draw_scrub_sources(model: HighLevelModel, dataset: Dataset, seed: int) -> ScrubSources:
+    hypothesis = model.hypothesis
     rng = random.Random(_seed(seed, f"{dataset.name}/scrubbing"))
-    values = [evaluate_model(hypothesis, prompt)[0] for prompt in dataset.clean]
-    sites = [(carrier, site) for carrier in hypothesis.carriers for site in carrier.sites]
+    values = [model.evaluate(prompt)[0] for prompt in dataset.clean]
+    carried = _carried_by_node(hypothesis)
     keys = {v: _position_keys(hypothesis, v, dataset.templates) for v in hypothesis.carried}
     by_template: dict[int, list[int]] = {}
     for index, prompt in enumerate(dataset.clean):
         by_template.setdefault(prompt.template, []).append(index)
-    sharing: dict[str, dict[Value, list[int]]] = {v: {} for v in hypothesis.carried}  # variable -> value -> prompts
+    sharing: dict[ir.Node, dict[tuple[Value, ...], list[int]]] = {node: {} for node in carried}  # node -> its values -> prompts
     for index, prompt_values_ in enumerate(values):
-        for v in hypothesis.carried:
-            sharing[v].setdefault(prompt_values_[v], []).append(index)
+        for node, variables in carried.items():
+            sharing[node].setdefault(tuple(prompt_values_[v] for v in variables), []).append(index)
     base, randoms, agreeing, alone = [], [], [], 0
     for b, prompt in enumerate(dataset.clean):
         others = [i for i in by_template[prompt.template] if i != b]
@@ -176,11 +199,22 @@ def draw_scrub_sources(hypothesis: ir.Hypothesis, dataset: Dataset, seed: int) -
         base.append(b)
         randoms.append(rng.choice(others))
         chosen = []
-        for carrier, _site in sites:
-            variable, need = carrier.variable, keys[carrier.variable][prompt.template]
-            same = sharing[variable][values[b][variable]]
-            candidates = [s for s in same if s != b and need <= keys[variable][dataset.clean[s].template]]
+        for node, variables in carried.items():
+            same = sharing[node][tuple(values[b][v] for v in variables)]
+            candidates = [s for s in same if s != b and all(keys[v][prompt.template] <= keys[v][dataset.clean[s].template] for v in variables)]
             alone += not candidates
             chosen.append(rng.choice(candidates) if candidates else b)
         agreeing.append(tuple(chosen))
-    return ScrubSources(tuple(base), tuple(randoms), tuple(agreeing), alone)
+    return ScrubSources(tuple(carried), tuple(base), tuple(randoms), tuple(agreeing), alone)
+
+
+def _carried_by_node(hypothesis: ir.Hypothesis) -> dict[ir.Node, tuple[str, ...]]:
+    """Each carrier node and the variables it carries: a node in two carriers takes one source that
+    agrees on both, so that no site gets two values."""
+    carried: dict[ir.Node, list[str]] = {}
+    for carrier in hypothesis.carriers:
+        for node in carrier.nodes:
+            carried.setdefault(node, [])
+            if carrier.variable not in carried[node]:
+                carried[node].append(carrier.variable)
+    return {node: tuple(variables) for node, variables in carried.items()}

@@ -50,13 +50,17 @@ def _token_ending_at(prompt: Prompt, slot: str, start: int, stop: int, offsets: 
 
 
 def check_positions_in_templates(spec: ir.Spec, templates: dict[str, tuple[str, ...]]) -> list[DataError]:
-    """Every position the circuit or a claim names must exist in *each* template of each prompt set
-    it applies to, and every range must run forwards there (templates may order slots differently)."""
+    """Every position the circuit, a claim or a hypothesis's carrier names must exist in *each*
+    template of each prompt set it applies to, and every range must run forwards there (templates
+    may order slots differently)."""
     problems: list[DataError] = []
     uses: list[tuple[ir.Position, str | None]] = [(p, None) for member in spec.circuit.nodes for p in (*(member.q or ()), *(member.k or ()))]
     for claim in spec.expectations:
         if isinstance(claim, ir.AttendsExpectation):
             uses.extend((p, claim.on) for p in (*claim.queries, *claim.keys))
+    for hypothesis in spec.hypotheses:
+        written = dict.fromkeys(p for carrier in hypothesis.carriers for site in carrier.sites for p in site.positions)
+        uses.extend((p, hypothesis.prompt_set) for p in written)  # a carrier's nodes share its positions: each once
     for position, only in uses:
         for name, set_templates in templates.items():
             if only is None or only == name:

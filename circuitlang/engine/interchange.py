@@ -8,6 +8,9 @@ named position. The source activations are the clean run's (the engine's clean c
 the base runs from the clean residual entering the first layer that has a site, with hooks that
 overwrite each site, so the layers after a site see the source's value and compute on from it.
 
+Where two named positions of a site fall on one token of the base (`s4` and `end` in "{s1} {s2}
+{s3} {s4}") but on two of the source, the later one in the site's list gives the value.
+
 Each pair may name its own sites (the baseline draws a different node set for each pair), so the
 hooks write per row. The result per pair: the top next token over the whole vocabulary, and the
 logits of the requested token ids (the counterfactual answer and the base's answer).
@@ -27,6 +30,7 @@ from circuitlang.engine import forward
 from circuitlang.engine.bind import BoundTemplate
 from circuitlang.engine.family import Family
 from circuitlang.engine.runner import Engine
+from circuitlang.errors import DataError
 from circuitlang.ir import models as ir
 
 Sites = tuple[ir.Site, ...]
@@ -133,10 +137,23 @@ def _writes(engine: Engine, where: dict[int, tuple[BoundTemplate, int]], overwri
             writes.append(_Write(kind, layer, row, None, head, activation if head is None else activation[:, head]))
             continue
         for name, offset in expand_positions(overwrite.positions, base_template.template):
-            at_base = base_template.positions[name] + offset
-            at_source = source_template.positions[name] + offset
+            at_base = _index(base_template, name, offset, overwrite.positions)
+            at_source = _index(source_template, name, offset, overwrite.positions)
             writes.append(_Write(kind, layer, row, at_base, head, activation[at_source] if head is None else activation[at_source, head]))
     return writes
+
+
+def _index(template: BoundTemplate, name: str, offset: int, positions: tuple[ir.Position, ...]) -> int:
+    """The token index of a named position in one template, checked against its length (an offset
+    past either end would wrap around, or fail, instead of naming a token)."""
+    index = template.positions[name] + offset
+    if not 0 <= index < template.seq_len:
+        raise DataError(
+            f"position {name}{offset:+d} falls outside the prompts of template {template.template!r} ({template.seq_len} tokens)",
+            positions[0].span,
+            "use a smaller offset",
+        )
+    return index
 
 
 @torch.no_grad()
@@ -158,8 +175,10 @@ def _run(engine: Engine, template: BoundTemplate, rows: torch.Tensor, writes: li
 def _overwrite(writes: list[_Write]):
     """One hook for every write into one activation: the writes at one position and those of every
     position go in as two indexed assignments."""
-    at_one = [w for w in writes if w.index is not None]
-    at_all = [w for w in writes if w.index is None]
+    # One value per site: where two named positions of a carrier fall on one token of the base but
+    # on two of the source, the later position in the carrier's list gives it.
+    at_one = list({(w.row, w.index, w.head): w for w in writes if w.index is not None}.values())
+    at_all = list({(w.row, w.head): w for w in writes if w.index is None}.values())
 
     def assign(patched: torch.Tensor, group: list[_Write]) -> None:
         if not group:

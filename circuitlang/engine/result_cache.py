@@ -6,7 +6,7 @@ a canonical byte encoding (`encode`) of everything it depends on:
 
 - the prompt set's context (`prompt_set_context`): the cache format, the versions of
   circuitlang, torch, transformers and TransformerLens, and the source of the code that computes
-  the arrays (`engine/`, `workflows/verify.py`); the model's name, source, config, the
+  the arrays (`engine/`, `workflows/verify.py`, `workflows/interchange.py`, `data/counterfactuals.py`); the model's name, source, config, the
   SHA-256 of its loaded weights (`ModelIdentity.weights_sha256`), its tokenizer, dtype and device;
   the bound prompts (clean and corrupt token ids, positions, answer token ids), the metric and
   the answer prefix; and the prompts a forward takes at once (each template's, up to the batch
@@ -304,7 +304,8 @@ def _code_digest() -> str:
     copy (an editable install, a patched release) may compute other numbers under one version."""
     package = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
-    for path in [*sorted((package / "engine").glob("*.py")), package / "workflows" / "verify.py"]:
+    computing = [package / "workflows" / "verify.py", package / "workflows" / "interchange.py", package / "data" / "counterfactuals.py"]
+    for path in [*sorted((package / "engine").glob("*.py")), *computing]:
         digest.update(encode((path.name, path.read_bytes())))
     return digest.hexdigest()
 

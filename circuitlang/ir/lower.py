@@ -53,6 +53,7 @@ def lower(spec_file: ast.SpecFile, root: str | Path | None = None) -> ir.Spec:
     if len(errors) == before:  # a rejected edge line would make the structure look broken: one error is enough
         errors.extend(structure_errors(circuit))
     hypotheses = lower_hypotheses(items, circuit, prompt_sets, list_names, shape, model, errors)
+    _check_hypotheses_have_an_answer_field(hypotheses.lowered, prompt_sets, metric, errors)
     expectations = lower_expectations(items, circuit, prompt_sets, hypotheses, errors)
     settings = lower_settings(items, errors)
     errors.extend(static_limit_errors(lists, prompt_sets, settings))  # the limits are settings
@@ -72,6 +73,25 @@ def lower(spec_file: ast.SpecFile, root: str | Path | None = None) -> ir.Spec:
         settings=settings,
         hypotheses=hypotheses.lowered,
     )
+
+
+def _check_hypotheses_have_an_answer_field(
+    hypotheses: tuple[ir.Hypothesis, ...], prompt_sets: tuple[ir.PromptSet, ...], metric: ir.Metric | None, errors: list[CircuitlangError]
+) -> None:
+    """An interchange compares the model's top token with the hypothesis's answer, and the
+    hypothesis must reproduce the prompt set's answer field: the metric's first field. A metric
+    that names no field (kl) leaves nothing to compare."""
+    for hypothesis in hypotheses:
+        prompt_set = next(p for p in prompt_sets if p.name == hypothesis.prompt_set)
+        used = prompt_set.metric or metric
+        if used is not None and not used.args:
+            errors.append(
+                SpecError(
+                    f"the hypothesis on '{prompt_set.name}' needs an answer field, and the metric {used.name} names none",
+                    hypothesis.span,
+                    "use a metric that names the answer, e.g. logit_diff(answer, wrong), for the prompt set with the hypothesis",
+                )
+            )
 
 
 def _check_version(header: ast.Header, errors: list[CircuitlangError]) -> None:

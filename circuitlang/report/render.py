@@ -95,7 +95,7 @@ def _scrubbing(scrubbing: Scrubbing, name: str) -> Table:
 def _scrubbing_rows(scrubbing: Scrubbing) -> list[tuple[str, str]]:
     agree = f", {scrubbing.only_the_base_agrees} kept the base's own (no other prompt agrees)" if scrubbing.only_the_base_agrees else ""
     return [
-        ("F(M)", _estimate(scrubbing.f_model)),
+        ("F(M) on the scrubbed bases", _estimate(scrubbing.f_model)),
         ("F(scrubbed)", _estimate(scrubbing.f_scrubbed)),
         ("F(random)", _estimate(scrubbing.f_random)),
         ("scrubbing recovered", _estimate(scrubbing.recovered)),

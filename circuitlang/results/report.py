@@ -98,7 +98,7 @@ class InterchangeScore(Frozen):
     without_source: int  # bases no drawn source changed the answer of
     iia: Estimate  # fraction of pairs whose top next token is the counterfactual answer
     graded_iia: Estimate  # mean logit difference toward it, over the clean one (ratio of means)
-    baseline_iia: Estimate  # the same, with as many nodes of the same kinds that carry nothing declared
+    baseline_iia: Estimate | None  # the same, with as many nodes that carry nothing declared (None: the model has too few)
 
 
 class Scrubbing(Frozen):

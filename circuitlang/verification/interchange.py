@@ -8,7 +8,7 @@ Per pair i (base b, source s, counterfactual answer c, base answer a, c != a):
 IIA = mean(correct); graded IIA = mean(toward) / mean(clean) (a ratio of means, as faithfulness is:
 1 when the intervention moves the model to c as firmly as it held a, 0 when it is undecided, -1
 when nothing moved); baseline IIA = mean(correct) of the same pairs with a same-size set of nodes
-that carries nothing the hypothesis declares.
+that carries nothing the hypothesis declares (none when the model has too few such nodes).
 """
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ def interchange_score(
     correct: np.ndarray,
     toward: np.ndarray,
     clean: np.ndarray,
-    baseline_correct: np.ndarray,
+    baseline_correct: np.ndarray | None,
     resamples: Resamples,
 ) -> InterchangeScore:
-    arrays = {"correct": correct.astype(float), "toward": toward, "clean": clean, "baseline": baseline_correct.astype(float)}
+    arrays = {"correct": correct.astype(float), "toward": toward, "clean": clean}
+    if baseline_correct is not None:
+        arrays["baseline"] = baseline_correct.astype(float)
     return InterchangeScore(
         target=target,
         variable=variable,
@@ -39,7 +41,7 @@ def interchange_score(
         without_source=without_source,
         iia=resamples.estimate(arrays, lambda m: m["correct"]),
         graded_iia=resamples.estimate(arrays, lambda m: ratio(m["toward"], m["clean"])),
-        baseline_iia=resamples.estimate(arrays, lambda m: m["baseline"]),
+        baseline_iia=None if baseline_correct is None else resamples.estimate(arrays, lambda m: m["baseline"]),
     )
 
 

@@ -15,13 +15,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from circuitlang.data.counterfactuals import Pairs, check_answers, draw_pairs, draw_scrub_sources
+from circuitlang.data.counterfactuals import HighLevelModel, Pairs, check_answers, draw_pairs, draw_scrub_sources
 from circuitlang.data.datasets import _seed
 from circuitlang.engine.interchange import Overwrite, Sites, interchange, patched_metric
 from circuitlang.engine.result_cache import CachedArrays, interchange_request, scrubbing_request
 from circuitlang.engine.bind import BoundPromptSet
 from circuitlang.engine.session import Session
-from circuitlang.errors import DataError
+from circuitlang.errors import DataError, Span
 from circuitlang.ir import models as ir
 from circuitlang.results.report import InterchangeScore, Scrubbing
 from circuitlang.verification.interchange import interchange_score, scrubbing
@@ -32,21 +32,22 @@ def interchange_scores(session: Session, name: str, hypothesis: ir.Hypothesis, r
     """Per carrier (in the spec's order), then per variable (its carriers together)."""
     dataset = next(d for d in session.datasets if d.name == name)
     bound = session.bound[name]  # the engine is built only if some array is not in the result cache
-    check_answers(hypothesis, dataset, bound.metric.args[0])
+    model = HighLevelModel.of(session.spec, name)
+    check_answers(model, dataset, bound.metric.args[0])
     settings = session.spec.settings
     scores: dict[tuple[str, int | None], InterchangeScore] = {}
     for variable in hypothesis.carried:
-        pairs = draw_pairs(hypothesis, dataset, variable, settings.seed)
+        pairs = draw_pairs(model, dataset, variable, settings.seed)
         if not len(pairs):
             raise DataError(
                 f"prompt set '{name}': no pair of prompts gives {variable} a value that changes the hypothesis's answer",
                 hypothesis.span,
                 "an interchange needs prompts that differ in the variable; widen the prompt set",
             )
-        columns = _answer_columns(session, bound, pairs)
+        columns = _answer_columns(session, bound, pairs, hypothesis.answer.span)
         resamples = Resamples.draw(len(pairs), settings.bootstrap, settings.confidence, _seed(settings.seed, f"{name}/{variable}"))
         carriers = hypothesis.carriers_of(variable)
-        everyone = frozenset(node for carrier in carriers for node in carrier.nodes)
+        everyone = frozenset(node for carrier in hypothesis.carriers for node in carrier.nodes)  # the baseline avoids them all
         for index, carrier in enumerate(hypothesis.carriers):
             if carrier.variable == variable:
                 scores[(variable, index)] = _score(session, name, results, pairs, columns, resamples, carrier.sites, carrier.text, everyone)
@@ -74,11 +75,9 @@ def _score(
     n = len(pairs)
     rng = random.Random(_seed(session.spec.settings.seed, f"{pairs.variable}/baseline/{target}"))
     others = _nodes_outside(session, carriers)
-    runs: dict[str, list[Sites]] = {
-        "intervened": [sites] * n,
-        "clean": [()] * n,
-        "baseline": [_baseline_sites(sites, others, rng) for _ in range(n)],
-    }
+    runs: dict[str, list[Sites]] = {"intervened": [sites] * n, "clean": [()] * n}
+    if _baseline_possible(sites, others):
+        runs["baseline"] = [_baseline_sites(sites, others, rng) for _ in range(n)]
     arrays = _interchange_arrays(session, name, results, pairs, columns, runs)
     return interchange_score(
         target,
@@ -88,7 +87,7 @@ def _score(
         arrays["intervened correct"] == 1,
         arrays["intervened toward"],
         -arrays["clean toward"],
-        arrays["baseline correct"] == 1,
+        arrays["baseline correct"] == 1 if "baseline" in runs else None,
         resamples,
     )
 
@@ -121,7 +120,7 @@ def _per_prompt(n: int, base: Sequence[int], values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _answer_columns(session: Session, bound: BoundPromptSet, pairs: Pairs) -> np.ndarray:
+def _answer_columns(session: Session, bound: BoundPromptSet, pairs: Pairs, span: Span) -> np.ndarray:
     """[n_pairs, 2]: the counterfactual answer's token id, then the base answer's."""
     tokenizer: Any = session.model.tokenizer.backend_tokenizer
     prefix = bound.answer_prefix
@@ -135,7 +134,7 @@ def _answer_columns(session: Session, bound: BoundPromptSet, pairs: Pairs) -> np
                 raise DataError(
                     f"prompt set '{bound.name}': the hypothesis predicts the answer {prefix + text!r} "
                     f"(pair {pair}: base prompt {pairs.base[pair]}, source {pairs.source[pair]}), which is not one known token",
-                    None,
+                    span,
                     "an interchange reads one next token: keep the hypothesis's answers within the model's one-token answers",
                 )
             known[text] = ids[0]
@@ -151,28 +150,30 @@ def _nodes_outside(session: Session, carriers: frozenset[ir.Node]) -> dict[str, 
     return {"head": [n for n in heads if n not in carriers], "mlp": [n for n in mlps if n not in carriers]}
 
 
+def _baseline_possible(sites: Sites, others: dict[str, list[ir.Node]]) -> bool:
+    return len(sites) <= len(others["head"]) + len(others["mlp"])
+
+
 def _baseline_sites(sites: Sites, others: dict[str, list[ir.Node]], rng: random.Random) -> Sites:
-    """As many nodes as `sites`, none carrying the variable, at the same positions (module docstring)."""
+    """As many nodes as `sites`, none a carrier of the hypothesis, at the same positions (module
+    docstring); `_baseline_possible` says whether the model has that many."""
     kinds = [site.node.kind for site in sites]
     if all(kinds.count(kind) <= len(others[kind]) for kind in set(kinds)):
         chosen = {kind: rng.sample(others[kind], kinds.count(kind)) for kind in set(kinds)}
         nodes = [chosen[kind].pop() for kind in kinds]
     else:
-        pool = others["head"] + others["mlp"]
-        if len(pool) < len(sites):
-            return ()
-        nodes = rng.sample(pool, len(sites))
+        nodes = rng.sample(others["head"] + others["mlp"], len(sites))
     return tuple(ir.Site(node=node, positions=site.positions) for node, site in zip(nodes, sites))
 
 
 def scrubbing_score(session: Session, name: str, hypothesis: ir.Hypothesis, results: CachedArrays) -> Scrubbing:
     """Causal scrubbing (docs/verify.md): each base runs with every node outside the circuit taking
     its output, at every position, from the base's random prompt, and every carrier site from a
-    prompt that agrees with the base on the carrier's variable (drawn per site); the circuit's
+    prompt that agrees with the base on the variables its node carries (drawn per node); the circuit's
     other nodes compute on from there."""
     dataset = next(d for d in session.datasets if d.name == name)
     settings = session.spec.settings
-    sources = draw_scrub_sources(hypothesis, dataset, settings.seed)
+    sources = draw_scrub_sources(HighLevelModel.of(session.spec, name), dataset, settings.seed)
     if not sources.base:
         raise DataError(
             f"prompt set '{name}': every template has one prompt, so causal scrubbing has nothing to resample from",
@@ -183,8 +184,9 @@ def scrubbing_score(session: Session, name: str, hypothesis: ir.Hypothesis, resu
     outside = [node for nodes in _nodes_outside(session, circuit).values() for node in nodes]
     sites = [site for carrier in hypothesis.carriers for site in carrier.sites]
     overwrites = [
-        tuple(Overwrite(node, None, r) for node in outside) + tuple(Overwrite(site.node, site.positions, s) for site, s in zip(sites, agreeing))
-        for r, agreeing in zip(sources.random, sources.agreeing)
+        tuple(Overwrite(node, None, r) for node in outside)
+        + tuple(Overwrite(site.node, site.positions, sources.source_of(i, site.node)) for site in sites)
+        for i, r in enumerate(sources.random)
     ]
     bases = list(sources.base)
     resamples = Resamples.draw(len(bases), settings.bootstrap, settings.confidence, _seed(settings.seed, f"{name}/scrubbing"))

@@ -97,3 +97,25 @@ def test_an_interchange_with_the_source_equal_to_the_base_changes_nothing(run) -
     same = interchange(run.session.engine(), [SITES["mlp 2 and head 3.1 at end"]] * 2, [4, 9], [4, 9], columns)
     clean = interchange(run.session.engine(), [()] * 2, [4, 9], [4, 9], columns)
     np.testing.assert_allclose(same.logits, clean.logits, atol=1e-5, rtol=1e-6)
+
+
+def test_base_and_source_of_different_templates_exchange_by_name(tmp_path) -> None:
+    """Two templates of different lengths: `s4` and `end` are other token indices in each, and a
+    pair takes the source's value at the source's own index."""
+    text = (SPECS / "organism_incr_digits.circ").read_text()
+    spec = tmp_path / "two.circ"
+    spec.write_text(text.replace('  template "{s1} {s2} {s3} {s4}"\n', '  template "{s1} {s2} {s3} {s4}"\n  template "{s2} {s3} {s4}"\n'))
+    two = cl.open_run(cl.load(spec))
+    bound = two.session.bound[two.spec.prompt_sets[0].name]
+    first, second = bound.templates
+    assert first.positions["s4"] != second.positions["s4"]
+    sites = (
+        ir.Site(node=ir.HeadNode(layer=1, head=2), positions=(ir.PositionRef(name="s4", span=SPAN),)),
+        ir.Site(node=ir.MlpNode(layer=0), positions=END),
+    )
+    base = [first.prompt_indices[0], second.prompt_indices[3], first.prompt_indices[7]]
+    source = [second.prompt_indices[5], first.prompt_indices[2], second.prompt_indices[9]]
+    columns = torch.tensor([[1, 2], [3, 4], [5, 6]])
+    result = interchange(two.session.engine(), [sites] * 3, base, source, columns)
+    for i, (b, s) in enumerate(zip(base, source)):
+        torch.testing.assert_close(torch.from_numpy(result.logits[i]), reference(two, sites, b, s)[columns[i]], atol=1e-4, rtol=1e-5)

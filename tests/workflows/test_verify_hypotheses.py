@@ -14,7 +14,7 @@ import torch
 
 import circuitlang as cl
 from circuitlang.cli import main
-from circuitlang.data.counterfactuals import draw_pairs, evaluate_model, prompt_values
+from circuitlang.data.counterfactuals import HighLevelModel, draw_pairs, prompt_values
 from circuitlang.errors import EXIT_CLAIM_FAILED, EXIT_OK, DataError
 from tests.conftest import SPECS
 
@@ -68,8 +68,7 @@ def test_a_hypothesis_that_does_not_reproduce_the_task_is_an_error(tmp_path: Pat
 def test_every_number_equals_a_computation_by_hand(report) -> None:
     run = cl.open_run(cl.load(SPEC))
     (dataset,) = run.datasets
-    hypothesis = run.spec.hypotheses[0]
-    pairs = draw_pairs(hypothesis, dataset, "next", run.spec.settings.seed)
+    pairs = draw_pairs(HighLevelModel.of(run.spec, "digits"), dataset, "next", run.spec.settings.seed)
     tokenizer = run.model.tokenizer
     correct, toward, clean = [], [], []
     for b, s, c, a in zip(pairs.base, pairs.source, pairs.counterfactual, pairs.answer):
@@ -112,14 +111,14 @@ def test_pairs_follow_the_documented_rule() -> None:
     from circuitlang.data.datasets import expand_all
 
     (dataset,) = expand_all(spec)
-    hypothesis = spec.hypotheses[0]
-    pairs = draw_pairs(hypothesis, dataset, "next", seed=0)
-    assert pairs == draw_pairs(hypothesis, dataset, "next", seed=0)
-    assert pairs != draw_pairs(hypothesis, dataset, "next", seed=1)
+    model = HighLevelModel.of(spec, "digits")
+    pairs = draw_pairs(model, dataset, "next", seed=0)
+    assert pairs == draw_pairs(model, dataset, "next", seed=0)
+    assert pairs != draw_pairs(model, dataset, "next", seed=1)
     for b, s, c, a in zip(pairs.base, pairs.source, pairs.counterfactual, pairs.answer):
         base, source = prompt_values(dataset.clean[b]), prompt_values(dataset.clean[s])
         assert base["s4"] + base["d"] == int(a) and source["s4"] + source["d"] == int(c) != int(a)
-        assert evaluate_model(hypothesis, dataset.clean[b], {"next": source["s4"] + source["d"]})[1] == c
+        assert model.evaluate(dataset.clean[b], {"next": source["s4"] + source["d"]})[1] == c
 
 
 @pytest.mark.slow
@@ -142,9 +141,9 @@ def test_random_is_not_used_here() -> None:
     from circuitlang.data.datasets import expand_all
 
     (dataset,) = expand_all(spec)
-    first = draw_pairs(spec.hypotheses[0], dataset, "next", seed=0)
+    first = draw_pairs(HighLevelModel.of(spec, "digits"), dataset, "next", seed=0)
     random.seed(1)
-    assert draw_pairs(spec.hypotheses[0], dataset, "next", seed=0) == first
+    assert draw_pairs(HighLevelModel.of(spec, "digits"), dataset, "next", seed=0) == first
 
 
 def test_scrubbing_equals_a_computation_by_hand(report) -> None:
@@ -156,7 +155,7 @@ def test_scrubbing_equals_a_computation_by_hand(report) -> None:
     run = cl.open_run(cl.load(SPEC))
     (dataset,) = run.datasets
     spec = run.spec
-    sources = draw_scrub_sources(spec.hypotheses[0], dataset, spec.settings.seed)
+    sources = draw_scrub_sources(HighLevelModel.of(spec, "digits"), dataset, spec.settings.seed)
     (template,) = run.session.bound["digits"].templates
     end, bridge = template.positions["end"], run.model.bridge
     circuit = {str(member.node) for member in spec.circuit.nodes}
@@ -223,7 +222,7 @@ def test_an_identical_run_reads_the_interchange_and_scrubbing_arrays_from_the_ca
     from tests.engine.test_result_cache import Forwards, cache_use, run_verify, without_cache_fields
 
     spec = tmp_path / "variables.circ"
-    spec.write_text(SPEC.read_text().replace('"organism:seqcont"', '"organism:seqcont"'))
+    spec.write_text(SPEC.read_text())
     cold = run_verify(spec, tmp_path / "cache", monkeypatch)
     forwards = Forwards(monkeypatch)
     warm = run_verify(spec, tmp_path / "cache", monkeypatch)
@@ -231,3 +230,58 @@ def test_an_identical_run_reads_the_interchange_and_scrubbing_arrays_from_the_ca
     assert forwards.total == 0, forwards.counts
     assert without_cache_fields(warm) == without_cache_fields(cold)
     assert cold["prompt_sets"][0]["interchange"] and cold["prompt_sets"][0]["scrubbing"]
+
+
+def test_carrier_positions_are_checked_in_every_template_and_against_the_prompts_length(tmp_path: Path) -> None:
+    template = '  template "{s1} {s2} {s3} {s4}"\n'
+    two_templates = SPEC.read_text().replace(template, template + '  template "{s2} {s3} {s4}"\n')
+    spec = tmp_path / "missing.circ"
+    spec.write_text(two_templates.replace("mlp 0, 1 at end carries next", "mlp 0, 1 at s1, end carries next"))
+    with pytest.raises(DataError, match="position 's1' is not a slot of template #1"):
+        cl.verify(spec)
+    spec.write_text(SPEC.read_text().replace("mlp 0, 1 at end carries next", "mlp 0, 1 at bos-1 carries next"))
+    with pytest.raises(DataError, match="position bos-1 falls outside"):
+        cl.verify(spec)
+
+
+def test_a_hypothesis_needs_a_metric_that_names_the_answer(tmp_path: Path) -> None:
+    from circuitlang.errors import SpecError
+
+    spec = tmp_path / "kl.circ"
+    spec.write_text(SPEC.read_text().replace("metric logit_diff(answer, wrong)", "metric kl"))
+    with pytest.raises(SpecError, match="needs an answer field, and the metric kl names none"):
+        cl.load(spec)
+
+
+def test_a_hypothesis_reads_the_specs_lists(tmp_path: Path) -> None:
+    """`steps[0]` is the spec's list: the high-level model sees it as the prompt sets do."""
+    from circuitlang.data.counterfactuals import check_answers
+    from circuitlang.data.datasets import expand_all
+
+    spec_path = tmp_path / "lists.circ"
+    text = SPEC.read_text().replace("next = s4 + d", "next = s4 + d + steps[0]")
+    spec_path.write_text(text.replace("prompts digits {", "list steps = [0, 1]\n\nprompts digits {"))
+    spec = cl.load(spec_path)
+    (dataset,) = expand_all(spec)
+    check_answers(HighLevelModel.of(spec, "digits"), dataset, "answer")  # raises if the list were unknown
+    wrong = HighLevelModel.of(spec.model_copy(update={"lists": ()}), "digits")
+    with pytest.raises(DataError, match="unknown list 'steps'"):
+        check_answers(wrong, dataset, "answer")
+
+
+def test_a_node_in_two_carriers_takes_one_source_that_agrees_on_both(tmp_path: Path) -> None:
+    from circuitlang.data.counterfactuals import draw_scrub_sources
+    from circuitlang.data.datasets import expand_all
+
+    spec_path = tmp_path / "two.circ"
+    carrier = "  mlp 0, 1 at end carries next\n"
+    spec_path.write_text(SPEC.read_text().replace(carrier, carrier + "  mlp 0 at end carries d\n"))
+    spec = cl.load(spec_path)
+    (dataset,) = expand_all(spec)
+    sources = draw_scrub_sources(HighLevelModel.of(spec, "digits"), dataset, seed=0)
+    assert [str(node) for node in sources.nodes] == ["mlp 0", "mlp 1"]
+    mlp0 = sources.nodes[0]
+    for i, b in enumerate(sources.base):
+        s = sources.source_of(i, mlp0)
+        base, source = prompt_values(dataset.clean[b]), prompt_values(dataset.clean[s])
+        assert (source["s4"] + source["d"], source["d"]) == (base["s4"] + base["d"], base["d"])
