@@ -181,7 +181,8 @@ class Report(Frozen):
 
     def table(self, name: str = "claims", kind: str = "auto"):
         """One of the report's tidy tables (results.tidy.REPORT_TABLES: claims, faithfulness,
-        completeness, minimality, edges, audit, node_scores), every prompt set in one table: a pandas
+        completeness, minimality, edges, audit, node_scores, interchange, scrubbing), every prompt set
+        in one table: a pandas
         DataFrame when pandas is installed, else a numpy structured array (`kind=` chooses)."""
         return tidy(report_rows(self, name), kind)
 

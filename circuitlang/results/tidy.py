@@ -112,6 +112,32 @@ def _node_scores(report: PromptSetReport) -> list[Row]:
     ]
 
 
+def _interchange(report: PromptSetReport) -> list[Row]:
+    return [
+        {
+            "prompt_set": report.name,
+            "target": score.target,
+            "variable": score.variable,
+            "nodes": " ".join(score.nodes),
+            "pairs": score.pairs,
+            **estimate_columns("iia", score.iia),
+            **estimate_columns("graded_iia", score.graded_iia),
+            **estimate_columns("baseline_iia", score.baseline_iia),
+        }
+        for score in report.interchange
+    ]
+
+
+def _scrubbing(report: PromptSetReport) -> list[Row]:
+    scrubbing = report.scrubbing
+    if scrubbing is None:
+        return []
+    row: Row = {"prompt_set": report.name, "prompts": scrubbing.prompts, "sites": scrubbing.sites}
+    for name in ("f_model", "f_scrubbed", "f_random", "recovered"):
+        row |= estimate_columns(name, getattr(scrubbing, name))
+    return [row]
+
+
 PER_PROMPT_SET: dict[str, Callable[[PromptSetReport], list[Row]]] = {
     "faithfulness": _faithfulness,
     "completeness": _completeness,
@@ -119,6 +145,8 @@ PER_PROMPT_SET: dict[str, Callable[[PromptSetReport], list[Row]]] = {
     "edges": _edges,
     "audit": _audit,
     "node_scores": _node_scores,
+    "interchange": _interchange,
+    "scrubbing": _scrubbing,
 }
 REPORT_TABLES = ("claims", *PER_PROMPT_SET)
 

@@ -285,3 +285,11 @@ def test_a_node_in_two_carriers_takes_one_source_that_agrees_on_both(tmp_path: P
         s = sources.source_of(i, mlp0)
         base, source = prompt_values(dataset.clean[b]), prompt_values(dataset.clean[s])
         assert (source["s4"] + source["d"], source["d"]) == (base["s4"] + base["d"], base["d"])
+
+
+def test_the_tidy_tables_carry_the_same_numbers(report) -> None:
+    (carrier, _) = report.prompt_sets[0].interchange
+    rows = report.table("interchange", kind="records")
+    assert rows[0]["target"] == carrier.target and rows[0]["iia"] == carrier.iia.value and rows[0]["graded_iia_low"] == carrier.graded_iia.low
+    (scrubbing,) = report.table("scrubbing", kind="records")
+    assert scrubbing["recovered"] == report.prompt_sets[0].scrubbing.recovered.value
