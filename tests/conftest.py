@@ -36,6 +36,7 @@ os.environ["HF_HOME"] = TEST_HF_HOME
 # The same for verify's result cache: the session's own folder, never the user's ~/.cache.
 TEST_CACHE_DIR = session_folder("CIRCUITLANG_TEST_CACHE_DIR", "circuitlang-test-cache-")
 os.environ["CIRCUITLANG_CACHE_DIR"] = TEST_CACHE_DIR
+os.environ.setdefault("CIRCUITLANG_CACHE_KEY", "circuitlang tests")  # the key file stays out of the home folder
 
 from pathlib import Path
 

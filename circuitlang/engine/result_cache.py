@@ -21,19 +21,31 @@ Nothing else enters a per-prompt array (the seed, the bootstrap and the claims a
 afterwards), so an edited claim reads everything from the cache and an edited circuit recomputes
 only the variants that changed.
 
-On disk: one file per array, `ROOT/v1/ab/abcd….f64`: a header (magic, format version, the key,
-the count), the values, and a SHA-256 of both. A reader checks all of it, so a torn, truncated or
-misfiled entry is a miss, never a wrong number; a writer writes a temporary file in the same
+On disk: one file per array, `ROOT/v2/ab/abcd….f64`: a header (magic, format version, the key,
+the count), the values, and an HMAC-SHA256 of both under a secret only the user holds (the trust
+model, below). A reader checks all of it, so a torn, truncated, misfiled or forged entry is a
+miss, never a wrong number; a writer writes a temporary file in the same
 folder and renames it over the entry, so concurrent runs see an entry whole or not at all. No
 pickle: an entry is numbers. The cache is bounded (`CIRCUITLANG_CACHE_LIMIT`, 1 GiB by default):
 after a run that wrote to it, the least recently used entries go (a read refreshes an entry's
 modification time) until it is back under 90% of its limit.
+
+Trust model: an array decides a verdict, so the cache holds only arrays this user's own runs
+wrote. Each entry carries an HMAC under a secret that never enters the cache folder:
+`$CIRCUITLANG_CACHE_KEY` (a CI secret), else a key file in the user's config folder
+(`$XDG_CONFIG_HOME/circuitlang/cache-key`, made on first use, readable by the user alone). Anyone
+who can write the folder but lacks the secret (another user, a cache artifact restored from a
+fork's run) can only cause misses. A cache folder that is not the user's own, or that others may
+write, is not used at all, nor is a key file others may read; the report says why. Nothing in the
+folder is followed if it is a link: entries are opened without following links, and eviction
+lists and removes only regular files.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -41,6 +53,7 @@ import struct
 import time
 from importlib import metadata
 from pathlib import Path
+from stat import S_ISLNK, S_ISREG
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
@@ -56,8 +69,9 @@ if TYPE_CHECKING:
     from circuitlang.engine.path_patching import Receiver
     from circuitlang.engine.variants import Variant
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: entries authenticated (HMAC-SHA256); v1 folders are never read
 CACHE_DIR_VARIABLE = "CIRCUITLANG_CACHE_DIR"
+KEY_VARIABLE = "CIRCUITLANG_CACHE_KEY"
 LIMIT_VARIABLE = "CIRCUITLANG_CACHE_LIMIT"
 DEFAULT_LIMIT_BYTES = 1 << 30
 TRIM_TO = 0.9  # evict below the limit, so that the next run's few new entries do not evict again
@@ -77,12 +91,19 @@ _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 class ResultCache:
     """Arrays of float64 on disk under 32-byte keys; every failure to read is a miss, every
-    failure to write is ignored (a full disk or a read-only cache costs time, never the run)."""
+    failure to write is ignored (a full disk or a read-only cache costs time, never the run).
+    `refused`: why the cache is not used (a folder others may write, a key others may read); a
+    refused cache reads and writes nothing."""
 
-    def __init__(self, root: Path, limit_bytes: int = DEFAULT_LIMIT_BYTES) -> None:
+    def __init__(self, root: Path, limit_bytes: int = DEFAULT_LIMIT_BYTES, secret: bytes | None = None) -> None:
         self.root = Path(root)
         self.limit_bytes = limit_bytes
         self.written_bytes = 0  # on disk, written by this process since its last trim
+        self.refused: str | None = None
+        if secret is None:
+            secret, self.refused = user_secret()
+        self.secret = secret or b""
+        self.refused = self.refused or untrusted_folder(self.root)
 
     @classmethod
     def from_environment(cls) -> "ResultCache":
@@ -93,20 +114,22 @@ class ResultCache:
         return self.root / f"v{FORMAT_VERSION}" / name[:2] / f"{name}.f64"
 
     def get(self, key: bytes, length: int) -> np.ndarray | None:
-        path = self.path_of(key)
-        try:
-            values = _decoded(path.read_bytes(), key, length)
-        except OSError:
+        if self.refused:
             return None
+        path = self.path_of(key)
+        data = _read_regular_file(path, _HEADER.size + 8 * length + _CHECKSUM_BYTES)
+        values = None if data is None else _decoded(data, key, length, self.secret)
         if values is not None:
             _touch(path)
         return values
 
     def put(self, key: bytes, values: np.ndarray) -> None:
+        if self.refused:
+            return
         path = self.path_of(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            data = _encoded(key, values)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            data = _encoded(key, values, self.secret)
             write_then_rename(path, data, PRIVATE)  # no fsync: a torn entry fails its checksum, a miss
         except OSError:
             return
@@ -117,6 +140,8 @@ class ResultCache:
         the bytes on disk (each run that writes adds its own), so the folder is listed only when
         the ledger says the limit is reached, or cannot be read; two runs adding at once may lose
         one's bytes, which only puts the next listing off."""
+        if self.refused:
+            return
         recorded = self._recorded_usage()
         estimate = None if recorded is None else recorded + self.written_bytes
         self.written_bytes = 0
@@ -138,9 +163,10 @@ class ResultCache:
         return sum(size for _, size, _ in self._entries())
 
     def _recorded_usage(self) -> int | None:
+        data = _read_regular_file(self._ledger(), None, limit=64)
         try:
-            return int(self._ledger().read_text(encoding="ascii"))
-        except (OSError, ValueError):
+            return None if data is None else int(data.decode("ascii"))
+        except ValueError:
             return None
 
     def _record_usage(self, total: int) -> None:
@@ -156,11 +182,13 @@ class ResultCache:
         """(last used, bytes on disk, path) of every entry; stale temporary files are removed."""
         found, now = [], time.time()
         for shard in _listing(self.root / f"v{FORMAT_VERSION}"):
-            if not shard.is_dir():
+            if not shard.is_dir(follow_symlinks=False):  # a link is never followed: eviction stays in the folder
                 continue
             for entry in _listing(Path(shard.path)):
                 try:
-                    stat = entry.stat()
+                    if not entry.is_file(follow_symlinks=False):
+                        continue
+                    stat = entry.stat(follow_symlinks=False)
                 except OSError:  # evicted by another run meanwhile
                     continue
                 if not entry.name.startswith(_TEMPORARY_PREFIX):
@@ -185,18 +213,20 @@ def limit_from_environment() -> int:
     return int(match.group(1)) * _UNITS[match.group(2).upper()] if match else DEFAULT_LIMIT_BYTES
 
 
-def _encoded(key: bytes, values: np.ndarray) -> bytes:
+def _encoded(key: bytes, values: np.ndarray, secret: bytes) -> bytes:
     payload = np.ascontiguousarray(values, dtype="<f8").reshape(-1).tobytes()
     body = _HEADER.pack(_MAGIC, FORMAT_VERSION, key, len(payload) // 8) + payload
-    return body + hashlib.sha256(body).digest()
+    return body + hmac.new(secret, body, hashlib.sha256).digest()
 
 
-def _decoded(data: bytes, key: bytes, length: int) -> np.ndarray | None:
-    """The values of an entry that is whole and filed under `key`, else None."""
+def _decoded(data: bytes, key: bytes, length: int, secret: bytes) -> np.ndarray | None:
+    """The values of an entry that is whole, filed under `key` and written with `secret`, else None."""
     if len(data) != _HEADER.size + 8 * length + _CHECKSUM_BYTES:
         return None
     body, checksum = data[:-_CHECKSUM_BYTES], data[-_CHECKSUM_BYTES:]
-    if hashlib.sha256(body).digest() != checksum or _HEADER.unpack_from(body) != (_MAGIC, FORMAT_VERSION, key, length):
+    if not hmac.compare_digest(hmac.new(secret, body, hashlib.sha256).digest(), checksum):
+        return None
+    if _HEADER.unpack_from(body) != (_MAGIC, FORMAT_VERSION, key, length):
         return None
     return np.frombuffer(body, dtype="<f8", offset=_HEADER.size).astype(np.float64)
 
@@ -209,10 +239,91 @@ def _touch(path: Path) -> None:
 
 
 def _remove(path: str | Path) -> None:
+    """Unlink a regular file; a link is unlinked itself by os.unlink, never what it points to."""
     try:
         os.unlink(path)
     except OSError:
         pass
+
+
+def _read_regular_file(path: Path, size: int | None, limit: int = 0) -> bytes | None:
+    """The bytes of `path` if it is a regular file (not followed if it is a link) of exactly
+    `size` bytes (or at most `limit`), else None: a link to /dev/zero or a huge file is a miss."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    try:
+        stat = os.fstat(descriptor)
+        if not S_ISREG(stat.st_mode) or (size is not None and stat.st_size != size) or (size is None and stat.st_size > limit):
+            return None
+        with os.fdopen(descriptor, "rb", closefd=False) as file:
+            return file.read((stat.st_size if size is None else size) + 1)  # one more: a file that grew is a miss
+    except OSError:
+        return None
+    finally:
+        os.close(descriptor)
+
+
+# ---- trust ---------------------------------------------------------------------------------------
+
+
+def user_secret() -> tuple[bytes | None, str | None]:
+    """(the secret entries are authenticated with, None) or (None, why there is none)."""
+    if os.environ.get(KEY_VARIABLE):
+        return hashlib.sha256(os.environ[KEY_VARIABLE].encode()).digest(), None
+    path = key_path()
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(os.urandom(32))
+    except FileExistsError:
+        pass
+    except OSError as error:
+        return None, f"no key file at {path} ({error.strerror})"
+    problem = _not_private(path, "key file")
+    if problem:
+        return None, problem
+    data = _read_regular_file(path, 32)
+    return (data, None) if data is not None else (None, f"the key file {path} is not 32 bytes: delete it to make a new one")
+
+
+def key_path() -> Path:
+    xdg = os.environ.get("XDG_CONFIG_HOME", "")
+    return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".config") / "circuitlang" / "cache-key"
+
+
+def untrusted_folder(root: Path) -> str | None:
+    """Why the cache folder must not be used, or None: it must be this user's own directory (made
+    private if missing), not a link, and writable by no one else."""
+    try:
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError:
+        return None  # unwritable: every write fails quietly, every read misses
+    for folder in (root, root / f"v{FORMAT_VERSION}"):
+        if os.path.lexists(folder):
+            problem = _not_private(folder, "cache folder", writable_only=True)
+            if problem:
+                return problem
+    return None
+
+
+def _not_private(path: Path, what: str, writable_only: bool = False) -> str | None:
+    if not hasattr(os, "getuid"):
+        return None  # no owners and modes to check (Windows): the folder's ACLs decide
+    try:
+        stat = os.lstat(path)
+    except OSError as error:
+        return f"the {what} {path} cannot be read ({error.strerror})"
+    others = 0o022 if writable_only else 0o077
+    if S_ISLNK(stat.st_mode):
+        return f"the {what} {path} is a link"
+    if stat.st_uid != os.getuid():
+        return f"the {what} {path} belongs to another user"
+    if stat.st_mode & others:
+        return f"others may {'write' if writable_only else 'read or write'} the {what} {path} (chmod go-rwx)"
+    return None
 
 
 def _listing(folder: Path) -> list[os.DirEntry]:

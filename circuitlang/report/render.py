@@ -134,6 +134,8 @@ def _summary(prompt_set: PromptSetReport, report: Report) -> Table:
 
 def _cache_line(prompt_set: PromptSetReport) -> str:
     use = prompt_set.cache
+    if use.refused:
+        return f"result cache: not used ({use.refused}), {use.misses} results computed"
     if not use.enabled:
         return f"result cache: off, {use.misses} results computed"
     return f"result cache: {use.hits} of {use.hits + use.misses} results reused, {use.misses} computed"

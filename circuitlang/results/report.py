@@ -85,6 +85,7 @@ class ResultCacheUse(Frozen):
     enabled: bool = False  # false with `verify --no-cache`, and in reports made before the cache
     hits: int = 0  # arrays read from the cache
     misses: int = 0  # arrays computed (and stored, when enabled)
+    refused: str = ""  # why the cache was not used although asked for (a folder others may write, ...)
 
 
 class InterchangeScore(Frozen):

@@ -97,7 +97,8 @@ def spec_hash(spec: ir.Spec) -> str:
 
 
 def _cache_use(cache: ResultCache | None, results: CachedArrays) -> ResultCacheUse:
-    return ResultCacheUse(enabled=cache is not None, hits=results.hits, misses=results.misses)
+    refused = cache.refused or "" if cache is not None else ""
+    return ResultCacheUse(enabled=cache is not None and not refused, hits=results.hits, misses=results.misses, refused=refused)
 
 
 # ---- what the steps share ----------------------------------------------------------------------

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from circuitlang.cli import main
-from circuitlang.engine.result_cache import CACHE_DIR_VARIABLE, ResultCache, encode
+from circuitlang.engine.result_cache import CACHE_DIR_VARIABLE, FORMAT_VERSION, ResultCache, encode
 from tests.conftest import ROOT, SPECS, fast_cases
 
 ORGANISM = SPECS / "organism_incr_digits.circ"
@@ -314,7 +314,7 @@ def test_entries_are_written_by_the_one_atomic_writer_and_stay_private(tmp_path)
         cache.trim()
     finally:
         os.umask(umask)
-    written = [cache.path_of(key(1)), tmp_path / "v1" / "usage"]
+    written = [cache.path_of(key(1)), tmp_path / f"v{FORMAT_VERSION}" / "usage"]
     assert [oct(os.stat(path).st_mode & 0o777) for path in written] == [oct(0o600)] * 2
     assert not list(tmp_path.rglob(".*.tmp"))
 
