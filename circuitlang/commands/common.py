@@ -17,6 +17,7 @@ from circuitlang.errors import InputError
 from circuitlang.ir import models as ir
 from circuitlang.ir.lower import load_spec
 from circuitlang.ir.suggest import did_you_mean
+from circuitlang.report.files import special_target
 
 if TYPE_CHECKING:  # torch is imported only by commands that run a model
     from circuitlang.engine.session import Session
@@ -95,6 +96,9 @@ def why_unwritable(path: Path | None) -> str:
         return ""
     if path.is_dir():
         return "it is a directory"
+    special = special_target(path)
+    if special:
+        return special
     folder = next((p for p in path.resolve().parents if p.exists()), None)
     if folder is not None and not (folder.is_dir() and os.access(folder, os.W_OK)):
         return f"{folder} is not a writable folder"

@@ -366,14 +366,23 @@ def _meminfo_available() -> int | None:
     return None
 
 
-def _cgroup_room() -> int | None:
-    """cgroup v2: the limit less what the group uses ("max" is no limit)."""
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
-        return None if limit == "max" else max(0, int(limit) - used)
-    except (OSError, ValueError):
-        return None
+CGROUP = Path("/sys/fs/cgroup")
+NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as the largest page-aligned int64
+
+
+def _cgroup_room(root: Path = CGROUP) -> int | None:
+    """The container's limit less what its group uses: cgroup v2 (`memory.max`, "max" is no
+    limit), else cgroup v1 (`memory/memory.limit_in_bytes`, a huge number is no limit)."""
+    for limit_file, used_file in (("memory.max", "memory.current"), ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+        try:
+            limit = (root / limit_file).read_text().strip()
+            used = int((root / used_file).read_text())
+        except (OSError, ValueError):
+            continue
+        if limit == "max" or not limit.isdigit() or int(limit) >= NO_LIMIT:
+            return None
+        return max(0, int(limit) - used)
+    return None
 
 
 def process_memory() -> int:

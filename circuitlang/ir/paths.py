@@ -9,6 +9,7 @@ folder named with `--root`. The check runs before the file is opened.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from circuitlang.errors import Span, SpecError
@@ -17,14 +18,16 @@ ROOT_HINT = "keep the files a spec names in its folder or below it, or name a wi
 
 
 def default_root(spec_path: str | Path) -> Path:
-    """The root when none is named: the folder of the spec given on the command line."""
-    return Path(spec_path).resolve().parent
+    """The root when none is named: the folder of the spec as given on the command line. A spec
+    that is a link is not followed for this: `proj/top.circ -> ../outside/top.circ` keeps the root
+    at `proj/`, so a link cannot widen what the spec may read."""
+    return Path(os.path.abspath(spec_path)).parent
 
 
 def confined(written: str, span: Span, root: Path, what: str) -> Path:
     """`written`, relative to the folder of the file at `span`, resolved and checked to lie in
     `root`; a `SpecError` at `span` otherwise. The error names the root, never file content."""
-    base = Path(span.path).resolve().parent
+    base = Path(os.path.abspath(span.path)).parent  # the folder the file was named in, as for the root
     try:
         path = (base / Path(written).expanduser()).resolve()
     except (OSError, RuntimeError, ValueError) as error:  # symlink loops, names the OS refuses

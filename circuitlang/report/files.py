@@ -7,6 +7,7 @@ Light on purpose (standard library only: no numpy, no torch): `check`, `fmt`, `d
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -14,11 +15,38 @@ import tempfile
 from pathlib import Path
 
 
+class NotARegularFile(OSError):
+    """An output path that names something other than a regular file: a device, a FIFO, a socket,
+    a folder, or a link. Renaming a file over it would replace the node itself (`-o /dev/null` as
+    root would replace the system's), and writing through a link writes where it points; so such
+    a target is refused, and the message says what to give instead."""
+
+
+def special_target(path: Path) -> str:
+    """Why `path` must not be written, or "" when it is missing or a regular file."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return ""
+    except OSError:
+        return ""  # the write itself will say what is wrong
+    if stat.S_ISLNK(mode):
+        return "it is a link; give the file it points to, or - for standard output"
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a device, a FIFO or a socket"
+        return f"it is {kind}, not a regular file; give a file path, or - for standard output"
+    return ""
+
+
 def write_atomically(path: Path, content: str | bytes) -> None:
     """Write to a temporary file beside `path`, then rename: readers never see half a file. The
     one writer of every output file (reports, specs, graphs, pictures). An existing file keeps its
     permissions; a temporary file left by a writer that was killed (SIGKILL runs no cleanup) is
-    removed by the next write to the same path."""
+    removed by the next write to the same path. A target that is not a regular file is refused
+    (`NotARegularFile`)."""
+    why = special_target(path)
+    if why:
+        raise NotARegularFile(errno.EINVAL, why, str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_orphans(path)
     write_then_rename(path, content.encode("utf-8") if isinstance(content, str) else content, _mode_for(path))

@@ -201,3 +201,16 @@ def test_a_hypothesis_counts_a_batch_of_logits_over_the_vocabulary(tmp_path):
     path.write_text(path.read_text() + "\nhypothesis {\n  answer = s4 + 1\n  mlp 0 at end carries s4\n}\n")
     vocab = model_size(load_spec(path).model, load_spec(path).shape).vocab  # type: ignore[union-attr]
     assert largest(path) - plain == 8 * vocab * memory.BYTES_PER_FLOAT
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_a_containers_memory_limit_is_read_under_cgroup_v1_and_v2(tmp_path, version):
+    """A 250 MB limit of which 50 MB are used leaves 200 MB, whichever cgroup version says so."""
+    folder = tmp_path / "memory" if version == "v1" else tmp_path
+    folder.mkdir(exist_ok=True)
+    limit, used = ("memory.limit_in_bytes", "memory.usage_in_bytes") if version == "v1" else ("memory.max", "memory.current")
+    (folder / limit).write_text(f"{250 * 2**20}\n")
+    (folder / used).write_text(f"{50 * 2**20}\n")
+    assert memory._cgroup_room(tmp_path) == 200 * 2**20
+    (folder / limit).write_text("9223372036854771712\n" if version == "v1" else "max\n")
+    assert memory._cgroup_room(tmp_path) is None

@@ -75,6 +75,20 @@ def test_a_symlink_out_of_the_project_is_refused(project, capsys):
     assert code == 2 and "the data file 'innocent.csv' is outside the project root" in out and SECRET not in out
 
 
+def test_a_spec_given_as_a_link_keeps_the_root_where_it_was_given(project, capsys):
+    """`project/top.circ -> ../outside/top.circ`: the root stays `project/`, so the spec cannot read
+    the secret beside its target (following the link would have moved the root to `outside/`)."""
+    outside = project.parent / "outside"
+    target = write(outside, data="secret.csv", name="top.circ")
+    (project / "top.circ").symlink_to(target)
+    code, out = checked(capsys, str(project / "top.circ"))
+    assert code == 2 and SECRET not in out
+    assert f"is outside the project root {project}" in out or "no such file" in out.lower() or "not found" in out.lower()
+    (project / "wide.circ").symlink_to(write(outside, data="../outside/secret.csv", name="wide.circ"))
+    code, out = checked(capsys, str(project / "wide.circ"))
+    assert code == 2 and f"the data file '../outside/secret.csv' is outside the project root {project}" in out
+
+
 def test_a_corrupt_file_a_used_file_and_a_model_folder_outside_are_refused(project, capsys):
     (project.parent / "outside" / "model").mkdir()
     (project.parent / "outside" / "model" / "config.json").write_text('{"n_layer": 2, "n_head": 2}')

@@ -104,3 +104,25 @@ def test_verify_tables_show_role_names_as_written(tmp_path):
     )
     assert result.returncode in (0, 1), result.stderr
     assert "[bold]mover :x:" in result.stdout and "❌" not in result.stdout
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link to a file", "link to stdout"])
+def test_an_output_that_is_not_a_regular_file_is_refused_and_left_as_it_was(tmp_path, capsys, kind):
+    """Renaming a report over a FIFO, a device or a link would replace the node itself (as root,
+    `-o /dev/null` would replace the system's); writing through a link writes where it points."""
+    target = tmp_path / "out.json"
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "link to a file":
+        (tmp_path / "elsewhere.json").write_text("kept")
+        target.symlink_to(tmp_path / "elsewhere.json")
+    else:
+        target.symlink_to("/proc/self/fd/1")
+    before = os.lstat(target)
+    assert main(["verify", str(SPECS / "organism_incr_digits.circ"), "--format", "json", "-o", str(target)]) == 3
+    err = capsys.readouterr().err
+    assert "not a regular file" in err or "it is a link" in err
+    after = os.lstat(target)
+    assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
+    with pytest.raises(OSError, match="not a regular file|it is a link"):
+        write_atomically(target, "x")
