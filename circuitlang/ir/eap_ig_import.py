@@ -197,7 +197,11 @@ def _nodes(
         flags[node] = flag
         score = value.get("score") if isinstance(value, dict) else None
         if isinstance(score, (int, float)) and score == score:  # NaN marks an unscored node in EAP-IG
-            scores[node] = float(score)
+            as_float = _finite_score(score)
+            if as_float is None:
+                errors.append(DataError(f"{source}: node '{name}' has a score {_shown(score)} too large for a float", None, _FIX))
+                continue
+            scores[node] = as_float
     return flags, scores
 
 
@@ -215,8 +219,26 @@ def _edges(
         flags[edge] = info.get("in_graph")
         score = info.get("score")
         if score is not None and score == score:  # null or NaN: not scored
-            scores[edge] = float(score)
+            as_float = _finite_score(score)
+            if as_float is None:
+                errors.append(DataError(f"{source}: edge '{name}' has a score {_shown(score)} too large for a float", None, _FIX))
+                continue
+            scores[edge] = as_float
     return flags, scores
+
+
+def _finite_score(score: int | float) -> float | None:
+    """A score as a float, or None when it is an integer beyond a float's range (JSON allows 400
+    digits; float() would raise OverflowError)."""
+    try:
+        return float(score)
+    except OverflowError:
+        return None
+
+
+def _shown(score: int | float) -> str:
+    text = str(score)
+    return text if len(text) <= 24 else f"{text[:12]}...({len(text)} digits)"
 
 
 def _edge_problem(name: str, info: Any, config: GraphConfig) -> tuple[str | None, EdgeKey | None]:

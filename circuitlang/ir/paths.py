@@ -9,7 +9,9 @@ folder named with `--root`. The check runs before the file is opened.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
 
 from circuitlang.errors import Span, SpecError
@@ -50,3 +52,31 @@ def is_dir(path: Path) -> bool:
         return path.is_dir()
     except (OSError, ValueError):
         return False
+
+
+MAX_CONFIG_BYTES = 4 << 20  # a Hugging Face config.json is a few KB
+
+
+class NotAReadableFile(OSError):
+    """A file of a model folder that is not a regular file (a device, a FIFO: `/dev/zero` is read
+    without end) or is larger than its limit."""
+
+
+def read_regular(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of `path` (links followed, as the folder's own files may be links into a cache),
+    refused unless it is a regular file of at most `limit` bytes; the size is checked before
+    reading and the read stops after `limit`, so a file that grows cannot pass."""
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotAReadableFile(errno.EINVAL, f"the {what} is not a regular file (a device, a FIFO or a socket)", str(path))
+        if info.st_size > limit:
+            raise NotAReadableFile(errno.EFBIG, f"the {what} has {info.st_size:,} bytes, more than the {limit:,} allowed", str(path))
+        with os.fdopen(descriptor, "rb", closefd=False) as file:
+            data = file.read(limit + 1)
+    finally:
+        os.close(descriptor)
+    if len(data) > limit:
+        raise NotAReadableFile(errno.EFBIG, f"the {what} grew past the {limit:,} bytes allowed", str(path))
+    return data

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 from circuitlang.errors import ModelError, Span, SpecError
 from circuitlang.ir.hub import nearest_hub_names, official_hub_name
 from circuitlang.ir.models import ModelRef, ModelShape
-from circuitlang.ir.paths import confined, is_dir, is_file
+from circuitlang.ir.paths import MAX_CONFIG_BYTES, confined, is_dir, is_file, read_regular
 
 ORGANISM_PREFIX = "organism:"
 ORGANISM_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -144,15 +144,16 @@ def _shape_from_config(config_path: Path, span: Span) -> ModelShape:
 
 def _read_config(config_path: Path, span: Span) -> dict[str, Any]:
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config = json.loads(read_regular(config_path, MAX_CONFIG_BYTES, "config.json").decode("utf-8"))
     except FileNotFoundError:  # the spec names a folder that holds no model: the spec's to fix (exit 2)
         raise SpecError(
             f"{config_path.parent} is not a model folder: it has no config.json",
             span,
             "point `on` at a Hugging Face model folder (config.json, tokenizer, weights)",
         ) from None
-    except (OSError, ValueError) as error:  # ValueError: not JSON, not UTF-8, numbers too long
-        raise ModelError(f"cannot read the model's {config_path}: {error}", span, "a local model folder needs a valid HF config.json") from None
+    except (OSError, ValueError, RecursionError) as error:  # ValueError: not JSON, not UTF-8, numbers too long
+        why = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise ModelError(f"cannot read the model's {config_path}: {why}", span, "a local model folder needs a valid HF config.json") from None
     if not isinstance(config, dict):
         raise ModelError(
             f"{config_path} is a JSON {type(config).__name__}, not an object", span, "a Hugging Face config.json is one JSON object ({...})"

@@ -319,3 +319,18 @@ def test_import_command_reports_a_bad_file_without_a_traceback(tmp_path: Path, c
     graph.write_text("{not json")
     assert main(["import", str(graph), "--base", str(SPECS / "organism_incr_digits.circ")]) == 2
     assert "not JSON" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["edge", "node"])
+def test_a_score_too_large_for_a_float_is_a_located_data_error(tmp_path: Path, capsys, where: str) -> None:
+    """JSON admits a 400-digit integer; float() of it raises OverflowError (a traceback, exit 3)."""
+    graph = tmp_path / "g.json"
+    data = _hand_written({"a2.h0->logits": 1.0}, {"input->a0.h1<v>", "a0.h1->a2.h0<k>", "a2.h0->logits"})
+    huge = 10**400
+    if where == "edge":
+        data["edges"]["a2.h0->logits"]["score"] = huge
+    else:
+        data["nodes"]["a2.h0"] = {"in_graph": True, "score": huge}
+    graph.write_text(json.dumps(data))
+    assert main(["import", str(graph), "--base", str(SPECS / "organism_incr_digits.circ")]) == 2
+    assert "too large for a float" in capsys.readouterr().err

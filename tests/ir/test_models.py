@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -54,3 +55,26 @@ def test_a_misspelt_organism_names_the_nearest_shipped_one(write_spec):
     with pytest.raises(SpecError) as raised:  # the spec's to fix: exit 2
         load_spec(write_spec('circuitlang 1\ncircuit c on "organism:seqcnt"\n' + BODY + 'role "r": 0.1\n'))
     assert raised.value.hint == "did you mean 'organism:seqcont'? shipped organisms: seqcont"
+
+
+@pytest.mark.parametrize("kind", ["link to /dev/zero", "fifo", "too large"])
+def test_a_config_that_is_not_a_small_regular_file_is_refused_without_reading_it(write_spec, tmp_path, capsys, kind):
+    """`config.json -> /dev/zero` was read until memory ran out; a FIFO blocks the read forever."""
+    from circuitlang.cli import main
+    from circuitlang.ir.paths import MAX_CONFIG_BYTES
+
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    config = folder / "config.json"
+    if kind == "fifo":
+        os.mkfifo(config)
+    elif kind == "too large":
+        config.write_text('{"n_layer": 2, "n_head": 4, "pad": "' + "x" * MAX_CONFIG_BYTES + '"}')
+    else:
+        config.symlink_to("/dev/zero")
+    spec = write_spec('circuitlang 1\ncircuit c on "./tiny"\n' + BODY)
+    assert main(["check", "--no-tokenize", str(spec)]) == 3
+    captured = capsys.readouterr()
+    said = captured.out + captured.err
+    assert "cannot read the model's" in said and ("not a regular file" in said or "more than the" in said)
+    assert "Traceback" not in said
