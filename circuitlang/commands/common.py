@@ -16,6 +16,7 @@ from circuitlang.data.datasets import expand_all
 from circuitlang.errors import InputError
 from circuitlang.ir import models as ir
 from circuitlang.ir.lower import load_spec
+from circuitlang.ir.paths import read_regular
 from circuitlang.ir.suggest import did_you_mean
 from circuitlang.report.files import special_target
 
@@ -155,14 +156,39 @@ def progress_display(command: str) -> Iterator[Callable[[str], None]]:
         yield lambda line: progress.update(task, description=line)
 
 
-def read_graph_json(path: Path, max_bytes: int) -> object:
-    """The graph file's JSON; its size is checked before it is read (json holds ~10x the file).
-    A file that cannot be read or is not JSON raises an InputError."""
+VALUES_PER_ENTRY = 4  # an entry is its name, an object, a score and a flag: the JSON values it adds
+
+
+def graph_value_limit(shape: ir.ModelShape | None, max_edges: int) -> int:
+    """How many JSON values a graph file of this model may hold. Every node (embeddings, each head
+    and MLP, the logits) may send an edge to every other on three channels, so a graph has at most
+    3 n^2 edges and n nodes; with no known shape, `max_edges`. Parsing allocates about 100 bytes
+    per value, so this bounds the memory a file can make `json` take, whatever its size."""
+    if shape is None:
+        entries = 2 * max_edges
+    else:
+        nodes = 2 + shape.n_layers * (shape.n_heads + 1)
+        entries = min(2 * max_edges, 3 * nodes * nodes + nodes)
+    return VALUES_PER_ENTRY * entries + 1000
+
+
+def read_graph_json(path: Path, max_bytes: int, max_values: int | None = None) -> object:
+    """The graph file's JSON; its size (a regular file of at most `max_bytes`) and its number of
+    values (at most `max_values`, counted from its brackets and commas before parsing: `{},{},...`
+    would make json hold about 27 bytes per byte) are checked before it is parsed. A file that
+    cannot be read or is not JSON raises an InputError."""
     try:
         size = path.stat().st_size
         if size > max_bytes:
             raise InputError(f"{path}: {size:,} bytes, more than the {max_bytes:,} the graph size limit allows (raise it with --max-edges N)")
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = read_regular(path, max_bytes, "graph file")
+        values = data.count(b",") + data.count(b"{") + data.count(b"[")
+        if max_values is not None and values > max_values:
+            raise InputError(
+                f"{path}: about {values:,} JSON values, more than a graph of the base spec's model can hold ({max_values:,}): "
+                "not an EAP-IG graph of this model"
+            )
+        return json.loads(data.decode("utf-8"))
     except OSError as error:
         raise InputError(f"{path}: cannot read: {error.strerror or error}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:

@@ -28,6 +28,7 @@ from circuitlang.commands.common import (
     open_checked,
     positive_int,
     progress_display,
+    graph_value_limit,
     read_graph_json,
     unknown_value,
     why_unwritable,
@@ -153,7 +154,7 @@ class GraphScores:
 
 def _graph_scores(path: Path, max_edges: int, shape: ir.ModelShape | None) -> GraphScores:
     """Read and check a graph file before the model loads; raises an InputError, or the parser's errors."""
-    data = read_graph_json(path, max_edges * BYTES_PER_EDGE)
+    data = read_graph_json(path, max_edges * BYTES_PER_EDGE, graph_value_limit(shape, max_edges))
     parsed = parse_graph(data, str(path), shape, max_edges)
     if not any(parsed.edge_scores.values()):
         raise InputError(

@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from circuitlang.commands.common import BYTES_PER_EDGE, load_checked, positive_int, read_graph_json
+from circuitlang.commands.common import BYTES_PER_EDGE, graph_value_limit, load_checked, positive_int, read_graph_json
 from circuitlang.discover.write import FoundCircuit, write_spec
 from circuitlang.dsl import ast
 from circuitlang.dsl.parser import parse
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> None:
     """Raises the base spec's errors, the graph file's (InputError, or the importer's DataError), and
     the written spec's (a --name that is not a circuit name)."""
     base = load_checked(args.base, args.root)
-    data = read_graph_json(args.graph, args.max_edges * BYTES_PER_EDGE)
+    data = read_graph_json(args.graph, args.max_edges * BYTES_PER_EDGE, graph_value_limit(base.shape, args.max_edges))
     imported = import_graph(data, str(args.graph), base.shape, args.top, args.threshold, base.settings.embed_edges, args.max_edges)
     base_ast = parse(read_spec_text(args.base), str(args.base))
     for warning in imported.warnings:

@@ -334,3 +334,21 @@ def test_a_score_too_large_for_a_float_is_a_located_data_error(tmp_path: Path, c
     graph.write_text(json.dumps(data))
     assert main(["import", str(graph), "--base", str(SPECS / "organism_incr_digits.circ")]) == 2
     assert "too large for a float" in capsys.readouterr().err
+
+
+def test_a_graph_file_of_empty_values_is_refused_before_parsing(tmp_path: Path, capsys) -> None:
+    """`[{},{},...]`: three bytes a value, which json holds in about 27 times the file's size. The
+    base spec's model bounds how many values a graph of it can have (the organism: a few thousand)."""
+    graph = tmp_path / "g.json"
+    graph.write_text("[" + ",".join(["{}"] * 200_000) + "]")
+    assert main(["import", str(graph), "--base", str(SPECS / "organism_incr_digits.circ")]) == 2
+    err = capsys.readouterr().err
+    assert "JSON values, more than a graph of the base spec's model can hold" in err
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_a_graph_file_that_is_a_device_is_refused(tmp_path: Path, capsys) -> None:
+    graph = tmp_path / "g.json"
+    graph.symlink_to("/dev/zero")
+    assert main(["import", str(graph), "--base", str(SPECS / "organism_incr_digits.circ")]) == 2
+    assert "not a regular file" in capsys.readouterr().err
