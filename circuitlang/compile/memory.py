@@ -285,8 +285,10 @@ def _size_from_config(config: dict[str, Any]) -> ModelSize | None:
         return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
     layers, heads = first("n_layer", "num_hidden_layers"), first("n_head", "num_attention_heads")
-    d_model, vocab = first("n_embd", "hidden_size"), first("vocab_size")
-    if layers is None or heads is None or d_model is None or vocab is None:
+    # A config without vocab_size still says how large the blocks are: the estimate counts no
+    # vocabulary then, a lower bound, which is enough to refuse 400 layers that cannot fit.
+    d_model, vocab = first("n_embd", "hidden_size"), first("vocab_size") or 0
+    if layers is None or heads is None or d_model is None:
         return None
     d_mlp = first("n_inner", "intermediate_size") or 4 * d_model
     n_ctx = first("n_positions", "max_position_embeddings") or 0

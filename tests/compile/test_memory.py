@@ -214,3 +214,25 @@ def test_a_containers_memory_limit_is_read_under_cgroup_v1_and_v2(tmp_path, vers
     assert memory._cgroup_room(tmp_path) == 200 * 2**20
     (folder / limit).write_text("9223372036854771712\n" if version == "v1" else "max\n")
     assert memory._cgroup_room(tmp_path) is None
+
+
+def test_a_config_without_vocab_size_is_still_estimated_and_refused_when_it_cannot_fit(tmp_path, monkeypatch, capsys):
+    """400 layers of width 1024 and no vocab_size: the blocks alone are 5 billion parameters. The
+    estimate counts no vocabulary (a lower bound) rather than none at all, so verify refuses."""
+    import json
+
+    from circuitlang.cli import main
+
+    folder = tmp_path / "deep"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 400, "n_head": 16, "n_embd": 1024}))
+    spec = tmp_path / "deep.circ"
+    spec.write_text(
+        'circuitlang 1\ncircuit c on "./deep"\nprompts { template "{a} b"; a = 1; answer = 2; wrong = 3 }\n'
+        "metric logit_diff(answer, wrong)\nablate zero\n"
+    )
+    estimate = spec_memory(load_spec(spec), expand_all(load_spec(spec)))
+    assert estimate is not None and estimate.model >= 12 * 400 * 1024**2 * memory.BYTES_PER_FLOAT
+    monkeypatch.setattr(memory, "available_memory", lambda device: 2 * 2**30)
+    assert main(["verify", str(spec)]) == 3
+    assert "GB" in capsys.readouterr().err
