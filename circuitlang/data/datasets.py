@@ -269,7 +269,8 @@ def _corrupt(
     corruption = prompt_set.corruption
     if corruption is None:
         return ()
-    file_rows = read_rows(ir.FileSource(path=corruption.path, written=corruption.path, span=corruption.span)) if corruption.path else None
+    path = corruption.path
+    file_rows = read_rows(ir.FileSource(path=path, written=path, span=corruption.span, root=corruption.root)) if path else None
     if file_rows is not None and len(file_rows) < len(rows):
         raise DataError(
             f"corrupt file has {len(file_rows)} row(s) for {len(rows)} clean prompts",

@@ -9,6 +9,7 @@ from pathlib import Path
 from circuitlang.data.values import Value
 from circuitlang.errors import DataError
 from circuitlang.ir import models as ir
+from circuitlang.ir.paths import read_confined
 
 
 # Rows are read whole: bound the file first. 100,000 prompts (the default limit) of a few short
@@ -26,7 +27,7 @@ def read_rows(source: ir.FileSource) -> list[dict[str, Value]]:
                 source.span,
                 "split the rows across prompt sets, or keep the rows the spec uses",
             )
-        data = path.read_bytes()
+        data = read_confined(path, Path(source.root) if source.root else None, MAX_DATA_FILE_BYTES, "data file")
     except OSError as error:
         raise DataError(f"cannot read {source.written}: {error.strerror}", source.span, "paths are relative to the spec file's folder") from None
     try:

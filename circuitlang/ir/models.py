@@ -183,6 +183,7 @@ class FileSource(Frozen):
     path: str  # resolved against the spec's folder
     written: str  # as written in the spec
     span: Span
+    root: str = Field(default="", exclude=True)  # the project root the file was confined to; re-checked when it is opened
 
 
 class Generator(Frozen):
@@ -197,6 +198,7 @@ class Corruption(Frozen):
     assignments: tuple[Assignment, ...] = ()
     path: str | None = None
     span: Span
+    root: str = Field(default="", exclude=True)  # as FileSource.root, for a corrupt file
 
 
 class Metric(Frozen):

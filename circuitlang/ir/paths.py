@@ -68,15 +68,42 @@ def read_regular(path: Path, limit: int, what: str) -> bytes:
     reading and the read stops after `limit`, so a file that grows cannot pass."""
     descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
-        info = os.fstat(descriptor)
-        if not stat.S_ISREG(info.st_mode):
-            raise NotAReadableFile(errno.EINVAL, f"the {what} is not a regular file (a device, a FIFO or a socket)", str(path))
-        if info.st_size > limit:
-            raise NotAReadableFile(errno.EFBIG, f"the {what} has {info.st_size:,} bytes, more than the {limit:,} allowed", str(path))
-        with os.fdopen(descriptor, "rb", closefd=False) as file:
-            data = file.read(limit + 1)
+        return _read_open(descriptor, path, limit, what)
     finally:
         os.close(descriptor)
+
+
+def read_confined(path: Path, root: Path | None, limit: int, what: str) -> bytes:
+    """`read_regular`, and the file opened is checked to lie inside `root` once it is open: a
+    folder swapped for a link between the confinement check and the read would otherwise let the
+    read follow it out of the project (Linux names the opened file in /proc/self/fd; elsewhere the
+    opened file must be the one the resolved path names now)."""
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if root is not None and not _opened_inside(descriptor, path, root):
+            why = f"the {what} opened is outside the project root {root} (a folder changed into a link)"
+            raise NotAReadableFile(errno.EACCES, why, str(path))
+        return _read_open(descriptor, path, limit, what)
+    finally:
+        os.close(descriptor)
+
+
+def _opened_inside(descriptor: int, path: Path, root: Path) -> bool:
+    proc = Path(f"/proc/self/fd/{descriptor}")
+    if proc.parent.is_dir():
+        return Path(os.path.realpath(proc)).is_relative_to(root.resolve())
+    opened, named = os.fstat(descriptor), os.stat(path.resolve())
+    return (opened.st_dev, opened.st_ino) == (named.st_dev, named.st_ino) and path.resolve().is_relative_to(root.resolve())
+
+
+def _read_open(descriptor: int, path: Path, limit: int, what: str) -> bytes:
+    info = os.fstat(descriptor)
+    if not stat.S_ISREG(info.st_mode):
+        raise NotAReadableFile(errno.EINVAL, f"the {what} is not a regular file (a device, a FIFO or a socket)", str(path))
+    if info.st_size > limit:
+        raise NotAReadableFile(errno.EFBIG, f"the {what} has {info.st_size:,} bytes, more than the {limit:,} allowed", str(path))
+    with os.fdopen(descriptor, "rb", closefd=False) as file:
+        data = file.read(limit + 1)
     if len(data) > limit:
         raise NotAReadableFile(errno.EFBIG, f"the {what} grew past the {limit:,} bytes allowed", str(path))
     return data

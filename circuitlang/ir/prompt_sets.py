@@ -178,7 +178,7 @@ def _file_source(stmt: ast.FromStmt, root: Path, errors: list[CircuitlangError])
             SpecError(f"file not found: '{stmt.path.value}' (looked in {path})", stmt.path.span, "paths are relative to the spec file's folder")
         )
         return None
-    return ir.FileSource(path=str(path), written=stmt.path.value, span=stmt.span)
+    return ir.FileSource(path=str(path), written=stmt.path.value, span=stmt.span, root=str(root))
 
 
 def _generator(stmt: ast.GenerateStmt, errors: list[CircuitlangError]) -> ir.Generator | None:
@@ -297,7 +297,7 @@ def lower_corruption(
     assignments = _corrupt_assignments(decl.body or (), slots, scope, errors)
     _check_slot_args(decl, args, slots, errors)
     path = _corrupt_file(decl, args, root, errors)
-    return ir.Corruption(kind=decl.kind.name, args=args, assignments=assignments, path=path, span=decl.span)
+    return ir.Corruption(kind=decl.kind.name, args=args, assignments=assignments, path=path, span=decl.span, root=str(root) if path else "")
 
 
 def _corrupt_args(decl: ast.CorruptDecl) -> tuple[ir.Value, ...] | None:

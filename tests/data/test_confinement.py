@@ -144,3 +144,27 @@ def test_the_shipped_specs_stay_inside_their_folder():
             load_spec(spec)
         except SpecErrors as errors:
             pytest.fail(f"{spec}: {errors}")
+
+
+def test_a_folder_swapped_for_a_link_after_the_check_is_caught_when_the_file_is_opened(project, monkeypatch, capsys):
+    """The race: the path is checked, then a folder on it becomes a link out of the project before
+    the read. Here the swap happens right after the check, every time; the opened file is checked
+    again, so the secret is never read."""
+    import shutil
+
+    from circuitlang.ir import paths, prompt_sets
+
+    (project / "sub").mkdir()
+    (project / "sub" / "secret.csv").write_text("a,b\n1,2\n")
+    real = paths.confined
+
+    def check_then_swap(*args, **kwargs):
+        checked_path = real(*args, **kwargs)
+        if (project / "sub").is_dir() and not (project / "sub").is_symlink():
+            shutil.rmtree(project / "sub")
+            (project / "sub").symlink_to(project.parent / "outside", target_is_directory=True)
+        return checked_path
+
+    monkeypatch.setattr(prompt_sets, "confined", check_then_swap)
+    code, out = checked(capsys, str(write(project, data="sub/secret.csv")))
+    assert code == 2 and "outside the project root" in out and SECRET not in out
