@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
+from circuitlang.engine.hub_download import download
 from circuitlang.engine.family import Family
 from circuitlang.errors import ModelError, SpecError
 from circuitlang.ir import models as ir
@@ -170,9 +171,10 @@ def _check_folder_has_a_tokenizer(location: str, model: ir.ModelRef) -> None:
 
 
 def _hub_location(model: ir.ModelRef) -> str:
-    """What `boot_transformers` gets for a hub model: the repo id when the hub answers (it downloads
-    or reuses the cache, as TransformerLens does), else the cached snapshot folder, found without
-    network, so that nothing waits on a hub that cannot answer."""
+    """What `boot_transformers` gets for a hub model: a local snapshot folder, downloaded (or
+    brought up to date) when the hub answers, with a bound on a download that stalls
+    (engine.hub_download), else the cached one, found without network, so that nothing waits on a
+    hub that cannot answer."""
     repo = model.hub_id or model.name
     if hub_offline():
         return _cached_snapshot(model, repo, "HF_HUB_OFFLINE is set")
@@ -191,7 +193,7 @@ def _hub_location(model: ir.ModelRef) -> str:
             model.span,
             "accept the model's licence on its hub page, then log in (hf auth login) or set HF_TOKEN",
         )
-    return repo
+    return download(repo, model)
 
 
 def hub_offline() -> bool:

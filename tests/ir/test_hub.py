@@ -143,7 +143,8 @@ def test_hub_model_downloads_then_loads_from_the_cache_offline(tmp_path, fake_hu
     assert first.returncode in (0, 1), first.stderr
     snapshot = tmp_path / "hf_home" / "hub" / f"models--{REPO.replace('/', '--')}" / "snapshots" / COMMIT
     assert (snapshot / "config.json").is_file() and (snapshot / "model.safetensors").is_file()
-    assert ("GET", f"/{REPO}/resolve/{COMMIT}/model.safetensors") in fake_hub.requests
+    weights = [path for method, path in fake_hub.requests if method == "GET" and path.endswith("/model.safetensors")]
+    assert weights and all(path.startswith(f"/{REPO}/resolve/") for path in weights)
     report = json.loads(first.stdout)
 
     fake_hub.requests.clear()
@@ -319,3 +320,54 @@ def fake_hub(tmp_path_factory) -> Iterator[FakeHub]:
     server.server.shutdown()
     server.server.server_close()
     server.thread.join(timeout=5)
+
+
+class StallingHub(FakeHub):
+    """Answers the API and the small files, then sends the weights' headers and stops sending."""
+
+    def _file(self, request: BaseHTTPRequestHandler, repo: str, name: str, body: bool) -> None:
+        if name.endswith(".safetensors") and body:
+            data = self.files[name]
+            request.send_response(200)
+            for key, value in {"X-Repo-Commit": COMMIT, "ETag": f'"{_sha1(data)}"', "Content-Length": str(len(data))}.items():
+                request.send_header(key, value)
+            request.end_headers()
+            request.wfile.write(data[:100])
+            request.wfile.flush()
+            time.sleep(120)  # the stall: the connection stays open, no more bytes come
+            return
+        super()._file(request, repo, name, body)
+
+
+@pytest.mark.slow
+def test_a_download_that_stalls_is_given_up_on_with_a_model_error(tmp_path, tmp_path_factory):
+    """A hub that answers its API, then stalls the weights' transfer: `verify` stops after the
+    stall bound (here 3 s) with exit 3 and says so, instead of waiting on the client's retries."""
+    pytest.importorskip("transformer_lens")
+    from circuitlang.organisms.tiny import build_random_gpt2
+
+    folder = build_random_gpt2(tmp_path_factory.mktemp("stall") / "tiny", WORDS, n_layers=2, n_heads=2, d_model=16)
+    hub_ = StallingHub(REPO, folder)
+    hub_.thread.start()
+    try:
+        env = _env(tmp_path, offline=False)
+        env.update(HF_ENDPOINT=hub_.url, CIRCUITLANG_DOWNLOAD_STALL_S="3", HF_HUB_DOWNLOAD_TIMEOUT="60")
+        started = time.monotonic()
+        result = _circuitlang(["verify", str(_write(tmp_path, REPO))], env)
+        took = time.monotonic() - started
+    finally:
+        hub_.server.shutdown()
+        hub_.server.server_close()
+    assert result.returncode == 3, result.stderr
+    assert "stalled: no data for 3 s" in result.stderr and "Traceback" not in result.stderr
+    assert took < 60
+
+
+def test_only_the_files_a_load_reads_are_fetched():
+    """gpt2's repo holds its weights five ways (safetensors, PyTorch, TF, Flax, ONNX): one is fetched."""
+    from circuitlang.engine.hub_download import files_to_fetch
+
+    names = ["config.json", "merges.txt", "vocab.json", "tokenizer.json", "model.safetensors", "pytorch_model.bin", "tf_model.h5"]
+    names += ["flax_model.msgpack", "onnx/decoder_model.onnx", "64-8bits.tflite", "README.md", "generation_config.json"]
+    assert files_to_fetch(names) == ["config.json", "generation_config.json", "merges.txt", "model.safetensors", "tokenizer.json", "vocab.json"]
+    assert "pytorch_model.bin" in files_to_fetch(["config.json", "pytorch_model.bin", "tokenizer.json"])
