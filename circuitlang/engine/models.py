@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import threading
 from dataclasses import dataclass
 from functools import cached_property
@@ -134,6 +135,7 @@ def load_model(model: ir.ModelRef, device: str = "cpu", dtype: torch.dtype = tor
     """Load the spec's model; raise `ModelError` with a way forward when that cannot be done."""
     _check_device(device, model)
     location = model.path or _hub_location(model)
+    _check_folder_files_are_regular(location, model)
     _check_folder_has_a_tokenizer(location, model)
     try:
         bridge = _boot(location, device, dtype)
@@ -168,6 +170,31 @@ def _check_folder_has_a_tokenizer(location: str, model: ir.ModelRef) -> None:
             model.span,
             "save the model's tokenizer into the folder (tokenizer.save_pretrained(folder))",
         )
+
+
+MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".txt", ".tiktoken", ".msgpack", ".h5")
+
+
+def _check_folder_files_are_regular(location: str, model: ir.ModelRef) -> None:
+    """Every file a load may read (config, tokenizer, weights and their indexes) must be a regular
+    file, links followed: a `tokenizer.json` that is a link to /dev/zero would be read without end,
+    a FIFO would block the load forever."""
+    folder = Path(location)
+    if not folder.is_dir():
+        return
+    for entry in sorted(folder.iterdir()):
+        if not entry.name.endswith(MODEL_FILE_SUFFIXES):
+            continue
+        try:
+            regular = stat.S_ISREG(os.stat(entry).st_mode)
+        except OSError:
+            continue  # a dangling link: the load says what is missing
+        if not regular:
+            raise ModelError(
+                f"{entry} is not a regular file (a device, a FIFO or a socket)",
+                model.span,
+                "a model folder holds regular files: config.json, the tokenizer's files, the weights",
+            )
 
 
 def _hub_location(model: ir.ModelRef) -> str:

@@ -117,3 +117,21 @@ def test_cuda_without_a_gpu_is_a_clear_error(folder):
     spec = spec_at(folder, 'prompts p { template "{a}"; a = 1; answer = 2; wrong = 1 }', name="cuda.circ")
     with pytest.raises(ModelError, match="torch sees no CUDA device"):
         circuitlang.open_run(spec, device="cuda")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link to /dev/zero"])
+def test_a_model_file_that_is_not_a_regular_file_is_refused_before_loading(tmp_path, kind):
+    """tokenizer.json as a FIFO would block the load forever; as a link to /dev/zero it would be
+    read until memory runs out."""
+    import os
+
+    build_random_gpt2(tmp_path / "tiny", WORDS, n_layers=2, n_heads=2, d_model=16)
+    tokenizer = tmp_path / "tiny" / "tokenizer.json"
+    tokenizer.unlink()
+    if kind == "fifo":
+        os.mkfifo(tokenizer)
+    else:
+        tokenizer.symlink_to("/dev/zero")
+    spec = spec_at(tmp_path, 'prompts p { template "{a}"; a = 1; answer = 2; wrong = 1 }', name="fifo.circ")
+    with pytest.raises(ModelError, match="tokenizer.json is not a regular file"):
+        circuitlang.open_run(spec)
