@@ -12,7 +12,7 @@ from pathlib import Path
 from circuitlang.dsl import ast
 from circuitlang.dsl.parser import parse
 from circuitlang.errors import CircuitlangError, Span, SpecError, flatten
-from circuitlang.ir.paths import confined, is_file
+from circuitlang.ir.paths import confined, is_file, read_confined
 
 CIRCUIT_ITEMS = (ast.RoleDecl, ast.MlpDecl, ast.EdgeDecl)
 # Parsing costs about 40 microseconds a token; the largest shipped spec is under 10 KB. A spec
@@ -20,12 +20,13 @@ CIRCUIT_ITEMS = (ast.RoleDecl, ast.MlpDecl, ast.EdgeDecl)
 MAX_SPEC_BYTES = 256 * 2**10
 
 
-def read_spec_file(path: Path) -> ast.SpecFile:
-    """Read and parse one file. A missing file is a `SpecError` without a span."""
-    return parse(read_spec_text(path), str(path))
+def read_spec_file(path: Path, root: Path | None = None) -> ast.SpecFile:
+    """Read and parse one file. A missing file is a `SpecError` without a span. With `root` (a
+    used file), the file opened must be a regular file inside it (checked again once open)."""
+    return parse(read_spec_text(path, root), str(path))
 
 
-def read_spec_text(path: Path) -> str:
+def read_spec_text(path: Path, root: Path | None = None) -> str:
     """A spec file's text: UTF-8, a byte-order mark dropped; a byte that is not UTF-8 is an error
     at its line and column."""
     try:
@@ -39,11 +40,12 @@ def read_spec_text(path: Path) -> str:
             'move long lists into a data file (`from "rows.csv"`) or split the spec with `use`',
         )
     try:
-        data = path.read_bytes()
+        data = path.read_bytes() if root is None else read_confined(path, root, MAX_SPEC_BYTES, "used file")
     except FileNotFoundError:
         raise SpecError(f"file not found: {path}", None, "check the path") from None
     except (OSError, ValueError) as error:  # ValueError: a NUL byte in the path itself
-        raise SpecError(f"cannot read {path}: {error}", None, "check the path") from None
+        why = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise SpecError(f"cannot read {path}: {why}", None, "check the path") from None
     try:
         text = data.decode("utf-8-sig")  # editors on Windows may add a byte-order mark
     except UnicodeDecodeError as error:
@@ -91,7 +93,7 @@ def _imported(use: ast.UseDecl, root: Path, errors: list[CircuitlangError], stac
         )
         return []
     try:
-        other = read_spec_file(target)
+        other = read_spec_file(target, root)
     except CircuitlangError as error:
         errors.extend(flatten([error]))
         return []

@@ -168,3 +168,27 @@ def test_a_folder_swapped_for_a_link_after_the_check_is_caught_when_the_file_is_
     monkeypatch.setattr(prompt_sets, "confined", check_then_swap)
     code, out = checked(capsys, str(write(project, data="sub/secret.csv")))
     assert code == 2 and "outside the project root" in out and SECRET not in out
+
+
+def test_a_used_file_is_checked_again_once_it_is_open(project, monkeypatch, capsys):
+    """The same race for `use`: the folder holding the used file becomes a link out of the project
+    right after the check."""
+    import shutil
+
+    from circuitlang.ir import uses
+
+    (project / "lib").mkdir()
+    (project / "lib" / "shared.circ").write_text('circuitlang 1\nlist pets = ["x"]\n')
+    real = uses.confined
+
+    def check_then_swap(*args, **kwargs):
+        checked_path = real(*args, **kwargs)
+        if (project / "lib").is_dir() and not (project / "lib").is_symlink():
+            shutil.rmtree(project / "lib")
+            (project / "lib").symlink_to(project.parent / "outside", target_is_directory=True)
+        return checked_path
+
+    monkeypatch.setattr(uses, "confined", check_then_swap)
+    spec = write(project, extra='use list pets from "lib/shared.circ"\n')
+    code, out = checked(capsys, str(spec))
+    assert code == 2 and "outside the project root" in out
