@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable
 
 from circuitlang.data.datasets import Dataset
 from circuitlang.ir import models as ir
-from circuitlang.ir.paths import MAX_CONFIG_BYTES, read_regular
+from circuitlang.ir.model_folder import model_files_root, read_config
 
 BYTES_PER_FLOAT = 4  # verify runs in float32 unless --dtype says otherwise
 MIN_CPU_BATCH, MAX_CPU_BATCH = 64, 256  # rows per forward on the CPU (`cpu_batch_size`)
@@ -264,7 +264,7 @@ def _config(model: ir.ModelRef) -> dict[str, Any] | None:
     folders = [Path(model.path)] if model.path else list(_hub_cache_snapshots(model.hub_id or model.name))
     for folder in folders:
         try:
-            config = json.loads(read_regular(folder / "config.json", MAX_CONFIG_BYTES, "config.json").decode("utf-8"))
+            config = json.loads(read_config(folder, model_files_root(model, folder)).decode("utf-8"))
         except (OSError, ValueError, RecursionError):
             continue
         if isinstance(config, dict):

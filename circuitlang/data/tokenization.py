@@ -25,6 +25,7 @@ from circuitlang.data.prompts import Prompt
 from circuitlang.data.unknown_words import slot_at, unknown_spans, unknown_token_id, written_at
 from circuitlang.errors import CircuitlangError, DataError, ModelError, Span, raise_if_any
 from circuitlang.ir import models as ir
+from circuitlang.ir.model_folder import model_files_root, read_vocabulary_file
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -298,11 +299,14 @@ def offline_tokenizer_file(model: ir.ModelRef) -> Path | None:
 
 
 def load_tokenizer_file(path: Path, model: ir.ModelRef) -> Any:  # -> tokenizers.Tokenizer
+    """The tokenizer of `path`, built from the bytes checked (a regular file inside the model's
+    folder, within the limits of ir/model_folder.py), not from a second read of the path."""
     from tokenizers import Tokenizer
 
+    data = read_vocabulary_file(path, model_files_root(model, path.parent), model.span)
     try:
-        return Tokenizer.from_file(str(path))
-    except Exception as error:  # tokenizers raises a bare Exception for unreadable files
+        return Tokenizer.from_str(data.decode("utf-8"))
+    except Exception as error:  # tokenizers raises a bare Exception for unreadable files; UnicodeDecodeError
         raise ModelError(
             f"cannot read the tokenizer {path}: {error}",
             model.span,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import stat
 import threading
 from dataclasses import dataclass
 from functools import cached_property
@@ -27,6 +26,7 @@ from circuitlang.engine.hub_download import download
 from circuitlang.engine.family import Family
 from circuitlang.errors import ModelError, SpecError
 from circuitlang.ir import models as ir
+from circuitlang.ir.model_folder import FolderState, check_model_folder, model_files_root
 from circuitlang.ir.shapes import unknown_hub_hint
 
 if TYPE_CHECKING:
@@ -135,14 +135,16 @@ def load_model(model: ir.ModelRef, device: str = "cpu", dtype: torch.dtype = tor
     """Load the spec's model; raise `ModelError` with a way forward when that cannot be done."""
     _check_device(device, model)
     location = model.path or _hub_location(model)
-    _check_folder_files_are_regular(location, model)
+    checked = _check_folder_files(location, model)
     _check_folder_has_a_tokenizer(location, model)
     try:
         bridge = _boot(location, device, dtype)
+        _check_unchanged(checked, model)
         _check_weights_match_config(location, model)
     except ModelError:
         raise
     except Exception as error:  # noqa: BLE001 - whatever the loaders raise, the cause is the model's files
+        _check_unchanged(checked, model)  # a file swapped during the load: say so, not what the load said of it
         # Missing or unreadable files, weights or a config.json that transformers cannot make sense
         # of (a truncated safetensors file, an inconsistent config): a model error (exit 3), named.
         raise ModelError(_load_failed_message(model, error), model.span, _load_failed_hint(model)) from error
@@ -172,29 +174,25 @@ def _check_folder_has_a_tokenizer(location: str, model: ir.ModelRef) -> None:
         )
 
 
-MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".txt", ".tiktoken", ".msgpack", ".h5")
-
-
-def _check_folder_files_are_regular(location: str, model: ir.ModelRef) -> None:
-    """Every file a load may read (config, tokenizer, weights and their indexes) must be a regular
-    file, links followed: a `tokenizer.json` that is a link to /dev/zero would be read without end,
-    a FIFO would block the load forever."""
+def _check_folder_files(location: str, model: ir.ModelRef) -> FolderState | None:
+    """Every file a load may read, checked before the load (ir/model_folder.py): regular files,
+    inside the folder they may come from, within their limits."""
     folder = Path(location)
     if not folder.is_dir():
-        return
-    for entry in sorted(folder.iterdir()):
-        if not entry.name.endswith(MODEL_FILE_SUFFIXES):
-            continue
-        try:
-            regular = stat.S_ISREG(os.stat(entry).st_mode)
-        except OSError:
-            continue  # a dangling link: the load says what is missing
-        if not regular:
-            raise ModelError(
-                f"{entry} is not a regular file (a device, a FIFO or a socket)",
-                model.span,
-                "a model folder holds regular files: config.json, the tokenizer's files, the weights",
-            )
+        return None
+    return check_model_folder(folder, model_files_root(model, folder), model.span)
+
+
+def _check_unchanged(state: FolderState | None, model: ir.ModelRef) -> None:
+    """transformers reads the folder's files by path, after they were checked: a file replaced in
+    between (by a link out of the folder, say) is refused, whatever the load made of it."""
+    changed = state.changed() if state is not None else []
+    if changed:
+        raise ModelError(
+            f"the model folder {state.folder if state else ''} changed while it was loaded: {', '.join(changed)}",
+            model.span,
+            "load from a folder nothing else writes to while circuitlang runs",
+        )
 
 
 def _hub_location(model: ir.ModelRef) -> str:

@@ -126,6 +126,9 @@ class ModelRef(Frozen):
     # Hub models: the repo to load, the alias resolved as TransformerLens resolves it. Derived from
     # `name`, so it stays out of the canonical JSON (spec hashes and golden IR keep the name as written).
     hub_id: str | None = Field(default=None, exclude=True)
+    # A local folder: the project root its files must resolve in (ir/model_folder.py); like hub_id,
+    # out of the canonical JSON.
+    root: str = Field(default="", exclude=True)
     span: Span
 
 

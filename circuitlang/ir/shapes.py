@@ -22,7 +22,8 @@ from typing import Any, NamedTuple
 from circuitlang.errors import ModelError, Span, SpecError
 from circuitlang.ir.hub import nearest_hub_names, official_hub_name
 from circuitlang.ir.models import ModelRef, ModelShape
-from circuitlang.ir.paths import MAX_CONFIG_BYTES, confined, is_dir, is_file, read_regular
+from circuitlang.ir.model_folder import model_files_root, read_config
+from circuitlang.ir.paths import confined, is_dir, is_file
 
 ORGANISM_PREFIX = "organism:"
 ORGANISM_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -98,7 +99,7 @@ def resolve_model(written: str, root: Path, span: Span) -> ModelRef:
                 span,
                 "paths are relative to the spec file; point at a folder with config.json",
             )
-        return ModelRef(source="local", name=written, path=str(folder), span=span)
+        return ModelRef(source="local", name=written, path=str(folder), root=str(root), span=span)
     return ModelRef(source="hub", name=written, hub_id=_hub_id(written, span), span=span)
 
 
@@ -123,13 +124,15 @@ def unknown_hub_hint(written: str) -> str:
 def model_shape(model: ModelRef) -> ModelShape | None:
     """Layers and heads of the model, or None for a hub model this table does not know."""
     if model.path is not None:
-        return _shape_from_config(Path(model.path) / "config.json", model.span)
+        folder = Path(model.path)
+        return _shape_from_config(folder, model_files_root(model, folder), model.span)
     known = KNOWN_HUB_SHAPES.get(model.hub_id or model.name)
     return ModelShape(origin=model.name, **known._asdict()) if known else None
 
 
-def _shape_from_config(config_path: Path, span: Span) -> ModelShape:
-    fields = _language_model_fields(_read_config(config_path, span))
+def _shape_from_config(folder: Path, allowed: Path, span: Span) -> ModelShape:
+    config_path = folder / "config.json"
+    fields = _language_model_fields(_read_config(folder, allowed, span))
     layers, heads = _count(fields, LAYER_KEYS), _count(fields, HEAD_KEYS)
     if layers is None or heads is None:
         raise ModelError(f"{config_path} names no layer/head counts", span, "expected n_layer/n_head or num_hidden_layers/num_attention_heads")
@@ -142,9 +145,10 @@ def _shape_from_config(config_path: Path, span: Span) -> ModelShape:
     )
 
 
-def _read_config(config_path: Path, span: Span) -> dict[str, Any]:
+def _read_config(folder: Path, allowed: Path, span: Span) -> dict[str, Any]:
+    config_path = folder / "config.json"
     try:
-        config = json.loads(read_regular(config_path, MAX_CONFIG_BYTES, "config.json").decode("utf-8"))
+        config = json.loads(read_config(folder, allowed).decode("utf-8"))
     except FileNotFoundError:  # the spec names a folder that holds no model: the spec's to fix (exit 2)
         raise SpecError(
             f"{config_path.parent} is not a model folder: it has no config.json",
