@@ -186,7 +186,9 @@ def _syntax_tree(parser: Lark, source: str, path: str) -> Tree:
     try:
         for later in later_errors(first):
             # Past the cap an error is only counted (SpecErrors): the first one there stands for the rest.
-            errors.append(_syntax_error(later, source, path, parser) if len(errors) <= MAX_ERRORS else errors[-1])
+            found = _syntax_error(later, source, path, parser) if len(errors) <= MAX_ERRORS else errors[-1]
+            if len(errors) > MAX_ERRORS or found.span != errors[-1].span:
+                errors.append(found)  # (an open block is reported once, however often reading on meets it)
     except _TooDeep as error:  # raised while reading on: the error stands, and reading stops there
         errors.append(_too_deep(_token_span(path, error.token)))
     raise errors[0] if len(errors) == 1 else SpecErrors(errors)
@@ -216,11 +218,44 @@ def _span_of(node: object, path: str) -> Span:
 
 
 def _syntax_error(error: UnexpectedInput, source: str, path: str, parser: Lark) -> SyntaxErrorInSpec:
+    unclosed = _unclosed_block(error, source, path, parser)
+    if unclosed is not None:
+        return unclosed
     line, column = _error_position(error, source)
     width = len(getattr(error, "token", "") or " ") if isinstance(error, UnexpectedToken) else 1
     span = Span(path=path, line=line, column=column, end_line=line, end_column=column + max(1, width))
     message, hint = hint_for_unexpected(error, source, parser)
     return SyntaxErrorInSpec(message, span, hint)
+
+
+# Statements that only stand at the top level: met inside a block at the start of a line (or the
+# end of the file met there), they mean the block's `}` is missing.
+TOP_LEVEL_ONLY = frozenset({"CIRCUIT", "USE", "LIST", "PROMPTS", "ABLATE", "ROLE", "EDGE", "EXPECT", "HYPOTHESIS", "$END"})
+
+
+def _unclosed_block(error: UnexpectedInput, source: str, path: str, parser: Lark) -> SyntaxErrorInSpec | None:
+    """A block whose `}` is missing is noticed at the next top-level statement, lines below; the
+    error belongs at the `{` left open, found by lexing the text before the statement."""
+    if not (isinstance(error, UnexpectedToken) and error.token.type in TOP_LEVEL_ONLY and "RBRACE" in error.expected):
+        return None
+    if error.token.type != "$END" and error.token.column != 1:  # indented: a statement put inside the block
+        return None
+    end = error.token.start_pos if error.token.type != "$END" else len(source)
+    open_braces: list[Token] = []
+    try:
+        for token in parser.lex(source[:end]):
+            if token.type == "LBRACE":
+                open_braces.append(token)
+            elif token.type == "RBRACE" and open_braces:
+                open_braces.pop()
+    except Exception:  # noqa: BLE001 - text the lexer cannot read: the plain message stands
+        return None
+    if not open_braces:
+        return None
+    line, column = _start(open_braces[-1])
+    where = "by the end of the file" if error.token.type == "$END" else f"before '{error.token}' on line {error.token.line}"
+    span = Span(path=path, line=line, column=column, end_line=line, end_column=column + 1)
+    return SyntaxErrorInSpec(f"this '{{' is not closed {where}", span, "close the block with '}' on a line of its own after its last statement")
 
 
 def _error_position(error: UnexpectedInput, source: str) -> tuple[int, int]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from circuitlang.ir.stdlib import METRICS
-from circuitlang.results.tidy import patch_rows, tidy
+from circuitlang.results.tidy import TABLE_SCHEMAS, patch_rows, tidy
 
 KIND_TITLES = {
     "heads": "activation patching per head: one head ablated at every position",
@@ -107,4 +107,4 @@ class PatchReport:
 
     def table(self, kind: str = "auto"):
         """Every cell of every sweep as a tidy table (sweep, row, column, delta, stderr, normalized)."""
-        return tidy(patch_rows(self), kind)
+        return tidy(patch_rows(self), kind, TABLE_SCHEMAS["patch"])

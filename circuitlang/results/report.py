@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from circuitlang.results.estimate import Estimate
-from circuitlang.results.tidy import report_rows, tidy
+from circuitlang.results.tidy import TABLE_SCHEMAS, report_rows, tidy
 
 REPORT_SCHEMA_VERSION = 1
 
@@ -185,7 +185,7 @@ class Report(Frozen):
         completeness, minimality, edges, audit, node_scores, interchange, scrubbing), every prompt set
         in one table: a pandas
         DataFrame when pandas is installed, else a numpy structured array (`kind=` chooses)."""
-        return tidy(report_rows(self, name), kind)
+        return tidy(report_rows(self, name), kind, TABLE_SCHEMAS.get(name))
 
     def _repr_markdown_(self) -> str:  # a notebook shows the Markdown report
         from circuitlang.report.render import to_markdown

@@ -138,6 +138,56 @@ def _scrubbing(report: PromptSetReport) -> list[Row]:
     return [row]
 
 
+# ---- the columns of each table, so that a table with no rows still has them -------------------------
+
+
+def _estimate(name: str) -> list[tuple[str, type]]:
+    return [(name, float), (f"{name}_low", float), (f"{name}_high", float)]
+
+
+def _estimates(*names: str) -> list[tuple[str, type]]:
+    return [column for name in names for column in _estimate(name)]
+
+
+Schema = list[tuple[str, type]]
+TABLE_SCHEMAS: dict[str, Schema] = {
+    "claims": [
+        ("prompt_set", str),
+        ("line", int),
+        ("claim", str),
+        ("target", str),
+        ("quantity", str),
+        *_estimate("value"),
+        ("op", str),
+        ("threshold", float),
+        ("passed", bool),
+        ("margin", float),
+        ("note", str),
+    ],
+    "faithfulness": [
+        ("prompt_set", str),
+        ("prompts", int),
+        ("metric", str),
+        *_estimates("f_model", "f_circuit", "f_empty", "faithfulness", "normalized_faithfulness"),
+    ],
+    "completeness": [("prompt_set", str), ("source", str), ("removed", str), ("size", int), *_estimate("incompleteness")],
+    "minimality": [("prompt_set", str), ("node", str), ("role", str), *_estimate("minimality"), ("worst_set", str), ("needed", bool)],
+    "edges": [("prompt_set", str), ("edge", str), ("line", int), *_estimate("effect"), ("needed", bool), ("note", str)],
+    "audit": [("prompt_set", str), ("scope", str), ("sender", str), ("receiver", str), *_estimate("effect")],
+    "node_scores": [("prompt_set", str), ("node", str), ("role", str), *_estimates("direct_logit", "copy_score", "next_score")],
+    "interchange": [
+        ("prompt_set", str),
+        ("target", str),
+        ("variable", str),
+        ("nodes", str),
+        ("pairs", int),
+        *_estimates("iia", "graded_iia", "baseline_iia"),
+    ],
+    "scrubbing": [("prompt_set", str), ("prompts", int), ("sites", int), *_estimates("f_model", "f_scrubbed", "f_random", "recovered")],
+    "patch": [("sweep", str), ("kind", str), ("row", str), ("column", str), ("delta", float), ("stderr", float), ("normalized", float)],
+}
+
+
 PER_PROMPT_SET: dict[str, Callable[[PromptSetReport], list[Row]]] = {
     "faithfulness": _faithfulness,
     "completeness": _completeness,
@@ -201,7 +251,9 @@ def patch_rows(report: PatchReport) -> list[Row]:
 # ---- rows -> a table ---------------------------------------------------------------------------------
 
 
-def tidy(rows: list[Row], kind: str = "auto") -> Any:
+def tidy(rows: list[Row], kind: str = "auto", schema: Schema | None = None) -> Any:
+    """The rows as a table of `kind`. `schema` (a table's columns and types) gives a table with no
+    rows its columns: a report whose audit did not run still has an audit table to filter."""
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r}: choose one of {', '.join(KINDS)}")
     if kind == "records":
@@ -213,18 +265,27 @@ def tidy(rows: list[Row], kind: str = "auto") -> Any:
             if kind == "pandas":
                 raise ImportError("kind='pandas' needs pandas: pip install pandas") from None
         else:
-            return pandas.DataFrame.from_records(rows, columns=_columns(rows) or None)
-    return structured(rows)
+            if not rows and schema:
+                return pandas.DataFrame({name: pandas.Series(dtype=_EMPTY_DTYPES[kind_]) for name, kind_ in schema})
+            return pandas.DataFrame.from_records(rows, columns=_columns(rows, schema) or None)
+    return structured(rows, schema)
 
 
-def structured(rows: list[Row]) -> np.ndarray:
+_EMPTY_DTYPES: dict[type, Any] = {str: object, int: np.int64, float: np.float64, bool: bool}
+
+
+def structured(rows: list[Row], schema: Schema | None = None) -> np.ndarray:
     """A numpy structured array: floats, ints and bools keep their dtype, text is unicode."""
-    columns = _columns(rows)
+    if not rows and schema:
+        return np.array([], dtype=[(name, "U1" if kind is str else _EMPTY_DTYPES[kind]) for name, kind in schema])
+    columns = _columns(rows, schema)
     dtype = [(name, _dtype(row[name] for row in rows)) for name in columns]
     return np.array([tuple(row[name] for name in columns) for row in rows], dtype=dtype)
 
 
-def _columns(rows: list[Row]) -> list[str]:
+def _columns(rows: list[Row], schema: Schema | None = None) -> list[str]:
+    if schema:
+        return [name for name, _ in schema]
     return list(rows[0]) if rows else []
 
 

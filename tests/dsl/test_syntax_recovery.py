@@ -102,8 +102,8 @@ SINGLE_MISTAKES = {
     "junk before a block's brace": ({4: "prompts digits extra {"}, (4, 16)),
     "a block's brace on the next line": ({4: "prompts digits\n{"}, (4, 15)),
     "a block without its opening brace": ({4: "prompts digits"}, (4, 15)),
-    "a block without its closing brace": ({16: ""}, (19, 1)),
-    "a corrupt block without its closing brace": ({15: ""}, (19, 1)),
+    "a block without its closing brace": ({16: ""}, (4, 16)),  # at the '{' left open, not the next block
+    "a corrupt block without its closing brace": ({15: ""}, (4, 16)),  # the corrupt block takes the prompts block's }
     "a top-level statement inside a block": ({12: '  role "x": 1.1'}, (12, 3)),
     "a block statement at top level": ({17: 'template "{s1}"'}, (17, 1)),
     "a stray closing brace": ({20: "}"}, (20, 1)),
@@ -134,7 +134,7 @@ def test_errors_inside_blocks_are_found_and_the_block_is_read_on():
 def test_a_block_left_open_ends_where_the_next_block_starts():
     """The second block is read as a block of its own, so its mistakes are found too."""
     text = with_lines({16: "", 17: 'prompts more {\n  template "{s1}"\n  s1 = )\n}'})
-    assert places(errors_of(text)) == [(17, 1), (19, 8)]
+    assert places(errors_of(text)) == [(4, 16), (19, 8)]
 
 
 def test_a_syntax_error_hides_the_meaning_errors(write_spec, capsys):
@@ -189,3 +189,15 @@ def test_a_flood_of_syntax_errors_is_cut_to_the_first_hundred(write_spec, capsys
     [result] = json.loads(capsys.readouterr().out)["files"]
     assert len(result["errors"]) == 101 and result["errors"][-1]["message"] == "... and 6150 more errors"
     assert {e["stage"] for e in result["errors"]} == {"syntax"}
+
+
+def test_an_unclosed_brace_is_reported_where_it_was_opened():
+    """`metric` may stand inside a prompts block, so a missing `}` was first noticed at `ablate`,
+    five lines below, as "unexpected 'ablate'"; the error now points at the `{` left open."""
+    text = 'circuitlang 1\ncircuit c on "organism:seqcont"\nprompts p {\n  template "1 2 {a}"\n  a = 4\n'
+    text += "metric logit_diff(answer, wrong)\n\nablate zero\n"
+    [error] = errors_of(text)
+    assert (error.span.line, error.span.column) == (3, 11)
+    assert error.message == "this '{' is not closed before 'ablate' on line 8" and "close the block with '}'" in error.hint
+    [at_end] = errors_of(text.replace("ablate zero\n", ""))
+    assert (at_end.span.line, at_end.message) == (3, "this '{' is not closed by the end of the file")

@@ -293,3 +293,7 @@ def test_the_tidy_tables_carry_the_same_numbers(report) -> None:
     assert rows[0]["target"] == carrier.target and rows[0]["iia"] == carrier.iia.value and rows[0]["graded_iia_low"] == carrier.graded_iia.low
     (scrubbing,) = report.table("scrubbing", kind="records")
     assert scrubbing["recovered"] == report.prompt_sets[0].scrubbing.recovered.value
+    from circuitlang.results.tidy import TABLE_SCHEMAS
+
+    for name, found in (("interchange", rows[0]), ("scrubbing", scrubbing)):
+        assert list(found) == [column for column, _ in TABLE_SCHEMAS[name]]
