@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from circuitlang import __version__
+from circuitlang.commands.usage import SuggestingParser
 from circuitlang.commands.common import add_device_argument, add_root_argument, progress_display, set_threads, why_unwritable
 from circuitlang.compile.memory import memory_refusal, spec_memory
 from circuitlang.compile.plan import compile_plan
@@ -137,7 +138,7 @@ def _say(error: CircuitlangError) -> None:
 
 
 def _argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="circuitlang", description="Declare circuits; check them against models.")
+    parser = SuggestingParser(prog="circuitlang", description="Declare circuits; check them against models.")
     parser.add_argument("--version", action="version", version=f"circuitlang {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", help="parse and validate specs without running a model")
