@@ -38,6 +38,7 @@ from circuitlang.ir import models as ir
 from circuitlang.ir.eap_ig import GraphConfig
 from circuitlang.discover.methods import DEFAULT_IG_GRID, EAP_IG_STEPS, IG_GRID_HELP, IG_GRIDS, MAX_STEPS, IGGrid, attribution_label
 from circuitlang.discover.ranking import RANKINGS, Ranking
+from circuitlang.report.curve_plot import IMAGE_FORMATS
 from circuitlang.ir.eap_ig_import import MAX_GRAPH_EDGES, parse_graph
 
 if TYPE_CHECKING:  # torch is imported only inside run
@@ -87,7 +88,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--prompts", help="the prompt set to evaluate on (default: the first)")
     parser.add_argument("--json", type=Path, metavar="OUT.json", help="write the curve and its areas as JSON")
-    parser.add_argument("--plot", type=Path, metavar="OUT.svg", help="draw the normalized faithfulness f against the fraction of edges (SVG)")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="OUT.svg",
+        help="draw the normalized faithfulness f against the fraction of edges; the format follows the extension: "
+        ".svg, .png or .pdf (these two need the pictures extra)",
+    )
     parser.add_argument(
         "--max-edges",
         type=positive_int,
@@ -126,8 +133,8 @@ def _bad_option(args: argparse.Namespace) -> str | None:
         return "--ig-grid applies to --method eap-ig only"
     if args.steps is not None and args.steps > MAX_STEPS:
         return f"--steps {args.steps}: give at most {MAX_STEPS} integration steps (the literature uses 5 to 30)"
-    if args.plot is not None and args.plot.suffix.lower() != ".svg":
-        return f"--plot {args.plot}: the plot is written as SVG; give a file ending in .svg"
+    if args.plot is not None and args.plot.suffix.lower().lstrip(".") not in IMAGE_FORMATS:
+        return f"--plot {args.plot}: the format follows the extension; give a file ending in {', '.join('.' + f for f in IMAGE_FORMATS)}"
     return None
 
 
@@ -288,10 +295,10 @@ def _write_outputs(curves: list["FaithfulnessCurve"], args: argparse.Namespace, 
         document = {"spec": str(args.file), "prompts": prompts, "curves": [c.to_json() for c in curves]}
         outputs.append((args.json, json.dumps(document, indent=2) + "\n"))
     if args.plot is not None:
-        from circuitlang.report.curve_plot import faithfulness_svg
+        from circuitlang.report.curve_plot import faithfulness_image
 
         title = f"faithfulness curve: {args.file.name}, prompts {prompts}, edges ranked {Ranking(args.rank).by}"
-        outputs.append((args.plot, faithfulness_svg(curves, title=title)))
+        outputs.append((args.plot, faithfulness_image(curves, title, args.plot.suffix.lower().lstrip("."))))
     for path, text in outputs:
         try:
             write_atomically(path, text)

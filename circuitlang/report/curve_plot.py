@@ -147,6 +147,57 @@ def _legend_entry(curve: "FaithfulnessCurve", index: int) -> list[str]:
     ]
 
 
+# ---- PNG and PDF: the same plot drawn by matplotlib (the `pictures` extra) ----------------------------
+
+IMAGE_FORMATS = ("svg", "png", "pdf")
+MATPLOTLIB_MARKERS = {"circle": "o", "square": "s", "diamond": "D", "triangle": "^"}
+
+
+def faithfulness_image(curves: Sequence["FaithfulnessCurve"], title: str, image_format: str) -> str | bytes:
+    """The plot in `image_format` (svg, png or pdf): SVG text as drawn above, else the bytes of
+    the same axes, curves and legend drawn by matplotlib."""
+    if image_format == "svg":
+        return faithfulness_svg(curves, title)
+    import io
+
+    figure = faithfulness_figure(curves, title)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=image_format, dpi=150, metadata={"Software": None} if image_format == "png" else None)
+    return buffer.getvalue()
+
+
+def faithfulness_figure(curves: Sequence["FaithfulnessCurve"], title: str):  # -> matplotlib.figure.Figure
+    """The SVG's plot as a matplotlib figure: log x from a power of ten to 1, f on y with dashed
+    lines at 0 and 1, one line and marker per curve, its areas in the legend."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(WIDTH / 100, HEIGHT / 100))
+    axes = figure.add_axes((LEFT / WIDTH, BOTTOM / HEIGHT, 1 - (LEFT + RIGHT) / WIDTH, 1 - (TOP + BOTTOM) / HEIGHT))
+    axes.set_xscale("log")
+    axes.set_xlim(10.0 ** _LogAxis(min(x for c in curves for x in c.fractions), 0, 1).low, 1)
+    axes.set_ylim(*_y_range(curves))
+    for reference in (0.0, 1.0):
+        axes.axhline(reference, color="#888888", linestyle=(0, (4, 3)), linewidth=1)
+    for index, curve in enumerate(curves):
+        kept = [(x, p.normalized_faithfulness) for x, p in zip(curve.fractions, curve.points) if math.isfinite(p.normalized_faithfulness)]
+        areas = f"CPR {curve.cpr:.3f}, CMD {curve.cmd:.3f}\nover ln x: {curve.cpr_log:.2f}, {curve.cmd_log:.2f}"
+        label = f"{curve.label or f'curve {index + 1}'}\n{areas}"
+        axes.plot(
+            [x for x, _ in kept],
+            [y for _, y in kept],
+            color=SPEC_COLOURS[index % len(SPEC_COLOURS)],
+            marker=MATPLOTLIB_MARKERS[MARKERS[index % len(MARKERS)]],
+            markersize=4,
+            linewidth=2,
+            label=label,
+        )
+    axes.set_xlabel("edges kept (fraction of the graph, log scale)")
+    axes.set_ylabel(Y_LABEL, fontsize=8)
+    axes.set_title(title, fontsize=10, loc="left")
+    axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, frameon=False)
+    return figure
+
+
 def _percent(fraction: float) -> str:
     return f"{fraction * 100:g}%"
 

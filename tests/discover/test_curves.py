@@ -360,7 +360,7 @@ def test_an_unknown_prompt_set_is_refused_before_the_model_loads(task: Path, tmp
     [
         ([], "give the scores: --graph GRAPH.json"),
         (["--graph", "g.json", "--steps", "3"], "--steps applies to --method eap-ig only"),
-        (["--graph", "g.json", "--plot", "x.png"], "the plot is written as SVG"),
+        (["--graph", "g.json", "--plot", "x.gif"], "give a file ending in .svg, .png, .pdf"),
         (["--graph", "g.json", "--ig-grid", "left"], "--ig-grid applies to --method eap-ig only"),
         (["--graph", "g.json", "--rank", "sign"], "argument --rank: 'sign': did you mean 'signed'?"),
     ],
@@ -380,3 +380,25 @@ def test_a_curve_whose_zero_is_the_model_is_refused(tmp_path, capsys):
     spec.write_text((SPECS / "organism_months.circ").read_text().replace("  wrong = months[i + 3]", "  wrong = months[i + 4]"))
     assert main(["curve", str(spec), "--method", "eap"]) == 2
     assert "the model and the graph without edges give the same mean metric (0)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", ["png", "pdf"])
+def test_the_plot_format_follows_the_extension_as_draw_and_patch_do(task: Path, tmp_path: Path, suffix: str):
+    """`--plot curve.png` used to be refused (SVG only); the PNG and PDF draw the numbers of the
+    JSON, the same points as the SVG."""
+    from circuitlang.report.curve_plot import faithfulness_figure
+
+    graph = _scored_graph(task, tmp_path)
+    out_json, out_image = tmp_path / "curve.json", tmp_path / f"curve.{suffix}"
+    assert main(["curve", str(task), "--graph", str(graph), "--json", str(out_json), "--plot", str(out_image)]) == 0
+    assert out_image.read_bytes()[:4] == {"png": b"\x89PNG", "pdf": b"%PDF"}[suffix]
+    [written] = json.loads(out_json.read_text())["curves"]
+
+    class Curve:  # the figure reads what a FaithfulnessCurve has, here from the JSON written
+        label, cpr, cmd, cpr_log, cmd_log = written["label"], written["cpr"], written["cmd"], written["cpr_log"], written["cmd_log"]
+        fractions = [p["fraction"] for p in written["points"]]
+        points = [type("Point", (), p) for p in written["points"]]
+
+    [line] = faithfulness_figure([Curve()], "t").axes[0].get_lines()[2:]  # after the two dashed references
+    assert list(line.get_ydata()) == [p["normalized_faithfulness"] for p in written["points"]]
+    assert list(line.get_xdata()) == list(MIB_FRACTIONS)
