@@ -78,13 +78,14 @@ class PatchMatrix:
         for i, row in enumerate(self.rows):
             for j, column in enumerate(self.columns):
                 if not math.isnan(float(self.delta[i, j])):
-                    node, position = self._node_and_position(row, column)
+                    node, position = self.node_and_position(row, column)
                     out.append(
                         Cell(node, position, self.examples[j], float(self.delta[i, j]), float(self.stderr[i, j]), float(self.normalized[i, j]))
                     )
         return out
 
-    def _node_and_position(self, row: str, column: str) -> tuple[str, str]:
+    def node_and_position(self, row: str, column: str) -> tuple[str, str]:
+        """The node of a cell as a spec writes it ("0.2", "mlp 1") and where it was patched."""
         if self.kind in ("heads", "path"):  # layer x head; the head is patched at every position
             return f"{row.removeprefix('layer ')}.{column.removeprefix('head ')}", "all"
         return row, column
@@ -106,5 +107,7 @@ class PatchReport:
     matrices: tuple[PatchMatrix, ...]
 
     def table(self, kind: str = "auto"):
-        """Every cell of every sweep as a tidy table (sweep, row, column, delta, stderr, normalized)."""
+        """Every cell of every sweep as a tidy table (sweep, kind, node, position, row, column, delta,
+        stderr, normalized): `node` as a spec writes it ("0.2", "mlp 1"), `row` and `column` as the
+        matrix labels them."""
         return tidy(patch_rows(self), kind, TABLE_SCHEMAS["patch"])

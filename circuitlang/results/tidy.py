@@ -184,7 +184,17 @@ TABLE_SCHEMAS: dict[str, Schema] = {
         *_estimates("iia", "graded_iia", "baseline_iia"),
     ],
     "scrubbing": [("prompt_set", str), ("prompts", int), ("sites", int), *_estimates("f_model", "f_scrubbed", "f_random", "recovered")],
-    "patch": [("sweep", str), ("kind", str), ("row", str), ("column", str), ("delta", float), ("stderr", float), ("normalized", float)],
+    "patch": [
+        ("sweep", str),
+        ("kind", str),
+        ("node", str),
+        ("position", str),
+        ("row", str),
+        ("column", str),
+        ("delta", float),
+        ("stderr", float),
+        ("normalized", float),
+    ],
 }
 
 
@@ -229,15 +239,19 @@ def report_rows(report: Report, table: str) -> list[Row]:
 
 
 def patch_rows(report: PatchReport) -> list[Row]:
-    """Every cell of every sweep: sender (row) x column, in the metric's units and normalized."""
+    """Every cell of every sweep: its node and position, the matrix's row and column, in the
+    metric's units and normalized."""
     rows = []
     for matrix in report.matrices:
         for i, sender in enumerate(matrix.rows):
             for j, column in enumerate(matrix.columns):
+                node, position = matrix.node_and_position(sender, column)
                 rows.append(
                     {
                         "sweep": matrix.name,
                         "kind": matrix.kind,
+                        "node": node,  # as a spec writes it: "0.2", not ("layer 0", "head 2")
+                        "position": position,
                         "row": sender,
                         "column": column,
                         "delta": float(matrix.delta[i, j]),

@@ -44,3 +44,28 @@ def test_the_api_document_lists_every_column_of_every_table():
         documented = set(re.findall(r"\w+", rows[name]))
         named = {column for column, _ in TABLE_SCHEMAS[name] if not column.endswith(("_low", "_high"))} - {"prompt_set"}
         assert named <= documented, f"{name}: {sorted(named - documented)} not in docs/api.md"
+
+
+def test_patching_tables_name_nodes_as_specs_write_them():
+    """A layer x head sweep's cell (row "layer 0", column "head 2") is the node "0.2"; a
+    by-position sweep's keeps its row ("mlp 1") and names the position."""
+    from circuitlang.results.patch_report import PatchMatrix, PatchReport
+
+    def matrix(kind: str, rows: tuple[str, ...], columns: tuple[str, ...]) -> PatchMatrix:
+        values = np.arange(len(rows) * len(columns), dtype=float).reshape(len(rows), len(columns))
+        return PatchMatrix(kind, rows, columns, ("",) * len(columns), values, values / 10, values / 2)
+
+    report = PatchReport(
+        context=None,  # type: ignore[arg-type]  (the table reads the matrices only)
+        matrices=(
+            matrix("heads", ("layer 0", "layer 1"), ("head 0", "head 1", "head 2")),
+            matrix("mlps_by_position", ("mlp 0", "mlp 1"), ("s4 / end",)),
+        ),
+    )
+    rows = report.table(kind="records")
+    assert [row["node"] for row in rows] == ["0.0", "0.1", "0.2", "1.0", "1.1", "1.2", "mlp 0", "mlp 1"]
+    assert [row["position"] for row in rows] == ["all"] * 6 + ["s4 / end"] * 2
+    assert rows[2]["delta"] == 2.0 and (rows[2]["row"], rows[2]["column"]) == ("layer 0", "head 2")
+    assert list(report.table().columns) == [column for column, _ in TABLE_SCHEMAS["patch"]]
+    cells = {(cell.node, cell.position): cell.delta for m in report.matrices for cell in m.cells()}
+    assert all(cells[(row["node"], row["position"])] == row["delta"] for row in rows)  # the same names as the picture's cells
