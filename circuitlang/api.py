@@ -7,6 +7,8 @@
     report = circuitlang.verify(run)           # what `circuitlang verify` reports (also from a path or a Spec)
     report.table("minimality")                 # any of its tables, tidy: a DataFrame, or numpy without pandas
     circuitlang.edge_scores(run, "eap-ig")     # every edge's attribution score, tidy
+    circuitlang.attention(run, heads=["9.1"])  # attention patterns, mean over the prompt set; .table()
+    circuitlang.lens(run).table("direct")      # logit lens and direct contributions, tidy
 
 `Run` is the public face of an engine session (`engine.session.Session`), which the workflows
 run on; `run.session` hands it to them.
@@ -30,6 +32,7 @@ from circuitlang.ir.node_text import NODE_FORMS, parse_node
 if TYPE_CHECKING:
     import torch
 
+    from circuitlang.results.lens import AttentionResult, LensResult
     from circuitlang.results.report import Report
 
 NodeLike = Union[ir.Node, str]  # a node, or as a spec writes it: "9.1", "mlp 0", "logits"
@@ -183,6 +186,59 @@ def edge_scores(
     scores = scores_of(scorer, method, steps or EAP_IG_STEPS, IGGrid(ig_grid))
     rows = [{"sender": str(s), "receiver": str(r), "channel": c, "score": scores[(s, r, c)]} for s, r, c in ranked(scores)]
     return tidy(rows, kind)
+
+
+def attention(
+    spec: str | Path | ir.Spec | Run,
+    heads: Iterable[NodeLike],
+    prompt_set: str | None = None,
+    prompt: int | None = None,
+    positions: str | None = None,
+    *,
+    device: str = "cpu",
+    root: str | Path | None = None,
+) -> "AttentionResult":
+    """Attention patterns of `heads` ("9.1" or HeadNodes) on the clean prompts: the mean over the
+    prompt set, or `prompt`'s alone (its index in the set, from 0). `positions`: "tokens" (every
+    token; the default with one template or one prompt) or "named" (the spec's named positions;
+    the default with several templates). `.table()` is tidy; report.attention_plot draws a head.
+    A head the model lacks, a node that is not a head or a prompt out of range is a ValueError."""
+    from circuitlang.workflows.attention import AttentionRequest
+    from circuitlang.workflows.attention import attention as read_attention
+    from circuitlang.workflows.lens import CannotRead
+
+    run = _as_run(spec, device, "float32", root)
+    nodes = run.nodes(heads)
+    chosen = tuple((n.layer, n.head) for n in nodes if isinstance(n, ir.HeadNode))
+    if len(chosen) < len(nodes):
+        raise ValueError(f"{next(str(n) for n in nodes if n.kind != 'head')!r}: attention patterns are per head: write layer.head, e.g. 0.1")
+    request = AttentionRequest(prompt_set or run.spec.prompt_sets[0].name, chosen, prompt, positions)
+    try:
+        return read_attention(run.session, request)
+    except CannotRead as error:
+        raise ValueError(str(error)) from None
+
+
+def lens(
+    spec: str | Path | ir.Spec | Run,
+    prompt_set: str | None = None,
+    positions: str | None = None,
+    *,
+    device: str = "cpu",
+    root: str | Path | None = None,
+) -> "LensResult":
+    """The logit lens (the metric read from the residual stream after the embeddings and each
+    layer, through the final norm and the unembedding) and every node's direct contribution to
+    the metric (the final norm's scale frozen at the clean run), per position: a LensResult, whose
+    `.table("lens")` and `.table("direct")` are tidy; report.lens_plot draws them."""
+    from circuitlang.workflows.lens import CannotRead, LensRequest
+    from circuitlang.workflows.lens import lens as read_lens
+
+    run = _as_run(spec, device, "float32", root)
+    try:
+        return read_lens(run.session, LensRequest(prompt_set or run.spec.prompt_sets[0].name, positions))
+    except CannotRead as error:
+        raise ValueError(str(error)) from None
 
 
 def _receiver(node: ir.Node) -> Receiver:

@@ -79,6 +79,8 @@ MODULE_COMMANDS: tuple[tuple[str, str], ...] = (
     ("discover", "find a circuit (node pruning, iterative path patching, ACDC) and write it as a .circ"),
     ("draw", "draw circuits as layered diagrams (svg, png, pdf, dot), without a model"),
     ("patch", "activation and path patching sweeps: heatmaps, JSON and CSV"),
+    ("attention", "attention patterns of chosen heads, over a prompt set or one prompt: pictures and CSV"),
+    ("lens", "the logit lens and each node's direct contribution to the metric: heatmaps and CSV"),
     ("export", "write a circuit as another tool's file (EAP-IG graph JSON)"),
     ("import", "read a circuit from another tool's file (EAP-IG graph JSON) into a .circ spec"),
     ("compare", "overlap of circuits' nodes and edges, and each circuit's faithfulness on the others' prompts"),

@@ -81,7 +81,15 @@ def test_module_names_say_what_they_do() -> None:
     assert [name for name in names if "patching" in Path(name).name] == ["circuitlang/engine/path_patching.py"]
     assert [name for name in names if Path(name).name == "compare.py"] == ["circuitlang/commands/compare.py"]
     mirrored = {Path(name).stem for name in names if name.startswith("circuitlang/workflows/")} - {"__init__"}
-    assert mirrored == {"verify", "patch", "transfer", "discover", "interchange"}  # interchange: the hypothesis step of verify
+    assert mirrored == {
+        "verify",
+        "patch",
+        "transfer",
+        "discover",
+        "interchange",
+        "attention",
+        "lens",
+    }  # interchange: the hypothesis step of verify
 
 
 def test_test_folders_mirror_the_package() -> None:

@@ -117,32 +117,32 @@ def direct_logit(engine: Engine, node: ir.Node) -> torch.Tensor:
             assert node.kind == "mlp"
             output = clean.acts["mlp_out"][node.layer][:, end]
         final = clean.final_residual[:, end]
-        centring = not _rms_norm(bridge)  # LayerNorm subtracts the mean; RMSNorm does not
+        centring = not rms_norm(bridge)  # LayerNorm subtracts the mean; RMSNorm does not
         if centring:
             final, output = final - final.mean(-1, keepdim=True), output - output.mean(-1, keepdim=True)
-        scale = final.pow(2).mean(-1, keepdim=True).add(_norm_eps(bridge)).sqrt()  # frozen at the clean run's
+        scale = final.pow(2).mean(-1, keepdim=True).add(norm_eps(bridge)).sqrt()  # frozen at the clean run's
         direction = _metric_direction(engine, template)  # [n, D]
-        weight = _final_norm_weight(bridge, final.shape[-1]).to(output.device)
+        weight = final_norm_weight(bridge, final.shape[-1]).to(output.device)
         return ((output / scale) * weight * direction.to(output.device)).sum(-1)
 
     return _per_prompt(engine, compute)
 
 
-def _norm_eps(bridge: Any) -> float:  # a TransformerBridge, as `LoadedModel.bridge`
+def norm_eps(bridge: Any) -> float:  # a TransformerBridge, as `LoadedModel.bridge`
     return float(getattr(bridge.cfg, "eps", 1e-5))
 
 
-def _rms_norm(bridge: Any) -> bool:
+def rms_norm(bridge: Any) -> bool:
     return str(getattr(bridge.cfg, "normalization_type", "LN")).startswith("RMS")
 
 
-def _final_norm_weight(bridge: Any, d_model: int) -> torch.Tensor:
+def final_norm_weight(bridge: Any, d_model: int) -> torch.Tensor:
     """The final norm's per-dimension gain as it acts. For RMSNorm it is read off the norm itself
     (Gemma's norms multiply by 1 + weight, Llama's by weight): on a vector of ones the norm's
     output times sqrt(1 + eps) is the gain."""
-    if _rms_norm(bridge):
+    if rms_norm(bridge):
         ones = torch.ones(1, d_model, device=bridge.W_U.device, dtype=bridge.W_U.dtype)
-        return Family.final_norm(bridge)(ones)[0] * (1.0 + _norm_eps(bridge)) ** 0.5
+        return Family.final_norm(bridge)(ones)[0] * (1.0 + norm_eps(bridge)) ** 0.5
     weight = getattr(Family.final_norm(bridge), "w", None)
     return weight if isinstance(weight, torch.Tensor) else torch.ones(d_model)
 
