@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The steps of the circuitlang GitHub Action (action.yml), as one script that runs anywhere:
 # check and fmt --check every spec, then verify each one with GitHub annotations on stdout, a JUnit
-# file per spec and a Markdown step summary. Every spec is verified even after one fails, so one
-# run shows every problem; the exit code is the worst one (1: a claim failed, 2: a spec error,
-# 3: a model or runtime error).
+# file and an HTML page per spec, and a Markdown step summary that names the page. Every spec is
+# verified even after one fails, so one run shows every problem; the exit code is the worst one
+# (1: a claim failed, 2: a spec error, 3: a model or runtime error).
 #
 # Inputs (environment): SPECS (globs, default "specs/*.circ"), VERIFY (true|false, default true),
-# REPORTS (folder for the JUnit files, default circuitlang-reports), DEVICE (default cpu),
-# VERIFY_ARGS (more verify options), GITHUB_STEP_SUMMARY (set by GitHub; the summary is appended).
+# REPORTS (folder for the JUnit files, Markdown summaries and HTML pages, default circuitlang-reports),
+# DEVICE (default cpu), VERIFY_ARGS (more verify options), GITHUB_STEP_SUMMARY (set by GitHub; the summary is appended).
 set -uo pipefail
 
 shopt -s nullglob
@@ -34,11 +34,15 @@ if [ "${VERIFY:-true}" = "true" ]; then
     for spec in "${specs[@]}"; do
         name="$(basename "$spec" .circ)"
         summary="$reports/$name.md"
+        page="$reports/$name.html"
         circuitlang verify "$spec" --device "${DEVICE:-cpu}" --format github \
-            --write "junit=$reports/$name.xml" --write "markdown=$summary" "${extra[@]}"
+            --write "junit=$reports/$name.xml" --write "markdown=$summary" --write "html=$page" "${extra[@]}"
         note $?
         if [ -n "${GITHUB_STEP_SUMMARY:-}" ] && [ -f "$summary" ]; then
             cat "$summary" >> "$GITHUB_STEP_SUMMARY"
+            # A step summary cannot hold the page (no scripts, no inline SVG): it names the file, which
+            # the workflow's upload of the reports folder attaches to the run.
+            printf '\nThe full report, circuit drawing and spec source: `%s` (in the uploaded reports).\n\n' "$page" >> "$GITHUB_STEP_SUMMARY"
         fi
     done
 fi

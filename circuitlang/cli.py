@@ -166,7 +166,7 @@ def _argument_parser() -> argparse.ArgumentParser:
         help="the model's precision (default float32); float16 and bfloat16 halve the memory and "
         "speed up GPUs, and move the numbers slightly (docs/verify.md, Precision)",
     )
-    verify.add_argument("--format", choices=("table", "json", "junit", "github", "markdown"), default="table")
+    verify.add_argument("--format", choices=REPORT_FORMATS, default="table")
     verify.add_argument("-o", "--output", type=Path, help="write the report here (atomically) instead of stdout")
     verify.add_argument(
         "--write",
@@ -372,7 +372,7 @@ def _print_check_result(console: Console, result: CheckResult) -> None:
 # ---- verify --------------------------------------------------------------------------------
 
 
-REPORT_FORMATS = ("table", "json", "junit", "github", "markdown")
+REPORT_FORMATS = ("table", "json", "junit", "github", "markdown", "html")
 
 
 @dataclass(frozen=True)
@@ -402,6 +402,8 @@ def _verify(args: argparse.Namespace) -> Verdict:
         spec = load_spec(args.file, args.root)
         datasets = expand_all(spec)  # once: the memory estimate and the run read the same prompts
         memory = spec_memory(spec, datasets, args.audit, DTYPES[args.dtype])
+        # The HTML page lists the spec as verified: read now, not after a run it may change during.
+        source = read_spec_text(args.file) if any(o.format == "html" for o in outputs) else ""
     except CircuitlangError as error:
         raise _not_verified(str(args.file), error, outputs) from None
     too_big = memory_refusal(memory, args.device)
@@ -415,18 +417,18 @@ def _verify(args: argparse.Namespace) -> Verdict:
     except CircuitlangError as error:
         # Binding errors (a prompt the tokenizer splits differently) are the spec's to fix (2).
         raise _not_verified(str(args.file), error, outputs) from None
-    lost = [problem for output in outputs if (problem := _emitted(report, output, args.notices))]
+    lost = [problem for output in outputs if (problem := _emitted(report, output, args.notices, spec, source))]
     if lost:  # the run finished: its verdict is shown even though a file is lost
         _print_verdict(report, Console(emoji=False, stderr=True, highlight=False, soft_wrap=True))
         raise Reported(lost)
     return Verdict.PASSED if report.passed else Verdict.FAILED
 
 
-def _emitted(report, output: Output, notices: bool) -> OutputError | None:
+def _emitted(report, output: Output, notices: bool, spec: ir.Spec, source: str) -> OutputError | None:
     """Write the report to one output; an output that cannot be written is said at once and
     returned, and the other outputs are still written."""
     try:
-        _emit_report(report, output, notices)
+        _emit_report(report, output, notices, spec, source)
     except OSError as error:
         problem = OutputError(f"{output.path}: cannot write the report: {error.strerror or error}")
         _say(problem)
@@ -476,7 +478,7 @@ def _run_verification(
         return verify(session, say, audit, cache)
 
 
-def _emit_report(report, output: Output, notices: bool) -> None:
+def _emit_report(report, output: Output, notices: bool, spec: ir.Spec, source: str) -> None:
     from circuitlang.report.files import write_atomically
     from circuitlang.report.render import TEXT_FORMATS, tables, to_github
 
@@ -488,7 +490,12 @@ def _emit_report(report, output: Output, notices: bool) -> None:
             console.print(table)
         _print_verdict(report, console)
         return
-    text = to_github(report, notices) if output.format == "github" else TEXT_FORMATS[output.format](report)
+    if output.format == "html":  # the one view that draws the circuit and lists the source: it takes the spec too
+        from circuitlang.report.html import to_html
+
+        text = to_html(report, spec, source)
+    else:
+        text = to_github(report, notices) if output.format == "github" else TEXT_FORMATS[output.format](report)
     if output.path:
         write_atomically(output.path, text)
     else:

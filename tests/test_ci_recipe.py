@@ -38,8 +38,11 @@ def test_the_action_verifies_every_spec_into_junit_and_a_step_summary(tmp_path):
     for name in ("organism_incr_digits", "organism_months"):
         suite = ElementTree.parse(tmp_path / "reports" / f"{name}.xml").getroot()
         assert suite.get("failures") == "0" and int(suite.get("tests")) >= 1
+        page = (tmp_path / "reports" / f"{name}.html").read_text()
+        assert page.startswith("<!DOCTYPE html>") and "all claims pass" in page
     summary = (tmp_path / "summary.md").read_text()
     assert summary.count("(all claims pass)") == 2
+    assert all(f"`{tmp_path / 'reports' / name}.html`" in summary for name in ("organism_incr_digits", "organism_months"))  # the page, named
     assert "::error" not in result.stdout and "::notice" not in result.stdout  # quiet when all is well
 
 
@@ -57,6 +60,7 @@ def test_the_action_reports_every_problem_and_exits_with_the_worst(tmp_path):
     assert any(line.startswith(f"::error file={broken},line=") for line in errors)  # the spec error, at its line
     assert ElementTree.parse(tmp_path / "reports" / "failing.xml").getroot().get("failures") == "1"
     assert ElementTree.parse(tmp_path / "reports" / "broken.xml").getroot().get("errors") == "1"
+    assert "(not verified: exit 2)" in (tmp_path / "reports" / "broken.html").read_text()  # errors reach the page too
     assert ElementTree.parse(tmp_path / "reports" / "good.xml").getroot().get("failures") == "0"
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from xml.sax.saxutils import escape, quoteattr
 
-from circuitlang.errors import CircuitlangError
+from circuitlang.errors import CircuitlangError, render_diagnostic
 
 
 def failure_json(spec_path: str, errors: list[CircuitlangError], exit_code: int) -> str:
@@ -51,6 +51,19 @@ def failure_markdown(spec_path: str, errors: list[CircuitlangError], exit_code: 
     return "\n".join(lines) + "\n"
 
 
+def failure_html(spec_path: str, errors: list[CircuitlangError], exit_code: int) -> str:
+    """The HTML report's page for a run that could not verify: the Markdown note's heading, and each
+    error as a compiler shows it (its source line and caret), escaped like every text of the page."""
+    from circuitlang.report.html_page import element, page
+
+    title = f"circuitlang: {spec_path} (not verified: exit {exit_code})"
+    items = [
+        element("li", [element("code", str(e.span or spec_path)), f" {e.stage} error: {e.message}", element("pre", render_diagnostic(e))])
+        for e in errors
+    ]
+    return page(title, [element("header", element("h1", title)), element("ul", items, class_="errors", id="errors")])
+
+
 def _first_line(errors: list[CircuitlangError]) -> str:
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return str(errors[0]) + more if errors else "verification failed"
@@ -60,4 +73,4 @@ def _escaped(message: str) -> str:
     return message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
-FAILURE_FORMATS = {"json": failure_json, "junit": failure_junit, "github": failure_github, "markdown": failure_markdown}
+FAILURE_FORMATS = {"json": failure_json, "junit": failure_junit, "github": failure_github, "markdown": failure_markdown, "html": failure_html}

@@ -117,8 +117,15 @@ def _summary(prompt_set: PromptSetReport, report: Report) -> Table:
     )
     for column in ("number", "value", confidence, "definition"):
         table.add_column(column)
+    for name, estimate, definition in summary_rows(prompt_set):
+        table.add_row(*plain_cells(name, *summary_cells(estimate), definition))
+    return table
+
+
+def summary_rows(prompt_set: PromptSetReport) -> list[tuple[str, Estimate, str]]:
+    """The headline numbers, named and defined once: the table, Markdown and HTML show these rows."""
     f = prompt_set.faithfulness
-    rows = [
+    return [
         ("F(M)", f.f_model, "metric of the full model"),
         ("F(C)", f.f_circuit, "circuit, complement ablated"),
         ("F(empty)", f.f_empty, "everything ablated"),
@@ -127,9 +134,11 @@ def _summary(prompt_set: PromptSetReport, report: Report) -> Table:
         ("incompleteness (worst K)", prompt_set.completeness.worst, "max |F(C\\K) - F(M\\K)| / |F(M)|"),
         ("incompleteness (mean)", prompt_set.completeness.mean, "mean over the K tried"),
     ]
-    for name, estimate, definition in rows:
-        table.add_row(*plain_cells(name, f"{estimate.value:.4g}", f"[{estimate.low:.4g}, {estimate.high:.4g}]", definition))
-    return table
+
+
+def summary_cells(estimate: Estimate) -> tuple[str, str]:
+    """A headline number and its interval as every view prints them: ("0.9015", "[0.8777, 0.9237]")."""
+    return f"{estimate.value:.4g}", f"[{estimate.low:.4g}, {estimate.high:.4g}]"
 
 
 def _cache_line(prompt_set: PromptSetReport) -> str:
@@ -304,23 +313,14 @@ def to_markdown(report: Report) -> str:
         "",
     ]
     for prompt_set in report.prompt_sets:
-        f = prompt_set.faithfulness
         lines += [
             f"### {prompt_set.name} ({prompt_set.prompts} prompts, {prompt_set.metric})",
             "",
             "| number | value | CI |",
             "| --- | --- | --- |",
         ]
-        for name, estimate in (
-            ("F(M)", f.f_model),
-            ("F(C)", f.f_circuit),
-            ("F(empty)", f.f_empty),
-            ("faithfulness", f.faithfulness),
-            ("normalized faithfulness", f.normalized_faithfulness),
-            ("incompleteness (worst K)", prompt_set.completeness.worst),
-            ("incompleteness (mean)", prompt_set.completeness.mean),
-        ):
-            lines.append(f"| {name} | {estimate.value:.4g} | [{estimate.low:.4g}, {estimate.high:.4g}] |")
+        for name, estimate, _ in summary_rows(prompt_set):
+            lines.append(f"| {name} | {' | '.join(summary_cells(estimate))} |")
         lines += [f"\n> **Warning:** {warning}" for warning in prompt_set.warnings]
         lines += ["", "| node | role | minimality | needed |", "| --- | --- | --- | --- |"]
         lines += [f"| {m.node} | {m.role} | {_estimate(m.score)} | {'yes' if m.needed else '**no**'} |" for m in prompt_set.minimality]

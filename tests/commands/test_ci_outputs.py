@@ -46,9 +46,10 @@ def _broken(tmp_path):
 
 def test_a_spec_error_reaches_every_format(tmp_path, capsys):
     spec = _broken(tmp_path)
-    junit, summary, report = tmp_path / "report.xml", tmp_path / "summary.md", tmp_path / "report.json"
+    junit, summary, report, page = tmp_path / "report.xml", tmp_path / "summary.md", tmp_path / "report.json", tmp_path / "report.html"
     code = main(
         ["verify", str(spec), "--format", "github", "--write", f"junit={junit}", "--write", f"markdown={summary}", "--write", f"json={report}"]
+        + ["--write", f"html={page}"]
     )
     assert code == 2
     captured = capsys.readouterr()
@@ -63,6 +64,7 @@ def test_a_spec_error_reaches_every_format(tmp_path, capsys):
     assert "not verified: exit 2" in summary.read_text() and "layer 7 does not exist" in summary.read_text()
     data = json.loads(report.read_text())
     assert data["passed"] is False and data["exit_code"] == 2 and data["errors"][0]["line"] is not None
+    assert "(not verified: exit 2)" in page.read_text() and "layer 7 does not exist" in page.read_text()  # tests/report/test_html.py opens one
 
 
 def test_a_model_error_reaches_every_format(tmp_path, capsys):
