@@ -22,6 +22,7 @@ from rich.markup import escape
 
 from circuitlang.commands.common import add_device_argument, load_checked, one_of, open_checked, progress_display, unknown_value
 from circuitlang.errors import InputError, MissingExtra, OutputError, UsageError
+from circuitlang.results.patch_report import SENDER_KINDS
 from circuitlang.ir import models as ir
 from circuitlang.ir.node_text import parse_node
 
@@ -59,6 +60,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="R",
         help=f"path patching receiver: {RECEIVER_FORMS}; repeat for several (default with --kind path: logits)",
+    )
+    parser.add_argument(
+        "--senders",
+        action="append",
+        choices=SENDER_KINDS,
+        type=one_of(SENDER_KINDS),
+        help="path patching senders: each layer's heads, its MLP, or both (repeat: --senders heads --senders mlps); default heads",
     )
     parser.add_argument(
         "--normalized", action="store_true", help="colour the pictures by (F(patched) − F(M)) / (F(M) − F(∅)) instead of the metric change"
@@ -115,7 +123,8 @@ def _request(spec: ir.Spec, args: argparse.Namespace) -> "PatchRequest":
         Receiver(node, channels) if node.kind == "head" else Receiver(node)
         for node, channels in dict.fromkeys(_parse_receiver(text, spec.shape) for text in written)
     )
-    return PatchRequest(_prompt_set(spec, args.prompts), tuple(kinds), receivers, args.all_positions)
+    senders = tuple(dict.fromkeys(args.senders or ["heads"]))
+    return PatchRequest(_prompt_set(spec, args.prompts), tuple(kinds), receivers, args.all_positions, senders)
 
 
 def _prompt_set(spec: ir.Spec, name: str | None) -> str:

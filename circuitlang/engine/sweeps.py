@@ -205,19 +205,40 @@ def senders_reach(receiver: Receiver, n_layers: int) -> int:
     return layer + 1 if receiver.node.kind == "mlp" else layer  # an MLP reads after its layer's heads
 
 
-def path_sweep(engine: PatchingEngine, readout: Readout, base: Baseline, receiver: Receiver) -> SweepResult:
-    """Layer x head: the metric after path patching that head alone into `receiver`."""
+def mlp_senders_reach(receiver: Receiver, n_layers: int) -> int:
+    """MLPs in layers below the receiver's write into its input (an MLP reads after its own
+    layer's heads, but its own layer's MLP is itself); into the logits, every MLP."""
+    if receiver.node.kind == "logits":
+        return n_layers
+    assert receiver.node.layer is not None, "the embeddings read nothing"
+    return receiver.node.layer
+
+
+def path_sweep(engine: PatchingEngine, readout: Readout, base: Baseline, receiver: Receiver, senders: Sequence[str] = ("heads",)) -> SweepResult:
+    """Layer x sender: the metric after path patching one sender alone into `receiver`. The
+    senders are each layer's heads (columns "head H"), its MLP (column "mlp"), or both."""
     L, H = engine.n_layers, engine.n_heads
-    patched = torch.full((L, H, engine.bound.n_prompts), float("nan"), dtype=torch.float64)
+    heads = H if "heads" in senders else 0
+    columns = tuple(f"head {h}" for h in range(heads)) + (("mlp",) if "mlps" in senders else ())
+    patched = torch.full((L, len(columns), engine.bound.n_prompts), float("nan"), dtype=torch.float64)
     for layer in range(senders_reach(receiver, L)):
-        for h in range(H):
+        for h in range(heads):
             patched[layer, h] = path_patch(engine, [ir.HeadNode(layer=layer, head=h)], [receiver], readout)
+    if "mlps" in senders:
+        for layer in range(mlp_senders_reach(receiver, L)):
+            patched[layer, heads] = path_patch(engine, [ir.MlpNode(layer=layer)], [receiver], readout)
     return SweepResult(
         "path",
         tuple(f"layer {layer}" for layer in range(L)),
-        tuple(f"head {h}" for h in range(H)),
-        ("",) * H,
+        columns,
+        ("",) * len(columns),
         patched,
         base,
         receiver_label(receiver),
     )
+
+
+def path_sweep_senders(receiver: Receiver, n_layers: int, n_heads: int, senders: Sequence[str]) -> int:
+    """How many senders a path sweep patches: its cost, for the progress line."""
+    heads = senders_reach(receiver, n_layers) * n_heads if "heads" in senders else 0
+    return heads + (mlp_senders_reach(receiver, n_layers) if "mlps" in senders else 0)

@@ -15,11 +15,14 @@ import numpy as np
 from circuitlang.ir.stdlib import METRICS
 from circuitlang.results.tidy import TABLE_SCHEMAS, patch_rows, tidy
 
+SENDER_KINDS = ("heads", "mlps")  # what a path sweep may patch as senders: each layer's heads, its MLP
+
 KIND_TITLES = {
     "heads": "activation patching per head: one head ablated at every position",
     "heads_by_position": "activation patching per head and position: one head ablated at one position",
     "mlps_by_position": "activation patching per MLP and position: one MLP ablated at one position",
     "path": "path patching into {receiver}: one sender head at a time",
+    "path_with_mlps": "path patching into {receiver}: one sender (a head or an MLP) at a time",
 }
 
 
@@ -70,7 +73,8 @@ class PatchMatrix:
 
     @property
     def title(self) -> str:
-        return KIND_TITLES[self.kind].format(receiver=self.receiver)
+        kind = "path_with_mlps" if self.kind == "path" and "mlp" in self.columns else self.kind
+        return KIND_TITLES[kind].format(receiver=self.receiver)
 
     def cells(self) -> list[Cell]:
         """Every cell that applies, named by node and position."""
@@ -86,8 +90,9 @@ class PatchMatrix:
 
     def node_and_position(self, row: str, column: str) -> tuple[str, str]:
         """The node of a cell as a spec writes it ("0.2", "mlp 1") and where it was patched."""
-        if self.kind in ("heads", "path"):  # layer x head; the head is patched at every position
-            return f"{row.removeprefix('layer ')}.{column.removeprefix('head ')}", "all"
+        if self.kind in ("heads", "path"):  # layer x head (and a path sweep's MLP); patched at every position
+            layer = row.removeprefix("layer ")
+            return (f"mlp {layer}" if column == "mlp" else f"{layer}.{column.removeprefix('head ')}"), "all"
         return row, column
 
 

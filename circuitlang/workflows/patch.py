@@ -41,6 +41,7 @@ class PatchRequest:
     kinds: tuple[str, ...]  # heads, heads-by-position, mlps, path (the command's --kind)
     receivers: tuple[Receiver, ...] = ()  # for "path"
     all_positions: bool = False  # every token index instead of the named positions
+    senders: tuple[str, ...] = ("heads",)  # for "path": each layer's heads, its MLP, or both (results.patch_report.SENDER_KINDS)
 
 
 @dataclass(frozen=True)
@@ -103,15 +104,19 @@ def _jobs(engine: Engine, readout, request: PatchRequest) -> list[Sweep]:
             )
         )
     for receiver in request.receivers if "path" in kinds else ():
-        senders = sweeps.senders_reach(receiver, layers) * heads
+        senders = sweeps.path_sweep_senders(receiver, layers, heads, request.senders)
         jobs.append(
-            Sweep(f"path patching into {sweeps.receiver_label(receiver)}", senders * PATCH_RUNS_PER_EDGE * prompts, _path_job(readout, receiver))
+            Sweep(
+                f"path patching into {sweeps.receiver_label(receiver)}",
+                senders * PATCH_RUNS_PER_EDGE * prompts,
+                _path_job(readout, receiver, request.senders),
+            )
         )
     return jobs
 
 
-def _path_job(readout: Readout, receiver: Receiver) -> SweepRun:
-    return lambda engine, base: _path(engine, readout, base, receiver)
+def _path_job(readout: Readout, receiver: Receiver, senders: tuple[str, ...]) -> SweepRun:
+    return lambda engine, base: _path(engine, readout, base, receiver, senders)
 
 
 class _MeteredEngine:
@@ -151,10 +156,10 @@ def _columns(engine: Engine, all_positions: bool):
         raise CannotPatch(f"--all-positions: {error}; sweep the named positions instead (leave out --all-positions)") from None
 
 
-def _path(engine: PatchingEngine, readout: Readout, base: sweeps.Baseline, receiver: Receiver) -> sweeps.SweepResult:
+def _path(engine: PatchingEngine, readout: Readout, base: sweeps.Baseline, receiver: Receiver, senders: tuple[str, ...]) -> sweeps.SweepResult:
     if any(t.corrupt is None for t in engine.bound.templates):
         raise CannotPatch(_no_corruption(engine.bound.name))
-    return sweeps.path_sweep(engine, readout, base, receiver)
+    return sweeps.path_sweep(engine, readout, base, receiver, senders)
 
 
 def _no_corruption(prompt_set: str) -> str:

@@ -284,3 +284,31 @@ def test_all_positions_with_several_templates_exits_2(tiny, tmp_path, capsys):
     open_tiny(tiny)  # writes the spec
     code = main(["patch", str(tiny / "mean_of_corrupt.circ"), "-o", str(tmp_path), "--all-positions"])
     assert code == 2 and "2 templates" in capsys.readouterr().err
+
+
+def test_a_path_sweep_takes_mlps_as_senders(tiny):
+    """`--senders mlps`: each layer's MLP is a sender, in a column "mlp" after the heads; each cell
+    is the single path patch of that MLP, and an MLP at or after the receiver's layer sends nothing."""
+    run = open_tiny(tiny, "resample")
+    engine, readout, base = run_sweeps(run)
+    f_model = float(base.model.mean())
+    receiver = Receiver(ir.HeadNode(layer=2, head=1), ("q",))
+    both = sweeps.path_sweep(engine, readout, base, receiver, ("heads", "mlps"))
+    assert both.columns[-1] == "mlp" and len(both.columns) == engine.n_heads + 1
+    delta = both.delta()
+    for layer in (0, 1):
+        expected = float(path_patch(run, [ir.MlpNode(layer=layer)], [receiver]).mean()) - f_model
+        assert float(delta[layer, -1]) == pytest.approx(expected, abs=1e-9)
+    assert torch.isnan(delta[2:, -1]).all()
+    heads_only = sweeps.path_sweep(engine, readout, base, receiver).delta()
+    assert torch.equal(delta[:, :-1].nan_to_num(7.0), heads_only.nan_to_num(7.0))  # the heads' cells as before
+    into_mlp = sweeps.path_sweep(engine, readout, base, Receiver(ir.MlpNode(layer=1)), ("mlps",)).delta()
+    assert not torch.isnan(into_mlp[0, 0]) and torch.isnan(into_mlp[1:, 0]).all()  # mlp 0 -> mlp 1 only
+
+
+def test_the_patch_command_names_mlp_senders_as_specs_do(micro, tmp_path):
+    out = tmp_path / "out"
+    assert main(["patch", str(micro), "-o", str(out), "--kind", "path", "--senders", "heads", "--senders", "mlps", "--image", "svg"]) == 0
+    rows = list(csv.DictReader((out / "path_to_logits.csv").open()))
+    assert {r["node"] for r in rows} >= {"0.0", "mlp 0"}
+    assert "one sender (a head or an MLP) at a time" in (out / "path_to_logits.svg").read_text()
