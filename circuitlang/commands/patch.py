@@ -22,7 +22,6 @@ from rich.markup import escape
 
 from circuitlang.commands.common import add_device_argument, load_checked, one_of, open_checked, progress_display, unknown_value
 from circuitlang.errors import InputError, MissingExtra, OutputError, UsageError
-from circuitlang.results.patch_report import SENDER_KINDS
 from circuitlang.ir import models as ir
 from circuitlang.ir.node_text import parse_node
 
@@ -30,6 +29,7 @@ if TYPE_CHECKING:  # torch is imported only when the command runs
     from circuitlang.engine.session import Session
     from circuitlang.workflows.patch import PatchReport, PatchRequest
 
+SENDER_KINDS = ("heads", "mlps")  # what a path sweep may patch as senders: each layer's heads, its MLP
 KINDS = ("heads", "heads-by-position", "mlps", "path")  # the sweeps circuitlang.workflows.patch runs
 IMAGES = ("png", "svg")
 RECEIVER_FORMS = "logits, L.H (q, k and v), L.H:q or L.H:k,v, or mlpL"

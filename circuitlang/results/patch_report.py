@@ -15,8 +15,6 @@ import numpy as np
 from circuitlang.ir.stdlib import METRICS
 from circuitlang.results.tidy import TABLE_SCHEMAS, patch_rows, tidy
 
-SENDER_KINDS = ("heads", "mlps")  # what a path sweep may patch as senders: each layer's heads, its MLP
-
 KIND_TITLES = {
     "heads": "activation patching per head: one head ablated at every position",
     "heads_by_position": "activation patching per head and position: one head ablated at one position",

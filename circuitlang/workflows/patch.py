@@ -41,7 +41,7 @@ class PatchRequest:
     kinds: tuple[str, ...]  # heads, heads-by-position, mlps, path (the command's --kind)
     receivers: tuple[Receiver, ...] = ()  # for "path"
     all_positions: bool = False  # every token index instead of the named positions
-    senders: tuple[str, ...] = ("heads",)  # for "path": each layer's heads, its MLP, or both (results.patch_report.SENDER_KINDS)
+    senders: tuple[str, ...] = ("heads",)  # for "path": each layer's heads, its MLP, or both (commands.patch.SENDER_KINDS)
 
 
 @dataclass(frozen=True)
