@@ -1,4 +1,5 @@
-"""`python -m fuzz --seed 1 --cases 100000 --jobs 2`: see docs/fuzzing.md."""
+"""`python -m fuzz --seed 1 --cases 100000 --jobs 2 [--target spec|data|graph|model|cache|all]`: see
+docs/fuzzing.md."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fuzz.runner import run_fuzz
+from fuzz.runner import load_finding, run_fuzz
+from fuzz.targets import TARGET_NAMES
 from fuzz.worker import DEFAULT_MEMORY, DEFAULT_SECONDS, Budget, Outcome, replay
-
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,8 +23,10 @@ def main(argv: list[str] | None = None) -> int:
         return _replay(args.replay, budget)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # so the workers are stopped
     out = args.out or Path(tempfile.mkdtemp(prefix=f"circuitlang-fuzz-findings-{args.seed}-"))
-    summary = run_fuzz(args.seed, args.cases, args.jobs, out, budget, progress=not args.quiet)
+    summary = run_fuzz(args.seed, args.cases, args.jobs, out, budget, progress=not args.quiet, names=args.target)
     print(summary.line())
+    if args.target != ("spec",):
+        print(summary.table())
     if summary.findings:
         print(f"{len(summary.findings)} distinct finding(s) saved in {out}")
     return 1 if summary.failed else 0
@@ -37,17 +40,31 @@ def _arguments() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="folder for findings (default: a new folder under the temp dir)")
     parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS, help="time budget per case")
     parser.add_argument("--memory-mb", type=int, default=DEFAULT_MEMORY // 2**20, help="address space per worker")
-    parser.add_argument("--replay", type=Path, help="run one saved input in a fresh worker and print the outcome")
+    parser.add_argument(
+        "--target",
+        type=_target_names,
+        default=("spec",),
+        help="what to fuzz, comma-separated: spec (the default), data, graph, model, cache, or all; the cases are split among them",
+    )
+    parser.add_argument("--replay", type=Path, help="run one saved finding (its folder, or a spec file) in a fresh worker and print the outcome")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser
 
 
+def _target_names(text: str) -> tuple[str, ...]:
+    names = TARGET_NAMES if text == "all" else tuple(dict.fromkeys(text.split(",")))
+    unknown = [name for name in names if name not in TARGET_NAMES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown target {', '.join(unknown)}: give {', '.join(TARGET_NAMES)} or all")
+    return names
+
+
 def _replay(path: Path, budget: Budget) -> int:
-    """Run a saved input in a fresh case folder (with the data files), under the same budgets."""
+    """Run a saved finding in a fresh worker folder, under the same budgets."""
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
     folder = tempfile.mkdtemp(prefix="circuitlang-fuzz-replay-")
-    process = context.Process(target=replay, args=(child, path.read_bytes(), folder, budget))
+    process = context.Process(target=replay, args=(child, load_finding(path), folder, budget))
     process.start()
     child.close()
     try:

@@ -21,7 +21,7 @@ LANGUAGE_DOC = ROOT / "docs" / "language.md"
 # The rows docs/language.md shows for its `from` examples (the files are not shipped).
 DOC_DATA_FILES = {
     "data/sequences.jsonl": '{"s1": 3, "s2": 4, "s3": 5, "s4": 6, "answer": 7, "wrong": 6}\n'
-                            '{"s1": 10, "s2": 11, "s3": 12, "s4": 13, "answer": 14, "wrong": 13}\n',
+    '{"s1": 10, "s2": 11, "s3": 12, "s4": 13, "answer": 14, "wrong": 13}\n',
     "data/sequences_corrupt.jsonl": '{"s1": 8, "s2": 1, "s3": 4, "s4": 2}\n{"s1": 5, "s2": 9, "s3": 3, "s4": 7}\n',
 }
 
@@ -42,8 +42,7 @@ def seeds() -> tuple[Seed, ...]:
 
 def _doc_blocks() -> list[str]:
     text = LANGUAGE_DOC.read_text(encoding="utf-8")
-    return [block for block in re.findall(r"```circ\n(.*?)```", text, flags=re.DOTALL)
-            if block.lstrip().startswith(("circuitlang", "#"))]
+    return [block for block in re.findall(r"```circ\n(.*?)```", text, flags=re.DOTALL) if block.lstrip().startswith(("circuitlang", "#"))]
 
 
 def lay_out_data_files(folder: Path) -> None:

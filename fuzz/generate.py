@@ -16,13 +16,33 @@ from fuzz.vocabulary import BUILTIN_NAMES, HUGE_INTS
 MODELS = (('"organism:seqcont"', 4, 8), ('"gpt2"', 12, 12), ('"gpt2-medium"', 24, 16), ('"someorg/unknown"', 12, 12))
 SLOTS = ("s1", "s2", "s3", "s4", "a", "b")
 METRIC_CALLS = ("logit_diff(answer, wrong)", "prob_diff(answer, wrong)", "logprob(answer)", "accuracy(answer)", "kl")
-CORRUPTIONS = ("random {\n    SLOT = random 1..99\n  }", "repeat_last", "repeat_all", "swap(SLOT, SLOT)", "abc", "01",
-               'file("data/sequences_corrupt.jsonl")', "random { SLOT = random months distinct }")
+CORRUPTIONS = (
+    "random {\n    SLOT = random 1..99\n  }",
+    "repeat_last",
+    "repeat_all",
+    "swap(SLOT, SLOT)",
+    "abc",
+    "01",
+    'file("data/sequences_corrupt.jsonl")',
+    "random { SLOT = random months distinct }",
+)
 ABLATIONS = ("zero", "mean of corrupt", "mean of clean", "resample", "resample of corrupt", "mean")
 CLAIMS = ("faithfulness", "completeness", "minimality", "normalized_faithfulness", "f_model", "edge_effect")
-SPEC_SETTINGS = ("seed = 7", "bootstrap = 100", "confidence = 0.95", "top_k = 3", "batch_size = 16",
-                 "prepend_bos = true", "max_prompts = 200000", "max_range = 1000000", "max_text = 100000",
-                 "max_list = 1000000", "max_slots = 1000", "max_template = 1000000", "embed_edges = true")
+SPEC_SETTINGS = (
+    "seed = 7",
+    "bootstrap = 100",
+    "confidence = 0.95",
+    "top_k = 3",
+    "batch_size = 16",
+    "prepend_bos = true",
+    "max_prompts = 200000",
+    "max_range = 1000000",
+    "max_text = 100000",
+    "max_list = 1000000",
+    "max_slots = 1000",
+    "max_template = 1000000",
+    "embed_edges = true",
+)
 
 WILD_SHARE = 0.3  # the rest are built to be valid, so that expansion and the plan run on them
 
@@ -38,8 +58,7 @@ def _wild_spec(rng: random.Random) -> str:
     """Header, circuit, one to three prompt sets, metric, ablation, circuit, claims: any of them
     possibly wrong."""
     model, layers, heads = rng.choice(MODELS)
-    lines = ["circuitlang 1" if rng.random() < 0.97 else f"circuitlang {_int(rng)}",
-             f"circuit c{rng.randrange(9)} on {model}"]
+    lines = ["circuitlang 1" if rng.random() < 0.97 else f"circuitlang {_int(rng)}", f"circuit c{rng.randrange(9)} on {model}"]
     lines += [_list_decl(rng) for _ in range(rng.choice((0, 0, 1, 2)))]
     names = [f"p{i}" for i in range(rng.choice((1, 1, 1, 2, 3)))]
     slots = rng.sample(SLOTS, rng.randint(1, 4))
@@ -66,10 +85,10 @@ def _list_decl(rng: random.Random) -> str:
 
 
 def _prompts_block(rng: random.Random, name: str, slots: list[str]) -> str:
-    body = [f"template \"{_template(rng, slots)}\"" for _ in range(rng.choice((1, 1, 2)))]
+    body = [f'template "{_template(rng, slots)}"' for _ in range(rng.choice((1, 1, 2)))]
     if rng.random() < 0.1:
         body = ['from "data/sequences.jsonl"'] + body
-    loops = [f"{var} in {_range(rng)}" for var in ("i", "j")[:rng.choice((1, 1, 2))]]
+    loops = [f"{var} in {_range(rng)}" for var in ("i", "j")[: rng.choice((1, 1, 2))]]
     body.append("for " + ", ".join(loops))
     body += [f"{slot} = {_expr(rng, 3)}" for slot in slots]
     body += [f"answer = {_expr(rng, 2)}", f"wrong = {_expr(rng, 2)}"]
@@ -130,8 +149,9 @@ def _circuit(rng: random.Random, lines: list[str], layers: int, heads: int, slot
     nodes: list[str] = []
     for role in range(rng.randint(0, 3)):
         members = sorted({f"{_int(rng, 0, layers)}.{_int(rng, 0, heads - 1)}" for _ in range(rng.randint(1, 3))})
-        clause = rng.choice(("", " q end", f" q end k {slots[0]}", f" k {slots[0]}..{slots[-1]}", f" q {slots[0]} + 1",
-                             " at end", f" q {slots[-1]} - 2"))
+        clause = rng.choice(
+            ("", " q end", f" q end k {slots[0]}", f" k {slots[0]}..{slots[-1]}", f" q {slots[0]} + 1", " at end", f" q {slots[-1]} - 2")
+        )
         if rng.random() < 0.1:
             members = [f"{_int(rng, 0, layers)}.*"]
         lines.append(f'role "r{role}": {", ".join(members)}{clause}')
@@ -172,8 +192,20 @@ def _expect(rng: random.Random, nodes: list[str], slots: list[str], names: list[
 # ---- valid specs -------------------------------------------------------------------------------
 
 VALID_MODELS = (('"organism:seqcont"', 4, 8), ('"gpt2"', 12, 12))
-VALUE_FORMS = ("i", "i + {n}", "i * {n}", "(i + {n}) % {m}", "i // {m}", "months[i + {n}]", "number_words[i % 21]",
-               "str(i)", "upper(letters[i % 26])", "pad(i, 3)", "names[i % 22]", "weekdays[i - {n}]")
+VALUE_FORMS = (
+    "i",
+    "i + {n}",
+    "i * {n}",
+    "(i + {n}) % {m}",
+    "i // {m}",
+    "months[i + {n}]",
+    "number_words[i % 21]",
+    "str(i)",
+    "upper(letters[i % 26])",
+    "pad(i, 3)",
+    "names[i % 22]",
+    "weekdays[i - {n}]",
+)
 
 
 def _valid_spec(rng: random.Random) -> str:
@@ -207,8 +239,11 @@ def _valid_prompts(rng: random.Random, name: str, slots: list[str], corrupt: boo
     body += [f"{slot} = {_valid_value(rng)}" for slot in slots]
     body += [f"answer = {_valid_value(rng)}", f"wrong = {_valid_value(rng)}"]
     if corrupt:
-        body.append(f"corrupt random {{ {rng.choice(slots)} = random 1..99 }}" if len(slots) < 2 or rng.random() < 0.5
-                    else f"corrupt swap({slots[0]}, {slots[1]})")
+        body.append(
+            f"corrupt random {{ {rng.choice(slots)} = random 1..99 }}"
+            if len(slots) < 2 or rng.random() < 0.5
+            else f"corrupt swap({slots[0]}, {slots[1]})"
+        )
     if rng.random() < 0.2:
         body.append(f"set count = {rng.randint(1, 5)}")
     return f"prompts {name} {{\n  " + "\n  ".join(body) + "\n}"

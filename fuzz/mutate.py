@@ -14,11 +14,36 @@ Mutation = Callable[[random.Random, bytes, Sequence[bytes]], bytes]
 # Characters that break naive text handling: combining marks, bidi controls, emoji, a zero-width
 # joiner, a non-BMP letter, and byte sequences that are not UTF-8 (a lone surrogate, overlong
 # forms, stray continuation bytes, 0xff).
-UNICODE_SNIPPETS = ("\u0301", "\u0336\u0336", "\u202e", "\u200f", "\u2066", "\U0001f600", "\u200d", "\U0001d400",
-                    "\u00e9", "\u0130", "\ufeff", "\u2028", "\u0085", "\uff11", "\u0663")
+UNICODE_SNIPPETS = (
+    "\u0301",
+    "\u0336\u0336",
+    "\u202e",
+    "\u200f",
+    "\u2066",
+    "\U0001f600",
+    "\u200d",
+    "\U0001d400",
+    "\u00e9",
+    "\u0130",
+    "\ufeff",
+    "\u2028",
+    "\u0085",
+    "\uff11",
+    "\u0663",
+)
 BAD_BYTES = (b"\xed\xa0\x80", b"\xed\xbf\xbf", b"\xc0\xaf", b"\x80", b"\xff", b"\xfe", b"\xf4\x90\x80\x80", b"\xe2\x82")
-HUGE_NUMBERS = ("4294967296", "9223372036854775807", "9223372036854775808", "18446744073709551616",
-                "1" + "0" * 308, "1" + "0" * 400, "9" * 4300, "9" * 4301, "9" * 20000, "0" * 5000 + "1")
+HUGE_NUMBERS = (
+    "4294967296",
+    "9223372036854775807",
+    "9223372036854775808",
+    "18446744073709551616",
+    "1" + "0" * 308,
+    "1" + "0" * 400,
+    "9" * 4300,
+    "9" * 4301,
+    "9" * 20000,
+    "0" * 5000 + "1",
+)
 
 
 def mutate(rng: random.Random, data: bytes, others: Sequence[bytes]) -> bytes:
@@ -40,19 +65,19 @@ def flip_bits(rng: random.Random, data: bytes, _: Sequence[bytes]) -> bytes:
     if not data:
         return data
     at = rng.randrange(len(data))
-    return data[:at] + bytes([data[at] ^ (1 << rng.randrange(8))]) + data[at + 1:]
+    return data[:at] + bytes([data[at] ^ (1 << rng.randrange(8))]) + data[at + 1 :]
 
 
 def replace_byte(rng: random.Random, data: bytes, _: Sequence[bytes]) -> bytes:
     if not data:
         return data
     at = rng.randrange(len(data))
-    return data[:at] + bytes([rng.randrange(256)]) + data[at + 1:]
+    return data[:at] + bytes([rng.randrange(256)]) + data[at + 1 :]
 
 
 def delete_span(rng: random.Random, data: bytes, _: Sequence[bytes]) -> bytes:
     at = _position(rng, data)
-    return data[:at] + data[at + rng.choice((1, 1, 2, 5, 20, 200)):]
+    return data[:at] + data[at + rng.choice((1, 1, 2, 5, 20, 200)) :]
 
 
 def insert_token(rng: random.Random, data: bytes, _: Sequence[bytes]) -> bytes:
@@ -67,7 +92,7 @@ def replace_word(rng: random.Random, data: bytes, _: Sequence[bytes]) -> bytes:
         return data
     word = rng.choice(words)
     token = rng.choice(NUMBERS if word.group()[:1].isdigit() and rng.random() < 0.7 else TOKENS)
-    return data[:word.start()] + token.encode() + data[word.end():]
+    return data[: word.start()] + token.encode() + data[word.end() :]
 
 
 def huge_number(rng: random.Random, data: bytes, _: Sequence[bytes]) -> bytes:
@@ -76,7 +101,7 @@ def huge_number(rng: random.Random, data: bytes, _: Sequence[bytes]) -> bytes:
     if not numbers:
         return _insert(rng, data, huge)
     number = rng.choice(numbers)
-    return data[:number.start()] + huge + data[number.end():]
+    return data[: number.start()] + huge + data[number.end() :]
 
 
 def _lines(data: bytes) -> list[bytes]:
@@ -99,9 +124,9 @@ def delete_line(rng: random.Random, data: bytes, _: Sequence[bytes]) -> bytes:
 def shuffle_lines(rng: random.Random, data: bytes, _: Sequence[bytes]) -> bytes:
     lines = _lines(data)
     start = rng.randrange(len(lines))
-    window = lines[start:start + rng.choice((2, 3, 8, len(lines)))]
+    window = lines[start : start + rng.choice((2, 3, 8, len(lines)))]
     rng.shuffle(window)
-    lines[start:start + len(window)] = window
+    lines[start : start + len(window)] = window
     return b"\n".join(lines)
 
 
@@ -109,7 +134,7 @@ def splice_lines(rng: random.Random, data: bytes, others: Sequence[bytes]) -> by
     """Lines of another seed, inserted here (statements valid there, out of place here)."""
     donor = _lines(rng.choice(others))
     start = rng.randrange(len(donor))
-    piece = donor[start:start + rng.choice((1, 1, 3, 10))]
+    piece = donor[start : start + rng.choice((1, 1, 3, 10))]
     lines = _lines(data)
     at = rng.randint(0, len(lines))
     lines[at:at] = piece
@@ -152,8 +177,16 @@ def deep_expression(rng: random.Random, data: bytes, _: Sequence[bytes]) -> byte
 
 def long_line(rng: random.Random, data: bytes, _: Sequence[bytes]) -> bytes:
     size = rng.choice((1000, 10_000, 50_000))
-    filler = rng.choice((b"#" + b"x" * size, b'"' + b"{s1}" * (size // 4) + b'"', b"x" * size,
-                         b"s1, " * (size // 4), b"1.." * (size // 3), b'template "' + b"a" * size + b'"'))
+    filler = rng.choice(
+        (
+            b"#" + b"x" * size,
+            b'"' + b"{s1}" * (size // 4) + b'"',
+            b"x" * size,
+            b"s1, " * (size // 4),
+            b"1.." * (size // 3),
+            b'template "' + b"a" * size + b'"',
+        )
+    )
     return _insert(rng, data, filler)
 
 
@@ -174,11 +207,29 @@ def byte_order_mark(rng: random.Random, data: bytes, _: Sequence[bytes]) -> byte
 
 
 def truncate(rng: random.Random, data: bytes, _: Sequence[bytes]) -> bytes:
-    return data[:_position(rng, data)]
+    return data[: _position(rng, data)]
 
 
 MUTATIONS: tuple[Mutation, ...] = (
-    flip_bits, replace_byte, delete_span, insert_token, insert_token, replace_word, replace_word, replace_word,
-    huge_number, duplicate_line, delete_line, shuffle_lines, splice_lines, splice_lines, unicode_text, nul_byte,
-    deep_expression, long_line, line_endings, byte_order_mark, truncate,
+    flip_bits,
+    replace_byte,
+    delete_span,
+    insert_token,
+    insert_token,
+    replace_word,
+    replace_word,
+    replace_word,
+    huge_number,
+    duplicate_line,
+    delete_line,
+    shuffle_lines,
+    splice_lines,
+    splice_lines,
+    unicode_text,
+    nul_byte,
+    deep_expression,
+    long_line,
+    line_endings,
+    byte_order_mark,
+    truncate,
 )

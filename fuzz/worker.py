@@ -1,6 +1,6 @@
-"""The worker process: runs cases under a memory limit (RLIMIT_AS) and a CPU-time alarm per
-command, in a folder of its own that holds copies of the seeds' data files, reading nothing
-outside it."""
+"""The worker process: runs cases of one or more targets under a memory limit (RLIMIT_AS) and a
+CPU-time alarm per command, in a folder of its own that holds the files a case needs (copies of
+the spec seeds' data files; the case folder of the other targets), reading nothing outside it."""
 
 from __future__ import annotations
 
@@ -13,12 +13,11 @@ import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Sequence
 
 from fuzz import harness
-from fuzz.cases import build_case
-from fuzz.corpus import lay_out_data_files, seeds
+from fuzz.targets import Case, build, target
 
-SPEC_NAME = "spec.circ"
 QUOTED_OR_NUMBER = re.compile(r"'[^']*'|\"[^\"]*\"|[0-9]+")
 
 
@@ -33,6 +32,7 @@ class Outcome:
     kind: str  # ok | error | crash | hang | breach
     key: str  # what deduplicates findings: exception type and innermost frame
     detail: str  # the traceback, for findings
+    target: str = "spec"
 
 
 # The budgets admit the largest valid spec the limits allow: `generate greater_than(n = 100000)`
@@ -48,29 +48,24 @@ class Budget:
     memory_bytes: int
 
 
-def serve(conn: Connection, seed: int, folder: str, budget: Budget) -> None:
-    """Entry point of a worker: answer case numbers with outcomes until told to stop (None)."""
-    sandbox = _prepare(Path(folder), budget)
-    while (index := conn.recv()) is not None:
-        conn.send(run_case(index, build_case(seed, index), sandbox, budget))
+def serve(conn: Connection, seed: int, folder: str, budget: Budget, names: Sequence[str] = ("spec",)) -> None:
+    """Entry point of a worker: answer (target, case number) with outcomes until told to stop (None)."""
+    sandbox = _prepare(Path(folder), budget, names)
+    while (item := conn.recv()) is not None:
+        name, index = item
+        conn.send(run_case(index, build(name, seed, index), sandbox, budget))
 
 
-def _prepare(folder: Path, budget: Budget) -> Sandbox:
-    lay_out_data_files(folder)
+def _prepare(folder: Path, budget: Budget, names: Sequence[str]) -> Sandbox:
     os.environ.update(HOME=str(folder), HF_HOME=str(folder / "hf"), HF_HUB_OFFLINE="1")  # `~` stays inside
     harness.reuse_argument_parser()
-    _warm_up(folder, seeds()[0].data)  # build the parser before the alarm and the limit apply
+    for name in names:
+        target(name).prepare(folder)  # lays out its files, imports and warms up before the limits apply
     sandbox = Sandbox(folder)
     sys.addaudithook(sandbox.audit)
     resource.setrlimit(resource.RLIMIT_AS, (budget.memory_bytes, budget.memory_bytes))
     signal.signal(signal.SIGPROF, _alarm)  # CPU time: a busy machine does not make a case hang
     return sandbox
-
-
-def _warm_up(folder: Path, data: bytes) -> None:
-    spec = folder / SPEC_NAME
-    spec.write_bytes(data)
-    harness.run_spec(spec)
 
 
 def _alarm(signum: int, frame: object) -> None:
@@ -83,9 +78,10 @@ class Sandbox:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.allowed = tuple(os.path.realpath(p) + os.sep for p in
-                             (folder, sys.prefix, sys.base_prefix, Path(__file__).parent,
-                              Path(__file__).parent.parent / "circuitlang"))
+        self.allowed = tuple(
+            os.path.realpath(p) + os.sep
+            for p in (folder, sys.prefix, sys.base_prefix, Path(__file__).parent, Path(__file__).parent.parent / "circuitlang")
+        )
         self.active = False
         self.escapes: list[str] = []
 
@@ -101,35 +97,35 @@ class Sandbox:
             raise PermissionError(f"fuzz sandbox: {real} is outside the case folder")
 
 
-def run_case(index: int, data: bytes, sandbox: Sandbox, budget: Budget) -> Outcome:
-    spec = sandbox.folder / SPEC_NAME
-    spec.write_bytes(data)
+def run_case(index: int, case: Case, sandbox: Sandbox, budget: Budget) -> Outcome:
+    module = target(case.target)
+    module.lay_out(sandbox.folder, case)
     sandbox.escapes.clear()
     sandbox.active = True
     try:
-        kind = harness.run_spec(spec, lambda: signal.setitimer(signal.ITIMER_PROF, budget.seconds))
+        kind = module.run(sandbox.folder, case, lambda: signal.setitimer(signal.ITIMER_PROF, budget.seconds))
     except CaseTimeout as timeout:
-        return _finding(index, "hang", timeout)
+        return _finding(index, case, "hang", timeout)
     except MemoryError as breach:
-        return _finding(index, "breach", breach)
+        return _finding(index, case, "breach", breach)
     except BaseException as crash:  # noqa: BLE001 - anything else is what the fuzzer looks for
-        return _finding(index, "crash", crash)
+        return _finding(index, case, "crash", crash)
     finally:
         signal.setitimer(signal.ITIMER_PROF, 0)
         sandbox.active = False
     if sandbox.escapes:
-        return Outcome(index, "crash", "read outside the case folder", "\n".join(sandbox.escapes))
-    return Outcome(index, kind, "", "")
+        return Outcome(index, "crash", "read outside the case folder", "\n".join(sandbox.escapes), case.target)
+    return Outcome(index, kind, "", "", case.target)
 
 
-def _finding(index: int, kind: str, exception: BaseException) -> Outcome:
+def _finding(index: int, case: Case, kind: str, exception: BaseException) -> Outcome:
     frames = [f for f in traceback.extract_tb(exception.__traceback__) if f.name != "_alarm"]
     where = f"{_short(frames[-1].filename)}:{frames[-1].lineno} in {frames[-1].name}" if frames else "?"
-    key = f"{type(exception).__name__} at {where}"
+    key = f"{case.target}: {type(exception).__name__} at {where}"
     if type(exception).__name__ == "ContractBroken":  # raised in one place for every broken rule: keep them apart
         key = f"{key}: {_without_particulars(str(exception))}"
     detail = "".join(traceback.format_exception(exception))
-    return Outcome(index, kind, key, detail[-20_000:])
+    return Outcome(index, kind, key, detail[-20_000:], case.target)
 
 
 def _without_particulars(message: str) -> str:
@@ -142,7 +138,7 @@ def _short(filename: str) -> str:
     return filename[marker:] if marker >= 0 else os.path.basename(filename)
 
 
-def replay(conn: Connection, data: bytes, folder: str, budget: Budget) -> None:
-    """Run one given input as a case would run (for `python -m fuzz --replay`)."""
-    sandbox = _prepare(Path(folder), budget)
-    conn.send(run_case(-1, data, sandbox, budget))
+def replay(conn: Connection, case: Case, folder: str, budget: Budget) -> None:
+    """Run one given case as a run would run it (for `python -m fuzz --replay`)."""
+    sandbox = _prepare(Path(folder), budget, (case.target,))
+    conn.send(run_case(-1, case, sandbox, budget))

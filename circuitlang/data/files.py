@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 from pathlib import Path
@@ -30,6 +31,7 @@ def read_rows(source: ir.FileSource) -> list[dict[str, Value]]:
         data = read_confined(path, Path(source.root) if source.root else None, MAX_DATA_FILE_BYTES, "data file")
     except OSError as error:
         raise DataError(f"cannot read {source.written}: {error.strerror}", source.span, "paths are relative to the spec file's folder") from None
+    data = data.removeprefix(codecs.BOM_UTF8)  # as a spec's: Excel's "CSV UTF-8" starts with one, which would rename the first column
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:

@@ -39,6 +39,11 @@ KV_HEAD_KEYS = ("num_key_value_heads",)
 # Families whose blocks add attention and MLP outputs read from one residual, without a config field
 # saying so (GPT-NeoX says it with `use_parallel_residual`, true when absent).
 PARALLEL_MODEL_TYPES = ("gptj", "codegen", "phi")
+# The counts a config.json may give. The largest models in use have about 130 layers of 128 heads
+# (16,000 heads); `plan` and `check` enumerate every head, and a config.json of 2^63 heads made
+# them run out of memory (found by fuzzing model folders, docs/fuzzing.md): 100,000 heads plan in
+# seconds.
+MAX_CONFIG_LAYERS, MAX_CONFIG_HEADS, MAX_CONFIG_ALL_HEADS = 1_000, 1_000, 100_000
 
 
 class HubShape(NamedTuple):
@@ -136,6 +141,14 @@ def _shape_from_config(folder: Path, allowed: Path, span: Span) -> ModelShape:
     layers, heads = _count(fields, LAYER_KEYS), _count(fields, HEAD_KEYS)
     if layers is None or heads is None:
         raise ModelError(f"{config_path} names no layer/head counts", span, "expected n_layer/n_head or num_hidden_layers/num_attention_heads")
+    if not (1 <= layers <= MAX_CONFIG_LAYERS and 1 <= heads <= MAX_CONFIG_HEADS and layers * heads <= MAX_CONFIG_ALL_HEADS):
+        shown = [str(n) if abs(n) < 10**12 else f"{str(n)[:12]}... ({len(str(abs(n)))} digits)" for n in (layers, heads)]
+        raise ModelError(
+            f"{config_path} gives {shown[0]} layers of {shown[1]} heads: no model has that shape",
+            span,
+            f"a config.json may give 1 to {MAX_CONFIG_LAYERS:,} layers of 1 to {MAX_CONFIG_HEADS:,} heads, "
+            f"at most {MAX_CONFIG_ALL_HEADS:,} heads in all",
+        )
     return ModelShape(
         n_layers=layers,
         n_heads=heads,

@@ -155,6 +155,27 @@ def test_config_without_layer_counts_is_the_error_it_always_was(write_spec, tmp_
     assert caught.value.hint == "expected n_layer/n_head or num_hidden_layers/num_attention_heads"
 
 
+@pytest.mark.parametrize(
+    "layers, heads",
+    [(2**63 - 1, 8), (4, 2**63), (0, 8), (-1, 8), (4, 0), (1_001, 1), (1, 1_001), (1_000, 101), (10**4300 - 1, 8)],
+)
+def test_config_counts_no_model_has_are_a_model_error(write_spec, tmp_path, layers, heads):
+    """Found by fuzzing model folders (docs/fuzzing.md): n_layer 2^63 - 1 or n_head 2^63 made
+    `plan` run out of memory (it enumerates every head), and 0 or negative counts gave layer
+    ranges like 0--1."""
+    model = _model_folder(tmp_path, {"model_type": "gpt2", "n_layer": layers, "n_head": heads})
+    with pytest.raises(ModelError) as caught:
+        _spec(write_spec, model, "")
+    assert "heads: no model has that shape" in caught.value.message and len(caught.value.message) < 300
+    assert caught.value.hint == "a config.json may give 1 to 1,000 layers of 1 to 1,000 heads, at most 100,000 heads in all"
+
+
+def test_config_counts_at_the_bounds_are_read(write_spec, tmp_path):
+    for layers, heads in ((1_000, 100), (100, 1_000), (1, 1)):
+        shape = _spec(write_spec, _model_folder(tmp_path, {"model_type": "gpt2", "n_layer": layers, "n_head": heads}), "").shape
+        assert (shape.n_layers, shape.n_heads) == (layers, heads)
+
+
 def _model_folder(tmp_path: Path, config: dict[str, object]) -> str:
     folder = tmp_path / "model"
     folder.mkdir(exist_ok=True)
