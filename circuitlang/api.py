@@ -17,14 +17,12 @@ run on; `run.session` hands it to them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, Union
 
-from circuitlang.data.datasets import Dataset
+from circuitlang.data.datasets import Dataset, expand_all
 from circuitlang.engine.bind import BoundPromptSet
-from circuitlang.engine.models import LoadedModel, torch_dtype
-from circuitlang.engine.path_patching import Receiver
 from circuitlang.engine.session import Session, open_session, set_threads
-from circuitlang.engine.variants import Variant
+from circuitlang.engine.variants import Receiver, Variant
 from circuitlang.ir import models as ir
 from circuitlang.ir.lower import load_spec
 from circuitlang.ir.node_text import NODE_FORMS, parse_node
@@ -32,6 +30,7 @@ from circuitlang.ir.node_text import NODE_FORMS, parse_node
 if TYPE_CHECKING:
     import torch
 
+    from circuitlang.engine.models import LoadedModel
     from circuitlang.results.lens import AttentionResult, LensResult
     from circuitlang.results.report import Report
 
@@ -94,13 +93,38 @@ class Run:
         return self.session.empty()
 
 
-def open_run(spec: ir.Spec, device: str = "cpu", dtype: str | torch.dtype = "float32", batch_size: int | None = None, threads: int = 0) -> Run:
+def open_run(
+    spec: ir.Spec,
+    device: str = "cpu",
+    dtype: str | torch.dtype = "float32",
+    batch_size: int | None = None,
+    threads: int = 0,
+    *,
+    model: Any = None,
+    tokenizer: Any = None,
+) -> Run:
     """Load the model, expand and bind every prompt set. `dtype`: the model's precision, named
     ("float32", "float16", "bfloat16") or a torch.dtype. `threads`: torch's CPU threads, chosen
-    as the command line chooses them when 0 (one for small models)."""
-    session = open_session(spec, device, torch_dtype(dtype), batch_size)
+    as the command line chooses them when 0 (one for small models).
+
+    `model`: a model already loaded, run instead of the spec's files: a `transformers`
+    PreTrainedModel (fine-tuned or edited in a notebook) or a TransformerBridge, used as it is (no
+    copy; its own device and dtype, so `device` and `dtype` are ignored). It must have the layers
+    and heads of the spec's model (a ModelError names both). `tokenizer`: a fast tokenizer for
+    it; by default a bridge's own, else the tokenizer of the model the spec's `on` clause names.
+    The result cache keys such a model by the SHA-256 of its weights as they are when the run
+    opens (docs/api.md, "Your own model object")."""
+    return Run(_opened(spec, device, dtype, batch_size, threads, model, tokenizer))
+
+
+def _opened(
+    spec: ir.Spec, device: str, dtype: str | torch.dtype, batch_size: int | None, threads: int, model: Any, tokenizer: Any, cache: Any = None
+) -> Session:
+    from circuitlang.engine.models import torch_dtype
+
+    session = open_session(spec, device, torch_dtype(dtype), batch_size, cache=cache, given=model, tokenizer=tokenizer)
     set_threads(session, threads)
-    return Run(session)
+    return session
 
 
 def verify(
@@ -112,29 +136,54 @@ def verify(
     dtype: str | torch.dtype = "float32",
     root: str | Path | None = None,
     cache: bool = False,
+    model: Any = None,
+    tokenizer: Any = None,
 ) -> "Report":
     """Every experiment the spec needs and every claim: the Report `circuitlang verify` prints.
 
     `spec` is a path to a `.circ` file, a loaded Spec, or an open Run (which keeps the model
     loaded between calls; `device` and `dtype` are then the Run's). `progress` is called with
     progress lines; `audit=None` audits where it is cheap, as the command does. `cache=True`
-    reads and writes the command line's result cache (docs/verify.md); it is off by default
-    because a notebook can change a loaded model's weights after they were hashed."""
+    reads and writes the command line's result cache (docs/verify.md): when it holds every array,
+    the spec's model is not loaded at all, as on the command line; each prompt set's report says
+    how many arrays came from it (`report.prompt_sets[i].cache`). It is off by default because a
+    notebook can change a loaded model's weights after they were hashed: with a Run, the weights
+    are hashed again first, and a change since `open_run` is a ValueError. `model` and
+    `tokenizer`: a model object to run instead of the spec's files, as `open_run` takes them."""
     from circuitlang.engine.result_cache import ResultCache
     from circuitlang.workflows.verify import verify as verify_session
+    from circuitlang.workflows.verify import verify_cached
 
     results = ResultCache.from_environment() if cache else None
-    return verify_session(_as_run(spec, device, dtype, root).session, progress, audit, results)
+    if results is not None and model is None and not isinstance(spec, Run):
+        loaded = _as_spec(spec, root)
+        report = verify_cached(loaded, expand_all(loaded), results, audit, device, str(dtype).removeprefix("torch."))
+        if report is not None:
+            return report
+        spec = loaded
+    if isinstance(spec, Run) and results is not None:
+        _check_weights_unchanged(spec)
+    run = spec if isinstance(spec, Run) else Run(_opened(_as_spec(spec, root), device, dtype, None, 0, model, tokenizer, results))
+    return verify_session(run.session, progress, audit, results)
 
 
-def _as_run(spec: str | Path | ir.Spec | Run, device: str, dtype: str | torch.dtype, root: str | Path | None) -> Run:
-    if isinstance(spec, Run):
-        return spec
+def _check_weights_unchanged(run: Run) -> None:
+    from circuitlang.engine.models import weights_hash
+
+    if weights_hash(run.model.bridge.original_model) != run.model.identity.weights_sha256:
+        raise ValueError("the model's weights changed since open_run: open a new run (its engines hold runs of the old weights)")
+
+
+def _as_spec(spec: str | Path | ir.Spec, root: str | Path | None) -> ir.Spec:
     if isinstance(spec, (str, Path)):
         spec = load(spec, root)
     if not isinstance(spec, ir.Spec):
         raise TypeError(f"verify takes a path to a .circ file, a Spec or a Run, not {type(spec).__name__}")
-    return open_run(spec, device=device, dtype=dtype)
+    return spec
+
+
+def _as_run(spec: str | Path | ir.Spec | Run, device: str, dtype: str | torch.dtype, root: str | Path | None) -> Run:
+    return spec if isinstance(spec, Run) else open_run(_as_spec(spec, root), device=device, dtype=dtype)
 
 
 def path_patch(

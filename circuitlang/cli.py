@@ -464,16 +464,20 @@ def _write_failures(spec_path: str, errors: list[CircuitlangError], outputs: lis
 
 def _run_verification(
     spec: ir.Spec, datasets: tuple[Dataset, ...], device: str, threads: int, audit: bool | None, use_cache: bool = True, dtype: str = "float32"
-):  # -> Report; torch only here
-    import torch
-
+):  # -> Report; torch only here, and only when the result cache lacks something
     from circuitlang.engine.result_cache import ResultCache
-    from circuitlang.engine.session import open_session
-    from circuitlang.workflows.verify import verify
+    from circuitlang.workflows.verify import verify, verify_cached
 
     cache = ResultCache.from_environment() if use_cache else None
+    cached = verify_cached(spec, datasets, cache, audit, device, dtype, threads) if cache is not None else None
+    if cached is not None:  # every array was in the cache: no model loaded
+        return cached
+    import torch
+
+    from circuitlang.engine.session import open_session
+
     with progress_display("verify") as say:
-        session = open_session(spec, device=device, dtype=getattr(torch, dtype), datasets=datasets)
+        session = open_session(spec, device=device, dtype=getattr(torch, dtype), datasets=datasets, cache=cache)
         set_threads(session, threads)
         return verify(session, say, audit, cache)
 

@@ -91,3 +91,67 @@ def test_the_precision_is_named_or_a_torch_dtype(run):
     assert run.model.bridge.cfg.dtype == torch.float32  # the default
     with pytest.raises(ValueError, match="dtype 'float33' is not a torch precision"):
         circuitlang.open_run(run.spec, dtype="float33")
+
+
+# ---- a model object of the caller's ---------------------------------------------------------------
+
+
+def organism_model():
+    """The shipped organism, loaded by transformers as a notebook would load it."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(circuitlang.load(SPECS / "organism_incr_digits.circ").model.path)
+
+
+def test_a_model_object_runs_as_the_spec_model(run):
+    mine = circuitlang.open_run(run.spec, model=organism_model())
+    assert mine.model.identity.source == "object" and mine.model.identity.weights_sha256 == run.model.identity.weights_sha256
+    assert torch.allclose(mine.metric([mine.circuit(), mine.empty()]), run.metric([run.circuit(), run.empty()]))
+
+
+def test_a_bridge_runs_as_it_is(run):
+    mine = circuitlang.open_run(run.spec, model=run.model.bridge)
+    assert mine.model.bridge is run.model.bridge and mine.model.tokenizer is run.model.tokenizer
+
+
+def test_a_model_of_another_shape_is_a_model_error(run):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from circuitlang.errors import ModelError
+
+    other = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=4, n_embd=64, vocab_size=run.model.tokenizer.vocab_size, n_positions=32))
+    with pytest.raises(ModelError, match=r"has 2 layers of 4 heads, but the spec's model 'organism:seqcont' has 4 layers of 8 heads"):
+        circuitlang.open_run(run.spec, model=other)
+    with pytest.raises(TypeError, match="PreTrainedModel or a TransformerBridge"):
+        circuitlang.open_run(run.spec, model=object())
+
+
+@pytest.mark.slow
+def test_an_edited_weight_changes_the_key_and_the_numbers_and_the_same_weights_reuse_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("CIRCUITLANG_CACHE_DIR", str(tmp_path / "cache"))
+    spec = circuitlang.load(SPECS / "organism_incr_digits.circ")
+    model = organism_model()
+    first = circuitlang.verify(spec, model=model, cache=True, audit=False)
+    again = circuitlang.verify(spec, model=model, cache=True, audit=False)
+    with torch.no_grad():
+        model.transformer.h[0].mlp.c_fc.weight[0, 0] += 1.0
+    edited = circuitlang.verify(spec, model=model, cache=True, audit=False)
+    (used_first,), (used_again,), (used_edited,) = ([p.cache for p in r.prompt_sets] for r in (first, again, edited))
+    assert used_first.hits == 0 and (used_again.hits, used_again.misses) == (used_first.misses, 0)
+    assert used_edited.hits == 0 and used_edited.misses == used_first.misses
+    assert edited.model["weights_sha256"] != first.model["weights_sha256"]
+    assert edited.prompt_sets[0].faithfulness.f_model.value != first.prompt_sets[0].faithfulness.f_model.value
+
+
+def test_verify_refuses_a_run_whose_weights_changed_since_it_opened(tmp_path, monkeypatch):
+    monkeypatch.setenv("CIRCUITLANG_CACHE_DIR", str(tmp_path / "cache"))
+    spec = circuitlang.load(SPECS / "organism_incr_digits.circ")
+    model = organism_model()
+    mine = circuitlang.open_run(spec, model=model)
+    with torch.no_grad():
+        model.transformer.h[0].mlp.c_fc.weight[0, 0] += 1.0  # the caller's object: the run holds a copy
+    assert mine.model.identity.weights_sha256 == circuitlang.open_run(spec).model.identity.weights_sha256
+    with torch.no_grad():
+        mine.model.bridge.original_model.transformer.h[0].mlp.c_fc.weight[0, 0] += 1.0
+    with pytest.raises(ValueError, match="weights changed since open_run"):
+        circuitlang.verify(mine, cache=True)

@@ -59,7 +59,7 @@ class ModelSize:
 
     @classmethod
     def of(cls, shape: ir.ModelShape, d_model: int, d_mlp: int, vocab: int, n_ctx: int, tied: bool) -> ModelSize:
-        """Layers and heads from the model's shape (ir.shapes offline, engine.session.loaded_shape
+        """Layers and heads from the model's shape (ir.shapes offline, engine.session.Session.shape
         once loaded), the widths from where the caller read them."""
         return cls(shape.n_layers, shape.n_heads, d_model, d_mlp, vocab, n_ctx, tied)
 
@@ -299,7 +299,7 @@ def _size_from_config(config: dict[str, Any]) -> ModelSize | None:
 def offline_token_count(model: ir.ModelRef) -> Callable[[str], int] | None:
     """Token counts from the model's tokenizer.json when it is at hand without network (BOS
     counted: an upper bound by one where the model prepends none)."""
-    from circuitlang.data.tokenization import load_tokenizer_file, offline_tokenizer_file
+    from circuitlang.data.tokenization import TokenizerPanic, encode_text, load_tokenizer_file, offline_tokenizer_file
 
     path = offline_tokenizer_file(model)
     if path is None:
@@ -308,7 +308,14 @@ def offline_token_count(model: ir.ModelRef) -> Callable[[str], int] | None:
         tokenizer = load_tokenizer_file(path, model)
     except Exception:  # noqa: BLE001 - no tokenizer only makes the estimate an upper bound
         return None
-    return lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids) + 1
+
+    def count(text: str) -> int:
+        try:
+            return len(encode_text(tokenizer, text).ids) + 1
+        except TokenizerPanic:  # a broken tokenizer: the rough count; binding says what is wrong
+            return rough_token_count(text)
+
+    return count
 
 
 def spec_memory(

@@ -120,10 +120,40 @@ def _tokenize_template(
     )
 
 
+class TokenizerPanic(Exception):
+    """The tokenizers library panicked (a Rust panic, a BaseException) on a text: the model's
+    tokenizer.json holds settings it cannot run, such as a normalizer replacing the empty string."""
+
+
+def encode_text(tokenizer: Any, text: str) -> Any:  # -> tokenizers.Encoding
+    """`tokenizer.encode(text)` without special tokens; a panic of the library becomes a
+    TokenizerPanic (an Exception), which callers turn into a model error at the `on` clause."""
+    try:
+        return tokenizer.encode(text, add_special_tokens=False)
+    except BaseException as error:
+        if type(error).__name__ != "PanicException":
+            raise
+        raise TokenizerPanic(f"the model's tokenizer failed on {text[:80]!r}: {error}") from None
+
+
+def plain(tokenizer: Any) -> Any:
+    """The tokenizer with no truncation and no padding, whatever its tokenizer.json says: a prompt
+    is tokenized whole and alone (a `truncation` setting would cut prompts silently; a fixed
+    padding of 2^40 tokens makes the library allocate terabytes and abort)."""
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def model_error_of(panic: TokenizerPanic, model: ir.ModelRef) -> ModelError:
+    hint = "the tokenizer.json's settings are broken; save the model's own tokenizer (tokenizer.save_pretrained)"
+    return ModelError(str(panic), model.span, hint)
+
+
 def _encode(
     prompt: Prompt, tokenizer: Any, bos_id: int | None, where: _Spans, problems: _Problems, corrupt: bool
 ) -> tuple[tuple[int, ...], dict[str, int]]:
-    encoding = tokenizer.encode(prompt.text, add_special_tokens=False)
+    encoding = encode_text(tokenizer, prompt.text)
     ids, offsets = list(encoding.ids), list(encoding.offsets)
     for start, end in unknown_spans(ids, offsets, where.unknown_id):
         _unknown_in_prompt(prompt, start, end, where, problems, corrupt)
@@ -204,7 +234,7 @@ def _answer_ids(prompt: Prompt, name: str, prefix: str, tokenizer: Any, where: _
         )
     ids = []
     for member in members:
-        encoded = list(tokenizer.encode(prefix + str(member), add_special_tokens=False).ids)
+        encoded = list(encode_text(tokenizer, prefix + str(member)).ids)
         if where.unknown_id is not None and where.unknown_id in encoded:
             span = where.word(name, str(member), corrupt=False)
             problems.add(
@@ -305,7 +335,7 @@ def load_tokenizer_file(path: Path, model: ir.ModelRef) -> Any:  # -> tokenizers
 
     data = read_vocabulary_file(path, model_files_root(model, path.parent), model.span)
     try:
-        return Tokenizer.from_str(data.decode("utf-8"))
+        return plain(Tokenizer.from_str(data.decode("utf-8")))
     except Exception as error:  # tokenizers raises a bare Exception for unreadable files; UnicodeDecodeError
         raise ModelError(
             f"cannot read the tokenizer {path}: {error}",
@@ -324,6 +354,9 @@ def check_tokenization(spec: ir.Spec, datasets: tuple[Dataset, ...]) -> Path | N
     errors: list[CircuitlangError] = []
     for dataset in datasets:
         prompt_set = spec.prompt_set(dataset.name)
-        errors.extend(tokenize_dataset(dataset, prompt_set, spec.lists, spec.metric_for(prompt_set).args, tokenizer, None)[1])
+        try:
+            errors.extend(tokenize_dataset(dataset, prompt_set, spec.lists, spec.metric_for(prompt_set).args, tokenizer, None)[1])
+        except TokenizerPanic as panic:
+            raise model_error_of(panic, spec.model) from None
     raise_if_any(errors)
     return path

@@ -10,19 +10,23 @@ misalignment. Answers must be single tokens (each member of a token set too). Th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
+import numpy as np
 
 from circuitlang.data.datasets import Dataset
-from circuitlang.data.tokenization import TokenizedTemplate, tokenize_dataset
+from circuitlang.data.tokenization import TokenizedTemplate, TokenizerPanic, model_error_of, plain, tokenize_dataset
 from circuitlang.errors import raise_if_any
 from circuitlang.ir import models as ir
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
 class BoundTemplate:
-    """The prompts of one template, as tensors. Row i of `clean` pairs with row i of `corrupt`."""
+    """The prompts of one template, as tensors (as numpy arrays where no model is loaded: a verify
+    answered from the result cache). Row i of `clean` pairs with row i of `corrupt`."""
 
     template: str
     prompt_indices: tuple[int, ...]  # rows -> index in the dataset
@@ -54,21 +58,44 @@ class BoundPromptSet:
 
 def bind(spec: ir.Spec, datasets: tuple[Dataset, ...], tokenizer: Any, prepend_bos: bool) -> tuple[BoundPromptSet, ...]:
     """Bind every prompt set with the model's (Hugging Face fast) tokenizer; all errors together."""
-    backend = tokenizer.backend_tokenizer  # the `tokenizers.Tokenizer` that `check` reads from tokenizer.json
-    bos_id = tokenizer.bos_token_id if prepend_bos else None
+    # the `tokenizers.Tokenizer` that `check` reads from tokenizer.json
+    return _bind(spec, datasets, tokenizer.backend_tokenizer, tokenizer.bos_token_id if prepend_bos else None, _as_tensors)
+
+
+def bind_arrays(spec: ir.Spec, datasets: tuple[Dataset, ...], backend: Any, bos_id: int | None) -> tuple[BoundPromptSet, ...]:
+    """Bind as `bind` does, with a `tokenizers.Tokenizer`, into numpy arrays (no torch): the token
+    ids of the result cache's keys, when no model is loaded."""
+    return _bind(spec, datasets, backend, bos_id, _as_arrays)
+
+
+def _bind(
+    spec: ir.Spec, datasets: tuple[Dataset, ...], backend: Any, bos_id: int | None, make: Callable[[TokenizedTemplate], BoundTemplate]
+) -> tuple[BoundPromptSet, ...]:
     bound, errors = [], []
+    backend = plain(backend)
     for dataset in datasets:
         prompt_set = spec.prompt_set(dataset.name)
         metric = spec.metric_for(prompt_set)
-        templates, problems = tokenize_dataset(dataset, prompt_set, spec.lists, metric.args, backend, bos_id)
+        try:
+            templates, problems = tokenize_dataset(dataset, prompt_set, spec.lists, metric.args, backend, bos_id)
+        except TokenizerPanic as panic:
+            raise model_error_of(panic, spec.model) from None
         errors.extend(problems)
-        bound.append(BoundPromptSet(dataset.name, metric, tuple(_as_tensors(t) for t in templates), dataset.answer_prefix))
+        bound.append(BoundPromptSet(dataset.name, metric, tuple(make(t) for t in templates), dataset.answer_prefix))
     raise_if_any(errors)
     return tuple(bound)
 
 
 def _as_tensors(template: TokenizedTemplate) -> BoundTemplate:
+    import torch
+
     corrupt = None if template.corrupt is None else torch.tensor(template.corrupt, dtype=torch.long)
     return BoundTemplate(
         template.template, template.prompt_indices, torch.tensor(template.clean, dtype=torch.long), corrupt, template.positions, template.answers
     )
+
+
+def _as_arrays(template: TokenizedTemplate) -> BoundTemplate:
+    corrupt = None if template.corrupt is None else np.array(template.corrupt, dtype=np.int64)
+    clean = np.array(template.clean, dtype=np.int64)
+    return BoundTemplate(template.template, template.prompt_indices, clean, corrupt, template.positions, template.answers)  # type: ignore[arg-type]

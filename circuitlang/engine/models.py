@@ -11,6 +11,7 @@ records its identity: the name and a hash of its weights.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import re
@@ -24,10 +25,11 @@ import torch
 
 from circuitlang.engine.hub_download import download
 from circuitlang.engine.family import Family
+from circuitlang.engine.model_record import ModelIdentity
 from circuitlang.errors import ModelError, SpecError
 from circuitlang.ir import models as ir
 from circuitlang.ir.model_folder import FolderState, check_model_folder, model_files_root
-from circuitlang.ir.shapes import unknown_hub_hint
+from circuitlang.ir.shapes import model_shape, unknown_hub_hint
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -37,19 +39,6 @@ if TYPE_CHECKING:
 PROBE_TIMEOUT_S = 2.0
 
 HubAnswer = Literal["exists", "missing", "gated", "unreachable"]
-
-
-@dataclass(frozen=True)
-class ModelIdentity:
-    name: str
-    source: str
-    weights_sha256: str
-    n_layers: int
-    n_heads: int
-    d_model: int
-
-    def as_dict(self) -> dict[str, object]:
-        return dict(self.__dict__)
 
 
 @dataclass(frozen=True)
@@ -157,6 +146,72 @@ def load_model(model: ir.ModelRef, device: str = "cpu", dtype: torch.dtype = tor
             "circuitlang needs character offsets to place slots; save a tokenizer.json with the model",
         )
     return LoadedModel(bridge, tokenizer, _identity(model, bridge), torch.device(device))
+
+
+def load_given_model(model: ir.ModelRef, given: Any, tokenizer: Any = None) -> LoadedModel:
+    """A model object the caller loaded, run in place of the spec's files: a TransformerBridge, or
+    a Hugging Face model (a `transformers` PreTrainedModel, fine-tuned or edited in a notebook),
+    on its own device and in its own dtype. A Hugging Face model is copied, then wrapped by
+    `boot_transformers(hf_model=...)`: the bridge rebuilds the modules it wraps in place, and the
+    copy keeps the caller's object as it was and the weights hashed the weights that run. The
+    tokenizer: `tokenizer`, else a bridge's own, else the one the spec's `on` clause names (its
+    folder, or the hub's cache). The spec's model gives the shapes the object must have; its
+    identity hashes the object's weights as they are now (`weights_hash`)."""
+    bridge = given if _is_bridge(given) else _boot_given(model, given, tokenizer)
+    tokenizer = tokenizer or bridge.tokenizer
+    if tokenizer is None or not getattr(tokenizer, "is_fast", False):
+        raise ModelError(
+            "the model object has no fast tokenizer" if tokenizer is not None else "the model object has no tokenizer",
+            model.span,
+            "pass tokenizer= (a transformers PreTrainedTokenizerFast: circuitlang needs character offsets to place slots)",
+        )
+    _check_shape(model, Family.of(bridge))
+    bridge.eval()
+    device = torch.device(next(bridge.original_model.parameters()).device)
+    cfg = bridge.cfg
+    identity = ModelIdentity(model.name, "object", weights_hash(bridge.original_model), cfg.n_layers, cfg.n_heads, cfg.d_model)
+    return LoadedModel(bridge, tokenizer, identity, device)
+
+
+def _is_bridge(given: Any) -> bool:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    return isinstance(given, TransformerBridge)
+
+
+def _boot_given(model: ir.ModelRef, given: Any, tokenizer: Any) -> Any:
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import PreTrainedModel
+
+    if not isinstance(given, PreTrainedModel):
+        raise TypeError(f"model= takes a transformers PreTrainedModel or a TransformerBridge, not {type(given).__name__}")
+    parameter = next(given.parameters())
+    given = copy.deepcopy(given)
+    try:  # the tokenizer, when not given, is the spec's model's: its folder or hub name
+        return TransformerBridge.boot_transformers(
+            model.path or model.hub_id or model.name, hf_model=given, tokenizer=tokenizer, device=parameter.device, dtype=parameter.dtype
+        )
+    except Exception as error:  # noqa: BLE001 - an architecture TransformerLens lacks, a tokenizer not found
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ModelError(
+            f"cannot run the given {type(given).__name__} as '{model.name}': {type(error).__name__}: {first_line}",
+            model.span,
+            "pass tokenizer= when the spec's model has none at hand, and a model of an architecture TransformerLens supports",
+        ) from error
+
+
+def _check_shape(model: ir.ModelRef, family: Family) -> None:
+    """The spec's shapes (its `on` clause: the folder's config.json, or the hub's known shapes)
+    against the given model's: a circuit's layers and heads mean nothing on another shape."""
+    expected = model_shape(model)
+    if expected is None or (expected.n_layers, expected.n_heads) == (family.n_layers, family.n_heads):
+        return
+    raise ModelError(
+        f"the given model has {family.n_layers} layers of {family.n_heads} heads, but the spec's model '{model.name}' "
+        f"has {expected.n_layers} layers of {expected.n_heads} heads (from {expected.origin})",
+        model.span,
+        "pass the model the spec's `on` clause names (or an edited copy of it), or change the `on` clause",
+    )
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")

@@ -17,7 +17,6 @@ step 1 stops once the last receiver's input is recorded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 import torch
@@ -27,7 +26,7 @@ from circuitlang.engine.bind import BoundPromptSet, BoundTemplate
 from circuitlang.engine.family import Family
 from circuitlang.engine.models import LoadedModel
 from circuitlang.engine.readouts import Readout
-from circuitlang.engine.variants import Variant
+from circuitlang.engine.variants import Receiver, Variant
 from circuitlang.ir import models as ir
 
 
@@ -60,12 +59,6 @@ class PatchingEngine(Protocol):
     def corrupt_cache(self, template: BoundTemplate) -> ActivationCache: ...
 
     def logits_at(self, end_residual: torch.Tensor, columns: torch.Tensor | None) -> torch.Tensor: ...
-
-
-@dataclass(frozen=True)
-class Receiver:
-    node: ir.Node  # a head, an MLP, or ir.LOGITS
-    channels: tuple[str, ...] = ("q", "k", "v")  # only for head receivers
 
 
 def path_patch(

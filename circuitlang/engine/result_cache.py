@@ -46,7 +46,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
-import json
 import os
 import re
 import struct
@@ -65,9 +64,8 @@ from circuitlang.report.files import write_then_rename
 
 if TYPE_CHECKING:
     from circuitlang.engine.bind import BoundPromptSet
-    from circuitlang.engine.models import LoadedModel
-    from circuitlang.engine.path_patching import Receiver
-    from circuitlang.engine.variants import Variant
+    from circuitlang.engine.model_record import ModelFacts
+    from circuitlang.engine.variants import Receiver, Variant
 
 FORMAT_VERSION = 2  # 2: entries authenticated (HMAC-SHA256); v1 folders are never read
 CACHE_DIR_VARIABLE = "CIRCUITLANG_CACHE_DIR"
@@ -78,6 +76,8 @@ TRIM_TO = 0.9  # evict below the limit, so that the next run's few new entries d
 STALE_TEMPORARY_S = 3600.0  # a temporary file this old belongs to a run that died before its rename
 
 _MAGIC = b"CLRC"
+_RECORD_MAGIC = b"CLRR"  # a record (engine.model_record): authenticated bytes, not numbers
+MAX_RECORD_BYTES = 256 << 20  # a model's facts hold its tokenizer (Gemma 3's: 33 MB)
 _HEADER = struct.Struct("<4sI32sQ")  # magic, format version, key, count
 _CHECKSUM_BYTES = 32
 _TEMPORARY_PREFIX = "."  # the writer's temporary files, `.NAME.PID.XXXX.tmp`; entries are named by their key
@@ -134,6 +134,38 @@ class ResultCache:
         except OSError:
             return
         self.written_bytes += -(-len(data) // _BLOCK) * _BLOCK
+
+    def get_record(self, key: bytes) -> bytes | None:
+        """The payload of a record (`put_record`), checked as an entry is; else None."""
+        if self.refused:
+            return None
+        path = self._record_path(key)
+        data = _read_regular_file(path, None, limit=MAX_RECORD_BYTES)
+        if data is None or len(data) < _HEADER.size + _CHECKSUM_BYTES:
+            return None
+        body, checksum = data[:-_CHECKSUM_BYTES], data[-_CHECKSUM_BYTES:]
+        if not hmac.compare_digest(hmac.new(self.secret, body, hashlib.sha256).digest(), checksum):
+            return None
+        if _HEADER.unpack_from(body) != (_RECORD_MAGIC, FORMAT_VERSION, key, len(body) - _HEADER.size):
+            return None
+        _touch(path)
+        return body[_HEADER.size :]
+
+    def put_record(self, key: bytes, payload: bytes) -> None:
+        """Store bytes under `key`, authenticated as entries are; a failure is ignored."""
+        if self.refused:
+            return
+        path = self._record_path(key)
+        body = _HEADER.pack(_RECORD_MAGIC, FORMAT_VERSION, key, len(payload)) + payload
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_then_rename(path, body + hmac.new(self.secret, body, hashlib.sha256).digest(), PRIVATE)
+        except OSError:
+            return
+        self.written_bytes += -(-len(body) // _BLOCK) * _BLOCK
+
+    def _record_path(self, key: bytes) -> Path:
+        return self.root / f"v{FORMAT_VERSION}" / "records" / f"{key.hex()}.rec"
 
     def trim(self) -> None:
         """Evict the least recently used entries when the cache is over its limit. A ledger keeps
@@ -393,16 +425,16 @@ def _sequence(out: bytearray, tag: bytes, encoded: list[bytes]) -> None:
         out += item
 
 
-def prompt_set_context(model: "LoadedModel", bound: "BoundPromptSet", batch_size: int) -> bytes:
+def prompt_set_context(model: "ModelFacts", threads: int, bound: "BoundPromptSet", batch_size: int) -> bytes:
     """The digest of what every array of one prompt set depends on besides its request, when its
-    engine runs `batch_size` rows at a time."""
+    engine runs `batch_size` rows at a time on `threads` CPU threads."""
     return hashlib.sha256(
         encode(
             {
                 "format": FORMAT_VERSION,
-                "versions": _versions(),
+                "versions": versions(),
                 "code": _CODE_DIGEST,
-                "model": _model_part(model),
+                "model": _model_part(model, threads),
                 "prompts": _prompts_part(bound),
                 "chunks": [min(batch_size, t.n_prompts) for t in bound.templates],
             }
@@ -421,12 +453,16 @@ def _code_digest() -> str:
     return digest.hexdigest()
 
 
+def code_digest() -> str:
+    return _CODE_DIGEST
+
+
 # Read when the engine is imported (the verifier imports it with the rest of the engine), not
 # when the first key is made: a file edited during a run must not name the code that runs.
 _CODE_DIGEST = _code_digest()
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
     def version(package: str) -> str:
         try:
             return metadata.version(package)
@@ -436,37 +472,38 @@ def _versions() -> dict[str, str]:
     return {"circuitlang": __version__} | {name: version(name) for name in ("torch", "transformers", "transformer-lens")}
 
 
-def _model_part(model: "LoadedModel") -> dict[str, Any]:
+def _model_part(model: "ModelFacts", threads: int) -> dict[str, Any]:
     """The model as it runs: the hash of its loaded weights (two weight sets never share one), its
     config without the folder it was read from, its tokenizer (the copy and next scores re-encode
-    tokens), its dtype and device."""
-    import torch
-
-    original = model.bridge.original_model
-    config = {k: v for k, v in original.config.to_dict().items() if k != "_name_or_path"}
+    tokens), its dtype and device (engine.model_record: read from the loaded model, or remembered)."""
     # Another GPU, or the CPU's work split over another number of threads, may round differently.
-    device: dict[str, Any] = {"type": model.device.type}
-    if model.device.type == "cuda":
-        device["name"] = torch.cuda.get_device_name(model.device)
+    device: dict[str, Any] = {"type": model.device_type}
+    if model.device_type == "cuda":
+        device["name"] = model.device_name
     else:
-        device["threads"] = torch.get_num_threads()
+        device["threads"] = threads
     return {
         "name": model.identity.name,
         "source": model.identity.source,
         "weights_sha256": model.identity.weights_sha256,
-        "config": json.dumps(config, sort_keys=True, default=str),
-        "tokenizer": hashlib.sha256(model.tokenizer.backend_tokenizer.to_str().encode()).hexdigest(),
-        "dtype": str(next(original.parameters()).dtype),
+        "config": model.config_json,
+        "tokenizer": hashlib.sha256(model.tokenizer_json.encode()).hexdigest(),
+        "dtype": model.weights_dtype,
         "device": device,
     }
 
 
 def _prompts_part(bound: "BoundPromptSet") -> dict[str, Any]:
     templates = [
-        (t.template, t.prompt_indices, t.clean.cpu().numpy(), None if t.corrupt is None else t.corrupt.cpu().numpy(), t.positions, t.answers)
+        (t.template, t.prompt_indices, _token_ids(t.clean), None if t.corrupt is None else _token_ids(t.corrupt), t.positions, t.answers)
         for t in bound.templates
     ]
     return {"metric": (bound.metric.name, bound.metric.args), "answer_prefix": bound.answer_prefix, "templates": templates}
+
+
+def _token_ids(ids: Any) -> np.ndarray:
+    """Token ids as int64, from a tensor (bound for a model) or an array (bound without one)."""
+    return np.asarray(ids.cpu() if hasattr(ids, "cpu") else ids, dtype=np.int64)
 
 
 def variant_request(variant: "Variant", ablation: "ir.Ablation") -> tuple:
@@ -534,8 +571,8 @@ class CachedArrays:
         self.hits = self.misses = 0
 
     @classmethod
-    def open(cls, cache: ResultCache | None, model: "LoadedModel", bound: "BoundPromptSet", batch_size: int) -> "CachedArrays":
-        context = prompt_set_context(model, bound, batch_size) if cache is not None else b""
+    def open(cls, cache: ResultCache | None, model: "ModelFacts", threads: int, bound: "BoundPromptSet", batch_size: int) -> "CachedArrays":
+        context = prompt_set_context(model, threads, bound, batch_size) if cache is not None else b""
         return cls(cache, context, bound.n_prompts)
 
     def many(self, requests: Sequence[Any], compute: Callable[[list[int]], Sequence[np.ndarray]]) -> list[np.ndarray]:

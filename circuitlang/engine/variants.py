@@ -4,18 +4,22 @@ A `Variant` is one circuit to evaluate (the spec's circuit, the circuit without 
 full model, the empty circuit...). For one template its `Masks` say, per layer, which head
 outputs (`z`), which source positions of each head's keys/values, and which MLP outputs stay
 clean; everything else takes its ablation value. Masks depend on the template only, because
-binding guarantees every prompt of a template has the same positions.
+binding guarantees every prompt of a template has the same positions. A `Receiver` is what a
+path patch writes into. Variants and receivers are keys of the result cache as well, so this
+module imports torch only where it makes masks: a verify answered from the cache never does.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from circuitlang.data.positions import expand_positions
 from circuitlang.errors import DataError
 from circuitlang.ir import models as ir
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,12 @@ def empty_variant(label: str = "empty") -> Variant:
 
 
 @dataclass(frozen=True)
+class Receiver:
+    node: ir.Node  # a head, an MLP, or ir.LOGITS
+    channels: tuple[str, ...] = ("q", "k", "v")  # only for head receivers
+
+
+@dataclass(frozen=True)
 class Masks:
     """Keep masks for one variant on one template (True = clean)."""
 
@@ -87,16 +97,22 @@ class Masks:
 
     def first_ablated_layer(self) -> int:
         """The earliest layer any mask touches: the run equals the clean run before it."""
+        import torch
+
         touched = (~self.z).flatten(1).any(1) | (~self.kv).flatten(1).any(1) | (~self.mlp).any(1)
         layers = torch.nonzero(touched).flatten()
         return int(layers[0]) if layers.numel() else int(self.z.shape[0])
 
     def for_rows(self, n_rows: int) -> "Masks":
         """The masks of `n_rows` prompt rows of this one variant, stacked: [rows, ...] each."""
+        import torch
+
         return Masks(torch.stack([self.z] * n_rows), torch.stack([self.kv] * n_rows), torch.stack([self.mlp] * n_rows))
 
 
 def masks_for(variant: Variant, template: str, named: dict[str, int], n_tokens: int, n_layers: int, n_heads: int) -> Masks:
+    import torch
+
     z = torch.zeros(n_layers, n_tokens, n_heads, dtype=torch.bool)
     kv = torch.ones(n_layers, n_tokens, n_heads, dtype=torch.bool)
     mlp = torch.zeros(n_layers, n_tokens, dtype=torch.bool)

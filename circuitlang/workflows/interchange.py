@@ -17,6 +17,7 @@ import numpy as np
 
 from circuitlang.data.counterfactuals import HighLevelModel, Pairs, check_answers, draw_pairs, draw_scrub_sources
 from circuitlang.data.datasets import _seed
+from circuitlang.data.tokenization import TokenizerPanic, encode_text, model_error_of
 from circuitlang.engine.interchange import Overwrite, Sites, interchange, patched_metric
 from circuitlang.engine.result_cache import CachedArrays, interchange_request, scrubbing_request
 from circuitlang.engine.bind import BoundPromptSet
@@ -128,7 +129,10 @@ def _answer_columns(session: Session, bound: BoundPromptSet, pairs: Pairs, span:
 
     def token(text: str, pair: int) -> int:
         if text not in known:
-            ids = list(tokenizer.encode(prefix + text, add_special_tokens=False).ids)
+            try:
+                ids = list(encode_text(tokenizer, prefix + text).ids)
+            except TokenizerPanic as panic:
+                raise model_error_of(panic, session.spec.model) from None
             unknown = session.model.tokenizer.unk_token_id
             if len(ids) != 1 or (unknown is not None and ids[0] == unknown):
                 raise DataError(

@@ -7,7 +7,9 @@ between the engine (torch) and the verifier's pure computations (numpy): they tu
 per-prompt metric arrays, node scores into estimates, and leave their results in the prompt set's
 run, from which the claims step assembles the reports. With a result cache
 (`engine.result_cache`) every per-prompt array is read from it when it is there; a prompt set's
-engine (its clean and corrupt runs) is built only when something is not.
+engine (its clean and corrupt runs) is built only when something is not. `verify_cached` runs
+the plan on a session without a model (engine.session.open_cached_session) and gives up at the
+first array the cache lacks: a fully cached verify loads no model and imports no torch.
 """
 
 from __future__ import annotations
@@ -22,15 +24,14 @@ from typing import Callable, TypeVar
 import numpy as np
 
 from circuitlang import __version__
-from circuitlang.engine.session import Session
-from circuitlang.engine import scores
+from circuitlang.data.datasets import Dataset
+from circuitlang.engine.session import NeedsModel, Session, open_cached_session
 from circuitlang.compile.audit import audit_pairs
 from circuitlang.compile.plan import PATCH_RUNS_PER_EDGE, Step, StepKind, compile_plan
 from circuitlang.compile.subsets import BASELINES, COMPLETENESS, GREEDY, MINIMALITY
 from circuitlang.engine.bind import BoundPromptSet
-from circuitlang.engine.path_patching import Receiver, path_patch_each
 from circuitlang.engine.result_cache import CachedArrays, ResultCache, path_patch_request, variant_request
-from circuitlang.engine.variants import Variant
+from circuitlang.engine.variants import Receiver, Variant
 from circuitlang.ir import models as ir
 from circuitlang.verification.claims import check_claims
 from circuitlang.verification.progress import Meter
@@ -54,7 +55,6 @@ from circuitlang.results.report import (
     Versions,
 )
 from circuitlang.results.estimate import Estimate
-from circuitlang.workflows.interchange import interchange_scores, scrubbing_score
 from circuitlang.verification.statistics import Resamples
 
 Progress = Callable[[str], None]
@@ -78,9 +78,9 @@ def verify(session: Session, progress: Progress | None = None, audit: bool | Non
         spec_path=session.spec.path,
         spec_sha256=spec_hash(session.spec),
         circuit=session.spec.name,
-        model=session.model.identity.as_dict(),
-        device=str(session.model.device),
-        dtype=str(session.model.bridge.cfg.dtype).removeprefix("torch."),
+        model=session.facts.identity.as_dict(),
+        device=session.facts.device,
+        dtype=session.facts.dtype,
         seed=session.spec.settings.seed,
         settings=session.spec.settings.model_dump(),
         versions=_versions(),
@@ -89,6 +89,26 @@ def verify(session: Session, progress: Progress | None = None, audit: bool | Non
         passed=all(claim.passed for claim in claims),
         seconds=round(time.perf_counter() - started, 3),
     )
+
+
+def verify_cached(
+    spec: ir.Spec,
+    datasets: tuple[Dataset, ...],
+    cache: ResultCache,
+    audit: bool | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    threads: int = 0,
+) -> Report | None:
+    """The Report of `verify` when every array it needs is in `cache` and the cache remembers the
+    model's facts, computed without loading the model; else None (nothing is written then)."""
+    session = open_cached_session(spec, datasets, cache, device, dtype, threads)
+    if session is None:
+        return None
+    try:
+        return verify(session, None, audit, cache)
+    except NeedsModel:
+        return None
 
 
 def spec_hash(spec: ir.Spec) -> str:
@@ -133,7 +153,7 @@ class PromptSetRun:
             session,
             say,
             name,
-            CachedArrays.open(cache, session.model, bound, session.batch_size),
+            CachedArrays.open(cache, session.facts, session.cpu_threads(), bound, session.batch_size),
             Resamples.draw(bound.n_prompts, settings.bootstrap, settings.confidence, settings.seed),
             session.circuit(),
         )
@@ -213,9 +233,13 @@ class Verification:
     def attention(self, name: str, head: ir.Node, queries: tuple, keys: tuple) -> Estimate:
         """A head's attention from the query positions to the key positions (claims)."""
         run = self.runs[name]
-        mass = run.results.one(
-            ("attention", head, queries, keys), lambda: scores.attention_mass(self.session.engine(name), head, queries, keys).numpy()
-        )
+
+        def compute() -> np.ndarray:
+            from circuitlang.engine import scores
+
+            return scores.attention_mass(self.session.engine(name), head, queries, keys).numpy()
+
+        mass = run.results.one(("attention", head, queries, keys), compute)
         return run.resamples.estimate({"a": mass}, lambda a: a["a"])
 
 
@@ -311,6 +335,8 @@ def _run_interchange(verification: Verification, step: Step) -> None:
     hypothesis = run.session.spec.hypothesis_for(run.name)
     assert hypothesis is not None, "the plan has an interchange step only for a prompt set with a hypothesis"
     run.say(f"{run.name}: interchange interventions")
+    from circuitlang.workflows.interchange import interchange_scores  # its engine half imports torch
+
     run.interchange = interchange_scores(run.session, run.name, hypothesis, run.results)
     run.say.advance(step.rows)
 
@@ -320,6 +346,8 @@ def _run_scrubbing(verification: Verification, step: Step) -> None:
     hypothesis = run.session.spec.hypothesis_for(run.name)
     assert hypothesis is not None, "the plan has a scrubbing step only for a prompt set with a hypothesis"
     run.say(f"{run.name}: causal scrubbing")
+    from circuitlang.workflows.interchange import scrubbing_score
+
     run.scrubbing = scrubbing_score(run.session, run.name, hypothesis, run.results)
     run.say.advance(step.rows)
 
@@ -367,6 +395,8 @@ def _path_patched(session: Session, name: str, results: CachedArrays, sender: ir
     (direct paths: MLPs frozen too); only the groups the cache lacks run, sharing one recording."""
 
     def compute(missing: list[int]) -> list[np.ndarray]:
+        from circuitlang.engine.path_patching import path_patch_each
+
         engine = session.engine(name)
         patched = path_patch_each(engine, [sender], [groups[i] for i in missing], engine.readout(), freeze_mlps=True)
         return [values.numpy() for values in patched]
@@ -408,7 +438,7 @@ def _node_scores(session: Session, name: str, results: CachedArrays, resamples: 
 
     # a norm of the heads' sum before the residual stream (Gemma 2): a head's own write, which these
     # scores read through W_O, is not defined (docs/engine.md, "Model families"); left empty
-    heads_write_alone = not session.model.family.attention_output_norm
+    heads_write_alone = not session.facts.family.attention_output_norm
     rows = []
     for member in session.spec.circuit.nodes:
         node = member.node
@@ -426,6 +456,8 @@ def _node_score(session: Session, name: str, results: CachedArrays, node: ir.Nod
     top_k = session.spec.settings.top_k
 
     def compute() -> np.ndarray:
+        from circuitlang.engine import scores
+
         engine = session.engine(name)
         if score == "direct_logit":
             return scores.direct_logit(engine, node).numpy()

@@ -63,7 +63,7 @@ def test_the_loaded_models_shape_and_size_are_those_read_offline():
     session = open_run(spec).session
     assert spec.shape is not None and (session.shape.n_layers, session.shape.n_heads) == (spec.shape.n_layers, spec.shape.n_heads)
     offline = model_size(spec.model, spec.shape)
-    assert offline is not None and loaded_size(session.model) == replace(offline, tied=False)
+    assert offline is not None and loaded_size(session.facts) == replace(offline, tied=False)
 
 
 def test_the_cache_estimate_is_the_engines_tensors_exactly():

@@ -14,9 +14,14 @@ GIB = 2**30
 
 
 def fake_model(device: str) -> SimpleNamespace:
-    cfg = SimpleNamespace(n_layers=12, n_heads=12, d_model=768, d_mlp=3072, d_vocab=50257, n_ctx=1024, dtype=torch.float32)
-    family = SimpleNamespace(n_layers=12, n_heads=12, n_kv_heads=12, parallel_attn_mlp=False)  # the shape's one source
-    return SimpleNamespace(device=torch.device(device), bridge=SimpleNamespace(cfg=cfg), family=family)
+    """GPT-2 small's facts as a load records them (engine.model_record.ModelFacts), on `device`."""
+    from circuitlang.ir.models import ModelShape
+
+    family = SimpleNamespace(n_layers=12, n_heads=12, n_kv_heads=12, parallel_attn_mlp=False, d_model=768)  # the shape's one source
+    shape = ModelShape(n_layers=12, n_heads=12, origin="the loaded model")
+    return SimpleNamespace(
+        device=device, device_type=device.split(":")[0], dtype="float32", family=family, shape=shape, d_mlp=3072, d_vocab=50257, n_ctx=1024
+    )
 
 
 def bound_sets(tokens: int, prompts: int = 20) -> list:

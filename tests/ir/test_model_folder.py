@@ -170,3 +170,36 @@ def test_a_file_swapped_for_a_link_during_the_load_is_refused(tmp_path, tiny_fol
     monkeypatch.setattr(models, "_boot", swap_then_boot)
     with pytest.raises(ModelError, match="changed while it was loaded: tokenizer.json"):
         circuitlang.open_run(circuitlang.load(tmp_path / "s.circ"))
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("truncation", {"direction": "Right", "max_length": 1, "strategy": "LongestFirst", "stride": 5}),
+        ("normalizer", {"type": "Replace", "pattern": {"String": ""}, "content": "x"}),
+        (
+            "padding",
+            {"strategy": {"Fixed": 2**40}, "direction": "Right", "pad_to_multiple_of": None, "pad_id": 0, "pad_type_id": 0, "pad_token": "x"},
+        ),
+    ],
+)
+def test_tokenizer_settings_the_library_cannot_run_are_a_model_error(project, capsys, setting, value):
+    """Found by fuzzing model folders: a truncation whose stride passes its length and a Replace of
+    the empty string made the tokenizers library panic (a traceback); a fixed padding of 2^40
+    made it allocate terabytes and abort. Prompts are tokenized whole, without truncation or
+    padding, and a panic is a model error at the `on` clause."""
+    path = project / "tiny" / "tokenizer.json"
+    if setting == "normalizer":  # the panic needs a byte-level tokenizer and a text of several words
+        from circuitlang.ir.shapes import organisms_root
+
+        path.write_bytes((organisms_root() / "seqcont" / "weights" / "tokenizer.json").read_bytes())
+        spec = project / "s.circ"
+        spec.write_text(spec.read_text().replace('template "{a}"', 'template "one two {a}"'))
+    tokenizer = json.loads(path.read_text())
+    path.write_text(json.dumps(tokenizer | {setting: value}))
+    code, said = check(project, capsys)
+    assert "Traceback" not in said
+    if setting == "normalizer":
+        assert code == 3 and "the model's tokenizer failed on" in said and "s.circ:2:" in said
+    else:
+        assert code == 0, said  # truncation and padding are not used: prompts are tokenized whole
