@@ -178,6 +178,12 @@ def _argument_parser() -> argparse.ArgumentParser:
         "markdown=$GITHUB_STEP_SUMMARY; repeat for several. Errors reach every output",
     )
     verify.add_argument(
+        "--look",
+        action="store_true",
+        help="html: add each prompt set's logit lens, direct contributions and the circuit heads' attention patterns "
+        "(loads the model even when the result cache holds every array)",
+    )
+    verify.add_argument(
         "--notices", action="store_true", help="github format: a ::notice for each passed claim too (by default only failures, warnings)"
     )
     verify.add_argument(
@@ -395,6 +401,8 @@ def _verify(args: argparse.Namespace) -> Verdict:
     outputs = [Output(args.format, args.output), *args.write]
     if sum(o.path is None and o.format != "table" for o in outputs) + (args.format == "table") > 1:
         raise UsageError("verify: one output at most can go to stdout (give the others a path)")
+    if args.look and not any(o.format == "html" for o in outputs):
+        raise UsageError("verify --look: the readings go on the HTML page; add --format html or --write html=PATH")
     unwritable = next((f"{o.path}: cannot write the report: {why}" for o in outputs if (why := why_unwritable(o.path))), "")
     if unwritable:  # said before the run, not after it
         raise OutputError(unwritable)
@@ -413,22 +421,22 @@ def _verify(args: argparse.Namespace) -> Verdict:
         _write_failures(str(args.file), [refusal], outputs)
         raise Reported([refusal])
     try:
-        report = _run_verification(spec, datasets, args.device, args.threads, args.audit, not args.no_cache, args.dtype)
+        report, looks = _run_verification(spec, datasets, args.device, args.threads, args.audit, not args.no_cache, args.dtype, args.look)
     except CircuitlangError as error:
         # Binding errors (a prompt the tokenizer splits differently) are the spec's to fix (2).
         raise _not_verified(str(args.file), error, outputs) from None
-    lost = [problem for output in outputs if (problem := _emitted(report, output, args.notices, spec, source))]
+    lost = [problem for output in outputs if (problem := _emitted(report, output, args.notices, spec, source, looks))]
     if lost:  # the run finished: its verdict is shown even though a file is lost
         _print_verdict(report, Console(emoji=False, stderr=True, highlight=False, soft_wrap=True))
         raise Reported(lost)
     return Verdict.PASSED if report.passed else Verdict.FAILED
 
 
-def _emitted(report, output: Output, notices: bool, spec: ir.Spec, source: str) -> OutputError | None:
+def _emitted(report, output: Output, notices: bool, spec: ir.Spec, source: str, looks: tuple = ()) -> OutputError | None:
     """Write the report to one output; an output that cannot be written is said at once and
     returned, and the other outputs are still written."""
     try:
-        _emit_report(report, output, notices, spec, source)
+        _emit_report(report, output, notices, spec, source, looks)
     except OSError as error:
         problem = OutputError(f"{output.path}: cannot write the report: {error.strerror or error}")
         _say(problem)
@@ -463,15 +471,22 @@ def _write_failures(spec_path: str, errors: list[CircuitlangError], outputs: lis
 
 
 def _run_verification(
-    spec: ir.Spec, datasets: tuple[Dataset, ...], device: str, threads: int, audit: bool | None, use_cache: bool = True, dtype: str = "float32"
-):  # -> Report; torch only here, and only when the result cache lacks something
+    spec: ir.Spec,
+    datasets: tuple[Dataset, ...],
+    device: str,
+    threads: int,
+    audit: bool | None,
+    use_cache: bool = True,
+    dtype: str = "float32",
+    look: bool = False,
+) -> tuple:  # (Report, its Looks); torch only here, and only when the result cache lacks something or --look reads the model
     from circuitlang.engine.result_cache import ResultCache
     from circuitlang.workflows.verify import verify, verify_cached
 
     cache = ResultCache.from_environment() if use_cache else None
-    cached = verify_cached(spec, datasets, cache, audit, device, dtype, threads) if cache is not None else None
+    cached = verify_cached(spec, datasets, cache, audit, device, dtype, threads) if cache is not None and not look else None
     if cached is not None:  # every array was in the cache: no model loaded
-        return cached
+        return cached, ()
     import torch
 
     from circuitlang.engine.session import open_session
@@ -479,10 +494,16 @@ def _run_verification(
     with progress_display("verify") as say:
         session = open_session(spec, device=device, dtype=getattr(torch, dtype), datasets=datasets, cache=cache)
         set_threads(session, threads)
-        return verify(session, say, audit, cache)
+        report = verify(session, say, audit, cache)
+        if not look:
+            return report, ()
+        from circuitlang.workflows.look import look as read_looks
+
+        say("look: the logit lens and attention patterns")
+        return report, read_looks(session)
 
 
-def _emit_report(report, output: Output, notices: bool, spec: ir.Spec, source: str) -> None:
+def _emit_report(report, output: Output, notices: bool, spec: ir.Spec, source: str, looks: tuple = ()) -> None:
     from circuitlang.report.files import write_atomically
     from circuitlang.report.render import TEXT_FORMATS, tables, to_github
 
@@ -497,7 +518,7 @@ def _emit_report(report, output: Output, notices: bool, spec: ir.Spec, source: s
     if output.format == "html":  # the one view that draws the circuit and lists the source: it takes the spec too
         from circuitlang.report.html import to_html
 
-        text = to_html(report, spec, source)
+        text = to_html(report, spec, source, looks)
     else:
         text = to_github(report, notices) if output.format == "github" else TEXT_FORMATS[output.format](report)
     if output.path:

@@ -89,6 +89,7 @@ def test_module_names_say_what_they_do() -> None:
         "interchange",
         "attention",
         "lens",
+        "look",
     }  # interchange: the hypothesis step of verify
 
 

@@ -12,6 +12,9 @@ views' (report/render.py), in the same words and formats: one word, one number i
 
 from __future__ import annotations
 
+import base64
+from typing import Sequence
+
 from circuitlang.ir import models as ir
 from circuitlang.report.html_circuit import LEGEND, circuit_svg, drawn_edges
 from circuitlang.report.html_page import Html, element, page, table, text
@@ -25,19 +28,22 @@ from circuitlang.report.render import (
     summary_cells,
     summary_rows,
 )
+from circuitlang.results.lens import Look
 from circuitlang.results.report import ClaimResult, PromptSetReport, Report
 
 HEADLINE = ("faithfulness", "normalized faithfulness", "incompleteness (worst K)")
 SHOWN_SETS = 5  # the worst completeness sets listed, as the table shows them
 
 
-def to_html(report: Report, spec: ir.Spec, source: str) -> str:
-    """The page for a verification of `spec`, whose file's text is `source` (for the listing)."""
+def to_html(report: Report, spec: ir.Spec, source: str, looks: Sequence[Look] = ()) -> str:
+    """The page for a verification of `spec`, whose file's text is `source` (for the listing);
+    `looks` (verify --look) add each prompt set's attention patterns and logit lens."""
     verdict = "all claims pass" if report.passed else "claims FAILED"  # the Markdown heading's words
+    by_set = {found.prompt_set: found for found in looks}
     body = [
         _header(report, verdict),
         _contents(report),
-        *(_prompt_set(report, spec, prompt_set, index) for index, prompt_set in enumerate(report.prompt_sets)),
+        *(_prompt_set(report, spec, prompt_set, index, by_set.get(prompt_set.name)) for index, prompt_set in enumerate(report.prompt_sets)),
         _claims(report),
         _source(report.spec_path, source, report.claims),
     ]
@@ -68,7 +74,7 @@ def _contents(report: Report) -> Html:
     return element("nav", links)
 
 
-def _prompt_set(report: Report, spec: ir.Spec, prompt_set: PromptSetReport, index: int) -> Html:
+def _prompt_set(report: Report, spec: ir.Spec, prompt_set: PromptSetReport, index: int, looked: Look | None = None) -> Html:
     prefix = f"ps{index}"
     title = f"{prompt_set.name}: {prompt_set.prompts} prompts, metric {prompt_set.metric}, {prompt_set.variants_evaluated} variants"
     parts = [
@@ -81,8 +87,38 @@ def _prompt_set(report: Report, spec: ir.Spec, prompt_set: PromptSetReport, inde
         _completeness_sets(prompt_set),
         _audit(prompt_set),
         *_hypothesis(prompt_set),
+        *([_look(looked)] if looked is not None else []),
     ]
     return element("section", parts, id=prefix, class_="prompt-set", data_prompt_set=prompt_set.name)
+
+
+def _look(looked: Look) -> Html:
+    """The clean run read directly (verify --look): the logit lens, the direct contributions and
+    each circuit head's mean attention pattern, as `circuitlang lens` and `attention` draw them,
+    inlined as PNG (the page fetches nothing)."""
+    from circuitlang.report.attention_plot import attention_picture
+    from circuitlang.report.lens_plot import direct_picture, lens_picture
+
+    pictures: list[tuple[str, bytes | str]] = []
+    if looked.lens is not None:
+        pictures.append(("logit lens", lens_picture(looked.lens, "png")))
+        if looked.lens.direct is not None:
+            pictures.append(("direct contributions", direct_picture(looked.lens, "png")))
+    if looked.attention is not None:
+        patterns = looked.attention
+        pictures += [(f"attention of {p.head}", attention_picture(patterns, p.head, "png")) for p in patterns.patterns]
+    figures = [
+        element("figure", [element("img", src=_png_uri(data), alt=caption), element("figcaption", caption)], class_="look")
+        for caption, data in pictures
+    ]
+    note = [element("p", f"not drawn: {looked.note}", class_="warning")] if looked.note else []
+    intro = element("p", "The clean run read directly: readings to look at beside the claims, not verification steps (verify --look).")
+    return element("div", [element("h3", "look: the logit lens and attention patterns"), intro, *note, *figures], class_="looks")
+
+
+def _png_uri(data: bytes | str) -> str:
+    raw = data if isinstance(data, bytes) else data.encode("utf-8")
+    return "data:image/png;base64," + base64.b64encode(raw).decode("ascii")
 
 
 def _headline(prompt_set: PromptSetReport) -> Html:

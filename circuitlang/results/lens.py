@@ -195,3 +195,13 @@ def piece_layer(piece: str) -> int:
     if piece in ("embed", "bias"):
         return -1
     return int(piece.split(".")[0]) if piece_kind(piece) == "head" else int(piece.rsplit(" ", 1)[1])
+
+
+@dataclass(frozen=True)
+class Look:
+    """One prompt set's readings for the HTML page (verify --look, workflows/look.py)."""
+
+    prompt_set: str
+    attention: AttentionResult | None  # None without heads in the circuit, or with `note`
+    lens: LensResult | None
+    note: str = ""  # why a reading is missing

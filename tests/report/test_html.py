@@ -238,3 +238,30 @@ def test_a_spec_that_cannot_be_verified_gets_an_html_page_with_its_errors(browse
     assert page.locator("h1").inner_text() == f"circuitlang: {broken} (not verified: exit 2)"
     errors = page.locator("#errors li")
     assert errors.count() >= 1 and f'nonsense "{HOSTILE}"' in errors.first.locator("pre").inner_text()
+
+
+def test_look_adds_the_lens_and_each_circuit_heads_attention_and_changes_no_number(browser, verified, tmp_path):
+    """`verify --look`: each prompt set's logit lens, direct contributions and the mean attention
+    pattern of every head of the circuit, as PNG inlined in the page (nothing fetched); the report's
+    numbers are those of the run without it."""
+    from circuitlang.api import load
+
+    html, report = tmp_path / "look.html", tmp_path / "look.json"
+    assert main(["verify", str(ORGANISM), "--look", "--format", "html", "-o", str(html), "--write", f"json={report}"]) == 0
+    looked = json.loads(report.read_text())
+    _, plain, _ = verified
+    for name in ("faithfulness", "completeness", "minimality"):
+        assert looked["prompt_sets"][0][name] == plain["prompt_sets"][0][name]
+    heads = {str(member.node) for member in load(ORGANISM).circuit.nodes if member.node.kind == "head"}
+    loaded = open_page(browser, html)
+    assert loaded.requests == [html.as_uri()] and loaded.problems == []
+    captions = loaded.page.locator("figure.look figcaption").all_inner_texts()
+    assert captions[:2] == ["logit lens", "direct contributions"]
+    assert sorted(captions[2:]) == sorted(f"attention of {head}" for head in heads) and len(heads) >= 2
+    sizes = loaded.page.eval_on_selector_all("figure.look img", "images => images.map(i => i.naturalWidth)")
+    assert len(sizes) == len(captions) and all(width > 100 for width in sizes)  # each picture decoded
+
+
+def test_look_without_an_html_output_is_a_usage_error(capsys):
+    assert main(["verify", str(ORGANISM), "--look", "--format", "json"]) == 2
+    assert "the readings go on the HTML page" in capsys.readouterr().err
