@@ -151,6 +151,8 @@ DEVICE_COMMANDS = [
     ["patch", str(SPEC)],
     ["curve", str(SPEC)],
     ["discover", str(SPEC), "--method", "prune"],
+    ["attention", str(SPEC), "--heads", "0.0", "-o", "out"],
+    ["lens", str(SPEC), "-o", "out"],
 ]
 
 
