@@ -8,7 +8,8 @@ The interval is the percentile interval of the statistic over the resamples.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -22,6 +23,10 @@ class Resamples:
 
     indices: np.ndarray
     confidence: float
+    # Each per-prompt array's resample means, computed once: the same arrays (F(M), F(empty), ...)
+    # enter many numbers (the bootstrap was most of a cached verify's time). Keyed by the array's
+    # contents, so an equal array gets the same bits and a changed one is computed again.
+    _means: dict[tuple[str, tuple[int, ...], bytes], np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def draw(cls, n_prompts: int, resamples: int, confidence: float, seed: int) -> "Resamples":
@@ -32,13 +37,23 @@ class Resamples:
         """`statistic` maps {name: mean(s)} to a value; it is applied to the full-sample means and
         to every resample's means (arrays of shape [resamples]) at once."""
         point = float(statistic({k: np.asarray(v.mean()) for k, v in per_prompt.items()}))
-        boot = statistic({k: v[self.indices].mean(-1) for k, v in per_prompt.items()})
+        boot = statistic({k: self._resample_means(v) for k, v in per_prompt.items()})
         alpha = (1 - self.confidence) / 2
         finite = boot[np.isfinite(boot)]
         if finite.size == 0:
             return Estimate(value=point, low=float("nan"), high=float("nan"))
         low, high = np.quantile(finite, [alpha, 1 - alpha])
         return Estimate(value=point, low=float(low), high=float(high))
+
+    def _resample_means(self, values: np.ndarray) -> np.ndarray:
+        """values[indices].mean(-1): [resamples], the same bits however often it is asked for."""
+        values = np.ascontiguousarray(values)
+        key = (values.dtype.str, values.shape, hashlib.sha256(values.tobytes()).digest())  # (the digest: keys stay small)
+        if key not in self._means:
+            means = values[self.indices].mean(-1)
+            means.setflags(write=False)  # shared by every number that reads it: never changed in place
+            self._means[key] = means
+        return self._means[key]
 
 
 def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
