@@ -3,8 +3,11 @@
 # installed, e.g. .venv from the README, or PYTHON=python):
 #   1. the engine against the slow reference, with the engine on the GPU (tests/engine/test_engine.py);
 #   2. the GPT-2 stand-in's verification on the CPU and on the GPU in float32, float16 and
-#      bfloat16: time, rows per forward, and each configuration's largest difference from the CPU.
-# Results go to $OUT (default benchmarks/gpu-results/): the pytest log and devices.json.
+#      bfloat16: time, rows per forward, and each configuration's largest difference from the CPU;
+#   3. with more than one GPU visible, the same verification split over every GPU by
+#      `--device-map auto` (each GPU's budget $SPLIT_MEMORY, 300MB: the stand-in spans two GPUs),
+#      against the CPU (docs/scale.md).
+# Results go to $OUT (default benchmarks/gpu-results/): the pytest log, devices.json, split.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -21,3 +24,12 @@ CIRCUITLANG_TEST_DEVICE=cuda "$PYTHON" -m pytest -q -p no:cacheprovider tests/en
 echo "== verify specs/incr_digits.circ on the GPT-2 stand-in: CPU and GPU, three precisions"
 "$PYTHON" benchmarks/devices.py --prompts "$PROMPTS" --json "$OUT/devices.json" \
     --config cpu:float32 --config cuda:float32 --config cuda:float16 --config cuda:bfloat16
+
+GPUS=$("$PYTHON" -c "import torch; print(torch.cuda.device_count())")
+if [ "$GPUS" -gt 1 ]; then
+    echo "== verify split over $GPUS GPUs with --device-map auto, against the CPU"
+    "$PYTHON" benchmarks/devices.py --prompts "$PROMPTS" --json "$OUT/split.json" --split-memory "${SPLIT_MEMORY:-300MB}" \
+        --config cpu:float32 --config cuda-split:float32 --config cuda-split:bfloat16
+else
+    echo "== one GPU visible: the split over several GPUs (--device-map auto) is not checked here"
+fi

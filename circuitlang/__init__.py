@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):  # the model-facing API imports torch, so it is loaded on first use
-    if name in ("load", "open_run", "Run", "verify", "path_patch", "edge_scores", "attention", "lens"):
+    if name in ("load", "open_run", "Run", "verify", "verify_suite", "path_patch", "edge_scores", "attention", "lens"):
         from circuitlang import api
 
         return getattr(api, name)

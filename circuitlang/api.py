@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, Union
 
 from circuitlang.data.datasets import Dataset, expand_all
 from circuitlang.engine.bind import BoundPromptSet
+from circuitlang.engine.placement import Placement, check_device
 from circuitlang.engine.session import Session, open_session, set_threads
 from circuitlang.engine.variants import Receiver, Variant
 from circuitlang.ir import models as ir
@@ -102,10 +103,20 @@ def open_run(
     *,
     model: Any = None,
     tokenizer: Any = None,
+    device_map: str | None = None,
+    max_memory: dict | str | None = None,
+    offload_dir: str | Path | None = None,
 ) -> Run:
     """Load the model, expand and bind every prompt set. `dtype`: the model's precision, named
     ("float32", "float16", "bfloat16") or a torch.dtype. `threads`: torch's CPU threads, chosen
     as the command line chooses them when 0 (one for small models).
+
+    `device_map` ("auto", "balanced", "sequential"), `max_memory` (a dict as accelerate takes it,
+    {0: "75GiB", 1: "75GiB"} or {"cpu": "300MB"}, or text as `--max-memory` takes it, "cpu=300MB")
+    and `offload_dir`: a model beyond one device, placed by accelerate across the GPUs, host
+    memory and disk, as the command line's `--device-map`, `--max-memory`, `--offload-dir` do
+    (docs/scale.md); `max_memory` or `offload_dir` alone imply `device_map="auto"`, and `device`
+    must then stay "cpu". A bad value is a ValueError.
 
     `model`: a model already loaded, run instead of the spec's files: a `transformers`
     PreTrainedModel (fine-tuned or edited in a notebook) or a TransformerBridge, used as it is (no
@@ -114,15 +125,33 @@ def open_run(
     it; by default a bridge's own, else the tokenizer of the model the spec's `on` clause names.
     The result cache keys such a model by the SHA-256 of its weights as they are when the run
     opens (docs/api.md, "Your own model object")."""
-    return Run(_opened(spec, device, dtype, batch_size, threads, model, tokenizer))
+    placement = _placement(device, model, device_map, max_memory, offload_dir)
+    return Run(_opened(spec, device, dtype, batch_size, threads, model, tokenizer, placement=placement))
+
+
+def _placement(device: str, model: Any, device_map: str | None, max_memory: Any, offload_dir: Any) -> Placement | None:
+    """The placement the keyword arguments ask for (None without them), checked (a ValueError)."""
+    placement = Placement.of(device_map, max_memory, offload_dir)
+    check_device(device, placement)
+    if placement is not None and model is not None:
+        raise ValueError("device_map, max_memory and offload_dir place the spec's model as it loads; a model= object keeps its own placement")
+    return placement
 
 
 def _opened(
-    spec: ir.Spec, device: str, dtype: str | torch.dtype, batch_size: int | None, threads: int, model: Any, tokenizer: Any, cache: Any = None
+    spec: ir.Spec,
+    device: str,
+    dtype: str | torch.dtype,
+    batch_size: int | None,
+    threads: int,
+    model: Any,
+    tokenizer: Any,
+    cache: Any = None,
+    placement: Placement | None = None,
 ) -> Session:
     from circuitlang.engine.models import torch_dtype
 
-    session = open_session(spec, device, torch_dtype(dtype), batch_size, cache=cache, given=model, tokenizer=tokenizer)
+    session = open_session(spec, device, torch_dtype(dtype), batch_size, cache=cache, given=model, tokenizer=tokenizer, placement=placement)
     set_threads(session, threads)
     return session
 
@@ -138,6 +167,9 @@ def verify(
     cache: bool = False,
     model: Any = None,
     tokenizer: Any = None,
+    device_map: str | None = None,
+    max_memory: dict | str | None = None,
+    offload_dir: str | Path | None = None,
 ) -> "Report":
     """Every experiment the spec needs and every claim: the Report `circuitlang verify` prints.
 
@@ -149,22 +181,62 @@ def verify(
     how many arrays came from it (`report.prompt_sets[i].cache`). It is off by default because a
     notebook can change a loaded model's weights after they were hashed: with a Run, the weights
     are hashed again first, and a change since `open_run` is a ValueError. `model` and
-    `tokenizer`: a model object to run instead of the spec's files, as `open_run` takes them."""
+    `tokenizer`: a model object to run instead of the spec's files, and `device_map`,
+    `max_memory`, `offload_dir`: the spec's model placed beyond one device, as `open_run` takes them."""
     from circuitlang.engine.result_cache import ResultCache
     from circuitlang.workflows.verify import verify as verify_session
     from circuitlang.workflows.verify import verify_cached
 
+    placement = None if isinstance(spec, Run) else _placement(device, model, device_map, max_memory, offload_dir)
     results = ResultCache.from_environment() if cache else None
     if results is not None and model is None and not isinstance(spec, Run):
         loaded = _as_spec(spec, root)
-        report = verify_cached(loaded, expand_all(loaded), results, audit, device, str(dtype).removeprefix("torch."))
+        where = device if placement is None else placement.computed_on()
+        report = verify_cached(loaded, expand_all(loaded), results, audit, where, str(dtype).removeprefix("torch."))
         if report is not None:
             return report
         spec = loaded
     if isinstance(spec, Run) and results is not None:
         _check_weights_unchanged(spec)
-    run = spec if isinstance(spec, Run) else Run(_opened(_as_spec(spec, root), device, dtype, None, 0, model, tokenizer, results))
+    run = spec if isinstance(spec, Run) else Run(_opened(_as_spec(spec, root), device, dtype, None, 0, model, tokenizer, results, placement))
     return verify_session(run.session, progress, audit, results)
+
+
+def verify_suite(
+    specs: Sequence[str | Path],
+    progress: Callable[[str], None] | None = None,
+    audit: bool | None = None,
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    root: str | Path | None = None,
+    cache: bool = False,
+    threads: int = 0,
+    ray: str | bool | None = None,
+    workers: int | None = None,
+) -> list["Report"]:
+    """Each spec's Report, in the order given, as `circuitlang verify SPEC...` makes them: in this
+    process one after another, or with `ray` on a Ray cluster (`pip install 'circuitlang[cluster]'`;
+    True: $RAY_ADDRESS, else a local cluster for the call; a string: the cluster's address;
+    `workers`: how many), each prompt set of each spec a task (docs/scale.md). The reports are the
+    ones the specs get verified alone. A spec's error is raised (its CircuitlangError) once every
+    spec has run; `cache`, `audit`, `device`, `dtype`: as `verify`."""
+    from circuitlang.engine.result_cache import ResultCache
+    from circuitlang.workflows.suite import SpecWork, VerifyOptions, verify_in_process, verify_on_ray
+
+    works = [SpecWork(index, str(path), loaded := load(path, root), expand_all(loaded)) for index, path in enumerate(specs)]
+    options = VerifyOptions(device, str(dtype).removeprefix("torch."), threads, audit, cache)
+    results = ResultCache.from_environment() if cache else None
+    if ray is None or ray is False:
+        outcomes = verify_in_process(works, options, results, progress)
+    else:
+        from circuitlang.cluster.connect import ClusterRequest
+
+        outcomes = verify_on_ray(works, options, results, ClusterRequest(ray if isinstance(ray, str) else None, workers), progress)
+    failed = [error for outcome in outcomes for error in outcome.errors]
+    if failed:
+        raise failed[0]
+    return [outcome.report for outcome in outcomes if outcome.report is not None]
 
 
 def _check_weights_unchanged(run: Run) -> None:
@@ -182,8 +254,8 @@ def _as_spec(spec: str | Path | ir.Spec, root: str | Path | None) -> ir.Spec:
     return spec
 
 
-def _as_run(spec: str | Path | ir.Spec | Run, device: str, dtype: str | torch.dtype, root: str | Path | None) -> Run:
-    return spec if isinstance(spec, Run) else open_run(_as_spec(spec, root), device=device, dtype=dtype)
+def _as_run(spec: str | Path | ir.Spec | Run, device: str, dtype: str | torch.dtype, root: str | Path | None, **placement: Any) -> Run:
+    return spec if isinstance(spec, Run) else open_run(_as_spec(spec, root), device=device, dtype=dtype, **placement)
 
 
 def path_patch(
@@ -246,17 +318,21 @@ def attention(
     *,
     device: str = "cpu",
     root: str | Path | None = None,
+    device_map: str | None = None,
+    max_memory: dict | str | None = None,
+    offload_dir: str | Path | None = None,
 ) -> "AttentionResult":
     """Attention patterns of `heads` ("9.1" or HeadNodes) on the clean prompts: the mean over the
     prompt set, or `prompt`'s alone (its index in the set, from 0). `positions`: "tokens" (every
     token; the default with one template or one prompt) or "named" (the spec's named positions;
     the default with several templates). `.table()` is tidy; report.attention_plot draws a head.
-    A head the model lacks, a node that is not a head or a prompt out of range is a ValueError."""
+    A head the model lacks, a node that is not a head or a prompt out of range is a ValueError.
+    `device_map`, `max_memory`, `offload_dir`: as `open_run` takes them (with a path or a Spec)."""
     from circuitlang.workflows.attention import AttentionRequest
     from circuitlang.workflows.attention import attention as read_attention
     from circuitlang.workflows.lens import CannotRead
 
-    run = _as_run(spec, device, "float32", root)
+    run = _as_run(spec, device, "float32", root, device_map=device_map, max_memory=max_memory, offload_dir=offload_dir)
     nodes = run.nodes(heads)
     chosen = tuple((n.layer, n.head) for n in nodes if isinstance(n, ir.HeadNode))
     if len(chosen) < len(nodes):
@@ -275,15 +351,19 @@ def lens(
     *,
     device: str = "cpu",
     root: str | Path | None = None,
+    device_map: str | None = None,
+    max_memory: dict | str | None = None,
+    offload_dir: str | Path | None = None,
 ) -> "LensResult":
     """The logit lens (the metric read from the residual stream after the embeddings and each
     layer, through the final norm and the unembedding) and every node's direct contribution to
     the metric (the final norm's scale frozen at the clean run), per position: a LensResult, whose
-    `.table("lens")` and `.table("direct")` are tidy; report.lens_plot draws them."""
+    `.table("lens")` and `.table("direct")` are tidy; report.lens_plot draws them. `device_map`,
+    `max_memory`, `offload_dir`: as `open_run` takes them (with a path or a Spec)."""
     from circuitlang.workflows.lens import CannotRead, LensRequest
     from circuitlang.workflows.lens import lens as read_lens
 
-    run = _as_run(spec, device, "float32", root)
+    run = _as_run(spec, device, "float32", root, device_map=device_map, max_memory=max_memory, offload_dir=offload_dir)
     try:
         return read_lens(run.session, LensRequest(prompt_set or run.spec.prompt_sets[0].name, positions))
     except CannotRead as error:

@@ -26,13 +26,22 @@ from rich.markup import escape
 
 from circuitlang import __version__
 from circuitlang.commands.usage import SuggestingParser
-from circuitlang.commands.common import add_device_argument, add_root_argument, progress_display, set_threads, why_unwritable
+from circuitlang.commands.cluster_options import add_ray_arguments, ray_request
+from circuitlang.commands.common import (
+    add_device_argument,
+    add_root_argument,
+    placement_from_args,
+    progress_display,
+    set_threads,
+    why_unwritable,
+)
 from circuitlang.compile.memory import memory_refusal, spec_memory
 from circuitlang.compile.plan import compile_plan
 from circuitlang.data.datasets import Dataset, expand_all
 from circuitlang.data.tokenization import check_tokenization
 from circuitlang.dsl.parser import parse
 from circuitlang.dsl.printer import format_spec
+from circuitlang.engine.placement import Placement
 from circuitlang.errors import (
     EXIT_BROKEN_PIPE,
     EXIT_CLAIM_FAILED,
@@ -70,6 +79,7 @@ EXTRA_OF_MODULE = {
     "transformers": "engine",
     "matplotlib": "pictures",
     "pygraphviz": "pictures",
+    "ray": "cluster",
 }
 
 # Commands kept in their own modules (circuitlang/commands/NAME.py): each defines
@@ -156,8 +166,9 @@ def _argument_parser() -> argparse.ArgumentParser:
     mode.add_argument("-w", "--write", action="store_true", help="rewrite the files in place")
     mode.add_argument("--check", action="store_true", help="exit 1 if a file is not in canonical form")
     fmt.set_defaults(run=_fmt)
-    verify = commands.add_parser("verify", help="run the experiments and check the spec's claims")
-    verify.add_argument("file", type=Path)
+    verify = commands.add_parser("verify", help="run the experiments and check the specs' claims")
+    # "*": `verify --ray x.circ` reads the spec as --ray's address (commands.cluster_options); none at all is refused in _verify
+    verify.add_argument("files", nargs="*", type=Path, metavar="SPEC", help="one spec, or several verified as a suite")
     add_device_argument(verify)
     verify.add_argument(
         "--dtype",
@@ -197,6 +208,7 @@ def _argument_parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--no-cache", action="store_true", help="neither read nor write the result cache ($CIRCUITLANG_CACHE_DIR, else ~/.cache/circuitlang)"
     )
+    add_ray_arguments(verify, "a spec each")
     verify.set_defaults(run=_verify)
     plan = commands.add_parser("plan", help="show the steps verify will run, without loading a model")
     plan.add_argument("file", type=Path)
@@ -397,7 +409,16 @@ def _output_request(text: str) -> Output:
 
 def _verify(args: argparse.Namespace) -> Verdict:
     """PASSED when every claim holds, FAILED when one does not; errors are raised, and those found
-    once the outputs are known reach every output too (Reported)."""
+    once the outputs are known reach every output too (Reported). Several specs, or `--ray`: a suite
+    (commands.verify_suite)."""
+    from circuitlang.commands.verify_suite import verify_suite
+
+    cluster = ray_request(args)
+    if not args.files:
+        raise UsageError("verify: give the spec to verify (or several: verify specs/*.circ)")
+    if len(args.files) > 1 or cluster is not None:
+        return verify_suite(args, cluster)
+    args.file = args.files[0]
     outputs = [Output(args.format, args.output), *args.write]
     if sum(o.path is None and o.format != "table" for o in outputs) + (args.format == "table") > 1:
         raise UsageError("verify: one output at most can go to stdout (give the others a path)")
@@ -414,14 +435,17 @@ def _verify(args: argparse.Namespace) -> Verdict:
         source = read_spec_text(args.file) if any(o.format == "html" for o in outputs) else ""
     except CircuitlangError as error:
         raise _not_verified(str(args.file), error, outputs) from None
-    too_big = memory_refusal(memory, args.device)
+    placement = placement_from_args(args)
+    too_big = memory_refusal(memory, args.device, placement)
     if too_big:  # said before the model loads, not by the kernel's OOM killer an hour later
         print(too_big, file=sys.stderr)
         refusal = ModelError(too_big, spec.model.span)
         _write_failures(str(args.file), [refusal], outputs)
         raise Reported([refusal])
     try:
-        report, looks = _run_verification(spec, datasets, args.device, args.threads, args.audit, not args.no_cache, args.dtype, args.look)
+        report, looks = _run_verification(
+            spec, datasets, args.device, args.threads, args.audit, not args.no_cache, args.dtype, args.look, placement
+        )
     except CircuitlangError as error:
         # Binding errors (a prompt the tokenizer splits differently) are the spec's to fix (2).
         raise _not_verified(str(args.file), error, outputs) from None
@@ -479,12 +503,14 @@ def _run_verification(
     use_cache: bool = True,
     dtype: str = "float32",
     look: bool = False,
+    placement: Placement | None = None,
 ) -> tuple:  # (Report, its Looks); torch only here, and only when the result cache lacks something or --look reads the model
     from circuitlang.engine.result_cache import ResultCache
     from circuitlang.workflows.verify import verify, verify_cached
 
     cache = ResultCache.from_environment() if use_cache else None
-    cached = verify_cached(spec, datasets, cache, audit, device, dtype, threads) if cache is not None and not look else None
+    computed_on = device if placement is None else _placed_device(placement)  # the device the cache keys name
+    cached = verify_cached(spec, datasets, cache, audit, computed_on, dtype, threads) if cache is not None and not look else None
     if cached is not None:  # every array was in the cache: no model loaded
         return cached, ()
     import torch
@@ -492,7 +518,7 @@ def _run_verification(
     from circuitlang.engine.session import open_session
 
     with progress_display("verify") as say:
-        session = open_session(spec, device=device, dtype=getattr(torch, dtype), datasets=datasets, cache=cache)
+        session = open_session(spec, device=device, dtype=getattr(torch, dtype), datasets=datasets, cache=cache, placement=placement)
         set_threads(session, threads)
         report = verify(session, say, audit, cache)
         if not look:
@@ -501,6 +527,12 @@ def _run_verification(
 
         say("look: the logit lens and attention patterns")
         return report, read_looks(session)
+
+
+def _placed_device(placement: Placement) -> str:
+    from circuitlang.engine.models import placed_device  # torch: only for a run with a device map
+
+    return placed_device(placement)
 
 
 def _emit_report(report, output: Output, notices: bool, spec: ir.Spec, source: str, looks: tuple = ()) -> None:

@@ -122,6 +122,12 @@ class OutputError(CommandError):
     stage = "output"
 
 
+class ClusterError(CommandError):
+    """A Ray cluster could not be reached, or lost the work it was given (`verify --ray`)."""
+
+    stage = "cluster"
+
+
 class MissingExtra(CommandError):
     """A library that one of circuitlang's optional extras installs is not installed."""
 
@@ -182,7 +188,7 @@ EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 128 + 2, 128 + 13
 
 # The errors a model or the machine caused (exit 3); every other error is for the spec, its data or
 # the command line to fix (exit 2).
-RUNTIME_ERRORS: tuple[type[CircuitlangError], ...] = (ModelError, OutputError, MissingExtra)
+RUNTIME_ERRORS: tuple[type[CircuitlangError], ...] = (ModelError, OutputError, MissingExtra, ClusterError)
 
 
 class Verdict(Enum):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from circuitlang.commands.common import load_checked, open_checked, progress_display
+from circuitlang.commands.common import load_checked, open_checked, placement_from_args, progress_display
 from circuitlang.commands.lens import add_reading_arguments, check_plotting, check_positions, in_fresh_folder, prompt_set_of
 from circuitlang.data.datasets import expand_all
 from circuitlang.errors import OutputError, UsageError
@@ -74,7 +74,7 @@ def _run(args: argparse.Namespace) -> None:
         check_plotting()
         args.output.mkdir(parents=True, exist_ok=True)
         with progress_display("attention") as say:
-            session = open_checked(spec, args.device, args.threads)
+            session = open_checked(spec, args.device, args.threads, placement_from_args(args))
             say("reading attention")
             try:
                 result = attention(session, request)

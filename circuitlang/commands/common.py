@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from circuitlang.data.datasets import expand_all
-from circuitlang.errors import InputError
+from circuitlang.engine.placement import DEVICE_MAPS, MAX_MEMORY_FORMS, Placement, PlacementError, check_device, parse_max_memory
+from circuitlang.errors import InputError, UsageError
 from circuitlang.ir import models as ir
 from circuitlang.ir.lower import load_spec
 from circuitlang.ir.paths import read_regular
@@ -31,6 +32,19 @@ ROOT_HELP = "the project root: every file the spec names (data, `use`, model fol
 
 
 DEVICE_HELP = "cpu (default), cuda, cuda:1, ..."
+DEVICE_MAP_HELP = (
+    "place the model's layers across the GPUs, host memory and disk with accelerate, for a model that does not fit "
+    "on one device: auto, balanced or sequential (docs/scale.md); not with --device other than cpu"
+)
+MAX_MEMORY_HELP = (
+    "what each device may hold of the weights under --device-map (which it implies): DEVICE=SIZE, comma-separated or "
+    "repeated, e.g. 0=75GiB,1=75GiB or cpu=300MB; DEVICE is cpu, disk, mps or a GPU index; a device left out holds "
+    "nothing; what fits nowhere else goes to disk"
+)
+OFFLOAD_DIR_HELP = (
+    "folder for the weights that go to disk under --device-map (which it implies), when they cannot be read in place "
+    "from the model's safetensors files (default: a temporary folder)"
+)
 
 
 def device_option(text: str) -> str:
@@ -60,7 +74,58 @@ def device_option(text: str) -> str:
 
 
 def add_device_argument(parser) -> None:  # argparse.ArgumentParser
+    """`--device`, and `--device-map`, `--max-memory`, `--offload-dir` for a model beyond one device
+    (`placement_from_args` reads them)."""
     parser.add_argument("--device", default="cpu", type=device_option, help=DEVICE_HELP)
+    parser.add_argument("--device-map", choices=DEVICE_MAPS, type=one_of(DEVICE_MAPS), default=None, help=DEVICE_MAP_HELP)
+    parser.add_argument("--max-memory", action="append", type=max_memory_option, default=None, metavar="DEVICE=SIZE", help=MAX_MEMORY_HELP)
+    parser.add_argument("--offload-dir", type=offload_dir_option, default=None, metavar="DIR", help=OFFLOAD_DIR_HELP)
+
+
+def max_memory_option(text: str) -> dict[str, str]:
+    """`--max-memory`, checked as the command line is read: sizes, device names, and GPUs this
+    machine has (when torch is installed)."""
+    try:
+        budgets = parse_max_memory(text)
+    except PlacementError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    gpus = [int(device) for device in budgets if device.isdigit()]
+    if gpus:
+        try:
+            import torch
+        except ModuleNotFoundError:  # the command itself then says which extra it needs
+            return budgets
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if max(gpus) >= count:
+            raise argparse.ArgumentTypeError(f"{text!r} names GPU {max(gpus)}, but torch sees {count} CUDA device(s), numbered from 0")
+    return budgets
+
+
+def offload_dir_option(text: str) -> Path:
+    """`--offload-dir`: a folder, or a path where one can be made."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"'{text}' is not a folder")
+    return path
+
+
+def placement_from_args(args: argparse.Namespace) -> Placement | None:
+    """The placement `--device-map`, `--max-memory` and `--offload-dir` ask for (None without
+    them); a device named twice in `--max-memory`, or `--device` other than cpu with a device
+    map, is a UsageError (exit 2)."""
+    budgets: dict[str, str] = {}
+    for given in getattr(args, "max_memory", None) or []:
+        for device, size in given.items():
+            if device in budgets:
+                raise UsageError(f"--max-memory names device {device!r} twice ({budgets[device]} and {size}): {MAX_MEMORY_FORMS}")
+            budgets[device] = size
+    offload = getattr(args, "offload_dir", None)
+    try:
+        placement = Placement.of(getattr(args, "device_map", None), budgets or None, None if offload is None else str(offload))
+        check_device(getattr(args, "device", "cpu"), placement)
+    except PlacementError as error:
+        raise UsageError(f"error: {error}") from None
+    return placement
 
 
 def add_root_argument(parser) -> None:  # argparse.ArgumentParser
@@ -75,12 +140,12 @@ def load_checked(path: Path, root: Path | None = None) -> ir.Spec:
     return spec
 
 
-def open_checked(spec: ir.Spec, device: str = "cpu", threads: int = 0) -> "Session":
-    """Load the model and bind the prompts; raises a DataError (a prompt the tokenizer splits
-    differently) or a ModelError."""
+def open_checked(spec: ir.Spec, device: str = "cpu", threads: int = 0, placement: Placement | None = None) -> "Session":
+    """Load the model (placed by `placement`, a device map, when given) and bind the prompts;
+    raises a DataError (a prompt the tokenizer splits differently) or a ModelError."""
     from circuitlang.engine.session import open_session
 
-    session = open_session(spec, device=device)
+    session = open_session(spec, device=device, placement=placement)
     set_threads(session, threads)
     return session
 

@@ -26,6 +26,7 @@ from circuitlang.commands.common import (
     load_checked,
     one_of,
     open_checked,
+    placement_from_args,
     positive_int,
     progress_display,
     graph_value_limit,
@@ -205,7 +206,7 @@ def _evaluate(spec: ir.Spec, args: argparse.Namespace, graphs: list[GraphScores]
     from circuitlang.discover.scoring import Scorer
 
     with progress_display("curve") as say:
-        session = open_checked(spec, args.device, args.threads)
+        session = open_checked(spec, args.device, args.threads, placement_from_args(args))
         say("the full model and the empty circuit")
         scorer = Scorer(session, args.prompts)
         _check_edge_graph(scorer, args.file)  # first: m(∅) below is a run of edges

@@ -17,11 +17,25 @@ import math
 import re
 import shlex
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from circuitlang.commands.common import add_device_argument, load_checked, one_of, open_checked, progress_display, unknown_value, why_unwritable
+from circuitlang.commands.common import (
+    add_device_argument,
+    load_checked,
+    one_of,
+    open_checked,
+    placement_from_args,
+    progress_display,
+    unknown_value,
+    why_unwritable,
+)
 from circuitlang.discover.methods import DEFAULT_IG_GRID, EAP_IG_STEPS, IG_GRID_HELP, IG_GRIDS, MAX_STEPS, METHODS, IGGrid
-from circuitlang.errors import InputError, OutputError, UsageError, Verdict
+from circuitlang.commands.cluster_options import add_ray_arguments, ray_request
+from circuitlang.errors import CircuitlangError, InputError, OutputError, Reported, UsageError, Verdict
 from circuitlang.ir import models as ir
+
+if TYPE_CHECKING:
+    from circuitlang.cluster.connect import ClusterRequest
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 METHOD_NAMES = tuple(m.name for m in METHODS)
@@ -30,11 +44,18 @@ SCORES = ("kl", "metric")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", type=Path, help="the spec: model, prompts, metric, ablation (its circuit is ignored)")
+    # "*": `discover --ray x.circ` reads the spec as --ray's address (commands.cluster_options); none at all is refused in run
+    parser.add_argument(
+        "files",
+        nargs="*",
+        type=Path,
+        metavar="SPEC",
+        help="the spec: model, prompts, metric, ablation (its circuit is ignored); several: one search each, -o a folder",
+    )
     parser.add_argument(
         "--method", choices=METHOD_NAMES, type=one_of(METHOD_NAMES), required=True, help="; ".join(f"{m.name}: {m.summary}" for m in METHODS)
     )
-    parser.add_argument("-o", "--output", type=Path, required=True, help="the .circ file to write")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="the .circ file to write (several specs: a folder, one file each)")
     parser.add_argument("--target", type=float, default=0.9, help="faithfulness F(C)/F(M) to reach (default 0.9)")
     parser.add_argument("--prompts", help="the prompt set to search on (default: the first)")
     parser.add_argument(
@@ -88,10 +109,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="the written circuit's name (default: the output file's stem)")
     add_device_argument(parser)
     parser.add_argument("--threads", type=int, default=0)
+    add_ray_arguments(parser, "a spec's search each")
 
 
 def run(args: argparse.Namespace) -> Verdict:
     """PASSED when the written circuit reaches --target, FAILED when the smallest found does not."""
+    cluster = ray_request(args)
+    if not args.files:
+        raise UsageError("discover: give the spec to search on (or several, with -o a folder)")
+    if len(args.files) > 1 or cluster is not None:
+        return _run_each(args, cluster)
+    args.file = args.files[0]
     problem = _bad_option(args)
     if problem:
         raise UsageError(f"discover: {problem}")
@@ -117,11 +145,23 @@ def run(args: argparse.Namespace) -> Verdict:
 
 def _search(spec: ir.Spec, args: argparse.Namespace):  # -> search.Outcome; torch is imported only here
     """Load the model and search, with progress on stderr; a search refused for its spec -> InputError."""
-    from circuitlang.workflows.discover import CannotSearch, Options, discover
+    from circuitlang.workflows.discover import CannotSearch, discover
 
-    options = Options(
+    options = _options(args, args.output)
+    command = shlex.join(["circuitlang", *getattr(args, "argv", ["discover"])])
+    try:
+        with progress_display("discover") as say:
+            return discover(open_checked(spec, args.device, args.threads, placement_from_args(args)), options, command, say)
+    except CannotSearch as error:
+        raise InputError(f"{args.file}: {error}") from None
+
+
+def _options(args: argparse.Namespace, output: Path):  # -> workflows.discover.Options
+    from circuitlang.workflows.discover import Options
+
+    return Options(
         args.method,
-        args.output,
+        output,
         args.target,
         args.prompts,
         args.order,
@@ -131,24 +171,82 @@ def _search(spec: ir.Spec, args: argparse.Namespace):  # -> search.Outcome; torc
         args.threshold,
         args.score,
         args.positions,
-        args.name or _name_from(args.output),
+        args.name or _name_from(output),
         args.edges,
         args.root,
         args.steps or EAP_IG_STEPS,
         args.top,
         IGGrid(args.ig_grid or DEFAULT_IG_GRID.value),
     )
+
+
+def _run_each(args: argparse.Namespace, cluster: ClusterRequest | None) -> Verdict:
+    """Several specs (or `--ray`): a search each, `-o` a folder taking `<spec path with __>.circ`
+    (one spec with `--ray`: `-o` the file, as without). Every spec is searched; the exit code is
+    the worst: an error's (2 or 3), else 1 when a search did not reach --target."""
+    from circuitlang.commands.verify_suite import report_name
+    from circuitlang.workflows.discover_suite import SearchWork, discover_each
+    from circuitlang.workflows.suite import VerifyOptions
+
+    several = len(args.files) > 1
+    problem = _bad_option(args, several)
+    if problem:
+        raise UsageError(f"discover: {problem}")
+    if several:
+        try:
+            args.output.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OutputError(f"{args.output}: cannot write the specs: {error.strerror or error}") from None
     command = shlex.join(["circuitlang", *getattr(args, "argv", ["discover"])])
-    try:
-        with progress_display("discover") as say:
-            return discover(open_checked(spec, args.device, args.threads), options, command, say)
-    except CannotSearch as error:
-        raise InputError(f"{args.file}: {error}") from None
+    works = []
+    for path in args.files:
+        output = args.output / f"{report_name(path)}.circ" if several else args.output
+        spec = load_checked(path, args.root)  # a spec error stops the command before any search, as with one spec
+        names = [p.name for p in spec.prompt_sets]
+        if args.prompts and args.prompts not in names:
+            raise UsageError(f"{path}: no prompt set named {unknown_value(args.prompts, names)}")
+        works.append(SearchWork(str(path), spec, _options(args, output), command))
+    opened = VerifyOptions(args.device, threads=args.threads, placement=placement_from_args(args))
+    with progress_display("discover") as say:
+        outcomes = discover_each(works, opened, cluster, say)
+    return _written(works, outcomes)
 
 
-def _bad_option(args: argparse.Namespace) -> str | None:
+def _written(works: list, outcomes: list) -> Verdict:
+    """Each found circuit written and summarized; the errors said after all of them (Reported)."""
+    from circuitlang.cli import _say
+    from circuitlang.report.files import write_atomically
+
+    reached = True
+    errors: list[CircuitlangError] = []
+    for work, result in zip(works, outcomes):
+        if result.refused:
+            errors.append(InputError(f"{work.path}: {result.refused}"))
+        errors.extend(result.errors)
+        if result.outcome is None:
+            continue
+        try:
+            write_atomically(work.options.output, result.outcome.text)
+        except OSError as problem:
+            errors.append(OutputError(f"{work.options.output}: cannot write: {problem.strerror}"))
+            continue
+        print(f"{work.path}:")
+        for line in result.outcome.summary:
+            print(f"  {line}")
+        print(f"wrote {work.options.output}")
+        reached = reached and result.outcome.reached
+    if errors:
+        for error in errors:
+            _say(error)
+        raise Reported(errors)
+    return Verdict.PASSED if reached else Verdict.FAILED
+
+
+def _bad_option(args: argparse.Namespace, several: bool = False) -> str | None:
     """What is wrong with the options, found before the model loads (a search can take minutes)."""
-    if args.output.suffix != ".circ":
+    if several and (args.output.suffix == ".circ" or args.output.is_file()):
+        return f"{args.output}: with {len(args.files)} specs the output is a folder, one .circ file each"
+    if not several and args.output.suffix != ".circ":
         return f"{args.output}: the output must be a .circ file"
     if not (math.isfinite(args.target) and 0 < args.target <= 10):
         return f"--target {args.target}: give a faithfulness such as 0.9"

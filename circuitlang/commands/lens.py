@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Callable
 
 from rich.console import Console
 
-from circuitlang.commands.common import add_device_argument, load_checked, one_of, open_checked, progress_display, unknown_value
+from circuitlang.commands.common import (
+    add_device_argument,
+    load_checked,
+    one_of,
+    open_checked,
+    placement_from_args,
+    progress_display,
+    unknown_value,
+)
 from circuitlang.data.datasets import expand_all
 from circuitlang.errors import MissingExtra, OutputError, UsageError
 from circuitlang.ir import models as ir
@@ -79,7 +87,7 @@ def _run(args: argparse.Namespace) -> None:
         check_plotting()
         args.output.mkdir(parents=True, exist_ok=True)  # before the model runs: fail fast
         with progress_display("lens") as say:
-            session = open_checked(spec, args.device, args.threads)
+            session = open_checked(spec, args.device, args.threads, placement_from_args(args))
             say("reading the residual stream")
             try:
                 result = lens(session, request)

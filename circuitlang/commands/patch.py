@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING, Callable
 from rich.console import Console
 from rich.markup import escape
 
-from circuitlang.commands.common import add_device_argument, load_checked, one_of, open_checked, progress_display, unknown_value
+from circuitlang.commands.common import (
+    add_device_argument,
+    load_checked,
+    one_of,
+    open_checked,
+    placement_from_args,
+    progress_display,
+    unknown_value,
+)
 from circuitlang.errors import InputError, MissingExtra, OutputError, UsageError
 from circuitlang.ir import models as ir
 from circuitlang.ir.node_text import parse_node
@@ -101,7 +109,7 @@ def _run(args: argparse.Namespace) -> None:
         _check_plotting()
         args.output.mkdir(parents=True, exist_ok=True)  # before the model runs: fail fast
         with progress_display("patch") as say:
-            session = open_checked(spec, args.device, args.threads)
+            session = open_checked(spec, args.device, args.threads, placement_from_args(args))
             report = _patch(session, request, say)
             say("drawing")
             written = _write(report, args, time.perf_counter() - started)

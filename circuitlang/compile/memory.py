@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from circuitlang.data.datasets import Dataset
+from circuitlang.engine.placement import Placement
 from circuitlang.ir import models as ir
 from circuitlang.ir.model_folder import model_files_root, read_config
 
@@ -333,10 +334,51 @@ def spec_memory(
 SKIP_CHECK_VARIABLE = "CIRCUITLANG_NO_MEMORY_CHECK"  # set to 1: run even when the estimate says it will not fit
 
 
-def memory_refusal(estimate: MemoryEstimate | None, device: str) -> str | None:
-    """One line saying why `verify` should not start, or None when it fits (or cannot be told)."""
+@dataclass(frozen=True)
+class PlacedWeights:
+    """Where a device map puts the weights, as accelerate fills the devices: the GPUs in index
+    order up to their budgets, then host memory up to its, the rest on disk (bytes)."""
+
+    on_gpus: int
+    on_host: int
+    on_disk: int
+
+    def render(self) -> str:
+        parts = [
+            f"{human(self.on_gpus)} on GPUs" if self.on_gpus else "",
+            f"{human(self.on_host)} in host memory",
+            f"{human(self.on_disk)} on disk",
+        ]
+        return "weights placed: " + ", ".join(p for p in parts if p)
+
+
+def placed_weights(model: int, placement: Placement, gpu_free: dict[int, int], host_available: int | None) -> PlacedWeights:
+    """`model` bytes of weights as `placement` places them. A GPU's budget is its `--max-memory`;
+    when that names no GPU, every GPU's free memory (`gpu_free`), as accelerate takes it. The
+    host's is its `cpu=` budget; when `--max-memory` names other devices but not `cpu`, none (a
+    device left out holds nothing); without `--max-memory`, `host_available` (all of the weights
+    when that is unknown)."""
+    budgets = placement.budgets()
+    gpus = {int(d): size for d, size in budgets.items() if d.isdigit()} if placement.gpus() else dict(gpu_free)
+    on_gpus = min(model, sum(gpus.values()))
+    if "cpu" in budgets:
+        host_budget = budgets["cpu"]
+    elif budgets:
+        host_budget = 0
+    else:
+        host_budget = host_available if host_available is not None else model
+    on_host = min(model - on_gpus, host_budget)
+    return PlacedWeights(on_gpus, on_host, model - on_gpus - on_host)
+
+
+def memory_refusal(estimate: MemoryEstimate | None, device: str, placement: Placement | None = None) -> str | None:
+    """One line saying why `verify` should not start, or None when it fits (or cannot be told).
+    With a `placement` (a device map), only the weights it leaves in host memory count there, and
+    on the GPUs it uses, what it puts on them (`placed_refusal`)."""
     if estimate is None or os.environ.get(SKIP_CHECK_VARIABLE) == "1":
         return None
+    if placement is not None:
+        return placed_refusal(estimate, placement)
     on_device = device.startswith("cuda")
     needed = estimate.on_device if on_device else max(0, estimate.total - process_memory())
     available = available_memory(device)
@@ -348,6 +390,47 @@ def memory_refusal(estimate: MemoryEstimate | None, device: str) -> str | None:
         f"more than the {human(available)} {where}: verify fewer prompts (`set count = N` in a prompts block), "
         f"or lower `set batch_size`; {SKIP_CHECK_VARIABLE}=1 runs it anyway"
     )
+
+
+def placed_refusal(estimate: MemoryEstimate, placement: Placement) -> str | None:
+    """The refusal under a device map. Without GPUs, host memory holds everything but the
+    weights that go to disk. With GPUs, the cached activations and the largest pass live on them
+    (as on one GPU) beside their weights, checked against their free memory together (a split
+    puts each layer's activations on its layer's GPU, which this sum does not follow); host
+    memory holds the runtime, the prompts, the bootstrap and the weights left to it."""
+    gpu_free = _gpu_free_memory()
+    host = available_memory("cpu")
+    placed = placed_weights(estimate.model, placement, gpu_free, host)  # without a cpu= budget, accelerate fills what is free
+    used = placement.gpus() or sorted(gpu_free)
+    on_gpus = bool(used) and placed.on_gpus > 0
+    activations = estimate.caches + estimate.largest_pass
+    gpu_needed = placed.on_gpus + activations if on_gpus else 0
+    gpu_available = sum(gpu_free.get(gpu, 0) for gpu in used)
+    if on_gpus and gpu_needed > gpu_available:
+        return (
+            f"verify would need about {human(gpu_needed)} on the GPUs ({placed.render()}; {estimate.render().removeprefix('memory: ')}), "
+            f"more than the {human(gpu_available)} free on GPU(s) {', '.join(map(str, used))}: verify fewer prompts "
+            f"(`set count = N` in a prompts block), or lower `set batch_size`; {SKIP_CHECK_VARIABLE}=1 runs it anyway"
+        )
+    host_needed = max(0, estimate.total - estimate.model + placed.on_host - (activations if on_gpus else 0) - process_memory())
+    if host is None or host_needed <= host:
+        return None
+    return (
+        f"verify would need about {human(host_needed)} more memory ({placed.render()}; {estimate.render().removeprefix('memory: ')}), "
+        f"more than the {human(host)} available on this machine: lower the host's share of the weights (--max-memory cpu=SIZE), "
+        f"verify fewer prompts (`set count = N` in a prompts block), or lower `set batch_size`; {SKIP_CHECK_VARIABLE}=1 runs it anyway"
+    )
+
+
+def _gpu_free_memory() -> dict[int, int]:
+    """Each visible GPU's free bytes; none without torch or CUDA."""
+    try:
+        import torch
+    except ModuleNotFoundError:
+        return {}
+    if not torch.cuda.is_available():
+        return {}
+    return {index: free for index in range(torch.cuda.device_count()) if (free := available_memory(f"cuda:{index}")) is not None}
 
 
 def available_memory(device: str) -> int | None:

@@ -147,6 +147,16 @@ class Family:
         return bridge.ln_final
 
     @staticmethod
+    def embedding(bridge: Any) -> Any:
+        """The token embedding (W_E), as a module: what `engine.models.onloaded` brings in."""
+        return bridge.embed
+
+    @staticmethod
+    def unembedding(bridge: Any) -> Any:
+        """The unembedding (W_U, b_U), as a module."""
+        return bridge.unembed
+
+    @staticmethod
     def at_final_residual(bridge: Any, residual: Any) -> Any:
         """`residual` through the hook point on the final norm's input (`final_residual`), so that
         the hooks there fire when the blocks run one by one."""

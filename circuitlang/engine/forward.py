@@ -13,7 +13,7 @@ import torch
 
 from circuitlang.engine.ablation_source import ActivationCache
 from circuitlang.engine.family import Family
-from circuitlang.engine.models import LoadedModel
+from circuitlang.engine.models import LoadedModel, unembedding
 from circuitlang.engine.shortcuts import Shortcuts
 
 
@@ -79,11 +79,11 @@ def logits_at(model: LoadedModel, end_residual: torch.Tensor, columns: torch.Ten
     """Logits at the end position, for the requested token ids only (or all of them)."""
     bridge = model.bridge
     normalized = Family.final_norm(bridge)(end_residual)
-    bias = getattr(bridge, "b_U", None)
+    w_u, bias = unembedding(bridge)
     if columns is None:
-        return _soft_capped(normalized @ bridge.W_U + (bias if bias is not None else 0), bridge.cfg)
+        return _soft_capped(normalized @ w_u + (bias if bias is not None else 0), bridge.cfg)
     columns = columns.to(normalized.device)
-    weights = bridge.W_U.T[columns]  # [rows, k, d_model]
+    weights = w_u.T[columns]  # [rows, k, d_model]
     logits = torch.einsum("rd,rkd->rk", normalized, weights)
     return _soft_capped(logits + (bias[columns] if bias is not None else 0), bridge.cfg)
 

@@ -26,6 +26,7 @@ import torch
 from circuitlang.engine import forward
 from circuitlang.engine.bind import BoundPromptSet, BoundTemplate
 from circuitlang.engine.family import Family
+from circuitlang.engine.models import unembedding
 from circuitlang.engine.runner import Engine
 from circuitlang.engine.scores import final_norm_weight, norm_eps, rms_norm
 from circuitlang.ir.stdlib import METRICS
@@ -175,8 +176,7 @@ def _direction(engine: Engine, template: BoundTemplate) -> tuple[torch.Tensor, t
     """The metric's direction in the unembedding ([n, D]: the answer's column, minus the wrong
     one's for a contrast; the mean column of a token set) and the unembedding's bias along it ([n])."""
     bridge = engine.model.bridge
-    w_u = bridge.W_U
-    b_u = getattr(bridge, "b_U", None)
+    w_u, b_u = unembedding(bridge)
     b_u = b_u if b_u is not None else torch.zeros(w_u.shape[1], device=w_u.device, dtype=w_u.dtype)
     metric = engine.bound.metric
 

@@ -105,6 +105,8 @@ class ModelFacts:
 def facts_of(model: LoadedModel) -> ModelFacts:
     import torch
 
+    from circuitlang.engine.models import parameter_count
+
     bridge, original = model.bridge, model.bridge.original_model
     config = {k: v for k, v in original.config.to_dict().items() if k != "_name_or_path"}
     return ModelFacts(
@@ -121,7 +123,7 @@ def facts_of(model: LoadedModel) -> ModelFacts:
         d_mlp=bridge.cfg.d_mlp,
         d_vocab=bridge.cfg.d_vocab,
         n_ctx=bridge.cfg.n_ctx,
-        n_parameters=sum(p.numel() for p in original.parameters()),
+        n_parameters=parameter_count(original),
     )
 
 

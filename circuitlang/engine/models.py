@@ -16,16 +16,18 @@ import hashlib
 import os
 import re
 import threading
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Iterator, Literal
 
 import torch
 
 from circuitlang.engine.hub_download import download
 from circuitlang.engine.family import Family
 from circuitlang.engine.model_record import ModelIdentity
+from circuitlang.engine.placement import Placement, PlacementError, check_device
 from circuitlang.errors import ModelError, SpecError
 from circuitlang.ir import models as ir
 from circuitlang.ir.model_folder import FolderState, check_model_folder, model_files_root
@@ -87,7 +89,12 @@ class AttentionWeights:
 class _PerLayer:
     """One attention weight of every layer: `[layer]` or `[layer, head...]` reads the block's
     property (kept: a view costs nothing). `weight_of_bias`: for a bias, its weight, whose shape
-    gives the zeros of a projection without one."""
+    gives the zeros of a projection without one.
+
+    A layer whose weights accelerate offloads (to host memory or disk: `Placement`) is read anew
+    on each use, under `onloaded`, and not kept: kept, every layer's attention weights would stay
+    in memory, which is what offloading is there to avoid; a read costs what the layer's next
+    forward costs anyway (its weights brought in once more)."""
 
     def __init__(self, bridge: Any, name: str, weight_of_bias: "_PerLayer | None" = None) -> None:
         self._bridge, self._name, self._weight = bridge, name, weight_of_bias
@@ -95,9 +102,15 @@ class _PerLayer:
 
     def __getitem__(self, index: int | tuple) -> torch.Tensor:
         layer, rest = (index[0], index[1:]) if isinstance(index, tuple) else (index, ())
-        if layer not in self._layers:
-            self._layers[layer] = self._read(layer)
-        return self._layers[layer][rest] if rest else self._layers[layer]
+        tensor = self._layers.get(layer)
+        if tensor is None:
+            attention = Family.attention(Family.blocks(self._bridge)[layer])
+            if offloaded(attention):
+                with onloaded(attention):
+                    tensor = self._read(layer)
+            else:
+                tensor = self._layers[layer] = self._read(layer)
+        return tensor[rest] if rest else tensor
 
     def _read(self, layer: int) -> torch.Tensor:
         tensor = getattr(Family.attention(Family.blocks(self._bridge)[layer]), self._name, None)
@@ -120,14 +133,16 @@ def torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return named
 
 
-def load_model(model: ir.ModelRef, device: str = "cpu", dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """Load the spec's model; raise `ModelError` with a way forward when that cannot be done."""
+def load_model(model: ir.ModelRef, device: str = "cpu", dtype: torch.dtype = torch.float32, placement: Placement | None = None) -> LoadedModel:
+    """Load the spec's model; raise `ModelError` with a way forward when that cannot be done.
+    `placement`: a device map for accelerate (engine.placement), in place of `device`."""
     _check_device(device, model)
+    _check_placement(device, placement, model)
     location = model.path or _hub_location(model)
     checked = _check_folder_files(location, model)
     _check_folder_has_a_tokenizer(location, model)
     try:
-        bridge = _boot(location, device, dtype)
+        bridge = _boot(location, device, dtype, placement)
         _check_unchanged(checked, model)
         _check_weights_match_config(location, model)
     except ModelError:
@@ -145,7 +160,77 @@ def load_model(model: ir.ModelRef, device: str = "cpu", dtype: torch.dtype = tor
             model.span,
             "circuitlang needs character offsets to place slots; save a tokenizer.json with the model",
         )
-    return LoadedModel(bridge, tokenizer, _identity(model, bridge), torch.device(device))
+    return LoadedModel(bridge, tokenizer, _identity(model, bridge), torch.device(device) if placement is None else input_device(bridge))
+
+
+def placed_device(placement: Placement) -> str:
+    """Where a load with `placement` will compute, as far as it is known before the load (the
+    device the result cache's keys name): `Placement.computed_on`."""
+    return placement.computed_on()
+
+
+def input_device(bridge: Any) -> torch.device:
+    """Where a placed model's inputs go: the device its embedding runs on (accelerate's execution
+    device for an offloaded embedding, whose parameters wait on the meta device)."""
+    embedding = bridge.original_model.get_input_embeddings()
+    for module in embedding.modules():
+        hook = getattr(module, "_hf_hook", None)
+        execution = getattr(hook, "execution_device", None)
+        if execution is not None and torch.device(execution).type != "meta":
+            return torch.device(execution)
+    device = next(embedding.parameters()).device
+    return torch.device("cpu") if device.type == "meta" else device
+
+
+def _offload_hooked(module: torch.nn.Module) -> bool:
+    """Whether accelerate keeps the module's own weights elsewhere between its forwards."""
+    return bool(getattr(getattr(module, "_hf_hook", None), "offload", False))
+
+
+def offloaded(module: torch.nn.Module) -> bool:
+    """Whether some weight of the module (or of a module in it) is offloaded by accelerate: kept
+    on the meta device between forwards, its values in host memory or on disk."""
+    return any(_offload_hooked(m) for m in module.modules())
+
+
+@contextmanager
+def onloaded(*modules: torch.nn.Module) -> Iterator[None]:
+    """The offloaded weights of `modules` and of every module in them on their execution device
+    for the duration, so that code reading a weight directly (`attn.W_O`, `bridge.W_U`) reads its
+    values; a tensor read inside stays valid after. Without offloading (every load without a
+    placement, and a split over GPUs) it hooks nothing and costs a walk over the modules."""
+    hooked = [m for module in modules for m in module.modules() if _offload_hooked(m)]
+    if not hooked:
+        yield
+        return
+    from accelerate.utils import align_module_device  # type: ignore[import-untyped]
+
+    with ExitStack() as stack:
+        for module in dict.fromkeys(hooked):
+            stack.enter_context(align_module_device(module))
+        yield
+
+
+def execution_device(module: torch.nn.Module) -> torch.device:
+    """The device a module computes on: its accelerate hook's, else its first parameter's."""
+    for inner in module.modules():
+        execution = getattr(getattr(inner, "_hf_hook", None), "execution_device", None)
+        if execution is not None:
+            return torch.device(execution)
+    return next(module.parameters()).device
+
+
+def unembedding(bridge: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """W_U [D, vocab] and b_U [vocab] (None where the bridge has none), read where accelerate
+    offloads them too."""
+    with onloaded(Family.unembedding(bridge)):
+        return bridge.W_U, getattr(bridge, "b_U", None)
+
+
+def embedding_matrix(bridge: Any) -> torch.Tensor:
+    """W_E [vocab, D], read where accelerate offloads it too."""
+    with onloaded(Family.embedding(bridge)):
+        return bridge.W_E
 
 
 def load_given_model(model: ir.ModelRef, given: Any, tokenizer: Any = None) -> LoadedModel:
@@ -467,12 +552,38 @@ def _layers(shapes: dict) -> set[int]:
     return {int(match.group(1)) for name in shapes if (match := LAYER_KEY.search(name))}
 
 
-def _boot(location: str, device: str, dtype: torch.dtype) -> Any:
+def _boot(location: str, device: str, dtype: torch.dtype, placement: Placement | None = None) -> Any:
     from transformer_lens.model_bridge import TransformerBridge  # heavy import, only when a model is needed
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # its "Loading weights" bar on every load is noise in CI logs
-    return TransformerBridge.boot_transformers(location, device=device, dtype=dtype)
+    if placement is None:
+        return TransformerBridge.boot_transformers(location, device=device, dtype=dtype)
+    bridge = TransformerBridge.boot_transformers(location, dtype=dtype, **placement.boot_kwargs())
+    if str(bridge.cfg.device) == "meta":  # the embedding's parameters wait on meta: it runs on its hook's device
+        bridge.cfg.device = str(input_device(bridge))
+    return bridge
+
+
+def _check_placement(device: str, placement: Placement | None, model: ir.ModelRef) -> None:
+    """A device map replaces `device`; the GPUs its budgets name must exist; an offload folder
+    must be a folder (accelerate creates a missing one)."""
+    if placement is None:
+        return
+    try:
+        check_device(device, placement)
+    except PlacementError as error:
+        raise ModelError(str(error), model.span, "pass either a device or a device map") from None
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    missing = [gpu for gpu in placement.gpus() if gpu >= count]
+    if missing:
+        raise ModelError(
+            f"--max-memory names GPU {missing[0]}, but torch sees {count} CUDA device(s)",
+            model.span,
+            "name the GPUs this machine has (numbered from 0), or cpu and disk alone",
+        )
+    if placement.offload_dir is not None and Path(placement.offload_dir).exists() and not Path(placement.offload_dir).is_dir():
+        raise ModelError(f"the offload folder {placement.offload_dir} is not a folder", model.span, "give --offload-dir a folder")
 
 
 def _check_device(device: str, model: ir.ModelRef) -> None:
@@ -516,22 +627,84 @@ def _identity(model: ir.ModelRef, bridge: Any) -> ModelIdentity:
 
 def weights_hash(module: torch.nn.Module) -> str:
     """SHA-256 over parameter names, shapes and bytes, in name order: the same weights give the
-    same hash whatever the device or file format. It keys the result cache, so it is computed from
-    the tensors as loaded (what runs), never from file metadata.
+    same hash whatever the device, the placement or the file format. It keys the result cache, so
+    it is computed from the tensors as loaded (what runs), never from file metadata.
 
     A name whose tensor is the very view an earlier name's is (tied embeddings, and the bridge's
     several names for each weight: GPT-2 small's state dict names its 555 MB three times) adds
-    that earlier name instead of the bytes again: 0.6 s instead of 2 s for GPT-2 small."""
+    that earlier name instead of the bytes again: 0.6 s instead of 2 s for GPT-2 small. A weight
+    accelerate offloads waits on the meta device (no data, no address): its names are told apart
+    by the parameter object, the same for all of them as in a plain load, and its bytes are read
+    from where accelerate keeps them, one module's weights at a time."""
     digest = hashlib.sha256()
-    first_name: dict[tuple, str] = {}
-    for name, tensor in sorted(module.state_dict().items()):
+    first_name: dict[object, str] = {}
+    offloaded_values = _Offloaded(module)
+    tied = _tied_weights(module)
+    for name, tensor in sorted(module.state_dict(keep_vars=True).items()):
         digest.update(f"{len(name)}:{name}:{tuple(tensor.shape)}:{tensor.dtype}:".encode())
-        view = (tensor.device, tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tensor.stride())
-        if view in first_name:
-            digest.update(f"same as {len(first_name[view])}:{first_name[view]}\n".encode())
+        keys: list[object] = [id(tensor)]  # the state dict holds every tensor: ids are not reused
+        if not tensor.is_meta:
+            keys.append((tensor.device, tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tensor.stride()))
+        elif (plain := name.replace("._original_component", "")) in tied:  # offloaded apart, one tensor when loaded
+            keys.append(("tied", tied[plain]))
+        earlier = next((first_name[key] for key in keys if key in first_name), None)
+        if earlier is not None:
+            digest.update(f"same as {len(earlier)}:{earlier}\n".encode())
             continue
-        first_name[view] = name
-        data = tensor.detach().to("cpu").contiguous()
+        first_name.update((key, name) for key in keys)
+        held: torch.Tensor = offloaded_values.value(name) if tensor.is_meta else tensor
+        data = held.detach().to("cpu").contiguous()
         digest.update(b"bytes:")
-        digest.update(data.reshape(-1).view(torch.uint8).numpy())  # the buffer itself: no copy
+        digest.update(data.reshape(-1).view(torch.uint8).numpy().data)  # the buffer itself: no copy
     return digest.hexdigest()
+
+
+def parameter_count(module: torch.nn.Module) -> int:
+    """The module's parameters, each counted once: a tied weight accelerate offloads as two meta
+    parameters is one, as in a plain load."""
+    tied = _tied_weights(module)
+    seen: set[object] = set()
+    total = 0
+    for name, parameter in module.named_parameters():
+        plain = name.replace("._original_component", "")
+        key = ("tied", tied[plain]) if parameter.is_meta and plain in tied else id(parameter)
+        if key not in seen:
+            seen.add(key)
+            total += parameter.numel()
+    return total
+
+
+def _tied_weights(module: torch.nn.Module) -> dict[str, str]:
+    """Each tied weight's name (a tied one and the one it ties to) -> the name it ties to, as
+    transformers records them ({"lm_head.weight": "transformer.wte.weight"}). accelerate offloads
+    the two apart, as two meta parameters; a plain load holds one."""
+    recorded = getattr(module, "all_tied_weights_keys", None) or getattr(module, "_tied_weights_keys", None)
+    if not isinstance(recorded, dict):
+        return {}
+    pairs = {str(target): str(source) for target, source in recorded.items()}
+    return pairs | {source: source for source in pairs.values()}
+
+
+class _Offloaded:
+    """Offloaded tensors' values, read through the accelerate hook of the module that owns them
+    (or of the nearest module above it that has one). The values of the last module read are kept
+    (a weight and its bias come one after the other in name order): each is read once."""
+
+    def __init__(self, root: torch.nn.Module) -> None:
+        self.root = root
+        self.owner: str | None = None
+        self.values: dict[str, torch.Tensor] = {}
+
+    def value(self, name: str) -> torch.Tensor:
+        parts = name.split(".")
+        for cut in range(len(parts) - 1, -1, -1):
+            path = ".".join(parts[:cut])
+            owner = self.root.get_submodule(path)
+            if _offload_hooked(owner):
+                if path != self.owner:
+                    self.owner, self.values = None, {}
+                    with onloaded(owner):
+                        self.values = {n: t.detach() for n, t in owner.state_dict(keep_vars=True).items()}
+                    self.owner = path
+                return self.values[".".join(parts[cut:])]
+        raise ValueError(f"the weight {name} is on the meta device, and no accelerate hook holds its values")

@@ -22,6 +22,7 @@ import torch
 from circuitlang.data.prompts import template_slots
 from circuitlang.engine.bind import BoundTemplate
 from circuitlang.engine.family import Family
+from circuitlang.engine.models import embedding_matrix, execution_device, onloaded, unembedding
 from circuitlang.engine.runner import Engine
 from circuitlang.engine.variants import resolve
 from circuitlang.ir import models as ir
@@ -58,14 +59,15 @@ def ov_scores(engine: Engine, head: ir.Node, kind: str, top_k: int) -> torch.Ten
     value_head = engine.model.family.kv_head(head.head)  # with grouped keys: its group's
     ov = weights.W_V[head.layer, value_head] @ weights.W_O[head.layer, head.head]  # [D, D]
     ln1 = Family.attention_norm(bridge, head.layer)
+    w_e, (w_u, _) = embedding_matrix(bridge), unembedding(bridge)
 
     as_answer = _answer_forms(engine)
 
     def compute(template: BoundTemplate) -> torch.Tensor:
         pairs = _token_pairs(template, kind)  # [n, m, 2]: (source token, token it should map to)
         pairs[..., 1] = as_answer(pairs[..., 1])
-        embeddings = bridge.W_E[pairs[..., 0].to(bridge.W_E.device)]
-        logits = (ln1(embeddings) @ ov) @ bridge.W_U
+        embeddings = w_e[pairs[..., 0].to(w_e.device)]
+        logits = (ln1(embeddings) @ ov) @ w_u
         top = logits.topk(top_k, dim=-1).indices
         hits = (top == pairs[..., 1:2].to(top.device)).any(-1)
         return hits.double().mean(-1)
@@ -140,16 +142,21 @@ def final_norm_weight(bridge: Any, d_model: int) -> torch.Tensor:
     """The final norm's per-dimension gain as it acts. For RMSNorm it is read off the norm itself
     (Gemma's norms multiply by 1 + weight, Llama's by weight): on a vector of ones the norm's
     output times sqrt(1 + eps) is the gain."""
-    if rms_norm(bridge):
-        ones = torch.ones(1, d_model, device=bridge.W_U.device, dtype=bridge.W_U.dtype)
-        return Family.final_norm(bridge)(ones)[0] * (1.0 + norm_eps(bridge)) ** 0.5
-    weight = getattr(Family.final_norm(bridge), "w", None)
+    norm = Family.final_norm(bridge)
+    if rms_norm(bridge):  # the unembedding's device and dtype, read without its values (offloaded, they wait on meta)
+        dtype = next(Family.unembedding(bridge).parameters()).dtype
+        ones = torch.ones(1, d_model, device=execution_device(Family.unembedding(bridge)), dtype=dtype)
+        return norm(ones)[0] * (1.0 + norm_eps(bridge)) ** 0.5
+    with onloaded(norm):
+        weight = getattr(norm, "w", None)
+        if isinstance(weight, torch.Tensor) and weight.is_meta:  # the bridge's alias of the weight accelerate offloaded
+            weight = getattr(norm, "weight", None)
     return weight if isinstance(weight, torch.Tensor) else torch.ones(d_model)
 
 
 def _metric_direction(engine: Engine, template: BoundTemplate) -> torch.Tensor:
     """Unembedding direction of the metric: answer minus wrong (mean over token sets)."""
-    w_u = engine.model.bridge.W_U  # [D, vocab]
+    w_u, _ = unembedding(engine.model.bridge)  # [D, vocab]
     metric = engine.bound.metric
     if not metric.args:
         raise ValueError("direct_logit needs a metric with an answer (kl has none)")

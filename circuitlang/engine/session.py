@@ -16,7 +16,7 @@ module imports torch only where a model is loaded or run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     import torch
 
     from circuitlang.engine.models import LoadedModel
+    from circuitlang.engine.placement import Placement
     from circuitlang.engine.result_cache import ResultCache
     from circuitlang.engine.runner import Engine
 
@@ -101,11 +102,17 @@ def open_session(
     cache: ResultCache | None = None,
     given: Any = None,
     tokenizer: Any = None,
+    loader: Callable[..., LoadedModel] | None = None,
+    placement: Placement | None = None,
 ) -> Session:
     """Load the model (or take `given`, a model object, engine.models.load_given_model), expand
     (unless `datasets`, the spec's prompt sets already expanded by `data.datasets.expand_all`, are
     given) and bind every prompt set. With a `cache`, the facts of a model loaded from a folder are
-    remembered there for `open_cached_session`."""
+    remembered there for `open_cached_session`. `loader`: what loads the model, with
+    `engine.models.load_model`'s arguments (a `workflows.suite.ModelShelf`'s `load` keeps one
+    loaded for the next spec). `placement`: a device map for accelerate (engine.placement) in
+    place of `device`; the facts are then remembered under the device the model's inputs go to,
+    where its numbers are computed."""
     import torch
 
     from circuitlang.engine.models import load_given_model, load_model
@@ -116,15 +123,23 @@ def open_session(
         facts = facts_of(model)
     else:
         before = _digest(cache, spec.model)
-        model = load_model(spec.model, device, dtype)
+        model = (loader or load_model)(spec.model, device, dtype, placement)
         facts = facts_of(model)
         if cache is not None and before is not None and _digest(cache, spec.model) == before:  # the files the load read
-            remember(cache, facts_key(spec.model, before, device, str(dtype).removeprefix("torch.")), facts)
+            where = device if placement is None else facts.device
+            remember(cache, facts_key(spec.model, before, where, str(dtype).removeprefix("torch.")), facts)
     raise_if_any(circuit_problems(spec.circuit, model.family))  # before any number is computed
     datasets = expand_all(spec) if datasets is None else datasets
     bound = bind(spec, datasets, model.tokenizer, prepends_bos(spec, facts))
-    chosen = batch_size or _batch_size(spec, facts, bound)
+    chosen = batch_size or _batch_size(spec, facts, bound, _gpus_of(model))
     return Session(spec, facts, datasets, {b.name: b for b in bound}, chosen, loaded=model)
+
+
+def _gpus_of(model: LoadedModel) -> tuple[int, ...]:
+    """The GPUs a model placed by a device map runs on (none for a model on one device)."""
+    placed = getattr(model.bridge.original_model, "hf_device_map", None) or {}
+    indices = {str(device).removeprefix("cuda:") for device in placed.values()}
+    return tuple(sorted(int(index) for index in indices if index.isdigit()))
 
 
 def open_cached_session(
@@ -159,11 +174,13 @@ def loaded_size(facts: ModelFacts) -> ModelSize:
     return ModelSize.of(facts.shape, facts.family.d_model, facts.d_mlp, facts.d_vocab, facts.n_ctx, tied=False)
 
 
-def _batch_size(spec: ir.Spec, facts: ModelFacts, bound: Sequence[BoundPromptSet]) -> int:
+def _batch_size(spec: ir.Spec, facts: ModelFacts, bound: Sequence[BoundPromptSet], gpus: tuple[int, ...] = ()) -> int:
     """Rows per forward: `set batch_size`; on a GPU as many as a quarter of its free memory holds
-    (a GPU is fast only with large batches); on the CPU as many as keep a batch's activations
-    within the smallest prompt set's cached ones (`compile.memory.cpu_batch_size`), so that the
-    peak follows the prompt set, not the variants."""
+    (a GPU is fast only with large batches; for a model a device map splits over `gpus`, the one
+    with the least free memory, with a batch's activations counted for every layer: an upper
+    bound, as each GPU holds those of its own layers); on the CPU as many as keep a batch's
+    activations within the smallest prompt set's cached ones (`compile.memory.cpu_batch_size`),
+    so that the peak follows the prompt set, not the variants."""
     if "batch_size" in spec.settings.model_fields_set:
         return spec.settings.batch_size
     size = loaded_size(facts)
@@ -173,7 +190,7 @@ def _batch_size(spec: ir.Spec, facts: ModelFacts, bound: Sequence[BoundPromptSet
         return cpu_batch_size(size, smallest, tokens)
     import torch
 
-    free, _ = torch.cuda.mem_get_info(torch.device(facts.device))
+    free = min(torch.cuda.mem_get_info(torch.device(device))[0] for device in ([f"cuda:{gpu}" for gpu in gpus] or [facts.device]))
     # a row's transient activations: the residual at every layer entry (the cached trunks), the
     # MLP's hidden layer and q, k, v, z of every head, with room for the hooks' copies
     itemsize = getattr(torch, facts.dtype).itemsize

@@ -258,6 +258,7 @@ def _mlp_replaced(block: torch.nn.Module, output: torch.Tensor | None) -> Iterat
         yield
         return
     module = Family.mlp_computation(block)
+    previous = module.__dict__.get("forward")  # accelerate's hook wraps the forward of an instance it places
 
     def constant(hidden: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
         return output.to(hidden.device, hidden.dtype).expand(hidden.shape).contiguous()
@@ -266,7 +267,7 @@ def _mlp_replaced(block: torch.nn.Module, output: torch.Tensor | None) -> Iterat
     try:
         yield
     finally:
-        del module.forward
+        _restore_forward(module, previous)
 
 
 @contextmanager
@@ -283,11 +284,12 @@ def _attention_replaced(block: torch.nn.Module, replacement: AblatedAttention | 
         return Family.attention_written(attention, replacement.write(attention, hidden)), None
 
     # set on the bridge itself: its __setattr__ would pass the name on to the wrapped module
+    previous = attention.__dict__.get("forward")
     object.__setattr__(attention, "forward", given)
     try:
         yield
     finally:
-        object.__delattr__(attention, "forward")
+        _restore_forward(attention, previous)
 
 
 @contextmanager
@@ -299,6 +301,7 @@ def _mlp_at(block: torch.nn.Module, end: int | None) -> Iterator[None]:
         return
     module = Family.mlp_computation(block)
     compute = module.forward
+    previous = module.__dict__.get("forward")
 
     def at_end(hidden: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
         out = torch.zeros_like(hidden)
@@ -309,4 +312,13 @@ def _mlp_at(block: torch.nn.Module, end: int | None) -> Iterator[None]:
     try:
         yield
     finally:
-        del module.forward
+        _restore_forward(module, previous)
+
+
+def _restore_forward(module: torch.nn.Module, previous: object) -> None:
+    """The module's forward as it was: its class's, or the one set on the instance before (where
+    accelerate places a module's weights, its hook is such a forward and must stay)."""
+    if previous is None:
+        object.__delattr__(module, "forward")
+    else:
+        object.__setattr__(module, "forward", previous)

@@ -6,12 +6,13 @@ B's prompt sets, then each circuit A on them, with B's metric and ablation and A
 carries the reason instead of a number; so do the columns of a spec whose model does not load.
 Each circuit is its own engine call, exactly as `verify` evaluates a circuit, so the diagonal is
 verify's faithfulness to the last bit. Progress counts prompt rows: every cell that can be computed
-is known before the first model loads.
+is known before the first model loads. On a Ray cluster (`compare --ray`) each spec's columns are
+one task, `spec_columns` on a worker that holds the model: the same cells, gathered in order.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from circuitlang.engine.session import Session
 from circuitlang.data.datasets import Dataset, expand_all
@@ -28,36 +29,54 @@ from circuitlang.verification.cross_spec import (
     transfer_column,
 )
 from circuitlang.verification.progress import Meter
+from circuitlang.engine.model_shelf import ModelShelf
+from circuitlang.workflows.suite import VerifyOptions, gpus_per_worker, model_key, open_with
+
+if TYPE_CHECKING:
+    from circuitlang.cluster.connect import ClusterRequest
 
 OpenSession = Callable[[ir.Spec], Session]
 Progress = Callable[[str], None]
+Columns = list[tuple[TransferColumn, list[TransferCell]]]
+# (specs, their expanded prompt sets, progress) -> each spec's columns: `transfer_on_ray` with its options
+RaySpread = Callable[[list[ir.Spec], list[dict[str, Dataset]], Progress | None], list[Columns]]
 
 
-def transfer_matrix(specs: list[ir.Spec], open_session: OpenSession, progress: Progress | None = None) -> Transfer:
-    names = labels(specs)
+def transfer_matrix(
+    specs: list[ir.Spec], open_session: OpenSession, progress: Progress | None = None, on_ray: RaySpread | None = None
+) -> Transfer:
+    """`on_ray`: each spec's columns as a task on a Ray cluster (`transfer_on_ray`), else in turn here."""
     datasets = [{dataset.name: dataset for dataset in expand_all(spec)} for spec in specs]
-    rows = [_rows(specs, index, datasets[index]) for index in range(len(specs))]
-    say = Meter(sum(rows), progress or (lambda line: None))
-    columns: list[TransferColumn] = []
-    by_column: list[list[TransferCell]] = []
-    for index, spec in enumerate(specs):
-        say(f"loading {spec.model.name} for {names[index]}")
-        try:
-            session = open_session(spec)
-        except ModelError as error:  # the other columns can still be computed; this one says why not
-            say.recount(-rows[index])
-            cells = [TransferCell(not_applicable=f"the model of {names[index]} did not load: {error.message}")]
-            for prompt_set in spec.prompt_sets:
-                columns.append(TransferColumn(spec=index, prompt_set=prompt_set.name, label=column_label(names[index], spec, prompt_set.name)))
-                by_column.append(cells * len(specs))
-            continue
-        for prompt_set in spec.prompt_sets:
-            say(f"{names[index]}: circuits on {prompt_set.name}")
-            column, cells = _column(session, specs, index, datasets[index][prompt_set.name], names, say)
-            columns.append(column)
-            by_column.append(cells)
+    if on_ray is not None:
+        per_spec = on_ray(specs, datasets, progress)
+    else:
+        say = Meter(sum(_rows(specs, index, datasets[index]) for index in range(len(specs))), progress or (lambda line: None))
+        per_spec = [spec_columns(specs, index, datasets[index], open_session, say) for index in range(len(specs))]
+    columns = [column for spec_columns_ in per_spec for column, _ in spec_columns_]
+    by_column = [cells for spec_columns_ in per_spec for _, cells in spec_columns_]
     by_row = [[cells[row] for cells in by_column] for row in range(len(specs))]
     return Transfer(columns=columns, rows=by_row)
+
+
+def spec_columns(specs: list[ir.Spec], index: int, datasets: dict[str, Dataset], open_session: OpenSession, say: Meter) -> Columns:
+    """Spec `index`'s columns (one per prompt set: every circuit on it), on its model loaded once;
+    a model that does not load gives columns whose cells say why."""
+    names, spec = labels(specs), specs[index]
+    say(f"loading {spec.model.name} for {names[index]}")
+    try:
+        session = open_session(spec)
+    except ModelError as error:  # the other columns can still be computed; this one says why not
+        say.recount(-_rows(specs, index, datasets))
+        cells = [TransferCell(not_applicable=f"the model of {names[index]} did not load: {error.message}")] * len(specs)
+        return [
+            (TransferColumn(spec=index, prompt_set=prompt_set.name, label=column_label(names[index], spec, prompt_set.name)), cells)
+            for prompt_set in spec.prompt_sets
+        ]
+    columns = []
+    for prompt_set in spec.prompt_sets:
+        say(f"{names[index]}: circuits on {prompt_set.name}")
+        columns.append(_column(session, specs, index, datasets[prompt_set.name], names, say))
+    return columns
 
 
 def _rows(specs: list[ir.Spec], index: int, datasets: dict[str, Dataset]) -> int:
@@ -100,3 +119,32 @@ def _column(
             continue
         cells.append(transfer_cell(model, circuit, empty, resamples))
     return column, cells
+
+
+def transfer_on_ray(request: ClusterRequest, options: VerifyOptions) -> RaySpread:
+    """Each spec's columns as a task on the cluster of `request`, its model opened as `options` say."""
+
+    def spread(specs: list[ir.Spec], datasets: list[dict[str, Dataset]], progress: Progress | None) -> list[Columns]:
+        from circuitlang.cluster.ray_map import ray_map
+
+        items = [(specs, index, datasets[index], options) for index in range(len(specs))]
+        return ray_map(
+            _columns_item,
+            items,
+            request,
+            model_key=lambda item: model_key(item[0][item[1]].model),
+            gpus_per_worker=gpus_per_worker(options),
+            progress=progress,
+            describe=lambda item: labels(item[0])[item[1]],
+        )
+
+    return spread
+
+
+def _columns_item(item: tuple[list[ir.Spec], int, dict[str, Dataset], VerifyOptions], shelf: ModelShelf, say: Progress) -> Columns:
+    specs, index, datasets, options = item
+
+    def opened(spec: ir.Spec) -> Session:
+        return open_with(spec, options, shelf)
+
+    return spec_columns(specs, index, datasets, opened, Meter(_rows(specs, index, datasets), say))

@@ -10,6 +10,10 @@ run, from which the claims step assembles the reports. With a result cache
 engine (its clean and corrupt runs) is built only when something is not. `verify_cached` runs
 the plan on a session without a model (engine.session.open_cached_session) and gives up at the
 first array the cache lacks: a fully cached verify loads no model and imports no torch.
+
+A spec's prompt sets are verified independently until the claims: `verify_prompt_sets` runs the
+steps of some of them (on a Ray cluster, one task each: workflows.suite) and `assemble_report`
+checks the claims on all of them, with the attention estimates the claims step read.
 """
 
 from __future__ import annotations
@@ -65,29 +69,66 @@ def verify(session: Session, progress: Progress | None = None, audit: bool | Non
     """`audit`: None runs the audit where the plan finds it cheap; True or False forces it.
     `cache`: where per-prompt arrays are read from and stored (None: computed, kept nowhere; the
     command line uses the user's cache unless `--no-cache`)."""
+    return assemble_report(session.spec, [verify_prompt_sets(session, None, progress, audit, cache)])
+
+
+@dataclass(frozen=True)
+class PromptSetsVerified:
+    """What the plan's steps found on some of a spec's prompt sets (all of them, or those one Ray
+    task was given): their reports, and every attention estimate the claims on them read."""
+
+    reports: list[PromptSetReport]
+    attention: dict[tuple, Estimate]
+    model: dict
+    device: str
+    dtype: str
+    seconds: float
+
+
+def verify_prompt_sets(
+    session: Session, names: frozenset[str] | None, progress: Progress | None, audit: bool | None, cache: ResultCache | None
+) -> PromptSetsVerified:
+    """The plan's steps of the prompt sets `names` (None: every one) in plan order, then the claims
+    step on their reports: each prompt set's steps depend on its own results alone, so a prompt set
+    verified on its own gives the numbers it gives among the others."""
     started = time.perf_counter()
     plan = compile_plan(session.spec, session.datasets, audit, session.shape)
-    verification = Verification(session, cache, Meter(sum(step.rows for step in plan.steps), progress or (lambda line: None)))
-    for step in plan.steps:
+    steps = [step for step in plan.steps if names is None or step.prompt_set is None or step.prompt_set in names]
+    verification = Verification(session, cache, Meter(sum(step.rows for step in steps), progress or (lambda line: None)))
+    for step in steps:
         STEP_RUNNERS[step.kind](verification, step)
-    claims = _finished(verification.claims, "claims step")
+    _finished(verification.claims, "claims step")
     if cache is not None and cache.written_bytes:
         cache.trim()
     reports = [r.model_copy(update={"cache": _cache_use(cache, verification.runs[r.name].results)}) for r in verification.reports]
+    facts = session.facts
+    return PromptSetsVerified(
+        reports, verification.attention_read, facts.identity.as_dict(), facts.device, facts.dtype, time.perf_counter() - started
+    )
+
+
+def assemble_report(spec: ir.Spec, parts: list[PromptSetsVerified]) -> Report:
+    """The spec's Report from its prompt sets' results (one part, or one per Ray task), in the
+    spec's order of prompt sets, with the claims checked on all of them together."""
+    order = {prompt_set.name: index for index, prompt_set in enumerate(spec.prompt_sets)}
+    reports = sorted((report for part in parts for report in part.reports), key=lambda report: order[report.name])
+    attention = {key: value for part in parts for key, value in part.attention.items()}
+    claims = check_claims(spec, reports, lambda *key: attention[key])
+    first = parts[0]
     return Report(
-        spec_path=session.spec.path,
-        spec_sha256=spec_hash(session.spec),
-        circuit=session.spec.name,
-        model=session.facts.identity.as_dict(),
-        device=session.facts.device,
-        dtype=session.facts.dtype,
-        seed=session.spec.settings.seed,
-        settings=session.spec.settings.model_dump(),
+        spec_path=spec.path,
+        spec_sha256=spec_hash(spec),
+        circuit=spec.name,
+        model=first.model,
+        device=first.device,
+        dtype=first.dtype,
+        seed=spec.settings.seed,
+        settings=spec.settings.model_dump(),
         versions=_versions(),
         prompt_sets=reports,
         claims=claims,
         passed=all(claim.passed for claim in claims),
-        seconds=round(time.perf_counter() - started, 3),
+        seconds=round(max(part.seconds for part in parts), 3),
     )
 
 
@@ -102,11 +143,26 @@ def verify_cached(
 ) -> Report | None:
     """The Report of `verify` when every array it needs is in `cache` and the cache remembers the
     model's facts, computed without loading the model; else None (nothing is written then)."""
+    part = verify_cached_prompt_sets(spec, datasets, cache, None, audit, device, dtype, threads)
+    return None if part is None else assemble_report(spec, [part])
+
+
+def verify_cached_prompt_sets(
+    spec: ir.Spec,
+    datasets: tuple[Dataset, ...],
+    cache: ResultCache,
+    names: frozenset[str] | None,
+    audit: bool | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    threads: int = 0,
+) -> PromptSetsVerified | None:
+    """`verify_prompt_sets` of `names` without the model when the cache holds every array; else None."""
     session = open_cached_session(spec, datasets, cache, device, dtype, threads)
     if session is None:
         return None
     try:
-        return verify(session, None, audit, cache)
+        return verify_prompt_sets(session, names, None, audit, cache)
     except NeedsModel:
         return None
 
@@ -222,6 +278,7 @@ class Verification:
     runs: dict[str, PromptSetRun] = field(default_factory=dict)  # in the plan's order of prompt sets
     reports: list[PromptSetReport] = field(default_factory=list)
     claims: list[ClaimResult] | None = None
+    attention_read: dict[tuple, Estimate] = field(default_factory=dict)  # by the claims, by their arguments
 
     def prompt_set(self, step: Step) -> PromptSetRun:
         """The run of the step's prompt set, opened by its first step."""
@@ -231,7 +288,13 @@ class Verification:
         return self.runs[name]
 
     def attention(self, name: str, head: ir.Node, queries: tuple, keys: tuple) -> Estimate:
-        """A head's attention from the query positions to the key positions (claims)."""
+        """A head's attention from the query positions to the key positions (claims), kept in
+        `attention_read` for `assemble_report`."""
+        key = (name, head, queries, keys)
+        self.attention_read[key] = self._attention(*key)  # each claim's request is read (and counted) on its own
+        return self.attention_read[key]
+
+    def _attention(self, name: str, head: ir.Node, queries: tuple, keys: tuple) -> Estimate:
         run = self.runs[name]
 
         def compute() -> np.ndarray:

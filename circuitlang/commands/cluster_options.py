@@ -1,0 +1,44 @@
+"""`--ray [ADDRESS]` and `--workers N`, for the commands whose work divides into independent
+tasks (verify's specs, compare's transfer columns); circuitlang.cluster runs them."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from circuitlang.commands.common import positive_int
+from circuitlang.errors import UsageError
+
+if TYPE_CHECKING:
+    from circuitlang.cluster.connect import ClusterRequest
+
+RAY_HELP = (
+    "spread the work over a Ray cluster (pip install 'circuitlang[cluster]'): the one at ADDRESS, "
+    "else $RAY_ADDRESS, else one started on this machine for the run (docs/scale.md)"
+)
+
+
+def add_ray_arguments(parser: argparse.ArgumentParser, work: str) -> None:
+    parser.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS", help=RAY_HELP)
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        help=f"--ray: workers, each holding one model ({work}; default: one per CPU of the cluster, per GPU with --device cuda)",
+    )
+
+
+def ray_request(args: argparse.Namespace) -> ClusterRequest | None:
+    """The cluster asked for, or None. `--ray specs/x.circ` (argparse reads the spec as the address)
+    is taken as a spec given after a bare `--ray`."""
+    if args.ray and (args.ray.endswith(".circ") or Path(args.ray).is_file()):
+        args.files.insert(0, Path(args.ray))
+        args.ray = ""
+    if args.ray is None:
+        if args.workers is not None:
+            raise UsageError(f"{args.command} --workers: the number of Ray workers; add --ray")
+        return None
+    from circuitlang.cluster.connect import ClusterRequest
+
+    return ClusterRequest(args.ray or None, args.workers)
