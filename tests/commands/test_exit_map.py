@@ -17,6 +17,7 @@ import pytest
 from circuitlang import cli, errors
 from circuitlang.errors import (
     CircuitlangError,
+    ClusterError,
     DataError,
     InputError,
     LimitError,
@@ -207,6 +208,6 @@ def test_usage_errors_and_help_keep_argparse_codes(capsys):
 
 
 def test_the_error_kinds_belong_to_the_one_hierarchy():
-    for kind in (UsageError, InputError, OutputError, MissingExtra, Reported):
+    for kind in (UsageError, InputError, OutputError, MissingExtra, ClusterError, Reported):
         assert issubclass(kind, CircuitlangError)
-    assert set(errors.RUNTIME_ERRORS) == {ModelError, OutputError, MissingExtra}
+    assert set(errors.RUNTIME_ERRORS) == {ModelError, OutputError, MissingExtra, ClusterError}

@@ -162,10 +162,10 @@ def test_a_file_swapped_for_a_link_during_the_load_is_refused(tmp_path, tiny_fol
     (tmp_path.parent / "planted.json").write_bytes((tiny_folder / "tokenizer.json").read_bytes())
     boot = models._boot
 
-    def swap_then_boot(location, device, dtype):
+    def swap_then_boot(location, device, dtype, placement=None):
         (folder / "tokenizer.json").unlink()
         (folder / "tokenizer.json").symlink_to(tmp_path.parent / "planted.json")
-        return boot(location, device, dtype)
+        return boot(location, device, dtype, placement)
 
     monkeypatch.setattr(models, "_boot", swap_then_boot)
     with pytest.raises(ModelError, match="changed while it was loaded: tokenizer.json"):
