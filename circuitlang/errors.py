@@ -154,6 +154,9 @@ class SpecErrors(CircuitlangError):
         message = f"{len(ordered)} error(s); first: {first.message}" if first else "no errors"
         super().__init__(message, first.span if first else None, first.hint if first else None)
 
+    def __reduce__(self) -> tuple:  # pickled from its errors (a Ray worker's raise reaches the driver so)
+        return (type(self), (self.errors,))
+
 
 def _error_sort_key(error: CircuitlangError) -> tuple[str, int, int]:
     span = error.span
@@ -178,6 +181,9 @@ class Reported(CircuitlangError):
     def __init__(self, errors: Sequence[CircuitlangError]) -> None:
         self.errors: tuple[CircuitlangError, ...] = tuple(flatten(errors))
         super().__init__(f"{len(self.errors)} error(s), already shown")
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.errors,))
 
 
 # Exit codes, as the README states them: 0 ok, 1 a claim failed, 2 the spec, its data or the command

@@ -33,7 +33,6 @@ class ClusterRequest:
 
     address: str | None = None
     workers: int | None = None
-    local_cpus: int | None = None  # a local cluster's CPUs (None: this machine's)
 
 
 def import_ray() -> Any:
@@ -58,7 +57,8 @@ def connected(request: ClusterRequest) -> Iterator[Any]:
     try:
         if address is None:
             ray.init(
-                num_cpus=request.local_cpus or os.cpu_count(),
+                address="local",  # a new cluster for the run, even where `ray start` left one running
+                num_cpus=os.cpu_count(),
                 include_dashboard=False,
                 log_to_driver=False,
                 logging_level=logging.WARNING,

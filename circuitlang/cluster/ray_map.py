@@ -27,6 +27,7 @@ R = TypeVar("R")
 
 RETRIES = 3  # restarts of a worker whose process died, and retries of the item it was running
 WAIT_S = 0.25  # how often the driver looks for progress lines while it waits for results
+READY_TIMEOUT_S = 30.0  # how long workers may take to start (be placed on the cluster) before the run goes on without them
 STARTED = "started"  # the line a worker sends as it begins an item (and again on a retry)
 LINE_INTERVAL_S = 0.5  # a worker sends at most this many progress lines a second per item
 
@@ -51,6 +52,9 @@ class Worker:
 
         self.shelf = ModelShelf()
 
+    def ready(self) -> bool:
+        return True
+
     def run(self, work: Work, item: Any, index: int, events: Any) -> tuple[int, Any]:
         pid = os.getpid()
         events.put(Event(index, pid, STARTED))
@@ -70,6 +74,7 @@ def ray_map(
     items: Sequence[Any],
     request: ClusterRequest,
     model_key: Callable[[Any], str] = lambda item: "",
+    cpus_per_worker: int = 1,
     gpus_per_worker: float = 0,
     progress: Callable[[str], None] | None = None,
     on_event: Callable[[Event], None] | None = None,
@@ -83,17 +88,44 @@ def ray_map(
         from ray.util.queue import Queue
 
         events = Queue()
-        count = min(len(items), request.workers or _slots(ray, gpus_per_worker))
-        actor = ray.remote(max_restarts=RETRIES, max_task_retries=RETRIES, num_cpus=1, num_gpus=gpus_per_worker)(Worker)
-        workers = [actor.remote() for _ in range(count)]
+        workers: list[Any] = []
         try:
+            wanted = min(len(items), request.workers or _slots(ray, cpus_per_worker, gpus_per_worker))
+            workers = _started(ray, wanted, cpus_per_worker, gpus_per_worker, progress)
             pool = ActorPool(workers)
             for index in sorted(range(len(items)), key=lambda i: (model_key(items[i]), i)):
                 pool.submit(lambda w, i: w.run.remote(work, items[i], i, events), index)
             return _gathered(ray, pool, events, items, describe, progress, on_event)
         finally:
-            for worker in workers:
-                ray.kill(worker, no_restart=True)
+            _stopped(ray, [*workers, events.actor])
+
+
+def _started(ray: Any, wanted: int, cpus: int, gpus: float, progress: Callable[[str], None] | None) -> list[Any]:
+    """The workers that start within READY_TIMEOUT_S (a cluster with fewer free CPUs or GPUs than
+    asked for starts fewer); a ClusterError when none does."""
+    actor = ray.remote(max_restarts=RETRIES, max_task_retries=RETRIES, num_cpus=cpus, num_gpus=gpus)(Worker)
+    workers = [actor.remote() for _ in range(wanted)]
+    pending = {worker.ready.remote(): worker for worker in workers}
+    ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=READY_TIMEOUT_S)
+    started = [pending[reference] for reference in ready]
+    _stopped(ray, [worker for worker in workers if worker not in started])
+    if not started:
+        raise ClusterError(
+            f"error: no Ray worker started within {READY_TIMEOUT_S:.0f} s: each asks for {cpus} CPU(s) and {gpus:g} GPU(s), "
+            f"and the cluster has {_free(ray)} free\n  hint: use a cluster with free CPUs (or GPUs with --device cuda), or fewer --threads"
+        )
+    if len(started) < wanted and progress is not None:
+        progress(f"{len(started)} of {wanted} workers started: the cluster has no room for more")
+    return started
+
+
+def _stopped(ray: Any, actors: list[Any]) -> None:
+    """Kill the actors (the workers, the progress queue); a cluster already gone has nothing to kill."""
+    for actor in actors:
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception:  # noqa: BLE001, S110 - stopping what may already be gone must not hide the run's own error
+            pass
 
 
 def _gathered(ray: Any, pool: Any, events: Any, items: Sequence[Any], describe: Callable[[Any], str], progress: Any, on_event: Any) -> list[Any]:
@@ -132,12 +164,19 @@ def _line(done: int, total: int, elapsed: float, latest: str) -> str:
     return f"{done} of {total} done, {duration(elapsed)} elapsed{left}" + (f"; {latest}" if latest else "")
 
 
-def _slots(ray: Any, gpus_per_worker: float) -> int:
-    """Workers the cluster can run at once: one per CPU, or per GPU share when workers take GPUs."""
-    resources = ray.cluster_resources()
+def _slots(ray: Any, cpus_per_worker: int, gpus_per_worker: float) -> int:
+    """Workers the cluster has room for now: its free CPUs (and GPUs, when workers take them) over
+    what one worker asks for; at least one, which `_started` gives up on when it cannot start."""
+    free = ray.available_resources()
+    slots = int(free.get("CPU", 0) // cpus_per_worker)
     if gpus_per_worker:
-        return max(1, int(resources.get("GPU", 0) // gpus_per_worker))
-    return max(1, int(resources.get("CPU", 1)))
+        slots = min(slots, int(free.get("GPU", 0) // gpus_per_worker))
+    return max(1, slots)
+
+
+def _free(ray: Any) -> str:
+    free = ray.available_resources()
+    return f"{free.get('CPU', 0):g} CPU(s) and {free.get('GPU', 0):g} GPU(s)"
 
 
 def _first_line(error: Exception) -> str:

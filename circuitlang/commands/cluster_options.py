@@ -33,12 +33,24 @@ def ray_request(args: argparse.Namespace) -> ClusterRequest | None:
     """The cluster asked for, or None. `--ray specs/x.circ` (argparse reads the spec as the address)
     is taken as a spec given after a bare `--ray`."""
     if args.ray and (args.ray.endswith(".circ") or Path(args.ray).is_file()):
-        args.files.insert(0, Path(args.ray))
+        args.files = _as_given([Path(args.ray), *args.files], getattr(args, "argv", None))
         args.ray = ""
     if args.ray is None:
         if args.workers is not None:
             raise UsageError(f"{args.command} --workers: the number of Ray workers; add --ray")
         return None
+    device = getattr(args, "device", "cpu")
+    if device.startswith("cuda:") and device != "cuda:0":
+        raise UsageError(f"--device {device} with --ray: Ray gives each worker its own GPU, which it sees as cuda:0; use --device cuda")
     from circuitlang.cluster.connect import ClusterRequest
 
     return ClusterRequest(args.ray or None, args.workers)
+
+
+def _as_given(files: list[Path], argv: list[str] | None) -> list[Path]:
+    """The specs in the order of the command line (`verify a.circ --ray b.circ`: a, then b)."""
+    if argv is None:
+        return files
+    named = {str(path) for path in files}
+    ordered = [Path(token) for token in argv if token in named]
+    return ordered if sorted(map(str, ordered)) == sorted(map(str, files)) else files

@@ -52,6 +52,8 @@ def run(args: argparse.Namespace) -> None:
     cluster = ray_request(args)
     if len(args.files) < 2:
         raise UsageError("compare needs two or more specs")
+    if cluster is not None and args.no_transfer:
+        raise UsageError("compare --ray --no-transfer: the overlap runs no model; drop --ray")
     specs = [load_checked(path, args.root) for path in args.files]
     summaries, shared = overlap(specs)
     transfer = None if args.no_transfer else _transfer(specs, args, cluster)

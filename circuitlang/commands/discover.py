@@ -197,6 +197,8 @@ def _run_each(args: argparse.Namespace, cluster: ClusterRequest | None) -> Verdi
             args.output.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise OutputError(f"{args.output}: cannot write the specs: {error.strerror or error}") from None
+    elif unwritable := why_unwritable(args.output):  # said before a search that can take minutes
+        raise OutputError(f"{args.output}: cannot write the spec: {unwritable}")
     command = shlex.join(["circuitlang", *getattr(args, "argv", ["discover"])])
     works = []
     for path in args.files:

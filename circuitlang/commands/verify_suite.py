@@ -11,11 +11,10 @@ without `--ray`. The exit code is the worst: an error's (2 or 3), else 1 when a 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from circuitlang.errors import CircuitlangError, OutputError, Reported, UsageError, Verdict, flatten, render_diagnostic
+from circuitlang.errors import CircuitlangError, ClusterError, OutputError, Reported, UsageError, Verdict, flatten
 
 if TYPE_CHECKING:
     from circuitlang.cluster.connect import ClusterRequest
@@ -28,7 +27,7 @@ def verify_suite(args: argparse.Namespace, cluster: ClusterRequest | None) -> Ve
     """`cluster`: the Ray cluster to run the specs on (None: in this process, one after another)."""
     from circuitlang.cli import Output
     from circuitlang.commands.common import placement_from_args, progress_display
-    from circuitlang.workflows.suite import VerifyOptions
+    from circuitlang.workflows.suite import SpecOutcome, VerifyOptions
 
     several = len(args.files) > 1
     outputs = [Output(args.format, args.output), *args.write]
@@ -36,11 +35,15 @@ def verify_suite(args: argparse.Namespace, cluster: ClusterRequest | None) -> Ve
     works, failed = _checked_specs(args)
     options = VerifyOptions(args.device, args.dtype, args.threads, args.audit, not args.no_cache, placement_from_args(args))
     cache = _cache(options)
-    with progress_display("verify") as say:
-        outcomes = _run(works, options, cache, cluster, say)
+    sources = {work.index: _source(work.path, outputs) for work in works}  # as verified: read before the run, not after it
+    try:
+        with progress_display("verify") as say:
+            outcomes = _run(works, options, cache, cluster, say)
+    except ClusterError as error:  # every spec's outputs say so, as for an error of its own
+        outcomes = {work.index: SpecOutcome(work.index, work.path, errors=[error]) for work in works}
     specs = {work.index: work.spec for work in works}
     errors: list[CircuitlangError] = []
-    passed = True
+    passed, said = True, set[int]()
     for index, path in enumerate(args.files):
         spec_outputs = [_for_spec(output, path, several) for output in outputs]
         if several and args.format == "table":
@@ -48,10 +51,10 @@ def verify_suite(args: argparse.Namespace, cluster: ClusterRequest | None) -> Ve
         outcome = outcomes.get(index)
         problems = failed.get(index) or (outcome.errors if outcome is not None else [])
         if problems or outcome is None or outcome.report is None:
-            _report_errors(str(path), problems, spec_outputs)
+            _report_errors(str(path), problems, spec_outputs, said)
             errors.extend(problems)
             continue
-        errors.extend(_emitted(outcome, spec_outputs, args, specs[index], _source(outcome.path, outputs)))
+        errors.extend(_emitted(outcome, spec_outputs, args, specs[index], sources[index]))
         passed = passed and outcome.report.passed
     if errors:
         raise Reported(errors)
@@ -147,11 +150,14 @@ def _source(path: str, outputs: list) -> str:
         return ""
 
 
-def _report_errors(path: str, errors: list[CircuitlangError], outputs: list) -> None:
-    from circuitlang.cli import _write_failures
+def _report_errors(path: str, errors: list[CircuitlangError], outputs: list, said: set[int]) -> None:
+    """The errors on stderr (once: a cluster's error is every spec's) and in the spec's outputs."""
+    from circuitlang.cli import _say, _write_failures
 
     for problem in errors:
-        print(render_diagnostic(problem), file=sys.stderr)
+        if id(problem) not in said:
+            said.add(id(problem))
+            _say(problem)
     _write_failures(path, errors, outputs)
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable
 from circuitlang.errors import CircuitlangError, flatten
 from circuitlang.ir import models as ir
 from circuitlang.engine.model_shelf import ModelShelf
-from circuitlang.workflows.suite import VerifyOptions, gpus_per_worker, model_key, open_with
+from circuitlang.workflows.suite import VerifyOptions, gpus_per_worker, model_key, on_ray, open_with
 
 if TYPE_CHECKING:
     from circuitlang.cluster.connect import ClusterRequest
@@ -52,11 +52,13 @@ def discover_each(
         return [search_item(item, shelf, _prefixed(progress, item[0].path)) for item in items]
     from circuitlang.cluster.ray_map import ray_map
 
+    spread = on_ray(opened)
     return ray_map(
         search_item,
-        items,
+        [(work, spread) for work in works],
         cluster,
         model_key=lambda item: model_key(item[0].spec.model),
+        cpus_per_worker=spread.threads,
         gpus_per_worker=gpus_per_worker(opened),
         progress=progress,
         describe=lambda item: item[0].path,

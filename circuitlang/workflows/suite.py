@@ -13,7 +13,7 @@ model load it once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
@@ -261,12 +261,14 @@ def verify_on_ray(
     prompt sets, in the suite's order, and the cache entries stored here."""
     from circuitlang.cluster.ray_map import ray_map
 
+    options = on_ray(options)
     items = [(work, names, options, cache) for work in works for names in _parts(work.spec)]
     parts = ray_map(
         _verify_item,
         items,
         request,
         model_key=lambda item: model_key(item[0].spec.model),
+        cpus_per_worker=options.threads,
         gpus_per_worker=gpus_per_worker(options),
         progress=progress,
         on_event=on_event,
@@ -291,6 +293,15 @@ Item = tuple[SpecWork, frozenset[str] | None, VerifyOptions, ResultCache | None]
 def _verify_item(item: Item, shelf: ModelShelf, say: Progress) -> PartOutcome:
     work, names, options, cache = item
     return verify_part(work, names, options, cache, shelf, say)
+
+
+def on_ray(options: VerifyOptions) -> VerifyOptions:
+    """The options a Ray worker runs with: `threads` CPU threads, 1 unless given, which is also the
+    CPUs it asks Ray for. Ray sets a worker's OMP_NUM_THREADS to its CPUs, so torch's own default
+    (this machine's cores) is not what a worker would get: the count is said, so that a model of
+    10M parameters or more (which `verify` otherwise runs on torch's default) gets the same
+    threads, the same cache keys and the same numbers on every worker (docs/scale.md)."""
+    return replace(options, threads=options.threads or 1)
 
 
 def gpus_per_worker(options: VerifyOptions) -> int:

@@ -30,7 +30,7 @@ from circuitlang.verification.cross_spec import (
 )
 from circuitlang.verification.progress import Meter
 from circuitlang.engine.model_shelf import ModelShelf
-from circuitlang.workflows.suite import VerifyOptions, gpus_per_worker, model_key, open_with
+from circuitlang.workflows.suite import VerifyOptions, gpus_per_worker, model_key, on_ray, open_with
 
 if TYPE_CHECKING:
     from circuitlang.cluster.connect import ClusterRequest
@@ -127,12 +127,14 @@ def transfer_on_ray(request: ClusterRequest, options: VerifyOptions) -> RaySprea
     def spread(specs: list[ir.Spec], datasets: list[dict[str, Dataset]], progress: Progress | None) -> list[Columns]:
         from circuitlang.cluster.ray_map import ray_map
 
-        items = [(specs, index, datasets[index], options) for index in range(len(specs))]
+        opened = on_ray(options)
+        items = [(specs, index, datasets[index], opened) for index in range(len(specs))]
         return ray_map(
             _columns_item,
             items,
             request,
             model_key=lambda item: model_key(item[0][item[1]].model),
+            cpus_per_worker=opened.threads,
             gpus_per_worker=gpus_per_worker(options),
             progress=progress,
             describe=lambda item: labels(item[0])[item[1]],
@@ -144,7 +146,7 @@ def transfer_on_ray(request: ClusterRequest, options: VerifyOptions) -> RaySprea
 def _columns_item(item: tuple[list[ir.Spec], int, dict[str, Dataset], VerifyOptions], shelf: ModelShelf, say: Progress) -> Columns:
     specs, index, datasets, options = item
 
-    def opened(spec: ir.Spec) -> Session:
-        return open_with(spec, options, shelf)
+    def opened(spec: ir.Spec) -> Session:  # the prompts expanded on the driver: no data file is read on the worker
+        return open_with(spec, options, shelf, tuple(datasets[prompt_set.name] for prompt_set in spec.prompt_sets))
 
     return spec_columns(specs, index, datasets, opened, Meter(_rows(specs, index, datasets), say))

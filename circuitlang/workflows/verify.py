@@ -83,6 +83,7 @@ class PromptSetsVerified:
     device: str
     dtype: str
     seconds: float
+    versions: Versions  # of the process that ran the steps (a Ray worker's, not the driver's)
 
 
 def verify_prompt_sets(
@@ -103,7 +104,7 @@ def verify_prompt_sets(
     reports = [r.model_copy(update={"cache": _cache_use(cache, verification.runs[r.name].results)}) for r in verification.reports]
     facts = session.facts
     return PromptSetsVerified(
-        reports, verification.attention_read, facts.identity.as_dict(), facts.device, facts.dtype, time.perf_counter() - started
+        reports, verification.attention_read, facts.identity.as_dict(), facts.device, facts.dtype, time.perf_counter() - started, _versions()
     )
 
 
@@ -124,7 +125,7 @@ def assemble_report(spec: ir.Spec, parts: list[PromptSetsVerified]) -> Report:
         dtype=first.dtype,
         seed=spec.settings.seed,
         settings=spec.settings.model_dump(),
-        versions=_versions(),
+        versions=first.versions,
         prompt_sets=reports,
         claims=claims,
         passed=all(claim.passed for claim in claims),

@@ -118,3 +118,16 @@ def test_a_suite_without_ray_never_imports_ray(specs, tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_a_spec_after_ray_keeps_its_place_among_the_specs():
+    from circuitlang.commands.cluster_options import _as_given
+
+    argv = ["verify", "a.circ", "--ray", "b.circ", "c.circ"]
+    assert _as_given([Path("b.circ"), Path("a.circ"), Path("c.circ")], argv) == [Path("a.circ"), Path("b.circ"), Path("c.circ")]
+
+
+def test_compare_refuses_ray_with_no_transfer(specs, capsys):
+    small, _, csv = specs
+    assert main(["compare", str(small), str(csv), "--ray", "--no-transfer"]) == 2
+    assert "drop --ray" in capsys.readouterr().err
