@@ -208,7 +208,7 @@ def _argument_parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--no-cache", action="store_true", help="neither read nor write the result cache ($CIRCUITLANG_CACHE_DIR, else ~/.cache/circuitlang)"
     )
-    add_ray_arguments(verify, "a spec each")
+    add_ray_arguments(verify, "a prompt set of a spec each")
     verify.set_defaults(run=_verify)
     plan = commands.add_parser("plan", help="show the steps verify will run, without loading a model")
     plan.add_argument("file", type=Path)

@@ -25,7 +25,8 @@ def add_ray_arguments(parser: argparse.ArgumentParser, work: str) -> None:
         "--workers",
         type=positive_int,
         default=None,
-        help=f"--ray: workers, each holding one model ({work}; default: one per CPU of the cluster, per GPU with --device cuda)",
+        help=f"--ray: workers, each holding one model ({work}; default: as many as the cluster has "
+        "free CPUs for, --threads each, or free GPUs with --device cuda)",
     )
 
 
